@@ -1,0 +1,328 @@
+"""One configuration tree for the whole pipeline.
+
+    Config
+      data       where the text comes from and how it is split
+      tokenizer  BPE training and shard encoding
+      model      Transformer shape
+      train      optimisation, schedule, precision, checkpoints
+      run        output folder, sampling at the end
+
+Presets are YAML files in `lmforge/configs/` (`tiny`, `gpt2-small`, `1b`); any field can then be
+overridden with `section.field=value` (values parsed as YAML). Unknown keys, wrong types and
+out-of-range values raise `LmforgeError` naming the key. The fully resolved tree is saved as
+`config.yaml` in every run folder and loads back to an equal object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmforge.errors import LmforgeError
+
+BUILTIN_SOURCE = "builtin"
+
+
+@dataclass
+class DataConfig:
+    sources: list[str] = field(default_factory=lambda: [BUILTIN_SOURCE])
+    text_field: str = "text"  # JSONL/Parquet field holding the document text
+    max_bytes: int = 0  # stop reading after this many bytes of text (0 = read everything)
+    val_fraction: float = 0.02  # share of documents held out for validation (split by document id)
+    max_document_bytes: int = 8_000_000  # longer files are read as several documents, never whole
+    tokenized: str = ""  # a tokenized folder to train on ("" = RUN/tokens, built from sources)
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 4096
+    train_bytes: int = 30_000_000  # text used to learn the merges (a prefix of the stream)
+    min_frequency: int = 2
+    shard_tokens: int = 100_000_000  # tokens per shard file
+    encode_batch_documents: int = 512
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int = 0  # 0 = n_head (plain multi-head); fewer = grouped-query attention
+    n_embd: int = 128
+    seq_len: int = 256  # training context; RoPE tables are built for this length
+    mlp_hidden: int = 0  # 0 = 8/3 * n_embd rounded up to a multiple of 64 (SwiGLU at ~4x MLP FLOPs)
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    vocab_size: int = 0  # 0 = taken from the tokenizer
+
+
+@dataclass
+class TrainConfig:
+    objective: str = "causal"
+    batch_size: int = 16  # sequences per micro-batch (per rank)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 1000
+    optimizer: str = "adamw"  # adamw | muon (Muon for hidden matrices, AdamW for the rest)
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # final lr as a fraction of lr
+    warmup_steps: int = 50
+    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant
+    decay_fraction: float = 0.2  # wsd: share of steps spent decaying
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
+    grad_clip: float = 1.0  # 0 = off
+    dtype: str = "auto"  # auto | float32 | bfloat16 (auto: bf16 on CUDA/AMX CPUs, else fp32)
+    compile: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads (0 = leave torch's default)
+    seed: int = 1337
+    log_interval: int = 10
+    eval_interval: int = 250  # 0 = only at the end
+    eval_tokens: int = 100_000  # validation tokens per periodic evaluation (0 = all)
+    final_eval_tokens: int = 2_000_000  # validation tokens for the final figures (0 = all)
+    checkpoint_interval: int = 500  # 0 = only at the end
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/tiny"
+    samples: int = 3
+    sample_tokens: int = 80
+    sample_prompts: list[str] = field(
+        default_factory=lambda: ["def ", "The ", "import "]
+    )
+    temperature: float = 0.8
+    top_k: int = 50
+
+
+@dataclass
+class Config:
+    preset: str = "tiny"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "Config":
+        _validate(self)
+        return self
+
+
+CHOICES = {
+    "train.objective": ("causal",),
+    "train.optimizer": ("adamw", "muon"),
+    "train.schedule": ("cosine", "wsd", "constant"),
+    "train.dtype": ("auto", "float32", "bfloat16"),
+}
+
+
+def _check(ok: bool, key: str, value: Any, requirement: str) -> None:
+    if not ok:
+        raise LmforgeError(f"config: {key}={value!r} is invalid: {requirement}")
+
+
+def _validate(cfg: Config) -> None:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        _check(value in allowed, key, value, f"choose one of {', '.join(allowed)}")
+    m, t, d, tk = cfg.model, cfg.train, cfg.data, cfg.tokenizer
+    positive = {
+        "model.n_layer": m.n_layer, "model.n_head": m.n_head, "model.n_embd": m.n_embd,
+        "model.seq_len": m.seq_len, "train.batch_size": t.batch_size,
+        "train.grad_accum": t.grad_accum, "train.max_steps": t.max_steps,
+        "tokenizer.shard_tokens": tk.shard_tokens, "train.log_interval": t.log_interval,
+        "tokenizer.encode_batch_documents": tk.encode_batch_documents,
+        "data.max_document_bytes": d.max_document_bytes, "train.keep_checkpoints": t.keep_checkpoints,
+    }
+    for key, value in positive.items():
+        _check(value > 0, key, value, "must be > 0")
+    non_negative = {
+        "model.n_kv_head": m.n_kv_head, "model.mlp_hidden": m.mlp_hidden, "model.vocab_size": m.vocab_size,
+        "train.warmup_steps": t.warmup_steps, "train.weight_decay": t.weight_decay,
+        "train.grad_clip": t.grad_clip, "train.threads": t.threads, "train.eval_interval": t.eval_interval,
+        "train.eval_tokens": t.eval_tokens, "train.final_eval_tokens": t.final_eval_tokens, "train.checkpoint_interval": t.checkpoint_interval,
+        "data.max_bytes": d.max_bytes, "tokenizer.train_bytes": tk.train_bytes,
+        "run.samples": cfg.run.samples, "run.sample_tokens": cfg.run.sample_tokens, "run.top_k": cfg.run.top_k,
+    }
+    for key, value in non_negative.items():
+        _check(value >= 0, key, value, "must be >= 0")
+    _check(t.lr > 0, "train.lr", t.lr, "must be > 0")
+    _check(t.muon_lr > 0, "train.muon_lr", t.muon_lr, "must be > 0")
+    _check(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "must be in [0, 1]")
+    _check(0 < t.decay_fraction <= 1, "train.decay_fraction", t.decay_fraction, "must be in (0, 1]")
+    _check(0 <= t.beta1 < 1, "train.beta1", t.beta1, "must be in [0, 1)")
+    _check(0 <= t.beta2 < 1, "train.beta2", t.beta2, "must be in [0, 1)")
+    _check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in (0, 1)")
+    _check(len(d.sources) > 0, "data.sources", d.sources, "name at least one source")
+    _check(tk.vocab_size >= 260, "tokenizer.vocab_size", tk.vocab_size, "must be >= 260 (256 bytes + special tokens)")
+    _check(m.n_embd % m.n_head == 0, "model.n_embd", m.n_embd, f"must be divisible by model.n_head={m.n_head}")
+    _check((m.n_embd // m.n_head) % 2 == 0, "model.n_embd", m.n_embd, "head size n_embd/n_head must be even (rotary embedding)")
+    kv = m.n_kv_head or m.n_head
+    _check(m.n_head % kv == 0, "model.n_kv_head", m.n_kv_head, f"must divide model.n_head={m.n_head}")
+    _check(m.rope_theta > 0, "model.rope_theta", m.rope_theta, "must be > 0")
+    _check(cfg.run.temperature >= 0, "run.temperature", cfg.run.temperature, "must be >= 0")
+    dev = t.device
+    _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "train.device", dev, "use auto, cpu, cuda or cuda:N")
+
+
+# ---------------------------------------------------------------- loading and overriding
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the field's annotation; ints are accepted where floats are due."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single source given on the command line
+        if not isinstance(value, list):
+            raise LmforgeError(f"config: {key} must be a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise LmforgeError(f"config: {key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # 1e6 in YAML
+        raise LmforgeError(f"config: {key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads '3e-4' as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise LmforgeError(f"config: {key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise LmforgeError(f"config: {key} must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def _unknown_key(key: str, known: list[str]) -> LmforgeError:
+    close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+    return LmforgeError(f"config: unknown key {key!r}{hint}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    if not isinstance(values, dict):
+        raise LmforgeError(f"config: {prefix.rstrip('.') or 'top level'} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for name, value in values.items():
+        if name not in hints:
+            raise _unknown_key(f"{prefix}{name}", known)
+        tp = hints[name]
+        if _is_dataclass_type(tp):
+            kwargs[name] = _build(tp, value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, tp)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("lmforge.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path: Path | Any, label: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise LmforgeError(f"config file {label} not found") from None
+    except yaml.YAMLError as e:
+        raise LmforgeError(f"config file {label} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is not None and not isinstance(data, dict):
+        raise LmforgeError(f"config file {label} must hold a mapping of sections")
+    return data or {}
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'train.lr=3e-4' -> {'train': {'lr': 3e-4}} (the value parsed as YAML)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise LmforgeError(f"override {text!r} must look like section.field=value")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: Any = value
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def load_config(
+    preset: str | None = "tiny",
+    file: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> Config:
+    """Preset YAML, then a user YAML file, then overrides; validated."""
+    values: dict[str, Any] = {}
+    if file is not None:
+        values = _read_yaml(Path(file), str(file))
+        preset = values.pop("preset", preset) if preset is None else preset
+    if preset:
+        res = resources.files("lmforge.configs") / f"{preset}.yaml"
+        if not res.is_file():
+            raise LmforgeError(f"unknown preset {preset!r}: choose one of {', '.join(preset_names())}")
+        values = _merge(_read_yaml(res, f"preset {preset}"), values)
+        values["preset"] = preset
+    if isinstance(overrides, dict):
+        values = _merge(values, overrides)
+    else:
+        for item in overrides or []:
+            values = _merge(values, parse_override(item))
+    return _build(Config, values).validate()
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    return _build(Config, values).validate()
+
+
+def tokens_folder(cfg: Config, run_dir: str | Path) -> Path:
+    """The tokenized folder a run trains on: data.tokenized, or RUN/tokens built from the sources."""
+    path = Path(cfg.data.tokenized) if cfg.data.tokenized else Path("tokens")
+    return path if path.is_absolute() else Path(run_dir) / path
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def read_config(path: str | Path) -> Config:
+    return config_from_dict(_read_yaml(Path(path), str(path)))

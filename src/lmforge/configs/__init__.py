@@ -1,0 +1,1 @@
+"""Preset configurations (YAML), loaded with `lmforge.config.load_config(preset=...)`."""

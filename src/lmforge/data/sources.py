@@ -1,0 +1,303 @@
+"""Read text sources as a stream of documents.
+
+A source is a file, a folder (read recursively, in sorted order), a glob, or `builtin`: the
+default corpus that exists wherever Python does (see `builtin_corpus`). Formats:
+
+- text, markdown, source code: one document per file (files longer than
+  `max_document_bytes` are cut at line boundaries into several documents, so no file is ever
+  held whole);
+- `.jsonl`: one document per line, text in a configurable field, id from an `id` field if any;
+- any of the above gzip-compressed (`.gz`).
+
+Binary files (NUL bytes or mostly invalid UTF-8) are skipped and counted, never fatal. Documents
+carry a stable id (`path`, `path:line` or `path#part`) and their source path.
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import gzip
+import io
+import json
+import os
+import sys
+import sysconfig
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterator
+
+from lmforge.config import BUILTIN_SOURCE
+from lmforge.errors import LmforgeError
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    source: str
+
+
+@dataclass
+class SourceStats:
+    """What the reader saw: kept documents and every skipped file or line, by reason."""
+
+    files: int = 0
+    documents: int = 0
+    bytes: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    skipped_examples: dict[str, str] = field(default_factory=dict)
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] += 1
+        self.skipped_examples.setdefault(reason, where)
+
+    def summary(self) -> str:
+        parts = [f"{self.documents:,} documents, {self.bytes / 1e6:,.1f} MB from {self.files:,} files"]
+        if self.skipped:
+            parts.append("skipped " + ", ".join(f"{n:,} {r}" for r, n in self.skipped.most_common()))
+        return "; ".join(parts)
+
+
+BINARY_SNIFF_BYTES = 8192
+MAX_INVALID_FRACTION = 0.05  # more replacement characters than this in the sniffed head: binary
+
+
+def _open_bytes(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _base_suffix(path: Path) -> str:
+    """'.jsonl' for 'x.jsonl.gz'."""
+    return Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+
+
+def looks_binary(head: bytes) -> bool:
+    if b"\x00" in head:
+        return True
+    text = head.decode("utf-8", errors="replace")
+    # a multi-byte character cut by the sniff window is not evidence of binary
+    return text[:-1].count("\ufffd") > MAX_INVALID_FRACTION * max(len(text), 1)
+
+
+def _read_text_file(path: Path, stats: SourceStats, max_doc_bytes: int) -> Iterator[Document]:
+    try:
+        with _open_bytes(path) as raw:
+            head = raw.read(BINARY_SNIFF_BYTES)
+            if looks_binary(head):
+                stats.skip("binary files", str(path))
+                return
+            stream = io.TextIOWrapper(io.BufferedReader(_Prepend(head, raw)), encoding="utf-8", errors="replace")
+            part, buf, size = 0, [], 0
+            for line in stream:
+                buf.append(line)
+                size += len(line)
+                if size >= max_doc_bytes:
+                    yield Document(f"{path}#{part}", "".join(buf), str(path))
+                    part, buf, size = part + 1, [], 0
+            if buf or part == 0:
+                text = "".join(buf)
+                if text.strip():
+                    yield Document(f"{path}#{part}" if part else str(path), text, str(path))
+                elif part == 0:
+                    stats.skip("empty files", str(path))
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        stats.skip("unreadable files", f"{path}: {e}")
+
+
+class _Prepend(io.RawIOBase):
+    """A byte stream that first replays the sniffed head, then the rest of the file."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]):
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        if self.head:
+            n = min(len(b), len(self.head))
+            b[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        chunk = self.rest.read(len(b))
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _read_jsonl(path: Path, stats: SourceStats, text_field: str) -> Iterator[Document]:
+    try:
+        with _open_bytes(path) as raw:
+            for lineno, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8", errors="replace"), 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    stats.skip("invalid JSON lines", where)
+                    continue
+                text = record.get(text_field) if isinstance(record, dict) else None
+                if not isinstance(text, str):
+                    stats.skip(f"JSON lines without a '{text_field}' string", where)
+                    continue
+                if not text.strip():
+                    stats.skip("empty documents", where)
+                    continue
+                doc_id = record.get("id")
+                yield Document(str(doc_id) if doc_id is not None else where, text, str(path))
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        stats.skip("unreadable files", f"{path}: {e}")
+
+
+def _read_path(path: Path, stats: SourceStats, text_field: str, max_doc_bytes: int) -> Iterator[Document]:
+    stats.files += 1
+    if _base_suffix(path) in (".jsonl", ".ndjson"):
+        yield from _read_jsonl(path, stats, text_field)
+    else:
+        yield from _read_text_file(path, stats, max_doc_bytes)
+
+
+def _expand(source: str) -> list[Path]:
+    """The files a source names, sorted so that every run reads them in the same order."""
+    if any(ch in source for ch in "*?["):
+        matches = sorted(Path(p) for p in glob.glob(source, recursive=True))
+        files = [p for p in matches if p.is_file()]
+        if not files:
+            raise LmforgeError(f"source {source!r} matches no files: check the pattern")
+        return files
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
+    raise LmforgeError(f"source {source!r} does not exist: give a file, folder or glob (or 'builtin')")
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+# ---------------------------------------------------------------- the built-in corpus
+
+DOC_SUFFIXES = {"", ".txt", ".md", ".rst", ".text"}
+
+
+def _stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def _pydoc_topics() -> Iterator[Document]:
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:  # some distributions strip it
+        return
+    for name in sorted(topics):
+        yield Document(f"pydoc_data.topics:{name}", topics[name], "pydoc_data.topics")
+
+
+def _stdlib_files() -> list[Path]:
+    root = _stdlib_dir()
+    skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+    return sorted(p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts))
+
+
+def _docstrings(path: Path, source: str) -> str:
+    """Module, class and function docstrings of one file as prose, in source order."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return ""
+    nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    parts = []
+    for node in nodes:
+        doc = ast.get_docstring(node)
+        if doc and len(doc) > 40:
+            parts.append(doc if node is tree else f"{node.name}: {doc}")
+    return "\n\n".join(parts)
+
+
+def _usr_share_doc() -> list[Path]:
+    root = Path("/usr/share/doc")
+    if not root.is_dir():
+        return []
+    files = []
+    for p in sorted(root.rglob("*")):
+        suffix = _base_suffix(p) if p.suffix == ".gz" else p.suffix
+        if p.is_file() and not p.is_symlink() and suffix in DOC_SUFFIXES:
+            files.append(p)
+    return files
+
+
+def builtin_corpus(stats: SourceStats, max_doc_bytes: int) -> Iterator[Document]:
+    """Text on every machine with Python, read in place, interleaved so any prefix is a mix.
+
+    Three kinds: the Python documentation topics (prose about code), the standard library's
+    docstrings (prose) and its source files (code), and the plain-text docs in /usr/share/doc
+    (changelogs, READMEs, licences). A byte cap (`data.max_bytes`) then takes a prefix that
+    still holds all three kinds.
+    """
+    topics = _pydoc_topics()
+    code = _stdlib_stream(stats)
+    docs = (d for p in _usr_share_doc() for d in _read_path(p, stats, "text", max_doc_bytes))
+    streams = [topics, code, docs]
+    while streams:
+        for stream in list(streams):
+            doc = next(stream, None)
+            if doc is None:
+                streams.remove(stream)
+            else:
+                yield doc
+
+
+def _stdlib_stream(stats: SourceStats) -> Iterator[Document]:
+    for path in _stdlib_files():
+        stats.files += 1
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            stats.skip("unreadable files", str(path))
+            continue
+        rel = path.relative_to(_stdlib_dir())
+        doc = _docstrings(path, source)
+        if doc:
+            yield Document(f"stdlib-docstrings:{rel}", doc, str(path))
+        if source.strip():
+            yield Document(f"stdlib:{rel}", source, str(path))
+
+
+# ---------------------------------------------------------------- the entry point
+
+def check_sources(sources: list[str]) -> None:
+    """Fail fast, before any work, on a source that does not exist."""
+    for s in sources:
+        if s != BUILTIN_SOURCE:
+            _expand(s)
+
+
+def iter_documents(
+    sources: list[str],
+    stats: SourceStats | None = None,
+    text_field: str = "text",
+    max_bytes: int = 0,
+    max_document_bytes: int = 8_000_000,
+) -> Iterator[Document]:
+    """Stream documents from `sources` in a fixed order; stop after `max_bytes` of text (0: all)."""
+    stats = stats if stats is not None else SourceStats()
+    check_sources(sources)
+
+    def stream() -> Iterator[Document]:
+        for s in sources:
+            if s == BUILTIN_SOURCE:
+                yield from builtin_corpus(stats, max_document_bytes)
+            else:
+                for path in _expand(s):
+                    yield from _read_path(path, stats, text_field, max_document_bytes)
+
+    for doc in stream():
+        n = len(doc.text.encode("utf-8"))
+        stats.documents += 1
+        stats.bytes += n
+        yield doc
+        if max_bytes and stats.bytes >= max_bytes:
+            return

@@ -1,0 +1,71 @@
+"""Sampling continuations from a trained run, with or without a KV cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lmforge.model import GPT, KVCache
+from lmforge.tokenizer import EOT
+from lmforge.training.checkpoint import load_run
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits (B, V) -> next ids (B,). temperature 0 is greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (the first token always stays)
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int, temperature: float = 0.8, top_k: int = 50,
+                 top_p: float = 1.0, seed: int = 0, use_cache: bool = True, stop_id: int | None = None) -> list[int]:
+    """Continue `prompt`; with `use_cache` each step feeds one token and reuses cached keys/values."""
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    ids = torch.tensor([prompt], dtype=torch.long, device=device)
+    limit = model.cfg.seq_len
+    cache = None
+    if use_cache:
+        cache = KVCache(model.cfg, 1, min(limit, len(prompt) + max_new_tokens), device, next(model.parameters()).dtype)
+    out: list[int] = []
+    step_input = ids
+    for _ in range(max_new_tokens):
+        if cache is not None and cache.pos + step_input.size(1) > cache.max_len:
+            # the window is full: start a fresh cache over the last seq_len - 1 tokens
+            cache = KVCache(model.cfg, 1, limit, device, cache.k.dtype)
+            step_input = ids[:, -(limit - 1):]
+        if cache is None:
+            step_input = ids[:, -limit:]
+        logits = model(step_input, cache=cache)[:, -1, :]
+        nxt = sample_next(logits, temperature, top_k, top_p, gen)
+        token = int(nxt.item())
+        if stop_id is not None and token == stop_id:
+            break
+        out.append(token)
+        ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+        step_input = nxt.view(1, 1)
+    return out
+
+
+def generate(run_dir: str | Path, prompt: str, max_tokens: int = 100, temperature: float = 0.8, top_k: int = 50,
+             top_p: float = 1.0, seed: int = 0, device: str = "cpu") -> str:
+    model, tok, _ = load_run(run_dir, device)
+    ids = tok.encode(prompt, add_special_tokens=False).ids
+    eot = tok.token_to_id(EOT)
+    out = generate_ids(model, [eot] + ids, max_tokens, temperature, top_k, top_p, seed, stop_id=eot)
+    return prompt + tok.decode(out)

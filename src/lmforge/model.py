@@ -1,0 +1,214 @@
+"""A decoder-only Transformer, small enough to read in one sitting.
+
+Features:
+- token embedding, no learned positions: rotary position embedding (RoPE) on queries and keys
+- pre-norm residual blocks with RMSNorm (parameter-free, as in nanochat) and a final RMSNorm
+- attention through `F.scaled_dot_product_attention`, causal by default and bidirectional on
+  request (the masked objective), with optional grouped-query attention (`n_kv_head < n_head`)
+- SwiGLU MLP, hidden width ~8/3 d so its FLOPs match a 4d GELU MLP
+- no biases; optional tying of the input embedding and the output head
+- a KV cache for incremental decoding
+- one explicit `init_weights()`; `num_params()` and `flops_per_token()` for cost and MFU
+
+The model knows nothing of data, training or files: it maps token ids to logits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int = 0  # 0 = n_head
+    n_embd: int = 128
+    seq_len: int = 256
+    mlp_hidden: int = 0  # 0 = 8/3 * n_embd rounded up to a multiple of 64
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        self.n_kv_head = self.n_kv_head or self.n_head
+        if not self.mlp_hidden:
+            self.mlp_hidden = 64 * math.ceil(8 * self.n_embd / 3 / 64)
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.rms_norm(x, (x.size(-1),), eps=eps)
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (seq_len, head_dim/2), computed in float32."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: (B, T, H, hd); cos, sin: (T, hd/2). Rotate the two halves of each head as complex pairs.
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+class KVCache:
+    """Keys and values of every layer for positions [0, pos), preallocated to `max_len`."""
+
+    def __init__(self, cfg: GPTConfig, batch: int, max_len: int, device, dtype):
+        shape = (cfg.n_layer, batch, cfg.n_kv_head, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+        self.pos = 0  # tokens already cached; advanced by the model after the last layer
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # k, v: (B, n_kv, T, hd) -> all keys/values so far (B, n_kv, pos+T, hd)
+        end = self.pos + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {end} > {self.max_len} positions")
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        hd = cfg.head_dim
+        self.qkv = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.n_kv_head) * hd, bias=False)
+        self.proj = nn.Linear(cfg.n_head * hd, cfg.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, causal: bool, cache: KVCache | None = None):
+        B, T, _ = x.shape
+        H, KV, hd = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim
+        q, k, v = self.qkv(x).split([H * hd, KV * hd, KV * hd], dim=-1)
+        q = apply_rope(q.view(B, T, H, hd), cos, sin).transpose(1, 2)  # (B, H, T, hd)
+        k = apply_rope(k.view(B, T, KV, hd), cos, sin).transpose(1, 2)  # (B, KV, T, hd)
+        v = v.view(B, T, KV, hd).transpose(1, 2)  # (B, KV, T, hd)
+        mask = None
+        if cache is not None:
+            past = cache.pos
+            k, v = cache.update(self.layer, k, v)
+            if past > 0:
+                # new queries see every cached position and, causally, each other
+                causal = False
+                if T > 1:
+                    mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=KV != H)
+        return self.proj(y.transpose(1, 2).reshape(B, T, H * hd))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.gate_up = nn.Linear(cfg.n_embd, 2 * cfg.mlp_hidden, bias=False)
+        self.down = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.eps = cfg.norm_eps
+        self.attn = Attention(cfg, layer)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, x, cos, sin, causal: bool, cache: KVCache | None = None):
+        x = x + self.attn(rms_norm(x, self.eps), cos, sin, causal, cache)
+        return x + self.mlp(rms_norm(x, self.eps))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        cos, sin = rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> None:
+        """GPT-2 initialisation: N(0, 0.02) everywhere, residual output projections scaled by
+        1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        std = 0.02
+
+        def normal_(t: torch.Tensor, s: float) -> None:
+            t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float32).mul_(s).to(t))
+
+        normal_(self.wte.weight, std)
+        if not self.cfg.tie_embeddings:
+            normal_(self.lm_head.weight, std)
+        for block in self.blocks:
+            normal_(block.attn.qkv.weight, std)
+            normal_(block.mlp.gate_up.weight, std)
+            normal_(block.attn.proj.weight, std / math.sqrt(2 * self.cfg.n_layer))
+            normal_(block.mlp.down.weight, std / math.sqrt(2 * self.cfg.n_layer))
+
+    def forward(self, idx: torch.Tensor, causal: bool = True, cache: KVCache | None = None,
+                return_hidden: bool = False):
+        """idx (B, T) token ids -> logits (B, T, vocab) in float32.
+        With `return_hidden`, also the residual stream after the embedding and each block."""
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        if start + T > self.cfg.seq_len:
+            self._extend_rope(start + T)
+        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        x = self.wte(idx)  # (B, T, d)
+        hidden = [x]
+        for block in self.blocks:
+            x = block(x, cos, sin, causal, cache)
+            hidden.append(x)
+        if cache is not None:
+            cache.pos += T
+        logits = self.lm_head(rms_norm(x, self.cfg.norm_eps)).float()  # (B, T, vocab)
+        return (logits, hidden) if return_hidden else logits
+
+    def _extend_rope(self, length: int) -> None:
+        """Generation past the training context: longer tables (quality beyond seq_len is not promised)."""
+        cos, sin = rope_tables(length, self.cfg.head_dim, self.cfg.rope_theta, self.rope_cos.device)
+        self.rope_cos, self.rope_sin = cos, sin
+
+    # ------------------------------------------------------------ accounting
+
+    def num_params(self, embedding: bool = True) -> int:
+        """Unique parameters; `embedding=False` leaves out the token embedding table
+        (but keeps the output head's matrix when it is tied, since it does a matmul)."""
+        n = sum(p.numel() for p in self.parameters())
+        if not embedding and not self.cfg.tie_embeddings:
+            n -= self.wte.weight.numel()
+        return n
+
+    def matmul_params(self) -> int:
+        """Weights that take part in a matrix multiply for every token (all Linear layers)."""
+        return sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token: 6 per matmul weight (forward 2, backward 4) plus attention's
+        QK^T and AV (2 * 2 * T * d per layer forward, x3 for training), the PaLM convention."""
+        T = seq_len or self.cfg.seq_len
+        attn = 12 * self.cfg.n_layer * self.cfg.n_head * self.cfg.head_dim * T
+        return 6 * self.matmul_params() + attn

@@ -1,0 +1,57 @@
+"""`lmforge run`: the whole pipeline on one config, skipping stages whose output is complete.
+
+    sources -> RUN/tokens/ (tokenize) -> RUN/ (train, with checkpoints) -> eval -> samples
+
+A rerun of the same command finds the tokenized folder complete (its fingerprint matches),
+resumes training from the newest checkpoint if it was interrupted, and skips training when
+`summary.json` says the run is complete.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from lmforge.config import Config, read_config
+from lmforge.errors import LmforgeError
+from lmforge.generate import generate_ids
+from lmforge.tokenizer import EOT
+from lmforge.training.checkpoint import latest_checkpoint, load_run
+from lmforge.training.loop import check_resumable, train
+
+
+def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
+    run_dir = Path(cfg.run.out)
+    summary_path = run_dir / "summary.json"
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and latest_checkpoint(run_dir) is not None:
+        check_resumable(read_config(saved), cfg)
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    if summary and summary.get("complete"):
+        log(f"run: {run_dir} is already trained, skipping training")
+    else:
+        summary = train(cfg, resume=latest_checkpoint(run_dir) is not None, log=log)
+        if not summary.get("complete"):
+            return summary
+    summary["samples"] = samples(run_dir, cfg)
+    for text in summary["samples"]:
+        log("sample: " + text.replace("\n", "\n        ") + "\n")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    log(f"run: everything is in {run_dir}/ (config.yaml, tokens/, metrics.jsonl, checkpoints/, summary.json)")
+    log(f"final: val loss {summary['val_loss']:.4f} nats/token (unigram baseline {summary['unigram_val_loss']:.4f}), "
+        f"perplexity {summary['perplexity']:.2f}, {summary['bits_per_byte']:.4f} bits per byte")
+    return summary
+
+
+def samples(run_dir: Path, cfg: Config) -> list[str]:
+    model, tok, _ = load_run(run_dir)
+    eot = tok.token_to_id(EOT)
+    out = []
+    prompts = cfg.run.sample_prompts or [""]
+    for i in range(cfg.run.samples):
+        prompt = prompts[i % len(prompts)]
+        ids = generate_ids(model, [eot] + tok.encode(prompt, add_special_tokens=False).ids, cfg.run.sample_tokens,
+                           cfg.run.temperature, cfg.run.top_k, seed=cfg.train.seed + i, stop_id=eot)
+        out.append(prompt + tok.decode(ids))
+    return out

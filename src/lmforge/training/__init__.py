@@ -1,0 +1,1 @@
+"""Training: the loop, optimizers and schedule, checkpoints, data windows, devices."""
