@@ -73,7 +73,7 @@ def unigram_baseline(train_shards: list[np.ndarray], val_shards: list[np.ndarray
         targets = window[:, 1:].numpy().reshape(-1)
         total -= logp[targets].sum()
         n += len(targets)
-    return total / n if n else float("nan")
+    return float(total / n) if n else float("nan")
 
 
 def evaluate_run(run_dir, max_tokens: int = 0, device: str = "cpu", batch_size: int = 16) -> dict:

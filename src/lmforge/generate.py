@@ -46,9 +46,9 @@ def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int, temperature
     step_input = ids
     for _ in range(max_new_tokens):
         if cache is not None and cache.pos + step_input.size(1) > cache.max_len:
-            # the window is full: start a fresh cache over the last seq_len - 1 tokens
+            # past the context length: recompute over the last seq_len tokens, as the uncached path does
             cache = KVCache(model.cfg, 1, limit, device, cache.k.dtype)
-            step_input = ids[:, -(limit - 1):]
+            step_input = ids[:, -limit:]
         if cache is None:
             step_input = ids[:, -limit:]
         logits = model(step_input, cache=cache)[:, -1, :]

@@ -97,8 +97,8 @@ def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[st
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], prefix: str, info: dict) -> dict:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
-        head, pid, key = name.split(".", 2)
-        if head == prefix:
+        if name.startswith(prefix + "."):
+            _, pid, key = name.split(".", 2)
             state.setdefault(int(pid), {})[key] = value
     for name, value in info["scalars"].items():
         pid, key = name.split(".", 1)

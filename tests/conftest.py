@@ -1,0 +1,76 @@
+"""Shared fixtures: a small real corpus on disk, tokenized once, and a tiny config.
+
+Tests run torch on one thread: on shared 2-core machines several threads per process can
+collapse under contention, and one thread keeps float reductions in a fixed order.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
+from lmforge.config import load_config  # noqa: E402
+from lmforge.tokenizer import tokenize_corpus  # noqa: E402
+
+
+def corpus_texts() -> list[str]:
+    """Real prose and code that every Python ships: the documentation topics."""
+    from pydoc_data.topics import topics
+
+    return [topics[name] for name in sorted(topics)][:60]
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "sub").mkdir()
+    for i, text in enumerate(corpus_texts()):
+        folder = root / "sub" if i % 3 == 0 else root
+        (folder / f"doc{i:03d}.txt").write_text(text)
+    return root
+
+
+def tiny_overrides(**extra) -> list[str]:
+    values = {
+        "tokenizer.vocab_size": 512, "tokenizer.train_bytes": 0, "data.val_fraction": 0.1,
+        "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32, "model.seq_len": 32,
+        "train.batch_size": 4, "train.max_steps": 20, "train.warmup_steps": 2, "train.lr": 3e-3,
+        "train.eval_interval": 0, "train.eval_tokens": 2048, "train.final_eval_tokens": 4096,
+        "train.checkpoint_interval": 0, "train.progress": False, "train.threads": 1, "train.log_interval": 5,
+        "run.samples": 1, "run.sample_tokens": 8,
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+@pytest.fixture
+def tiny_config(tmp_path, corpus_dir):
+    def make(**extra):
+        overrides = tiny_overrides(**extra)
+        cfg = load_config("tiny", overrides=overrides + [f"run.out={tmp_path / 'run'}"])
+        cfg.data.sources = [str(corpus_dir)]
+        return cfg
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tokens_dir(tmp_path_factory, corpus_dir) -> Path:
+    cfg = load_config("tiny", overrides=tiny_overrides())
+    cfg.data.sources = [str(corpus_dir)]
+    out = tmp_path_factory.mktemp("tok") / "tokens"
+    tokenize_corpus(cfg.data, cfg.tokenizer, out, log=lambda *_: None)
+    return out
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path

@@ -1,0 +1,103 @@
+"""The command line as a user meets it: real subprocesses, real files, exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_overrides
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def lmforge(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lmforge", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, cwd=cwd, timeout=300)
+
+
+def sets(**extra):
+    return [a for o in tiny_overrides(**extra) for a in ("--set", o)]
+
+
+def assert_user_error(result, *words):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lmforge: error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, corpus_dir):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    r = lmforge("train", "--data", corpus_dir, "--out", run, "--max-steps", 30, "--seed", 7, *sets())
+    assert r.returncode == 0, r.stderr
+    return run
+
+
+def test_train_eval_generate(trained_run):
+    r = lmforge("eval", trained_run, "--json", "--max-tokens", 2048)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert {"val_loss", "perplexity", "bits_per_byte"} <= set(result)
+    assert result["perplexity"] == pytest.approx(2.718281828 ** result["val_loss"], rel=1e-6)
+    outs = [lmforge("generate", trained_run, "The ", "--max-tokens", 12, "--seed", 3) for _ in range(2)]
+    assert outs[0].returncode == 0, outs[0].stderr
+    assert outs[0].stdout.startswith("The ") and outs[0].stdout == outs[1].stdout
+    for name in ("config.yaml", "metrics.jsonl", "tokenizer.json", "summary.json"):
+        assert (trained_run / name).is_file()
+    assert list(trained_run.glob("checkpoints/*/model.safetensors"))
+
+
+def test_run_whole_pipeline_then_skips_finished_stages(tmp_path, corpus_dir):
+    args = ("run", corpus_dir, "--out", tmp_path / "r", "--max-steps", 10, *sets())
+    first = lmforge(*args)
+    assert first.returncode == 0, first.stderr
+    assert "final: val loss" in first.stdout and "bits per byte" in first.stdout and "sample:" in first.stdout
+    again = lmforge(*args)
+    assert again.returncode == 0, again.stderr
+    assert "already trained, skipping training" in again.stdout
+
+
+def test_missing_path(tmp_path):
+    assert_user_error(lmforge("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "r", *sets()),
+                      "nowhere", "does not exist")
+
+
+def test_empty_and_all_binary_corpus(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "blank.txt").write_text("   \n")
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    (binary / "a.bin").write_bytes(bytes(range(256)) * 40)
+    for folder in (empty, binary):
+        assert_user_error(lmforge("train", "--data", folder, "--out", tmp_path / "r", *sets()), "no text found")
+    assert not (tmp_path / "r" / "tokens").exists()
+
+
+def test_corpus_too_small_for_one_batch(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "one.txt").write_text("just a few words of text here.")
+    (tmp_path / "c" / "two.txt").write_text("and a second tiny document.")
+    assert_user_error(lmforge("train", "--data", tmp_path / "c", "--out", tmp_path / "r", *sets()),
+                      "corpus too small for one batch")
+
+
+def test_invalid_config_value(tmp_path):
+    assert_user_error(lmforge("train", "--out", tmp_path / "r", "--set", "train.lr=fast"), "train.lr")
+    assert_user_error(lmforge("run", "--set", "model.n_head=3"), "model.n_embd")
+    assert_user_error(lmforge("run", "--preset", "nope"), "unknown preset")
+
+
+def test_checkpoint_from_another_architecture(trained_run, corpus_dir):
+    r = lmforge("train", "--data", corpus_dir, "--out", trained_run, "--resume", *sets(**{"model.n_layer": 3}))
+    assert_user_error(r, "model.n_layer")
+    assert_user_error(lmforge("eval", trained_run.parent / "missing"), "does not exist")
+
+
+def test_argparse_errors_exit_2():
+    assert lmforge("train", "--max-steps", "many").returncode == 2

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+
+from lmforge.data.sources import iter_documents
+from lmforge.tokenizer import (EOT, MASK, PAD, is_validation, load_shards, load_tokenizer, read_meta,
+                               token_byte_lengths, train_tokenizer)
+
+SAMPLES = ["Hello, world!", "def f(x):\n    return x ** 2\n", "naïve café — 東京 🚀", "  spaces\t\ttabs\n\n"]
+
+
+def test_round_trip_is_lossless_on_any_text():
+    tok = train_tokenizer(SAMPLES * 20, vocab_size=300)
+    for text in SAMPLES + ["unseen words: zyzzyva ∑ \x00 \r\n"]:
+        assert tok.decode(tok.encode(text, add_special_tokens=False).ids) == text
+
+
+def test_special_tokens_exist_and_are_single_ids(tokens_dir):
+    tok = load_tokenizer(tokens_dir)
+    for special in (EOT, PAD, MASK):
+        idx = tok.token_to_id(special)
+        assert idx is not None
+        assert tok.encode(special, add_special_tokens=False).ids == [idx]
+
+
+def test_shards_hold_every_document_once_with_a_boundary(tokens_dir, corpus_dir):
+    meta = read_meta(tokens_dir)
+    tok = load_tokenizer(tokens_dir)
+    assert meta["dtype"] == "uint16" and meta["vocab_size"] == 512
+    docs = list(iter_documents([str(corpus_dir)]))
+    splits = {s: np.concatenate(load_shards(tokens_dir, s)) for s in ("train", "val")}
+    eot = tok.token_to_id(EOT)
+    n_docs = sum(int((splits[s] == eot).sum()) for s in splits)
+    assert n_docs == len(docs) == meta["splits"]["train"]["documents"] + meta["splits"]["val"]["documents"]
+    assert meta["splits"]["val"]["documents"] > 0
+    for s in splits:
+        assert len(splits[s]) == meta["splits"][s]["tokens"]
+    # the train stream decodes back to the train documents, in order
+    train_docs = [d.text for d in docs if not is_validation(d.id, 0.1)]
+    decoded = tok.decode(splits["train"].tolist(), skip_special_tokens=False).split(EOT)[1:]
+    assert decoded[:5] == train_docs[:5]
+    assert meta["bytes_per_token"]["train"] > 1.5
+
+
+def test_token_byte_lengths_sum_to_utf8_bytes(tokens_dir):
+    tok = load_tokenizer(tokens_dir)
+    lengths = token_byte_lengths(tok)
+    for text in SAMPLES:
+        ids = tok.encode(text, add_special_tokens=False).ids
+        assert lengths[ids].sum() == len(text.encode("utf-8"))
+    assert lengths[tok.token_to_id(EOT)] == 0
+
+
+def test_validation_split_is_by_document_and_stable():
+    ids = [f"doc{i}" for i in range(2000)]
+    picked = [is_validation(i, 0.1) for i in ids]
+    assert picked == [is_validation(i, 0.1) for i in ids]
+    assert 0.07 < sum(picked) / len(ids) < 0.13
+
+
+def test_tokenize_skips_when_complete(tokens_dir, corpus_dir):
+    from lmforge.config import load_config
+    from lmforge.tokenizer import tokenize_corpus
+    from conftest import tiny_overrides
+
+    cfg = load_config("tiny", overrides=tiny_overrides())
+    cfg.data.sources = [str(corpus_dir)]
+    before = (tokens_dir / "meta.json").stat().st_mtime_ns
+    messages = []
+    tokenize_corpus(cfg.data, cfg.tokenizer, tokens_dir, log=messages.append)
+    assert "skipping" in messages[0] and (tokens_dir / "meta.json").stat().st_mtime_ns == before
+    assert json.loads((tokens_dir / "meta.json").read_text())["format"] == "lmforge-tokens-v1"

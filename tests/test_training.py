@@ -1,0 +1,150 @@
+import json
+from collections import Counter
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lmforge.config import load_config
+from lmforge.errors import LmforgeError
+from lmforge.model import GPT
+from lmforge.objectives import CausalLM
+from lmforge.tokenizer import load_shards
+from lmforge.training.checkpoint import latest_checkpoint, load_model_weights
+from lmforge.training.data import TrainLoader
+from lmforge.training.loop import model_config, train, train_step
+from lmforge.training.distributed import DistInfo
+from lmforge.training.optim import build_optimizers, lr_factor
+from conftest import tiny_overrides
+
+import contextlib
+
+quiet = lambda *_: None  # noqa: E731
+
+
+def trained(cfg, **kw):
+    return train(cfg, data=[str(kw.pop("tokens"))], log=quiet, **kw)
+
+
+def test_loss_falls_and_run_folder_is_complete(tiny_config, tokens_dir):
+    cfg = tiny_config(**{"train.max_steps": 150, "train.batch_size": 8, "train.lr": 1e-2})
+    summary = trained(cfg, tokens=tokens_dir)
+    run = cfg.run.out
+    records = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < math.log(512) - 1.0  # from chance (uniform over the vocabulary)
+    assert losses[-1] < losses[0]
+    assert summary["val_loss"] < summary["unigram_val_loss"]
+    for name in ("config.yaml", "metrics.jsonl", "tokenizer.json", "summary.json"):
+        assert (cfg.run.out and __import__("pathlib").Path(run, name).is_file()), name
+    ckpt = latest_checkpoint(__import__("pathlib").Path(run))
+    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "state.safetensors", "state.json"}
+    assert set(json.loads((ckpt.parent.parent / "summary.json").read_text())) >= {"val_loss", "perplexity", "bits_per_byte"}
+
+
+def _one_step_grads(tokens_dir, batch_size, grad_accum):
+    torch.manual_seed(0)
+    cfg = load_config("tiny", overrides=tiny_overrides(**{"train.batch_size": batch_size, "train.grad_accum": grad_accum,
+                                                          "train.grad_clip": 0.0}))
+    model = GPT(model_config(cfg, 512))
+    loader = TrainLoader(load_shards(tokens_dir, "train"), 32, 8, seed=1)
+    big = loader.next_batch()  # the same 8 windows, split differently
+    windows = list(big.split(batch_size))
+    loss = train_step(model, CausalLM(), windows, torch.device("cpu"), contextlib.nullcontext(), DistInfo(), False)
+    return loss, [p.grad.clone() for p in model.parameters()]
+
+
+def test_gradient_accumulation_equals_one_large_batch(tokens_dir):
+    # Compared before the optimizer: Adam's first update is ~sign(g), which turns float noise in
+    # near-zero gradients into full-size differences and would test Adam, not accumulation.
+    loss1, g1 = _one_step_grads(tokens_dir, 8, 1)
+    loss4, g4 = _one_step_grads(tokens_dir, 2, 4)
+    assert loss1.item() == pytest.approx(loss4.item(), rel=1e-6)
+    for a, b in zip(g1, g4):
+        assert torch.allclose(a, b, atol=1e-7, rtol=1e-4)
+
+
+def _weights(run):
+    return load_file(str(latest_checkpoint(run) / "model.safetensors"))
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_bit_identical(tmp_path, tokens_dir, optimizer):
+    over = tiny_overrides(**{"train.max_steps": 24, "train.optimizer": optimizer, "train.checkpoint_interval": 5})
+    straight = load_config("tiny", overrides=over + [f"run.out={tmp_path / 'a'}"])
+    trained(straight, tokens=tokens_dir)
+    split = load_config("tiny", overrides=over + [f"run.out={tmp_path / 'b'}"])
+    first = trained(split, tokens=tokens_dir, stop_at=13)
+    assert first["complete"] is False and latest_checkpoint(tmp_path / "b").name == "step-000013"
+    with pytest.raises(LmforgeError, match="already holds a run"):
+        trained(split, tokens=tokens_dir)
+    second = trained(split, tokens=tokens_dir, resume=True)
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert second["val_loss"] == json.loads((tmp_path / "a" / "summary.json").read_text())["val_loss"]
+    records = [json.loads(l) for l in open(tmp_path / "b" / "metrics.jsonl")]
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == sorted(set(steps))  # no duplicated events after the resume
+
+
+def test_resume_refuses_a_changed_architecture(tmp_path, tokens_dir):
+    over = tiny_overrides(**{"train.max_steps": 6})
+    cfg = load_config("tiny", overrides=over + [f"run.out={tmp_path / 'r'}"])
+    trained(cfg, tokens=tokens_dir, stop_at=3)
+    other = load_config("tiny", overrides=over + [f"run.out={tmp_path / 'r'}", "model.n_embd=64"])
+    with pytest.raises(LmforgeError, match="model.n_embd"):
+        trained(other, tokens=tokens_dir, resume=True)
+    wrong = GPT(model_config(other, 512))
+    with pytest.raises(LmforgeError, match="another architecture"):
+        load_model_weights(wrong, latest_checkpoint(tmp_path / "r") / "model.safetensors")
+
+
+def test_corpus_too_small_for_one_batch(tiny_config, tokens_dir):
+    cfg = tiny_config(**{"train.batch_size": 100000})
+    with pytest.raises(LmforgeError, match="corpus too small for one batch"):
+        trained(cfg, tokens=tokens_dir)
+
+
+def test_divergence_is_reported_not_trained_through(tiny_config, tokens_dir):
+    cfg = tiny_config(**{"train.lr": 1e30, "train.warmup_steps": 0, "train.grad_clip": 0.0, "train.max_steps": 30})
+    with pytest.raises(LmforgeError, match="diverged"):
+        trained(cfg, tokens=tokens_dir)
+
+
+def test_loader_covers_each_window_once_per_epoch(tokens_dir):
+    shards = load_shards(tokens_dir, "train")
+    loader = TrainLoader(shards, 32, 4, seed=0)
+    n = loader.per_rank // 4
+    seen = Counter(tuple(r) for r in torch.cat([loader.next_batch() for _ in range(n)]).tolist())
+    every = Counter(tuple(r) for r in loader.index.gather(np.arange(len(loader.index))).tolist())
+    assert sum(seen.values()) == 4 * n > 0.9 * len(loader.index)
+    assert not seen - every  # no window more often than it occurs in the data
+    state = loader.state_dict()
+    nxt = loader.next_batch()
+    again = TrainLoader(shards, 32, 4, seed=0)
+    again.load_state_dict(state)
+    assert torch.equal(again.next_batch(), nxt)
+
+
+def test_schedules():
+    cfg = load_config("tiny", overrides=["train.max_steps=100", "train.warmup_steps=10", "train.min_lr_ratio=0.1"]).train
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(99, cfg) == pytest.approx(0.1, abs=0.01)
+    factors = [lr_factor(s, cfg) for s in range(10, 100)]
+    assert factors == sorted(factors, reverse=True)
+    cfg.schedule, cfg.decay_fraction = "wsd", 0.2
+    assert lr_factor(50, cfg) == 1.0 and lr_factor(79, cfg) == 1.0
+    assert lr_factor(90, cfg) == pytest.approx(0.55) and lr_factor(100, cfg) == pytest.approx(0.1)
+
+
+def test_muon_takes_hidden_matrices_only():
+    cfg = load_config("tiny", overrides=["train.optimizer=muon"])
+    model = GPT(model_config(cfg, 512))
+    adam, muon = build_optimizers(model, cfg.train, torch.device("cpu"))
+    muon_params = {id(p) for g in muon.param_groups for p in g["params"]}
+    assert id(model.wte.weight) not in muon_params
+    assert id(model.blocks[0].attn.qkv.weight) in muon_params and id(model.blocks[0].mlp.down.weight) in muon_params
