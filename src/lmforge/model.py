@@ -95,9 +95,10 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, causal: bool, cache: KVCache | None = None):
         B, T, _ = x.shape
         H, KV, hd = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim
-        q, k, v = self.qkv(x).split([H * hd, KV * hd, KV * hd], dim=-1)
-        q = apply_rope(q.view(B, T, H, hd), cos, sin).transpose(1, 2)  # (B, H, T, hd)
-        k = apply_rope(k.view(B, T, KV, hd), cos, sin).transpose(1, 2)  # (B, KV, T, hd)
+        qk, v = self.qkv(x).split([(H + KV) * hd, KV * hd], dim=-1)
+        # one rotary call for queries and keys together: half the small elementwise kernels
+        q, k = apply_rope(qk.view(B, T, H + KV, hd), cos, sin).split([H, KV], dim=2)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, hd), (B, KV, T, hd)
         v = v.view(B, T, KV, hd).transpose(1, 2)  # (B, KV, T, hd)
         mask = None
         if cache is not None:
