@@ -172,7 +172,7 @@ def _validate(cfg: Config) -> None:
     _check(0 <= t.beta2 < 1, "train.beta2", t.beta2, "must be in [0, 1)")
     _check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in (0, 1)")
     _check(len(d.sources) > 0, "data.sources", d.sources, "name at least one source")
-    _check(tk.vocab_size >= 260, "tokenizer.vocab_size", tk.vocab_size, "must be >= 260 (256 bytes + special tokens)")
+    _check(tk.vocab_size >= 259, "tokenizer.vocab_size", tk.vocab_size, "must be >= 259 (256 bytes + 3 special tokens)")
     _check(m.n_embd % m.n_head == 0, "model.n_embd", m.n_embd, f"must be divisible by model.n_head={m.n_head}")
     _check((m.n_embd // m.n_head) % 2 == 0, "model.n_embd", m.n_embd, "head size n_embd/n_head must be even (rotary embedding)")
     kv = m.n_kv_head or m.n_head

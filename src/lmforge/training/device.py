@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import sys
 import time
 
 import torch
@@ -80,6 +82,25 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
             if key in name:
                 return flops if dtype == torch.bfloat16 else flops / 2  # TF32 runs at half the bf16 rate
     return measured_matmul_flops(device.type, dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks instead of unmapping them.
+
+    Each CPU training step frees and reallocates the same large activations (the logits alone are
+    batch x seq x vocab floats); above glibc's mmap threshold every such allocation is a fresh mmap
+    whose pages fault in again. Measured on the tiny preset: 5.1 s -> 1.2 s of system time and
+    7.2k -> 8.2k tokens/s. A training process reuses its memory, so holding on to it is free.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl): nothing to tune
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def set_threads(threads: int) -> int:

@@ -35,7 +35,7 @@ from lmforge.tokenizer import TOKENIZER_FILE, load_shards, load_tokenizer, read_
 from lmforge.training import distributed
 from lmforge.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmforge.training.data import TrainLoader
-from lmforge.training.device import autocast, peak_flops, resolve_device, resolve_dtype, set_threads
+from lmforge.training.device import autocast, keep_freed_memory, peak_flops, resolve_device, resolve_dtype, set_threads
 from lmforge.training.optim import build_optimizers, lr_factor, set_lr
 
 # Keys that may differ between a run and its resumption: they change logging, not the math.
@@ -157,6 +157,8 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
     tc = cfg.train
     threads = set_threads(tc.threads)
     device = resolve_device(tc.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     dist_info, device = distributed.setup(device)
     log_main = log if dist_info.is_main else (lambda *_: None)
 
