@@ -234,20 +234,21 @@ def builtin_corpus(stats: SourceStats, max_doc_bytes: int) -> Iterator[Document]
 
     Three kinds: the Python documentation topics (prose about code), the standard library's
     docstrings (prose) and its source files (code), and the plain-text docs in /usr/share/doc
-    (changelogs, READMEs, licences). A byte cap (`data.max_bytes`) then takes a prefix that
-    still holds all three kinds.
+    (changelogs, READMEs, licences). The streams are interleaved by bytes, so a byte cap
+    (`data.max_bytes`) takes a prefix that holds the kinds in equal shares while each lasts.
     """
-    topics = _pydoc_topics()
-    code = _stdlib_stream(stats)
     docs = (d for p in _usr_share_doc() for d in _read_path(p, stats, "text", max_doc_bytes))
-    streams = [topics, code, docs]
+    # balanced by bytes, not documents: one changelog can outweigh a hundred source files
+    streams = {"topics": _pydoc_topics(), "code": _stdlib_stream(stats), "docs": docs}
+    emitted = dict.fromkeys(streams, 0)
     while streams:
-        for stream in list(streams):
-            doc = next(stream, None)
-            if doc is None:
-                streams.remove(stream)
-            else:
-                yield doc
+        name = min(streams, key=emitted.__getitem__)
+        doc = next(streams[name], None)
+        if doc is None:
+            del streams[name]
+        else:
+            emitted[name] += len(doc.text)
+            yield doc
 
 
 def _stdlib_stream(stats: SourceStats) -> Iterator[Document]:

@@ -240,7 +240,7 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
     if tc.progress and dist_info.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=tc.max_steps, initial=step, unit="step", dynamic_ncols=True, leave=True)
+        bar = tqdm(total=tc.max_steps, initial=step, unit="step", dynamic_ncols=True, leave=True, mininterval=1.0)
     window_t, window_tokens = 0.0, 0
     model.train()
     with StopFlag() as stop:
