@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from lmforge.config import Config, load_config, preset_names
+from lmforge.config import Config, config_from_dict, load_config, merge_dicts, preset_names
 from lmforge.errors import LmforgeError
 
 
@@ -42,9 +42,7 @@ def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | Non
         extra.setdefault("data", {})["sources"] = list(sources)
     cfg = load_config(args.preset, args.config, overrides)
     if extra:
-        from lmforge.config import config_from_dict, _merge
-
-        cfg = config_from_dict(_merge(cfg.to_dict(), extra))
+        cfg = config_from_dict(merge_dicts(cfg.to_dict(), extra))
     return cfg
 
 

@@ -248,10 +248,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in update.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -300,13 +300,13 @@ def load_config(
         res = resources.files("lmforge.configs") / f"{preset}.yaml"
         if not res.is_file():
             raise LmforgeError(f"unknown preset {preset!r}: choose one of {', '.join(preset_names())}")
-        values = _merge(_read_yaml(res, f"preset {preset}"), values)
+        values = merge_dicts(_read_yaml(res, f"preset {preset}"), values)
         values["preset"] = preset
     if isinstance(overrides, dict):
-        values = _merge(values, overrides)
+        values = merge_dicts(values, overrides)
     else:
         for item in overrides or []:
-            values = _merge(values, parse_override(item))
+            values = merge_dicts(values, parse_override(item))
     return _build(Config, values).validate()
 
 

@@ -82,7 +82,7 @@ def evaluate_run(run_dir, max_tokens: int = 0, device: str = "cpu", batch_size: 
     cfg = read_config(Path(run_dir) / "config.yaml")
     dev = torch.device(device)
     token_bytes = token_byte_lengths(tok)
-    token_bytes = np.pad(token_bytes, (0, max(0, model.cfg.vocab_size - len(token_bytes))))
+    token_bytes = np.pad(token_bytes, (0, model.cfg.vocab_size - len(token_bytes)))
     val = load_shards(tokens_folder(cfg, Path(run_dir)), "val")
     result = evaluate_loss(model, val, model.cfg.seq_len, batch_size, token_bytes, dev,
                            autocast(dev, resolve_dtype(cfg.train.dtype, dev)), max_tokens)

@@ -20,17 +20,18 @@ import math
 import shutil
 import signal
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from lmforge.config import Config, read_config, save_config, tokens_folder
 from lmforge.errors import LmforgeError
 from lmforge.evaluation import evaluate_loss, unigram_baseline
 from lmforge.model import GPT, GPTConfig
-from lmforge.objectives import get_objective
+from lmforge.objectives import IGNORE_INDEX, get_objective
 from lmforge.tokenizer import TOKENIZER_FILE, load_shards, load_tokenizer, read_meta, token_byte_lengths, tokenize_corpus
 from lmforge.training import distributed
 from lmforge.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -110,9 +111,7 @@ class StopFlag:
 def train_step(model, objective, windows: list[torch.Tensor], device, amp, dist_info, ddp: bool) -> torch.Tensor:
     """Forward and backward over the micro-batches of one step; returns the mean loss per target token."""
     batches = [objective.batch(w.to(device, non_blocking=True)) for w in windows]
-    n_targets = torch.zeros((), dtype=torch.float32, device=device)
-    for _, targets in batches:
-        n_targets += objective.count_targets(targets) if hasattr(objective, "count_targets") else targets.numel()
+    n_targets = sum((targets != IGNORE_INDEX).sum() for _, targets in batches).float()
     distributed.all_reduce_sum(n_targets, dist_info)
     # DDP averages gradients over ranks; scaling by world size turns that average back into a sum
     scale = dist_info.world_size / n_targets
@@ -213,8 +212,7 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
     if tc.compile:
         train_model = torch.compile(train_model)
     token_bytes = token_byte_lengths(tokenizer)
-    if len(token_bytes) < mcfg.vocab_size:
-        token_bytes = torch.nn.functional.pad(torch.as_tensor(token_bytes), (0, mcfg.vocab_size - len(token_bytes))).numpy()
+    token_bytes = np.pad(token_bytes, (0, mcfg.vocab_size - len(token_bytes)))  # a padded vocabulary's extra ids: 0 bytes
     tokens_per_step = tc.batch_size * mcfg.seq_len * tc.grad_accum * dist_info.world_size
     flops_per_token = model.flops_per_token()
     peak = peak_flops(device, dtype) * dist_info.world_size
