@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from lmforge.config import Config, config_from_dict, load_config, merge_dicts, preset_names
 from lmforge.errors import LmforgeError

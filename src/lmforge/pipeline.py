@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 from lmforge.config import Config, read_config
-from lmforge.errors import LmforgeError
 from lmforge.generate import generate_ids
 from lmforge.tokenizer import EOT
 from lmforge.training.checkpoint import latest_checkpoint, load_run

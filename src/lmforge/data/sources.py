@@ -20,8 +20,6 @@ import glob
 import gzip
 import io
 import json
-import os
-import sys
 import sysconfig
 from collections import Counter
 from dataclasses import dataclass, field

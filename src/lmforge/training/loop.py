@@ -83,6 +83,20 @@ def check_resumable(saved: Config, current: Config) -> None:
         )
 
 
+def checkpoint_to_resume(run_dir: Path, cfg: Config, resume: bool) -> Path | None:
+    """The checkpoint to continue from (None for a fresh run); refuses to mix two runs in one folder."""
+    ckpt = latest_checkpoint(run_dir)
+    if not resume:
+        if ckpt is not None:
+            raise LmforgeError(f"{run_dir} already holds a run: add --resume to continue it, or choose another --out")
+        return None
+    if ckpt is None:
+        raise LmforgeError(f"--resume: {run_dir} holds no checkpoint to resume from; drop --resume to start afresh")
+    if (run_dir / "config.yaml").is_file():
+        check_resumable(read_config(run_dir / "config.yaml"), cfg)
+    return ckpt
+
+
 class StopFlag:
     """SIGINT/SIGTERM ask the loop to stop after the current step, with a checkpoint."""
 
@@ -127,6 +141,24 @@ def train_step(model, objective, windows: list[torch.Tensor], device, amp, dist_
     return total / n_targets
 
 
+def apply_update(model, optimizers: list[torch.optim.Optimizer], loss: torch.Tensor, grad_clip: float,
+                 step: int) -> float:
+    """Clip, refuse a non-finite loss (before it reaches the weights), step, clear gradients."""
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        raise LmforgeError(
+            f"training diverged at step {step}: loss is {loss_value}; lower train.lr or raise "
+            f"train.warmup_steps, then start again or resume from the last checkpoint"
+        )
+    for opt in optimizers:
+        opt.step()
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    return loss_value
+
+
 def _append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -161,17 +193,10 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
     dist_info, device = distributed.setup(device)
     log_main = log if dist_info.is_main else (lambda *_: None)
 
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if resume and ckpt is None:
-        raise LmforgeError(f"--resume: {run_dir} holds no checkpoint to resume from; drop --resume to start afresh")
-    if resume and (run_dir / "config.yaml").is_file():
-        check_resumable(read_config(run_dir / "config.yaml"), cfg)
-    if not resume and latest_checkpoint(run_dir) is not None:
-        raise LmforgeError(f"{run_dir} already holds a run: add --resume to continue it, or choose another --out")
-
+    ckpt = checkpoint_to_resume(run_dir, cfg, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     if dist_info.is_main:
-        tokens_dir = prepare_tokens(cfg, run_dir, log_main)
+        prepare_tokens(cfg, run_dir, log_main)
     distributed.barrier(dist_info)
     tokens_dir = tokens_folder(cfg, run_dir)
     meta = read_meta(tokens_dir)
@@ -247,18 +272,7 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
             set_lr(optimizers, lr_factor(step, tc))
             windows = [loader.next_batch() for _ in range(tc.grad_accum)]
             loss = train_step(train_model, objective, windows, device, amp, dist_info, dist_info.enabled)
-            if tc.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise LmforgeError(
-                    f"training diverged at step {step + 1}: loss is {loss_value}; lower train.lr or raise "
-                    f"train.warmup_steps, then start again or resume from the last checkpoint"
-                )
-            for opt in optimizers:
-                opt.step()
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
+            loss_value = apply_update(model, optimizers, loss, tc.grad_clip, step + 1)
             step += 1
             tokens_seen += tokens_per_step
             dt = time.perf_counter() - t0
