@@ -28,7 +28,7 @@ def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny"
 def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | None = None) -> Config:
     overrides = list(args.overrides)
     for flag, key in (("max_steps", "train.max_steps"), ("seed", "train.seed"), ("threads", "train.threads"),
-                      ("device", "train.device")):
+                      ("device", "train.device"), ("workers", "prepare.workers")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole pipeline: tokenize, train, evaluate, sample (built-in corpus by default)")
     p.add_argument("sources", nargs="*", help="files, folders or globs (default: the built-in corpus)")
     p.add_argument("--out", help="run folder (default: run.out of the preset, runs/tiny)")
+    _config_args(p)
+
+    p = sub.add_parser("prepare", help="clean sources: repair, filter, redact, deduplicate (nothing lost)")
+    p.add_argument("sources", nargs="*", help="files, folders, globs: text, JSONL, Parquet, WARC (default: built-in)")
+    p.add_argument("--out", required=True, help="prepared folder to write (clean/, rejected/, report.json)")
+    p.add_argument("--workers", type=int, help="processes (prepare.workers; default one per core)")
     _config_args(p)
 
     p = sub.add_parser("tokenize", help="train the BPE tokenizer and encode sources into token shards")
@@ -89,6 +95,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "run":
         lmforge.run(_resolve(args, args.out, args.sources or None))
+    elif args.command == "prepare":
+        cfg = _resolve(args, None, args.sources or None)
+        lmforge.prepare(cfg.data.sources, args.out, cfg.prepare, cfg.data)
     elif args.command == "tokenize":
         cfg = _resolve(args, None, args.sources or None)
         lmforge.tokenize(cfg.data, cfg.tokenizer, args.out)

@@ -1,6 +1,6 @@
 """`lmforge run`: the whole pipeline on one config, skipping stages whose output is complete.
 
-    sources -> RUN/tokens/ (tokenize) -> RUN/ (train, with checkpoints) -> eval -> samples
+    sources -> RUN/prepared/ (clean) -> RUN/tokens/ (tokenize) -> RUN/ (train, checkpoints) -> eval -> samples
 
 A rerun of the same command finds the tokenized folder complete (its fingerprint matches),
 resumes training from the newest checkpoint if it was interrupted, and skips training when
@@ -10,18 +10,31 @@ resumes training from the newest checkpoint if it was interrupted, and skips tra
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from lmforge.config import Config, read_config
+from lmforge.data.pipeline import prepare
 from lmforge.generate import generate_ids
 from lmforge.tokenizer import EOT
 from lmforge.training.checkpoint import latest_checkpoint, load_run
 from lmforge.training.loop import check_resumable, train
 
 
+def with_prepared_sources(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Config:
+    """Clean the configured sources into RUN/prepared and train on its clean/ folder."""
+    if not cfg.prepare.enabled or cfg.data.tokenized:
+        return cfg
+    prep = run_dir / "prepared"
+    prepare(cfg.data.sources, prep, cfg.prepare, cfg.data, log=log)
+    # the byte cap was applied while reading for prepare; the clean folder is used whole
+    return replace(cfg, data=replace(cfg.data, sources=[str(prep / "clean")], max_bytes=0))
+
+
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     run_dir = Path(cfg.run.out)
+    cfg = with_prepared_sources(cfg, run_dir, log)
     summary_path = run_dir / "summary.json"
     saved = run_dir / "config.yaml"
     if saved.is_file() and latest_checkpoint(run_dir) is not None:

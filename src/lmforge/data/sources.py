@@ -7,10 +7,15 @@ default corpus that exists wherever Python does (see `builtin_corpus`). Formats:
   `max_document_bytes` are cut at line boundaries into several documents, so no file is ever
   held whole);
 - `.jsonl`: one document per line, text in a configurable field, id from an `id` field if any;
-- any of the above gzip-compressed (`.gz`).
+- `.parquet`: one document per row (same text field and id rule), read in record batches;
+- `.warc` / `.warc.gz`: one document per HTML response, its main text extracted by resiliparse;
+- text and JSONL files may be gzip (`.gz`) or zstandard (`.zst`) compressed.
 
-Binary files (NUL bytes or mostly invalid UTF-8) are skipped and counted, never fatal. Documents
-carry a stable id (`path`, `path:line` or `path#part`) and their source path.
+Binary files, unreadable or truncated files, invalid or over-long JSON lines and empty documents
+are skipped and counted, never fatal; with `record_skips` each skip is also kept (file, line,
+reason, the raw text when there is any) so the cleaning stage can file it under rejected/.
+Documents carry a stable id (`path`, `path:line`, `path#part` or the record's own id) and their
+source path.
 """
 
 from __future__ import annotations
@@ -38,6 +43,19 @@ class Document:
 
 
 @dataclass
+class Skip:
+    """An item the reader could not turn into a document."""
+
+    id: str
+    reason: str
+    source: str
+    text: str = ""
+
+
+MAX_SKIPPED_TEXT = 10_000  # raw text kept with a skipped item (enough to audit it)
+
+
+@dataclass
 class SourceStats:
     """What the reader saw: kept documents and every skipped file or line, by reason."""
 
@@ -46,10 +64,14 @@ class SourceStats:
     bytes: int = 0
     skipped: Counter = field(default_factory=Counter)
     skipped_examples: dict[str, str] = field(default_factory=dict)
+    record_skips: bool = False
+    pending: list[Skip] = field(default_factory=list)
 
-    def skip(self, reason: str, where: str) -> None:
+    def skip(self, reason: str, where: str, source: str = "", raw: str = "") -> None:
         self.skipped[reason] += 1
         self.skipped_examples.setdefault(reason, where)
+        if self.record_skips:
+            self.pending.append(Skip(where, reason, source or where, raw[:MAX_SKIPPED_TEXT]))
 
     def summary(self) -> str:
         parts = [f"{self.documents:,} documents, {self.bytes / 1e6:,.1f} MB from {self.files:,} files"]
@@ -62,13 +84,23 @@ BINARY_SNIFF_BYTES = 8192
 MAX_INVALID_FRACTION = 0.05  # more replacement characters than this in the sniffed head: binary
 
 
+COMPRESSED = {".gz", ".zst"}
+CORRUPT = (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError)
+
+
 def _open_bytes(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    if path.suffix == ".zst":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+    return open(path, "rb")
 
 
 def _base_suffix(path: Path) -> str:
     """'.jsonl' for 'x.jsonl.gz'."""
-    return Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+    return Path(path.stem).suffix if path.suffix in COMPRESSED else path.suffix
 
 
 def looks_binary(head: bytes) -> bool:
@@ -80,28 +112,29 @@ def looks_binary(head: bytes) -> bool:
 
 
 def _read_text_file(path: Path, stats: SourceStats, max_doc_bytes: int) -> Iterator[Document]:
+    part, buf, size = 0, [], 0
     try:
         with _open_bytes(path) as raw:
             head = raw.read(BINARY_SNIFF_BYTES)
             if looks_binary(head):
-                stats.skip("binary files", str(path))
+                stats.skip("binary files", str(path), str(path))
                 return
             stream = io.TextIOWrapper(io.BufferedReader(_Prepend(head, raw)), encoding="utf-8", errors="replace")
-            part, buf, size = 0, [], 0
-            for line in stream:
+            # readline's limit cuts even a single 100 MB line into bounded pieces
+            while line := stream.readline(max_doc_bytes):
                 buf.append(line)
                 size += len(line)
                 if size >= max_doc_bytes:
                     yield Document(f"{path}#{part}", "".join(buf), str(path))
                     part, buf, size = part + 1, [], 0
-            if buf or part == 0:
-                text = "".join(buf)
-                if text.strip():
-                    yield Document(f"{path}#{part}" if part else str(path), text, str(path))
-                elif part == 0:
-                    stats.skip("empty files", str(path))
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        stats.skip("unreadable files", f"{path}: {e}")
+    except CORRUPT as e:
+        stats.skip("unreadable or truncated files", f"{path}: {e}", str(path), "".join(buf))
+        return
+    text = "".join(buf)
+    if text.strip():
+        yield Document(f"{path}#{part}" if part else str(path), text, str(path))
+    elif part == 0:
+        stats.skip("empty files", str(path), str(path))
 
 
 class _Prepend(io.RawIOBase):
@@ -123,35 +156,100 @@ class _Prepend(io.RawIOBase):
         return len(chunk)
 
 
-def _read_jsonl(path: Path, stats: SourceStats, text_field: str) -> Iterator[Document]:
+def _record_document(record, where: str, path: Path, stats: SourceStats, text_field: str) -> Document | None:
+    text = record.get(text_field) if isinstance(record, dict) else None
+    if not isinstance(text, str):
+        stats.skip(f"records without a '{text_field}' string", where, str(path), json.dumps(record, default=str))
+        return None
+    if not text.strip():
+        stats.skip("empty documents", where, str(path), text)
+        return None
+    doc_id = record.get("id")
+    return Document(str(doc_id) if doc_id is not None else where, text, str(path))
+
+
+def _read_jsonl(path: Path, stats: SourceStats, text_field: str, max_line_bytes: int) -> Iterator[Document]:
+    lineno = 0
     try:
         with _open_bytes(path) as raw:
-            for lineno, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8", errors="replace"), 1):
+            stream = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw
+            while line := stream.readline(max_line_bytes):
+                lineno += 1
+                where = f"{path}:{lineno}"
+                if not line.endswith(b"\n") and len(line) >= max_line_bytes:
+                    while (rest := stream.readline(max_line_bytes)) and not rest.endswith(b"\n"):
+                        pass  # drain the over-long line without holding it
+                    stats.skip("over-long lines", where, str(path), line[:MAX_SKIPPED_TEXT].decode("utf-8", "replace"))
+                    continue
                 if not line.strip():
                     continue
-                where = f"{path}:{lineno}"
                 try:
                     record = json.loads(line)
-                except json.JSONDecodeError:
-                    stats.skip("invalid JSON lines", where)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    stats.skip("invalid JSON lines", where, str(path), line.decode("utf-8", "replace"))
                     continue
-                text = record.get(text_field) if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    stats.skip(f"JSON lines without a '{text_field}' string", where)
-                    continue
-                if not text.strip():
-                    stats.skip("empty documents", where)
-                    continue
-                doc_id = record.get("id")
-                yield Document(str(doc_id) if doc_id is not None else where, text, str(path))
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        stats.skip("unreadable files", f"{path}: {e}")
+                doc = _record_document(record, where, path, stats, text_field)
+                if doc is not None:
+                    yield doc
+    except CORRUPT as e:
+        stats.skip("unreadable or truncated files", f"{path}:{lineno + 1}: {e}", str(path))
+
+
+def _read_parquet(path: Path, stats: SourceStats, text_field: str) -> Iterator[Document]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        names = set(pf.schema_arrow.names)
+        if text_field not in names:
+            stats.skip(f"parquet files without a '{text_field}' column", str(path), str(path))
+            return
+        columns = [text_field] + (["id"] if "id" in names else [])
+        row = 0
+        for batch in pf.iter_batches(batch_size=1024, columns=columns):
+            for record in batch.to_pylist():
+                row += 1
+                doc = _record_document(record, f"{path}:{row}", path, stats, text_field)
+                if doc is not None:
+                    yield doc
+    except (OSError, pa.ArrowException) as e:
+        stats.skip("unreadable or truncated files", f"{path}: {e}", str(path))
+
+
+def _read_warc(path: Path, stats: SourceStats) -> Iterator[Document]:
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+
+    try:
+        for record in ArchiveIterator(open(path, "rb"), record_types=WarcRecordType.response, parse_http=True):
+            url = record.headers.get("WARC-Target-URI", "")
+            where = record.headers.get("WARC-Record-ID", "") or f"{path}:{url}"
+            content_type = record.http_headers.get("Content-Type", "") if record.http_headers else ""
+            if "html" not in content_type.lower():
+                stats.skip("non-HTML web records", where, str(path))
+                continue
+            body = record.reader.read()
+            html = bytes_to_str(body, detect_encoding(body))
+            text = extract_plain_text(html, main_content=True)
+            if not text.strip():
+                stats.skip("web pages without text", where, str(path), html)
+                continue
+            yield Document(where, text, url or str(path))
+    except CORRUPT as e:
+        stats.skip("unreadable or truncated files", f"{path}: {e}", str(path))
 
 
 def _read_path(path: Path, stats: SourceStats, text_field: str, max_doc_bytes: int) -> Iterator[Document]:
     stats.files += 1
-    if _base_suffix(path) in (".jsonl", ".ndjson"):
-        yield from _read_jsonl(path, stats, text_field)
+    suffix = _base_suffix(path)
+    if suffix in (".jsonl", ".ndjson"):
+        yield from _read_jsonl(path, stats, text_field, max_doc_bytes)
+    elif suffix == ".parquet":
+        yield from _read_parquet(path, stats, text_field)
+    elif suffix == ".warc" or path.name.endswith((".warc.gz", ".warc.zst")):
+        yield from _read_warc(path, stats)
     else:
         yield from _read_text_file(path, stats, max_doc_bytes)
 
@@ -168,6 +266,8 @@ def _expand(source: str) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
+        if (path / "report.json").is_file() and (path / "clean").is_dir():
+            path = path / "clean"  # a prepared folder: its kept documents, not rejected/ or work/
         return sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
     raise LmforgeError(f"source {source!r} does not exist: give a file, folder or glob (or 'builtin')")
 
@@ -255,12 +355,12 @@ def _stdlib_stream(stats: SourceStats) -> Iterator[Document]:
         try:
             source = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
-            stats.skip("unreadable files", str(path))
+            stats.skip("unreadable or truncated files", str(path), str(path))
             continue
         rel = path.relative_to(_stdlib_dir())
         doc = _docstrings(path, source)
         if doc:
-            yield Document(f"stdlib-docstrings:{rel}", doc, str(path))
+            yield Document(f"stdlib-docstrings:{rel}", doc, f"{path}#docstrings")  # prose, not code
         if source.strip():
             yield Document(f"stdlib:{rel}", source, str(path))
 

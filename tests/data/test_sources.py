@@ -40,7 +40,7 @@ def test_jsonl_text_field_ids_and_bad_lines_counted(tmp_path):
     docs, stats = read([path], text_field="body")
     assert [(d.id, d.text) for d in docs] == [("x1", "first"), (f"{path}:3", "second")]
     assert stats.skipped["invalid JSON lines"] == 1
-    assert stats.skipped["JSON lines without a 'body' string"] == 1
+    assert stats.skipped["records without a 'body' string"] == 1
 
 
 def test_binary_files_are_skipped_and_counted(tmp_path):

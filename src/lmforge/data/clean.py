@@ -1,0 +1,406 @@
+"""Repairs and filters, one small class per rule, each with the published defaults.
+
+A step sees a `Doc` (id, source, kind = "prose" | "code", text) and either changes its text
+(repairs, line removal, redaction) or names the reason it must go (`"gopher_quality:few_words"`).
+Words are whitespace-split and lines newline-split, as in Gopher/C4/FineWeb's rules: fast, no
+model download, and the same numbers the papers define their thresholds on.
+
+Sources of the thresholds: Gopher (Rae et al. 2021, appendix A), C4 (Raffel et al. 2020),
+FineWeb (Penedo et al. 2024), all as in datatrove's filters; StarCoder's code rules
+(Li et al. 2023). Language: py3langid's bundled model. Offensive text: alt-profanity-check's
+bundled linear model.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from lmforge.config import C4Config, CodeConfig, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
+from lmforge.errors import LmforgeError
+
+CODE_SUFFIXES = {
+    ".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".java", ".js", ".ts", ".go", ".rs", ".rb", ".php", ".sh", ".pl",
+    ".lua", ".scala", ".kt", ".swift", ".cs", ".m", ".r", ".sql", ".el", ".hs", ".ml", ".jl", ".tex", ".css",
+}
+
+
+@dataclass
+class Doc:
+    id: str
+    text: str
+    source: str
+    kind: str = "prose"
+    meta: dict = field(default_factory=dict)
+
+    @cached_property
+    def lines(self) -> list[str]:
+        return self.text.split("\n")
+
+    @cached_property
+    def words(self) -> list[str]:
+        return self.text.split()
+
+    def set_text(self, text: str) -> None:
+        self.text = text
+        self.__dict__.pop("lines", None)
+        self.__dict__.pop("words", None)
+
+
+def kind_of(source: str) -> str:
+    suffix = Path(source).suffix.lower()
+    if suffix == ".gz":
+        suffix = Path(Path(source).stem).suffix.lower()
+    return "code" if suffix in CODE_SUFFIXES else "prose"
+
+
+# ---------------------------------------------------------------- repairs
+
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+C0_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+TRAILING_SPACE = re.compile(r"[ \t]+\n")
+MANY_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+class Repair:
+    """Mojibake (ftfy), Unicode NFC, control characters out, tidy whitespace; counts what it fixed."""
+
+    name = "repair"
+
+    def __init__(self):
+        import ftfy
+
+        self._fix = ftfy.fix_text
+        self._config = ftfy.TextFixerConfig(normalization="NFC", explain=False)
+        self.counts: Counter = Counter()
+
+    def __call__(self, doc: Doc) -> str | None:
+        text = doc.text
+        if "\ufffd" in text:
+            self.counts["invalid_utf8_chars"] += text.count("\ufffd")
+        if C0_CONTROL.search(text):
+            self.counts["control_chars_removed"] += 1
+        fixed = self._fix(text, self._config)  # repairs mojibake (whose bytes may look like C1 controls) first
+        if C0_CONTROL.sub("", fixed) != C0_CONTROL.sub("", text):
+            self.counts["mojibake_or_unicode_fixed"] += 1
+        cleaned = CONTROL.sub("", fixed)
+        cleaned = MANY_BLANK_LINES.sub("\n\n", TRAILING_SPACE.sub("\n", cleaned.replace("\r\n", "\n"))).strip()
+        if cleaned != text:
+            doc.set_text(cleaned)
+        return None if cleaned else "repair:empty_after_repair"
+
+
+# ---------------------------------------------------------------- prose quality
+
+STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
+BULLETS = ("•", "-", "*", "‣", "▶", "●", "◦", "○")
+PUNCT_END = (".", "!", "?", '"', "'", "”", "’", ":", ";")
+
+
+class GopherQuality:
+    name = "gopher_quality"
+    applies_to = ("prose",)
+
+    def __init__(self, cfg: GopherQualityConfig):
+        self.cfg = cfg
+
+    def __call__(self, doc: Doc) -> str | None:
+        c, words = self.cfg, doc.words
+        n = len(words)
+        if n < c.min_doc_words:
+            return "few_words"
+        if n > c.max_doc_words:
+            return "too_many_words"
+        avg = sum(len(w) for w in words) / n
+        if avg < c.min_avg_word_length:
+            return "short_words"
+        if avg > c.max_avg_word_length:
+            return "long_words"
+        symbols = doc.text.count("#") + doc.text.count("...") + doc.text.count("…")
+        if symbols / n > c.max_symbol_word_ratio:
+            return "symbols"
+        lines = [l for l in doc.lines if l.strip()]
+        if lines:
+            if sum(l.lstrip().startswith(BULLETS) for l in lines) / len(lines) > c.max_bullet_lines_ratio:
+                return "bullet_lines"
+            if sum(l.rstrip().endswith(("...", "…")) for l in lines) / len(lines) > c.max_ellipsis_lines_ratio:
+                return "ellipsis_lines"
+        if sum(any(ch.isalpha() for ch in w) for w in words) / n < c.max_non_alpha_words_ratio:
+            return "non_alpha_words"
+        if sum(w.lower() in STOP_WORDS for w in words) < c.min_stop_words:
+            return "few_stop_words"
+        return None
+
+
+def _duplicates(items: list[str]) -> tuple[int, int]:
+    """How many items repeat an earlier one, and how many characters they hold."""
+    seen: set[str] = set()
+    n = chars = 0
+    for item in items:
+        if item in seen:
+            n += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return n, chars
+
+
+class GopherRepetition:
+    name = "gopher_repetition"
+    applies_to = ("prose",)
+
+    def __init__(self, cfg: GopherRepetitionConfig):
+        self.cfg = cfg
+
+    def __call__(self, doc: Doc) -> str | None:
+        c, text = self.cfg, doc.text
+        paragraphs = [p for p in re.split(r"\n{2,}", text.strip()) if p.strip()]
+        n, chars = _duplicates(paragraphs)
+        if paragraphs and n / len(paragraphs) > c.dup_para_frac:
+            return "duplicate_paragraphs"
+        if chars / max(len(text), 1) > c.dup_para_char_frac:
+            return "duplicate_paragraph_chars"
+        lines = [l for l in doc.lines if l.strip()]
+        n, chars = _duplicates(lines)
+        if lines and n / len(lines) > c.dup_line_frac:
+            return "duplicate_lines"
+        if chars / max(len(text), 1) > c.dup_line_char_frac:
+            return "duplicate_line_chars"
+        words = doc.words
+        total_chars = sum(len(w) for w in words) or 1
+        for n_words, limit in c.top_n_grams:
+            grams = Counter(zip(*(words[i:] for i in range(int(n_words)))))
+            if grams:
+                gram, count = grams.most_common(1)[0]
+                if count > 1 and count * sum(len(w) for w in gram) / total_chars > limit:
+                    return f"top_{int(n_words)}_gram"
+        for n_words, limit in c.dup_n_grams:
+            if _dup_ngram_char_fraction(words, int(n_words)) / total_chars > limit:
+                return f"duplicate_{int(n_words)}_grams"
+        return None
+
+
+def _dup_ngram_char_fraction(words: list[str], n: int) -> int:
+    """Characters of words covered by n-grams that occur more than once (each word counted once)."""
+    seen: set[tuple] = set()
+    covered = [False] * len(words)
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            for j in range(i, i + n):
+                covered[j] = True
+        else:
+            seen.add(gram)
+    return sum(len(w) for w, hit in zip(words, covered) if hit)
+
+
+class C4Lines:
+    """C4's rules: drop lines without end punctuation, short lines, policy boilerplate and
+    over-long words; drop the document for 'lorem ipsum', code braces or too few sentences left."""
+
+    name = "c4"
+    applies_to = ("prose",)
+
+    def __init__(self, cfg: C4Config):
+        self.cfg = cfg
+
+    def __call__(self, doc: Doc) -> str | None:
+        c = self.cfg
+        low = doc.text.lower()
+        if "lorem ipsum" in low:
+            return "lorem_ipsum"
+        if "{" in doc.text:
+            return "curly_bracket"
+        kept = []
+        for line in doc.lines:
+            stripped = line.strip()
+            if not stripped:
+                kept.append("")
+                continue
+            words = stripped.split()
+            if len(words) < c.min_words_per_line:
+                continue
+            if c.remove_lines_without_punctuation and not stripped.endswith(PUNCT_END):
+                continue
+            if any(len(w) > c.max_word_length for w in words):
+                continue
+            lower = stripped.lower()
+            if "javascript" in lower or any(p in lower for p in c.policy_phrases):
+                continue
+            kept.append(stripped)
+        text = MANY_BLANK_LINES.sub("\n\n", "\n".join(kept)).strip()
+        if len(re.findall(r"[.!?]+(?:\s|$)", text)) < c.min_sentences:
+            return "few_sentences"
+        if text != doc.text:
+            doc.set_text(text)
+        return None
+
+
+class FineWebQuality:
+    name = "fineweb"
+    applies_to = ("prose",)
+
+    def __init__(self, cfg: FineWebConfig):
+        self.cfg = cfg
+
+    def __call__(self, doc: Doc) -> str | None:
+        c = self.cfg
+        lines = [l.strip() for l in doc.lines if l.strip()]
+        if not lines:
+            return "empty"
+        if sum(l.endswith(PUNCT_END) for l in lines) / len(lines) < c.min_line_punct_ratio:
+            return "line_punctuation"
+        if sum(len(l) <= c.short_line_chars for l in lines) / len(lines) > c.max_short_line_ratio:
+            return "short_lines"
+        _, dup_chars = _duplicates(lines)
+        if dup_chars / max(len(doc.text.replace("\n", "")), 1) > c.max_duplicate_line_char_ratio:
+            return "duplicate_line_chars"
+        if doc.text.count("\n") / max(len(doc.words), 1) > c.max_newline_word_ratio:
+            return "list_like"
+        return None
+
+
+# ---------------------------------------------------------------- source code
+
+class CodeQuality:
+    """StarCoder's filters: minified or data-like files and files a tool wrote."""
+
+    name = "code"
+    applies_to = ("code",)
+
+    def __init__(self, cfg: CodeConfig):
+        self.cfg = cfg
+
+    def __call__(self, doc: Doc) -> str | None:
+        c, lines = self.cfg, doc.lines
+        if max(len(l) for l in lines) > c.max_line_length:
+            return "long_line"
+        if sum(len(l) for l in lines) / len(lines) > c.max_mean_line_length:
+            return "long_mean_line"
+        if sum(ch.isalnum() for ch in doc.text) / max(len(doc.text), 1) < c.min_alphanumeric_fraction:
+            return "low_alphanumeric"
+        head = "\n".join(lines[:5]).lower()
+        if any(m in head for m in c.generated_markers):
+            return "auto_generated"
+        return None
+
+
+# ---------------------------------------------------------------- language, offensive text, blocklist, PII
+
+class Language:
+    """py3langid's bundled model on the first 2,000 characters; keeps the listed languages."""
+
+    name = "language"
+    applies_to = ("prose",)
+
+    def __init__(self, languages: list[str], min_probability: float):
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        self.identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        self.languages, self.min_probability = set(languages), min_probability
+
+    def __call__(self, doc: Doc) -> str | None:
+        lang, prob = self.identifier.classify(doc.text[:2000])
+        doc.meta["language"], doc.meta["language_probability"] = lang, round(float(prob), 3)
+        if lang not in self.languages:
+            return f"not_{'_'.join(sorted(self.languages))}:{lang}"
+        if prob < self.min_probability:
+            return "uncertain_language"
+        return None
+
+
+class Offensive:
+    """alt-profanity-check's bundled classifier (TF-IDF + linear SVM), scored per paragraph:
+    a document goes when the share of offensive paragraphs passes `max_fraction`."""
+
+    name = "offensive"
+    applies_to = ("prose", "code")
+
+    def __init__(self, threshold: float, max_fraction: float):
+        from profanity_check import predict_prob
+
+        self.predict_prob, self.threshold, self.max_fraction = predict_prob, threshold, max_fraction
+
+    def __call__(self, doc: Doc) -> str | None:
+        paragraphs = [p for p in re.split(r"\n\s*\n", doc.text) if p.strip()][:200]
+        probs = self.predict_prob(paragraphs)
+        doc.meta["offensive_max"] = round(float(probs.max()), 3)
+        if (probs >= self.threshold).mean() > self.max_fraction:
+            return "offensive_language"
+        return None
+
+
+class Blocklist:
+    """A user's words and URL fragments, one per line (# comments); whole-word, case-insensitive."""
+
+    name = "blocklist"
+    applies_to = ("prose", "code")
+
+    def __init__(self, path: str):
+        try:
+            entries = [l.strip().lower() for l in Path(path).read_text().splitlines()]
+        except OSError as e:
+            raise LmforgeError(f"prepare.blocklist {path!r} cannot be read: {e.strerror}") from None
+        entries = [e for e in entries if e and not e.startswith("#")]
+        words = [re.escape(e) for e in entries if "/" not in e and "." not in e]
+        self.urls = [e for e in entries if "/" in e or "." in e]
+        self.words = re.compile(r"\b(?:" + "|".join(words) + r")\b", re.I) if words else None
+
+    def __call__(self, doc: Doc) -> str | None:
+        if self.words is not None and self.words.search(doc.text):
+            return "blocked_word"
+        low = doc.text.lower()
+        if any(u in low for u in self.urls):
+            return "blocked_url"
+        return None
+
+
+PII_PATTERNS = {
+    "email": (re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), "<EMAIL>"),
+    "ip_address": (re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"), "<IP_ADDRESS>"),
+    "credit_card": (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "<CREDIT_CARD>"),
+    "phone": (re.compile(r"(?<!\w)(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?!\w)"), "<PHONE>"),
+}
+
+
+def _luhn_ok(number: str) -> bool:
+    digits = [int(d) for d in number if d.isdigit()]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2:
+            d *= 2
+            d -= 9 if d > 9 else 0
+        total += d
+    return 13 <= len(digits) <= 19 and total % 10 == 0
+
+
+class RedactPII:
+    """Emails, IP addresses, card numbers (Luhn-checked) and phone numbers become placeholders."""
+
+    name = "pii"
+    applies_to = ("prose", "code")
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+
+    def __call__(self, doc: Doc) -> str | None:
+        text = doc.text
+        for kind, (pattern, placeholder) in PII_PATTERNS.items():
+            def sub(m, kind=kind, placeholder=placeholder):
+                if kind == "credit_card" and not _luhn_ok(m.group()):
+                    return m.group()
+                self.counts[kind] += 1
+                return placeholder
+            text = pattern.sub(sub, text)
+        if text != doc.text:
+            doc.set_text(text)
+        return None
+
+
+def normalise_for_hash(text: str) -> str:
+    """What exact deduplication compares: NFKC, lower case, single spaces."""
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())

@@ -1,0 +1,461 @@
+"""`lmforge prepare`: read -> repair -> filter -> redact -> deduplicate -> write, nothing lost.
+
+    PREP/
+      clean/shard_00000.jsonl.gz        kept documents: {"id", "source", "kind", "text", ...}
+      rejected/filter_00000.jsonl.gz    removed while reading or filtering: {"id", "source", "stage", "reason", "text"}
+      rejected/dedup_00000.jsonl.gz     duplicates: ... plus "duplicate_of" (the kept id) and "jaccard"
+      report.json                       counts in / kept / rejected, per stage and reason, examples
+      work/                             per-shard intermediate files and completion markers
+
+The input stream is cut into shards of `shard_documents` items in a fixed order. Three phases:
+  1. per shard, in a process pool: repair, filter, redact; exact key, MinHash signature and
+     line statistics of what survives (`work/filtered/shard_N.*`, marker `shard_N.done`);
+  2. once: exact and near-duplicate decisions, and the set of boilerplate lines (`work/dedup.json`);
+  3. per shard, in the pool: drop duplicates and boilerplate lines, write clean/ and rejected/.
+A killed run started again skips every shard whose marker exists; since every output is a
+function of its shard's input alone (and of phase 2), it ends with exactly the same files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from lmforge.config import DataConfig, PrepareConfig
+from lmforge.data import clean
+from lmforge.data.clean import Doc, kind_of
+from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
+from lmforge.data.sources import Skip, SourceStats, check_sources, iter_documents
+from lmforge.errors import LmforgeError
+
+FORMAT = "lmforge-prepared-v1"
+EXAMPLES_PER_REASON = 3
+
+
+# ---------------------------------------------------------------- small file helpers
+
+def _write_jsonl_gz(path: Path, records: list[dict]) -> None:
+    """Atomically: a shard file is either complete or absent."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as f:
+        for r in records:  # mtime=0: the same records give the same bytes, run after run
+            f.write((json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8"))
+    os.replace(tmp, path)
+
+
+def read_jsonl_gz(path: Path) -> Iterator[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _line_key(line: str) -> str:
+    return hashlib.blake2b(line.encode(), digest_size=8).hexdigest()
+
+
+def boilerplate_candidates(text: str) -> set[str]:
+    """Keys of the distinct lines that could be boilerplate: five words or more (shorter lines,
+    like `return None` in code or a heading, repeat across documents for honest reasons)."""
+    return {_line_key(s) for s in (l.strip() for l in text.split("\n")) if len(s.split()) >= 5}
+
+
+# ---------------------------------------------------------------- phase 1: filters, per shard
+
+class FilterStack:
+    """The configured repairs and filters, built once per worker process."""
+
+    def __init__(self, cfg: PrepareConfig):
+        self.repair = clean.Repair() if cfg.repair else None
+        self.pii = clean.RedactPII() if cfg.pii else None
+        builders = {
+            "gopher_quality": lambda: clean.GopherQuality(cfg.gopher_quality),
+            "gopher_repetition": lambda: clean.GopherRepetition(cfg.gopher_repetition),
+            "c4": lambda: clean.C4Lines(cfg.c4),
+            "fineweb": lambda: clean.FineWebQuality(cfg.fineweb),
+            "code": lambda: clean.CodeQuality(cfg.code),
+            "language": lambda: clean.Language(cfg.languages, cfg.language_min_probability),
+            "offensive": lambda: clean.Offensive(cfg.offensive_threshold, cfg.offensive_max_fraction),
+            "blocklist": lambda: clean.Blocklist(cfg.blocklist) if cfg.blocklist else None,
+        }
+        self.filters = [f for f in (builders[name]() for name in cfg.filters) if f is not None]
+
+    def __call__(self, doc: Doc) -> tuple[str, str] | None:
+        """None if the document stays (its text possibly repaired), else (stage, reason)."""
+        if self.repair is not None and (reason := self.repair(doc)):
+            return "repair", reason
+        for f in self.filters:
+            if doc.kind in f.applies_to and (reason := f(doc)):
+                return f.name, reason
+        if self.pii is not None:
+            self.pii(doc)
+        return None
+
+    def counts(self) -> dict[str, int]:
+        out: Counter = Counter()
+        for step in (self.repair, self.pii):
+            if step is not None:
+                out.update({f"{step.name}:{k}": v for k, v in step.counts.items()})
+        return dict(out)
+
+
+_STACKS: dict[str, FilterStack] = {}
+
+
+def _stack(cfg: PrepareConfig) -> FilterStack:
+    key = json.dumps(asdict(cfg), sort_keys=True)
+    if key not in _STACKS:
+        _STACKS.clear()
+        _STACKS[key] = FilterStack(cfg)
+    stack = _STACKS[key]
+    for step in (stack.repair, stack.pii):
+        if step is not None:
+            step.counts.clear()
+    return stack
+
+
+def _reject(item, stage: str, reason: str, **extra) -> dict:
+    return {"id": item.id, "source": item.source, "stage": stage, "reason": reason, "text": item.text, **extra}
+
+
+def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, rejected_dir: Path) -> None:
+    """Phase 1 for one shard. `items` are Documents and reader Skips, in stream order."""
+    stack = _stack(cfg)
+    hasher = MinHasher(cfg.minhash_bands * cfg.minhash_rows, cfg.seed)
+    kept, rejected, keys, signatures, has_sig = [], [], [], [], []
+    lines: Counter = Counter()
+    for item in items:
+        if isinstance(item, Skip):
+            rejected.append(_reject(item, "read", item.reason))
+            continue
+        doc = Doc(item.id, item.text, item.source, kind_of(item.source))
+        verdict = stack(doc)
+        if verdict is not None:
+            rejected.append(_reject(doc, verdict[0], f"{verdict[0]}:{verdict[1]}"))
+            continue
+        kept.append({"id": doc.id, "source": doc.source, "kind": doc.kind, "text": doc.text, **doc.meta})
+        keys.append(exact_key(doc.text))
+        sig = hasher.signature(shingle_hashes(doc.text, cfg.ngram_words)) if cfg.near_dedup else None
+        has_sig.append(sig is not None)
+        signatures.append(sig if sig is not None else np.zeros(hasher.a.shape, dtype=np.uint32))
+        if cfg.boilerplate:
+            lines.update(boilerplate_candidates(doc.text))
+    base = work / f"shard_{index:05d}"
+    _write_jsonl_gz(base.with_suffix(".kept.jsonl.gz"), kept)
+    _write_jsonl_gz(rejected_dir / f"filter_{index:05d}.jsonl.gz", rejected)
+    np.save(base.with_suffix(".sig.npy"), np.array(signatures, dtype=np.uint32).reshape(len(kept), -1))
+    stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected),
+             "exact_keys": keys, "has_signature": has_sig, "lines": dict(lines), "repairs": stack.counts()}
+    _write_json(base.with_suffix(".done"), stats)  # the completion marker, written last
+
+
+# ---------------------------------------------------------------- phase 2: global decisions
+
+def decide_duplicates(work: Path, n_shards: int, cfg: PrepareConfig) -> dict:
+    """Exact groups, LSH candidates verified by true Jaccard, boilerplate lines."""
+    ids: list[str] = []  # stream order
+    location: dict[str, tuple[int, int]] = {}
+    exact_first: dict[str, str] = {}
+    dropped: dict[str, dict] = {}
+    buckets: dict[bytes, list[str]] = defaultdict(list)
+    line_docs: Counter = Counter()
+    for shard in range(n_shards):
+        stats = json.loads((work / f"shard_{shard:05d}.done").read_text())
+        sigs = np.load(work / f"shard_{shard:05d}.sig.npy")
+        line_docs.update(stats["lines"])
+        for row, record in enumerate(read_jsonl_gz(work / f"shard_{shard:05d}.kept.jsonl.gz")):
+            doc_id = record["id"]
+            if doc_id in location:  # two sources gave the same id: keep ids unique in the output
+                doc_id = f"{doc_id}@{shard}:{row}"
+            ids.append(doc_id)
+            location[doc_id] = (shard, row)
+            key = stats["exact_keys"][row]
+            if cfg.exact_dedup and key in exact_first:
+                dropped[doc_id] = {"reason": "exact_duplicate", "duplicate_of": exact_first[key], "jaccard": 1.0}
+                continue
+            exact_first.setdefault(key, doc_id)
+            if cfg.near_dedup and stats["has_signature"][row]:
+                for band in band_keys(sigs[row], cfg.minhash_bands, cfg.minhash_rows):
+                    buckets[band].append(doc_id)
+
+    if cfg.near_dedup:
+        neighbours: dict[str, set[str]] = defaultdict(set)
+        for members in buckets.values():
+            for i in range(1, len(members)):
+                for j in range(i):
+                    neighbours[members[i]].add(members[j])
+        texts = _load_texts(work, {d for d in neighbours} | {n for s in neighbours.values() for n in s}, location)
+        shingles = {d: shingle_hashes(t, cfg.ngram_words) for d, t in texts.items()}
+        candidates_checked = 0
+        position = {d: i for i, d in enumerate(ids)}
+        for doc_id in sorted(neighbours, key=position.get):
+            if doc_id in dropped:
+                continue
+            for other in sorted(neighbours[doc_id], key=position.get):
+                if other in dropped:
+                    continue
+                candidates_checked += 1
+                score = jaccard(shingles[doc_id], shingles[other])
+                if score >= cfg.near_dedup_threshold:
+                    dropped[doc_id] = {"reason": "near_duplicate", "duplicate_of": other, "jaccard": round(score, 4)}
+                    break
+    else:
+        candidates_checked = 0
+    threshold = max(cfg.boilerplate_min_documents, cfg.boilerplate_min_fraction * max(len(ids), 1))
+    boilerplate = sorted(k for k, n in line_docs.items() if n >= threshold) if cfg.boilerplate else []
+    return {"ids": ids, "dropped": dropped, "boilerplate_lines": boilerplate, "candidate_pairs_checked": candidates_checked}
+
+
+def _load_texts(work: Path, wanted: set[str], location: dict[str, tuple[int, int]]) -> dict[str, str]:
+    by_shard: dict[int, dict[int, str]] = defaultdict(dict)
+    for doc_id in wanted:
+        shard, row = location[doc_id]
+        by_shard[shard][row] = doc_id
+    texts = {}
+    for shard, rows in by_shard.items():
+        for row, record in enumerate(read_jsonl_gz(work / f"shard_{shard:05d}.kept.jsonl.gz")):
+            if row in rows:
+                texts[rows[row]] = record["text"]
+    return texts
+
+
+# ---------------------------------------------------------------- phase 3: write, per shard
+
+def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None:
+    decisions = json.loads(decisions_path.read_text())
+    boilerplate = set(decisions["boilerplate_lines"])
+    dropped = decisions["dropped"]
+    ids = decisions["ids"]
+    offset = json.loads((work / f"shard_{index:05d}.done").read_text())["offset"]
+    kept, rejected = [], []
+    removed_lines = 0
+    for row, record in enumerate(read_jsonl_gz(work / f"shard_{index:05d}.kept.jsonl.gz")):
+        record["id"] = ids[offset + row]
+        if record["id"] in dropped:
+            d = dropped[record["id"]]
+            rejected.append({"id": record["id"], "source": record["source"], "stage": "dedup", "reason": d["reason"],
+                             "duplicate_of": d["duplicate_of"], "jaccard": d["jaccard"], "text": record["text"]})
+            continue
+        if boilerplate:
+            lines = record["text"].split("\n")
+            keep = [l for l in lines if _line_key(l.strip()) not in boilerplate]
+            if len(keep) != len(lines):
+                removed_lines += len(lines) - len(keep)
+                text = "\n".join(keep).strip()
+                if not text:
+                    rejected.append({"id": record["id"], "source": record["source"], "stage": "boilerplate",
+                                     "reason": "boilerplate:only_boilerplate_lines", "text": record["text"]})
+                    continue
+                record["text"] = text
+        kept.append(record)
+    _write_jsonl_gz(out / "rejected" / f"dedup_{index:05d}.jsonl.gz", rejected)
+    _write_jsonl_gz(out / "clean" / f"shard_{index:05d}.jsonl.gz", kept)
+    _write_json(work / f"shard_{index:05d}.written", {"kept": len(kept), "rejected": len(rejected),
+                                                      "boilerplate_lines_removed": removed_lines})
+
+
+# ---------------------------------------------------------------- driver
+
+def fingerprint(sources: list[str], cfg: PrepareConfig, data: DataConfig) -> str:
+    blob = json.dumps({"sources": sources, "prepare": asdict(cfg), "text_field": data.text_field,
+                       "max_bytes": data.max_bytes, "max_document_bytes": data.max_document_bytes}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def is_complete(out: Path, sources: list[str], cfg: PrepareConfig, data: DataConfig) -> bool:
+    try:
+        return json.loads((out / "report.json").read_text()).get("fingerprint") == fingerprint(sources, cfg, data)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _shards(sources: list[str], data: DataConfig, size: int, stats: SourceStats) -> Iterator[list]:
+    """The input stream (documents and skips, in order) cut into lists of `size` items."""
+    chunk: list = []
+    for doc in iter_documents(sources, stats, data.text_field, data.max_bytes, data.max_document_bytes):
+        chunk.extend(stats.pending)
+        stats.pending.clear()
+        chunk.append(doc)
+        while len(chunk) >= size:
+            yield chunk[:size]
+            chunk = chunk[size:]
+    chunk.extend(stats.pending)
+    stats.pending.clear()
+    while chunk:
+        yield chunk[:size]
+        chunk = chunk[size:]
+
+
+class LocalExecutor:
+    """A process pool (or, with one worker, this process) with a bounded number of tasks in flight."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(workers) if workers > 1 else None
+        self.pending: list[Future] = []
+
+    def submit(self, fn, *args) -> None:
+        if self.pool is None:
+            fn(*args)
+            return
+        self.pending.append(self.pool.submit(fn, *args))
+        while len(self.pending) >= 2 * self.workers:
+            self.pending.pop(0).result()
+
+    def wait(self) -> None:
+        for f in self.pending:
+            f.result()
+        self.pending.clear()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig,
+            log: Callable[[str], None] = print, executor=None) -> dict:
+    """Clean `sources` into `out` (see the module docstring) and return the report."""
+    out = Path(out)
+    if is_complete(out, sources, cfg, data):
+        report = json.loads((out / "report.json").read_text())
+        log(f"prepare: {out} is complete, skipping")
+        return report
+    check_sources(sources)
+    work = out / "work"
+    fp = fingerprint(sources, cfg, data)
+    marker_fp = work / "fingerprint"
+    if marker_fp.is_file() and marker_fp.read_text() != fp:
+        shutil.rmtree(out)  # a different config: earlier shard results do not apply
+    for sub in ("clean", "rejected", "work"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    marker_fp.write_text(fp)
+
+    started = time.perf_counter()
+    stats = SourceStats(record_skips=True)
+    owns_executor = executor is None
+    executor = executor or LocalExecutor(cfg.workers or os.cpu_count() or 1)
+    n_shards = 0
+    bar = _progress(log)
+    try:
+        for index, items in enumerate(_shards(sources, data, cfg.shard_documents, stats)):
+            n_shards = index + 1
+            if not (work / f"shard_{index:05d}.done").is_file():
+                executor.submit(filter_shard, index, items, cfg, work, out / "rejected")
+            bar(len(items))
+        executor.wait()
+        if n_shards == 0:
+            raise LmforgeError(f"no documents found in {', '.join(sources)}: give text, JSONL, Parquet or WARC files")
+        offset = 0  # each shard's first row in stream order, for phase 3
+        for index in range(n_shards):
+            path = work / f"shard_{index:05d}.done"
+            shard_stats = json.loads(path.read_text())
+            shard_stats["offset"] = offset
+            offset += shard_stats["kept"]
+            _write_json(path, shard_stats)
+        decisions_path = work / "dedup.json"
+        if not decisions_path.is_file():
+            _write_json(decisions_path, decide_duplicates(work, n_shards, cfg))
+        for index in range(n_shards):
+            if not (work / f"shard_{index:05d}.written").is_file():
+                executor.submit(write_shard, index, work, out, decisions_path)
+        executor.wait()
+    finally:
+        if owns_executor:
+            executor.close()
+    report = build_report(out, n_shards, stats, fp, time.perf_counter() - started)
+    if report["documents_kept"] == 0:
+        raise LmforgeError(f"nothing usable remains in {', '.join(sources)}: every document was rejected "
+                           f"(see {out / 'report.json'}); loosen the prepare.* filters or give other text")
+    log(summary_text(report, out))
+    return report
+
+
+def _progress(log):
+    start, seen = time.perf_counter(), [0]
+
+    def tick(n: int) -> None:
+        seen[0] += n
+        if seen[0] // 5000 != (seen[0] - n) // 5000:
+            dt = time.perf_counter() - start
+            log(f"prepare: {seen[0]:,} documents read, {seen[0] / dt:,.0f} documents/s")
+    return tick
+
+
+def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds: float) -> dict:
+    reasons: Counter = Counter()
+    stages: Counter = Counter()
+    examples: dict[str, list[str]] = defaultdict(list)
+    bytes_in = bytes_kept = 0
+    clusters: Counter = Counter()
+    for path in sorted((out / "rejected").glob("*.jsonl.gz")):
+        for r in read_jsonl_gz(path):
+            reasons[r["reason"]] += 1
+            stages[r["stage"]] += 1
+            bytes_in += len(r["text"].encode("utf-8"))
+            if len(examples[r["reason"]]) < EXAMPLES_PER_REASON:
+                examples[r["reason"]].append(r["id"])
+            if "duplicate_of" in r:
+                clusters[r["duplicate_of"]] += 1
+    kept = 0
+    for path in sorted((out / "clean").glob("*.jsonl.gz")):
+        for r in read_jsonl_gz(path):
+            kept += 1
+            bytes_kept += len(r["text"].encode("utf-8"))
+    repairs: Counter = Counter()
+    boiler = 0
+    for index in range(n_shards):
+        repairs.update(json.loads((out / "work" / f"shard_{index:05d}.done").read_text())["repairs"])
+        boiler += json.loads((out / "work" / f"shard_{index:05d}.written").read_text())["boilerplate_lines_removed"]
+    rejected = sum(reasons.values())
+    report = {
+        "format": FORMAT,
+        "documents_in": kept + rejected,
+        "documents_kept": kept,
+        "documents_rejected": rejected,
+        "bytes_kept": bytes_kept,
+        "bytes_rejected": bytes_in,
+        "rejected_by_stage": dict(stages.most_common()),
+        "rejected_by_reason": dict(reasons.most_common()),
+        "examples": dict(examples),
+        "duplicate_clusters": len(clusters),
+        "largest_duplicate_cluster": max(clusters.values(), default=0) + (1 if clusters else 0),
+        "repairs_and_redactions": dict(sorted(repairs.items())),
+        "boilerplate_lines_removed": boiler,
+        "reader": {"files": stats.files, "skipped": dict(stats.skipped)},
+        "shards": n_shards,
+        "seconds": round(seconds, 2),
+        "fingerprint": fp,
+    }
+    _write_json(out / "report.json", report)
+    return report
+
+
+def summary_text(report: dict, out: Path) -> str:
+    lines = [f"prepare: {report['documents_in']:,} documents in -> {report['documents_kept']:,} kept "
+             f"({report['bytes_kept'] / 1e6:,.1f} MB), {report['documents_rejected']:,} rejected, "
+             f"in {report['seconds']:.0f}s -> {out}/clean"]
+    for reason, n in list(report["rejected_by_reason"].items())[:12]:
+        lines.append(f"  {n:>8,}  {reason}   e.g. {report['examples'][reason][0]}")
+    if report["duplicate_clusters"]:
+        lines.append(f"  duplicate clusters: {report['duplicate_clusters']:,} (largest {report['largest_duplicate_cluster']})")
+    for k, v in report["repairs_and_redactions"].items():
+        lines.append(f"  {k}: {v:,}")
+    if report["boilerplate_lines_removed"]:
+        lines.append(f"  boilerplate lines removed: {report['boilerplate_lines_removed']:,}")
+    return "\n".join(lines)
