@@ -74,3 +74,29 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))
     return path
+
+
+WORDS = (
+    "the of and to in is was that for on with as by at from his her they this which be have are one had not but "
+    "all were when we there can an your what their if would about into time has more two may other its could "
+    "people only first then some them these so her over new years after most many like well such where water "
+    "long made way through little called back years came day work part great world found house river town bridge "
+    "valley farm market winter summer spring autumn morning evening children family mother father garden road "
+    "village mountain forest field stone window door table letter story teacher school city church music song "
+    "language history island harbour ship sailor captain storm light night moon star bird horse tree flower"
+).split()
+
+
+def make_prose(seed: int, paragraphs: int = 4) -> str:
+    """Readable-enough English that passes the quality filters: varied sentences, stop words, punctuation."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(paragraphs):
+        sentences = []
+        for _ in range(rng.randint(3, 5)):
+            words = [rng.choice(WORDS) for _ in range(rng.randint(8, 16))]
+            sentences.append(" ".join(words).capitalize() + ".")
+        out.append(" ".join(sentences))
+    return "\n\n".join(out)

@@ -159,7 +159,7 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
     base = work / f"shard_{index:05d}"
     _write_jsonl_gz(base.with_suffix(".kept.jsonl.gz"), kept)
     _write_jsonl_gz(rejected_dir / f"filter_{index:05d}.jsonl.gz", rejected)
-    np.save(base.with_suffix(".sig.npy"), np.array(signatures, dtype=np.uint32).reshape(len(kept), -1))
+    np.save(base.with_suffix(".sig.npy"), np.array(signatures, dtype=np.uint32).reshape(len(kept), len(hasher.a)))
     stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected),
              "exact_keys": keys, "has_signature": has_sig, "lines": dict(lines), "repairs": stack.counts()}
     _write_json(base.with_suffix(".done"), stats)  # the completion marker, written last

@@ -1,0 +1,38 @@
+import random
+
+import numpy as np
+
+from conftest import make_prose
+from lmforge.data.dedup import MinHasher, candidate_probability, exact_key, jaccard, shingle_hashes
+
+
+def edit_words(text: str, rate: float, seed: int) -> str:
+    rng = random.Random(seed)
+    return " ".join(w if rng.random() > rate else "zzz" + str(rng.randint(0, 9999)) for w in text.split())
+
+
+def test_default_bands_find_80_percent_similar_pairs():
+    assert candidate_probability(0.8, 14, 8) >= 0.9
+    assert candidate_probability(0.3, 14, 8) < 0.01
+
+
+def test_minhash_estimates_jaccard():
+    hasher = MinHasher(112, seed=1)
+    errors = []
+    for seed in range(20):
+        a = make_prose(seed, 6)
+        b = edit_words(a, 0.02 * (seed % 8), seed)
+        ha, hb = shingle_hashes(a, 5), shingle_hashes(b, 5)
+        estimate = float((hasher.signature(ha) == hasher.signature(hb)).mean())
+        errors.append(abs(estimate - jaccard(ha, hb)))
+    assert np.mean(errors) < 0.06
+
+
+def test_exact_key_ignores_case_and_spacing_only():
+    assert exact_key("Hello   World\n") == exact_key("hello world")
+    assert exact_key("hello world") != exact_key("hello, world")
+
+
+def test_short_documents_have_no_shingles_not_a_shared_empty_signature():
+    assert len(shingle_hashes("only four words here", 5)) == 0
+    assert MinHasher(16).signature(shingle_hashes("tiny", 5)) is None
