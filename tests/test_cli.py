@@ -57,6 +57,9 @@ def test_run_whole_pipeline_then_skips_finished_stages(tmp_path, corpus_dir):
     first = lmforge(*args)
     assert first.returncode == 0, first.stderr
     assert "final: val loss" in first.stdout and "bits per byte" in first.stdout and "sample:" in first.stdout
+    assert "prepare:" in first.stdout and "kept" in first.stdout  # the cleaning summary
+    report = json.loads((tmp_path / "r" / "prepared" / "report.json").read_text())
+    assert report["documents_in"] == report["documents_kept"] + report["documents_rejected"]
     again = lmforge(*args)
     assert again.returncode == 0, again.stderr
     assert "already trained, skipping training" in again.stdout

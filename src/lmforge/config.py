@@ -168,6 +168,7 @@ class CodeConfig:
 class PrepareConfig:
     enabled: bool = True  # lmforge run cleans its sources first
     workers: int = 0  # processes (0 = one per core)
+    executor: str = "local"  # local (a process pool) | ray (a Ray cluster, for corpora beyond one machine)
     shard_documents: int = 1000  # documents per shard: the unit of parallelism and of resume
     repair: bool = True
     pii: bool = True
@@ -218,6 +219,7 @@ CHOICES = {
     "train.optimizer": ("adamw", "muon"),
     "train.schedule": ("cosine", "wsd", "constant"),
     "train.dtype": ("auto", "float32", "bfloat16"),
+    "prepare.executor": ("local", "ray"),
 }
 
 

@@ -168,3 +168,18 @@ def test_report_is_reused_when_complete(messy, tmp_path):
     prepare([str(messy)], tmp_path / "out", c.prepare, c.data, log=messages.append)
     assert "complete, skipping" in messages[0]
     assert pipeline.FORMAT == json.loads((tmp_path / "out" / "report.json").read_text())["format"]
+
+
+def test_ray_gives_the_same_output_as_the_local_pool(messy, tmp_path):
+    ray = pytest.importorskip("ray")
+    local, on_ray = cfg(), cfg(**{"prepare.executor": "ray", "prepare.workers": 2})
+    prepare([str(messy)], tmp_path / "local", local.prepare, local.data, log=quiet)
+    try:
+        prepare([str(messy)], tmp_path / "ray", on_ray.prepare, on_ray.data, log=quiet)
+    finally:
+        ray.shutdown()
+    for sub in ("clean", "rejected"):
+        names = sorted(p.name for p in (tmp_path / "local" / sub).glob("*"))
+        assert names == sorted(p.name for p in (tmp_path / "ray" / sub).glob("*"))
+        for name in names:
+            assert (tmp_path / "local" / sub / name).read_bytes() == (tmp_path / "ray" / sub / name).read_bytes()

@@ -328,6 +328,46 @@ class LocalExecutor:
             self.pool.shutdown()
 
 
+class RayExecutor:
+    """The same shard tasks on a Ray cluster (`pip install lmforge[ray]`): `ray.init()` joins the
+    cluster named by RAY_ADDRESS or starts a local one. Workers read and write the prepared
+    folder, so it must be on storage every node sees."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise LmforgeError("--executor ray needs Ray: pip install 'lmforge[ray]'") from None
+        self.ray = ray
+        self.owns = not ray.is_initialized()
+        if self.owns:
+            ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        self.pending: list = []
+        self.limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    def submit(self, fn, *args) -> None:
+        self.pending.append(self.ray.remote(fn).remote(*args))
+        if len(self.pending) >= self.limit:  # bounded memory: wait for the oldest task
+            self.ray.get(self.pending.pop(0))
+
+    def wait(self) -> None:
+        self.ray.get(self.pending)
+        self.pending.clear()
+
+    def close(self) -> None:
+        if self.owns:
+            self.ray.shutdown()
+
+
+def make_executor(name: str, workers: int):
+    if name == "ray":
+        return RayExecutor(num_cpus=workers or None)
+    if name != "local":
+        raise LmforgeError(f"prepare.executor={name!r}: choose local or ray")
+    return LocalExecutor(workers or os.cpu_count() or 1)
+
+
 def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig,
             log: Callable[[str], None] = print, executor=None) -> dict:
     """Clean `sources` into `out` (see the module docstring) and return the report."""
@@ -349,7 +389,7 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
     started = time.perf_counter()
     stats = SourceStats(record_skips=True)
     owns_executor = executor is None
-    executor = executor or LocalExecutor(cfg.workers or os.cpu_count() or 1)
+    executor = executor or make_executor(cfg.executor, cfg.workers)
     n_shards = 0
     bar = _progress(log)
     try:
