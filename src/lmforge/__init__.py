@@ -10,14 +10,28 @@ Every stage is a function over files on disk; the CLI (`lmforge ...`) is a thin 
     lmforge.generate("runs/tiny", "def ")
 """
 
+from importlib import import_module
+
 from lmforge.config import Config, load_config
-from lmforge.data.pipeline import prepare
 from lmforge.errors import LmforgeError
-from lmforge.evaluation import evaluate_run as evaluate
-from lmforge.generate import generate
-from lmforge.pipeline import run
-from lmforge.tokenizer import tokenize_corpus as tokenize
-from lmforge.training.loop import train
+
+# Stages load on first use: a data-cleaning worker process should not pay for importing torch.
+_LAZY = {
+    "evaluate": ("lmforge.evaluation", "evaluate_run"),
+    "generate": ("lmforge.generate", "generate"),
+    "prepare": ("lmforge.data.pipeline", "prepare"),
+    "run": ("lmforge.pipeline", "run"),
+    "tokenize": ("lmforge.tokenizer", "tokenize_corpus"),
+    "train": ("lmforge.training.loop", "train"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(import_module(module), attr)
+    raise AttributeError(f"module 'lmforge' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 __all__ = ["Config", "LmforgeError", "evaluate", "generate", "load_config", "prepare", "run", "tokenize", "train"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -97,15 +98,30 @@ class FilterStack:
         self.filters = [f for f in (builders[name]() for name in cfg.filters) if f is not None]
 
     def __call__(self, doc: Doc) -> tuple[str, str] | None:
-        """None if the document stays (its text possibly repaired), else (stage, reason)."""
-        if self.repair is not None and (reason := self.repair(doc)):
-            return "repair", reason
+        return self.run([doc])[0]
+
+    def run(self, docs: list[Doc]) -> list[tuple[str, str] | None]:
+        """Per document: None if it stays (its text possibly repaired), else (stage, reason).
+        Step by step over the whole batch, so a step with a per-call cost (the classifier) pays it once."""
+        verdicts: list[tuple[str, str] | None] = [None] * len(docs)
+        if self.repair is not None:
+            for i, doc in enumerate(docs):
+                if reason := self.repair(doc):
+                    verdicts[i] = ("repair", reason)
         for f in self.filters:
-            if doc.kind in f.applies_to and (reason := f(doc)):
-                return f.name, reason
+            alive = [i for i, d in enumerate(docs) if verdicts[i] is None and d.kind in f.applies_to]
+            if not alive:
+                continue
+            batch = getattr(f, "batch", None)
+            reasons = batch([docs[i] for i in alive]) if batch else [f(docs[i]) for i in alive]
+            for i, reason in zip(alive, reasons):
+                if reason:
+                    verdicts[i] = (f.name, reason)
         if self.pii is not None:
-            self.pii(doc)
-        return None
+            for i, doc in enumerate(docs):
+                if verdicts[i] is None:
+                    self.pii(doc)
+        return verdicts
 
     def counts(self) -> dict[str, int]:
         out: Counter = Counter()
@@ -140,12 +156,14 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
     hasher = MinHasher(cfg.minhash_bands * cfg.minhash_rows, cfg.seed)
     kept, rejected, keys, signatures, has_sig = [], [], [], [], []
     lines: Counter = Counter()
+    docs = [Doc(i.id, i.text, i.source, kind_of(i.source)) for i in items if not isinstance(i, Skip)]
+    verdicts = iter(stack.run(docs))
+    docs_iter = iter(docs)
     for item in items:
         if isinstance(item, Skip):
             rejected.append(_reject(item, "read", item.reason))
             continue
-        doc = Doc(item.id, item.text, item.source, kind_of(item.source))
-        verdict = stack(doc)
+        doc, verdict = next(docs_iter), next(verdicts)
         if verdict is not None:
             rejected.append(_reject(doc, verdict[0], f"{verdict[0]}:{verdict[1]}"))
             continue
@@ -307,7 +325,8 @@ class LocalExecutor:
 
     def __init__(self, workers: int):
         self.workers = workers
-        self.pool = ProcessPoolExecutor(workers) if workers > 1 else None
+        # spawn: workers import only the cleaning code, not whatever the parent holds (torch, a model)
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
         self.pending: list[Future] = []
 
     def submit(self, fn, *args) -> None:
