@@ -97,7 +97,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         lmforge.run(_resolve(args, args.out, args.sources or None))
     elif args.command == "prepare":
         cfg = _resolve(args, None, args.sources or None)
-        lmforge.prepare(cfg.data.sources, args.out, cfg.prepare, cfg.data)
+        lmforge.prepare(cfg.data.sources, args.out, cfg.prepare, cfg.data, progress=not args.no_progress)
     elif args.command == "tokenize":
         cfg = _resolve(args, None, args.sources or None)
         lmforge.tokenize(cfg.data, cfg.tokenizer, args.out)

@@ -27,7 +27,7 @@ def with_prepared_sources(cfg: Config, run_dir: Path, log: Callable[[str], None]
     if not cfg.prepare.enabled or cfg.data.tokenized:
         return cfg
     prep = run_dir / "prepared"
-    prepare(cfg.data.sources, prep, cfg.prepare, cfg.data, log=log)
+    prepare(cfg.data.sources, prep, cfg.prepare, cfg.data, log=log, progress=cfg.train.progress)
     # the byte cap was applied while reading for prepare; the clean folder is used whole
     return replace(cfg, data=replace(cfg.data, sources=[str(prep / "clean")], max_bytes=0))
 

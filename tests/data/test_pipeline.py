@@ -53,7 +53,7 @@ def messy(tmp_path):
 
 def test_every_document_is_kept_or_rejected_with_a_reason(messy, tmp_path):
     c = cfg()
-    report = prepare([str(messy)], tmp_path / "out", c.prepare, c.data, log=quiet)
+    report = prepare([str(messy)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
     clean, rejected = outputs(tmp_path / "out")
     assert report["documents_in"] == report["documents_kept"] + report["documents_rejected"] == len(clean) + len(rejected)
     ids = [r["id"] for r in clean + rejected]
@@ -84,7 +84,7 @@ def test_candidates_that_share_a_bucket_are_verified_not_removed(tmp_path):
     for i in range(4):  # each pair shares half its text: Jaccard ~0.3, well below the threshold
         (src / f"d{i}.txt").write_text(shared + "\n\n" + make_prose(200 + i, 2))
     c = cfg(**{"prepare.minhash_rows": 1, "prepare.minhash_bands": 20})  # nearly every pair becomes a candidate
-    prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet)
+    prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
     decisions = json.loads((tmp_path / "out" / "work" / "dedup.json").read_text())
     assert decisions["candidate_pairs_checked"] >= 3
     clean, rejected = outputs(tmp_path / "out")
@@ -98,7 +98,7 @@ def test_boilerplate_lines_shared_by_many_documents_are_removed(tmp_path):
     for i in range(5):
         (src / f"d{i}.txt").write_text(header + "\n\n" + make_prose(i))
     c = cfg()
-    report = prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet)
+    report = prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
     clean, _ = outputs(tmp_path / "out")
     assert len(clean) == 5 and all(header not in r["text"] for r in clean)
     assert report["boilerplate_lines_removed"] == 5
@@ -123,10 +123,10 @@ class CrashAfter:
 @pytest.mark.parametrize("crash_after", [1, 4])  # in the filter phase, and in the write phase
 def test_resume_after_a_kill_gives_identical_output(messy, tmp_path, crash_after):
     c = cfg()
-    prepare([str(messy)], tmp_path / "straight", c.prepare, c.data, log=quiet)
+    prepare([str(messy)], tmp_path / "straight", c.prepare, c.data, log=quiet, progress=False)
     with pytest.raises(KeyboardInterrupt):
-        prepare([str(messy)], tmp_path / "resumed", c.prepare, c.data, log=quiet, executor=CrashAfter(crash_after))
-    prepare([str(messy)], tmp_path / "resumed", c.prepare, c.data, log=quiet)
+        prepare([str(messy)], tmp_path / "resumed", c.prepare, c.data, log=quiet, progress=False, executor=CrashAfter(crash_after))
+    prepare([str(messy)], tmp_path / "resumed", c.prepare, c.data, log=quiet, progress=False)
     for sub in ("clean", "rejected"):
         a = sorted((tmp_path / "straight" / sub).glob("*"))
         b = sorted((tmp_path / "resumed" / sub).glob("*"))
@@ -137,8 +137,8 @@ def test_resume_after_a_kill_gives_identical_output(messy, tmp_path, crash_after
 
 def test_process_pool_gives_the_same_output_as_one_process(messy, tmp_path):
     one, two = cfg(), cfg(**{"prepare.workers": 2})
-    prepare([str(messy)], tmp_path / "one", one.prepare, one.data, log=quiet)
-    prepare([str(messy)], tmp_path / "two", two.prepare, two.data, log=quiet)
+    prepare([str(messy)], tmp_path / "one", one.prepare, one.data, log=quiet, progress=False)
+    prepare([str(messy)], tmp_path / "two", two.prepare, two.data, log=quiet, progress=False)
     for sub in ("clean", "rejected"):
         for pa in sorted((tmp_path / "one" / sub).glob("*")):
             assert pa.read_bytes() == (tmp_path / "two" / sub / pa.name).read_bytes()
@@ -146,7 +146,7 @@ def test_process_pool_gives_the_same_output_as_one_process(messy, tmp_path):
 
 def test_prepared_folder_reads_as_its_clean_documents(messy, tmp_path):
     c = cfg()
-    prepare([str(messy)], tmp_path / "out", c.prepare, c.data, log=quiet)
+    prepare([str(messy)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
     docs = list(iter_documents([str(tmp_path / "out")]))
     clean, _ = outputs(tmp_path / "out")
     assert [d.id for d in docs] == [r["id"] for r in clean]
@@ -158,12 +158,12 @@ def test_nothing_usable_is_an_error(tmp_path):
     (src / "a.bin").write_bytes(b"\x00" * 100)
     c = cfg()
     with pytest.raises(LmforgeError, match="nothing usable remains"):
-        prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet)
+        prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
 
 
 def test_report_is_reused_when_complete(messy, tmp_path):
     c = cfg()
-    prepare([str(messy)], tmp_path / "out", c.prepare, c.data, log=quiet)
+    prepare([str(messy)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
     messages = []
     prepare([str(messy)], tmp_path / "out", c.prepare, c.data, log=messages.append)
     assert "complete, skipping" in messages[0]
@@ -173,9 +173,9 @@ def test_report_is_reused_when_complete(messy, tmp_path):
 def test_ray_gives_the_same_output_as_the_local_pool(messy, tmp_path):
     ray = pytest.importorskip("ray")
     local, on_ray = cfg(), cfg(**{"prepare.executor": "ray", "prepare.workers": 2})
-    prepare([str(messy)], tmp_path / "local", local.prepare, local.data, log=quiet)
+    prepare([str(messy)], tmp_path / "local", local.prepare, local.data, log=quiet, progress=False)
     try:
-        prepare([str(messy)], tmp_path / "ray", on_ray.prepare, on_ray.data, log=quiet)
+        prepare([str(messy)], tmp_path / "ray", on_ray.prepare, on_ray.data, log=quiet, progress=False)
     finally:
         ray.shutdown()
     for sub in ("clean", "rejected"):
@@ -183,3 +183,36 @@ def test_ray_gives_the_same_output_as_the_local_pool(messy, tmp_path):
         assert names == sorted(p.name for p in (tmp_path / "ray" / sub).glob("*"))
         for name in names:
             assert (tmp_path / "local" / sub / name).read_bytes() == (tmp_path / "ray" / sub / name).read_bytes()
+
+
+def test_a_killed_process_resumes_to_identical_output(tmp_path):
+    """A real SIGKILL in the middle of the run, then the same command again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(60):
+        (src / f"d{i:02d}.txt").write_text(make_prose(i))
+    args = [sys.executable, "-m", "lmforge", "prepare", str(src), "--workers", "1",
+            "--set", "prepare.shard_documents=3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(args + ["--out", str(tmp_path / "straight")], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = tmp_path / "killed" / "work" / "shard_00002.done"
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "report.json").exists()  # it really died mid-way
+    subprocess.run(args + ["--out", str(tmp_path / "killed")], check=True, env=env, capture_output=True)
+    for sub in ("clean", "rejected"):
+        names = sorted(p.name for p in (tmp_path / "straight" / sub).glob("*"))
+        assert names == sorted(p.name for p in (tmp_path / "killed" / sub).glob("*"))
+        for name in names:
+            assert (tmp_path / "straight" / sub / name).read_bytes() == (tmp_path / "killed" / sub / name).read_bytes()

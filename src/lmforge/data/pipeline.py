@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from lmforge.config import DataConfig, PrepareConfig
 from lmforge.data import clean
@@ -388,7 +389,7 @@ def make_executor(name: str, workers: int):
 
 
 def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig,
-            log: Callable[[str], None] = print, executor=None) -> dict:
+            log: Callable[[str], None] = print, executor=None, progress: bool = True) -> dict:
     """Clean `sources` into `out` (see the module docstring) and return the report."""
     out = Path(out)
     if is_complete(out, sources, cfg, data):
@@ -410,14 +411,15 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
     owns_executor = executor is None
     executor = executor or make_executor(cfg.executor, cfg.workers)
     n_shards = 0
-    bar = _progress(log)
+    bar = tqdm(unit="doc", desc="prepare", mininterval=1.0, disable=not progress, dynamic_ncols=True)
     try:
         for index, items in enumerate(_shards(sources, data, cfg.shard_documents, stats)):
             n_shards = index + 1
             if not (work / f"shard_{index:05d}.done").is_file():
                 executor.submit(filter_shard, index, items, cfg, work, out / "rejected")
-            bar(len(items))
+            bar.update(len(items))  # documents read and handed to the workers, per second
         executor.wait()
+        bar.close()
         if n_shards == 0:
             raise LmforgeError(f"no documents found in {', '.join(sources)}: give text, JSONL, Parquet or WARC files")
         offset = 0  # each shard's first row in stream order, for phase 3
@@ -443,17 +445,6 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
                            f"(see {out / 'report.json'}); loosen the prepare.* filters or give other text")
     log(summary_text(report, out))
     return report
-
-
-def _progress(log):
-    start, seen = time.perf_counter(), [0]
-
-    def tick(n: int) -> None:
-        seen[0] += n
-        if seen[0] // 5000 != (seen[0] - n) // 5000:
-            dt = time.perf_counter() - start
-            log(f"prepare: {seen[0]:,} documents read, {seen[0] / dt:,.0f} documents/s")
-    return tick
 
 
 def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds: float) -> dict:
