@@ -478,6 +478,7 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
         "documents_in": kept + rejected,
         "documents_kept": kept,
         "documents_rejected": rejected,
+        "bytes_in": bytes_kept + bytes_in,  # kept bytes counted after repairs and redaction
         "bytes_kept": bytes_kept,
         "bytes_rejected": bytes_in,
         "rejected_by_stage": dict(stages.most_common()),
@@ -497,7 +498,8 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
 
 
 def summary_text(report: dict, out: Path) -> str:
-    lines = [f"prepare: {report['documents_in']:,} documents in -> {report['documents_kept']:,} kept "
+    lines = [f"prepare: {report['documents_in']:,} documents ({report['bytes_in'] / 1e6:,.1f} MB) in -> "
+             f"{report['documents_kept']:,} kept "
              f"({report['bytes_kept'] / 1e6:,.1f} MB), {report['documents_rejected']:,} rejected, "
              f"in {report['seconds']:.0f}s -> {out}/clean"]
     for reason, n in list(report["rejected_by_reason"].items())[:12]:
