@@ -104,3 +104,11 @@ def test_checkpoint_from_another_architecture(trained_run, corpus_dir):
 
 def test_argparse_errors_exit_2():
     assert lmforge("train", "--max-steps", "many").returncode == 2
+
+
+def test_estimate_from_a_measured_run(trained_run):
+    summary = json.loads((trained_run / "summary.json").read_text())
+    r = lmforge("estimate", "--from-run", trained_run, "--preset", "tiny", "--tokens", "100M", "--hardware", "cpu", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["mfu"] == summary["mfu"] and out["days"] > 0

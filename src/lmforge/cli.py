@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from lmforge import cost
 from lmforge.config import Config, config_from_dict, load_config, merge_dicts, preset_names
 from lmforge.errors import LmforgeError
 
@@ -45,6 +46,110 @@ def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | Non
     return cfg
 
 
+def _shape_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="take the model shape from an lmforge preset")
+    p.add_argument("--config", metavar="FILE", help="take the model shape from an lmforge config file")
+    p.add_argument("--params", help="parameter count N (e.g. 7B); with no shape flags a typical shape is assumed")
+    for flag in ("layers", "width", "heads", "kv-heads", "vocab", "context", "head-dim"):
+        p.add_argument(f"--{flag}", type=int)
+
+
+def _hardware_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hardware", default="h100", help="catalogue name (h100, a100, tpu-v4, ...) or cpu (measured)")
+    p.add_argument("--hardware-file", help="YAML file of extra hardware entries")
+    p.add_argument("--count", type=int, default=1, help="number of devices")
+    p.add_argument("--mfu", type=float, help=f"model FLOPs utilisation (default {cost.DEFAULT_MFU})")
+    p.add_argument("--price-per-hour", type=float, help="USD per device-hour (default: the catalogue's)")
+    p.add_argument("--power-watts", type=float, help="watts per device (default: the catalogue's)")
+    p.add_argument("--pue", type=float, default=1.1, help="data-centre power usage effectiveness")
+    p.add_argument("--grid-kg-per-kwh", type=float, default=0.385, help="grid carbon intensity, kg CO2e/kWh")
+
+
+def _shape(args: argparse.Namespace) -> cost.Shape:
+    flags = {k: getattr(args, k) for k in ("layers", "width", "heads", "kv_heads", "vocab", "context", "head_dim")}
+    params = cost.parse_size(args.params, "--params") if args.params else 0.0
+    if args.preset or args.config:
+        m = load_config(args.preset, args.config).model
+        vocab = flags["vocab"] or load_config(args.preset, args.config).tokenizer.vocab_size
+        base = dict(layers=m.n_layer, width=m.n_embd, heads=m.n_head, kv_heads=m.n_kv_head, vocab=vocab,
+                    context=m.seq_len)
+        base.update({k: v for k, v in flags.items() if v})
+        return cost.Shape(**base, params=params)
+    if flags["layers"] or flags["width"] or flags["heads"]:
+        missing = [f"--{k}" for k in ("layers", "width", "heads") if not flags[k]]
+        if missing:
+            raise LmforgeError(f"a model shape needs {', '.join(missing)} too (or give only --params)")
+        return cost.Shape(**{k: v for k, v in flags.items() if v}, params=params)
+    if params:
+        return cost.shape_from_params(params, flags["context"] or 2048, flags["vocab"] or 50257)
+    raise LmforgeError("describe the model: --params 7B, or --layers/--width/--heads, or --preset NAME")
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    shape = _shape(args)
+    if args.what == "kv-cache":
+        nbytes = cost.kv_cache_bytes(shape, max(args.batch, 1), shape.context,
+                                     4 if args.precision == "fp32" else 2)
+        result = {"kv_cache_bytes": nbytes, "kv_cache_gib": nbytes / 2**30, "batch": max(args.batch, 1),
+                  "context": shape.context, "layers": shape.layers, "kv_heads": shape.kv_heads, "head_dim": shape.head_dim}
+        print(json.dumps(result) if args.json else
+              f"KV cache: {nbytes / 2**30:.3f} GiB for batch {result['batch']} x {shape.context} tokens")
+        return 0
+    if not args.tokens:
+        raise LmforgeError("--tokens is required (e.g. --tokens 300B)")
+    mfu = args.mfu
+    if args.from_run:
+        measured = cost.from_run(args.from_run)
+        mfu = mfu or measured["mfu"]
+    hw = cost.find_hardware(args.hardware, args.hardware_file)
+    est = cost.estimate(shape, args.tokens, hw, args.count, mfu or cost.DEFAULT_MFU, args.batch, args.precision,
+                        args.optimizer, args.zero_stage, args.recompute, args.tensor_parallel, args.price_per_hour,
+                        args.power_watts, args.pue, args.grid_kg_per_kwh)
+    if args.json:
+        print(json.dumps(est.to_dict()))
+        return 0
+    m = est.memory_gb
+    rows = [
+        ("model", f"{est.params:.4g} parameters, {shape.layers} layers, width {shape.width}, {shape.heads} heads "
+                  f"({shape.kv_heads} KV), context {shape.context}"),
+        ("tokens", f"{est.tokens:.4g}"),
+        ("compute", f"6ND {est.flops_6nd:.4g} FLOPs; exact {est.flops_exact:.4g} (x{est.exact_over_6nd:.3f})"),
+        ("time", f"{est.days:,.2f} days on {est.count} x {est.hardware} at MFU {est.mfu:.0%}; "
+                 f"{est.device_hours:,.0f} device-hours"),
+        ("money", f"${est.cost_usd:,.0f}"),
+        ("energy", f"{est.energy_kwh:,.0f} kWh (PUE {args.pue}); {est.tco2e:,.1f} tCO2e at {args.grid_kg_per_kwh} kg/kWh"),
+        ("memory/device", f"weights {m['weights']:.2f} + gradients {m['gradients']:.2f} + optimizer {m['optimizer']:.2f} "
+                          f"+ activations {m['activations']:.2f} = {m['total']:.2f} GB of {hw.memory_gb:g} "
+                          f"({'fits' if est.fits else 'does NOT fit'}); fewest devices: {est.min_devices or 'n/a'}"),
+    ]
+    for k, v in rows:
+        print(f"{k:>14}  {v}")
+    for note in est.notes:
+        print(f"{'note':>14}  {note}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    if args.law not in cost.LAWS:
+        raise LmforgeError(f"--law {args.law!r}: choose one of {', '.join(cost.LAWS)}")
+    hw = cost.find_hardware(args.hardware, args.hardware_file)
+    result = cost.plan(args.budget, hw, args.count, cost.LAWS[args.law], args.mfu or cost.DEFAULT_MFU, args.precision,
+                       args.price_per_hour, args.context, args.pue, args.grid_kg_per_kwh)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    e = result["estimate"]
+    print(f"budget {args.budget} = {result['budget_flops']:.3g} FLOPs ({result['budget_as']}) on {args.count} x {hw.name}")
+    print(f"compute-optimal ({args.law}): {result['params']:.3g} parameters on {result['tokens']:.3g} tokens "
+          f"({result['tokens_per_param']:.1f} tokens/parameter), predicted loss {result['predicted_loss']:.3f}")
+    print(f"time {e['days']:,.1f} days, ${e['cost_usd']:,.0f}, {e['energy_kwh']:,.0f} kWh, {e['tco2e']:,.1f} tCO2e; "
+          f"memory {e['memory_gb']['total']:.1f} GB/device (recompute {result['recompute']}), "
+          f"fewest devices {e['min_devices'] or 'n/a'}")
+    for w in result["warnings"]:
+        print(f"warning: {w}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmforge", description="Train language models from raw text, end to end.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +176,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="stop after STEP with a checkpoint (resume later)")
     _config_args(p)
+
+    p = sub.add_parser("estimate", help="FLOPs, time, cost, energy, CO2 and memory of a training run (or a KV cache)")
+    p.add_argument("what", nargs="?", choices=["train", "kv-cache"], default="train")
+    _shape_args(p)
+    p.add_argument("--tokens", help="training tokens D (e.g. 300B, 1.4T)")
+    p.add_argument("--batch", type=int, default=0, help="sequences per step (global); sets the micro-batch per device")
+    _hardware_args(p)
+    p.add_argument("--precision", default="bf16-mixed", help="bf16-mixed (default), fp16-mixed, bf16-mixed-fp32-grads, fp32, bf16")
+    p.add_argument("--optimizer", default="adamw", help="adamw, sgd or muon")
+    p.add_argument("--zero-stage", type=int, default=3, help="ZeRO stage 0-3 (3 = FSDP), default 3")
+    p.add_argument("--recompute", default="none", help="activation recomputation: none, selective or full")
+    p.add_argument("--tensor-parallel", type=int, default=1)
+    p.add_argument("--from-run", metavar="RUN", help="take the MFU measured by an lmforge run")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("plan", help="the compute-optimal model size and tokens for a budget")
+    p.add_argument("--budget", required=True, help="e.g. 10000usd, 5e21flops, 2000gpu-hours")
+    p.add_argument("--law", default="chinchilla", help="chinchilla (Hoffmann 2022) or epoch2024 (Besiroglu 2024 re-fit)")
+    p.add_argument("--context", type=int, default=2048)
+    p.add_argument("--precision", default="bf16-mixed")
+    _hardware_args(p)
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("eval", help="validation loss, perplexity and bits per byte of a run")
     p.add_argument("run_dir", metavar="RUN")
@@ -104,6 +231,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "train":
         cfg = _resolve(args, args.out)
         lmforge.train(cfg, data=args.data, resume=args.resume, stop_at=args.stop_at)
+    elif args.command == "estimate":
+        return _estimate(args)
+    elif args.command == "plan":
+        return _plan(args)
     elif args.command == "eval":
         result = lmforge.evaluate(args.run_dir, max_tokens=args.max_tokens, device=args.device)
         if args.json:

@@ -1,0 +1,390 @@
+"""What a training run costs: FLOPs, time, money, energy, CO2 and memory per device.
+
+Pure arithmetic over a model shape, a token count and a hardware entry; nothing here trains.
+Formulas and references (docs/cost.md has the derivations):
+- FLOPs: 6·N·D (Kaplan et al. 2020) and the exact per-token count of PaLM appendix B,
+  6·N + 12·L·H·Q·T (H heads of size Q, context T), plus one extra forward (2·N + 4·L·H·Q·T)
+  under full activation recomputation, or of the attention core (4·L·H·Q·T) under selective.
+- Memory of weights, gradients and optimizer state per parameter by precision and optimizer,
+  sharded by ZeRO stage (Rajbhandari et al. 2020) over data-parallel ranks and by tensor parallelism.
+- Activations per layer (Korthikanti et al. 2022, 16-bit): s·b·h·(34 + 5·a·s/h) without
+  recomputation, s·b·h·34 with selective, 2·s·b·h with full; divided by tensor parallelism as there.
+- Energy = devices x power x hours x PUE; CO2e = energy x grid intensity.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from lmforge.errors import LmforgeError
+
+GB = 1e9
+
+
+def parse_size(text: str | float | int, what: str) -> float:
+    """'7B' -> 7e9, '1.4T' -> 1.4e12, '5e21' -> 5e21, '300M' -> 3e8, '64K' -> 64e3."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        s = str(text).strip().replace("_", "").replace(",", "")
+        scale = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}.get(s[-1:].upper(), None)
+        try:
+            value = float(s[:-1]) * scale if scale else float(s)
+        except ValueError:
+            raise LmforgeError(f"{what}: {text!r} is not a size (use e.g. 7B, 1.4T, 5e21)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise LmforgeError(f"{what}: {text!r} must be a positive size")
+    return value
+
+
+# ---------------------------------------------------------------- hardware
+
+@dataclass
+class Hardware:
+    name: str
+    peak: dict[str, float]
+    memory_gb: float
+    power_w: float
+    price_per_hour: float = 0.0
+
+    def peak_flops(self, precision: str) -> float:
+        key = {"bf16-mixed": "bf16", "fp16-mixed": "fp16", "bf16": "bf16", "fp16": "fp16", "fp32": "fp32",
+               "fp8": "fp8", "tf32": "tf32"}.get(precision, precision)
+        if key in self.peak:
+            return self.peak[key]
+        for fallback in ("bf16", "fp16", "tf32", "fp32"):  # the precision this device runs fastest at
+            if fallback in self.peak:
+                return self.peak[fallback]
+        raise LmforgeError(f"hardware {self.name} lists no peak FLOP/s")
+
+
+def load_catalogue(extra_file: str | None = None) -> dict[str, dict]:
+    data = yaml.safe_load((resources.files("lmforge") / "hardware.yaml").read_text())
+    if extra_file:
+        try:
+            user = yaml.safe_load(Path(extra_file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise LmforgeError(f"--hardware-file {extra_file}: cannot read it ({e})") from None
+        if not isinstance(user, dict):
+            raise LmforgeError(f"--hardware-file {extra_file}: must map names to entries like hardware.yaml")
+        data.update(user)
+    return data
+
+
+def find_hardware(name: str, extra_file: str | None = None) -> Hardware:
+    """A catalogue entry by name or alias; `cpu` measures this machine's matmul peak."""
+    key = name.lower()
+    if key == "cpu":
+        return local_cpu()
+    catalogue = load_catalogue(extra_file)
+    for entry_name, entry in catalogue.items():
+        if key == entry_name or key in [a.lower() for a in entry.get("aliases", [])]:
+            try:
+                return Hardware(entry_name, {k: float(v) for k, v in entry["peak"].items()}, float(entry["memory_gb"]),
+                                float(entry["power_w"]), float(entry.get("price_per_hour", 0.0)))
+            except (KeyError, TypeError, ValueError) as e:
+                raise LmforgeError(f"hardware entry {entry_name!r} is incomplete ({e}): it needs peak, memory_gb, power_w") from None
+    names = list(catalogue) + [a for e in catalogue.values() for a in e.get("aliases", [])] + ["cpu"]
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.4)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(catalogue))}, cpu"
+    raise LmforgeError(f"unknown hardware {name!r}{hint}")
+
+
+def local_cpu() -> Hardware:
+    """This machine's CPU, its peak measured now (fp32 and bf16 matmuls, all torch threads)."""
+    import os
+
+    import torch
+
+    from lmforge.training.device import measured_matmul_flops
+
+    fp32 = measured_matmul_flops("cpu", torch.float32)
+    bf16 = measured_matmul_flops("cpu", torch.bfloat16, 512, 3)
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    return Hardware(f"cpu ({torch.get_num_threads()} threads)", {"fp32": fp32, "bf16": bf16}, mem, 15.0 * (os.cpu_count() or 1))
+
+
+# ---------------------------------------------------------------- model shape and FLOPs
+
+@dataclass
+class Shape:
+    layers: int
+    width: int
+    heads: int
+    kv_heads: int = 0  # 0 = heads
+    vocab: int = 50257
+    context: int = 2048
+    head_dim: int = 0  # 0 = width / heads
+    params: float = 0.0  # 0 = counted from the shape (SwiGLU MLP at ~8/3 width, untied head)
+
+    def __post_init__(self):
+        for name in ("layers", "width", "heads", "vocab", "context"):
+            if getattr(self, name) <= 0:
+                raise LmforgeError(f"--{name}: {getattr(self, name)} must be > 0")
+        self.kv_heads = self.kv_heads or self.heads
+        self.head_dim = self.head_dim or self.width // self.heads
+        if self.params <= 0:
+            self.params = float(self.counted_params())
+
+    def counted_params(self) -> int:
+        d, hq, kv = self.width, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        mlp = 64 * math.ceil(8 * d / 3 / 64)
+        per_layer = d * (hq + 2 * kv) + hq * d + 3 * d * mlp
+        return self.layers * per_layer + 2 * self.vocab * d
+
+
+def shape_from_params(params: float, context: int = 2048, vocab: int = 50257) -> Shape:
+    """A plausible shape for a bare parameter count: aspect ratio width/layers ~ 128 (GPT-3, Llama)."""
+    layers = max(2, round((params / (12 * 128**2)) ** (1 / 3)))
+    width = max(64, 64 * round(128 * layers / 64))
+    return Shape(layers=layers, width=width, heads=max(1, width // 128), vocab=vocab, context=context, params=params)
+
+
+def flops_per_token(shape: Shape, recompute: str = "none") -> float:
+    """Training FLOPs per token, PaLM appendix B: 6N + 12·L·H·Q·T, plus recomputation's extra forward."""
+    n, attn = shape.params, 12 * shape.layers * shape.heads * shape.head_dim * shape.context
+    extra = {"none": 0.0, "selective": attn / 3, "full": 2 * n + attn / 3}[recompute]
+    return 6 * n + attn + extra
+
+
+# ---------------------------------------------------------------- memory
+
+# bytes per parameter: (weights, gradients, optimizer state incl. fp32 master copy)
+PRECISIONS = {
+    "bf16-mixed": (2, 2), "fp16-mixed": (2, 2), "bf16-mixed-fp32-grads": (2, 4), "fp32": (4, 4), "bf16": (2, 2),
+}
+OPTIMIZER_STATES = {"adamw": 2, "sgd": 1, "muon": 1}  # fp32 tensors per parameter (Adam: m and v; momentum)
+
+
+def state_bytes(precision: str, optimizer: str) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes per parameter. Mixed precision keeps an fp32 master copy in
+    the optimizer: AdamW = 2 + 2 + (4 + 4 + 4) = 16 bytes (ZeRO's K = 12), 18 with fp32 gradients."""
+    if precision not in PRECISIONS:
+        raise LmforgeError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if optimizer not in OPTIMIZER_STATES:
+        raise LmforgeError(f"--optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZER_STATES)}")
+    w, g = PRECISIONS[precision]
+    states = OPTIMIZER_STATES[optimizer]
+    if precision == "bf16":  # pure bf16 training: no master copy, states in bf16
+        return w, g, 2.0 * states
+    master = 4 if w == 2 else 0
+    return w, g, master + 4.0 * states
+
+
+def activation_bytes(shape: Shape, micro_batch: int, recompute: str, tensor_parallel: int = 1) -> float:
+    """Korthikanti et al. 2022, eq. 1-2 and section 5: 16-bit activations of all layers for one micro-batch."""
+    s, b, h, a, t = shape.context, micro_batch, shape.width, shape.heads, tensor_parallel
+    if recompute == "full":
+        per_layer = 2 * s * b * h
+    elif recompute == "selective":
+        per_layer = s * b * h * (10 + 24 / t)
+    elif recompute == "none":
+        per_layer = s * b * h * (10 + 24 / t + 5 * a * s / (h * t))
+    else:
+        raise LmforgeError(f"--recompute {recompute!r}: choose none, selective or full")
+    return shape.layers * per_layer
+
+
+def memory_per_device(params: float, precision: str, optimizer: str, zero_stage: int, data_parallel: int,
+                      tensor_parallel: int = 1, activations: float = 0.0) -> dict[str, float]:
+    """GB per device; ZeRO 1 shards optimizer state, 2 also gradients, 3 also weights (FSDP = 3)."""
+    if zero_stage not in (0, 1, 2, 3):
+        raise LmforgeError(f"--zero-stage {zero_stage}: choose 0, 1, 2 or 3")
+    w, g, o = state_bytes(precision, optimizer)
+    p = params / tensor_parallel
+    dp = max(1, data_parallel)
+    weights = p * w / (dp if zero_stage >= 3 else 1)
+    grads = p * g / (dp if zero_stage >= 2 else 1)
+    opt = p * o / (dp if zero_stage >= 1 else 1)
+    out = {"weights": weights / GB, "gradients": grads / GB, "optimizer": opt / GB, "activations": activations / GB}
+    out["total"] = sum(out.values())
+    return out
+
+
+def kv_cache_bytes(shape: Shape, batch: int, context: int, bytes_per_value: float = 2) -> float:
+    """Keys and values of every layer: 2 · L · kv_heads · head_dim · context · batch · bytes."""
+    return 2 * shape.layers * shape.kv_heads * shape.head_dim * context * batch * bytes_per_value
+
+
+# ---------------------------------------------------------------- the estimate
+
+DEFAULT_MFU = 0.40  # typical of well-tuned dense training (nanochat 41-46% on H100; PaLM 46%; torchtitan 33-39%)
+
+
+@dataclass
+class Estimate:
+    params: float
+    tokens: float
+    flops_6nd: float
+    flops_exact: float
+    exact_over_6nd: float
+    hardware: str
+    count: int
+    mfu: float
+    device_hours: float
+    days: float
+    cost_usd: float
+    energy_kwh: float
+    tco2e: float
+    memory_gb: dict[str, float]
+    fits: bool
+    min_devices: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: float = DEFAULT_MFU,
+             batch: int = 0, precision: str = "bf16-mixed", optimizer: str = "adamw", zero_stage: int = 3,
+             recompute: str = "none", tensor_parallel: int = 1, price_per_hour: float | None = None,
+             power_watts: float | None = None, pue: float = 1.1, grid_kg_per_kwh: float = 0.385) -> Estimate:
+    if count <= 0:
+        raise LmforgeError(f"--count {count} must be > 0")
+    if not 0 < mfu <= 1:
+        raise LmforgeError(f"--mfu {mfu} must be in (0, 1]")
+    if pue < 1:
+        raise LmforgeError(f"--pue {pue} must be >= 1")
+    tokens = parse_size(tokens, "--tokens")
+    flops_6nd = 6 * shape.params * tokens
+    flops_exact = flops_per_token(shape, recompute) * tokens
+    seconds = flops_exact / (count * hw.peak_flops(precision) * mfu)
+    device_hours = count * seconds / 3600
+    price = hw.price_per_hour if price_per_hour is None else price_per_hour
+    power = hw.power_w if power_watts is None else power_watts
+    energy_kwh = device_hours * power * pue / 1000
+    data_parallel = max(1, count // tensor_parallel)
+    micro_batch = max(1, batch // data_parallel) if batch else 1
+    act = activation_bytes(shape, micro_batch, recompute, tensor_parallel)
+    mem = memory_per_device(shape.params, precision, optimizer, zero_stage, data_parallel, tensor_parallel, act)
+    min_devices = devices_needed(shape, precision, optimizer, zero_stage, recompute, hw, tensor_parallel)
+    notes = []
+    if min_devices is None:
+        if devices_needed(shape, precision, optimizer, 3, "full", hw, tensor_parallel) is None:
+            raise LmforgeError(f"the model cannot fit on {hw.name} at all: even one sequence with full "
+                               f"recomputation and ZeRO-3 exceeds its {hw.memory_gb:g} GB; use tensor parallelism "
+                               f"(--tensor-parallel), a shorter --context or a larger device")
+        notes.append(f"one sequence's activations alone exceed {hw.memory_gb:g} GB: use --recompute full")
+        min_devices = 0
+    elif mem["total"] > hw.memory_gb:
+        notes.append(f"does not fit: {mem['total']:.1f} GB per device > {hw.memory_gb:g} GB; "
+                     f"needs >= {min_devices} devices with ZeRO-3, or recomputation / tensor parallelism")
+    return Estimate(shape.params, tokens, flops_6nd, flops_exact, flops_exact / flops_6nd, hw.name, count, mfu,
+                    device_hours, seconds / 86400, device_hours * price, energy_kwh,
+                    energy_kwh * grid_kg_per_kwh / 1000, mem, mem["total"] <= hw.memory_gb, min_devices, notes)
+
+
+def devices_needed(shape: Shape, precision: str, optimizer: str, zero_stage: int, recompute: str, hw: Hardware,
+                   tensor_parallel: int = 1) -> int | None:
+    """Fewest devices (micro-batch 1 each) on which the model trains with its states sharded by ZeRO-3;
+    None when one sequence's activations alone overflow a device."""
+    act = activation_bytes(shape, 1, recompute, tensor_parallel) / GB
+    w, g, o = state_bytes(precision, optimizer)
+    states = shape.params * (w + g + o) / tensor_parallel / GB
+    room = hw.memory_gb - act
+    if room <= 0:
+        return None
+    return max(1, math.ceil(states / room)) * tensor_parallel
+
+
+def mfu_from_throughput(tokens_per_s: float, flops_per_token_: float, devices: int, peak: float) -> float:
+    return tokens_per_s * flops_per_token_ / (devices * peak)
+
+
+# ---------------------------------------------------------------- compute-optimal planning
+
+@dataclass
+class ScalingLaw:
+    """L(N, D) = E + A / N^alpha + B / D^beta."""
+
+    name: str
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+
+    def loss(self, n: float, d: float) -> float:
+        return self.E + self.A / n**self.alpha + self.B / d**self.beta
+
+    def optimal(self, flops: float) -> tuple[float, float]:
+        """N, D minimising L subject to 6·N·D = C (Hoffmann et al. 2022, eq. 4)."""
+        g = (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
+        n = g * (flops / 6) ** (self.beta / (self.alpha + self.beta))
+        return n, flops / (6 * n)
+
+
+LAWS = {
+    # Hoffmann et al. 2022, approach 3, as published (rounded)
+    "chinchilla": ScalingLaw("chinchilla", 1.69, 406.4, 410.7, 0.34, 0.28),
+    # Besiroglu et al. 2024 ("Chinchilla scaling: a replication attempt"), their re-fit
+    "epoch2024": ScalingLaw("epoch2024", 1.8172, 482.01, 2085.43, 0.3478, 0.3658),
+}
+
+
+def budget_flops(budget: str, hw: Hardware, count: int, mfu: float, precision: str,
+                 price_per_hour: float | None) -> tuple[float, str]:
+    """'10000usd' | '5e21flops' | '2000gpu-hours' -> training FLOPs it buys."""
+    text = budget.strip().lower().replace("$", "")
+    for unit in ("usd", "flops", "gpu-hours", "device-hours", "hours"):
+        if text.endswith(unit):
+            amount = parse_size(text[: -len(unit)], "--budget")
+            break
+    else:
+        raise LmforgeError(f"--budget {budget!r}: give an amount with a unit, e.g. 10000usd, 5e21flops, 2000gpu-hours")
+    rate = hw.peak_flops(precision) * mfu  # FLOP/s per device
+    if unit == "flops":
+        return amount, f"{amount:.3g} FLOPs"
+    if unit == "usd":
+        price = hw.price_per_hour if price_per_hour is None else price_per_hour
+        if price <= 0:
+            raise LmforgeError(f"--budget in usd needs a price: --price-per-hour (none catalogued for {hw.name})")
+        hours = amount / price
+    else:
+        hours = amount
+    return hours * 3600 * rate, f"{hours:,.0f} device-hours"
+
+
+def plan(budget: str, hw: Hardware, count: int, law: ScalingLaw, mfu: float = DEFAULT_MFU, precision: str = "bf16-mixed",
+         price_per_hour: float | None = None, context: int = 2048, pue: float = 1.1,
+         grid_kg_per_kwh: float = 0.385) -> dict:
+    """The compute-optimal model for a budget, and what training it costs."""
+    flops, described = budget_flops(budget, hw, count, mfu, precision, price_per_hour)
+    # The law allocates C = 6ND; the run also pays attention and any recomputation. Shrink the
+    # allocation until the exact FLOPs of the chosen run fit the budget (two rounds suffice).
+    allocated = flops
+    for _ in range(3):
+        n, d = law.optimal(allocated)
+        shape = shape_from_params(n, context=context)
+        for recompute in ("none", "selective", "full"):  # the cheapest that fits on `count` devices
+            est = estimate(shape, d, hw, count, mfu, precision=precision, price_per_hour=price_per_hour, pue=pue,
+                           grid_kg_per_kwh=grid_kg_per_kwh, recompute=recompute)
+            if est.fits:
+                break
+        allocated *= flops / est.flops_exact
+    warnings = []
+    if d / n > 40:
+        warnings.append(f"the {law.name} fit recommends {d / n:,.0f} tokens per parameter; Chinchilla's published "
+                        f"allocations (e.g. 70B on 1.4T tokens) use ~20 - the rounded constants of the published "
+                        f"fit are known to over-weight data (Besiroglu et al. 2024); compare --law epoch2024")
+    return {"budget": budget, "budget_flops": flops, "budget_as": described, "law": asdict(law),
+            "params": n, "tokens": d, "tokens_per_param": d / n, "predicted_loss": law.loss(n, d),
+            "recompute": recompute, "estimate": est.to_dict(), "warnings": warnings + est.notes}
+
+
+def from_run(run_dir: str | Path) -> dict:
+    """Measured throughput of an lmforge run: tokens/s, MFU, FLOPs per token, devices (summary.json)."""
+    import json
+
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        raise LmforgeError(f"--from-run {run_dir}: no summary.json there; give a finished lmforge run folder")
+    s = json.loads(path.read_text())
+    return {"tokens_per_s": s["tokens_per_s"], "mfu": s["mfu"], "flops_per_token": s["flops_per_token"],
+            "devices": s.get("world_size", 1), "device": s.get("device", "cpu"), "params": s["params"]}

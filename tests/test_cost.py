@@ -1,0 +1,121 @@
+"""The cost model reproduces published numbers."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lmforge import cost
+from lmforge.errors import LmforgeError
+
+PALM = cost.Shape(layers=118, width=18432, heads=48, head_dim=256, vocab=256000, context=2048, params=540e9)
+LLAMA2_70B = cost.Shape(layers=80, width=8192, heads=64, kv_heads=8, vocab=32000, context=4096)
+
+
+def test_gpt3_training_flops():
+    gpt3 = cost.Shape(layers=96, width=12288, heads=96, context=2048, params=174.6e9)
+    est = cost.estimate(gpt3, "300B", cost.find_hardware("v100"), count=10_000)
+    assert est.flops_6nd == pytest.approx(3.14e23, rel=0.01)
+    assert 1.0 < est.exact_over_6nd < 1.05  # attention at 2k context adds a few percent
+
+
+def test_palm_mfu_with_and_without_attention():
+    tokens_per_s, chips, peak = 238.3e3, 6144, 275e12
+    assert cost.mfu_from_throughput(tokens_per_s, 6 * 540e9, chips, peak) == pytest.approx(0.457, abs=5e-4)
+    assert cost.mfu_from_throughput(tokens_per_s, cost.flops_per_token(PALM), chips, peak) == pytest.approx(0.462, abs=5e-4)
+
+
+def test_recomputation_adds_an_extra_forward():
+    base = cost.flops_per_token(PALM)
+    assert cost.flops_per_token(PALM, "full") == pytest.approx(base * 4 / 3)
+    assert base < cost.flops_per_token(PALM, "selective") < cost.flops_per_token(PALM, "full")
+
+
+@pytest.mark.parametrize("stage, gb", [(0, 120.0), (1, 31.4), (2, 16.6), (3, 1.9)])
+def test_zero_paper_example(stage, gb):
+    mem = cost.memory_per_device(7.5e9, "bf16-mixed", "adamw", stage, data_parallel=64)
+    assert mem["total"] == pytest.approx(gb, abs=0.05)
+
+
+def test_bytes_per_parameter():
+    assert sum(cost.state_bytes("bf16-mixed", "adamw")) == 16
+    assert sum(cost.state_bytes("bf16-mixed-fp32-grads", "adamw")) == 18
+    assert sum(cost.state_bytes("fp32", "adamw")) == 16 and sum(cost.state_bytes("fp32", "sgd")) == 12
+    assert sum(cost.state_bytes("bf16-mixed", "muon")) == 12
+
+
+def test_llama2_70b_kv_cache():
+    assert cost.kv_cache_bytes(LLAMA2_70B, batch=1, context=4096) == 1.25 * 2**30
+
+
+def test_llama_65b_energy_and_co2():
+    a100 = cost.find_hardware("a100")
+    hours = 1_022_362
+    energy = hours * 400 * 1.1 / 1000
+    est = cost.estimate(cost.shape_from_params(65e9), "1.4T", a100, count=2048, power_watts=400, pue=1.1)
+    scale = hours / est.device_hours  # the same formula at LLaMA's reported device-hours
+    assert est.energy_kwh * scale == pytest.approx(energy) and energy / 1000 == pytest.approx(449.8, abs=0.1)
+    assert est.tco2e * scale == pytest.approx(173.2, abs=0.1)
+
+
+def test_activation_memory_korthikanti():
+    shape = cost.Shape(layers=1, width=1024, heads=16, context=2048)
+    s, b, h, a = 2048, 1, 1024, 16
+    assert cost.activation_bytes(shape, 1, "none") == s * b * h * (34 + 5 * a * s / h)
+    assert cost.activation_bytes(shape, 1, "selective") == s * b * h * 34
+    assert cost.activation_bytes(shape, 1, "full") == 2 * s * b * h
+
+
+def test_compute_optimal_allocation():
+    n, d = cost.LAWS["epoch2024"].optimal(5.76e23)  # Chinchilla's own budget
+    assert 55e9 < n < 85e9 and 15 < d / n < 25
+    n, d = cost.LAWS["chinchilla"].optimal(5.76e23)
+    assert d / n > 60  # the rounded published constants over-weight data
+    result = cost.plan("5.76e23flops", cost.find_hardware("h100"), 4096, cost.LAWS["chinchilla"])
+    assert result["warnings"] and "tokens per parameter" in result["warnings"][0]
+    assert result["estimate"]["flops_exact"] == pytest.approx(5.76e23, rel=0.01)
+
+
+def test_dollar_budget_buys_what_it_says():
+    result = cost.plan("10000usd", cost.find_hardware("h100"), 8, cost.LAWS["epoch2024"])
+    assert result["estimate"]["cost_usd"] == pytest.approx(10000, rel=0.01)
+
+
+@pytest.mark.parametrize("text, value", [("7B", 7e9), ("1.4T", 1.4e12), ("5e21", 5e21), ("300M", 3e8), (64, 64.0)])
+def test_sizes(text, value):
+    assert cost.parse_size(text, "x") == value
+
+
+def test_bad_input():
+    with pytest.raises(LmforgeError, match="positive"):
+        cost.parse_size("-7B", "--params")
+    with pytest.raises(LmforgeError, match="did you mean h100"):
+        cost.find_hardware("h1000")
+    with pytest.raises(LmforgeError, match="must be > 0"):
+        cost.Shape(layers=0, width=64, heads=1)
+    huge = cost.Shape(layers=200, width=65536, heads=512, context=131072)
+    with pytest.raises(LmforgeError, match="cannot fit"):
+        cost.estimate(huge, "1T", cost.find_hardware("v100"), count=8)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "lmforge", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_json_contract():
+    r = run_cli("estimate", "--params", "7B", "--tokens", "1T", "--hardware", "h100", "--count", "64", "--mfu", "0.4",
+                "--layers", "32", "--width", "4096", "--heads", "32", "--vocab", "32000", "--context", "4096",
+                "--batch", "256", "--recompute", "selective", "--zero-stage", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for key in ("flops_6nd", "flops_exact", "device_hours", "days", "cost_usd", "energy_kwh", "tco2e"):
+        assert out[key] > 0
+    assert set(out["memory_gb"]) == {"weights", "gradients", "optimizer", "activations", "total"}
+    r = run_cli("estimate", "kv-cache", "--layers", "80", "--width", "8192", "--heads", "64", "--kv-heads", "8",
+                "--context", "4096", "--json")
+    assert json.loads(r.stdout)["kv_cache_bytes"] == 1.25 * 2**30
+    r = run_cli("estimate", "--params", "7B", "--tokens", "1T", "--hardware", "h1000")
+    assert r.returncode == 2 and "did you mean" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("plan", "--budget", "2000gpu-hours", "--hardware", "a100", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["params"] > 0
