@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import lmforge
-from lmforge.training.device import measured_matmul_flops
+from lmforge.probe import measured_matmul_flops
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
 

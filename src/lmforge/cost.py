@@ -102,7 +102,7 @@ def local_cpu() -> Hardware:
 
     import torch
 
-    from lmforge.training.device import measured_matmul_flops
+    from lmforge.probe import measured_matmul_flops
 
     fp32 = measured_matmul_flops("cpu", torch.float32)
     bf16 = measured_matmul_flops("cpu", torch.bfloat16, 512, 3)

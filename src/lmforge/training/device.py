@@ -6,11 +6,11 @@ import contextlib
 import ctypes
 import functools
 import sys
-import time
 
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.probe import measured_matmul_flops
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,26 +53,6 @@ GPU_PEAK_BF16 = {
     "A100": 312e12, "A800": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12,
     "3090": 71e12, "V100": 125e12, "T4": 65e12,
 }
-
-
-@functools.lru_cache(maxsize=None)
-def measured_matmul_flops(device_type: str, dtype: torch.dtype, size: int = 1536, reps: int = 6) -> float:
-    """Best-of-`reps` dense matmul throughput on this device, FLOP/s (what MFU is measured against on CPUs).
-
-    Best-of, because a busy neighbour only ever slows a sample down; at 1536² a CPU matmul is
-    large enough to reach its plateau (512² reaches ~60% of it on a 2-core AVX2 machine)."""
-    a = torch.randn(size, size, dtype=dtype, device=device_type)
-    b = torch.randn(size, size, dtype=dtype, device=device_type)
-    best = float("inf")
-    for _ in range(reps + 2):  # two warm-up rounds
-        if device_type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        a @ b
-        if device_type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return 2 * size**3 / best
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
