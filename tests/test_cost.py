@@ -119,3 +119,12 @@ def test_cli_json_contract():
     assert r.returncode == 2 and "did you mean" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("plan", "--budget", "2000gpu-hours", "--hardware", "a100", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["params"] > 0
+
+
+def test_preset_shapes_are_counted_by_the_model_itself():
+    from lmforge.config import load_config
+
+    tiny = load_config("tiny")
+    assert cost.shape_from_model(tiny.model, tiny.tokenizer.vocab_size).params == 1_376_256  # as training reports
+    gpt2 = load_config("gpt2-small")
+    assert 123e6 < cost.shape_from_model(gpt2.model, gpt2.tokenizer.vocab_size).params < 125e6

@@ -69,12 +69,11 @@ def _shape(args: argparse.Namespace) -> cost.Shape:
     flags = {k: getattr(args, k) for k in ("layers", "width", "heads", "kv_heads", "vocab", "context", "head_dim")}
     params = cost.parse_size(args.params, "--params") if args.params else 0.0
     if args.preset or args.config:
-        m = load_config(args.preset, args.config).model
-        vocab = flags["vocab"] or load_config(args.preset, args.config).tokenizer.vocab_size
-        base = dict(layers=m.n_layer, width=m.n_embd, heads=m.n_head, kv_heads=m.n_kv_head, vocab=vocab,
-                    context=m.seq_len)
-        base.update({k: v for k, v in flags.items() if v})
-        return cost.Shape(**base, params=params)
+        cfg = load_config(args.preset, args.config)
+        shape = cost.shape_from_model(cfg.model, flags["vocab"] or cfg.tokenizer.vocab_size)
+        if any(flags.values()) or params:
+            raise LmforgeError("give the model either as --preset/--config or by --params and shape flags, not both")
+        return shape
     if flags["layers"] or flags["width"] or flags["heads"]:
         missing = [f"--{k}" for k in ("layers", "width", "heads") if not flags[k]]
         if missing:

@@ -139,6 +139,21 @@ class Shape:
         return self.layers * per_layer + 2 * self.vocab * d
 
 
+def shape_from_model(m, vocab: int) -> Shape:
+    """The shape of an lmforge model config, its parameters counted by the model itself (tied
+    embeddings, SwiGLU width and all), built on the meta device so nothing is allocated."""
+    import torch
+
+    from lmforge.model import GPT, GPTConfig
+
+    cfg = GPTConfig(vocab_size=m.vocab_size or vocab, n_layer=m.n_layer, n_head=m.n_head, n_kv_head=m.n_kv_head,
+                    n_embd=m.n_embd, seq_len=m.seq_len, mlp_hidden=m.mlp_hidden, tie_embeddings=m.tie_embeddings)
+    with torch.device("meta"):
+        params = GPT(cfg).num_params()
+    return Shape(layers=cfg.n_layer, width=cfg.n_embd, heads=cfg.n_head, kv_heads=cfg.n_kv_head,
+                 vocab=cfg.vocab_size, context=cfg.seq_len, params=params)
+
+
 def shape_from_params(params: float, context: int = 2048, vocab: int = 50257) -> Shape:
     """A plausible shape for a bare parameter count: aspect ratio width/layers ~ 128 (GPT-3, Llama)."""
     layers = max(2, round((params / (12 * 128**2)) ** (1 / 3)))
