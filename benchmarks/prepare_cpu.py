@@ -105,7 +105,7 @@ def run_prepare(corpus: Path, out: Path, workers: int, filters: bool) -> tuple[d
         over += ["prepare.filters=[]", "prepare.boilerplate=false", "prepare.pii=false"]
     cfg = lmforge.load_config("tiny", overrides=over)
     t = time.perf_counter()
-    report = lmforge.prepare([str(corpus)], out, cfg.prepare, cfg.data, log=lambda *_: None)
+    report = lmforge.prepare([str(corpus)], out, cfg.prepare, cfg.data, log=lambda *_: None, progress=False)
     return report, time.perf_counter() - t
 
 
