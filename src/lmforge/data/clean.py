@@ -90,14 +90,23 @@ class Repair:
         if C0_CONTROL.search(text):
             self.counts["control_chars_removed"] += 1
         fixed = text
-        if MOJIBAKE_SIGN.search(text):  # ftfy costs ~1.3 ms per 2 KB document: only where it can help
+        if text.isascii():  # no mojibake, nothing to normalise
+            pass
+        elif MOJIBAKE_SIGN.search(text):  # ftfy costs ~1.3 ms per 2 KB document: only where it can help
             fixed = self._fix(text, self._config)  # before control-char removal: mojibake can look like C1 controls
         elif not text.isascii() and not unicodedata.is_normalized("NFC", text):
             fixed = unicodedata.normalize("NFC", text)
-        if C0_CONTROL.sub("", fixed) != C0_CONTROL.sub("", text):
+        if fixed is not text and C0_CONTROL.sub("", fixed) != C0_CONTROL.sub("", text):
             self.counts["mojibake_or_unicode_fixed"] += 1
-        cleaned = CONTROL.sub("", fixed)
-        cleaned = MANY_BLANK_LINES.sub("\n\n", TRAILING_SPACE.sub("\n", cleaned.replace("\r\n", "\n"))).strip()
+        # each rewrite behind a cheap scan that rules it out: most documents need none of them
+        cleaned = CONTROL.sub("", fixed) if CONTROL.search(fixed) else fixed
+        if "\r" in cleaned:
+            cleaned = cleaned.replace("\r\n", "\n")
+        if " \n" in cleaned or "\t\n" in cleaned:
+            cleaned = TRAILING_SPACE.sub("\n", cleaned)
+        if "\n\n\n" in cleaned:
+            cleaned = MANY_BLANK_LINES.sub("\n\n", cleaned)
+        cleaned = cleaned.strip()
         if cleaned != text:
             doc.set_text(cleaned)
         return None if cleaned else "repair:empty_after_repair"
@@ -105,10 +114,13 @@ class Repair:
 
 # ---------------------------------------------------------------- prose quality
 
-WORD_WITH_LETTER = re.compile(r"(?<!\S)\S*?[^\W\d_]\S*")  # a whitespace-delimited word holding a letter
 STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
 BULLETS = ("•", "-", "*", "‣", "▶", "●", "◦", "○")
 PUNCT_END = (".", "!", "?", '"', "'", "”", "’", ":", ";")
+
+
+def _words_with_a_letter(words: list[str]) -> int:
+    return sum(1 for w in words if w.isalpha() or any(map(str.isalpha, w)))
 
 
 class GopherQuality:
@@ -125,7 +137,7 @@ class GopherQuality:
             return "few_words"
         if n > c.max_doc_words:
             return "too_many_words"
-        avg = sum(len(w) for w in words) / n
+        avg = sum(map(len, words)) / n
         if avg < c.min_avg_word_length:
             return "short_words"
         if avg > c.max_avg_word_length:
@@ -139,7 +151,7 @@ class GopherQuality:
                 return "bullet_lines"
             if sum(l.rstrip().endswith(("...", "…")) for l in lines) / len(lines) > c.max_ellipsis_lines_ratio:
                 return "ellipsis_lines"
-        if len(WORD_WITH_LETTER.findall(doc.text)) / n < c.max_non_alpha_words_ratio:
+        if _words_with_a_letter(words) / n < c.max_non_alpha_words_ratio:
             return "non_alpha_words"
         stop = 0
         for w in words:  # stop at the threshold: most documents reach it in their first sentence
@@ -189,18 +201,19 @@ class GopherRepetition:
             return None
         ids, lengths = _word_ids(words)
         total_chars = int(lengths.sum()) or 1
-        hashes = _ngram_hashes(ids, max(int(n) for n, _ in c.top_n_grams + c.dup_n_grams))
+        hashes = NgramHashes(ids)
+        # an n-gram's characters times its count are at most n times the largest count x length of a
+        # single word: below the limit, the n-gram count cannot fail and is skipped
+        heaviest_word = _top_ngram_chars(hashes[1], lengths, 1) / total_chars
         for n_words, limit in c.top_n_grams:
             n = int(n_words)
-            if len(ids) < n:
+            if n * heaviest_word <= limit or len(ids) < n:
                 continue
-            _, first, counts = np.unique(hashes[n], return_index=True, return_counts=True)
-            top = int(np.argmax(counts))
-            if counts[top] > 1 and counts[top] * int(lengths[first[top]:first[top] + n].sum()) / total_chars > limit:
+            if _top_ngram_chars(hashes[n], lengths, n) / total_chars > limit:
                 return f"top_{n}_gram"
         checks = sorted((int(n), limit) for n, limit in c.dup_n_grams)
         for k, (n, limit) in enumerate(checks):
-            fraction = _dup_ngram_chars(hashes.get(n), lengths, n) / total_chars
+            fraction = _dup_ngram_chars(hashes[n], lengths, n) / total_chars
             if fraction > limit:
                 return f"duplicate_{n}_grams"
             # words covered by repeated (n+1)-grams are a subset of those covered by repeated n-grams,
@@ -211,34 +224,59 @@ class GopherRepetition:
 
 
 def _word_ids(words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Each word as a small integer (equal words, equal ids) and its length in characters."""
-    vocab: dict[str, int] = {}
-    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.uint64, count=len(words))
-    return ids, np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    """Each word as a 64-bit integer (equal words, equal ids: Python's string hash, so the loop stays
+    in C) and its length in characters."""
+    ids = np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
+    return ids, np.fromiter(map(len, words), dtype=np.int64, count=len(words))
 
 
-def _ngram_hashes(ids: np.ndarray, max_n: int) -> dict[int, np.ndarray]:
-    """{n: 64-bit polynomial hash of every window of n word ids} for n = 1..max_n, each built from
-    the last (collisions ~ windows^2 / 2^64, ignored)."""
-    hashes = {1: ids + np.uint64(1)}
-    with np.errstate(over="ignore"):
-        for n in range(2, min(max_n, len(ids)) + 1):
-            hashes[n] = hashes[n - 1][:-1] * np.uint64(0x100000001B3) + ids[n - 1:] + np.uint64(1)
-    return hashes
+class NgramHashes:
+    """hashes[n]: a 64-bit polynomial hash of every window of n word ids, built on demand from the
+    (n-1)-gram hashes (collisions ~ windows^2 / 2^64, ignored)."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids, self.by_n = ids, {1: ids + np.uint64(1)}
+
+    def __getitem__(self, n: int) -> np.ndarray:
+        if n not in self.by_n:
+            shorter = self[n - 1]
+            with np.errstate(over="ignore"):
+                self.by_n[n] = shorter[:-1] * np.uint64(0x100000001B3) + self.ids[n - 1:] + np.uint64(1)
+        return self.by_n[n]
 
 
-def _dup_ngram_chars(hashes: np.ndarray | None, lengths: np.ndarray, n: int) -> int:
-    """Characters of words covered by n-grams that repeat an earlier n-gram (each word counted once)."""
-    if hashes is None or len(hashes) == 0:
+def _top_ngram_chars(hashes: np.ndarray, lengths: np.ndarray, n: int) -> int:
+    """Characters of the most frequent n-gram times its count (0 if none repeats); ties go to the
+    n-gram seen first, as with a Counter's most_common. For n = 1: the largest count x length."""
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    counts = np.diff(np.append(starts, len(ordered)))
+    if n == 1:
+        return int((counts * lengths[order[starts]]).max(initial=0))
+    top = counts.max()
+    if top < 2:
         return 0
-    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    repeats = np.flatnonzero(first[inverse] != np.arange(len(inverse)))
+    first = int(order[starts[counts == top]].min())
+    return int(top) * int(lengths[first:first + n].sum())
+
+
+def _dup_ngram_chars(hashes: np.ndarray, lengths: np.ndarray, n: int) -> int:
+    """Characters of words covered by n-grams that repeat an earlier n-gram (each word counted once)."""
+    if len(hashes) < 2:
+        return 0
+    order = np.argsort(hashes, kind="stable")  # equal hashes stay in text order: the first is not a repeat
+    ordered = hashes[order]
+    repeats = order[1:][ordered[1:] == ordered[:-1]]
     if len(repeats) == 0:
         return 0
     cover = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.add.at(cover, repeats, 1)
     np.add.at(cover, repeats + n, -1)
     return int(lengths[np.cumsum(cover[:-1]) > 0].sum())
+
+
+SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 
 
 class C4Lines:
@@ -258,6 +296,10 @@ class C4Lines:
             return "lorem_ipsum"
         if "{" in doc.text:
             return "curly_bracket"
+        # whole-document scans first: most documents hold no over-long word and no policy phrase,
+        # and then no line needs those checks
+        check_words = max(map(len, doc.words), default=0) > c.max_word_length
+        phrases = [p for p in ("javascript", *c.policy_phrases) if p in low]
         kept = []
         for line in doc.lines:
             stripped = line.strip()
@@ -269,14 +311,13 @@ class C4Lines:
                 continue
             if c.remove_lines_without_punctuation and not stripped.endswith(PUNCT_END):
                 continue
-            if any(len(w) > c.max_word_length for w in words):
+            if check_words and max(map(len, words)) > c.max_word_length:
                 continue
-            lower = stripped.lower()
-            if "javascript" in lower or any(p in lower for p in c.policy_phrases):
+            if phrases and any(p in stripped.lower() for p in phrases):
                 continue
             kept.append(stripped)
         text = MANY_BLANK_LINES.sub("\n\n", "\n".join(kept)).strip()
-        if len(re.findall(r"[.!?]+(?:\s|$)", text)) < c.min_sentences:
+        if len(SENTENCE_END.findall(text)) < c.min_sentences:
             return "few_sentences"
         if text != doc.text:
             doc.set_text(text)
@@ -335,57 +376,65 @@ class CodeQuality:
 # ---------------------------------------------------------------- language, offensive text, blocklist, PII
 
 class Language:
-    """py3langid's bundled model on the first 600 characters (its cost grows with the length: ~0.9 ms
-    for 2,000); keeps the listed languages."""
+    """py3langid's bundled model on the first 600 characters (what it costs grows with the length),
+    run as a batch (data/classifiers.py); keeps the listed languages."""
 
     name = "language"
     applies_to = ("prose",)
 
     def __init__(self, languages: list[str], min_probability: float):
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+        from lmforge.data.classifiers import BatchLanguageIdentifier
 
-        self.identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        self.identifier = BatchLanguageIdentifier()
         self.languages, self.min_probability = set(languages), min_probability
-
-    def __call__(self, doc: Doc) -> str | None:
-        lang, prob = self.identifier.classify(doc.text[:600])
-        doc.meta["language"], doc.meta["language_probability"] = lang, round(float(prob), 3)
-        if lang not in self.languages:
-            return f"not_{'_'.join(sorted(self.languages))}:{lang}"
-        if prob < self.min_probability:
-            return "uncertain_language"
-        return None
-
-
-class Offensive:
-    """alt-profanity-check's bundled classifier (TF-IDF + linear SVM), scored per paragraph:
-    a document goes when the share of offensive paragraphs passes `max_fraction`."""
-
-    name = "offensive"
-    applies_to = ("prose", "code")
-
-    def __init__(self, threshold: float, max_fraction: float):
-        from profanity_check import predict_prob
-
-        self.predict_prob, self.threshold, self.max_fraction = predict_prob, threshold, max_fraction
 
     def __call__(self, doc: Doc) -> str | None:
         return self.batch([doc])[0]
 
     def batch(self, docs: list[Doc]) -> list[str | None]:
-        """One classifier call for all paragraphs of all documents: a call costs ~9 ms, a paragraph ~0.1."""
-        paragraphs, owner = [], []
-        for i, doc in enumerate(docs):
-            parts = [p for p in re.split(r"\n\s*\n", doc.text) if p.strip()][:200] or [doc.text]
-            paragraphs += parts
-            owner += [i] * len(parts)
-        probs = self.predict_prob(paragraphs)
-        owner_arr = np.array(owner)
         reasons: list[str | None] = []
-        for i, doc in enumerate(docs):
-            mine = probs[owner_arr == i]
-            doc.meta["offensive_max"] = round(float(mine.max()), 3)
-            reasons.append("offensive_language" if (mine >= self.threshold).mean() > self.max_fraction else None)
+        for doc, (lang, prob) in zip(docs, self.identifier.classify([d.text[:600] for d in docs])):
+            doc.meta["language"], doc.meta["language_probability"] = lang, round(prob, 3)
+            if lang not in self.languages:
+                reasons.append(f"not_{'_'.join(sorted(self.languages))}:{lang}")
+            else:
+                reasons.append("uncertain_language" if prob < self.min_probability else None)
+        return reasons
+
+
+PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+
+
+class Offensive:
+    """alt-profanity-check's bundled classifier (TF-IDF + linear SVM), scored per paragraph and run
+    as a batch (data/classifiers.py): a document goes when the share of offensive paragraphs passes
+    `max_fraction`."""
+
+    name = "offensive"
+    applies_to = ("prose", "code")
+
+    def __init__(self, threshold: float, max_fraction: float):
+        from lmforge.data.classifiers import BatchOffensiveScorer
+
+        self.scorer, self.threshold, self.max_fraction = BatchOffensiveScorer(), threshold, max_fraction
+
+    def __call__(self, doc: Doc) -> str | None:
+        return self.batch([doc])[0]
+
+    def batch(self, docs: list[Doc]) -> list[str | None]:
+        paragraphs, sizes = [], []
+        for doc in docs:
+            parts = [p for p in PARAGRAPH_BREAK.split(doc.text) if p.strip()][:200] or [doc.text]
+            paragraphs += parts
+            sizes.append(len(parts))
+        probs = self.scorer.predict_prob(paragraphs)
+        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        highest = np.maximum.reduceat(probs, starts)
+        offensive_share = np.add.reduceat((probs >= self.threshold).astype(np.float64), starts) / sizes
+        reasons: list[str | None] = []
+        for doc, top, share in zip(docs, highest, offensive_share):
+            doc.meta["offensive_max"] = round(float(top), 3)
+            reasons.append("offensive_language" if share > self.max_fraction else None)
         return reasons
 
 
@@ -424,11 +473,13 @@ PII_PATTERNS = {
 
 _DIGIT_RUN = re.compile(r"\d[\d ().+-]{6,}\d")
 PII_PRECHECK = {
-    "email": lambda t: "@" in t,
+    "email": re.compile(r"@[A-Za-z0-9.-]+\.[A-Za-z]{2,}").search,  # a literal first: found at memchr speed
     "ip_address": re.compile(r"\d\.\d+\.\d").search,
     "credit_card": _DIGIT_RUN.search,
     "phone": _DIGIT_RUN.search,
 }
+OTHER_DIGIT = re.compile(r"[^\D0-9]")  # a Unicode digit outside 0-9
+MIN_DIGITS = {"email": 0, "ip_address": 4, "credit_card": 13, "phone": 8}  # the fewest each pattern can match
 
 
 def _luhn_ok(number: str) -> bool:
@@ -453,7 +504,14 @@ class RedactPII:
 
     def __call__(self, doc: Doc) -> str | None:
         text = doc.text
+        # counting ASCII digits is ten memchr-speed scans; a pattern needing more digits cannot match
+        # (unless the text holds other Unicode digits, which the patterns' \d also matches)
+        digits = sum(map(text.count, "0123456789"))
+        if not text.isascii() and OTHER_DIGIT.search(text):
+            digits = None
         for kind, (pattern, placeholder) in PII_PATTERNS.items():
+            if digits is not None and digits < MIN_DIGITS[kind]:
+                continue
             if not PII_PRECHECK[kind](text):  # a C-speed scan that rules the slower pattern out
                 continue
             def sub(m, kind=kind, placeholder=placeholder):

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from lmforge.config import DataConfig, PrepareConfig
 from lmforge.data import clean
+from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc, kind_of
 from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
 from lmforge.data.sources import Skip, SourceStats, check_sources, iter_documents
@@ -397,6 +398,7 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
         log(f"prepare: {out} is complete, skipping")
         return report
     check_sources(sources)
+    export_models(cfg.filters)
     work = out / "work"
     fp = fingerprint(sources, cfg, data)
     marker_fp = work / "fingerprint"
