@@ -1,6 +1,11 @@
 """Each rule fires on a document made to break it and stays quiet on a clean one."""
 
+from collections import Counter
+
+import numpy as np
 import pytest
+
+from conftest import corpus_texts
 
 from lmforge.config import C4Config, CodeConfig, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
 from lmforge.data import clean
@@ -38,6 +43,7 @@ RULES = [
         ("duplicate_paragraphs", "\n\n".join([CLEAN_PROSE.split("\n\n")[0]] * 4 + [CLEAN_PROSE])),
         ("duplicate_lines", "\n".join(["The same line again and again."] * 6 + ["A different line here.", "Another."])),
         ("top_2_gram", CLEAN_PROSE + " wild geese" * 80),
+        ("top_4_gram", CLEAN_PROSE + " alpha beta gamma delta" * 7),
         ("duplicate_5_grams", CLEAN_PROSE + " " + CLEAN_PROSE.split("\n\n")[1].replace("\n", " ")),
     ]),
     (clean.C4Lines(C4Config()), [
@@ -64,6 +70,40 @@ def test_rule_fires_on_a_document_made_to_break_it(rule, reason, text):
 def test_rule_keeps_clean_prose(rule):
     doc = prose()
     assert rule(doc) is None
+
+
+def _reference_top_share(words: list[str], n: int) -> float:
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    if not grams:
+        return 0.0
+    gram, count = grams.most_common(1)[0]  # ties: the first seen
+    return count * sum(map(len, gram)) / sum(map(len, words)) if count > 1 else 0.0
+
+
+def _reference_dup_share(words: list[str], n: int) -> float:
+    seen, covered = set(), [False] * len(words)
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            covered[i:i + n] = [True] * n
+        seen.add(gram)
+    return sum(len(w) for w, c in zip(words, covered) if c) / sum(map(len, words))
+
+
+def test_ngram_shares_over_a_batch_equal_a_plain_count_per_document():
+    docs = [t.split() for t in corpus_texts()] + [(CLEAN_PROSE + " wild geese" * 30).split(), ["one"], ["a", "a"]]
+    table = clean.WordTable(docs)
+    every = np.ones(len(docs), dtype=bool)
+    for n in range(2, 11):
+        np.testing.assert_allclose(table.top_share(n, every), [_reference_top_share(w, n) for w in docs])
+        np.testing.assert_allclose(table.dup_share(n, every), [_reference_dup_share(w, n) for w in docs])
+
+
+def test_batch_verdicts_equal_one_document_at_a_time():
+    texts = corpus_texts() + [t for _, cases in RULES for _, t in cases]
+    for rule, _ in RULES:
+        docs = [prose(t) for t in texts]
+        assert getattr(rule, "batch", lambda ds: [rule(d) for d in ds])(docs) == [rule(prose(t)) for t in texts]
 
 
 def test_c4_removes_policy_and_javascript_lines_only():

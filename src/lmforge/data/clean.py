@@ -18,6 +18,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,8 @@ class Repair:
         text = doc.text
         if "\ufffd" in text:
             self.counts["invalid_utf8_chars"] += text.count("\ufffd")
-        if C0_CONTROL.search(text):
+        has_control = CONTROL.search(text) is not None  # C0 and C1: one scan rules both out
+        if has_control and C0_CONTROL.search(text):
             self.counts["control_chars_removed"] += 1
         fixed = text
         if text.isascii():  # no mojibake, nothing to normalise
@@ -99,7 +101,7 @@ class Repair:
         if fixed is not text and C0_CONTROL.sub("", fixed) != C0_CONTROL.sub("", text):
             self.counts["mojibake_or_unicode_fixed"] += 1
         # each rewrite behind a cheap scan that rules it out: most documents need none of them
-        cleaned = CONTROL.sub("", fixed) if CONTROL.search(fixed) else fixed
+        cleaned = CONTROL.sub("", fixed) if (has_control or fixed is not text) else fixed
         if "\r" in cleaned:
             cleaned = cleaned.replace("\r\n", "\n")
         if " \n" in cleaned or "\t\n" in cleaned:
@@ -119,8 +121,11 @@ BULLETS = ("•", "-", "*", "‣", "▶", "●", "◦", "○")
 PUNCT_END = (".", "!", "?", '"', "'", "”", "’", ":", ";")
 
 
-def _words_with_a_letter(words: list[str]) -> int:
-    return sum(1 for w in words if w.isalpha() or any(map(str.isalpha, w)))
+def _enough_words_with_a_letter(words: list[str], min_ratio: float) -> bool:
+    alphabetic = sum(map(str.isalpha, words))  # all letters: C-speed, and most words are
+    if alphabetic >= min_ratio * len(words):
+        return True
+    return alphabetic + sum(1 for w in words if not w.isalpha() and any(map(str.isalpha, w))) >= min_ratio * len(words)
 
 
 class GopherQuality:
@@ -151,7 +156,7 @@ class GopherQuality:
                 return "bullet_lines"
             if sum(l.rstrip().endswith(("...", "…")) for l in lines) / len(lines) > c.max_ellipsis_lines_ratio:
                 return "ellipsis_lines"
-        if _words_with_a_letter(words) / n < c.max_non_alpha_words_ratio:
+        if not _enough_words_with_a_letter(words, c.max_non_alpha_words_ratio):
             return "non_alpha_words"
         stop = 0
         for w in words:  # stop at the threshold: most documents reach it in their first sentence
@@ -176,6 +181,11 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
 
 
 class GopherRepetition:
+    """Gopher's repetition rules: duplicate paragraphs and lines, the most frequent 2-4-gram's share
+    of the characters, and the share covered by repeated 5-10-grams. The n-gram counts run over a
+    whole batch of documents at once (`WordTable`): one sort per n for the batch instead of one per
+    document, whose numpy call overheads would cost more than the sorting."""
+
     name = "gopher_repetition"
     applies_to = ("prose",)
 
@@ -183,8 +193,20 @@ class GopherRepetition:
         self.cfg = cfg
 
     def __call__(self, doc: Doc) -> str | None:
+        return self.batch([doc])[0]
+
+    def batch(self, docs: list[Doc]) -> list[str | None]:
+        reasons = [self.paragraphs_and_lines(doc) for doc in docs]
+        pending = [i for i, r in enumerate(reasons) if r is None and docs[i].words]
+        for lo in range(0, len(pending), WordTable.MAX_DOCS):
+            chunk = pending[lo:lo + WordTable.MAX_DOCS]
+            for i, reason in zip(chunk, self.ngram_reasons(WordTable([docs[i].words for i in chunk]))):
+                reasons[i] = reason
+        return reasons
+
+    def paragraphs_and_lines(self, doc: Doc) -> str | None:
         c, text = self.cfg, doc.text
-        paragraphs = [p for p in re.split(r"\n{2,}", text.strip()) if p.strip()]
+        paragraphs = [p for p in PARAGRAPH_SPLIT.split(text.strip()) if p.strip()]
         n, chars = _duplicates(paragraphs)
         if paragraphs and n / len(paragraphs) > c.dup_para_frac:
             return "duplicate_paragraphs"
@@ -196,84 +218,112 @@ class GopherRepetition:
             return "duplicate_lines"
         if chars / max(len(text), 1) > c.dup_line_char_frac:
             return "duplicate_line_chars"
-        words = doc.words
-        if not words:
-            return None
-        ids, lengths = _word_ids(words)
-        total_chars = int(lengths.sum()) or 1
-        hashes = NgramHashes(ids)
-        # an n-gram's characters times its count are at most n times the largest count x length of a
-        # single word: below the limit, the n-gram count cannot fail and is skipped
-        heaviest_word = _top_ngram_chars(hashes[1], lengths, 1) / total_chars
-        for n_words, limit in c.top_n_grams:
-            n = int(n_words)
-            if n * heaviest_word <= limit or len(ids) < n:
-                continue
-            if _top_ngram_chars(hashes[n], lengths, n) / total_chars > limit:
-                return f"top_{n}_gram"
-        checks = sorted((int(n), limit) for n, limit in c.dup_n_grams)
-        for k, (n, limit) in enumerate(checks):
-            fraction = _dup_ngram_chars(hashes[n], lengths, n) / total_chars
-            if fraction > limit:
-                return f"duplicate_{n}_grams"
-            # words covered by repeated (n+1)-grams are a subset of those covered by repeated n-grams,
-            # so once the fraction is under every remaining limit, no longer n-gram can fail
-            if all(fraction <= later for _, later in checks[k + 1:]):
-                break
         return None
 
+    def ngram_reasons(self, table: "WordTable") -> list[str | None]:
+        c = self.cfg
+        reasons: list[str | None] = [None] * table.n_docs
+        undecided = np.ones(table.n_docs, dtype=bool)
+        # an n-gram's characters times its count are at most n times the largest count x length of a
+        # single word: a document under that bound cannot fail the n-gram rule, and is not counted
+        heaviest_word = table.top_share(1, undecided, heaviest=True)
+        for n_words, limit in c.top_n_grams:
+            n = int(n_words)
+            check = undecided & (n * heaviest_word > limit)
+            if check.any():
+                for d in np.flatnonzero(check & (table.top_share(n, check) > limit)):
+                    reasons[d] = f"top_{n}_gram"
+                    undecided[d] = False
+        checks = sorted((int(n), limit) for n, limit in c.dup_n_grams)
+        for k, (n, limit) in enumerate(checks):
+            if not undecided.any():
+                break
+            fraction = table.dup_share(n, undecided)
+            for d in np.flatnonzero(undecided & (fraction > limit)):
+                reasons[d] = f"duplicate_{n}_grams"
+                undecided[d] = False
+            # words covered by repeated (n+1)-grams are a subset of those covered by repeated n-grams,
+            # so once the fraction is under every remaining limit, no longer n-gram can fail
+            undecided &= fraction > min((later for _, later in checks[k + 1:]), default=np.inf)
+        return reasons
 
-def _word_ids(words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Each word as a 64-bit integer (equal words, equal ids: Python's string hash, so the loop stays
-    in C) and its length in characters."""
-    ids = np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
-    return ids, np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+
+PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
 
 
-class NgramHashes:
-    """hashes[n]: a 64-bit polynomial hash of every window of n word ids, built on demand from the
-    (n-1)-gram hashes (collisions ~ windows^2 / 2^64, ignored)."""
+class WordTable:
+    """The whitespace words of several documents, concatenated, for n-gram counts over all of them.
 
-    def __init__(self, ids: np.ndarray):
-        self.ids, self.by_n = ids, {1: ids + np.uint64(1)}
+    A word is its Python string hash (equal words, equal ids; the loop stays in C). An n-gram is a
+    64-bit polynomial hash of its words' ids; its sort key puts the document's index in the top 16
+    bits and 48 bits of the hash below, so one sort groups equal n-grams within each document
+    (collisions ~ windows^2 / 2^49 per document, ignored)."""
 
-    def __getitem__(self, n: int) -> np.ndarray:
-        if n not in self.by_n:
-            shorter = self[n - 1]
+    MAX_DOCS = 1 << 16
+
+    def __init__(self, words: list[list[str]]):
+        flat = list(chain.from_iterable(words))
+        self.n_docs = len(words)
+        self.ids = np.fromiter(map(hash, flat), dtype=np.int64, count=len(flat)).view(np.uint64)
+        self.lengths = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
+        self.doc = np.repeat(np.arange(len(words)), [len(w) for w in words])  # (W,) document of each word
+        self.chars = np.maximum(np.bincount(self.doc, weights=self.lengths, minlength=self.n_docs), 1)
+        self.char_sum = np.concatenate(([0], np.cumsum(self.lengths)))
+        self.hashes = {1: self.ids + np.uint64(1)}
+
+    def ngram_hashes(self, n: int) -> np.ndarray:
+        """(W - n + 1,) hash of the n words starting at each position, built from the (n-1)-grams."""
+        if n not in self.hashes:
+            shorter = self.ngram_hashes(n - 1)
             with np.errstate(over="ignore"):
-                self.by_n[n] = shorter[:-1] * np.uint64(0x100000001B3) + self.ids[n - 1:] + np.uint64(1)
-        return self.by_n[n]
+                self.hashes[n] = shorter[:-1] * np.uint64(0x100000001B3) + self.ids[n - 1:] + np.uint64(1)
+        return self.hashes[n]
 
+    def sorted_ngrams(self, n: int, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Start positions of the n-grams inside the selected documents, sorted by (document, n-gram)
+        with equal n-grams in text order, their keys, and where each run of equal keys begins."""
+        hashes = self.ngram_hashes(n)
+        start_doc = self.doc[:len(hashes)]
+        pos = np.flatnonzero((start_doc == self.doc[n - 1:]) & docs[start_doc])  # windows inside one document
+        keys = (start_doc[pos].astype(np.uint64) << np.uint64(48)) | (hashes[pos] >> np.uint64(16))
+        order = np.argsort(keys, kind="stable")
+        pos, keys = pos[order], keys[order]
+        runs = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        return pos, keys, runs
 
-def _top_ngram_chars(hashes: np.ndarray, lengths: np.ndarray, n: int) -> int:
-    """Characters of the most frequent n-gram times its count (0 if none repeats); ties go to the
-    n-gram seen first, as with a Counter's most_common. For n = 1: the largest count x length."""
-    order = np.argsort(hashes, kind="stable")
-    ordered = hashes[order]
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    counts = np.diff(np.append(starts, len(ordered)))
-    if n == 1:
-        return int((counts * lengths[order[starts]]).max(initial=0))
-    top = counts.max()
-    if top < 2:
-        return 0
-    first = int(order[starts[counts == top]].min())
-    return int(top) * int(lengths[first:first + n].sum())
+    def top_share(self, n: int, docs: np.ndarray, heaviest: bool = False) -> np.ndarray:
+        """Per document: the most frequent n-gram's characters times its count over all characters
+        (0 if no n-gram repeats; ties go to the one seen first, as a Counter's most_common).
+        heaviest=True (n = 1): the largest count x characters of any word instead."""
+        share = np.zeros(self.n_docs)
+        pos, keys, runs = self.sorted_ngrams(n, docs)
+        if len(pos) == 0:
+            return share
+        counts = np.diff(np.append(runs, len(keys)))
+        run_doc, first = self.doc[pos[runs]], pos[runs]  # stable sort: a run starts at its first occurrence
+        if heaviest:
+            np.maximum.at(share, run_doc, counts * self.lengths[first] / self.chars[run_doc])
+            return share
+        top = np.zeros(self.n_docs, dtype=np.int64)
+        np.maximum.at(top, run_doc, counts)
+        is_top = counts == top[run_doc]
+        earliest = np.full(self.n_docs, len(self.ids), dtype=np.int64)
+        np.minimum.at(earliest, run_doc[is_top], first[is_top])
+        repeated = np.flatnonzero(top >= 2)
+        at = earliest[repeated]
+        share[repeated] = top[repeated] * (self.char_sum[at + n] - self.char_sum[at]) / self.chars[repeated]
+        return share
 
-
-def _dup_ngram_chars(hashes: np.ndarray, lengths: np.ndarray, n: int) -> int:
-    """Characters of words covered by n-grams that repeat an earlier n-gram (each word counted once)."""
-    if len(hashes) < 2:
-        return 0
-    order = np.argsort(hashes, kind="stable")  # equal hashes stay in text order: the first is not a repeat
-    ordered = hashes[order]
-    repeats = order[1:][ordered[1:] == ordered[:-1]]
-    if len(repeats) == 0:
-        return 0
-    cover = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.add.at(cover, repeats, 1)
-    np.add.at(cover, repeats + n, -1)
-    return int(lengths[np.cumsum(cover[:-1]) > 0].sum())
+    def dup_share(self, n: int, docs: np.ndarray) -> np.ndarray:
+        """Per document: the share of characters in words covered by an n-gram that repeats an
+        earlier one (each word counted once)."""
+        pos, keys, _ = self.sorted_ngrams(n, docs)
+        repeats = pos[1:][keys[1:] == keys[:-1]]  # every occurrence but the first of each n-gram
+        cover = np.zeros(len(self.ids) + 1, dtype=np.int64)
+        cover[repeats] += 1  # positions are distinct, so plain fancy-index updates are exact
+        cover[repeats + n] -= 1
+        covered = np.cumsum(cover[:-1]) > 0
+        return np.bincount(self.doc, weights=self.lengths * covered, minlength=self.n_docs) / self.chars
 
 
 SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
@@ -316,8 +366,11 @@ class C4Lines:
             if phrases and any(p in stripped.lower() for p in phrases):
                 continue
             kept.append(stripped)
-        text = MANY_BLANK_LINES.sub("\n\n", "\n".join(kept)).strip()
-        if len(SENTENCE_END.findall(text)) < c.min_sentences:
+        text = "\n".join(kept)
+        if "\n\n\n" in text:
+            text = MANY_BLANK_LINES.sub("\n\n", text)
+        text = text.strip()
+        if c.min_sentences and sum(1 for _ in islice(SENTENCE_END.finditer(text), c.min_sentences)) < c.min_sentences:
             return "few_sentences"
         if text != doc.text:
             doc.set_text(text)
