@@ -19,12 +19,14 @@ import argparse
 import json
 import random
 import resource
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import lmforge
+from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc
 from lmforge.data.dedup import MinHasher, jaccard, shingle_hashes
 from lmforge.data.pipeline import FilterStack, read_jsonl_gz
@@ -112,11 +114,21 @@ def run_prepare(corpus: Path, out: Path, workers: int, filters: bool) -> tuple[d
     return report, time.perf_counter() - t
 
 
+def measure(corpus: str, out: str, workers: int) -> None:
+    """One full-stack run; prints [report, seconds, peak RSS of its worker processes in MB]."""
+    report, seconds = run_prepare(Path(corpus), Path(out), workers, filters=True)
+    print(json.dumps([report, seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base-docs", type=int, default=3000)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--measure", nargs=3, metavar=("CORPUS", "OUT", "WORKERS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.measure:
+        measure(args.measure[0], args.measure[1], int(args.measure[2]))
+        return 0
     if not SHARED.is_dir():
         print(f"benchmark data {SHARED} not found: this benchmark needs ../shared/data next to the checkout")
         return 2
@@ -150,15 +162,18 @@ def main() -> int:
               f"removals of base documents as copies of other base documents: {len(unplanted)}")
 
         rss = []
+        export_models(lmforge.load_config("tiny").prepare.filters)  # once, outside the measured processes
         for copies in (1, 2):
             build_corpus(args.base_docs, tmp / f"c{copies}.jsonl", copies=copies)
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            rep, secs = run_prepare(tmp / f"c{copies}.jsonl", tmp / f"full{copies}", args.workers, filters=True)
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            # a fresh process per measurement: its children are exactly this run's workers
+            child = subprocess.run([sys.executable, __file__, "--measure", str(tmp / f"c{copies}.jsonl"),
+                                    str(tmp / f"full{copies}"), str(args.workers)],
+                                   capture_output=True, text=True, check=True)
+            rep, secs, peak = json.loads(child.stdout.strip().splitlines()[-1])
             rss.append(peak)
             print(f"full stack, corpus x{copies}: {rep['documents_in']:,} docs in {secs:.1f}s with {args.workers} workers "
                   f"= {rep['documents_in'] / secs / args.workers:,.0f} docs/s per core end to end; kept "
-                  f"{rep['documents_kept']:,}; peak worker RSS {peak:.0f} MB (before {before / 1024:.0f})")
+                  f"{rep['documents_kept']:,}; peak worker RSS {peak:.0f} MB")
     print("\ntargets (datatrove 0.10.1 on the same kind of machine in brackets):")
     print(f"  filter stack >= {TARGETS['filter_docs_s_core']} docs/s/core [{DATATROVE['filter_docs_s_core']}]: "
           f"{speed['filter_docs_s_core']:,.0f}")

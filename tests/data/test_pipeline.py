@@ -91,6 +91,23 @@ def test_candidates_that_share_a_bucket_are_verified_not_removed(tmp_path):
     assert len(clean) == 4 and not [r for r in rejected if r["stage"] == "dedup"]
 
 
+def test_a_cluster_of_copies_is_checked_against_its_kept_copy_not_pairwise(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    words = make_prose(300, 3).split(" ")
+    for i in range(40):  # 40 near copies: one bucket, 780 pairs; each copy needs one check
+        copy = list(words)
+        copy[5 + i] = f"edit{i}"
+        (src / f"c{i:02d}.txt").write_text(" ".join(copy))
+    c = cfg(**{"prepare.shard_documents": 16})
+    prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
+    decisions = json.loads((tmp_path / "out" / "work" / "dedup.json").read_text())
+    clean, rejected = outputs(tmp_path / "out")
+    assert [r["id"] for r in clean] == [str(src / "c00.txt")]
+    assert all(r["duplicate_of"] == str(src / "c00.txt") for r in rejected)
+    assert decisions["candidate_pairs_checked"] == 39
+
+
 def test_boilerplate_lines_shared_by_many_documents_are_removed(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

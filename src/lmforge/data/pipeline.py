@@ -214,29 +214,34 @@ def decide_duplicates(work: Path, n_shards: int, cfg: PrepareConfig) -> dict:
                 for band in band_keys(sigs[row], cfg.minhash_bands, cfg.minhash_rows):
                     buckets[band].append(doc_id)
 
+    candidates_checked = 0
     if cfg.near_dedup:
-        neighbours: dict[str, set[str]] = defaultdict(set)
-        for members in buckets.values():
-            for i in range(1, len(members)):
-                for j in range(i):
-                    neighbours[members[i]].add(members[j])
-        texts = _load_texts(work, {d for d in neighbours} | {n for s in neighbours.values() for n in s}, location)
+        # Stream order; a document is checked only against the *kept* earlier members of its buckets,
+        # earliest first: a cluster of k copies costs about k checks (each against the kept copy), not
+        # the k^2/2 pairs of its bucket.
+        bands_of: dict[str, list[bytes]] = defaultdict(list)
+        for key, members in buckets.items():
+            if len(members) > 1:
+                for doc_id in members:
+                    bands_of[doc_id].append(key)
+        texts = _load_texts(work, set(bands_of), location)
         shingles = {d: shingle_hashes(t, cfg.ngram_words) for d, t in texts.items()}
-        candidates_checked = 0
+        del texts
         position = {d: i for i, d in enumerate(ids)}
-        for doc_id in sorted(neighbours, key=position.get):
-            if doc_id in dropped:
+        kept_in: dict[bytes, list[str]] = defaultdict(list)
+        for doc_id in sorted(bands_of, key=position.get):
+            if doc_id in dropped:  # an exact copy
                 continue
-            for other in sorted(neighbours[doc_id], key=position.get):
-                if other in dropped:
-                    continue
+            earlier = sorted({m for key in bands_of[doc_id] for m in kept_in[key]}, key=position.get)
+            for other in earlier:
                 candidates_checked += 1
                 score = jaccard(shingles[doc_id], shingles[other])
                 if score >= cfg.near_dedup_threshold:
                     dropped[doc_id] = {"reason": "near_duplicate", "duplicate_of": other, "jaccard": round(score, 4)}
                     break
-    else:
-        candidates_checked = 0
+            else:
+                for key in bands_of[doc_id]:
+                    kept_in[key].append(doc_id)
     threshold = max(cfg.boilerplate_min_documents, cfg.boilerplate_min_fraction * max(len(ids), 1))
     boilerplate = sorted(k for k, n in line_docs.items() if n >= threshold) if cfg.boilerplate else []
     return {"ids": ids, "dropped": dropped, "boilerplate_lines": boilerplate, "candidate_pairs_checked": candidates_checked}
