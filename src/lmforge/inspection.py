@@ -182,6 +182,8 @@ class Inspector:
         """Candidate words and their unit-length vectors (n_words, d), rows in the same order."""
         if vectors not in VECTORS:
             raise LmforgeError(f"inspect: vectors {vectors!r}: choose static or contextual")
+        if vectors == "static" and layer is not None:
+            raise LmforgeError("inspect: --layer applies to contextual vectors: add --vectors contextual")
         layer = self._layer(layer) if vectors == "contextual" else -1
         key = (vectors, layer)
         if key not in self._vectors:
@@ -307,9 +309,6 @@ class Inspector:
                                f"{self.model.cfg.seq_len - 1} after <|endoftext|>: shorten it")
         return ids
 
-    def _label(self, i: int) -> str:
-        return self.token_text[i].replace("\n", "\\n").replace("\t", "\\t")
-
     @torch.no_grad()
     def logit_lens(self, text: str, k: int = 3, out: str | Path | None = None) -> dict:
         """Top-k predictions at every position after every layer (final norm + output head applied to the
@@ -322,13 +321,13 @@ class Inspector:
         probs = self.lens_logits(stream).softmax(-1).cpu()  # (L+1, T, vocab)
         top = probs.topk(min(k, probs.size(-1)), dim=-1)
         turn = 1 - torch.nn.functional.cosine_similarity(stream[1:], stream[:-1], dim=-1).cpu()  # (L, T)
-        tokens = [self._label(i) for i in ids]
+        tokens = [self.token_text[i] for i in ids]
         top1 = top.values[..., 0].numpy()
-        png = plot_lens(tokens, [[self._label(i) for i in row] for row in top.indices[..., 0].tolist()], top1,
+        png = plot_lens(tokens, [[self.token_text[i] for i in row] for row in top.indices[..., 0].tolist()], top1,
                         "next token" if self.causal else "this position", self._out(out) / "layers.png")
         return {
             "text": text, "tokens": tokens, "predicts": "next" if self.causal else "same",
-            "layers": [{"layer": layer, "top": [[{"token": self._label(i), "prob": round(float(p), 6)}
+            "layers": [{"layer": layer, "top": [[{"token": self.token_text[i], "prob": round(float(p), 6)}
                                                  for p, i in zip(ps, ix)]
                                                 for ps, ix in zip(top.values[layer].tolist(), top.indices[layer].tolist())]}
                        for layer in range(self.n_layer + 1)],
@@ -356,7 +355,7 @@ class Inspector:
         maps = self.model.attention_probs(torch.tensor([ids], device=self.device), causal=self.causal)
         probs = maps[layer - 1, 0].float().cpu()  # (H, T, T)
         heads = list(range(H)) if head is None else [head]
-        tokens = [self._label(i) for i in ids]
+        tokens = [self.token_text[i] for i in ids]
         name = f"attention-L{layer}" + ("" if head is None else f"-H{head}") + ".png"
         png = plot_attention(tokens, probs[heads].numpy(), heads, layer, self._out(out) / name)
         return {"text": text, "tokens": tokens, "layer": layer, "heads": heads, "causal": self.causal,
@@ -444,6 +443,12 @@ def project_2d(x: np.ndarray, method: str = "auto") -> tuple[np.ndarray, str]:
         xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
     # SVD signs are arbitrary: fix them so the same run always draws the same picture
     return xy * np.where(xy[np.abs(xy).argmax(0), [0, 1]] < 0, -1.0, 1.0), "pca"
+
+
+def _short(token: str, width: int = 12) -> str:
+    """A token as a plot label: control characters visible, long ones cut."""
+    text = token.replace("\n", "\\n").replace("\t", "\\t")
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _pyplot():
@@ -548,11 +553,11 @@ def plot_lens(tokens: list[str], top1: list[list[str]], prob: np.ndarray, predic
         ax = fig.add_axes((150 / w, 110 / h, 1 - 200 / w, 1 - 150 / h))
         im = ax.imshow(prob, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1)
         ax.set_yticks(range(n_rows), ["embedding"] + [f"layer {i}" for i in range(1, n_rows)])
-        ax.set_xticks(range(T), tokens, rotation=60, ha="right", fontsize=8)
+        ax.set_xticks(range(T), [_short(t) for t in tokens], rotation=60, ha="right", fontsize=8)
         if T <= 40:
             for layer in range(n_rows):
                 for t in range(T):
-                    ax.text(t, layer, top1[layer][t][:8], ha="center", va="center", fontsize=7,
+                    ax.text(t, layer, _short(top1[layer][t], 8), ha="center", va="center", fontsize=7,
                             color="white" if prob[layer, t] < 0.6 else "black")
         ax.set_title(f"logit lens: top-1 prediction ({predicts}) and its probability")
         fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01)
@@ -578,12 +583,12 @@ def plot_attention(tokens: list[str], probs: np.ndarray, heads: list[int], layer
         fig, axes = plt.subplots(rows, cols, figsize=(w / DPI, h / DPI), dpi=DPI, squeeze=False)
         for ax in axes.flat[len(heads):]:
             ax.axis("off")
-        labels = len(tokens) <= 40
+        labels = [_short(t) for t in tokens] if len(tokens) <= 40 else []
         for ax, p, head in zip(axes.flat, probs, heads):
             ax.imshow(p, cmap="magma", vmin=0, vmax=1)
             ax.set_title(f"layer {layer}, head {head}", fontsize=9)
-            ax.set_xticks(range(len(tokens)), tokens if labels else [], rotation=90, fontsize=6)
-            ax.set_yticks(range(len(tokens)), tokens if labels else [], fontsize=6)
+            ax.set_xticks(range(len(tokens)) if labels else [], labels, rotation=90, fontsize=6)
+            ax.set_yticks(range(len(tokens)) if labels else [], labels, fontsize=6)
         fig.subplots_adjust(left=0.12, right=0.98, bottom=0.12, top=0.93, wspace=0.6, hspace=0.6)
         fig.savefig(path, dpi=DPI)
         plt.close(fig)
