@@ -434,8 +434,10 @@ def project_2d(x: np.ndarray, method: str = "auto") -> tuple[np.ndarray, str]:
             if method == "umap":
                 raise LmforgeError("inspect: --method umap needs the umap-learn package (pip install umap-learn)") from None
         else:
-            neighbours = max(2, min(15, len(x) - 1))
-            return umap.UMAP(n_neighbors=neighbours, metric="cosine", random_state=0).fit_transform(x), "umap"
+            # spectral initialisation needs more points than a handful; seeded, hence one thread
+            reducer = umap.UMAP(n_neighbors=max(2, min(15, len(x) - 1)), metric="cosine", random_state=0, n_jobs=1,
+                                init="spectral" if len(x) > 10 else "random")
+            return reducer.fit_transform(x), "umap"
     centred = x - x.mean(0, keepdims=True)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     xy = centred @ vt[:2].T
