@@ -375,7 +375,9 @@ class Inspector:
             raise LmforgeError(f"inspect: {path} holds {len(lines)} sentence(s): give at least two, one a line")
         layer = self._layer(layer)
         limit = self.model.cfg.seq_len - 1
-        encoded = [e.ids[:limit] for e in self.tok.encode_batch_fast(lines, add_special_tokens=False)]
+        encoded = [e.ids for e in self.tok.encode_batch_fast(lines, add_special_tokens=False)]
+        truncated = sum(len(e) > limit for e in encoded)  # longer lines are read up to the context
+        encoded = [e[:limit] for e in encoded]
         if any(not e for e in encoded):
             raise LmforgeError(f"inspect: {path} has a line that encodes to no tokens")
         emb = torch.nn.functional.normalize(self._pooled(encoded, layer), dim=-1)
@@ -386,7 +388,7 @@ class Inspector:
         folder = self._out(out)
         np.save(folder / "sentences.npy", emb.numpy(), allow_pickle=False)
         return {"layer": layer, "sentences": len(lines), "embeddings": str(folder / "sentences.npy"),
-                "truncated": sum(len(e) == limit for e in encoded),
+                "truncated": truncated,
                 "pairs": [{"a": lines[i[n]], "b": lines[j[n]], "similarity": round(float(sims[i[n], j[n]]), 6)}
                           for n in order.tolist()]}
 
