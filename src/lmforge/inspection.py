@@ -4,7 +4,7 @@
     insp.neighbours("file", k=10)                 # {"word", "vectors", "neighbours": [{"word", "similarity"}]}
     insp.neighbours("file", vectors="contextual")
     insp.similarity("file", "path"); insp.analogy("list", "append", "dict")
-    insp.word_map(top=150)                        # RUN/inspect/map.png + map.html
+    insp.word_map(top=150)                        # RUN/inspect/map-static.png + map-static.html
     insp.logit_lens("def main():")                # RUN/inspect/layers.png
     insp.attention("import os")                   # RUN/inspect/attention-L<n>.png
     insp.sentences("sentences.txt")               # most similar pairs of lines
@@ -234,25 +234,26 @@ class Inspector:
 
     # ------------------------------------------------------------ words
 
+    def _rows(self, vectors: str, layer: int | None, *query: str) -> tuple[list[str], torch.Tensor, list[int]]:
+        """Candidate words, their vectors, and the rows of the `query` words (refused when unknown)."""
+        words, mat = self.vectors(vectors, layer)
+        known = {w: n for n, w in enumerate(words)}
+        return words, mat, [self._known(q, vectors, known) for q in query]
+
     def neighbours(self, word: str, k: int = 10, vectors: str = "static", layer: int | None = None) -> dict:
         """The k nearest candidate words to `word` by cosine similarity, best first."""
         if k < 1:
             raise LmforgeError(f"inspect: -k {k}: give at least 1")
-        words, mat = self.vectors(vectors, layer)
-        i = self._known(word, vectors, {w: n for n, w in enumerate(words)})
+        words, mat, (i,) = self._rows(vectors, layer, word)
         return {"word": word, **self._describe(vectors, layer), "neighbours": self._nearest(mat[i], words, mat, k, {i})}
 
     def similarity(self, a: str, b: str, vectors: str = "static", layer: int | None = None) -> dict:
-        words, mat = self.vectors(vectors, layer)
-        known = {w: n for n, w in enumerate(words)}
-        i, j = self._known(a, vectors, known), self._known(b, vectors, known)
+        _, mat, (i, j) = self._rows(vectors, layer, a, b)
         return {"words": [a, b], **self._describe(vectors, layer), "similarity": float(mat[i] @ mat[j])}
 
     def analogy(self, a: str, b: str, c: str, k: int = 5, vectors: str = "static", layer: int | None = None) -> dict:
         """A is to B as C is to ?: the words nearest to B - A + C (3CosAdd), leaving out A, B and C."""
-        words, mat = self.vectors(vectors, layer)
-        known = {w: n for n, w in enumerate(words)}
-        ia, ib, ic = (self._known(w, vectors, known) for w in (a, b, c))
+        words, mat, (ia, ib, ic) = self._rows(vectors, layer, a, b, c)
         query = torch.nn.functional.normalize(mat[ib] - mat[ia] + mat[ic], dim=0)
         return {"a": a, "b": b, "c": c, **self._describe(vectors, layer),
                 "answers": self._nearest(query, words, mat, k, {ia, ib, ic})}
@@ -275,7 +276,7 @@ class Inspector:
 
     def word_map(self, words: list[str] | None = None, top: int = 100, vectors: str = "static",
                  layer: int | None = None, method: str = "auto", out: str | Path | None = None) -> dict:
-        """Project word vectors to 2-D (PCA, or UMAP when installed) and draw them: map.png and map.html."""
+        """Project word vectors to 2-D (PCA, or UMAP when installed) and draw them: map-VECTORS.png and .html."""
         all_words, mat = self.vectors(vectors, layer)
         known = {w: n for n, w in enumerate(all_words)}
         if words:
