@@ -58,6 +58,9 @@ def test_run_whole_pipeline_then_skips_finished_stages(tmp_path, corpus_dir):
     assert first.returncode == 0, first.stderr
     assert "final: val loss" in first.stdout and "bits per byte" in first.stdout and "sample:" in first.stdout
     assert "prepare:" in first.stdout and "kept" in first.stdout  # the cleaning summary
+    assert first.stdout.count("neighbours of '") == 4  # run.inspect_words
+    for name in ("map-static.png", "map-static.html"):
+        assert (tmp_path / "r" / "inspect" / name).stat().st_size > 1000
     report = json.loads((tmp_path / "r" / "prepared" / "report.json").read_text())
     assert report["documents_in"] == report["documents_kept"] + report["documents_rejected"]
     again = lmforge(*args)

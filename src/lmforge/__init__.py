@@ -8,6 +8,7 @@ Every stage is a function over files on disk; the CLI (`lmforge ...`) is a thin 
     summary = lmforge.train(cfg)                 # or lmforge.run(cfg) for the whole pipeline
     lmforge.evaluate("runs/tiny")                # {"val_loss", "perplexity", "bits_per_byte", ...}
     lmforge.generate("runs/tiny", "def ")
+    lmforge.inspect("runs/tiny").neighbours("file")   # word vectors, logit lens, attention (lmforge.inspection)
 """
 
 from importlib import import_module
@@ -19,6 +20,7 @@ from lmforge.errors import LmforgeError
 _LAZY = {
     "evaluate": ("lmforge.evaluation", "evaluate_run"),
     "generate": ("lmforge.generate", "generate"),
+    "inspect": ("lmforge.inspection", "Inspector"),
     "prepare": ("lmforge.data.pipeline", "prepare"),
     "run": ("lmforge.pipeline", "run"),
     "tokenize": ("lmforge.tokenizer", "tokenize_corpus"),
@@ -34,4 +36,4 @@ def __getattr__(name: str):
 
 
 __version__ = "0.1.0"
-__all__ = ["Config", "LmforgeError", "evaluate", "generate", "load_config", "prepare", "run", "tokenize", "train"]
+__all__ = ["Config", "LmforgeError", "evaluate", "generate", "inspect", "load_config", "prepare", "run", "tokenize", "train"]

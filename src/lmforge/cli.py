@@ -213,7 +213,87 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("inspect", help="look inside a run: word neighbours, maps, logit lens, attention, sentences")
+    _inspect_args(p.add_subparsers(dest="what", required=True, metavar="WHAT"))
     return parser
+
+
+def _inspect_args(sub) -> None:
+    def command(name: str, help: str, aliases=(), vectors: bool = False):
+        p = sub.add_parser(name, help=help, aliases=list(aliases))
+        p.set_defaults(what=name)
+        p.add_argument("run_dir", metavar="RUN")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--device", default="cpu")
+        if vectors:
+            p.add_argument("--vectors", choices=["static", "contextual"], default="static",
+                           help="static: mean input embedding of the word's tokens; contextual: mean hidden state "
+                                "over its occurrences in the validation text")
+            p.add_argument("--layer", type=int, help="layer of contextual vectors (0 = embedding; default: middle)")
+        return p
+
+    p = command("neighbours", "nearest words by cosine similarity", ["neighbors"], vectors=True)
+    p.add_argument("word")
+    p.add_argument("-k", type=int, default=10, help="how many neighbours")
+    p = command("similarity", "cosine similarity of two words", vectors=True)
+    p.add_argument("words", nargs=2, metavar="WORD")
+    p = command("analogy", "A is to B as C is to ?", vectors=True)
+    p.add_argument("words", nargs=3, metavar=("A", "B", "C"))
+    p.add_argument("-k", type=int, default=5)
+    p = command("map", "2-D map of word vectors (PNG with labels + interactive HTML)", vectors=True)
+    p.add_argument("words", nargs="*", metavar="WORD", help="words to place (default: the --top most frequent)")
+    p.add_argument("--top", type=int, default=100)
+    p.add_argument("--method", choices=["auto", "pca", "umap"], default="auto",
+                   help="auto: UMAP if umap-learn is installed, else PCA")
+    p.add_argument("--out", help="folder for the files (default RUN/inspect)")
+    p = command("layers", "logit lens: each layer's top predictions for TEXT (table + heat-map PNG)")
+    p.add_argument("text")
+    p.add_argument("-k", type=int, default=3, help="predictions kept per position and layer (JSON)")
+    p.add_argument("--out", help="folder for the PNG (default RUN/inspect)")
+    p = command("attention", "attention maps for TEXT as a PNG (all heads of a layer, or one head)")
+    p.add_argument("text")
+    p.add_argument("--layer", type=int, help="1..n_layer (default: the last)")
+    p.add_argument("--head", type=int, help="0..n_head-1 (default: all heads in a grid)")
+    p.add_argument("--out", help="folder for the PNG (default RUN/inspect)")
+    p = command("sentences", "one vector per line of FILE and the most similar pairs")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--layer", type=int, help="layer whose hidden states are mean-pooled (default: middle)")
+    p.add_argument("--top", type=int, default=10, help="pairs to show")
+    p.add_argument("--out", help="folder for sentences.npy (default RUN/inspect)")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from lmforge.inspection import Inspector, format_lens, format_neighbours, to_json
+
+    insp = Inspector(args.run_dir, device=args.device)
+    what = args.what
+    vec = {"vectors": args.vectors, "layer": args.layer} if hasattr(args, "vectors") else {}
+    if what == "neighbours":
+        result = insp.neighbours(args.word, args.k, **vec)
+        text = format_neighbours(result)
+    elif what == "similarity":
+        result = insp.similarity(*args.words, **vec)
+        text = f"similarity({args.words[0]!r}, {args.words[1]!r}) = {result['similarity']:.4f} ({args.vectors} vectors)"
+    elif what == "analogy":
+        result = insp.analogy(*args.words, k=args.k, **vec)
+        a, b, c = args.words
+        text = f"{a} : {b} :: {c} : ?\n" + "\n".join(f"  {x['similarity']:7.4f}  {x['word']}" for x in result["answers"])
+    elif what == "map":
+        result = insp.word_map(args.words or None, args.top, method=args.method, out=args.out, **vec)
+        text = f"map of {len(result['points'])} words ({result['method'].upper()}): {result['png']}, {result['html']}"
+    elif what == "layers":
+        result = insp.logit_lens(args.text, args.k, out=args.out)
+        text = format_lens(result) + f"\nheat-map: {result['png']}"
+    elif what == "attention":
+        result = insp.attention(args.text, args.layer, args.head, out=args.out)
+        text = f"attention of layer {result['layer']}, heads {', '.join(map(str, result['heads']))}: {result['png']}"
+    else:
+        result = insp.sentences(args.file, args.layer, args.top, out=args.out)
+        text = f"{result['sentences']} sentences (layer {result['layer']}), most similar pairs:\n" + "\n".join(
+            f"  {p['similarity']:7.4f}  {p['a']!r}  ~  {p['b']!r}" for p in result["pairs"])
+    print(to_json(result) if args.json else text)
+    return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -241,6 +321,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(f"{args.run_dir}: val loss {result['val_loss']:.4f}, perplexity {result['perplexity']:.2f}, "
                   f"{result['bits_per_byte']:.4f} bits per byte ({result['tokens']:,} tokens, {result['checkpoint']})")
+    elif args.command == "inspect":
+        return _inspect(args)
     elif args.command == "generate":
         if args.max_tokens < 0 or args.temperature < 0 or not 0 < args.top_p <= 1:
             raise LmforgeError("generate: --max-tokens and --temperature must be >= 0 and --top-p in (0, 1]")

@@ -105,6 +105,8 @@ class RunConfig:
     )
     temperature: float = 0.8
     top_k: int = 50
+    inspect_words: int = 4  # lmforge run prints the nearest neighbours of this many frequent words (0 = none)
+    map_words: int = 150  # ...and maps this many frequent words to RUN/inspect/map-static.{png,html} (0 = no map)
 
 
 # ---------------------------------------------------------------- prepare (cleaning) thresholds
@@ -251,6 +253,7 @@ def _validate(cfg: Config) -> None:
         "train.eval_tokens": t.eval_tokens, "train.final_eval_tokens": t.final_eval_tokens, "train.checkpoint_interval": t.checkpoint_interval,
         "data.max_bytes": d.max_bytes, "tokenizer.train_bytes": tk.train_bytes,
         "run.samples": cfg.run.samples, "run.sample_tokens": cfg.run.sample_tokens, "run.top_k": cfg.run.top_k,
+        "run.inspect_words": cfg.run.inspect_words, "run.map_words": cfg.run.map_words,
     }
     for key, value in non_negative.items():
         _check(value >= 0, key, value, "must be >= 0")

@@ -8,6 +8,8 @@ Features:
 - SwiGLU MLP, hidden width ~8/3 d so its FLOPs match a 4d GELU MLP
 - no biases; optional tying of the input embedding and the output head
 - a KV cache for incremental decoding
+- for inspection: the residual stream after every block (`return_hidden`) and explicit attention
+  probabilities (`attention_probs`), which the fused SDPA kernel does not expose
 - one explicit `init_weights()`; `num_params()` and `flops_per_token()` for cost and MFU
 
 The model knows nothing of data, training or files: it maps token ids to logits.
@@ -92,14 +94,19 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.n_kv_head) * hd, bias=False)
         self.proj = nn.Linear(cfg.n_head * hd, cfg.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, causal: bool, cache: KVCache | None = None):
+    def _qkv(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # x (B, T, d) -> q (B, H, T, hd), k and v (B, KV, T, hd), rotary applied to q and k
         B, T, _ = x.shape
         H, KV, hd = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim
         qk, v = self.qkv(x).split([(H + KV) * hd, KV * hd], dim=-1)
         # one rotary call for queries and keys together: half the small elementwise kernels
         q, k = apply_rope(qk.view(B, T, H + KV, hd), cos, sin).split([H, KV], dim=2)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, hd), (B, KV, T, hd)
-        v = v.view(B, T, KV, hd).transpose(1, 2)  # (B, KV, T, hd)
+        return q.transpose(1, 2), k.transpose(1, 2), v.view(B, T, KV, hd).transpose(1, 2)
+
+    def forward(self, x, cos, sin, causal: bool, cache: KVCache | None = None):
+        B, T, _ = x.shape
+        H, KV, hd = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim
+        q, k, v = self._qkv(x, cos, sin)
         mask = None
         if cache is not None:
             past = cache.pos
@@ -111,6 +118,24 @@ class Attention(nn.Module):
                     mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=KV != H)
         return self.proj(y.transpose(1, 2).reshape(B, T, H * hd))
+
+    def explicit(self, x, cos, sin, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same attention written out, for inspection: (output (B, T, d), probabilities (B, H, T, T)).
+
+        SDPA never materialises softmax(QK^T / sqrt(hd) + mask); this does, at O(T^2) memory.
+        Training and generation keep the fused kernel; no cache here."""
+        B, T, _ = x.shape
+        H, KV, hd = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim
+        q, k, v = self._qkv(x, cos, sin)
+        if KV != H:  # grouped-query: query head h reads key/value head h // (H / KV), as SDPA's enable_gqa
+            k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+        scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(hd)  # (B, H, T, T)
+        if causal:
+            future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(diagonal=1)
+            scores = scores.masked_fill(future, float("-inf"))
+        probs = scores.softmax(dim=-1)
+        y = probs.to(v.dtype) @ v  # (B, H, T, hd)
+        return self.proj(y.transpose(1, 2).reshape(B, T, H * hd)), probs
 
 
 class SwiGLU(nn.Module):
@@ -187,6 +212,22 @@ class GPT(nn.Module):
             cache.pos += T
         logits = self.lm_head(rms_norm(x, self.cfg.norm_eps)).float()  # (B, T, vocab)
         return (logits, hidden) if return_hidden else logits
+
+    @torch.no_grad()
+    def attention_probs(self, idx: torch.Tensor, causal: bool = True) -> torch.Tensor:
+        """idx (B, T) -> attention probabilities of every layer and head, (n_layer, B, H, T, T).
+
+        Runs the ordinary blocks and, beside each, the explicit attention on the same input."""
+        T = idx.size(1)
+        if T > self.cfg.seq_len:
+            self._extend_rope(T)
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        x = self.wte(idx)
+        maps = []
+        for block in self.blocks:
+            maps.append(block.attn.explicit(rms_norm(x, self.cfg.norm_eps), cos, sin, causal)[1])
+            x = block(x, cos, sin, causal)
+        return torch.stack(maps)
 
     def _extend_rope(self, length: int) -> None:
         """Generation past the training context: longer tables (quality beyond seq_len is not promised)."""

@@ -1,6 +1,7 @@
 """`lmforge run`: the whole pipeline on one config, skipping stages whose output is complete.
 
     sources -> RUN/prepared/ (clean) -> RUN/tokens/ (tokenize) -> RUN/ (train, checkpoints) -> eval -> samples
+            -> a first look inside (nearest neighbours of a few words, RUN/inspect/map-static.{png,html})
 
 A rerun of the same command finds the tokenized folder complete (its fingerprint matches),
 resumes training from the newest checkpoint if it was interrupted, and skips training when
@@ -49,8 +50,9 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     summary["samples"] = samples(run_dir, cfg)
     for text in summary["samples"]:
         log("sample: " + text.replace("\n", "\n        ") + "\n")
+    summary.update(first_look(run_dir, cfg, log))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log(f"run: everything is in {run_dir}/ (config.yaml, tokens/, metrics.jsonl, checkpoints/, summary.json)")
+    log(f"run: everything is in {run_dir}/ (config.yaml, tokens/, metrics.jsonl, checkpoints/, inspect/, summary.json)")
     log(f"final: val loss {summary['val_loss']:.4f} nats/token (unigram baseline {summary['unigram_val_loss']:.4f}), "
         f"perplexity {summary['perplexity']:.2f}, {summary['bits_per_byte']:.4f} bits per byte")
     return summary
@@ -66,4 +68,25 @@ def samples(run_dir: Path, cfg: Config) -> list[str]:
         ids = generate_ids(model, [eot] + tok.encode(prompt, add_special_tokens=False).ids, cfg.run.sample_tokens,
                            cfg.run.temperature, cfg.run.top_k, seed=cfg.train.seed + i, stop_id=eot)
         out.append(prompt + tok.decode(ids))
+    return out
+
+
+def first_look(run_dir: Path, cfg: Config, log: Callable[[str], None] = print) -> dict:
+    """Nearest neighbours of a few frequent words (static vectors) and the map of the most frequent ones."""
+    if not cfg.run.inspect_words and not cfg.run.map_words:
+        return {}
+    from lmforge.inspection import Inspector  # matplotlib loads only here
+
+    insp = Inspector(run_dir)
+    out: dict = {"neighbours": {}}
+    # words of four letters or more: the most frequent short ones are function words
+    for word in insp.frequent_words(cfg.run.inspect_words, min_length=4):
+        found = insp.neighbours(word, k=8)["neighbours"]
+        out["neighbours"][word] = found
+        log(f"neighbours of {word!r}: " + ", ".join(f"{n['word']} {n['similarity']:.2f}" for n in found))
+    if cfg.run.map_words >= 3 and len(insp.words().words) >= 3:
+        result = insp.word_map(top=cfg.run.map_words, method="pca")  # UMAP's JIT start-up costs ~30 s
+        out["map"] = {"png": result["png"], "html": result["html"], "method": result["method"]}
+        log(f"inspect: map of {len(result['points'])} words in {result['png']} and {result['html']} "
+            f"(more: lmforge inspect --help)")
     return out
