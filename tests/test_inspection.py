@@ -2,6 +2,7 @@
 co-occur by construction must place each word's group among its nearest neighbours."""
 
 import json
+import os
 import random
 import struct
 
@@ -48,7 +49,13 @@ def run(tmp_path_factory):
     over = tiny_overrides(**{"data.val_fraction": 0.3, "model.n_embd": 64, "model.n_head": 4, "train.max_steps": 400,
                              "train.batch_size": 16, "train.lr": 1e-2, "train.warmup_steps": 10})
     cfg = load_config("tiny", overrides=over + [f"run.out={root / 'run'}"])
-    train(cfg, data=[str(root / "corpus")], log=lambda *_: None)
+    # a relative source path: document ids, and so the train/validation split, are the same every run
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        train(cfg, data=["corpus"], log=lambda *_: None)
+    finally:
+        os.chdir(cwd)
     return root / "run"
 
 
