@@ -1,4 +1,8 @@
-"""Validation loss, perplexity and bits per byte; the unigram baseline they are judged against.
+"""Validation loss, perplexity and bits per byte; the unigram baseline they are judged against;
+multiple-choice cloze tasks (`evaluate_tasks`).
+
+For a masked model the same figures are taken over the masked positions only (15% of the
+validation tokens, masked with a fixed seed), and `accuracy` is the share of them predicted first.
 
 Bits per byte is tokenizer-independent: the summed negative log-likelihood (in bits) of the
 validation targets divided by the UTF-8 bytes those targets stand for. Document-boundary
@@ -15,40 +19,52 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.config import read_config, tokens_folder
-from lmforge.tokenizer import load_shards, token_byte_lengths
-from lmforge.training.checkpoint import load_run
+from lmforge.errors import LmforgeError
+from lmforge.objectives import EVAL_MASK_SEED, IGNORE_INDEX, CausalLM, build_objective, mask_generator
+from lmforge.tokenizer import load_shards, token_byte_lengths, vocab_tables
+from lmforge.training.checkpoint import load_run, require_objective
 from lmforge.training.data import eval_batches
 from lmforge.training.device import autocast, resolve_dtype
 
 
 @torch.no_grad()
 def evaluate_loss(model, shards: list[np.ndarray], seq_len: int, batch_size: int, token_bytes: np.ndarray,
-                  device: torch.device, autocast_ctx, max_tokens: int = 0, causal: bool = True) -> dict:
+                  device: torch.device, autocast_ctx, max_tokens: int = 0, objective=None) -> dict:
+    """Loss over the validation targets of `objective` (default causal): every next token, or, for
+    the masked objective, the positions masked with a fixed seed (the same for every evaluation).
+    Also the share of targets the model ranks first (`accuracy`)."""
+    objective = objective or CausalLM()
     was_training = model.training
     model.eval()
     token_bytes_t = torch.as_tensor(token_bytes, device=device)
     nll = nll_with_bytes = 0.0
-    n_tokens = n_bytes = 0
-    for window in eval_batches(shards, seq_len, batch_size, max_tokens):
-        window = window.to(device)
-        inputs, targets = window[:, :-1], window[:, 1:]
+    n_tokens = n_bytes = n_correct = 0
+    for i, window in enumerate(eval_batches(shards, seq_len, batch_size, max_tokens)):
+        inputs, targets = objective.batch(window, mask_generator(EVAL_MASK_SEED, i))
+        inputs, targets = inputs.to(device), targets.to(device).reshape(-1)
         with autocast_ctx:
-            logits = model(inputs, causal=causal)
-        losses = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
-        nbytes = token_bytes_t[targets.reshape(-1)]
+            logits = model(inputs, causal=objective.causal_attention)
+        logits = logits.reshape(-1, logits.size(-1))  # (B*T, V)
+        if objective.name != "causal":  # only the masked positions are targets
+            keep = targets != IGNORE_INDEX
+            logits, targets = logits[keep], targets[keep]
+        losses = F.cross_entropy(logits, targets, reduction="none")
+        nbytes = token_bytes_t[targets]
         nll += losses.sum().item()
         nll_with_bytes += (losses * (nbytes > 0)).sum().item()
         n_tokens += losses.numel()
         n_bytes += int(nbytes.sum().item())
+        n_correct += int((logits.argmax(dim=-1) == targets).sum().item())
     model.train(was_training)
     if n_tokens == 0:
         return {"val_loss": float("nan"), "perplexity": float("nan"), "bits_per_byte": float("nan"),
-                "tokens": 0, "bytes": 0}
+                "accuracy": float("nan"), "tokens": 0, "bytes": 0}
     loss = nll / n_tokens
     return {
         "val_loss": loss,
         "perplexity": math.exp(min(loss, 700.0)),
         "bits_per_byte": nll_with_bytes / (math.log(2) * max(n_bytes, 1)),
+        "accuracy": n_correct / n_tokens,
         "tokens": n_tokens,
         "bytes": n_bytes,
     }
@@ -76,8 +92,14 @@ def unigram_baseline(train_shards: list[np.ndarray], val_shards: list[np.ndarray
     return float(total / n) if n else float("nan")
 
 
-def evaluate_run(run_dir, max_tokens: int = 0, device: str = "cpu", batch_size: int = 16) -> dict:
-    """Validation figures of a run's newest checkpoint on its own validation split."""
+def evaluate_run(run_dir, max_tokens: int = 0, device: str = "cpu", batch_size: int = 16,
+                 objective: str | None = None) -> dict:
+    """Validation figures of a run's newest checkpoint on its own validation split, under the
+    objective it was trained with (naming another `objective` is refused): next-token loss, or
+    the masked-token loss and accuracy of a masked model."""
+    if objective is not None:
+        feature = "masked-token evaluation" if objective == "masked" else "next-token evaluation"
+        require_objective(run_dir, objective, feature)
     model, tok, ckpt = load_run(run_dir, device)
     cfg = read_config(Path(run_dir) / "config.yaml")
     dev = torch.device(device)
@@ -85,6 +107,8 @@ def evaluate_run(run_dir, max_tokens: int = 0, device: str = "cpu", batch_size: 
     token_bytes = np.pad(token_bytes, (0, model.cfg.vocab_size - len(token_bytes)))
     val = load_shards(tokens_folder(cfg, Path(run_dir)), "val")
     result = evaluate_loss(model, val, model.cfg.seq_len, batch_size, token_bytes, dev,
-                           autocast(dev, resolve_dtype(cfg.train.dtype, dev)), max_tokens)
+                           autocast(dev, resolve_dtype(cfg.train.dtype, dev)), max_tokens,
+                           build_objective(cfg.train, vocab_tables(tok)))
+    result["objective"] = cfg.train.objective
     result["checkpoint"] = str(ckpt)
     return result
