@@ -8,6 +8,8 @@ Every stage is a function over files on disk; the CLI (`lmforge ...`) is a thin 
     summary = lmforge.train(cfg)                 # or lmforge.run(cfg) for the whole pipeline
     lmforge.evaluate("runs/tiny")                # {"val_loss", "perplexity", "bits_per_byte", ...}
     lmforge.generate("runs/tiny", "def ")
+    lmforge.fill("runs/tiny", "The [MASK] returns None.", choices=["function", "river"])
+    lmforge.evaluate_tasks("runs/tiny", "builtin")   # cloze accuracy with 95% intervals
 """
 
 from importlib import import_module
@@ -18,6 +20,8 @@ from lmforge.errors import LmforgeError
 # Stages load on first use: a data-cleaning worker process should not pay for importing torch.
 _LAZY = {
     "evaluate": ("lmforge.evaluation", "evaluate_run"),
+    "evaluate_tasks": ("lmforge.evaluation", "evaluate_tasks"),
+    "fill": ("lmforge.cloze", "fill"),
     "generate": ("lmforge.generate", "generate"),
     "prepare": ("lmforge.data.pipeline", "prepare"),
     "run": ("lmforge.pipeline", "run"),
@@ -34,4 +38,4 @@ def __getattr__(name: str):
 
 
 __version__ = "0.1.0"
-__all__ = ["Config", "LmforgeError", "evaluate", "generate", "load_config", "prepare", "run", "tokenize", "train"]
+__all__ = ["Config", "LmforgeError", "evaluate", "evaluate_tasks", "fill", "generate", "load_config", "prepare", "run", "tokenize", "train"]

@@ -57,8 +57,9 @@ class MaskedLM:
     the selected positions.
 
     Whole-word masking selects words instead of tokens: a token continues the previous word when
-    its first byte and the previous token's last byte are both word characters (ASCII letters
-    and digits, or any byte of a non-ASCII character). Words are taken in a random order until
+    its first byte is a word character (an ASCII letter or digit, or any byte of a non-ASCII
+    character) and the previous token ends with one or is a lone space (see
+    `tokenizer.vocab_tables`), so " serialization" split as "Ġserial" + "ization" is one word. Words are taken in a random order until
     the next one would pass the budget of round(mask_prob x n) tokens, so a sequence can fall
     short of the budget by less than one word.
     """
@@ -68,22 +69,22 @@ class MaskedLM:
 
     def __init__(self, mask_id: int, special_ids: list[int], vocab_size: int, mask_prob: float = 0.15,
                  replace: float = 0.8, random: float = 0.1, whole_word: bool = False,
-                 starts_word: np.ndarray | None = None, ends_word: np.ndarray | None = None):
+                 starts_word: np.ndarray | None = None, joins_next: np.ndarray | None = None):
         self.mask_id, self.mask_prob, self.replace, self.random = mask_id, mask_prob, replace, random
         self.whole_word = whole_word
         self.is_special = torch.zeros(vocab_size, dtype=torch.bool)
         self.is_special[list(special_ids)] = True
         self.ordinary_ids = torch.nonzero(~self.is_special).squeeze(1)  # random replacements come from here
-        if whole_word and (starts_word is None or ends_word is None):
-            raise ValueError("whole-word masking needs the starts_word and ends_word tables")
+        if whole_word and (starts_word is None or joins_next is None):
+            raise ValueError("whole-word masking needs the starts_word and joins_next tables")
         self.starts_word = torch.as_tensor(starts_word, dtype=torch.bool) if starts_word is not None else None
-        self.ends_word = torch.as_tensor(ends_word, dtype=torch.bool) if ends_word is not None else None
+        self.joins_next = torch.as_tensor(joins_next, dtype=torch.bool) if joins_next is not None else None
 
     def words(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T) ids -> (B, T) index of the word each token belongs to (every token its own
         word unless whole-word masking is on)."""
         if self.whole_word:
-            prev_ends = F.pad(self.ends_word[x[:, :-1]], (1, 0), value=False)
+            prev_ends = F.pad(self.joins_next[x[:, :-1]], (1, 0), value=False)
             continues = self.starts_word[x] & prev_ends & ~self.is_special[x]
         else:
             continues = torch.zeros_like(x, dtype=torch.bool)

@@ -101,9 +101,10 @@ def token_bytes(tok: Tokenizer) -> list[bytes]:
 
 
 def vocab_tables(tok: Tokenizer) -> dict:
-    """What the masked objective needs to know of the vocabulary: the mask and special ids, and
-    whether each token starts / ends with a word character (an ASCII letter or digit, or any byte
-    of a non-ASCII character), for whole-word masking."""
+    """What the masked objective needs to know of the vocabulary: the mask and special ids, and for
+    whole-word masking whether each token starts with a word character (an ASCII letter or digit,
+    or any byte of a non-ASCII character) and whether a word character after it continues its
+    word (it ends with a word character, or it is a lone space: " json" may be "Ġ" + "json")."""
     def word_byte(b: int) -> bool:
         return b >= 0x80 or chr(b).isalnum()
 
@@ -113,7 +114,7 @@ def vocab_tables(tok: Tokenizer) -> dict:
         "special_ids": [tok.token_to_id(t) for t in SPECIAL_TOKENS if tok.token_to_id(t) is not None],
         "vocab_size": len(pieces),
         "starts_word": np.array([bool(p) and word_byte(p[0]) for p in pieces]),
-        "ends_word": np.array([bool(p) and word_byte(p[-1]) for p in pieces]),
+        "joins_next": np.array([bool(p) and (word_byte(p[-1]) or p == b" ") for p in pieces]),
     }
 
 
