@@ -193,7 +193,7 @@ def _fill(args: argparse.Namespace) -> int:
            "masked-pll": "masked model: pseudo-log-likelihood, one mask per choice token",
            "causal-sentence": "causal model: log-likelihood of the whole completed sentence"}[result["scoring"]]
     if "shortlist" in result:
-        how += f" (for the {result['shortlist']} likeliest next tokens after the text before the blank)"
+        how += f", for the {result['shortlist']} likeliest next tokens after the text before the blank"
     print(f"scoring: {result['scoring']} ({how})" + (" [text trimmed to the model's context]" if result["truncated"] else ""))
     shown = [json.dumps(c["text"], ensure_ascii=False) for c in result["candidates"]]  # quoted: spaces show
     width = max(map(len, shown))
