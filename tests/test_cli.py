@@ -63,6 +63,9 @@ def test_run_whole_pipeline_then_skips_finished_stages(tmp_path, corpus_dir):
         assert (tmp_path / "r" / "inspect" / name).stat().st_size > 1000
     report = json.loads((tmp_path / "r" / "prepared" / "report.json").read_text())
     assert report["documents_in"] == report["documents_kept"] + report["documents_rejected"]
+    assert "cloze: accuracy" in first.stdout  # the built-in cloze tasks, recorded in the summary
+    cloze = json.loads((tmp_path / "r" / "summary.json").read_text())["cloze"]
+    assert cloze["tasks"] >= 150 and 0 <= cloze["accuracy_ci95"][0] <= cloze["accuracy"] <= cloze["accuracy_ci95"][1]
     again = lmforge(*args)
     assert again.returncode == 0, again.stderr
     assert "already trained, skipping training" in again.stdout

@@ -70,9 +70,10 @@ def _weights(run):
     return load_file(str(latest_checkpoint(run) / "model.safetensors"))
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_resume_is_bit_identical(tmp_path, tokens_dir, optimizer):
-    over = tiny_overrides(**{"train.max_steps": 24, "train.optimizer": optimizer, "train.checkpoint_interval": 5})
+@pytest.mark.parametrize("optimizer,objective", [("adamw", "causal"), ("muon", "causal"), ("adamw", "masked")])
+def test_resume_is_bit_identical(tmp_path, tokens_dir, optimizer, objective):
+    over = tiny_overrides(**{"train.max_steps": 24, "train.optimizer": optimizer, "train.checkpoint_interval": 5,
+                             "train.objective": objective, "train.whole_word_mask": objective == "masked"})
     straight = load_config("tiny", overrides=over + [f"run.out={tmp_path / 'a'}"])
     trained(straight, tokens=tokens_dir)
     split = load_config("tiny", overrides=over + [f"run.out={tmp_path / 'b'}"])

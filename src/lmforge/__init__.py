@@ -9,6 +9,8 @@ Every stage is a function over files on disk; the CLI (`lmforge ...`) is a thin 
     lmforge.evaluate("runs/tiny")                # {"val_loss", "perplexity", "bits_per_byte", ...}
     lmforge.generate("runs/tiny", "def ")
     lmforge.inspect("runs/tiny").neighbours("file")   # word vectors, logit lens, attention (lmforge.inspection)
+    lmforge.fill("runs/tiny", "The [MASK] returns None.", choices=["function", "river"])
+    lmforge.evaluate_tasks("runs/tiny", "builtin")   # cloze accuracy with 95% intervals
 """
 
 from importlib import import_module
@@ -19,6 +21,8 @@ from lmforge.errors import LmforgeError
 # Stages load on first use: a data-cleaning worker process should not pay for importing torch.
 _LAZY = {
     "evaluate": ("lmforge.evaluation", "evaluate_run"),
+    "evaluate_tasks": ("lmforge.evaluation", "evaluate_tasks"),
+    "fill": ("lmforge.cloze", "fill"),
     "generate": ("lmforge.generate", "generate"),
     "inspect": ("lmforge.inspection", "Inspector"),
     "prepare": ("lmforge.data.pipeline", "prepare"),
@@ -36,4 +40,5 @@ def __getattr__(name: str):
 
 
 __version__ = "0.1.0"
-__all__ = ["Config", "LmforgeError", "evaluate", "generate", "inspect", "load_config", "prepare", "run", "tokenize", "train"]
+__all__ = ["Config", "LmforgeError", "evaluate", "evaluate_tasks", "fill", "generate", "inspect", "load_config",
+           "prepare", "run", "tokenize", "train"]

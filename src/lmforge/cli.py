@@ -29,7 +29,7 @@ def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny"
 def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | None = None) -> Config:
     overrides = list(args.overrides)
     for flag, key in (("max_steps", "train.max_steps"), ("seed", "train.seed"), ("threads", "train.threads"),
-                      ("device", "train.device"), ("workers", "prepare.workers")):
+                      ("device", "train.device"), ("workers", "prepare.workers"), ("objective", "train.objective")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -149,6 +149,59 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _objective_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--objective", choices=["causal", "masked"],
+                   help="train.objective: causal (next token) or masked (missing tokens, bidirectional)")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import lmforge
+
+    if args.tasks:
+        result = lmforge.evaluate_tasks(args.run_dir, args.tasks, device=args.device)
+        if args.json:
+            print(json.dumps(result))
+            return 0
+        lo, hi = result["accuracy_ci95"]
+        nlo, nhi = result["accuracy_norm_ci95"]
+        print(f"{result['tasks_file']}: {result['tasks']} tasks, {result['model']} model, scoring {result['scoring']}\n"
+              f"  accuracy            {result['accuracy']:.3f}  (95% CI {lo:.3f}-{hi:.3f})\n"
+              f"  accuracy per byte   {result['accuracy_norm']:.3f}  (95% CI {nlo:.3f}-{nhi:.3f})\n"
+              f"  chance              {result['chance']:.3f}")
+        return 0
+    result = lmforge.evaluate(args.run_dir, max_tokens=args.max_tokens, device=args.device, objective=args.objective)
+    if args.json:
+        print(json.dumps(result))
+    elif result["objective"] == "masked":
+        print(f"{args.run_dir}: masked-token loss {result['val_loss']:.4f}, accuracy {result['accuracy']:.4f}, "
+              f"perplexity {result['perplexity']:.2f} ({result['tokens']:,} masked tokens, {result['checkpoint']})")
+    else:
+        print(f"{args.run_dir}: val loss {result['val_loss']:.4f}, perplexity {result['perplexity']:.2f}, "
+              f"{result['bits_per_byte']:.4f} bits per byte ({result['tokens']:,} tokens, {result['checkpoint']})")
+    return 0
+
+
+def _fill(args: argparse.Namespace) -> int:
+    import lmforge
+
+    choices = [c.strip() for c in args.choices.split(",")] if args.choices is not None else None
+    result = lmforge.fill(args.run_dir, args.text, choices, args.top_k, args.device)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    how = {"masked-token": "masked model: probability of each single token at the blank",
+           "masked-pll": "masked model: pseudo-log-likelihood, one mask per choice token",
+           "causal-sentence": "causal model: log-likelihood of the whole completed sentence"}[result["scoring"]]
+    if "shortlist" in result:
+        how += f", for the {result['shortlist']} likeliest next tokens after the text before the blank"
+    print(f"scoring: {result['scoring']} ({how})" + (" [text trimmed to the model's context]" if result["truncated"] else ""))
+    shown = [json.dumps(c["text"], ensure_ascii=False) for c in result["candidates"]]  # quoted: spaces show
+    width = max(map(len, shown))
+    for text, c in zip(shown, result["candidates"]):
+        print(f"  {text:<{width}}  {100 * c['probability']:6.2f}%  log-prob {c['score']:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmforge", description="Train language models from raw text, end to end.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole pipeline: tokenize, train, evaluate, sample (built-in corpus by default)")
     p.add_argument("sources", nargs="*", help="files, folders or globs (default: the built-in corpus)")
     p.add_argument("--out", help="run folder (default: run.out of the preset, runs/tiny)")
+    _objective_arg(p)
     _config_args(p)
 
     p = sub.add_parser("prepare", help="clean sources: repair, filter, redact, deduplicate (nothing lost)")
@@ -174,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="stop after STEP with a checkpoint (resume later)")
+    _objective_arg(p)
     _config_args(p)
 
     p = sub.add_parser("estimate", help="FLOPs, time, cost, energy, CO2 and memory of a training run (or a KV cache)")
@@ -198,9 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     _hardware_args(p)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("eval", help="validation loss, perplexity and bits per byte of a run")
+    p = sub.add_parser("eval", help="validation loss, perplexity and bits per byte of a run; cloze tasks")
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--tasks", metavar="FILE.jsonl",
+                   help='multiple-choice cloze tasks {"context": "... [MASK] ...", "choices": [...], "answer": i} '
+                        "per line, or builtin (the file shipped with lmforge)")
+    p.add_argument("--objective", choices=["causal", "masked"],
+                   help="insist on this objective: masked = masked-token loss and accuracy (a masked run only)")
     p.add_argument("--max-tokens", type=int, default=0, help="evaluate at most this many tokens (0 = all)")
     p.add_argument("--device", default="cpu")
 
@@ -212,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("fill", help="fill the [MASK] in TEXT: the likeliest fillers, or rank --choices")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("text", metavar="TEXT", help='a text with one [MASK], e.g. "the next [MASK] in a sentence"')
+    p.add_argument("--choices", help="comma-separated fillers to rank (multi-token ones are scored whole)")
+    p.add_argument("--top-k", type=int, default=10, help="fillers to show without --choices")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("inspect", help="look inside a run: word neighbours, maps, logit lens, attention, sentences")
@@ -315,12 +383,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "plan":
         return _plan(args)
     elif args.command == "eval":
-        result = lmforge.evaluate(args.run_dir, max_tokens=args.max_tokens, device=args.device)
-        if args.json:
-            print(json.dumps(result))
-        else:
-            print(f"{args.run_dir}: val loss {result['val_loss']:.4f}, perplexity {result['perplexity']:.2f}, "
-                  f"{result['bits_per_byte']:.4f} bits per byte ({result['tokens']:,} tokens, {result['checkpoint']})")
+        return _eval(args)
+    elif args.command == "fill":
+        return _fill(args)
     elif args.command == "inspect":
         return _inspect(args)
     elif args.command == "generate":

@@ -65,7 +65,11 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    objective: str = "causal"
+    objective: str = "causal"  # causal (next token) | masked (missing tokens, bidirectional attention)
+    mask_prob: float = 0.15  # masked: share of each sequence's tokens selected as targets
+    mask_replace: float = 0.8  # masked: of those, share replaced by <|mask|>...
+    mask_random: float = 0.1  # ...and by a random token (the rest stay as they are)
+    whole_word_mask: bool = False  # masked: select whole words, not single tokens
     batch_size: int = 16  # sequences per micro-batch (per rank)
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int = 1000
@@ -217,7 +221,7 @@ class Config:
 
 
 CHOICES = {
-    "train.objective": ("causal",),
+    "train.objective": ("causal", "masked"),
     "train.optimizer": ("adamw", "muon"),
     "train.schedule": ("cosine", "wsd", "constant"),
     "train.dtype": ("auto", "float32", "bfloat16"),
@@ -261,6 +265,11 @@ def _validate(cfg: Config) -> None:
     _check(t.muon_lr > 0, "train.muon_lr", t.muon_lr, "must be > 0")
     _check(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "must be in [0, 1]")
     _check(0 < t.decay_fraction <= 1, "train.decay_fraction", t.decay_fraction, "must be in (0, 1]")
+    _check(0 < t.mask_prob <= 1, "train.mask_prob", t.mask_prob, "must be in (0, 1]")
+    for key, value in (("train.mask_replace", t.mask_replace), ("train.mask_random", t.mask_random)):
+        _check(0 <= value <= 1, key, value, "must be in [0, 1]")
+    _check(t.mask_replace + t.mask_random <= 1, "train.mask_random", t.mask_random,
+           f"train.mask_replace + train.mask_random must be <= 1 (mask_replace is {t.mask_replace})")
     _check(0 <= t.beta1 < 1, "train.beta1", t.beta1, "must be in [0, 1)")
     _check(0 <= t.beta2 < 1, "train.beta2", t.beta2, "must be in [0, 1)")
     _check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in (0, 1)")

@@ -8,7 +8,7 @@ import torch
 
 from lmforge.model import GPT, KVCache
 from lmforge.tokenizer import EOT
-from lmforge.training.checkpoint import load_run
+from lmforge.training.checkpoint import load_run, require_objective
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -64,6 +64,7 @@ def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int, temperature
 
 def generate(run_dir: str | Path, prompt: str, max_tokens: int = 100, temperature: float = 0.8, top_k: int = 50,
              top_p: float = 1.0, seed: int = 0, device: str = "cpu") -> str:
+    require_objective(run_dir, "causal", "generate")
     model, tok, _ = load_run(run_dir, device)
     ids = tok.encode(prompt, add_special_tokens=False).ids
     eot = tok.token_to_id(EOT)

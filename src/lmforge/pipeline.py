@@ -1,6 +1,7 @@
 """`lmforge run`: the whole pipeline on one config, skipping stages whose output is complete.
 
     sources -> RUN/prepared/ (clean) -> RUN/tokens/ (tokenize) -> RUN/ (train, checkpoints) -> eval -> samples
+            -> accuracy on the built-in cloze tasks (summary.json "cloze")
             -> a first look inside (nearest neighbours of a few words, RUN/inspect/map-static.{png,html})
 
 A rerun of the same command finds the tokenized folder complete (its fingerprint matches),
@@ -17,6 +18,7 @@ from typing import Callable
 
 from lmforge.config import Config, read_config
 from lmforge.data.pipeline import prepare
+from lmforge.evaluation import BUILTIN_TASKS, evaluate_tasks
 from lmforge.generate import generate_ids
 from lmforge.tokenizer import EOT
 from lmforge.training.checkpoint import latest_checkpoint, load_run
@@ -47,13 +49,21 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         summary = train(cfg, resume=latest_checkpoint(run_dir) is not None, log=log)
         if not summary.get("complete"):
             return summary
-    summary["samples"] = samples(run_dir, cfg)
-    for text in summary["samples"]:
-        log("sample: " + text.replace("\n", "\n        ") + "\n")
+    if cfg.train.objective == "causal":
+        summary["samples"] = samples(run_dir, cfg)
+        for text in summary["samples"]:
+            log("sample: " + text.replace("\n", "\n        ") + "\n")
+    else:
+        log("run: no samples (a masked model fills blanks rather than continuing text: try lmforge fill)")
+    summary["cloze"] = cloze = evaluate_tasks(run_dir, BUILTIN_TASKS)
+    lo, hi = cloze["accuracy_ci95"]
+    log(f"cloze: accuracy {cloze['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}; per byte {cloze['accuracy_norm']:.3f}, "
+        f"chance {cloze['chance']:.3f}) on {cloze['tasks']} built-in tasks, scoring {cloze['scoring']}")
     summary.update(first_look(run_dir, cfg, log))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     log(f"run: everything is in {run_dir}/ (config.yaml, tokens/, metrics.jsonl, checkpoints/, inspect/, summary.json)")
-    log(f"final: val loss {summary['val_loss']:.4f} nats/token (unigram baseline {summary['unigram_val_loss']:.4f}), "
+    kind = "masked-token " if cfg.train.objective == "masked" else ""
+    log(f"final: {kind}val loss {summary['val_loss']:.4f} nats/token (unigram baseline {summary['unigram_val_loss']:.4f}), "
         f"perplexity {summary['perplexity']:.2f}, {summary['bits_per_byte']:.4f} bits per byte")
     return summary
 

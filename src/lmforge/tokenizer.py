@@ -76,6 +76,48 @@ def token_byte_lengths(tok: Tokenizer) -> np.ndarray:
     return lengths
 
 
+def _byte_level_chars() -> dict[str, int]:
+    """GPT-2's byte-to-character table, inverted: vocabulary character -> the byte it stands for."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def token_bytes(tok: Tokenizer) -> list[bytes]:
+    """The bytes each token id stands for (b"" for special tokens)."""
+    table = _byte_level_chars()
+    out = [b""] * tok.get_vocab_size()
+    special = set(SPECIAL_TOKENS)
+    for token, idx in tok.get_vocab().items():
+        if token not in special:
+            out[idx] = bytes(table[c] for c in token)
+    return out
+
+
+def vocab_tables(tok: Tokenizer) -> dict:
+    """What the masked objective needs to know of the vocabulary: the mask and special ids, and for
+    whole-word masking whether each token starts with a word character (an ASCII letter or digit,
+    or any byte of a non-ASCII character) and whether a word character after it continues its
+    word (it ends with a word character, or it is a lone space: " json" may be "Ġ" + "json")."""
+    def word_byte(b: int) -> bool:
+        return b >= 0x80 or chr(b).isalnum()
+
+    pieces = token_bytes(tok)
+    return {
+        "mask_id": tok.token_to_id(MASK),
+        "special_ids": [tok.token_to_id(t) for t in SPECIAL_TOKENS if tok.token_to_id(t) is not None],
+        "vocab_size": len(pieces),
+        "starts_word": np.array([bool(p) and word_byte(p[0]) for p in pieces]),
+        "joins_next": np.array([bool(p) and (word_byte(p[-1]) or p == b" ") for p in pieces]),
+    }
+
+
 def is_validation(doc_id: str, val_fraction: float) -> bool:
     """Stable split by document: the same id always lands on the same side."""
     h = int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")

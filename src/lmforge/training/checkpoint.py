@@ -176,3 +176,19 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[GPT, "object", P
     model = GPT(cfg)
     load_model_weights(model, ckpt / MODEL_FILE)
     return model.to(device), load_tokenizer(run_dir), ckpt
+
+
+def run_objective(run_dir: str | Path) -> str:
+    """The objective a run was trained with ("causal" or "masked"; config.yaml's train.objective).
+    It decides the attention every reader must use: causal, or bidirectional for "masked"."""
+    path = Path(run_dir) / "config.yaml"
+    return read_config(path).train.objective if path.is_file() else "causal"
+
+
+def require_objective(run_dir: str | Path, wanted: str, feature: str) -> None:
+    """Refuse `feature` on a run trained with another objective, in one line."""
+    have = run_objective(run_dir)
+    if have != wanted:
+        hint = ("train one with --objective masked" if wanted == "masked"
+                else "it reads text left to right, so train one with --objective causal; lmforge fill works with both")
+        raise LmforgeError(f"{run_dir} was trained with the {have} objective: {feature} needs a {wanted} model ({hint})")

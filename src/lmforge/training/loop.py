@@ -31,8 +31,9 @@ from lmforge.config import Config, read_config, save_config, tokens_folder
 from lmforge.errors import LmforgeError
 from lmforge.evaluation import evaluate_loss, unigram_baseline
 from lmforge.model import GPT, GPTConfig
-from lmforge.objectives import IGNORE_INDEX, get_objective
-from lmforge.tokenizer import TOKENIZER_FILE, load_shards, load_tokenizer, read_meta, token_byte_lengths, tokenize_corpus
+from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
+from lmforge.tokenizer import (TOKENIZER_FILE, load_shards, load_tokenizer, read_meta, token_byte_lengths, tokenize_corpus,
+                               vocab_tables)
 from lmforge.training import distributed
 from lmforge.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmforge.training.data import TrainLoader
@@ -122,9 +123,16 @@ class StopFlag:
             signal.signal(sig, old)
 
 
-def train_step(model, objective, windows: list[torch.Tensor], device, amp, dist_info, ddp: bool) -> torch.Tensor:
-    """Forward and backward over the micro-batches of one step; returns the mean loss per target token."""
-    batches = [objective.batch(w.to(device, non_blocking=True)) for w in windows]
+def train_step(model, objective, windows: list[torch.Tensor], device, amp, dist_info, ddp: bool,
+               step: int = 0, seed: int = 0) -> torch.Tensor:
+    """Forward and backward over the micro-batches of one step; returns the mean loss per target token.
+
+    Batches are made on the CPU; a random objective (masking) draws from a generator seeded by
+    (seed, step, rank, micro-batch), so a resumed run draws the same masks."""
+    batches = []
+    for i, w in enumerate(windows):
+        inputs, targets = objective.batch(w, mask_generator(seed, step, dist_info.rank, i))
+        batches.append((inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)))
     n_targets = sum((targets != IGNORE_INDEX).sum() for _, targets in batches).float()
     distributed.all_reduce_sum(n_targets, dist_info)
     # DDP averages gradients over ranks; scaling by world size turns that average back into a sum
@@ -157,6 +165,13 @@ def apply_update(model, optimizers: list[torch.optim.Optimizer], loss: torch.Ten
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     return loss_value
+
+
+def _eval_record(step: int, ev: dict, elapsed: float, objective: str) -> dict:
+    record = {"step": step, "val_loss": ev["val_loss"], "val_bpb": ev["bits_per_byte"], "train_time_s": round(elapsed, 3)}
+    if objective == "masked":
+        record["val_accuracy"] = ev["accuracy"]
+    return record
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
@@ -214,7 +229,7 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
     train_shards, val_shards = load_shards(tokens_dir, "train"), load_shards(tokens_dir, "val")
     loader = TrainLoader(train_shards, mcfg.seq_len, tc.batch_size, tc.seed, dist_info.rank, dist_info.world_size)
     model = GPT(mcfg).to(device)
-    objective = get_objective(tc.objective)
+    objective = build_objective(tc, vocab_tables(tokenizer))
     optimizers = build_optimizers(model, tc, device)
 
     step, tokens_seen, elapsed = 0, 0, 0.0
@@ -242,14 +257,14 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
     flops_per_token = model.flops_per_token()
     peak = peak_flops(device, dtype) * dist_info.world_size
     log_main(
-        f"train: {model.num_params():,} parameters ({mcfg.n_layer} layers, width {mcfg.n_embd}, context {mcfg.seq_len}), "
+        f"train: {tc.objective} objective, {model.num_params():,} parameters ({mcfg.n_layer} layers, width {mcfg.n_embd}, context {mcfg.seq_len}), "
         f"{tokens_per_step:,} tokens/step, {tc.max_steps} steps, device {device}, {dtype}, {threads} threads, "
         f"{dist_info.world_size} process(es); run folder {run_dir}"
     )
 
     def run_eval(max_tokens: int) -> dict:
         return evaluate_loss(model, val_shards, mcfg.seq_len, tc.batch_size, token_bytes, device, amp, max_tokens,
-                             causal=objective.causal_attention)
+                             objective)
 
     def checkpoint(at_step: int) -> None:
         if dist_info.is_main:
@@ -271,7 +286,7 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
             t0 = time.perf_counter()
             set_lr(optimizers, lr_factor(step, tc))
             windows = [loader.next_batch() for _ in range(tc.grad_accum)]
-            loss = train_step(train_model, objective, windows, device, amp, dist_info, dist_info.enabled)
+            loss = train_step(train_model, objective, windows, device, amp, dist_info, dist_info.enabled, step, tc.seed)
             loss_value = apply_update(model, optimizers, loss, tc.grad_clip, step + 1)
             step += 1
             tokens_seen += tokens_per_step
@@ -296,9 +311,10 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
             if tc.eval_interval and step % tc.eval_interval == 0 and step < tc.max_steps:
                 ev = run_eval(tc.eval_tokens)
                 if dist_info.is_main:
-                    _append_jsonl(metrics_path, {"step": step, "val_loss": ev["val_loss"], "val_bpb": ev["bits_per_byte"],
-                                                 "train_time_s": round(elapsed, 3)})
+                    _append_jsonl(metrics_path, _eval_record(step, ev, elapsed, objective.name))
                 msg = f"step {step}: val loss {ev['val_loss']:.4f}, {ev['bits_per_byte']:.4f} bits/byte"
+                if objective.name == "masked":
+                    msg += f", masked-token accuracy {ev['accuracy']:.3f}"
                 (bar.write if bar is not None else log_main)(msg)
             if tc.checkpoint_interval and step % tc.checkpoint_interval == 0 and step < last_stop:
                 checkpoint(step)
@@ -315,8 +331,9 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
     final = run_eval(tc.final_eval_tokens)
     baseline = unigram_baseline(train_shards, val_shards, mcfg.vocab_size, mcfg.seq_len)
     summary = {
+        "objective": tc.objective,
         "val_loss": final["val_loss"], "perplexity": final["perplexity"], "bits_per_byte": final["bits_per_byte"],
-        "val_tokens": final["tokens"], "unigram_val_loss": baseline,
+        "val_accuracy": final["accuracy"], "val_tokens": final["tokens"], "unigram_val_loss": baseline,
         "steps": step, "tokens_trained": tokens_seen, "params": model.num_params(),
         "flops_per_token": flops_per_token, "train_time_s": round(elapsed, 2),
         "tokens_per_s": round(tokens_seen / elapsed, 1) if elapsed else None,
@@ -326,12 +343,13 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
         "run_dir": str(run_dir),
     }
     if dist_info.is_main:
-        _append_jsonl(metrics_path, {"step": step, "val_loss": final["val_loss"], "val_bpb": final["bits_per_byte"],
-                                     "train_time_s": round(elapsed, 3)})
+        _append_jsonl(metrics_path, _eval_record(step, final, elapsed, objective.name))
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     log_main(
         f"train: done in {elapsed:.0f}s ({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}%); "
-        f"val loss {final['val_loss']:.4f} (unigram baseline {baseline:.4f}), {final['bits_per_byte']:.4f} bits/byte"
+        f"{'masked-token ' if objective.name == 'masked' else ''}val loss {final['val_loss']:.4f} "
+        f"(unigram baseline {baseline:.4f}), {final['bits_per_byte']:.4f} bits/byte"
+        + (f", accuracy {final['accuracy']:.3f}" if objective.name == "masked" else "")
     )
     distributed.teardown(dist_info)
     return summary

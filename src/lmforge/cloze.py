@@ -1,0 +1,229 @@
+"""Fill in the blank and multiple choice, for causal and masked models.
+
+The blank is written `[MASK]`, once per text. What a score is (the `scoring` key of the result):
+
+    masked-token     masked model, no choices: the distribution at one <|mask|> put in the blank.
+                     Fillers are single tokens; score = log P(token), probability = P(token).
+    masked-pll       masked model, choices: pseudo-log-likelihood of the choice's tokens (Salazar et
+                     al. 2020, restricted to the filler). The choice's m tokens are put in the blank;
+                     for each j, token j alone is replaced by <|mask|> (the other m-1 and all the
+                     context stay visible) and log P(token j) is read there; score = the sum over j.
+                     One sequence per choice token, so an m-token choice is never scored from a
+                     single mask.
+    causal-sentence  causal model: the log-likelihood of the whole completed sentence, the sum over
+                     its tokens of log P(x_t | x_<t) after a leading <|endoftext|> (training documents
+                     start with one). Without choices, the fillers are the `shortlist` most likely
+                     next tokens after the text before the blank, each scored as a completed sentence
+                     (so the text after the blank counts too); probability is then normalised over
+                     that shortlist.
+
+With choices, `probability` is the softmax of the scores over the choices.
+
+Tokenisation: the text before the blank, the filler and the text after it are encoded separately
+and joined, so every choice is scored against the same context tokens. A space just before the
+blank moves into the filler, because byte-level BPE spells a word in running text with its space
+(" token"). A text longer than the model's context is trimmed from its far ends (the longer side
+first); the result then says `truncated`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.errors import LmforgeError
+from lmforge.tokenizer import EOT, MASK, SPECIAL_TOKENS, token_bytes
+from lmforge.training.checkpoint import load_run, run_objective
+
+MARK = "[MASK]"
+SCORING = {"masked-token", "masked-pll", "causal-sentence"}
+
+
+@dataclass
+class Blank:
+    """A text cut at its blank, in tokens. `prefix` starts with <|endoftext|> when untrimmed."""
+
+    prefix: list[int]
+    suffix: list[int]
+    space: str  # the space taken from before the blank, spelled by every filler
+
+
+@dataclass
+class Scored:
+    text: str
+    score: float  # summed log-probability (nats)
+    tokens: int  # tokens of the filler
+    scored_bytes: int  # UTF-8 bytes of the tokens whose log-probabilities make the score
+    truncated: bool = False
+
+
+class Scorer:
+    """A loaded run and the scoring rules above; reused across many texts (`eval --tasks`)."""
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu"):
+        self.model, self.tok, self.checkpoint = load_run(run_dir, device)
+        self.model.eval()
+        self.objective = run_objective(run_dir)
+        self.device = torch.device(device)
+        self.eot, self.mask = self.tok.token_to_id(EOT), self.tok.token_to_id(MASK)
+        self.special = [i for i in (self.tok.token_to_id(t) for t in SPECIAL_TOKENS) if i is not None]
+        self.bytes = [len(b) for b in token_bytes(self.tok)]
+        self.limit = self.model.cfg.seq_len
+
+    # ---------------------------------------------------------------- text -> tokens
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def blank(self, text: str) -> Blank:
+        before, after = split_blank(text)
+        space = " " if before.endswith(" ") else ""
+        return Blank([self.eot] + self.encode(before[: len(before) - len(space)]), self.encode(after), space)
+
+    def fit(self, blank: Blank, filler_len: int) -> tuple[list[int], list[int], bool]:
+        """Trim the context so prefix + filler + suffix fits the model's context."""
+        room = self.limit - filler_len
+        if room < 0:
+            raise LmforgeError(f"a filler of {filler_len} tokens does not fit the model's context of {self.limit}")
+        prefix, suffix = blank.prefix, blank.suffix
+        excess = len(prefix) + len(suffix) - room
+        if excess <= 0:
+            return prefix, suffix, False
+        # the longer side gives first, until both are equal; then both give alike
+        cut_p = min(max(len(prefix) - len(suffix), 0), excess)
+        cut_s = min(max(len(suffix) - len(prefix), 0), excess)
+        rest = excess - cut_p - cut_s
+        cut_p, cut_s = cut_p + (rest + 1) // 2, cut_s + rest // 2
+        return prefix[cut_p:], suffix[: len(suffix) - cut_s], True
+
+    # ---------------------------------------------------------------- the model
+
+    @torch.no_grad()
+    def log_probs(self, rows: list[list[int]]) -> list[torch.Tensor]:
+        """Each row (T,) -> (T, V) log-probabilities; rows of one length share a forward pass."""
+        out: list[torch.Tensor | None] = [None] * len(rows)
+        by_len: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):
+            by_len.setdefault(len(r), []).append(i)
+        causal = self.objective == "causal"
+        for idx in by_len.values():
+            x = torch.tensor([rows[i] for i in idx], dtype=torch.long, device=self.device)  # (B, T)
+            logp = F.log_softmax(self.model(x, causal=causal).float(), dim=-1).cpu()  # (B, T, V)
+            for j, i in enumerate(idx):
+                out[i] = logp[j]
+        return out
+
+    # ---------------------------------------------------------------- scoring
+
+    def score_choices(self, text: str, choices: list[str]) -> tuple[str, list[Scored]]:
+        """The scoring's name and one summed log-probability per choice, in the given order."""
+        blank = self.blank(text)
+        check_choices(choices)
+        if self.objective == "masked":
+            return "masked-pll", self._pll(blank, choices)
+        return "causal-sentence", self._sentences(blank, [(c, self.encode(blank.space + c)) for c in choices])
+
+    def _pll(self, blank: Blank, choices: list[str]) -> list[Scored]:
+        rows, spans = [], []
+        for c in choices:
+            filler = self.encode(blank.space + c)
+            prefix, suffix, cut = self.fit(blank, len(filler))
+            seq, start = prefix + filler + suffix, len(prefix)
+            spans.append((len(rows), start, filler, cut))
+            for j in range(len(filler)):  # one mask per choice token, in turn
+                rows.append(seq[:start + j] + [self.mask] + seq[start + j + 1:])
+        logps = self.log_probs(rows)
+        out = []
+        for c, (first, start, filler, cut) in zip(choices, spans):
+            score = sum(logps[first + j][start + j, t].item() for j, t in enumerate(filler))
+            out.append(Scored(c, score, len(filler), sum(self.bytes[t] for t in filler), cut))
+        return out
+
+    def _sentences(self, blank: Blank, fillers: list[tuple[str, list[int]]]) -> list[Scored]:
+        seqs, cuts = [], []
+        for _, filler in fillers:
+            prefix, suffix, cut = self.fit(blank, len(filler))
+            seqs.append(prefix + filler + suffix)
+            cuts.append(cut)
+        logps = self.log_probs([s[:-1] for s in seqs])
+        out = []
+        for (text, filler), seq, logp, cut in zip(fillers, seqs, logps, cuts):
+            targets = torch.tensor(seq[1:])
+            score = logp.gather(1, targets[:, None]).sum().item()  # every token after the first
+            out.append(Scored(text, score, len(filler), sum(self.bytes[t] for t in seq[1:]), cut))
+        return out
+
+    def top_fillers(self, text: str, top_k: int) -> tuple[str, list[dict], dict]:
+        """The most likely single-token fillers, best first, and notes on how they were found."""
+        blank = self.blank(text)
+        if self.objective == "masked":
+            prefix, suffix, cut = self.fit(blank, 1)
+            logp = self.log_probs([prefix + [self.mask] + suffix])[0][len(prefix)]  # (V,)
+            logp[self.special] = float("-inf")  # never offer <|mask|> or <|endoftext|> as a word
+            values, ids = logp.topk(min(top_k, logp.numel() - len(self.special)))
+            cands = [{"text": self._shown(blank, i), "score": v, "probability": math.exp(v)}
+                     for v, i in zip(values.tolist(), ids.tolist())]
+            return "masked-token", cands, {"truncated": cut}
+        shortlist = max(50, 5 * top_k)
+        prefix, _, _ = self.fit(blank, 1)
+        nxt = self.log_probs([prefix])[0][-1]  # (V,) next token after the text before the blank
+        nxt[self.special] = float("-inf")
+        ids = nxt.topk(min(shortlist, nxt.numel() - len(self.special))).indices.tolist()
+        scored = self._sentences(blank, [(self._shown(blank, i), [i]) for i in ids])
+        cands = rank(scored)[:top_k]
+        return "causal-sentence", cands, {"shortlist": len(ids), "truncated": any(s.truncated for s in scored)}
+
+    def _shown(self, blank: Blank, token: int) -> str:
+        text = self.tok.decode([token])
+        return text[len(blank.space):] if blank.space and text.startswith(blank.space) else text
+
+
+def split_blank(text: str) -> tuple[str, str]:
+    """'a [MASK] b' -> ('a ', ' b'); exactly one blank is supported."""
+    count = text.count(MARK)
+    if count == 0:
+        raise LmforgeError(f"the text has no blank: write {MARK} where the missing word goes")
+    if count > 1:
+        raise LmforgeError(f"the text has {count} blanks ({MARK}); one per text is supported: fill them one at a time")
+    before, _, after = text.partition(MARK)
+    return before, after
+
+
+def check_choices(choices: list[str]) -> None:
+    if not choices:
+        raise LmforgeError("no choices given: pass --choices a,b,c or leave it out for the top fillers")
+    for i, c in enumerate(choices):
+        if not c.strip():
+            raise LmforgeError(f"choice {i + 1} is empty: every choice needs text (e.g. --choices Label,Model)")
+        if MARK in c:
+            raise LmforgeError(f"choice {c!r} holds {MARK}: a choice is the text that goes in the blank")
+
+
+def rank(scored: list[Scored]) -> list[dict]:
+    """Best first, with `probability` the softmax of the scores over these candidates."""
+    top = max(s.score for s in scored)
+    z = sum(math.exp(s.score - top) for s in scored)
+    out = [{"text": s.text, "score": s.score, "probability": math.exp(s.score - top) / z, "tokens": s.tokens}
+           for s in scored]
+    return sorted(out, key=lambda c: -c["score"])
+
+
+def fill(run_dir: str | Path, text: str, choices: list[str] | None = None, top_k: int = 10,
+         device: str = "cpu") -> dict:
+    """`lmforge fill`: rank `choices` for the blank in `text`, or find the `top_k` likeliest fillers."""
+    if choices is None and top_k < 1:
+        raise LmforgeError(f"--top-k {top_k}: must be >= 1")
+    split_blank(text)  # a text without its blank fails before the model loads
+    if choices is not None:
+        check_choices(choices)
+    scorer = Scorer(run_dir, device)
+    if choices is not None:
+        scoring, scored = scorer.score_choices(text, choices)
+        return {"scoring": scoring, "model": scorer.objective, "text": text, "candidates": rank(scored),
+                "truncated": any(s.truncated for s in scored)}
+    scoring, cands, notes = scorer.top_fillers(text, top_k)
+    return {"scoring": scoring, "model": scorer.objective, "text": text, "candidates": cands, **notes}

@@ -1,0 +1,226 @@
+"""Fill in the blank, multiple choice and cloze tasks, for masked and causal models.
+
+Both models train on one synthetic corpus that makes every blank certain: documents walk a cycle
+of 40 words from a random start, so each word is fixed by its neighbours (the cycle is longer
+than the 32-token context, so copying the same word from one period away is not a shortcut).
+"""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from conftest import WORDS, tiny_overrides
+from lmforge import cli
+from lmforge.cloze import Scorer, fill
+from lmforge.config import load_config
+from lmforge.evaluation import evaluate_run, evaluate_tasks, read_tasks, wilson_interval
+from lmforge.tokenizer import tokenize_corpus
+from lmforge.training.loop import train
+
+CYCLE = list(dict.fromkeys(w for w in WORDS if len(w) >= 4))[:40]
+N = len(CYCLE)
+
+
+def word(i: int) -> str:
+    return CYCLE[i % N]
+
+
+def query(i: int, blank: str = "[MASK]") -> str:
+    """Three words either side of word i, with word i blanked."""
+    return " ".join([word(i - 3), word(i - 2), word(i - 1), blank, word(i + 1), word(i + 2), word(i + 3)])
+
+
+def options(i: int, rng: random.Random) -> tuple[list[str], int]:
+    choices = [word(i)] + rng.sample([w for w in CYCLE if w != word(i)], 3)
+    rng.shuffle(choices)
+    return choices, choices.index(word(i))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cloze")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    rng = random.Random(0)
+    for d in range(60):
+        start = rng.randrange(N)
+        (corpus / f"d{d}.txt").write_text(" ".join(word(start + i) for i in range(200)) + "\n")
+    over = tiny_overrides(**{"model.n_embd": 64, "train.max_steps": 250, "train.batch_size": 16, "train.lr": 3e-3,
+                             "train.warmup_steps": 10, "train.final_eval_tokens": 0})
+    cfg = load_config("tiny", overrides=over)
+    cfg.data.sources = [str(corpus)]
+    tokens = root / "tokens"
+    tokenize_corpus(cfg.data, cfg.tokenizer, tokens, log=lambda *_: None)
+    # the masked model through the command line's --objective flag, the causal one through the API
+    args = ["train", "--data", str(tokens), "--out", str(root / "masked"), "--objective", "masked", "--no-progress"]
+    assert cli.main(args + [a for o in over for a in ("--set", o)]) == 0
+    train(load_config("tiny", overrides=over + [f"run.out={root / 'causal'}"]), data=[str(tokens)],
+          log=lambda *_: None)
+    return {"masked": root / "masked", "causal": root / "causal", "root": root}
+
+
+def test_masked_model_learns_the_fill_in_pattern(runs):
+    run = runs["masked"]
+    assert "objective: masked" in (run / "config.yaml").read_text()
+    assert json.loads((run / "summary.json").read_text())["objective"] == "masked"
+    val = evaluate_run(run)
+    assert val["objective"] == "masked" and val["accuracy"] > 0.9, val  # 0.96 measured; window edges are harder
+    right = 0
+    for i in range(N):
+        result = fill(run, query(i), top_k=3)
+        assert result["scoring"] == "masked-token" and len(result["candidates"]) == 3
+        right += result["candidates"][0]["text"] == word(i)
+    assert right / N > 0.95, f"{right}/{N}"
+
+
+@pytest.mark.parametrize("kind", ["masked", "causal"])
+def test_choices_rank_the_certain_answer_first(runs, kind, capsys):
+    rng = random.Random(1)
+    for i in range(0, N, 4):
+        choices, answer = options(i, rng)
+        result = fill(runs[kind], query(i), choices)
+        assert result["scoring"] == {"masked": "masked-pll", "causal": "causal-sentence"}[kind]
+        assert result["candidates"][0]["text"] == choices[answer], result
+    # the command line: --json, best first, probabilities normalised over the choices
+    assert cli.main(["fill", str(runs[kind]), query(7), "--choices", ",".join(options(7, rng)[0]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    scores = [c["score"] for c in out["candidates"]]
+    assert out["candidates"][0]["text"] == word(7) and scores == sorted(scores, reverse=True)
+    assert sum(c["probability"] for c in out["candidates"]) == pytest.approx(1.0)
+    assert out["candidates"][0]["probability"] > 0.9
+    # and the plain output names the scoring
+    assert cli.main(["fill", str(runs[kind]), query(3), "--top-k", "2"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("scoring: ") and f'"{word(3)}"' in text.splitlines()[1]
+
+
+def test_causal_top_fillers_are_completed_sentences(runs):
+    result = fill(runs["causal"], query(11), top_k=5)
+    assert result["scoring"] == "causal-sentence" and result["shortlist"] == 50
+    assert result["candidates"][0]["text"] == word(11)
+    assert [c["score"] for c in result["candidates"]] == sorted((c["score"] for c in result["candidates"]), reverse=True)
+
+
+def test_multi_token_choices_are_scored_as_documented(runs):
+    """Two blanked words as one choice: masked = pseudo-log-likelihood with one <|mask|> per
+    choice token in turn; causal = log-likelihood of the whole completed sentence."""
+    text = " ".join([word(2), word(3), word(4), "[MASK]", word(7), word(8)])
+    right, wrong = f"{word(5)} {word(6)}", f"{word(6)} {word(5)}"
+    for kind in ("masked", "causal"):
+        scorer = Scorer(runs[kind])
+        enc = lambda s: scorer.tok.encode(s, add_special_tokens=False).ids  # noqa: E731
+        prefix = [scorer.eot] + enc(" ".join([word(2), word(3), word(4)]))
+        filler, suffix = enc(" " + right), enc(" " + " ".join([word(7), word(8)]))
+        assert len(filler) == 2
+        seq = prefix + filler + suffix
+        with torch.no_grad():
+            if kind == "masked":
+                manual = 0.0
+                for j, t in enumerate(filler):
+                    row = list(seq)
+                    row[len(prefix) + j] = scorer.mask
+                    logp = torch.log_softmax(scorer.model(torch.tensor([row]), causal=False)[0], -1)
+                    manual += logp[len(prefix) + j, t].item()
+            else:
+                logp = torch.log_softmax(scorer.model(torch.tensor([seq[:-1]]))[0], -1)
+                manual = sum(logp[t, seq[t + 1]].item() for t in range(len(seq) - 1))
+        result = fill(runs[kind], text, [wrong, right, f"{word(5)} {word(12)}"])  # same length: raw sums compare
+        by_text = {c["text"]: c for c in result["candidates"]}
+        assert by_text[right]["score"] == pytest.approx(manual, abs=1e-4)
+        assert by_text[right]["tokens"] == 2
+        assert result["candidates"][0]["text"] == right, result
+
+
+def write_tasks(path, n=20, seed=2):
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        choices, answer = options(i, rng)
+        lines.append(json.dumps({"context": query(i), "choices": choices, "answer": answer}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["masked", "causal"])
+def test_eval_tasks_reports_accuracy_with_intervals(runs, kind, tmp_path, capsys):
+    tasks = write_tasks(tmp_path / "tasks.jsonl")
+    result = evaluate_tasks(runs[kind], tasks)
+    assert result["tasks"] == 20 and result["model"] == kind
+    assert result["scoring"] == {"masked": "masked-pll", "causal": "causal-sentence"}[kind]
+    assert result["accuracy"] >= 0.95 and result["accuracy_norm"] >= 0.95
+    right = round(result["accuracy"] * 20)
+    assert result["accuracy_ci95"] == pytest.approx(list(wilson_interval(right, 20)))
+    assert result["chance"] == pytest.approx(0.25)
+    assert cli.main(["eval", str(runs[kind]), "--tasks", str(tasks)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy per byte" in out and "95% CI" in out
+
+
+def test_wilson_interval_matches_published_values():
+    # Newcombe (1998), method 3: 81/263 -> 0.2553-0.3662; 15/148 -> 0.0624-0.1605
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson_interval(15, 148) == pytest.approx((0.0624, 0.1605), abs=1e-4)
+    assert wilson_interval(0, 10)[0] == pytest.approx(0.0) and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert wilson_interval(10, 10)[0] == pytest.approx(0.7225, abs=1e-4)
+
+
+def test_masked_eval_reports_masked_token_loss_and_accuracy(runs, capsys):
+    assert cli.main(["eval", str(runs["masked"]), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert cli.main(["eval", str(runs["masked"]), "--objective", "masked", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == first  # masks drawn with a fixed seed
+    causal = evaluate_run(runs["causal"])
+    # round(15%) of each 32-token window's ordinary tokens (boundary tokens are never masked) are targets
+    rows = causal["tokens"] // 32
+    assert abs(first["tokens"] - 0.15 * causal["tokens"]) <= 0.5 * rows + 1
+    assert math.isfinite(first["val_loss"]) and 0.95 < first["accuracy"] <= 1.0
+    assert cli.main(["eval", str(runs["masked"])]) == 0
+    assert "masked-token loss" in capsys.readouterr().out
+
+
+def test_builtin_tasks_ship_with_lmforge(runs):
+    tasks = read_tasks("builtin")
+    assert len(tasks) >= 150
+    assert all(t["context"].count("[MASK]") == 1 and len(t["choices"]) == 4 for t in tasks)
+    answers = [t["answer"] for t in tasks]
+    assert max(answers.count(a) for a in range(4)) < 0.35 * len(tasks)  # the right slot is not a giveaway
+    result = evaluate_tasks(runs["causal"], "builtin")
+    assert result["tasks"] == len(tasks) and 0 <= result["accuracy"] <= 1
+    assert result["truncated"] > 0  # the 32-token test model cannot hold every sentence: trimmed, not refused
+
+
+def user_error(capsys, args, *words):
+    assert cli.main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lmforge: error:"), lines
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_bad_input_is_one_clear_line(runs, tmp_path, capsys):
+    masked, causal = str(runs["masked"]), str(runs["causal"])
+    user_error(capsys, ["fill", masked, "no blank here"], "no blank", "[MASK]")
+    user_error(capsys, ["fill", causal, "[MASK] and [MASK]"], "2 blanks", "one per text")
+    user_error(capsys, ["fill", masked, query(1), "--choices", f"{word(1)},,{word(2)}"], "choice 2 is empty")
+    user_error(capsys, ["fill", masked, query(1), "--top-k", "0"], "--top-k")
+    user_error(capsys, ["eval", causal, "--objective", "masked"], "causal objective", "masked-token evaluation",
+               "--objective masked")
+    user_error(capsys, ["generate", masked, "hello"], "masked objective", "generate")
+    user_error(capsys, ["fill", str(tmp_path / "nowhere"), query(1)], "does not exist")
+    good = json.dumps({"context": query(1), "choices": [word(1), word(2)], "answer": 0})
+    bad_lines = {
+        "not json": "not valid JSON",
+        json.dumps({"context": "no blank", "choices": ["a", "b"], "answer": 0}): "no blank",
+        json.dumps({"context": query(1), "choices": ["a", ""], "answer": 0}): "choice 2 is empty",
+        json.dumps({"context": query(1), "choices": ["a", "b"], "answer": 2}): '"answer"',
+        json.dumps({"context": query(1), "choices": ["a"], "answer": 0}): "at least two",
+        json.dumps({"context": query(1), "answer": 0}): '"choices"',
+    }
+    for i, (line, words) in enumerate(bad_lines.items()):
+        path = tmp_path / f"bad{i}.jsonl"
+        path.write_text(good + "\n\n" + line + "\n")
+        user_error(capsys, ["eval", causal, "--tasks", str(path)], f"bad{i}.jsonl:3:", words)
+    user_error(capsys, ["eval", causal, "--tasks", str(tmp_path / "missing.jsonl")], "not found")
