@@ -118,3 +118,17 @@ def test_estimate_from_a_measured_run(trained_run):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["mfu"] == summary["mfu"] and out["days"] > 0
+
+
+def test_python_api_names_stay_functions_after_every_submodule_is_imported():
+    """`lmforge.generate` etc. load lazily; a submodule of the same name would replace them on import."""
+    import importlib
+    import pkgutil
+
+    import lmforge
+
+    for module in pkgutil.walk_packages(lmforge.__path__, "lmforge."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+    for name in lmforge._LAZY:
+        assert callable(getattr(lmforge, name)) and not isinstance(getattr(lmforge, name), type(lmforge)), name

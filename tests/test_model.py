@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lmforge.generate import generate_ids, sample_next
+from lmforge.sampling import generate_ids, sample_next
 from lmforge.model import GPT, GPTConfig, KVCache
 
 

@@ -3,8 +3,8 @@ import json
 import numpy as np
 
 from lmforge.data.sources import iter_documents
-from lmforge.tokenizer import (EOT, MASK, PAD, is_validation, load_shards, load_tokenizer, read_meta,
-                               token_byte_lengths, train_tokenizer)
+from lmforge.tokenizer import (EOT, MASK, PAD, is_validation, load_shards, load_tokenizer, read_meta, source_prefixes,
+                               split_key, token_byte_lengths, tokenize_corpus, train_tokenizer)
 
 SAMPLES = ["Hello, world!", "def f(x):\n    return x ** 2\n", "naïve café — 東京 🚀", "  spaces\t\ttabs\n\n"]
 
@@ -36,7 +36,8 @@ def test_shards_hold_every_document_once_with_a_boundary(tokens_dir, corpus_dir)
     for s in splits:
         assert len(splits[s]) == meta["splits"][s]["tokens"]
     # the train stream decodes back to the train documents, in order
-    train_docs = [d.text for d in docs if not is_validation(d.id, 0.1)]
+    prefixes = source_prefixes([str(corpus_dir)])
+    train_docs = [d.text for d in docs if not is_validation(split_key(d.id, prefixes), 0.1)]
     decoded = tok.decode(splits["train"].tolist(), skip_special_tokens=False).split(EOT)[1:]
     assert decoded[:5] == train_docs[:5]
     assert meta["bytes_per_token"]["train"] > 1.5
@@ -70,3 +71,22 @@ def test_tokenize_skips_when_complete(tokens_dir, corpus_dir):
     tokenize_corpus(cfg.data, cfg.tokenizer, tokens_dir, log=messages.append)
     assert "skipping" in messages[0] and (tokens_dir / "meta.json").stat().st_mtime_ns == before
     assert json.loads((tokens_dir / "meta.json").read_text())["format"] == "lmforge-tokens-v1"
+
+
+def test_split_is_the_same_wherever_the_corpus_lies(tmp_path, monkeypatch):
+    from lmforge.config import DataConfig, TokenizerConfig
+    from lmforge.tokenizer import load_shards
+
+    texts = {f"d{i:02d}.txt": f"document number {i} " * 20 for i in range(30)}
+    for where in ("a/deep/copy", "b"):
+        (tmp_path / where).mkdir(parents=True)
+        for name, text in texts.items():
+            (tmp_path / where / name).write_text(text)
+    tk = TokenizerConfig(vocab_size=300, train_bytes=0)
+    splits = []
+    for source in (str(tmp_path / "a/deep/copy"), "b"):
+        monkeypatch.chdir(tmp_path)
+        out = tmp_path / f"tok-{len(splits)}"
+        tokenize_corpus(DataConfig(sources=[source], val_fraction=0.3), tk, out, log=lambda *_: None)
+        splits.append([len(s) for s in load_shards(out, "val")] + [len(s) for s in load_shards(out, "train")])
+    assert splits[0] == splits[1]

@@ -23,7 +23,7 @@ _LAZY = {
     "evaluate": ("lmforge.evaluation", "evaluate_run"),
     "evaluate_tasks": ("lmforge.evaluation", "evaluate_tasks"),
     "fill": ("lmforge.cloze", "fill"),
-    "generate": ("lmforge.generate", "generate"),
+    "generate": ("lmforge.sampling", "generate"),
     "inspect": ("lmforge.inspection", "Inspector"),
     "prepare": ("lmforge.data.pipeline", "prepare"),
     "run": ("lmforge.pipeline", "run"),

@@ -19,7 +19,7 @@ from typing import Callable
 from lmforge.config import Config, read_config
 from lmforge.data.pipeline import prepare
 from lmforge.evaluation import BUILTIN_TASKS, evaluate_tasks
-from lmforge.generate import generate_ids
+from lmforge.sampling import generate_ids
 from lmforge.tokenizer import EOT
 from lmforge.training.checkpoint import latest_checkpoint, load_run
 from lmforge.training.loop import check_resumable, train

@@ -124,6 +124,22 @@ def is_validation(doc_id: str, val_fraction: float) -> bool:
     return h / 2**64 < val_fraction
 
 
+def source_prefixes(sources: list[str]) -> list[str]:
+    """The folder part of each source (a folder itself, a file's parent, a glob's fixed part), longest
+    first: a file's document id without it is the same wherever the corpus is copied."""
+    prefixes = set()
+    for source in sources:
+        path = Path(source)
+        magic = next((i for i, part in enumerate(path.parts) if any(c in part for c in "*?[")), None)
+        folder = Path(*path.parts[:magic]) if magic is not None else path if path.is_dir() else path.parent
+        prefixes.add(str(folder).rstrip(os.sep) + os.sep)
+    return sorted(prefixes, key=len, reverse=True)
+
+
+def split_key(doc_id: str, prefixes: list[str]) -> str:
+    return next((doc_id[len(p):] for p in prefixes if doc_id.startswith(p)), doc_id)
+
+
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
@@ -228,6 +244,7 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
     tmp.mkdir(parents=True)
     tok.save(str(tmp / TOKENIZER_FILE))
     writers = {s: ShardWriter(tmp / s, dtype, tk.shard_tokens) for s in ("train", "val")}
+    prefixes = source_prefixes(data.sources)  # the split keys on ids relative to their source folder
     stats = SourceStats()
     for batch in _batched(docs(data.max_bytes, stats), tk.encode_batch_documents):
         encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
@@ -235,7 +252,7 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
             ids = np.empty(len(enc.ids) + 1, dtype=np.int64)
             ids[0] = eot
             ids[1:] = enc.ids
-            split = "val" if is_validation(doc.id, data.val_fraction) else "train"
+            split = "val" if is_validation(split_key(doc.id, prefixes), data.val_fraction) else "train"
             writers[split].write(ids, len(doc.text.encode("utf-8")))
     splits = {s: w.close() for s, w in writers.items()}
     if splits["val"]["documents"] == 0 and splits["train"]["documents"] > 1:
