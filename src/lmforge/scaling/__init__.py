@@ -2,7 +2,7 @@
 
     plan     design a sweep within a FLOP budget (design.py), with a measured wall-clock estimate
     run      train its runs as ordinary lmforge runs on one tokenized folder (runner.py)
-    fit      L(N, D) by Chinchilla's approach 3, IsoFLOP profiles, L(C) (fit.py); fit.json and plots
+    fit      L(N, D) by Chinchilla's approach 3, IsoFLOP profiles, L(C) (fitting.py); fit.json and plots
     predict  the loss at (N, D), or at the compute-optimal point of C, with its interval
     verify   train the target model and compare prediction and measurement
 
@@ -49,7 +49,7 @@ def fit(source: str | Path, bootstrap: int | None = None, out: str | Path | None
         seed: int = 0) -> dict:
     """Fit a sweep folder (writing points.csv, fit.json, plots/ into it) or a CSV of points
     (writing into `out` when given)."""
-    from lmforge.scaling import fit as fitting
+    from lmforge.scaling import fitting
     from lmforge.scaling.runner import SWEEP_FILE, collect_points, load_sweep
 
     source = Path(source)
@@ -78,7 +78,7 @@ def fit(source: str | Path, bootstrap: int | None = None, out: str | Path | None
 
 def predict(source: str | Path, params: float | None = None, tokens: float | None = None,
             flops: float | None = None) -> dict:
-    from lmforge.scaling.fit import load_fit, predict as predict_fit
+    from lmforge.scaling.fitting import load_fit, predict as predict_fit
 
     return predict_fit(load_fit(source), params, tokens, flops)
 
@@ -87,7 +87,7 @@ def verify(sweep_dir: str | Path, params: float | None = None, tokens: float | N
            flops: float | None = None, threads: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Train the target (the family's model nearest N, on D tokens; or the compute-optimal one for C)
     and compare its validation loss with the fit's prediction at the N and D actually trained."""
-    from lmforge.scaling import fit as fitting
+    from lmforge.scaling import fitting
     from lmforge.scaling.runner import train_target
 
     sweep_dir = Path(sweep_dir)

@@ -316,7 +316,7 @@ def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: i
 def collect_points(sweep_dir: str | Path) -> tuple[list[dict], list[dict]]:
     """(params, tokens, flops = 6ND, loss) of every finished run; runs that diverged, ended no better
     than the unigram baseline or are not trained yet come back in the second list with the reason."""
-    from lmforge.scaling.fit import bad_point_reason
+    from lmforge.scaling.fitting import bad_point_reason
 
     sweep_dir = Path(sweep_dir)
     _, sweep = load_sweep(sweep_dir)

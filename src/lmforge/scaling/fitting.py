@@ -78,7 +78,7 @@ def bad_point_reason(point: dict, unigram: float | None = None) -> str | None:
     if not math.isfinite(loss):
         return f"diverged: loss is {loss}"
     if unigram is not None and loss >= unigram:
-        return f"diverged: loss {loss:.4f} is not below the unigram baseline {unigram:.4f}"
+        return f"loss {loss:.4f} is not below the unigram baseline {unigram:.4f} (diverged, or too short to learn)"
     if loss <= 0 or point["params"] <= 0 or point["tokens"] <= 0:
         return "params, tokens and loss must be > 0"
     return None
