@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+from lmforge.scaling.design import make_size
+from lmforge.scaling.runner import load_sweep
 
 
 def lmforge(*args: str) -> str:
@@ -40,10 +41,10 @@ def lmforge(*args: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/scaling_bench", help="sweep folder (reused: a rerun resumes)")
-    ap.add_argument("--budget", default="8e12", help="sweep FLOPs")
-    ap.add_argument("--sizes", default="16,32,48,64", help="widths (depth 4, head size 16)")
-    ap.add_argument("--target-width", type=int, default=64, help="the target model (one of --sizes)")
-    ap.add_argument("--multiple", type=float, default=11.0, help="target compute (6ND) / largest sweep run's")
+    ap.add_argument("--budget", default="8e12", help="sweep FLOPs (a 3 x 3 grid of sizes x tokens)")
+    ap.add_argument("--sizes", default="16,32,48", help="widths (depth 4, head size 16)")
+    ap.add_argument("--target-width", type=int, default=64, help="the target model's width")
+    ap.add_argument("--multiple", type=float, default=10.5, help="target compute (6ND) / largest sweep run's")
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2, help="threads of the target run")
     ap.add_argument("--source", default="builtin", help="corpus (builtin, or e.g. ../shared/data/...)")
@@ -54,8 +55,11 @@ def main() -> None:
     if not (out / "sweep.yaml").is_file():
         lmforge("scale", "plan", "--budget", args.budget, "--sizes", args.sizes, "--parallel", str(args.parallel),
                 "--threads", str(max(1, (os.cpu_count() or 2) // args.parallel)),
-                "--set", f"data.sources=[{args.source}]", "--set", "train.batch_size=8", "--set", "scale.level_ratio=1.7",
-                "--out", str(out))
+                "--set", f"data.sources=[{args.source}]", "--design", "grid", "--points-per-size", "4",
+                # every run >= 800 optimizer steps of 512 tokens and >= 2 tokens per parameter: shorter
+                # runs measure how far the optimizer got, not what the model can learn (docs/LOG.md)
+                "--set", "train.batch_size=4", "--set", "scale.level_ratio=1.6", "--set", "scale.min_steps=800",
+                "--set", "scale.min_tokens_per_param=2", "--out", str(out))
     timings["plan_s"] = time.time() - t0
     t = time.time()
     lmforge("scale", "run", str(out), "--parallel", str(args.parallel), "--interval", "60")
@@ -64,10 +68,10 @@ def main() -> None:
     lmforge("scale", "fit", str(out))
     fit = json.loads((out / "fit.json").read_text())
     timings["fit_s"] = time.time() - t
-    # The target: the sweep's widest model trained on 11x the compute of the largest sweep run, far
-    # past the token counts it saw in the sweep (and short of one epoch of the corpus)
-    params = next(r["params"] for r in yaml.safe_load((out / "sweep.yaml").read_text())["runs"]
-                  if r["knob"] == args.target_width)
+    # The target: a wider model than any in the sweep, on --multiple x the compute of the largest sweep
+    # run (6ND), about one epoch of the built-in corpus
+    cfg, _ = load_sweep(out)
+    params = make_size(cfg, args.target_width, cfg.tokenizer.vocab_size).params
     tokens = args.multiple * fit["largest_flops"] / (6 * params)
     t = time.time()
     result = json.loads(lmforge("scale", "verify", str(out), "--params", str(params), "--tokens", f"{tokens:.0f}",

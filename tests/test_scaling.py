@@ -14,7 +14,7 @@ import yaml
 from lmforge import cost
 from lmforge.cli import main
 from lmforge.scaling import fitting
-from lmforge.scaling.runner import collect_points, load_sweep, run_config, sweep_status
+from lmforge.scaling.runner import collect_points, load_sweep, prepare_sweep_tokens, run_config, sweep_status
 from lmforge.training.loop import train
 
 CHINCHILLA = cost.LAWS["chinchilla"]
@@ -157,7 +157,7 @@ def test_budget_too_small_for_the_smallest_model(corpus_dir, tmp_path, capsys):
 def sweep(corpus_dir, tmp_path_factory):
     """Three widths at one compute level; one run made to diverge, one interrupted halfway."""
     out = tmp_path_factory.mktemp("sweep") / "sw"
-    assert main(["scale", "plan", "--budget", "1.5e10", "--sizes", "16,24,32", "--levels", "1",
+    assert main(["scale", "plan", "--budget", "2.4e10", "--sizes", "16,24,32", "--levels", "1",
                  *sweep_flags(corpus_dir), "--out", str(out)]) == 0
     data = yaml.safe_load((out / "sweep.yaml").read_text())
     assert [r["name"] for r in data["runs"]] == ["width016-c0", "width024-c0", "width032-c0"]
@@ -169,8 +169,9 @@ def sweep(corpus_dir, tmp_path_factory):
 def test_sweep_runs_resumes_and_skips(sweep, capsys):
     cfg, data = load_sweep(sweep)
     first = data["runs"][0]
-    assert first["steps"] > 100 and data["runs"][2]["steps"] >= 100
-    # a sweep killed halfway through its first run: the run's checkpoint at step 60
+    assert first["steps"] > 200 and data["runs"][2]["steps"] >= 80
+    # a sweep killed halfway through its first run: the shared tokens, and the run's checkpoint at step 60
+    prepare_sweep_tokens(cfg, sweep, log=lambda *_: None)
     partial = train(run_config(cfg, sweep, first, threads=1), stop_at=60, log=lambda *_: None)
     assert partial["complete"] is False
     assert [r["state"] for r in sweep_status(sweep)] == ["partial", "pending", "pending"]

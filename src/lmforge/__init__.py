@@ -8,6 +8,7 @@ Every stage is a function over files on disk; the CLI (`lmforge ...`) is a thin 
     summary = lmforge.train(cfg)                 # or lmforge.run(cfg) for the whole pipeline
     lmforge.evaluate("runs/tiny")                # {"val_loss", "perplexity", "bits_per_byte", ...}
     lmforge.generate("runs/tiny", "def ")
+    lmforge.scaling.plan(cfg, 3e13, "sweep"); lmforge.scaling.run("sweep"); lmforge.scaling.fit("sweep")
 """
 
 from importlib import import_module
@@ -21,6 +22,7 @@ _LAZY = {
     "generate": ("lmforge.generate", "generate"),
     "prepare": ("lmforge.data.pipeline", "prepare"),
     "run": ("lmforge.pipeline", "run"),
+    "scaling": ("lmforge.scaling", None),
     "tokenize": ("lmforge.tokenizer", "tokenize_corpus"),
     "train": ("lmforge.training.loop", "train"),
 }
@@ -29,9 +31,10 @@ _LAZY = {
 def __getattr__(name: str):
     if name in _LAZY:
         module, attr = _LAZY[name]
-        return getattr(import_module(module), attr)
+        return import_module(module) if attr is None else getattr(import_module(module), attr)
     raise AttributeError(f"module 'lmforge' has no attribute {name!r}")
 
 
 __version__ = "0.1.0"
-__all__ = ["Config", "LmforgeError", "evaluate", "generate", "load_config", "prepare", "run", "tokenize", "train"]
+__all__ = ["Config", "LmforgeError", "evaluate", "generate", "load_config", "prepare", "run", "scaling", "tokenize",
+           "train"]

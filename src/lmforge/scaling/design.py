@@ -167,9 +167,11 @@ def calibrate(cfg: Config, sizes: list[Size], vocab: int, threads: int, steps: i
     finally:
         torch.set_num_threads(old)
     (f0, t0), (f1, t1) = points[0], points[-1]
-    per_flop = (t1 - t0) / (f1 - f0) if f1 > f0 else t0 / f0
-    per_flop = max(per_flop, 1e-15)
-    fixed = max(0.0, t0 - per_flop * f0)
+    if f1 > f0 and t1 > t0:
+        per_flop = (t1 - t0) / (f1 - f0)
+        fixed = max(0.0, t0 - per_flop * f0)
+    else:  # one size only, or timings swamped by a busy machine: proportional to FLOPs
+        per_flop, fixed = max(t0 / f0, t1 / f1), 0.0
     return {"threads": threads, "seconds_per_step_fixed": fixed, "seconds_per_flop": per_flop,
             "measured": [{"flops_per_step": f, "seconds_per_step": t} for f, t in points]}
 

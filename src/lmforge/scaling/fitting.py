@@ -123,6 +123,8 @@ def _grid_scores(grid: np.ndarray, log_n, log_d, log_l, delta: float) -> np.ndar
 
 
 GRID = np.array(list(itertools.product(*CHINCHILLA_GRID.values())))  # (4500, 5): a, b, e, alpha, beta
+# wide enough for any real law (A, B up to e^100), narrow enough that exp() stays finite
+BOUNDS = [(-30.0, 100.0), (-30.0, 100.0), (-20.0, 10.0), (0.0, 5.0), (0.0, 5.0)]
 
 
 def fit_law(log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: float = 1e-3, starts: int = 24,
@@ -136,7 +138,7 @@ def fit_law(log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: floa
         inits.append(extra_start)
     best, best_f = None, math.inf
     for x0 in inits:
-        res = minimize(_objective, x0, args=(log_n, log_d, log_l, delta), jac=True, method="L-BFGS-B",
+        res = minimize(_objective, x0, args=(log_n, log_d, log_l, delta), jac=True, method="L-BFGS-B", bounds=BOUNDS,
                        options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-12, "maxcor": 20})
         if np.all(np.isfinite(res.x)) and res.fun < best_f:
             best, best_f = res.x, float(res.fun)
@@ -383,7 +385,8 @@ def plot_fit(fit: dict, points: list[dict], out_dir: Path, verified: list[dict] 
         ax.plot(np.exp(xs), np.polyval(lv["coefficients"], xs), color="grey", lw=0.8)
         ax.scatter([lv["n_opt"]], [lv["loss_opt"]], marker="*", color="red", s=60, zorder=3)
     ax.set(xscale="log", xlabel="parameters N", ylabel="validation loss (nats/token)", title="IsoFLOP profiles")
-    ax.legend(fontsize=7)
+    if labels.max() < 10:  # a legend of dozens of levels would crowd out the plot
+        ax.legend(fontsize=7)
     if "a" in iso:
         cs = np.array([lv["flops"] for lv in iso["levels"]])
         grid = np.geomspace(cs.min() / 2, cs.max() * 20, 50)
@@ -407,12 +410,13 @@ def plot_fit(fit: dict, points: list[dict], out_dir: Path, verified: list[dict] 
     for i, n in enumerate(sizes):
         sel = P["params"] == n
         col = cmap(i / max(1, len(sizes) - 1))
-        ax.scatter(P["tokens"][sel], P["loss"][sel], color=col, s=18, label=f"N={n:.3g}")
+        ax.scatter(P["tokens"][sel], P["loss"][sel], color=col, s=18, label=f"N={n:.3g}" if len(sizes) < 10 else None)
         ds = np.geomspace(P["tokens"].min() / 1.5, P["tokens"].max() * 1.5, 50)
         ax.plot(ds, [law.loss(n, d) for d in ds], color=col, lw=0.8)
     ax.set(xscale="log", xlabel="training tokens D", ylabel="validation loss",
            title=f"L = {law.E:.3f} + {law.A:.3g}/N^{law.alpha:.3f} + {law.B:.3g}/D^{law.beta:.3f}")
-    ax.legend(fontsize=7)
+    if len(sizes) < 10:
+        ax.legend(fontsize=7)
     fitted = np.array([law.loss(n, d) for n, d in zip(P["params"], P["tokens"])])
     ax2.scatter(P["flops"], 100 * (P["loss"] - fitted) / P["loss"], s=18)
     ax2.axhline(0, color="grey", lw=0.8)
