@@ -403,7 +403,7 @@ def plan(budget: str, hw: Hardware, count: int, law: ScalingLaw, mfu: float = DE
                 break
         allocated *= flops / est.flops_exact
     warnings = []
-    if d / n > 40:
+    if d / n > 40 and LAWS.get(law.name) is law:  # a note on the published fits; a fitted law speaks for itself
         warnings.append(f"the {law.name} fit recommends {d / n:,.0f} tokens per parameter; Chinchilla's published "
                         f"allocations (e.g. 70B on 1.4T tokens) use ~20 - the rounded constants of the published "
                         f"fit are known to over-weight data (Besiroglu et al. 2024); compare --law epoch2024")
