@@ -11,6 +11,7 @@ Every stage is a function over files on disk; the CLI (`lmforge ...`) is a thin 
     lmforge.inspect("runs/tiny").neighbours("file")   # word vectors, logit lens, attention (lmforge.inspection)
     lmforge.fill("runs/tiny", "The [MASK] returns None.", choices=["function", "river"])
     lmforge.evaluate_tasks("runs/tiny", "builtin")   # cloze accuracy with 95% intervals
+    lmforge.scaling.plan(cfg, 3e13, "sweep"); lmforge.scaling.run("sweep"); lmforge.scaling.fit("sweep")
 """
 
 from importlib import import_module
@@ -27,6 +28,7 @@ _LAZY = {
     "inspect": ("lmforge.inspection", "Inspector"),
     "prepare": ("lmforge.data.pipeline", "prepare"),
     "run": ("lmforge.pipeline", "run"),
+    "scaling": ("lmforge.scaling", None),
     "tokenize": ("lmforge.tokenizer", "tokenize_corpus"),
     "train": ("lmforge.training.loop", "train"),
 }
@@ -35,10 +37,10 @@ _LAZY = {
 def __getattr__(name: str):
     if name in _LAZY:
         module, attr = _LAZY[name]
-        return getattr(import_module(module), attr)
+        return import_module(module) if attr is None else getattr(import_module(module), attr)
     raise AttributeError(f"module 'lmforge' has no attribute {name!r}")
 
 
 __version__ = "0.1.0"
 __all__ = ["Config", "LmforgeError", "evaluate", "evaluate_tasks", "fill", "generate", "inspect", "load_config",
-           "prepare", "run", "tokenize", "train"]
+           "prepare", "run", "scaling", "tokenize", "train"]

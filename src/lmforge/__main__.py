@@ -1,3 +1,5 @@
 from lmforge.cli import main
 
-raise SystemExit(main())
+# guarded: a spawned worker (lmforge scale run) imports this module as __mp_main__ and must not rerun the CLI
+if __name__ == "__main__":
+    raise SystemExit(main())

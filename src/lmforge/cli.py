@@ -129,10 +129,9 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    if args.law not in cost.LAWS:
-        raise LmforgeError(f"--law {args.law!r}: choose one of {', '.join(cost.LAWS)}")
+    law = cost.load_law(args.law)
     hw = cost.find_hardware(args.hardware, args.hardware_file)
-    result = cost.plan(args.budget, hw, args.count, cost.LAWS[args.law], args.mfu or cost.DEFAULT_MFU, args.precision,
+    result = cost.plan(args.budget, hw, args.count, law, args.mfu or cost.DEFAULT_MFU, args.precision,
                        args.price_per_hour, args.context, args.pue, args.grid_kg_per_kwh)
     if args.json:
         print(json.dumps(result))
@@ -199,6 +198,126 @@ def _fill(args: argparse.Namespace) -> int:
     width = max(map(len, shown))
     for text, c in zip(shown, result["candidates"]):
         print(f"  {text:<{width}}  {100 * c['probability']:6.2f}%  log-prob {c['score']:.3f}")
+
+
+def _flops_arg(text: str | None, flag: str) -> float | None:
+    """'3e13', '3e13flops', '30T' -> FLOPs."""
+    if text is None:
+        return None
+    t = str(text).strip().lower()
+    return cost.parse_size(t[:-5] if t.endswith("flops") else t, flag)
+
+
+def _scale_plan(args: argparse.Namespace) -> int:
+    import lmforge.scaling as scaling
+
+    for flag, key in (("sizes", "scale.sizes"), ("knob", "scale.knob"), ("design", "scale.design"),
+                      ("levels", "scale.levels"), ("points_per_size", "scale.points_per_size"),
+                      ("parallel", "scale.parallel")):
+        value = getattr(args, flag)
+        if value is not None:
+            args.overrides.append(f"{key}=[{value}]" if flag == "sizes" else f"{key}={value}")
+    cfg = _resolve(args, None)
+    result = scaling.plan(cfg, _flops_arg(args.budget, "--budget"), args.out)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'run':<18} {'params':>10} {'tokens':>11} {'tok/param':>9} {'steps':>6} {'6ND':>9} {'FLOPs':>9} {'est.':>7}")
+    for r in result["runs"]:
+        print(f"{r['name']:<18} {r['params']:>10,} {r['tokens']:>11,} {r['tokens'] / r['params']:>9.1f} {r['steps']:>6} "
+              f"{r['flops']:>9.2e} {r['flops_exact']:>9.2e} {r['estimated_s']:>6.0f}s")
+    cal = result["calibration"]
+    print(f"{len(result['runs'])} runs ({result['design']}, knob {result['knob']}), {result['total_flops']:.3g} of "
+          f"{result['budget_flops']:.3g} FLOPs; estimated {result['estimated_wall_s'] / 60:.1f} min on "
+          f"{result['parallel']} process(es) x {result['threads_per_process']} thread(s) "
+          f"({result['estimated_serial_s'] / 60:.1f} min serial; calibrated here at "
+          f"{1 / cal['seconds_per_flop'] / 1e9:.1f} GFLOP/s + {1e3 * cal['seconds_per_step_fixed']:.0f} ms/step; "
+          f"tokenizing not included)")
+    for w in result["warnings"]:
+        print(f"warning: {w}")
+    if args.out:
+        print(f"sweep written to {result['sweep']}; train it with: lmforge scale run {args.out}")
+    return 0
+
+
+def _fmt_ci(ci) -> str:
+    return f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
+
+
+def _scale_fit_print(r: dict) -> None:
+    ci = r["ci"]
+    print(f"L(N, D) = E + A/N^alpha + B/D^beta  ({r['points']} points, Huber delta {r['method']['huber_delta']:g}, "
+          f"95% bootstrap intervals over {r['method']['bootstrap']} resamples)")
+    for k in ("E", "A", "B", "alpha", "beta"):
+        print(f"  {k:<6} {r[k]:.4g}{_fmt_ci(ci[k])}")
+    print(f"compute-optimal allocation: N_opt ~ C^{r['a']:.3f}{_fmt_ci(ci['a'])}, D_opt ~ C^{r['b']:.3f}{_fmt_ci(ci['b'])}")
+    print("tokens per parameter at the optimum: " +
+          ", ".join(f"{v:.1f} at {c} FLOPs" for c, v in r["tokens_per_param_at_optimum"].items()))
+    res = r["residuals"]
+    print(f"residuals: rms {100 * res['rmse_log']:.2f}% of loss, largest {100 * res['max_abs_relative']:.2f}%")
+    iso = r["isoflop"]
+    if "a" in iso:
+        print(f"IsoFLOP ({len(iso['levels'])} levels): N_opt ~ C^{iso['a']:.3f}, D_opt ~ C^{iso['b']:.3f}; "
+              f"tokens/parameter " + ", ".join(f"{t:.1f}" for t in iso["tokens_per_param"]))
+        for note in iso.get("skipped_levels", []):
+            print(f"  level skipped: {note}")
+    else:
+        n_skipped = len(iso.get("skipped_levels", []))
+        print(f"IsoFLOP: skipped ({iso['skipped']}; {n_skipped} FLOP level(s) with too few sizes or no minimum)")
+    lc = r["loss_vs_compute"]
+    if "a" in lc:
+        print(f"L(C) = {lc['a']:.4g} C^{lc['b']:.4f} + {lc['c']:.4f}")
+    else:
+        print(f"L(C): skipped ({lc['skipped']})")
+    for e in r["excluded"]:
+        print(f"excluded {e['name']}: {e['reason']}")
+    for p in r.get("plots", []):
+        print(f"plot: {p}")
+    if r.get("fit_file"):
+        print(f"fit: {r['fit_file']}")
+
+
+def _scale(args: argparse.Namespace) -> int:
+    import lmforge.scaling as scaling
+    from lmforge.scaling.runner import format_status, sweep_status
+
+    if args.action == "plan":
+        return _scale_plan(args)
+    if args.action == "run":
+        rows = scaling.run(args.sweep, args.parallel, args.threads, interval=args.interval)
+        print(format_status(rows))
+    elif args.action == "status":
+        rows = sweep_status(args.sweep)
+        print(json.dumps(rows) if args.json else format_status(rows))
+    elif args.action == "fit":
+        result = scaling.fit(args.source, args.bootstrap, args.out, plots=not args.no_plots)
+        if args.json:
+            print(json.dumps({k: v for k, v in result.items() if k != "bootstrap_samples"}))
+        else:
+            _scale_fit_print(result)
+    elif args.action == "predict":
+        params = cost.parse_size(args.params, "--params") if args.params else None
+        tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
+        r = scaling.predict(args.source, params, tokens, _flops_arg(args.flops, "--flops"))
+        if args.json:
+            print(json.dumps(r))
+            return 0
+        print(f"predicted loss {r['loss']:.4f}{_fmt_ci(r['interval'])} for {r['params']:.4g} parameters on "
+              f"{r['tokens']:.4g} tokens ({r['tokens_per_param']:.1f} tokens/parameter, {r['flops']:.3g} FLOPs, "
+              f"{r['times_largest_run']:.1f}x the largest fitted run)")
+        if "loss_vs_compute" in r:
+            print(f"L(C) predicts {r['loss_vs_compute']:.4f}{_fmt_ci(r['loss_vs_compute_interval'])} at the compute-optimal point")
+    elif args.action == "verify":
+        params = cost.parse_size(args.params, "--params") if args.params else None
+        tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
+        r = scaling.verify(args.sweep, params, tokens, _flops_arg(args.flops, "--flops"), args.threads)
+        if args.json:
+            print(json.dumps(r))
+            return 0
+        print(f"target {r['params']:,} parameters on {r['tokens']:,} tokens = {r['flops']:.3g} FLOPs "
+              f"({r['times_largest_run']:.1f}x the largest sweep run)")
+        print(f"predicted {r['predicted']:.4f}{_fmt_ci(r['interval'])}, actual {r['actual']:.4f}: relative error "
+              f"{100 * r['relative_error']:+.2f}% ({'inside' if r['within_interval'] else 'outside'} the interval)")
     return 0
 
 
@@ -247,11 +366,53 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="the compute-optimal model size and tokens for a budget")
     p.add_argument("--budget", required=True, help="e.g. 10000usd, 5e21flops, 2000gpu-hours")
-    p.add_argument("--law", default="chinchilla", help="chinchilla (Hoffmann 2022) or epoch2024 (Besiroglu 2024 re-fit)")
+    p.add_argument("--law", default="chinchilla", help="chinchilla (Hoffmann 2022), epoch2024 (Besiroglu 2024 re-fit), "
+                   "or a fitted law: SWEEP or SWEEP/fit.json from lmforge scale fit")
     p.add_argument("--context", type=int, default=2048)
     p.add_argument("--precision", default="bf16-mixed")
     _hardware_args(p)
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("scale", help="scaling laws: plan a sweep of small models, train it, fit, predict, verify")
+    ssub = p.add_subparsers(dest="action", required=True)
+    q = ssub.add_parser("plan", help="design a sweep within a FLOP budget, with its estimated wall-clock here")
+    q.add_argument("--budget", required=True, help="total training FLOPs, e.g. 3e13 or 3e13flops")
+    q.add_argument("--sizes", help="knob values, comma-separated (scale.sizes), e.g. 32,48,64,96,128")
+    q.add_argument("--knob", choices=["width", "depth"], help="the size knob (scale.knob)")
+    q.add_argument("--design", choices=["isoflop", "grid"], help="IsoFLOP profiles or a sizes x tokens grid")
+    q.add_argument("--levels", type=int, help="isoflop: compute levels (scale.levels)")
+    q.add_argument("--points-per-size", type=int, help="grid: token counts per size (scale.points_per_size)")
+    q.add_argument("--parallel", type=int, help="training processes at once (scale.parallel)")
+    q.add_argument("--out", metavar="SWEEP", help="write SWEEP/sweep.yaml")
+    q.add_argument("--json", action="store_true")
+    _config_args(q, default_preset="scaling")
+    q = ssub.add_parser("run", help="train every unfinished run of a sweep (resumes; skips finished runs)")
+    q.add_argument("sweep", metavar="SWEEP")
+    q.add_argument("--parallel", type=int, help="processes at once (default: the sweep's scale.parallel)")
+    q.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
+    q.add_argument("--interval", type=float, default=30.0, help="seconds between progress lines")
+    q = ssub.add_parser("status", help="every run of a sweep: state, steps, loss")
+    q.add_argument("sweep", metavar="SWEEP")
+    q.add_argument("--json", action="store_true")
+    q = ssub.add_parser("fit", help="fit L(N, D), IsoFLOP profiles and L(C) to a sweep or a CSV of points")
+    q.add_argument("source", metavar="SWEEP|POINTS.csv", help="a sweep folder, or a CSV with params, tokens, loss[, flops]")
+    q.add_argument("--json", action="store_true", help="one JSON object: E, A, B, alpha, beta, a, b, intervals, ...")
+    q.add_argument("--bootstrap", type=int, help="bootstrap resamples (default: scale.bootstrap; 200 for a CSV)")
+    q.add_argument("--out", help="folder for fit.json, points.csv and plots/ (default: the sweep; none for a CSV)")
+    q.add_argument("--no-plots", action="store_true")
+    q = ssub.add_parser("predict", help="predicted loss at (N, D) or at the compute-optimal point of C")
+    q.add_argument("source", metavar="SWEEP|fit.json")
+    q.add_argument("--params", help="N, e.g. 2M")
+    q.add_argument("--tokens", help="D, e.g. 40M")
+    q.add_argument("--flops", help="C: predict at the compute-optimal N and D")
+    q.add_argument("--json", action="store_true")
+    q = ssub.add_parser("verify", help="train the target model and compare predicted and actual loss")
+    q.add_argument("sweep", metavar="SWEEP")
+    q.add_argument("--params", help="N (the family's nearest model is trained)")
+    q.add_argument("--tokens", help="D")
+    q.add_argument("--flops", help="C: train the compute-optimal model of the fit")
+    q.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    q.add_argument("--json", action="store_true")
 
     p = sub.add_parser("eval", help="validation loss, perplexity and bits per byte of a run; cloze tasks")
     p.add_argument("run_dir", metavar="RUN")
@@ -382,6 +543,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _estimate(args)
     elif args.command == "plan":
         return _plan(args)
+    elif args.command == "scale":
+        return _scale(args)
     elif args.command == "eval":
         return _eval(args)
     elif args.command == "fill":

@@ -6,6 +6,8 @@
       model      Transformer shape
       train      optimisation, schedule, precision, checkpoints
       run        output folder, sampling at the end
+      prepare    cleaning thresholds (lmforge prepare)
+      scale      scaling-law sweeps: the size knob and how the other hyperparameters follow it
 
 Presets are YAML files in `lmforge/configs/` (`tiny`, `gpt2-small`, `1b`); any field can then be
 overridden with `section.field=value` (values parsed as YAML). Unknown keys, wrong types and
@@ -203,6 +205,30 @@ class PrepareConfig:
 
 
 @dataclass
+class ScaleConfig:
+    """A scaling-law sweep (lmforge scale): every model from one size knob, everything else fixed
+    or scaled by a stated rule, so that only N and D vary between runs (docs in lmforge/scaling)."""
+
+    knob: str = "width"  # width (depth fixed at `depth`) | depth (width = aspect * depth)
+    sizes: list[int] = field(default_factory=lambda: [32, 48, 64, 96, 128])  # knob values
+    depth: int = 4  # layers of every model when the knob is width
+    aspect: int = 32  # width per layer when the knob is depth
+    head_dim: int = 16  # heads = width / head_dim
+    lr_exponent: float = 0.5  # lr = train.lr * (model.n_embd / width) ** lr_exponent
+    warmup_fraction: float = 0.05  # warmup steps as a share of each run's own steps
+    design: str = "isoflop"  # isoflop (sizes x compute levels) | grid (sizes x token counts)
+    levels: int = 4  # isoflop: compute levels
+    level_ratio: float = 2.0  # isoflop: ratio between neighbouring compute levels (grid: token counts)
+    points_per_size: int = 4  # grid: token counts per size
+    min_tokens_per_param: float = 0.5  # runs outside [min, max] tokens per parameter are left out
+    max_tokens_per_param: float = 200.0
+    min_steps: int = 20  # shorter runs are left out (warmup and decay need room)
+    parallel: int = 1  # training processes at once (threads split between them)
+    bootstrap: int = 200  # resamples for confidence intervals
+    huber_delta: float = 1e-3  # Chinchilla's Huber delta on log-loss residuals
+
+
+@dataclass
 class Config:
     preset: str = "tiny"
     data: DataConfig = field(default_factory=DataConfig)
@@ -211,6 +237,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -226,6 +253,8 @@ CHOICES = {
     "train.schedule": ("cosine", "wsd", "constant"),
     "train.dtype": ("auto", "float32", "bfloat16"),
     "prepare.executor": ("local", "ray"),
+    "scale.knob": ("width", "depth"),
+    "scale.design": ("isoflop", "grid"),
 }
 
 
@@ -291,6 +320,16 @@ def _validate(cfg: Config) -> None:
     known = ("gopher_quality", "gopher_repetition", "c4", "fineweb", "code", "language", "offensive", "blocklist")
     for name in p.filters:
         _check(name in known, "prepare.filters", name, f"choose from {', '.join(known)}")
+    sc = cfg.scale
+    for key in ("depth", "aspect", "head_dim", "levels", "points_per_size", "min_steps", "parallel"):
+        _check(getattr(sc, key) > 0, f"scale.{key}", getattr(sc, key), "must be > 0")
+    _check(len(sc.sizes) > 0 and all(v > 0 for v in sc.sizes), "scale.sizes", sc.sizes, "name at least one size > 0")
+    _check(sc.level_ratio > 1, "scale.level_ratio", sc.level_ratio, "must be > 1")
+    _check(0 <= sc.warmup_fraction < 1, "scale.warmup_fraction", sc.warmup_fraction, "must be in [0, 1)")
+    _check(0 < sc.min_tokens_per_param < sc.max_tokens_per_param, "scale.min_tokens_per_param",
+           sc.min_tokens_per_param, "must be > 0 and below scale.max_tokens_per_param")
+    _check(sc.bootstrap >= 0, "scale.bootstrap", sc.bootstrap, "must be >= 0")
+    _check(sc.huber_delta > 0, "scale.huber_delta", sc.huber_delta, "must be > 0")
     dev = t.device
     _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "train.device", dev, "use auto, cpu, cuda or cuda:N")
 

@@ -37,7 +37,8 @@ from lmforge.tokenizer import (TOKENIZER_FILE, load_shards, load_tokenizer, read
 from lmforge.training import distributed
 from lmforge.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmforge.training.data import TrainLoader
-from lmforge.training.device import autocast, keep_freed_memory, peak_flops, resolve_device, resolve_dtype, set_threads
+from lmforge.training.device import (autocast, keep_freed_memory, peak_flops, remeasured_peak, resolve_device,
+                                     resolve_dtype, set_threads)
 from lmforge.training.optim import build_optimizers, lr_factor, set_lr
 
 # Keys that may differ between a run and its resumption: they change logging, not the math.
@@ -297,6 +298,8 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
 
             if step % tc.log_interval == 0 or step == last_stop:
                 tps = window_tokens / window_t
+                peak = remeasured_peak(device, dtype, tps * flops_per_token / dist_info.world_size,
+                                       peak / dist_info.world_size) * dist_info.world_size
                 mfu = tps * flops_per_token / peak
                 record = {"step": step, "loss": round(loss_value, 5), "lr": optimizers[0].param_groups[0]["lr"],
                           "tokens": tokens_seen, "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4),

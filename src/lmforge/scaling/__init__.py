@@ -1,0 +1,120 @@
+"""The scaling-law lab: train small models first, fit how loss scales, predict the big one, check it.
+
+    plan     design a sweep within a FLOP budget (design.py), with a measured wall-clock estimate
+    run      train its runs as ordinary lmforge runs on one tokenized folder (runner.py)
+    fit      L(N, D) by Chinchilla's approach 3, IsoFLOP profiles, L(C) (fitting.py); fit.json and plots
+    predict  the loss at (N, D), or at the compute-optimal point of C, with its interval
+    verify   train the target model and compare prediction and measurement
+
+    SWEEP/sweep.yaml  tokens/  runs/<name>/  points.csv  fit.json  plots/  verify/<name>/  verify.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from lmforge.config import Config
+from lmforge.errors import LmforgeError
+
+FIT_FILE = "fit.json"
+VERIFY_FILE = "verify.json"
+
+
+def plan(cfg: Config, budget: float, out: str | Path | None = None) -> dict:
+    """Design the sweep of `cfg.scale` within `budget` FLOPs; write SWEEP/sweep.yaml when `out` is given."""
+    from lmforge.scaling.design import plan_sweep
+    from lmforge.scaling.runner import write_sweep
+
+    result = plan_sweep(cfg, budget)
+    if out is not None:
+        result["sweep"] = str(write_sweep(result, cfg, out))
+    return result
+
+
+def run(sweep_dir: str | Path, parallel: int | None = None, threads: int | None = None,
+        log: Callable[[str], None] = print, interval: float = 30.0) -> list[dict]:
+    from lmforge.scaling.runner import run_sweep
+
+    return run_sweep(sweep_dir, parallel, threads, log, interval)
+
+
+def _verified(sweep_dir: Path) -> list[dict]:
+    path = sweep_dir / VERIFY_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def fit(source: str | Path, bootstrap: int | None = None, out: str | Path | None = None, plots: bool = True,
+        seed: int = 0) -> dict:
+    """Fit a sweep folder (writing points.csv, fit.json, plots/ into it) or a CSV of points
+    (writing into `out` when given)."""
+    from lmforge.scaling import fitting
+    from lmforge.scaling.runner import SWEEP_FILE, collect_points, load_sweep
+
+    source = Path(source)
+    if source.is_dir():
+        if not (source / SWEEP_FILE).is_file():
+            raise LmforgeError(f"{source} is not a sweep (no {SWEEP_FILE}) and not a CSV of points")
+        cfg, _ = load_sweep(source)
+        points, excluded = collect_points(source)
+        out_dir, boot, delta = Path(out or source), cfg.scale.bootstrap, cfg.scale.huber_delta
+    elif source.is_file():
+        points, excluded = fitting.read_points_csv(source)
+        out_dir, boot, delta = (Path(out) if out else None), 200, 1e-3
+    else:
+        raise LmforgeError(f"{source}: no such sweep folder or CSV file")
+    result = fitting.fit_points(points, excluded, delta, boot if bootstrap is None else bootstrap, seed,
+                                source=str(source))
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fitting.write_points_csv(points, out_dir / "points.csv")
+        if plots:
+            result["plots"] = fitting.plot_fit(result, points, out_dir / "plots", _verified(out_dir))
+        (out_dir / FIT_FILE).write_text(json.dumps(result, indent=1))
+        result["fit_file"] = str(out_dir / FIT_FILE)
+    return result
+
+
+def predict(source: str | Path, params: float | None = None, tokens: float | None = None,
+            flops: float | None = None) -> dict:
+    from lmforge.scaling.fitting import load_fit, predict as predict_fit
+
+    return predict_fit(load_fit(source), params, tokens, flops)
+
+
+def verify(sweep_dir: str | Path, params: float | None = None, tokens: float | None = None,
+           flops: float | None = None, threads: int | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train the target (the family's model nearest N, on D tokens; or the compute-optimal one for C)
+    and compare its validation loss with the fit's prediction at the N and D actually trained."""
+    from lmforge.scaling import fitting
+    from lmforge.scaling.runner import train_target
+
+    sweep_dir = Path(sweep_dir)
+    fit_result = fitting.load_fit(sweep_dir)
+    if flops is not None:
+        if params is not None or tokens is not None:
+            raise LmforgeError("verify: give --params and --tokens, or --flops, not both")
+        params, tokens = fitting.law_of(fit_result).optimal(flops)
+    elif params is None or tokens is None:
+        raise LmforgeError("verify: give --params N --tokens D, or --flops C")
+    summary = train_target(sweep_dir, params, tokens, threads, log)
+    n, d = summary["params"], summary["tokens_trained"]
+    pred = fitting.predict(fit_result, n, d)
+    result = {
+        "run": summary["run_dir"], "params": n, "tokens": d, "flops": 6 * n * d,
+        "flops_exact": summary["flops_per_token"] * d, "times_largest_run": 6 * n * d / fit_result["largest_flops"],
+        "predicted": pred["loss"], "interval": pred["interval"], "actual": summary["val_loss"],
+        "relative_error": (pred["loss"] - summary["val_loss"]) / summary["val_loss"],
+        "within_interval": bool(pred["interval"] and pred["interval"][0] <= summary["val_loss"] <= pred["interval"][1]),
+        "train_time_s": summary["train_time_s"],
+    }
+    lc = fit_result.get("loss_vs_compute", {})
+    if lc.get("a") is not None:
+        result["predicted_loss_vs_compute"] = lc["a"] * result["flops"] ** lc["b"] + lc["c"]
+    done = [v for v in _verified(sweep_dir) if v["run"] != result["run"]] + [result]
+    (sweep_dir / VERIFY_FILE).write_text(json.dumps(done, indent=1))
+    if (sweep_dir / "points.csv").is_file():  # redraw with the target on the extrapolation plot
+        points, _ = fitting.read_points_csv(sweep_dir / "points.csv")
+        fitting.plot_fit(fit_result, points, sweep_dir / "plots", done)
+    return result

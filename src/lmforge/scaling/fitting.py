@@ -1,0 +1,462 @@
+"""Fitting scaling laws to (N, D, loss) points, and predicting from them.
+
+Three fits, each on its own assumptions:
+1. L(N, D) = E + A / N^alpha + B / D^beta, Chinchilla's approach 3 (Hoffmann et al. 2022, appendix
+   D.2): minimise the Huber loss (delta 1e-3) of log-loss residuals with the law written as
+       log L = LSE(a - alpha log N, b - beta log D, e),   A = e^a, B = e^b, E = e^e,
+   by L-BFGS from a grid of initialisations (Chinchilla's 4,500-point grid; every point is scored
+   first and L-BFGS starts from the best few, which finds the same optimum at a fraction of the cost).
+   The minimiser's tolerances are set far below the default: the Huber objective is ~1e-5 and
+   scipy's relative test against max(|f|, 1) would stop at once (Besiroglu et al. 2024 trace
+   Chinchilla's too-narrow intervals partly to this). Its compute-optimal allocation under C = 6ND:
+       N_opt = G (C/6)^a, D_opt = G^-1 (C/6)^b, a = beta/(alpha+beta), b = alpha/(alpha+beta),
+       G = (alpha A / (beta B))^(1/(alpha+beta)).
+2. IsoFLOP profiles (approach 2): per compute level a parabola of loss in log N; its vertex gives
+   N_opt(C) and D_opt(C) = C / (6 N_opt); power laws N_opt = k C^a, D_opt = k' C^b through them.
+3. L(C) = a C^b + c on the IsoFLOP minima (the form OpenAI used to predict GPT-4's final loss).
+Confidence intervals: the whole fit repeated on bootstrap resamples of the points (95%, percentile).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from lmforge.cost import ScalingLaw
+from lmforge.errors import LmforgeError
+
+MIN_POINTS = 6  # five constants need more points than that to be a fit at all
+LEVEL_TOLERANCE = 0.1  # points within 26% (0.1 decades) of a level's first point share it
+CHINCHILLA_GRID = {
+    "a": np.arange(0, 30, 5.0), "b": np.arange(0, 30, 5.0), "e": np.arange(-1, 1.5, 0.5),
+    "alpha": np.arange(0, 2.5, 0.5), "beta": np.arange(0, 2.5, 0.5),
+}
+
+
+# ---------------------------------------------------------------- points
+
+def read_points_csv(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """Rows of a CSV with columns params, tokens, loss (flops optional; 6ND when absent).
+    Returns (usable points, excluded points with a reason)."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"params", "tokens", "loss"} - set(reader.fieldnames or [])
+            if missing:
+                raise LmforgeError(f"{path}: missing column(s) {', '.join(sorted(missing))}; "
+                                   f"give params, tokens, loss (and optionally flops)")
+            rows = list(reader)
+    except OSError as e:
+        raise LmforgeError(f"{path}: cannot read it ({e.strerror})") from None
+    points, excluded = [], []
+    for i, row in enumerate(rows, start=2):
+        name = row.get("name") or f"line {i}"
+        try:
+            n, d, loss = float(row["params"]), float(row["tokens"]), float(row["loss"])
+            flops = float(row["flops"]) if row.get("flops") not in (None, "") else 6 * n * d
+        except (TypeError, ValueError):
+            raise LmforgeError(f"{path}, line {i}: params, tokens, loss and flops must be numbers") from None
+        point = {"name": name, "params": n, "tokens": d, "loss": loss, "flops": flops}
+        reason = bad_point_reason(point)
+        if reason:
+            excluded.append({"name": name, "reason": reason})
+        else:
+            points.append(point)
+    return points, excluded
+
+
+def bad_point_reason(point: dict, unigram: float | None = None) -> str | None:
+    """Why a point cannot be fitted: a diverged (non-finite) loss, one no better than the unigram
+    baseline (the model learned nothing a frequency table does not), or a non-positive size."""
+    loss = point["loss"]
+    if not math.isfinite(loss):
+        return f"diverged: loss is {loss}"
+    if unigram is not None and loss >= unigram:
+        return f"loss {loss:.4f} is not below the unigram baseline {unigram:.4f} (diverged, or too short to learn)"
+    if loss <= 0 or point["params"] <= 0 or point["tokens"] <= 0:
+        return "params, tokens and loss must be > 0"
+    return None
+
+
+def write_points_csv(points: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["name", "params", "tokens", "flops", "loss"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(points)
+
+
+# ---------------------------------------------------------------- 1. L(N, D), Chinchilla approach 3
+
+def _huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Huber loss of residuals and its derivative."""
+    small = np.abs(r) <= delta
+    return np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta)), np.clip(r, -delta, delta)
+
+
+def _objective(theta: np.ndarray, log_n, log_d, log_l, delta: float) -> tuple[float, np.ndarray]:
+    """Summed Huber loss of log-loss residuals and its gradient in theta = (a, b, e, alpha, beta)."""
+    a, b, e, alpha, beta = theta
+    terms = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])  # (3, n)
+    top = terms.max(axis=0)
+    w = np.exp(terms - top)
+    s = w.sum(axis=0)
+    r = top + np.log(s) - log_l
+    h, dh = _huber(r, delta)
+    w /= s  # d LSE / d term
+    g = dh * w
+    grad = np.array([g[0].sum(), g[1].sum(), g[2].sum(), -(g[0] * log_n).sum(), -(g[1] * log_d).sum()])
+    return float(h.sum()), grad
+
+
+def _grid_scores(grid: np.ndarray, log_n, log_d, log_l, delta: float) -> np.ndarray:
+    """Objective at every grid point at once: (G,) from grid (G, 5)."""
+    a, b, e, alpha, beta = (grid[:, i:i + 1] for i in range(5))
+    terms = np.stack([a - alpha * log_n, b - beta * log_d, np.broadcast_to(e, (len(grid), len(log_n)))])
+    lse = np.logaddexp(np.logaddexp(terms[0], terms[1]), terms[2])
+    return _huber(lse - log_l, delta)[0].sum(axis=1)
+
+
+GRID = np.array(list(itertools.product(*CHINCHILLA_GRID.values())))  # (4500, 5): a, b, e, alpha, beta
+# wide enough for any real law (A, B up to e^100), narrow enough that exp() stays finite
+BOUNDS = [(-30.0, 100.0), (-30.0, 100.0), (-20.0, 10.0), (0.0, 5.0), (0.0, 5.0)]
+
+
+def fit_law(log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: float = 1e-3, starts: int = 24,
+            extra_start: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """theta = (a, b, e, alpha, beta) minimising the Huber objective; returns (theta, objective)."""
+    from scipy.optimize import minimize
+
+    scores = _grid_scores(GRID, log_n, log_d, log_l, delta)
+    inits = [GRID[i] for i in np.argsort(scores)[:starts]]
+    if extra_start is not None:
+        inits.append(extra_start)
+    best, best_f = None, math.inf
+    for x0 in inits:
+        res = minimize(_objective, x0, args=(log_n, log_d, log_l, delta), jac=True, method="L-BFGS-B", bounds=BOUNDS,
+                       options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-12, "maxcor": 20})
+        if np.all(np.isfinite(res.x)) and res.fun < best_f:
+            best, best_f = res.x, float(res.fun)
+    return best, best_f
+
+
+def law_from_theta(theta: np.ndarray, name: str = "fit") -> ScalingLaw:
+    a, b, e, alpha, beta = (float(v) for v in theta)
+    return ScalingLaw(name, math.exp(e), math.exp(a), math.exp(b), alpha, beta)
+
+
+def law_of(fit: dict) -> ScalingLaw:
+    """The L(N, D) law held in a fit result (fit.json)."""
+    return ScalingLaw(str(fit.get("source") or "fit"), fit["E"], fit["A"], fit["B"], fit["alpha"], fit["beta"])
+
+
+def allocation(law: ScalingLaw) -> dict:
+    """Chinchilla's closed form: N_opt = G (C/6)^a, D_opt = G^-1 (C/6)^b."""
+    s = law.alpha + law.beta
+    return {"a": law.beta / s, "b": law.alpha / s, "G": (law.alpha * law.A / (law.beta * law.B)) ** (1 / s)}
+
+
+# ---------------------------------------------------------------- 2. IsoFLOP profiles
+
+def group_levels(flops: np.ndarray) -> np.ndarray:
+    """A level number per point: points within LEVEL_TOLERANCE decades of a level's first point."""
+    order = np.argsort(flops)
+    labels = np.empty(len(flops), dtype=int)
+    level, start = -1, -math.inf
+    for i in order:
+        x = math.log10(flops[i])
+        if x - start > LEVEL_TOLERANCE:
+            level, start = level + 1, x
+        labels[i] = level
+    return labels
+
+
+def fit_isoflop(params: np.ndarray, tokens: np.ndarray, flops: np.ndarray, loss: np.ndarray) -> dict:
+    """A parabola in log N per compute level with >= 3 sizes, then power laws through the vertices."""
+    labels = group_levels(flops)
+    levels, skipped = [], []
+    for k in np.unique(labels):
+        sel = labels == k
+        c = float(np.exp(np.log(flops[sel]).mean()))
+        x, y = np.log(params[sel]), loss[sel]
+        if len(np.unique(x)) < 3:
+            skipped.append(f"{c:.3g} FLOPs: {len(np.unique(x))} size(s), a parabola needs 3")
+            continue
+        p2, p1, p0 = np.polyfit(x, y, 2)
+        if p2 <= 0:
+            skipped.append(f"{c:.3g} FLOPs: the losses curve downwards (no minimum among these sizes)")
+            continue
+        x_opt = -p1 / (2 * p2)
+        n_opt = float(math.exp(x_opt))
+        levels.append({"flops": c, "n_opt": n_opt, "d_opt": c / (6 * n_opt), "loss_opt": float(np.polyval([p2, p1, p0], x_opt)),
+                       "coefficients": [float(p2), float(p1), float(p0)], "points": int(sel.sum()),
+                       "bracketed": bool(x.min() <= x_opt <= x.max()),
+                       "rmse": float(np.sqrt(np.mean((np.polyval([p2, p1, p0], x) - y) ** 2)))})
+    out: dict = {"levels": levels, "skipped_levels": skipped}
+    if len(levels) < 2:
+        out["skipped"] = f"{len(levels)} usable compute level(s): power laws N_opt(C), D_opt(C) need 2"
+        return out
+    lc = np.log([lv["flops"] for lv in levels])
+    a, kn = np.polyfit(lc, np.log([lv["n_opt"] for lv in levels]), 1)
+    b, kd = np.polyfit(lc, np.log([lv["d_opt"] for lv in levels]), 1)
+    out.update(a=float(a), b=float(b), k_n=float(math.exp(kn)), k_d=float(math.exp(kd)),
+               tokens_per_param=[lv["d_opt"] / lv["n_opt"] for lv in levels])
+    return out
+
+
+# ---------------------------------------------------------------- 3. L(C) = a C^b + c
+
+def fit_loss_vs_compute(flops: np.ndarray, loss: np.ndarray) -> dict:
+    """L(C) = a C^b + c by least squares on log L, c in [0, min L), b < 0; needs 3 levels."""
+    from scipy.optimize import least_squares
+
+    if len(flops) < 3:
+        return {"skipped": f"{len(flops)} compute level(s): L(C) = a C^b + c needs 3"}
+    m = float(np.log(flops).mean())
+    x, y = np.log(flops) - m, np.log(loss)
+
+    def resid(p):
+        c, la, b = p
+        return np.log(c + np.exp(la + b * x)) - y
+
+    def jac(p):
+        c, la, b = p
+        q = np.exp(la + b * x)
+        return np.stack([np.ones_like(x), q, q * x], axis=1) / (c + q)[:, None]
+
+    hi = float(loss.min())
+    best = None
+    for c0, b0 in itertools.product((0.0, 0.8 * hi), (-0.1, -0.4)):
+        la0 = math.log(max(float(np.exp(y).mean()) - c0, 1e-6))
+        res = least_squares(resid, [c0, la0, b0], jac=jac, bounds=([0, -50, -3], [hi * 0.999, 50, 0]),
+                            xtol=1e-12, ftol=1e-12, gtol=1e-12)
+        if best is None or res.cost < best.cost:
+            best = res
+    c, la, b = best.x
+    a = math.exp(la - b * m)
+    pred = a * flops**b + c
+    return {"a": a, "b": float(b), "c": float(c), "residuals": [float(v) for v in (loss - pred) / loss]}
+
+
+# ---------------------------------------------------------------- everything, with bootstrap intervals
+
+def _fit_once(P: dict, delta: float, starts: int, extra_start=None) -> tuple[np.ndarray, float, dict, dict]:
+    theta, f = fit_law(np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, starts, extra_start)
+    iso = fit_isoflop(P["params"], P["tokens"], P["flops"], P["loss"])
+    lc = (fit_loss_vs_compute(np.array([lv["flops"] for lv in iso["levels"]]),
+                              np.array([lv["loss_opt"] for lv in iso["levels"]])))
+    return theta, f, iso, lc
+
+
+def _interval(samples: list[float]) -> list[float] | None:
+    vals = np.array([v for v in samples if v is not None and math.isfinite(v)])
+    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if len(vals) >= 10 else None
+
+
+@np.errstate(divide="ignore", over="ignore", invalid="ignore")  # extreme bootstrap laws are filtered, not fatal
+def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: float = 1e-3, bootstrap: int = 200,
+               seed: int = 0, starts: int = 24, source: str = "") -> dict:
+    """All three fits of `points` ({params, tokens, loss, flops}), constants with 95% intervals."""
+    excluded = excluded or []
+    report = "".join(f"; excluded {e['name']} ({e['reason']})" for e in excluded[:3])
+    if len(points) < MIN_POINTS:
+        raise LmforgeError(f"too few points to fit: {len(points)} usable (L(N, D) has 5 constants; need at least "
+                           f"{MIN_POINTS}){report}; add runs (a larger --budget or more --sizes)")
+    P = {k: np.array([p[k] for p in points], dtype=float) for k in ("params", "tokens", "loss", "flops")}
+    if len(np.unique(P["params"])) < 2 or len(np.unique(P["tokens"])) < 2:
+        raise LmforgeError("too few distinct points: L(N, D) needs at least 2 model sizes and 2 token counts")
+    theta, objective, iso, lc = _fit_once(P, delta, starts)
+    law = law_from_theta(theta, source or "fit")
+    alloc = allocation(law)
+    fitted = np.array([law.loss(n, d) for n, d in zip(P["params"], P["tokens"])])
+    rel = (P["loss"] - fitted) / P["loss"]
+
+    rng = np.random.default_rng(seed)
+    boot, boot_lc = [], []
+    for _ in range(bootstrap):
+        idx = rng.integers(0, len(points), len(points))
+        Q = {k: v[idx] for k, v in P.items()}
+        if len(np.unique(Q["params"])) < 2 or len(np.unique(Q["tokens"])) < 2:
+            continue
+        t, _, _, qlc = _fit_once(Q, delta, 3, theta)
+        boot.append([float(v) for v in t])
+        if "a" in qlc:
+            boot_lc.append([qlc["a"], qlc["b"], qlc["c"]])
+    laws = [law_from_theta(np.array(t)) for t in boot]
+    cis = {name: _interval([getattr(l, name) for l in laws]) for name in ("E", "A", "B", "alpha", "beta")}
+    for key in ("a", "b"):
+        cis[key] = _interval([allocation(l)[key] for l in laws])
+
+    c_top = float(P["flops"].max())
+    tpp = {}
+    for mult in (1, 10, 100):
+        n, d = law.optimal(c_top * mult)
+        tpp[f"{c_top * mult:.3g}"] = d / n
+    if lc.get("a") is not None:
+        lc["ci"] = {k: _interval([s[i] for s in boot_lc]) for i, k in enumerate("abc")}
+    return {
+        "law": "L(N, D) = E + A / N^alpha + B / D^beta",
+        "E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta,
+        "a": alloc["a"], "b": alloc["b"], "G": alloc["G"], "ci": cis,
+        "tokens_per_param_at_optimum": tpp,
+        "residuals": {"rmse_log": float(np.sqrt(np.mean((np.log(P["loss"]) - np.log(fitted)) ** 2))),
+                      "max_abs_relative": float(np.abs(rel).max()),
+                      "per_point": [{"name": p.get("name", ""), "params": p["params"], "tokens": p["tokens"],
+                                     "loss": p["loss"], "fitted": float(f), "relative": float(r)}
+                                    for p, f, r in zip(points, fitted, rel)]},
+        "method": {"huber_delta": delta, "objective": objective, "grid_points": len(GRID), "lbfgs_starts": starts,
+                   "bootstrap": len(boot), "seed": seed},
+        "isoflop": iso, "loss_vs_compute": lc,
+        "points": len(points), "excluded": excluded, "largest_flops": c_top, "source": source,
+        "bootstrap_samples": {"theta": boot, "loss_vs_compute": boot_lc},
+    }
+
+
+# ---------------------------------------------------------------- prediction
+
+def load_fit(source: str | Path) -> dict:
+    """fit.json, or the fit.json of a sweep folder."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "fit.json"
+    if not path.is_file():
+        raise LmforgeError(f"{source}: no fit.json; run lmforge scale fit {source} first")
+    fit = json.loads(path.read_text())
+    if not all(k in fit for k in ("E", "A", "B", "alpha", "beta")):
+        raise LmforgeError(f"{path} is not a scaling-law fit (no E, A, B, alpha, beta)")
+    return fit
+
+
+@np.errstate(divide="ignore", over="ignore", invalid="ignore")
+def predict(fit: dict, params: float | None = None, tokens: float | None = None, flops: float | None = None) -> dict:
+    """Predicted loss with its 95% bootstrap interval, at (N, D) or at the compute-optimal point of C."""
+    law = law_of(fit)
+    boot = [law_from_theta(np.array(t)) for t in fit.get("bootstrap_samples", {}).get("theta", [])]
+    if flops is not None:
+        if params is not None or tokens is not None:
+            raise LmforgeError("predict: give --params and --tokens, or --flops, not both")
+        params, tokens = law.optimal(flops)
+        out = {"flops": flops, "compute_optimal": True,
+               "params_interval": _interval([b.optimal(flops)[0] for b in boot]),
+               "tokens_interval": _interval([b.optimal(flops)[1] for b in boot])}
+        lc = fit.get("loss_vs_compute", {})
+        if lc.get("a") is not None:
+            out["loss_vs_compute"] = lc["a"] * flops ** lc["b"] + lc["c"]
+            out["loss_vs_compute_interval"] = _interval(
+                [a * flops**b + c for a, b, c in fit["bootstrap_samples"].get("loss_vs_compute", [])])
+    elif params is not None and tokens is not None:
+        out = {"flops": 6 * params * tokens, "compute_optimal": False}
+    else:
+        raise LmforgeError("predict: give --params N --tokens D, or --flops C")
+    out.update(params=params, tokens=tokens, tokens_per_param=tokens / params, loss=law.loss(params, tokens),
+               interval=_interval([b.loss(params, tokens) for b in boot]),
+               times_largest_run=6 * params * tokens / fit.get("largest_flops", math.nan))
+    return out
+
+
+# ---------------------------------------------------------------- plots
+
+@np.errstate(divide="ignore", over="ignore", invalid="ignore")
+def plot_fit(fit: dict, points: list[dict], out_dir: Path, verified: list[dict] | None = None) -> list[str]:
+    """isoflop.png, law.png, extrapolation.png in `out_dir`; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    law = law_of(fit)
+    P = {k: np.array([p[k] for p in points], dtype=float) for k in ("params", "tokens", "loss", "flops")}
+    paths = []
+    cmap = plt.get_cmap("viridis")
+
+    # IsoFLOP curves and the optima's power laws
+    iso = fit["isoflop"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = group_levels(P["flops"])
+    for k in np.unique(labels):
+        sel = labels == k
+        col = cmap(k / max(1, labels.max()))
+        ax.scatter(P["params"][sel], P["loss"][sel], color=col, s=18, label=f"{np.exp(np.log(P['flops'][sel]).mean()):.2g} FLOPs")
+    for i, lv in enumerate(iso["levels"]):
+        xs = np.linspace(math.log(lv["n_opt"]) - 1.5, math.log(lv["n_opt"]) + 1.5, 60)
+        ax.plot(np.exp(xs), np.polyval(lv["coefficients"], xs), color="grey", lw=0.8)
+        ax.scatter([lv["n_opt"]], [lv["loss_opt"]], marker="*", color="red", s=60, zorder=3)
+    ax.set(xscale="log", xlabel="parameters N", ylabel="validation loss (nats/token)", title="IsoFLOP profiles")
+    if labels.max() < 10:  # a legend of dozens of levels would crowd out the plot
+        ax.legend(fontsize=7)
+    if "a" in iso:
+        cs = np.array([lv["flops"] for lv in iso["levels"]])
+        grid = np.geomspace(cs.min() / 2, cs.max() * 20, 50)
+        ax2.scatter(cs, [lv["n_opt"] for lv in iso["levels"]], color="C0", label=f"N_opt ~ C^{iso['a']:.2f} (IsoFLOP)")
+        ax2.scatter(cs, [lv["d_opt"] for lv in iso["levels"]], color="C1", label=f"D_opt ~ C^{iso['b']:.2f} (IsoFLOP)")
+        ax2.plot(grid, iso["k_n"] * grid ** iso["a"], color="C0", lw=0.8)
+        ax2.plot(grid, iso["k_d"] * grid ** iso["b"], color="C1", lw=0.8)
+        opt = np.array([law.optimal(c) for c in grid])
+        ax2.plot(grid, opt[:, 0], "C0--", lw=0.8, label=f"N_opt, L(N,D) fit (a={fit['a']:.2f})")
+        ax2.plot(grid, opt[:, 1], "C1--", lw=0.8, label=f"D_opt, L(N,D) fit (b={fit['b']:.2f})")
+        ax2.set(xscale="log", yscale="log", xlabel="compute C = 6ND (FLOPs)", title="compute-optimal allocation")
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(str(out_dir / "isoflop.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    # the fitted law against the points, one curve per model size
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sizes = np.unique(P["params"])
+    for i, n in enumerate(sizes):
+        sel = P["params"] == n
+        col = cmap(i / max(1, len(sizes) - 1))
+        ax.scatter(P["tokens"][sel], P["loss"][sel], color=col, s=18, label=f"N={n:.3g}" if len(sizes) < 10 else None)
+        ds = np.geomspace(P["tokens"].min() / 1.5, P["tokens"].max() * 1.5, 50)
+        ax.plot(ds, [law.loss(n, d) for d in ds], color=col, lw=0.8)
+    ax.set(xscale="log", xlabel="training tokens D", ylabel="validation loss",
+           title=f"L = {law.E:.3f} + {law.A:.3g}/N^{law.alpha:.3f} + {law.B:.3g}/D^{law.beta:.3f}")
+    if len(sizes) < 10:
+        ax.legend(fontsize=7)
+    fitted = np.array([law.loss(n, d) for n, d in zip(P["params"], P["tokens"])])
+    ax2.scatter(P["flops"], 100 * (P["loss"] - fitted) / P["loss"], s=18)
+    ax2.axhline(0, color="grey", lw=0.8)
+    ax2.set(xscale="log", xlabel="compute 6ND", ylabel="residual, % of loss", title="fit residuals")
+    fig.tight_layout()
+    paths.append(str(out_dir / "law.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    # extrapolation: the compute-optimal loss from L(N, D) and L(C), with bootstrap bands
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    c_top = fit["largest_flops"]
+    grid = np.geomspace(P["flops"].min() / 2, c_top * 100, 60)
+    boot = [law_from_theta(np.array(t)) for t in fit["bootstrap_samples"]["theta"]]
+    ax.scatter(P["flops"], P["loss"], s=14, color="grey", alpha=0.6, label="sweep runs")
+    ax.plot(grid, [law.loss(*law.optimal(c)) for c in grid], "C0", label="L(N_opt, D_opt) from L(N, D)")
+    if boot:
+        band = np.array([[b.loss(*b.optimal(c)) for b in boot] for c in grid])
+        ax.fill_between(grid, np.percentile(band, 2.5, axis=1), np.percentile(band, 97.5, axis=1), color="C0", alpha=0.2)
+    lc = fit["loss_vs_compute"]
+    if lc.get("a") is not None:
+        ax.scatter([lv["flops"] for lv in iso["levels"]], [lv["loss_opt"] for lv in iso["levels"]], marker="*",
+                   color="red", s=60, zorder=3, label="IsoFLOP minima")
+        ax.plot(grid, lc["a"] * grid ** lc["b"] + lc["c"], "C3", lw=1, label=f"L(C) = {lc['a']:.3g} C^{lc['b']:.3f} + {lc['c']:.3f}")
+        samples = fit["bootstrap_samples"]["loss_vs_compute"]
+        if len(samples) >= 10:
+            band = np.array([[a * c**b + cc for a, b, cc in samples] for c in grid])
+            ax.fill_between(grid, np.percentile(band, 2.5, axis=1), np.percentile(band, 97.5, axis=1), color="C3", alpha=0.15)
+    for v in verified or []:
+        ax.errorbar([v["flops"]], [v["predicted"]], yerr=None, fmt="o", color="C0", mfc="none", ms=9, label="predicted target")
+        ax.scatter([v["flops"]], [v["actual"]], marker="x", color="k", s=70, zorder=4,
+                   label=f"actual target ({100 * v['relative_error']:+.2f}%)")
+    ax.axvline(c_top, color="grey", ls=":", lw=0.8)
+    ax.set(xscale="log", xlabel="compute C = 6ND (FLOPs)", ylabel="validation loss", title="extrapolation (95% bands)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(str(out_dir / "extrapolation.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,338 @@
+"""Running a sweep: every run an ordinary lmforge run folder, all on one tokenized folder.
+
+    SWEEP/sweep.yaml        the base config, the design and its runs (edit a run's lr or steps here
+                            before it starts, if you must; a started run refuses changed settings)
+    SWEEP/tokens/           tokenized once from the base config's sources: one tokenizer, one split
+    SWEEP/runs/<name>/      ordinary RUN folders (config.yaml, metrics.jsonl, checkpoints/, summary.json)
+    SWEEP/runs/<name>/train.log        what the run printed
+    SWEEP/runs/<name>/diverged.json    written instead of summary.json when the loss went non-finite
+    SWEEP/verify/<name>/    target models trained by `lmforge scale verify`
+
+A run whose summary.json says complete is skipped; one with a checkpoint resumes from it; runs go
+longest first to `parallel` processes (spawned, each calling lmforge.training.loop.train, the
+function `lmforge train` calls) with the machine's threads split between them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from lmforge.config import Config, config_from_dict
+from lmforge.errors import LmforgeError
+from lmforge.scaling.design import _cpus, size_config
+
+SWEEP_FILE = "sweep.yaml"
+TOKENS = "tokens"
+
+
+def write_sweep(plan: dict, cfg: Config, out: str | Path) -> Path:
+    out = Path(out)
+    path = out / SWEEP_FILE
+    if path.is_file():
+        raise LmforgeError(f"{path} already exists: choose another --out, or run it with lmforge scale run {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"config": cfg.to_dict(), **plan}, sort_keys=False))
+    return path
+
+
+def load_sweep(sweep_dir: str | Path) -> tuple[Config, dict]:
+    path = Path(sweep_dir) / SWEEP_FILE
+    if not path.is_file():
+        raise LmforgeError(f"{sweep_dir} is not a sweep (no {SWEEP_FILE}): create one with lmforge scale plan --out")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise LmforgeError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict) or "config" not in data or not isinstance(data.get("runs"), list):
+        raise LmforgeError(f"{path} must hold `config` and `runs` (as written by lmforge scale plan)")
+    return config_from_dict(data["config"]), data
+
+
+def run_config(cfg: Config, sweep_dir: Path, run: dict, folder: str = "runs", threads: int = 0) -> Config:
+    """The full lmforge config of one run: the base config, the run's shape, lr and length."""
+    sized = size_config(cfg, run["knob"])
+    model = replace(sized.model, n_layer=run["n_layer"], n_embd=run["n_embd"], n_head=run["n_head"])
+    train = replace(sized.train, lr=run["lr"], max_steps=run["steps"], warmup_steps=run["warmup_steps"],
+                    progress=False, threads=threads or sized.train.threads)
+    # relative to the run folder, so a sweep folder can be moved or copied whole
+    data = replace(sized.data, tokenized=f"../../{TOKENS}")
+    return replace(sized, model=model, train=train, data=data,
+                   run=replace(sized.run, out=str(sweep_dir / folder / run["name"])))
+
+
+def run_state(run_dir: Path) -> str:
+    """done | diverged | failed | partial (a checkpoint to resume) | pending."""
+    from lmforge.training.checkpoint import latest_checkpoint
+
+    summary = run_dir / "summary.json"
+    if summary.is_file() and json.loads(summary.read_text()).get("complete"):
+        return "done"
+    if (run_dir / "diverged.json").is_file():
+        return "diverged"
+    if (run_dir / "error.txt").is_file():
+        return "failed"
+    return "partial" if run_dir.is_dir() and latest_checkpoint(run_dir) is not None else "pending"
+
+
+def train_run(cfg: Config, log_path: Path | None = None) -> dict:
+    """Train (or resume) one run, recording divergence in diverged.json instead of failing the sweep."""
+    from lmforge.training.checkpoint import latest_checkpoint
+    from lmforge.training.loop import train
+
+    run_dir = Path(cfg.run.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.txt").unlink(missing_ok=True)
+    logf = open(log_path, "a") if log_path else None
+
+    def log(msg: str) -> None:
+        if logf:
+            logf.write(msg + "\n")
+            logf.flush()
+
+    try:
+        return train(cfg, resume=latest_checkpoint(run_dir) is not None, log=log if logf else print)
+    except LmforgeError as e:
+        if not str(e).startswith("training diverged"):
+            raise
+        (run_dir / "diverged.json").write_text(json.dumps({"reason": str(e)}))
+        log(f"diverged: {e}")
+        return {"complete": False, "diverged": str(e)}
+    finally:
+        if logf:
+            logf.close()
+
+
+def _worker_init() -> None:
+    """Workers ignore Ctrl-C between runs; inside a run, train's own handler saves a checkpoint and stops."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _child(cfg_dict: dict, log_path: str) -> None:
+    """One run in a worker process; a failure leaves error.txt for the parent to report."""
+    cfg = config_from_dict(cfg_dict)
+    try:
+        train_run(cfg, Path(log_path))
+    except Exception as e:  # reported by the parent, which owns the terminal
+        (Path(cfg.run.out) / "error.txt").write_text(f"{type(e).__name__}: {e}")
+
+
+def _steps_done(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line).get("step", 0))
+        except (ValueError, json.JSONDecodeError):
+            continue
+    return 0
+
+
+def sweep_status(sweep_dir: str | Path) -> list[dict]:
+    """One row per run: state, steps done of steps, FLOPs, and its validation loss when finished."""
+    sweep_dir = Path(sweep_dir)
+    _, sweep = load_sweep(sweep_dir)
+    rows = []
+    for run in sweep["runs"]:
+        run_dir = sweep_dir / "runs" / run["name"]
+        state = run_state(run_dir)
+        row = {"name": run["name"], "state": state, "steps": run["steps"], "params": run["params"],
+               "tokens": run["tokens"], "flops": run["flops_exact"],
+               "step": run["steps"] if state == "done" else _steps_done(run_dir)}
+        if state == "done":
+            s = json.loads((run_dir / "summary.json").read_text())
+            row.update(val_loss=s["val_loss"], unigram_val_loss=s["unigram_val_loss"], train_time_s=s["train_time_s"])
+        rows.append(row)
+    return rows
+
+
+def format_status(rows: list[dict]) -> str:
+    out = [f"{'run':<18} {'state':<9} {'steps':>11} {'params':>10} {'tokens':>10} {'FLOPs':>9} {'val loss':>9}"]
+    for r in rows:
+        loss = f"{r['val_loss']:.4f}" if "val_loss" in r else ""
+        out.append(f"{r['name']:<18} {r['state']:<9} {r['step']:>5}/{r['steps']:<5} {r['params']:>10,} "
+                   f"{r['tokens']:>10,} {r['flops']:>9.2e} {loss:>9}")
+    return "\n".join(out)
+
+
+def _progress_line(rows: list[dict], running: list[str], t0: float, flops_at_start: float) -> str:
+    total = sum(r["flops"] for r in rows)
+    done = sum(r["flops"] * min(1.0, r["step"] / r["steps"]) for r in rows)
+    n_done = sum(r["state"] == "done" for r in rows)
+    n_div = sum(r["state"] == "diverged" for r in rows)
+    by_name = {r["name"]: r for r in rows}
+    now = [f"{n} {by_name[n]['step']}/{by_name[n]['steps']}" for n in running if n in by_name]
+    elapsed = time.time() - t0
+    rate = (done - flops_at_start) / elapsed if elapsed > 0 else 0.0
+    eta = f", ~{_minutes((total - done) / rate)} left" if rate > 0 and done < total else ""
+    div = f" ({n_div} diverged)" if n_div else ""
+    return (f"sweep: {n_done}/{len(rows)} done{div}, {len(now)} running [{', '.join(now)}], "
+            f"{100 * done / total:.0f}% of FLOPs, {_minutes(elapsed)} elapsed{eta}")
+
+
+def _minutes(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def prepare_sweep_tokens(cfg: Config, sweep_dir: Path, log: Callable[[str], None]) -> Path:
+    from lmforge.tokenizer import tokenize_corpus
+
+    folder = sweep_dir / TOKENS
+    tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log)
+    return folder
+
+
+def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int | None = None,
+              log: Callable[[str], None] = print, interval: float = 30.0) -> list[dict]:
+    """Train every run of the sweep not yet complete; returns the status rows at the end."""
+    sweep_dir = Path(sweep_dir)
+    cfg, sweep = load_sweep(sweep_dir)
+    parallel = parallel or cfg.scale.parallel
+    if parallel <= 0 or (threads is not None and threads <= 0):
+        raise LmforgeError("scale run: --parallel and --threads must be > 0")
+    threads = threads or cfg.train.threads or max(1, _cpus() // parallel)
+    prepare_sweep_tokens(cfg, sweep_dir, log)
+    rows = sweep_status(sweep_dir)
+    todo = [run for run, row in zip(sweep["runs"], rows) if row["state"] in ("pending", "partial", "failed")]
+    skipped = [r["name"] for r in rows if r["state"] in ("done", "diverged")]
+    log(f"sweep: {len(sweep['runs'])} runs, {len(skipped)} already finished (skipped), {len(todo)} to train "
+        f"on {parallel} process(es) x {threads} thread(s)")
+    todo.sort(key=lambda r: -r["flops_exact"])  # longest first packs the processes best
+    failures: list[str] = []
+    t0, last = time.time(), time.time()
+    flops_at_start = sum(r["flops"] * min(1.0, r["step"] / r["steps"]) for r in rows)
+    # Worker processes live for the whole sweep: importing torch costs seconds per process, more
+    # than a tiny run's training.
+    pool = ProcessPoolExecutor(max_workers=min(parallel, max(1, len(todo))), mp_context=mp.get_context("spawn"),
+                               initializer=_worker_init)
+    active: dict = {}
+    try:
+        for run in todo:
+            rcfg = run_config(cfg, sweep_dir, run, threads=threads)
+            Path(rcfg.run.out).mkdir(parents=True, exist_ok=True)
+            if run_state(Path(rcfg.run.out)) == "partial":
+                log(f"sweep: {run['name']} will resume from step {_steps_done(Path(rcfg.run.out))}")
+            fut = pool.submit(_child, rcfg.to_dict(), str(Path(rcfg.run.out) / "train.log"))
+            active[fut] = run
+        while active:
+            finished, _ = wait(list(active), timeout=max(0.1, interval - (time.time() - last)),
+                               return_when=FIRST_COMPLETED)
+            for fut in finished:
+                run = active.pop(fut)
+                fut.result()
+                name, run_dir = run["name"], sweep_dir / "runs" / run["name"]
+                state = run_state(run_dir)
+                if state == "failed":
+                    failures.append(f"{name}: {(run_dir / 'error.txt').read_text().strip()}")
+                    log(f"sweep: {name} failed: {failures[-1]}")
+                elif state == "diverged":
+                    log(f"sweep: {name} diverged ({json.loads((run_dir / 'diverged.json').read_text())['reason']})")
+                elif state == "done":
+                    s = json.loads((run_dir / "summary.json").read_text())
+                    log(f"sweep: {name} done, val loss {s['val_loss']:.4f} in {s['train_time_s']:.0f}s")
+                else:
+                    log(f"sweep: {name} stopped at step {_steps_done(run_dir)}; rerun lmforge scale run to continue it")
+            if time.time() - last >= interval and active:
+                last = time.time()
+                current = sweep_status(sweep_dir)
+                running = [r["name"] for r in current if 0 < r["step"] < r["steps"] and r["state"] != "done"]
+                log(_progress_line(current, running, t0, flops_at_start))
+    except KeyboardInterrupt:
+        log("sweep: interrupted; running runs save a checkpoint and stop (rerun lmforge scale run to continue)")
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    rows = sweep_status(sweep_dir)
+    log(_progress_line(rows, [], t0, flops_at_start))
+    if failures:
+        raise LmforgeError(f"{len(failures)} run(s) failed: {failures[0]} (details in SWEEP/runs/<name>/train.log)")
+    return rows
+
+
+def nearest_knob(cfg: Config, params: float, vocab: int) -> int:
+    """The knob value whose model is closest to `params` parameters (in log), within the family's rules."""
+    from lmforge.scaling.design import make_size
+
+    step = cfg.scale.head_dim if cfg.scale.knob == "width" else 1
+    lo = step
+    best, best_gap = lo, math.inf
+    value = lo
+    while True:
+        n = make_size(cfg, value, vocab).params
+        gap = abs(math.log(n / params))
+        if gap < best_gap:
+            best, best_gap = value, gap
+        if n > params:
+            return best
+        value += step
+        if value > 1_000_000:
+            raise LmforgeError(f"--params {params:.3g}: no model of this family is that large")
+
+
+def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: int | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Train the family's model nearest `params` on `tokens` tokens into SWEEP/verify/<name>/
+    (same data, tokenizer, schedule rule and evaluation as the sweep); resumable like a sweep run."""
+    from lmforge.scaling.design import make_size, tokens_per_step
+
+    sweep_dir = Path(sweep_dir)
+    cfg, sweep = load_sweep(sweep_dir)
+    vocab = sweep.get("vocab_size") or cfg.tokenizer.vocab_size
+    knob = nearest_knob(cfg, params, vocab)
+    size = make_size(cfg, knob, vocab)
+    steps = max(1, round(tokens / tokens_per_step(cfg)))
+    warmup = max(1, round(cfg.scale.warmup_fraction * steps)) if cfg.scale.warmup_fraction else 0
+    run = {"name": f"{cfg.scale.knob}{knob:03d}-s{steps}", "knob": knob, "n_layer": size.n_layer,
+           "n_embd": size.n_embd, "n_head": size.n_head, "lr": size.lr, "steps": steps, "warmup_steps": warmup}
+    prepare_sweep_tokens(cfg, sweep_dir, log)
+    rcfg = run_config(cfg, sweep_dir, run, folder="verify", threads=threads or cfg.train.threads or _cpus())
+    run_dir = Path(rcfg.run.out)
+    if run_state(run_dir) != "done":
+        log(f"verify: training {run['name']} ({size.params:,} parameters, {steps * tokens_per_step(cfg):,} tokens, "
+            f"{steps} steps) into {run_dir}")
+        result = train_run(rcfg, run_dir / "train.log")
+        if result.get("diverged"):
+            raise LmforgeError(f"verify: the target run diverged: {result['diverged']}")
+        if not result.get("complete"):
+            raise LmforgeError(f"verify: {run['name']} stopped at step {result['step']}; rerun to continue it")
+    else:
+        log(f"verify: {run_dir} is already trained")
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def collect_points(sweep_dir: str | Path) -> tuple[list[dict], list[dict]]:
+    """(params, tokens, flops = 6ND, loss) of every finished run; runs that diverged, ended no better
+    than the unigram baseline or are not trained yet come back in the second list with the reason."""
+    from lmforge.scaling.fitting import bad_point_reason
+
+    sweep_dir = Path(sweep_dir)
+    _, sweep = load_sweep(sweep_dir)
+    points, excluded = [], []
+    for run in sweep["runs"]:
+        run_dir = sweep_dir / "runs" / run["name"]
+        state = run_state(run_dir)
+        if state == "diverged":
+            excluded.append({"name": run["name"], "reason": json.loads((run_dir / "diverged.json").read_text())["reason"]})
+            continue
+        if state != "done":
+            excluded.append({"name": run["name"], "reason": f"not trained ({state}): run lmforge scale run"})
+            continue
+        s = json.loads((run_dir / "summary.json").read_text())
+        point = {"name": run["name"], "params": s["params"], "tokens": s["tokens_trained"],
+                 "flops": 6 * s["params"] * s["tokens_trained"], "loss": s["val_loss"]}
+        reason = bad_point_reason(point, s.get("unigram_val_loss"))
+        (excluded.append({"name": run["name"], "reason": reason}) if reason else points.append(point))
+    return points, excluded
