@@ -198,6 +198,7 @@ def _fill(args: argparse.Namespace) -> int:
     width = max(map(len, shown))
     for text, c in zip(shown, result["candidates"]):
         print(f"  {text:<{width}}  {100 * c['probability']:6.2f}%  log-prob {c['score']:.3f}")
+    return 0
 
 
 def _flops_arg(text: str | None, flag: str) -> float | None:
