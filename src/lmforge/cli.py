@@ -209,6 +209,13 @@ def _flops_arg(text: str | None, flag: str) -> float | None:
     return cost.parse_size(t[:-5] if t.endswith("flops") else t, flag)
 
 
+def _target_args(q: argparse.ArgumentParser, verb: str) -> None:
+    q.add_argument("--params", help="N, e.g. 2M (verify trains the family's nearest model)")
+    q.add_argument("--tokens", help="D, e.g. 40M")
+    q.add_argument("--flops", help=f"C: {verb} the compute-optimal N and D of the fit")
+    q.add_argument("--json", action="store_true")
+
+
 def _scale_plan(args: argparse.Namespace) -> int:
     import lmforge.scaling as scaling
 
@@ -403,17 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-plots", action="store_true")
     q = ssub.add_parser("predict", help="predicted loss at (N, D) or at the compute-optimal point of C")
     q.add_argument("source", metavar="SWEEP|fit.json")
-    q.add_argument("--params", help="N, e.g. 2M")
-    q.add_argument("--tokens", help="D, e.g. 40M")
-    q.add_argument("--flops", help="C: predict at the compute-optimal N and D")
-    q.add_argument("--json", action="store_true")
+    _target_args(q, "predict at")
     q = ssub.add_parser("verify", help="train the target model and compare predicted and actual loss")
     q.add_argument("sweep", metavar="SWEEP")
-    q.add_argument("--params", help="N (the family's nearest model is trained)")
-    q.add_argument("--tokens", help="D")
-    q.add_argument("--flops", help="C: train the compute-optimal model of the fit")
+    _target_args(q, "train")
     q.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    q.add_argument("--json", action="store_true")
 
     p = sub.add_parser("eval", help="validation loss, perplexity and bits per byte of a run; cloze tasks")
     p.add_argument("run_dir", metavar="RUN")

@@ -362,6 +362,15 @@ def predict(fit: dict, params: float | None = None, tokens: float | None = None,
 # ---------------------------------------------------------------- plots
 
 @np.errstate(divide="ignore", over="ignore", invalid="ignore")
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return str(path)
+
 def plot_fit(fit: dict, points: list[dict], out_dir: Path, verified: list[dict] | None = None) -> list[str]:
     """isoflop.png, law.png, extrapolation.png in `out_dir`; returns their paths."""
     import matplotlib
@@ -402,10 +411,7 @@ def plot_fit(fit: dict, points: list[dict], out_dir: Path, verified: list[dict] 
         ax2.plot(grid, opt[:, 1], "C1--", lw=0.8, label=f"D_opt, L(N,D) fit (b={fit['b']:.2f})")
         ax2.set(xscale="log", yscale="log", xlabel="compute C = 6ND (FLOPs)", title="compute-optimal allocation")
         ax2.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(str(out_dir / "isoflop.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out_dir / "isoflop.png"))
 
     # the fitted law against the points, one curve per model size
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -424,10 +430,7 @@ def plot_fit(fit: dict, points: list[dict], out_dir: Path, verified: list[dict] 
     ax2.scatter(P["flops"], 100 * (P["loss"] - fitted) / P["loss"], s=18)
     ax2.axhline(0, color="grey", lw=0.8)
     ax2.set(xscale="log", xlabel="compute 6ND", ylabel="residual, % of loss", title="fit residuals")
-    fig.tight_layout()
-    paths.append(str(out_dir / "law.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out_dir / "law.png"))
 
     # extrapolation: the compute-optimal loss from L(N, D) and L(C), with bootstrap bands
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -455,8 +458,5 @@ def plot_fit(fit: dict, points: list[dict], out_dir: Path, verified: list[dict] 
     ax.axvline(c_top, color="grey", ls=":", lw=0.8)
     ax.set(xscale="log", xlabel="compute C = 6ND (FLOPs)", ylabel="validation loss", title="extrapolation (95% bands)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(str(out_dir / "extrapolation.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out_dir / "extrapolation.png"))
     return paths
