@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain, islice
+from operator import methodcaller
 from pathlib import Path
 
 import numpy as np
@@ -121,11 +122,15 @@ BULLETS = ("•", "-", "*", "‣", "▶", "●", "◦", "○")
 PUNCT_END = (".", "!", "?", '"', "'", "”", "’", ":", ";")
 
 
+_STRIP_PUNCTUATION = methodcaller("strip", "\"'.,;:!?()[]{}<>*_/`-\u2013\u2014\u2026\u201c\u201d\u2018\u2019")
+
+
 def _enough_words_with_a_letter(words: list[str], min_ratio: float) -> bool:
-    alphabetic = sum(map(str.isalpha, words))  # all letters: C-speed, and most words are
+    # letters only once the punctuation around them is gone: most words, counted at C speed
+    alphabetic = sum(map(str.isalpha, map(_STRIP_PUNCTUATION, words)))
     if alphabetic >= min_ratio * len(words):
         return True
-    return alphabetic + sum(1 for w in words if not w.isalpha() and any(map(str.isalpha, w))) >= min_ratio * len(words)
+    return sum(1 for w in words if w.isalpha() or any(map(str.isalpha, w))) >= min_ratio * len(words)
 
 
 class GopherQuality:
