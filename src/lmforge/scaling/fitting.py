@@ -361,8 +361,6 @@ def predict(fit: dict, params: float | None = None, tokens: float | None = None,
 
 # ---------------------------------------------------------------- plots
 
-@np.errstate(divide="ignore", over="ignore", invalid="ignore")
-
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -371,6 +369,8 @@ def _save(fig, path: Path) -> str:
     plt.close(fig)
     return str(path)
 
+
+@np.errstate(divide="ignore", over="ignore", invalid="ignore")
 def plot_fit(fit: dict, points: list[dict], out_dir: Path, verified: list[dict] | None = None) -> list[str]:
     """isoflop.png, law.png, extrapolation.png in `out_dir`; returns their paths."""
     import matplotlib
