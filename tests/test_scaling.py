@@ -225,3 +225,47 @@ def test_verify_trains_the_target_and_compares(sweep, tmp_path, capsys):
     assert r["relative_error"] == pytest.approx((r["predicted"] - r["actual"]) / r["actual"])
     assert summary["tokens_trained"] == pytest.approx(30000, rel=0.01)
     assert json.loads((sweep / "verify.json").read_text())[-1]["run"] == r["run"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent (now init) has yet to reap it
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from Linux's /proc")
+def test_killing_the_sweep_process_stops_its_workers(corpus_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sw"
+    assert main(["scale", "plan", "--budget", "2.4e11", "--sizes", "32", "--levels", "1",
+                 *sweep_flags(corpus_dir), "--out", str(out)]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "scale", "run", str(out), "--parallel", "1",
+                             "--threads", "1", "--interval", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while not list((out / "runs").glob("*/metrics.jsonl")):  # a worker is training
+            assert proc.poll() is None and time.time() < deadline, "the sweep never started training"
+            time.sleep(0.2)
+        children = [int(p) for t in Path(f"/proc/{proc.pid}/task").iterdir()
+                    for p in (t / "children").read_text().split()]
+        assert children
+        os.kill(proc.pid, signal.SIGKILL)  # no handler runs: only the kernel can tell the workers
+        proc.wait()
+        deadline = time.time() + 30
+        while any(_alive(pid) for pid in children) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in children:  # a failed run of this test leaves no orphans either
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
+import os
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import replace
@@ -111,11 +113,20 @@ def train_run(cfg: Config, log_path: Path | None = None) -> dict:
             logf.close()
 
 
-def _worker_init() -> None:
-    """Workers ignore Ctrl-C between runs; inside a run, train's own handler saves a checkpoint and stops."""
+def _worker_init(parent: int) -> None:
+    """Workers ignore Ctrl-C between runs; inside a run, train's own handler saves a checkpoint and stops.
+    On Linux a worker also gets SIGTERM when the sweep process dies, even by SIGKILL (which it cannot
+    catch), so that no orphan keeps training; SIGTERM stops a run as Ctrl-C does."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request above took effect
+        os._exit(1)
 
 
 def _child(cfg_dict: dict, log_path: str) -> None:
@@ -217,7 +228,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     # Worker processes live for the whole sweep: importing torch costs seconds per process, more
     # than a tiny run's training.
     pool = ProcessPoolExecutor(max_workers=min(parallel, max(1, len(todo))), mp_context=mp.get_context("spawn"),
-                               initializer=_worker_init)
+                               initializer=_worker_init, initargs=(os.getpid(),))
     active: dict = {}
     try:
         for run in todo:
