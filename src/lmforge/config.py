@@ -89,6 +89,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 = off
     dtype: str = "auto"  # auto | float32 | bfloat16 (auto: bf16 on CUDA/AMX CPUs, else fp32)
     compile: bool = False
+    data_parallel: str = "ddp"  # ddp (a full replica per rank) | fsdp (FSDP2: parameters, gradients, optimizer state sharded)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads (0 = leave torch's default)
     seed: int = 1337
@@ -250,6 +251,7 @@ class Config:
 CHOICES = {
     "train.objective": ("causal", "masked"),
     "train.optimizer": ("adamw", "muon"),
+    "train.data_parallel": ("ddp", "fsdp"),
     "train.schedule": ("cosine", "wsd", "constant"),
     "train.dtype": ("auto", "float32", "bfloat16"),
     "prepare.executor": ("local", "ray"),
@@ -269,6 +271,8 @@ def _validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), name)
         _check(value in allowed, key, value, f"choose one of {', '.join(allowed)}")
     m, t, d, tk = cfg.model, cfg.train, cfg.data, cfg.tokenizer
+    _check(not (t.data_parallel == "fsdp" and t.optimizer == "muon"), "train.data_parallel", t.data_parallel,
+           "FSDP shards every matrix and Muon orthogonalises whole ones: use train.optimizer=adamw with fsdp")
     positive = {
         "model.n_layer": m.n_layer, "model.n_head": m.n_head, "model.n_embd": m.n_embd,
         "model.seq_len": m.seq_len, "train.batch_size": t.batch_size,

@@ -28,6 +28,7 @@ from lmforge.config import read_config
 from lmforge.errors import LmforgeError
 from lmforge.model import GPT, GPTConfig
 from lmforge.tokenizer import load_tokenizer
+from lmforge.training.distributed import gather_full, shard_like
 
 MODEL_FILE = "model.safetensors"
 
@@ -39,7 +40,8 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def model_state(model: GPT) -> dict[str, torch.Tensor]:
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    """Whole tensors on the CPU; with FSDP a collective (every rank calls it)."""
+    state = {k: gather_full(v.detach()).contiguous().cpu() for k, v in model.state_dict().items()}
     if model.cfg.tie_embeddings:
         state.pop("lm_head.weight", None)
     return state
@@ -67,7 +69,8 @@ def load_model_weights(model: GPT, path: Path) -> None:
     extra = sorted(set(state) - set(expected))
     if extra:
         raise LmforgeError(f"checkpoint {path} has unexpected tensors ({', '.join(extra[:3])}): another architecture")
-    model.load_state_dict(state, strict=False)
+    current = model.state_dict()
+    model.load_state_dict({k: shard_like(v, current[k]) for k, v in state.items()}, strict=False)
 
 
 def read_model_config(path: Path) -> GPTConfig:
@@ -88,7 +91,7 @@ def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[st
     for pid, pstate in sd["state"].items():
         for key, value in pstate.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{prefix}.{pid}.{key}"] = value.detach().contiguous().cpu()
+                tensors[f"{prefix}.{pid}.{key}"] = gather_full(value.detach()).contiguous().cpu()
             else:
                 scalars[f"{pid}.{key}"] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
@@ -107,14 +110,9 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], prefix: str, info: di
 
 
 def save_checkpoint(run_dir: Path, step: int, model: GPT, optimizers: list[torch.optim.Optimizer],
-                    extra: dict, keep: int) -> Path:
-    root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"step-{step:06d}"
-    tmp = root / f"{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(model, tmp / MODEL_FILE)
+                    extra: dict, keep: int, write: bool = True) -> Path:
+    """With FSDP every rank calls this (gathering the shards is a collective) and one writes."""
+    weights = model_state(model)
     tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -123,6 +121,15 @@ def save_checkpoint(run_dir: Path, step: int, model: GPT, optimizers: list[torch
         t, info = _flatten_optimizer(opt, f"opt{i}")
         tensors.update(t)
         opt_info.append(info)
+    root = run_dir / "checkpoints"
+    name = f"step-{step:06d}"
+    if not write:
+        return root / name
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(weights, str(tmp / MODEL_FILE), metadata={"lmforge_model": json.dumps(asdict(model.cfg))})
     save_file(tensors, str(tmp / "state.safetensors"))
     (tmp / "state.json").write_text(json.dumps({"step": step, "optimizers": opt_info, **extra}, indent=1))
     final = root / name
@@ -153,7 +160,13 @@ def load_checkpoint(path: Path, model: GPT, optimizers: list[torch.optim.Optimiz
     if len(info["optimizers"]) != len(optimizers):
         raise LmforgeError(f"checkpoint {path} was written with another train.optimizer: resume with the same config")
     for i, opt in enumerate(optimizers):
-        opt.load_state_dict(_unflatten_optimizer(tensors, f"opt{i}", info["optimizers"][i]))
+        sd = _unflatten_optimizer(tensors, f"opt{i}", info["optimizers"][i])
+        params = [p for group in opt.param_groups for p in group["params"]]  # state ids count in this order
+        for pid, pstate in sd["state"].items():
+            for key, value in pstate.items():
+                if isinstance(value, torch.Tensor) and value.shape == params[pid].shape:  # moments, not `step`
+                    pstate[key] = shard_like(value, params[pid])
+        opt.load_state_dict(sd)
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])

@@ -1,4 +1,5 @@
-"""torch.distributed setup for `torchrun`: one process per device, DDP over gloo (CPU) or NCCL."""
+"""torch.distributed setup for `torchrun`: one process per device, gloo (CPU) or NCCL; the model
+replicated (DDP) or sharded (FSDP2, `train.data_parallel=fsdp`)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,35 @@ def barrier(info: DistInfo) -> None:
 def teardown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def shard_model(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2 (`fully_shard`): each Transformer block is a unit (its parameters all-gathered just before
+    it runs and freed after), then the root takes the rest (embedding, tied head). Parameters become
+    DTensors sharded on dim 0; gradients are reduce-scattered and averaged over ranks, as DDP does."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+def is_sharded(t: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def gather_full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a sharded one (a collective: every rank calls it); others as they are."""
+    return t.full_tensor() if is_sharded(t) else t
+
+
+def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`full` laid out as `like` (a DTensor parameter or state): every rank holds `full`."""
+    if not is_sharded(like):
+        return full
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(full.to(like.device), like.device_mesh, like.placements)

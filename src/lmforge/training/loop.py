@@ -230,6 +230,9 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
     train_shards, val_shards = load_shards(tokens_dir, "train"), load_shards(tokens_dir, "val")
     loader = TrainLoader(train_shards, mcfg.seq_len, tc.batch_size, tc.seed, dist_info.rank, dist_info.world_size)
     model = GPT(mcfg).to(device)
+    fsdp = dist_info.enabled and tc.data_parallel == "fsdp"
+    if fsdp:  # before the optimizers: they must hold the sharded parameters
+        distributed.shard_model(model)
     objective = build_objective(tc, vocab_tables(tokenizer))
     optimizers = build_optimizers(model, tc, device)
 
@@ -246,7 +249,7 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
         metrics_path.unlink()
 
     train_model = model
-    if dist_info.enabled:
+    if dist_info.enabled and not fsdp:
         from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -260,7 +263,7 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
     log_main(
         f"train: {tc.objective} objective, {model.num_params():,} parameters ({mcfg.n_layer} layers, width {mcfg.n_embd}, context {mcfg.seq_len}), "
         f"{tokens_per_step:,} tokens/step, {tc.max_steps} steps, device {device}, {dtype}, {threads} threads, "
-        f"{dist_info.world_size} process(es); run folder {run_dir}"
+        f"{dist_info.world_size} process(es){' (FSDP2)' if fsdp else ''}; run folder {run_dir}"
     )
 
     def run_eval(max_tokens: int) -> dict:
@@ -268,10 +271,10 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
                              objective)
 
     def checkpoint(at_step: int) -> None:
-        if dist_info.is_main:
+        if dist_info.is_main or fsdp:  # FSDP: every rank gathers its shards, the main one writes
             save_checkpoint(run_dir, at_step, model, optimizers,
                             {"tokens": tokens_seen, "loader": loader.state_dict(), "train_time_s": elapsed,
-                             "config": cfg.to_dict()}, tc.keep_checkpoints)
+                             "config": cfg.to_dict()}, tc.keep_checkpoints, write=dist_info.is_main)
         distributed.barrier(dist_info)
 
     last_stop = min(tc.max_steps, stop_at) if stop_at is not None else tc.max_steps
@@ -287,7 +290,8 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
             t0 = time.perf_counter()
             set_lr(optimizers, lr_factor(step, tc))
             windows = [loader.next_batch() for _ in range(tc.grad_accum)]
-            loss = train_step(train_model, objective, windows, device, amp, dist_info, dist_info.enabled, step, tc.seed)
+            loss = train_step(train_model, objective, windows, device, amp, dist_info, dist_info.enabled and not fsdp,
+                              step, tc.seed)
             loss_value = apply_update(model, optimizers, loss, tc.grad_clip, step + 1)
             step += 1
             tokens_seen += tokens_per_step
