@@ -139,8 +139,12 @@ def train_step(model, objective, windows: list[torch.Tensor], device, amp, dist_
     # DDP averages gradients over ranks; scaling by world size turns that average back into a sum
     scale = dist_info.world_size / n_targets
     total = torch.zeros((), dtype=torch.float32, device=device)
+    sharded = hasattr(model, "set_requires_gradient_sync")  # FSDP2
     for i, (inputs, targets) in enumerate(batches):
-        sync = contextlib.nullcontext() if (not ddp or i == len(batches) - 1) else model.no_sync()
+        last = i == len(batches) - 1
+        if sharded:  # accumulate unsharded gradients locally; reduce-scatter once, after the last micro-batch
+            model.set_requires_gradient_sync(last)
+        sync = contextlib.nullcontext() if (not ddp or last) else model.no_sync()
         with sync:
             with amp:
                 loss_sum, _ = objective.loss(model, inputs, targets)
