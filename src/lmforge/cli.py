@@ -527,6 +527,9 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+HANDLERS = {"estimate": _estimate, "plan": _plan, "scale": _scale, "eval": _eval, "fill": _fill, "inspect": _inspect}
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     import lmforge
 
@@ -541,18 +544,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "train":
         cfg = _resolve(args, args.out)
         lmforge.train(cfg, data=args.data, resume=args.resume, stop_at=args.stop_at)
-    elif args.command == "estimate":
-        return _estimate(args)
-    elif args.command == "plan":
-        return _plan(args)
-    elif args.command == "scale":
-        return _scale(args)
-    elif args.command == "eval":
-        return _eval(args)
-    elif args.command == "fill":
-        return _fill(args)
-    elif args.command == "inspect":
-        return _inspect(args)
+    elif args.command in HANDLERS:
+        return HANDLERS[args.command](args)
     elif args.command == "generate":
         if args.max_tokens < 0 or args.temperature < 0 or not 0 < args.top_p <= 1:
             raise LmforgeError("generate: --max-tokens and --temperature must be >= 0 and --top-p in (0, 1]")

@@ -74,7 +74,8 @@ def _finish(tmp: Path, folder: Path) -> None:
 
 class BatchLanguageIdentifier:
     """py3langid's naive Bayes over byte n-grams, with probabilities normalised as its
-    `norm_probs=True`: `classify(texts)` equals `[identifier.classify(t) for t in texts]`."""
+    `norm_probs=True`: `classify(texts)` gives `[identifier.classify(t) for t in texts]` (the same
+    languages; probabilities to float32 rounding, since the sums run in another order)."""
 
     def __init__(self, folder: Path | None = None):
         folder = folder or _model_dir("langid", "py3langid")
@@ -100,12 +101,11 @@ class BatchLanguageIdentifier:
         over all texts at once: state[b] <- next[rowbase[state[b]] + byte[b, t]]."""
         lengths = np.array([len(r) for r in raw])
         width = int(lengths.max(initial=0))
-        data = np.zeros((len(raw), width), dtype=np.int64)  # (B, T) bytes, zero-padded
+        columns = np.zeros((width, len(raw)), dtype=np.int64)  # (T, B) bytes, zero-padded: one row per step
         for i, r in enumerate(raw):
-            data[i, :len(r)] = np.frombuffer(r, dtype=np.uint8)
-        states = np.empty((width, len(raw)), dtype=np.int64)  # (T, B): one contiguous row per step
+            columns[:len(r), i] = np.frombuffer(r, dtype=np.uint8)
+        states = np.empty((width, len(raw)), dtype=np.int64)  # (T, B)
         state = np.zeros(len(raw), dtype=np.int64)
-        columns = np.ascontiguousarray(data.T)
         for t in range(width):
             at = self.rowbase[state] + columns[t]
             high = (self.next_high[at >> 3] >> (at & 7)) & 1  # np.packbits(bitorder="little")
