@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
@@ -229,8 +230,27 @@ def _tokenize(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import lmforge
 
+    if args.init_from:
+        args.overrides.append(f"train.init_from={Path(args.init_from).resolve()}")
     lmforge.train(_resolve(args, args.out), data=args.data, resume=args.resume, stop_at=args.stop_at)
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from lmforge.export import export
+
+    result = export(args.run_dir, args.out, args.format)
+    print(json.dumps(result) if args.json else
+          f"export: {result['checkpoint']} -> {result['out']} ({result['architecture']}, {result['params']:,} parameters; "
+          f"{', '.join(result['files'])}); load it with transformers.AutoModelForCausalLM.from_pretrained")
+    return 0
+
+
+def _args_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("out", metavar="OUT", help="folder to write")
+    p.add_argument("--format", default="hf", choices=["hf"], help="hf: a Hugging Face transformers Llama folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -396,6 +416,8 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="stop after STEP with a checkpoint (resume later)")
+    p.add_argument("--init-from", metavar="HF_FOLDER",
+                   help="start from the weights of a Hugging Face Llama folder (lmforge export, or a Llama of this shape)")
     _objective_arg(p)
     _config_args(p)
 
@@ -607,6 +629,8 @@ COMMANDS = [
             _args_fill, _fill),
     Command("inspect", "look inside a run: word neighbours, maps, logit lens, attention, sentences",
             _args_inspect, _inspect),
+    Command("export", "write a run's model as a Hugging Face (transformers) Llama folder",
+            _args_export, _export),
 ]
 
 

@@ -47,7 +47,7 @@ from lmforge.training.optim import build_optimizers, lr_factor, set_lr
 # Keys that may differ between a run and its resumption: they change logging, not the math.
 RESUMABLE_CHANGES = {
     "train.progress", "train.log_interval", "train.eval_interval", "train.eval_tokens", "train.checkpoint_interval",
-    "train.keep_checkpoints", "train.threads", "train.final_eval_tokens",
+    "train.keep_checkpoints", "train.threads", "train.final_eval_tokens", "train.init_from",
 }
 
 
@@ -224,6 +224,11 @@ class Trainer:
         self.loader = TrainLoader(self.train_shards, mcfg.seq_len, tc.batch_size, tc.seed, self.dist.rank,
                                   self.dist.world_size)
         self.model = GPT(mcfg).to(device)
+        if tc.init_from and self.resume_from is None:
+            from lmforge.export import init_from
+
+            init_from(self.model, tc.init_from)
+            self.log_main(f"train: weights from {tc.init_from}")
         self.fsdp = self.dist.enabled and tc.data_parallel == "fsdp"
         if self.fsdp:  # before the optimizers: they must hold the sharded parameters
             distributed.shard_model(self.model)
