@@ -10,6 +10,8 @@
       prepared/              lmforge run's cleaned sources (a PREP folder)
       tokens/                the tokenized folder, when the run tokenized its own sources
       inspect/               lmforge inspect's pictures
+      tensorboard/           TensorBoard event files, when tensorboard is installed (training/events.py)
+      report.html            lmforge report: the run on one page (report.md + report-files/ with --format md)
       diverged.json          a sweep run that diverged: the reason (lmforge scale)
       error.txt              a sweep run that failed: the error (lmforge scale)
       train.log              a sweep run's log (lmforge scale)
@@ -45,6 +47,11 @@ LATEST = "latest"
 TOKENS = "tokens"
 PREPARED = "prepared"
 INSPECT = "inspect"
+TENSORBOARD = "tensorboard"
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+REPORT_FILES = "report-files"
+PREPARE_REPORT = "report.json"
 DIVERGED_FILE = "diverged.json"
 ERROR_FILE = "error.txt"
 TRAIN_LOG = "train.log"
@@ -127,6 +134,22 @@ class RunDir:
     @property
     def inspect_dir(self) -> Path:
         return self.path / INSPECT
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / TENSORBOARD
+
+    @property
+    def prepare_report_path(self) -> Path:
+        """RUN/prepared/report.json: what cleaning kept and removed (lmforge run's prepare stage)."""
+        return self.prepared_dir / PREPARE_REPORT
+
+    def report_path(self, fmt: str = "html") -> Path:
+        return self.path / (REPORT_MD if fmt == "md" else REPORT_HTML)
+
+    @property
+    def report_files_dir(self) -> Path:
+        return self.path / REPORT_FILES
 
     @property
     def diverged_path(self) -> Path:

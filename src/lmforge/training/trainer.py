@@ -39,6 +39,7 @@ from lmforge.tokens import META, load_shards, read_meta, tokenize_corpus
 from lmforge.training import distributed
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.data import TrainLoader
+from lmforge.training.events import MetricsLog
 from lmforge.training.device import (autocast, keep_freed_memory, peak_flops, remeasured_peak, resolve_device,
                                      resolve_dtype, set_threads)
 from lmforge.training.loss_eval import Validator, unigram_baseline
@@ -209,6 +210,7 @@ class Trainer:
         if self.dist.is_main:
             self.run.save_config(self.cfg)
             shutil.copyfile(self.tokens_dir / TOKENIZER_FILE, self.run.tokenizer_path)
+        self.log_metrics = MetricsLog(self.run, write=self.dist.is_main)
 
     def build(self) -> None:
         """Data, model, objective, optimizers and validation; a resumed run's state restored."""
@@ -312,8 +314,8 @@ class Trainer:
             "threads": self.threads, "world_size": self.dist.world_size,
             "checkpoint": str(self.run.latest_checkpoint()), "complete": True, "run_dir": str(self.run),
         }
+        self.log_metrics(Validator.record(self.step, final, elapsed, self.objective.name))
         if self.dist.is_main:
-            self.run.append_metrics(Validator.record(self.step, final, elapsed, self.objective.name))
             self.run.write_summary(summary)
         masked = self.objective.name == "masked"
         self.log_main(
@@ -338,6 +340,8 @@ class Trainer:
                 return {"step": self.step, "complete": False, "run_dir": str(self.run)}
             return self.finish()
         finally:
+            if hasattr(self, "log_metrics"):
+                self.log_metrics.close()
             distributed.teardown(self.dist)
 
     def _announce(self) -> None:
@@ -387,15 +391,13 @@ class Trainer:
         record = {"step": self.step, "loss": round(loss_value, 5), "lr": self.optimizers[0].param_groups[0]["lr"],
                   "tokens": self.tokens_seen, "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4),
                   "train_time_s": round(self.elapsed, 3)}
-        if self.dist.is_main:
-            self.run.append_metrics(record)
+        self.log_metrics(record)
         if bar is not None:
             bar.set_postfix_str(f"loss {loss_value:.3f} | {tps / 1e3:.1f}k tok/s | MFU {100 * mfu:.1f}%")
 
     def _log_validation(self, bar) -> None:
         ev = self.validate(self.tc.eval_tokens)
-        if self.dist.is_main:
-            self.run.append_metrics(Validator.record(self.step, ev, self.elapsed, self.objective.name))
+        self.log_metrics(Validator.record(self.step, ev, self.elapsed, self.objective.name))
         msg = f"step {self.step}: val loss {ev['val_loss']:.4f}, {ev['bits_per_byte']:.4f} bits/byte"
         if self.objective.name == "masked":
             msg += f", masked-token accuracy {ev['accuracy']:.3f}"
