@@ -246,6 +246,20 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from lmforge.report import report
+
+    print(f"report: {report(args.run_dir, args.format, args.open)}")
+    return 0
+
+
+def _args_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN|SWEEP")
+    p.add_argument("--format", default="html", choices=["html", "md"],
+                   help="html: one self-contained page (default); md: Markdown with PNGs in report-files/")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+
+
 def _args_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("out", metavar="OUT", help="folder to write")
@@ -629,6 +643,8 @@ COMMANDS = [
             _args_fill, _fill),
     Command("inspect", "look inside a run: word neighbours, maps, logit lens, attention, sentences",
             _args_inspect, _inspect),
+    Command("report", "the whole run (or sweep) on one self-contained HTML page, or Markdown",
+            _args_report, _report),
     Command("export", "write a run's model as a Hugging Face (transformers) Llama folder",
             _args_export, _export),
 ]

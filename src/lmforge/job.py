@@ -56,6 +56,9 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         f"chance {cloze['chance']:.3f}) on {cloze['tasks']} built-in tasks, scoring {cloze['scoring']}")
     summary.update(first_look(run_dir, cfg, log))
     run_dir.write_summary(summary)
+    from lmforge.report import report  # after the summary: the page shows it
+
+    log(f"run: the whole run on one page: {report(run_dir.path)}")
     log(f"run: everything is in {run_dir}/ ({', '.join(sorted(p.name for p in run_dir.path.iterdir()))})")
     kind = "masked-token " if cfg.train.objective == "masked" else ""
     log(f"final: {kind}val loss {summary['val_loss']:.4f} nats/token (unigram baseline {summary['unigram_val_loss']:.4f}), "

@@ -52,6 +52,7 @@ REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 REPORT_FILES = "report-files"
 PREPARE_REPORT = "report.json"
+PREPARED_REJECTED = "rejected"
 DIVERGED_FILE = "diverged.json"
 ERROR_FILE = "error.txt"
 TRAIN_LOG = "train.log"
@@ -143,6 +144,11 @@ class RunDir:
     def prepare_report_path(self) -> Path:
         """RUN/prepared/report.json: what cleaning kept and removed (lmforge run's prepare stage)."""
         return self.prepared_dir / PREPARE_REPORT
+
+    @property
+    def prepared_rejected_dir(self) -> Path:
+        """RUN/prepared/rejected/: the removed documents with their reasons (data/pipeline.py's format)."""
+        return self.prepared_dir / PREPARED_REJECTED
 
     def report_path(self, fmt: str = "html") -> Path:
         return self.path / (REPORT_MD if fmt == "md" else REPORT_HTML)
