@@ -126,7 +126,6 @@ def export(run_dir: str | Path, out: str | Path, fmt: str = "hf") -> dict:
     (out / HF_GENERATION).write_text(json.dumps({
         "bos_token_id": eot, "eos_token_id": eot, "pad_token_id": pad, "do_sample": True,
         "temperature": sampling.temperature if sampling else 0.8, "top_k": sampling.top_k if sampling else 50,
-        "max_length": cfg.seq_len,
     }, indent=2))
     return {"out": str(out), "checkpoint": str(opened.checkpoint), "format": fmt, "architecture": "LlamaForCausalLM",
             "files": sorted(p.name for p in out.iterdir()), "params": opened.model.num_params()}
