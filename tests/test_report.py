@@ -132,3 +132,18 @@ def test_the_page_in_a_real_browser(tiny_run):
             browser.save_screenshot(str(DOCS / "report.png"))
         finally:
             browser.quit()
+
+
+def test_a_fitted_sweep_reports_its_law_and_plots(tmp_path):
+    import itertools
+
+    from lmforge import scaling
+
+    rows = ["params,tokens,loss"] + [f"{n:.0f},{d:.0f},{1.8 + 400 / n ** 0.34 + 2000 / d ** 0.37:.6f}"
+                                     for n, d in itertools.product([1e5, 3e5, 1e6, 3e6, 1e7], [1e6, 3e6, 1e7, 3e7])]
+    (tmp_path / "points.csv").write_text("\n".join(rows) + "\n")
+    fit = scaling.fit(tmp_path / "points.csv", bootstrap=5, out=tmp_path / "sweep")
+    page = report(tmp_path / "sweep").read_text()
+    assert "<h2>The scaling-law fit</h2>" in page and "<h2>Training</h2>" not in page
+    assert f"<td>{fit['alpha']:.4g}</td>" in page and abs(fit["alpha"] - 0.34) < 0.02
+    assert page.count("data:image/png;base64,") == len(fit["plots"]) >= 3

@@ -278,9 +278,10 @@ def _sweep(path: Path) -> list[Section]:
 
 
 def sections_of(path: Path) -> tuple[str, list[Section]]:
+    from lmforge.scaling import FIT_FILE
     from lmforge.scaling.runner import SWEEP_FILE
 
-    if (path / SWEEP_FILE).is_file():
+    if (path / SWEEP_FILE).is_file() or (path / FIT_FILE).is_file():
         return f"Sweep {path.name}", _sweep(path)
     run = RunDir(path).require()
     summary = run.summary()
