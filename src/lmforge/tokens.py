@@ -200,15 +200,15 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
 
 def _hold_out_tail(folder: Path, splits: dict, val_fraction: float, eot: int, dtype: np.dtype,
                    shard_tokens: int) -> dict:
-    """When whole documents cannot give `val_fraction` (one file is one document; a few documents
-    may all hash to train), move the tail of the training stream to val, as nanoGPT holds out the
-    last 10% of its file. The cut moves forward to a document start when one lies within half the
+    """When whole documents cannot give a quarter of `val_fraction` (one file is one document; a few
+    documents may all hash to train), move the tail of the training stream to val, as nanoGPT holds
+    out the last 10% of its file. The cut moves forward to a document start when one lies within half the
     held-out length of it (whole documents where they allow), else it falls inside a document.
     Returns the rule, for meta.json."""
     train, val = splits["train"], splits["val"]
     total = train["tokens"] + val["tokens"]
     want = round(val_fraction * total) - val["tokens"]
-    if val_fraction <= 0 or want <= 0 or val["tokens"] >= val_fraction * total / 2 or train["tokens"] < 2:
+    if val_fraction <= 0 or want <= 0 or val["tokens"] >= val_fraction * total / 4 or train["tokens"] < 2:
         return {"rule": "hash", "detail": f"whole documents, by a hash of their id (val_fraction {val_fraction})"}
     want = min(want, train["tokens"] - 1)
     stream = np.concatenate([np.fromfile(folder / "train" / s["file"], dtype=dtype) for s in train["shards"]])
@@ -233,7 +233,7 @@ def _hold_out_tail(folder: Path, splits: dict, val_fraction: float, eot: int, dt
     val.update(tokens=val["tokens"] + len(tail), documents=val["documents"] + moved_docs,
                bytes=val["bytes"] + moved_bytes)
     return {"rule": "tail", "detail": f"whole documents gave {total - train['tokens'] - len(tail):,} val tokens, "
-            f"under half of val_fraction {val_fraction}: the last {len(tail):,} tokens of the stream were held "
+            f"under a quarter of val_fraction {val_fraction}: the last {len(tail):,} tokens of the stream were held "
             f"out, cut {'at a document start' if at_document else 'inside a document'}"}
 
 
