@@ -35,6 +35,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from lmforge import figures
 from lmforge.config import Config, read_config, save_config
 from lmforge.errors import LmforgeError
 from lmforge.tokenizer import TOKENIZER_FILE
@@ -266,7 +267,7 @@ class RunDir:
         return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else None
 
     def write_summary(self, summary: dict) -> None:
-        _write_text_atomic(self.summary_path, json.dumps(summary, indent=2))
+        _write_text_atomic(self.summary_path, figures.dumps(summary, indent=2))
 
     @property
     def is_complete(self) -> bool:
@@ -280,13 +281,13 @@ class RunDir:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(figures.dumps(record) + "\n")
 
     def truncate_metrics(self, step: int) -> None:
         """Drop events logged after `step` (the checkpoint a run resumes from), so the file reads as one run."""
         if self.metrics_path.is_file():
             kept = [r for r in self.metrics() if r.get("step", 0) <= step]
-            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            self.metrics_path.write_text("".join(figures.dumps(r) + "\n" for r in kept))
 
     def clear_metrics(self) -> None:
         self.metrics_path.unlink(missing_ok=True)

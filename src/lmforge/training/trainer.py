@@ -32,6 +32,7 @@ import torch
 from lmforge.config import Config, with_data
 from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.model import GPT, model_config
+from lmforge.figures import fmt
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
 from lmforge.run_dir import RunDir
 from lmforge.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, vocab_tables
@@ -314,15 +315,18 @@ class Trainer:
             "threads": self.threads, "world_size": self.dist.world_size,
             "checkpoint": str(self.run.latest_checkpoint()), "complete": True, "run_dir": str(self.run),
         }
+        if "reason" in final:
+            summary["val_reason"] = final["reason"]
         self.log_metrics(Validator.record(self.step, final, elapsed, self.objective.name))
         if self.dist.is_main:
             self.run.write_summary(summary)
         masked = self.objective.name == "masked"
         self.log_main(
             f"train: done in {elapsed:.0f}s ({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}%); "
-            f"{'masked-token ' if masked else ''}val loss {final['val_loss']:.4f} "
-            f"(unigram baseline {baseline:.4f}), {final['bits_per_byte']:.4f} bits/byte"
-            + (f", accuracy {final['accuracy']:.3f}" if masked else "")
+            f"{'masked-token ' if masked else ''}val loss {fmt(final['val_loss'])} "
+            f"(unigram baseline {fmt(baseline)}), {fmt(final['bits_per_byte'])} bits/byte"
+            + (f", accuracy {fmt(final['accuracy'], '.3f')}" if masked else "")
+            + (f" ({final['reason']})" if "reason" in final else "")
         )
         return summary
 
@@ -398,9 +402,9 @@ class Trainer:
     def _log_validation(self, bar) -> None:
         ev = self.validate(self.tc.eval_tokens)
         self.log_metrics(Validator.record(self.step, ev, self.elapsed, self.objective.name))
-        msg = f"step {self.step}: val loss {ev['val_loss']:.4f}, {ev['bits_per_byte']:.4f} bits/byte"
+        msg = f"step {self.step}: val loss {fmt(ev['val_loss'])}, {fmt(ev['bits_per_byte'])} bits/byte"
         if self.objective.name == "masked":
-            msg += f", masked-token accuracy {ev['accuracy']:.3f}"
+            msg += f", masked-token accuracy {fmt(ev['accuracy'], '.3f')}"
         (bar.write if bar is not None else self.log_main)(msg)
 
 
