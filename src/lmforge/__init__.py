@@ -26,7 +26,7 @@ _LAZY = {
     "fill": ("lmforge.cloze", "fill"),
     "generate": ("lmforge.sampling", "generate"),
     "inspect": ("lmforge.inspection", "Inspector"),
-    "prepare": ("lmforge.data.pipeline", "prepare"),
+    "prepare": ("lmforge.data.prepare", "prepare"),
     "run": ("lmforge.pipeline", "run"),
     "scaling": ("lmforge.scaling", None),
     "tokenize": ("lmforge.tokenizer", "tokenize_corpus"),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from lmforge.config import Config, read_config
-from lmforge.data.pipeline import prepare
+from lmforge.data.prepare import prepare
 from lmforge.evaluation import BUILTIN_TASKS, evaluate_tasks
 from lmforge.sampling import generate_ids
 from lmforge.tokenizer import EOT

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import make_prose
 from lmforge.config import load_config
-from lmforge.data import pipeline
-from lmforge.data.pipeline import prepare, read_jsonl_gz
+from lmforge.data import prepare as prepare_module
+from lmforge.data.prepare import prepare, read_jsonl_gz
 from lmforge.data.sources import iter_documents
 from lmforge.errors import LmforgeError
 
@@ -184,7 +184,7 @@ def test_report_is_reused_when_complete(messy, tmp_path):
     messages = []
     prepare([str(messy)], tmp_path / "out", c.prepare, c.data, log=messages.append)
     assert "complete, skipping" in messages[0]
-    assert pipeline.FORMAT == json.loads((tmp_path / "out" / "report.json").read_text())["format"]
+    assert prepare_module.FORMAT == json.loads((tmp_path / "out" / "report.json").read_text())["format"]
 
 
 def test_ray_gives_the_same_output_as_the_local_pool(messy, tmp_path):
