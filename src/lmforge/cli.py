@@ -10,7 +10,7 @@ import json
 import sys
 
 from lmforge import cost
-from lmforge.config import Config, config_from_dict, load_config, merge_dicts, preset_names
+from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
 from lmforge.errors import LmforgeError
 
 
@@ -40,6 +40,8 @@ def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | Non
         extra.setdefault("run", {})["out"] = out
     if sources:
         extra.setdefault("data", {})["sources"] = list(sources)
+        if list(sources) != [BUILTIN_SOURCE] and not sets_key(args.config, args.overrides, "data.max_bytes"):
+            extra["data"]["max_bytes"] = 0  # named sources are read whole unless the user caps them
     cfg = load_config(args.preset, args.config, overrides)
     if extra:
         cfg = config_from_dict(merge_dicts(cfg.to_dict(), extra))

@@ -474,6 +474,17 @@ def load_config(
     return _build(Config, values).validate()
 
 
+def sets_key(file: str | Path | None, overrides: list[str] | None, key: str) -> bool:
+    """Whether the user's config file or a --set override names `key` (section.field), as opposed
+    to the preset: a preset's data.max_bytes is meant for its built-in corpus, not for sources
+    someone names on the command line, which are read whole unless they ask otherwise."""
+    if any(o.partition("=")[0].strip() == key for o in overrides or []):
+        return True
+    section, name = key.split(".")
+    values = _read_yaml(Path(file), str(file)) if file is not None else {}
+    return isinstance(values.get(section), dict) and name in values[section]
+
+
 def config_from_dict(values: dict[str, Any]) -> Config:
     return _build(Config, values).validate()
 

@@ -150,7 +150,7 @@ def test_mojibake_control_chars_and_whitespace_repaired():
     assert repair(doc) is None
     assert doc.text == "The Mona Lisa doesn\u2019t have eyebrows.\n\nNext paragraph."
     assert repair.counts["mojibake_or_unicode_fixed"] == 1 and repair.counts["control_chars_removed"] == 1
-    assert {e["rule"] for e in doc.edits} == {"repair:control_chars", "repair:mojibake_or_unicode"}
+    assert {e["rule"] for e in doc.edits} == {"repair:control_chars", "repair:mojibake_or_unicode", "repair:whitespace"}
     assert repair(web("\x01\x02  ")) == "empty_after_repair"
 
 

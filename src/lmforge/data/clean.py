@@ -319,6 +319,8 @@ class Repair(Filter):
                 cleaned = MANY_BLANK_LINES.sub("\n\n", cleaned)
             cleaned = cleaned.strip()
         if cleaned != text:
+            if cleaned != CONTROL.sub("", fixed):
+                doc.edits.append({"rule": "repair:whitespace"})
             doc.set_text(cleaned)
         return None if cleaned.strip() else "empty_after_repair"
 
@@ -681,7 +683,7 @@ class C4Lines(Filter):
             check_words = max(map(len, doc.words), default=0) > c.max_word_length
             phrases = [p for p in ("javascript", *c.policy_phrases) if p in low]
             for numbers, unit in layout.units():
-                if not layout.protected(numbers[0]) and (reason := self._line_reason(unit, check_words, phrases)):
+                if not layout.protected(numbers[0]) and (reason := self._line_reason(unit, check_words, phrases, layout.wrapped)):
                     removed.setdefault(reason, []).extend(numbers)
         text = _without_lines(doc, set(chain.from_iterable(removed.values()))) if removed else doc.text
         if c.min_sentences and sum(1 for _ in islice(SENTENCE_END.finditer(text), c.min_sentences)) < c.min_sentences:
@@ -691,9 +693,10 @@ class C4Lines(Filter):
             doc.edits += [{"rule": f"c4:{reason}", "lines": [i + 1 for i in numbers]} for reason, numbers in removed.items()]
         return None
 
-    def _line_reason(self, unit: str, check_words: bool, phrases: list[str]) -> str | None:
+    def _line_reason(self, unit: str, check_words: bool, phrases: list[str], wrapped: bool) -> str | None:
         c, words = self.cfg, unit.split()
-        if len(words) < c.min_words_per_line:
+        # in a hard-wrapped text a unit is a paragraph: a short one that ends a sentence ("Yes.") is dialogue
+        if len(words) < c.min_words_per_line and not (wrapped and unit.endswith(PUNCT_END)):
             return "short_line"
         if c.remove_lines_without_punctuation and not unit.endswith(PUNCT_END):
             return "no_end_punctuation"

@@ -167,6 +167,7 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
         record = {"id": doc.id, "source": doc.source, "kind": doc.kind, "text": doc.text, **doc.meta}
         if doc.edits:
             record["edits"] = doc.edits
+        if doc.text != doc.original:
             record["original"] = doc.original  # phase 3 files this under rejected/ if the document goes there
             for edit in doc.edits:
                 if edit["rule"].startswith("pii:") and len(redacted[edit["rule"]]) < EXAMPLES_PER_REASON:

@@ -157,7 +157,9 @@ def _read_text_file(path: Path, stats: SourceStats, max_doc_bytes: int) -> Itera
             if looks_binary(head):
                 stats.skip("binary files", str(path), str(path))
                 return
-            stream = io.TextIOWrapper(io.BufferedReader(_Prepend(head, raw)), encoding="utf-8", errors="replace")
+            # newline="": the text exactly as stored (CRLF too), so a rejected record can be compared byte for byte
+            stream = io.TextIOWrapper(io.BufferedReader(_Prepend(head, raw)), encoding="utf-8", errors="replace",
+                                      newline="")
             # readline's limit cuts even a single 100 MB line into bounded pieces
             while line := stream.readline(max_doc_bytes):
                 buf.append(line)
