@@ -261,3 +261,63 @@ def test_blocklist_words_and_urls(tmp_path):
     assert flt(prose(CLEAN_PROSE + " A badword here.")) == "blocked_word"
     assert flt(prose(CLEAN_PROSE + " See http://spam.example.com/x.")) == "blocked_url"
     assert flt(prose(CLEAN_PROSE + " Badwordy is fine.")) is None
+
+
+def test_layout_finds_wrapped_paragraphs_scripts_and_headings():
+    import textwrap
+
+    paragraph = " ".join(CLEAN_PROSE.split("\n\n"))
+    book = "CHAPTER XXI\n\n" + "\n\n".join(textwrap.fill(paragraph, 70) for _ in range(2))
+    layout = Doc("b", book, "b.txt").layout
+    assert layout.wrapped and not layout.verse and layout.headings == {0}
+    assert [len(lines) for lines, _ in layout.units()][1] > 3  # a paragraph is one logical line
+    play = "\n\n".join(f"{who}:\nThe words that {who.lower()} says here, and more." for who in ["MENENIUS", "All", "First Citizen"] * 3)
+    layout = Doc("p", play, "p.txt").layout
+    assert layout.script and len(layout.speakers) == 9
+    web_page = "Home\nAbout us\nContact\n" + CLEAN_PROSE
+    layout = Doc("w", web_page, "w.html", "web").layout
+    assert not layout.wrapped and not layout.verse
+
+
+def test_repeated_speaker_labels_are_not_duplicate_lines():
+    play = "\n\n".join(f"{who}:\n{line}" for who, line in zip(["HAMLET", "HORATIO"] * 6, CLEAN_PROSE.replace("\n\n", " ").split(". ")))
+    assert clean.GopherRepetition(GopherRepetitionConfig())(prose(play)) is None
+    labels_only = "\n".join(["HAMLET:", "To be."] * 8)
+    assert clean.GopherRepetition(GopherRepetitionConfig())(prose(labels_only)) == "duplicate_lines"
+
+
+FRENCH = ("L'histoire de la vallée est longue et variée. Les paysans se sont installés sur les rives fertiles, et la "
+          "ville a grandi autour du vieux pont de pierre qui est toujours debout. Au printemps, l'eau monte avec la "
+          "neige qui fond, et les gens qui vivent près de la rivière ont appris à construire leurs maisons plus haut. "
+          "Les visiteurs viennent voir le pont, le moulin et le petit musée, qui raconte l'histoire de la vallée avec "
+          "des cartes, des outils et des photographies que les familles ont gardés pendant des générations.")
+
+
+def test_stop_words_follow_the_language_found_first():
+    quality = clean.GopherQuality(GopherQualityConfig(), ["en", "fr"])
+    doc = prose(FRENCH)
+    assert clean.Language(["en", "fr"], 0.65)(doc) is None and doc.meta["language"] == "fr"
+    assert quality(doc) is None  # French stop words, not English ones
+    english_rules = prose(FRENCH)
+    english_rules.meta["language"] = "en"
+    assert quality(english_rules) == "few_stop_words"
+    no_list = prose(FRENCH)
+    no_list.meta["language"] = "eu"  # no list for Basque: the rule is skipped, not failed
+    assert quality(no_list) is None
+    chinese = prose("河谷的历史悠久而丰富。农民在肥沃的河岸定居，城镇围绕着至今仍然矗立的古老石桥发展起来。" * 2)
+    chinese.meta["language"] = "zh"
+    assert quality(chinese) is None  # no spaces: no word-length or stop-word rule, characters for the length
+
+
+def test_tokenised_punctuation_is_not_counted_as_non_words():
+    wikitext = " ".join(f"The northern river , which measures {i} @,@ 000 kilometres , flows ( mostly ) eastward through valleys ."
+                        for i in range(10))
+    assert clean.GopherQuality(GopherQualityConfig())(prose(wikitext)) is None
+    assert clean.GopherQuality(GopherQualityConfig())(prose(CLEAN_PROSE + " 1234" * 400)) == "non_alpha_words"
+
+
+def test_filter_steps_count_what_they_did():
+    flt = clean.C4Lines(C4Config())
+    docs = [web(), web("Too short."), web(CLEAN_PROSE + "\nThis site uses cookies to track you.")]
+    assert flt.run(docs) == [None, "few_sentences", None]
+    assert dict(flt.stats) == {"documents": 3, "dropped": 1, "dropped:few_sentences": 1, "edited": 1}
