@@ -52,9 +52,9 @@ DOCUMENTATION_V6 = ipaddress.ip_network("2001:db8::/32")
 VERSION_WORD = re.compile(r"\b(?:version|ver|release|rel|revision|rev|build|update|patch|firmware|v)\.?:?\s*$", re.I)
 PRODUCT_NAME = re.compile(r"\b([A-Z][\w+-]*)\s$")  # "Git 2.39.2", "Python 3.10.2.1", "OpenSSL 1.1.1.4"
 NETWORK_WORDS = frozenset("ip address server host from to at gateway dns proxy router client peer node via".split())
-CARD = re.compile(r"(?<![\w.,-])(?:\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,7}|3[47]\d{2}([ -]?)\d{6}\2\d{5})(?!\w|[.,-]\d)")
+CARD = re.compile(r"(?<![\w.,-])(?<!\d[ -])(?:\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,7}|3[47]\d{2}([ -]?)\d{6}\2\d{5})(?!\w|[.,-]\d)")
 SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
-PHONE = re.compile(r"""(?<![\w+.,-])(?:
+PHONE = re.compile(r"""(?<![\w+.,-])(?<!\d[ .-])(?:  # never the tail of a digit group: "9 060 487 536"
       \+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){1,5}[ .-]?\d{2,4}    # +33 1 42 68 53 00, +49 30 901820, +1 415-555-0123
     | \(\d{3}\)[ .-]?\d{3}[ .-]\d{4}                       # (415) 555-0123
     | \d{3}([ .-])\d{3}\1\d{4}                             # 415-555-0123, 415.555.0123
