@@ -676,12 +676,13 @@ class C4Lines(Filter):
         if c.curly_bracket and doc.kind == "web" and "{" in doc.text:
             return "curly_bracket"
         removed: dict[str, list[int]] = {}
-        layout = doc.layout
-        if not layout.verse:
-            # whole-document scans first: most documents hold no over-long word and no policy phrase,
-            # and then no line needs those checks
-            check_words = max(map(len, doc.words), default=0) > c.max_word_length
-            phrases = [p for p in ("javascript", *c.policy_phrases) if p in low]
+        # whole-document scans first: most documents hold no over-long word and no policy phrase, and
+        # then no line needs those checks; with no short physical line either, no logical line can go
+        check_words = max(map(len, doc.words), default=0) > c.max_word_length
+        phrases = [p for p in ("javascript", *c.policy_phrases) if p in low]
+        some_short = any(len(l.split()) < c.min_words_per_line for l in doc.lines if l and not l.isspace())
+        if (some_short or check_words or phrases or c.remove_lines_without_punctuation) and not doc.layout.verse:
+            layout = doc.layout
             for numbers, unit in layout.units():
                 if not layout.protected(numbers[0]) and (reason := self._line_reason(unit, check_words, phrases, layout.wrapped)):
                     removed.setdefault(reason, []).extend(numbers)
