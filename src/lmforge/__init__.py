@@ -35,7 +35,7 @@ _LAZY = {
     "fill": ("lmforge.tasks.cloze", "fill"),
     "generate": ("lmforge.sampling", "generate"),
     "inspect": ("lmforge.inspection", "Inspector"),
-    "prepare": ("lmforge.data.pipeline", "prepare"),
+    "prepare": ("lmforge.data.prepare", "prepare"),
     "run": ("lmforge.job", "run"),
     "RunDir": ("lmforge.run_dir", "RunDir"),
     "scaling": ("lmforge.scaling", None),

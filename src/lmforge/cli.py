@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lmforge import cost, figures
-from lmforge.config import Config, config_from_dict, load_config, merge_dicts, preset_names
+from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
 from lmforge.errors import LmforgeError
 
 
@@ -43,6 +43,8 @@ def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | Non
         extra.setdefault("run", {})["out"] = out
     if sources:
         extra.setdefault("data", {})["sources"] = list(sources)
+        if list(sources) != [BUILTIN_SOURCE] and not sets_key(args.config, args.overrides, "data.max_bytes"):
+            extra["data"]["max_bytes"] = 0  # named sources are read whole unless the user caps them
     cfg = load_config(args.preset, args.config, overrides)
     if extra:
         cfg = config_from_dict(merge_dicts(cfg.to_dict(), extra))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from lmforge.config import Config, with_data
-from lmforge.data.pipeline import prepare
+from lmforge.data.prepare import prepare
 from lmforge.figures import fmt
 from lmforge.run_dir import RunDir
 from lmforge.sampling import continue_text

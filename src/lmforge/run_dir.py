@@ -148,7 +148,7 @@ class RunDir:
 
     @property
     def prepared_rejected_dir(self) -> Path:
-        """RUN/prepared/rejected/: the removed documents with their reasons (data/pipeline.py's format)."""
+        """RUN/prepared/rejected/: the removed documents with their reasons (data/prepare.py's format)."""
         return self.prepared_dir / PREPARED_REJECTED
 
     def report_path(self, fmt: str = "html") -> Path:
