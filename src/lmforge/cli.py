@@ -610,8 +610,17 @@ COMMANDS = [
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (as every other user error is), not the usage block."""
+
+    def error(self, message: str):
+        hint = "; a negative number needs '=' (--flag=-1)" if "expected one argument" in message else ""
+        print(f"lmforge: error: {self.prog}: {message}{hint} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmforge", description="Train language models from raw text, end to end.")
+    parser = OneLineParser(prog="lmforge", description="Train language models from raw text, end to end.")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help)

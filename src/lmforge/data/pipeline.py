@@ -41,6 +41,7 @@ from lmforge.data.clean import Doc, kind_of
 from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
 from lmforge.data.sources import Skip, SourceStats, check_sources, iter_documents
 from lmforge.errors import LmforgeError
+from lmforge.locks import FolderLock
 
 FORMAT = "lmforge-prepared-v1"
 EXAMPLES_PER_REASON = 3
@@ -398,6 +399,13 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
             log: Callable[[str], None] = print, executor=None, progress: bool = True) -> dict:
     """Clean `sources` into `out` (see the module docstring) and return the report."""
     out = Path(out)
+    # beside the folder, not in it: a changed config deletes the folder, and the lock must outlive that
+    with FolderLock(out.parent / f".{out.name}.lock", f"prepare output folder {out}"):
+        return _prepare(sources, out, cfg, data, log, executor, progress)
+
+
+def _prepare(sources: list[str], out: Path, cfg: PrepareConfig, data: DataConfig,
+             log: Callable[[str], None], executor, progress: bool) -> dict:
     if is_complete(out, sources, cfg, data):
         report = json.loads((out / "report.json").read_text())
         log(f"prepare: {out} is complete, skipping")

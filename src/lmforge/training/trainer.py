@@ -31,6 +31,7 @@ import torch
 
 from lmforge.config import Config, with_data
 from lmforge.errors import LmforgeError, TrainingDiverged
+from lmforge.locks import describe_holder
 from lmforge.model import GPT, model_config
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
 from lmforge.run_dir import RunDir
@@ -160,13 +161,21 @@ def forward_backward(model, objective, windows: list[torch.Tensor], device: torc
 
 def apply_update(model, optimizers: list[torch.optim.Optimizer], loss: torch.Tensor, grad_clip: float,
                  step: int) -> float:
-    """Clip, refuse a non-finite loss (before it reaches the weights), step, clear gradients."""
+    """Clip, refuse a non-finite loss or gradient norm (before either reaches the weights), step,
+    clear gradients. The norm is checked too: a finite loss can still back-propagate an infinite
+    gradient, which clipping turns into NaN weights."""
+    params = [p for p in model.parameters() if p.grad is not None]
     if grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    loss_value = loss.item()
-    if not math.isfinite(loss_value):
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if hasattr(grad_norm, "full_tensor"):  # FSDP: a sharded norm
+        grad_norm = grad_norm.full_tensor()
+    loss_value, norm_value = loss.item(), float(grad_norm)
+    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+        what = f"loss is {loss_value}" if not math.isfinite(loss_value) else f"gradient norm is {norm_value}"
         raise TrainingDiverged(
-            f"training diverged at step {step}: loss is {loss_value}; lower train.lr or raise "
+            f"training diverged at step {step}: {what}; lower train.lr or raise "
             f"train.warmup_steps, then start again or resume from the last checkpoint"
         )
     for opt in optimizers:
@@ -186,6 +195,7 @@ class Trainer:
         self.resume, self.log = resume, log
         self.last_stop = min(self.tc.max_steps, stop_at) if stop_at is not None else self.tc.max_steps
         self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0
+        self.dist, self.writer_lock = None, None
 
     # ---------------------------------------------------------------- phases: set up and build
 
@@ -198,6 +208,11 @@ class Trainer:
             keep_freed_memory()
         self.dist, self.device = distributed.setup(device)
         self.log_main = self.log if self.dist.is_main else (lambda *_: None)
+        if self.dist.is_main:  # before anything is read or written: one writer per run folder
+            self.writer_lock = self.run.lock().acquire()
+            if self.writer_lock.taken_over:
+                self.log_main(f"train: {self.run} was left locked by {describe_holder(self.writer_lock.taken_over)}, "
+                              f"which is gone; taking it over")
         self.resume_from = checkpoint_to_resume(self.run, self.cfg, self.resume)
         self.run.path.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
@@ -293,6 +308,9 @@ class Trainer:
     def finish(self) -> dict:
         """Final figures on the validation split, the unigram baseline, summary.json."""
         final = self.validate(self.tc.final_eval_tokens)
+        if not math.isfinite(final["val_loss"]):
+            raise TrainingDiverged(f"training diverged: the final validation loss is {final['val_loss']}; no summary "
+                                   f"written. Lower train.lr or raise train.warmup_steps and train again")
         baseline = unigram_baseline(self.train_shards, self.val_shards, self.mcfg.vocab_size, self.mcfg.seq_len)
         elapsed, tokens = self.elapsed, self.tokens_seen
         summary = {
@@ -308,7 +326,8 @@ class Trainer:
             "checkpoint": str(self.run.latest_checkpoint()), "complete": True, "run_dir": str(self.run),
         }
         if self.dist.is_main:
-            self.run.append_metrics(Validator.record(self.step, final, elapsed, self.objective.name))
+            if not self.run.has_validation_at(self.step):  # a run killed after this line and resumed
+                self.run.append_metrics(Validator.record(self.step, final, elapsed, self.objective.name))
             self.run.write_summary(summary)
         masked = self.objective.name == "masked"
         self.log_main(
@@ -323,8 +342,8 @@ class Trainer:
 
     def fit(self) -> dict:
         """Set up, build, train to max_steps (or stop_at), checkpoint, finish; the summary."""
-        self.setup()
         try:
+            self.setup()
             self.build()
             self._announce()
             self._loop()
@@ -333,7 +352,10 @@ class Trainer:
                 return {"step": self.step, "complete": False, "run_dir": str(self.run)}
             return self.finish()
         finally:
-            distributed.teardown(self.dist)
+            if self.writer_lock is not None:
+                self.writer_lock.release()
+            if self.dist is not None:
+                distributed.teardown(self.dist)
 
     def _announce(self) -> None:
         m, tc = self.mcfg, self.tc
