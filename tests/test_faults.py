@@ -266,3 +266,65 @@ def test_a_cut_metrics_line_is_skipped_with_a_warning(tmp_path, capsys):
     folder.metrics_path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
     assert folder.metrics() == [{"step": 1, "loss": 2.0}]
     assert "metrics.jsonl:2 is not JSON" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- user input: one line, exit 2
+
+@pytest.mark.parametrize("args,words", [
+    (["train", "--config", "/bin/ls"], ["/bin/ls", "not text"]),
+    (["train", "--set", "train.seed=-1"], ["train.seed=-1"]),
+    (["estimate", "--params", "7B", "--tokens", "1T", "--hardware-file", "/bin/ls"], ["--hardware-file"]),
+    (["estimate", "--params", "7B", "--tokens", "1T", "--mfu", "0"], ["--mfu 0"]),
+    (["estimate", "--params", "7B", "--tokens", "1T", "--price-per-hour=-5"], ["--price-per-hour -5"]),
+    (["plan", "--budget", "100", "--pue", "0.5"], ["--pue 0.5"]),
+    (["estimate", "kv-cache", "--layers", "2", "--width", "8190", "--heads", "7", "--kv-heads", "8"], ["--kv-heads 8"]),
+    (["estimate", "--params", "7B", "--price-per-hour", "-", "5"], ["--price-per-hour"]),
+    (["train", "--max-steps", "many"], ["--max-steps", "--help"]),
+])
+def test_bad_input_is_one_line(args, words):
+    one_line_error(lmforge(*args), *words)
+
+
+@pytest.mark.parametrize("yaml_text", ["train: 5\n", "train: 0\n", "model: [1, 2]\n"])
+def test_a_section_that_is_not_a_mapping_is_refused(tmp_path, yaml_text):
+    (tmp_path / "c.yaml").write_text(yaml_text)
+    with pytest.raises(LmforgeError, match="must be a mapping"):
+        from lmforge.config import load_config
+
+        load_config("tiny", tmp_path / "c.yaml")
+
+
+def test_an_empty_section_changes_nothing(tmp_path):
+    from lmforge.config import load_config
+
+    (tmp_path / "c.yaml").write_text("train:\nmodel:\n  n_layer: 3\n")
+    cfg = load_config("tiny", tmp_path / "c.yaml")
+    assert cfg.train == load_config("tiny").train and cfg.model.n_layer == 3
+
+
+def test_a_context_that_cannot_fit_is_refused_before_training(tiny_config, tokens_dir):
+    cfg = tiny_config(**{"model.seq_len": 100000, "train.batch_size": 256})
+    with pytest.raises(LmforgeError, match=r"model.seq_len=100000 .* needs about [\d,]+ GB"):
+        train(cfg, data=[str(tokens_dir)], log=lambda *_: None)
+
+
+def test_garbage_zst_is_skipped_and_counted(tmp_path):
+    (tmp_path / "good.txt").write_text("A sentence of ordinary text, long enough to tokenize. " * 20)
+    (tmp_path / "bad.txt.zst").write_bytes(b"\x28\xb5\x2f\xfd" + os.urandom(500))
+    for command in (["tokenize", tmp_path, "--out", tmp_path / "tok", *sets()],):
+        r = lmforge(*command)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert "1 unreadable or truncated files" in r.stdout + r.stderr
+
+
+def test_latin1_text_is_read_not_called_binary(tmp_path):
+    from lmforge.data.sources import SourceStats, iter_documents
+
+    text = "Le café crème, déjà brûlé: à côté, où l'été naît. " * 40
+    (tmp_path / "fr.txt").write_bytes(text.encode("latin-1"))
+    (tmp_path / "noise.bin").write_bytes(bytes(range(1, 256)) * 40)
+    stats = SourceStats()
+    docs = list(iter_documents([str(tmp_path)], stats))
+    assert [d.text for d in docs] == [text]
+    assert stats.decoded == {"cp1252": 1} and stats.skipped["binary files"] == 1
+    assert "1 files read as cp1252" in stats.summary()

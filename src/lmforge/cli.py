@@ -87,6 +87,7 @@ def _shape(args: argparse.Namespace) -> cost.Shape:
 
 
 def _estimate(args: argparse.Namespace) -> int:
+    cost.check_cost_flags(vars(args))
     shape = _shape(args)
     if args.what == "kv-cache":
         nbytes = cost.kv_cache_bytes(shape, max(args.batch, 1), shape.context,
@@ -131,6 +132,7 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    cost.check_cost_flags(vars(args))
     law = cost.load_law(args.law)
     hw = cost.find_hardware(args.hardware, args.hardware_file)
     result = cost.plan(args.budget, hw, args.count, law, args.mfu or cost.DEFAULT_MFU, args.precision,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import signal
 import time
@@ -92,6 +93,27 @@ def checkpoint_to_resume(run: RunDir, cfg: Config, resume: bool):
     if run.config is not None:
         check_resumable(run.config, cfg)
     return ckpt
+
+
+def check_memory(mcfg, batch_size: int, params: int, device: torch.device) -> None:
+    """Refuse, before the first step, a context or batch whose activations cannot fit: with
+    model.seq_len=100000 the first forward would otherwise be killed by the OS, or swap for hours."""
+    from lmforge.cost import Shape, activation_bytes
+
+    shape = Shape(layers=mcfg.n_layer, width=mcfg.n_embd, heads=mcfg.n_head, vocab=mcfg.vocab_size,
+                  context=mcfg.seq_len, params=params)
+    # activations as fused attention keeps them (no context^2 term), in fp32; logits and their gradient; 16 B/param
+    need = 2 * activation_bytes(shape, batch_size, "selective") + 8 * batch_size * mcfg.seq_len * mcfg.vocab_size \
+        + 16 * params
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise LmforgeError(
+            f"model.seq_len={mcfg.seq_len} with train.batch_size={batch_size} needs about {need / 1e9:,.0f} GB for one "
+            f"step, and {device.type} memory is {have / 1e9:,.0f} GB: lower model.seq_len or train.batch_size "
+            f"(raise train.grad_accum to keep the tokens per step)")
 
 
 def prepare_tokens(cfg: Config, run: RunDir, log: Callable[[str], None]) -> Path:
@@ -234,6 +256,8 @@ class Trainer:
         self.mcfg = mcfg = model_config(self.cfg, self.meta["vocab_size"])
         if mcfg.vocab_size < self.meta["vocab_size"]:
             raise LmforgeError(f"model.vocab_size={mcfg.vocab_size} is smaller than the tokenizer's {self.meta['vocab_size']}")
+        with torch.device("meta"):  # counted, not allocated
+            check_memory(mcfg, tc.batch_size, GPT(mcfg).num_params(), device)
         self.train_shards = load_shards(self.tokens_dir, "train")
         self.val_shards = load_shards(self.tokens_dir, "val")
         self.loader = TrainLoader(self.train_shards, mcfg.seq_len, tc.batch_size, tc.seed, self.dist.rank,
