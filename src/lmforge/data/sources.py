@@ -103,10 +103,42 @@ def _open_bytes(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
     if path.suffix == ".zst":
+        return io.BufferedReader(_ZstdFrames(open(path, "rb")))
+    return open(path, "rb")
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Zstandard frames one after another, failing (EOFError) when the file ends inside a frame:
+    zstandard's stream_reader reads a cut-short file as a shorter one, silently losing its tail."""
+
+    def __init__(self, f: IO[bytes]):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-    return open(path, "rb")
+        self._zstd, self._f, self._dobj, self._out = zstandard, f, None, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        while not self._out:
+            chunk = self._f.read(1 << 16)
+            if not chunk:
+                if self._dobj is not None:
+                    raise EOFError("the compressed stream ends inside a zstd frame (truncated)")
+                return 0
+            while chunk:
+                self._dobj = self._dobj or self._zstd.ZstdDecompressor().decompressobj()
+                self._out += self._dobj.decompress(chunk)
+                chunk = self._dobj.unused_data if self._dobj.eof else b""
+                if self._dobj.eof:
+                    self._dobj = None
+        n = min(len(b), len(self._out))
+        b[:n], self._out = self._out[:n], self._out[n:]
+        return n
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
 
 
 def _base_suffix(path: Path) -> str:
