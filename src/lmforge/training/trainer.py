@@ -256,12 +256,12 @@ class Trainer:
         self.mcfg = mcfg = model_config(self.cfg, self.meta["vocab_size"])
         if mcfg.vocab_size < self.meta["vocab_size"]:
             raise LmforgeError(f"model.vocab_size={mcfg.vocab_size} is smaller than the tokenizer's {self.meta['vocab_size']}")
-        with torch.device("meta"):  # counted, not allocated
-            check_memory(mcfg, tc.batch_size, GPT(mcfg).num_params(), device)
         self.train_shards = load_shards(self.tokens_dir, "train")
         self.val_shards = load_shards(self.tokens_dir, "val")
         self.loader = TrainLoader(self.train_shards, mcfg.seq_len, tc.batch_size, tc.seed, self.dist.rank,
                                   self.dist.world_size)
+        with torch.device("meta"):  # counted, not allocated
+            check_memory(mcfg, tc.batch_size, GPT(mcfg).num_params(), device)
         self.model = GPT(mcfg).to(device)
         self.fsdp = self.dist.enabled and tc.data_parallel == "fsdp"
         if self.fsdp:  # before the optimizers: they must hold the sharded parameters
