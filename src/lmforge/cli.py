@@ -90,6 +90,7 @@ def _shape(args: argparse.Namespace) -> cost.Shape:
 
 
 def _estimate(args: argparse.Namespace) -> int:
+    cost.check_cost_flags(vars(args))
     shape = _shape(args)
     if args.what == "kv-cache":
         nbytes = cost.kv_cache_bytes(shape, max(args.batch, 1), shape.context,
@@ -134,6 +135,7 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    cost.check_cost_flags(vars(args))
     law = cost.load_law(args.law)
     hw = cost.find_hardware(args.hardware, args.hardware_file)
     result = cost.plan(args.budget, hw, args.count, law, args.mfu or cost.DEFAULT_MFU, args.precision,
@@ -660,8 +662,17 @@ COMMANDS = [
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (as every other user error is), not the usage block."""
+
+    def error(self, message: str):
+        hint = "; a negative number needs '=' (--flag=-1)" if "expected one argument" in message else ""
+        print(f"lmforge: error: {self.prog}: {message}{hint} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmforge", description="Train language models from raw text, end to end.")
+    parser = OneLineParser(prog="lmforge", description="Train language models from raw text, end to end.")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help)

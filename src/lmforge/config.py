@@ -290,6 +290,8 @@ def _validate(cfg: Config) -> None:
            "must be >= 259 (256 bytes + 3 special tokens)")
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "must be in (0, 1)")
     _check(len(cfg.data.sources) > 0, "data.sources", cfg.data.sources, "name at least one source")
+    for key, seed in (("train.seed", cfg.train.seed), ("prepare.seed", cfg.prepare.seed)):
+        _check(0 <= seed < 2**32, key, seed, "must be in [0, 2**32)")
     _check(cfg.run.temperature >= 0, "run.temperature", cfg.run.temperature, "must be >= 0")
 
 
@@ -427,8 +429,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         if name not in hints:
             raise _unknown_key(f"{prefix}{name}", known)
         tp = hints[name]
-        if _is_dataclass_type(tp):
-            kwargs[name] = _build(tp, value or {}, f"{prefix}{name}.")
+        if _is_dataclass_type(tp):  # an empty section (`train:` in YAML) is no section, never a reset
+            kwargs[name] = _build(tp, {} if value is None else value, f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(f"{prefix}{name}", value, tp)
     return cls(**kwargs)
@@ -437,6 +439,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
 def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in update.items():
+        if v is None and isinstance(out.get(k), dict):  # `train:` with nothing under it changes nothing
+            continue
         out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
@@ -447,9 +451,15 @@ def preset_names() -> list[str]:
 
 def _read_yaml(path: Path | Any, label: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LmforgeError(f"config file {label} not found") from None
+    except IsADirectoryError:
+        raise LmforgeError(f"config file {label} is a folder: give a YAML file") from None
+    except (UnicodeDecodeError, ValueError):
+        raise LmforgeError(f"config file {label} is not text (not UTF-8): give a YAML file") from None
+    except OSError as e:
+        raise LmforgeError(f"cannot read config file {label}: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise LmforgeError(f"config file {label} is not valid YAML: {str(e).splitlines()[0]}") from None
     if data is not None and not isinstance(data, dict):

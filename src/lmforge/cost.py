@@ -68,13 +68,36 @@ def load_catalogue(extra_file: str | None = None) -> dict[str, dict]:
     data = yaml.safe_load((resources.files("lmforge") / "hardware.yaml").read_text())
     if extra_file:
         try:
-            user = yaml.safe_load(Path(extra_file).read_text()) or {}
+            user = yaml.safe_load(Path(extra_file).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as e:
-            raise LmforgeError(f"--hardware-file {extra_file}: cannot read it ({e})") from None
-        if not isinstance(user, dict):
+            raise LmforgeError(f"--hardware-file {extra_file}: cannot read it ({str(e).splitlines()[0]})") from None
+        except ValueError:  # not UTF-8 text
+            raise LmforgeError(f"--hardware-file {extra_file}: not a text file; give a YAML file like hardware.yaml") from None
+        if not isinstance(user, dict) or not all(isinstance(v, dict) for v in user.values()):
             raise LmforgeError(f"--hardware-file {extra_file}: must map names to entries like hardware.yaml")
         data.update(user)
     return data
+
+
+# every number a user gives the cost commands, and what it must be: the one place they are checked
+COST_FLAGS = {
+    "mfu": (lambda v: 0 < v <= 1, "must be in (0, 1], e.g. 0.4 for 40%"),
+    "price_per_hour": (lambda v: v >= 0, "must be >= 0"),
+    "power_watts": (lambda v: v > 0, "must be > 0"),
+    "pue": (lambda v: v >= 1, "must be >= 1 (1.0 = every watt reaches the chips)"),
+    "grid_kg_per_kwh": (lambda v: v >= 0, "must be >= 0"),
+    "count": (lambda v: v >= 1, "must be >= 1"),
+    "batch": (lambda v: v >= 0, "must be >= 0"),
+    "tensor_parallel": (lambda v: v >= 1, "must be >= 1"),
+}
+
+
+def check_cost_flags(values: dict) -> None:
+    """Refuse a cost flag outside its meaning (None = not given); --mfu 0 is not "the default"."""
+    for name, (ok, requirement) in COST_FLAGS.items():
+        value = values.get(name)
+        if value is not None and not (math.isfinite(value) and ok(value)):
+            raise LmforgeError(f"--{name.replace('_', '-')} {value:g}: {requirement}")
 
 
 def find_hardware(name: str, extra_file: str | None = None) -> Hardware:
@@ -127,7 +150,14 @@ class Shape:
         for name in ("layers", "width", "heads", "vocab", "context"):
             if getattr(self, name) <= 0:
                 raise LmforgeError(f"--{name}: {getattr(self, name)} must be > 0")
+        if self.kv_heads < 0 or self.head_dim < 0:
+            raise LmforgeError("--kv-heads and --head-dim must be >= 0")
         self.kv_heads = self.kv_heads or self.heads
+        if self.heads % self.kv_heads:
+            raise LmforgeError(f"--kv-heads {self.kv_heads} must divide --heads {self.heads} "
+                               f"(each KV head serves a whole group of query heads)")
+        if not self.head_dim and self.width % self.heads:
+            raise LmforgeError(f"--width {self.width} must be divisible by --heads {self.heads}, or give --head-dim")
         self.head_dim = self.head_dim or self.width // self.heads
         if self.params <= 0:
             self.params = float(self.counted_params())

@@ -15,6 +15,7 @@
       diverged.json          a sweep run that diverged: the reason (lmforge scale)
       error.txt              a sweep run that failed: the error (lmforge scale)
       train.log              a sweep run's log (lmforge scale)
+      .lock                  held by the one process writing the run (lmforge/locks.py)
 
 Relative paths. `data.tokenized` in a saved RUN/config.yaml, when relative, is relative to the run
 folder (so a run and its tokens can be moved together; the sweep runner writes `../../tokens`).
@@ -28,8 +29,10 @@ Paths a user gives on the command line or to `train()` are relative to the curre
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +41,7 @@ from typing import Any
 from lmforge import figures
 from lmforge.config import Config, read_config, save_config
 from lmforge.errors import LmforgeError
+from lmforge.locks import FolderLock
 from lmforge.tokenizer import TOKENIZER_FILE
 
 CONFIG_FILE = "config.yaml"
@@ -61,12 +65,25 @@ MODEL_FILE = "model.safetensors"
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 CHECKPOINT_PREFIX = "step-"
+LOCK_FILE = ".lock"
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def warn(message: str) -> None:
+    print(f"lmforge: warning: {message}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,38 @@ class CheckpointDir:
     @property
     def step(self) -> int:
         return int(self.path.name.removeprefix(CHECKPOINT_PREFIX).removesuffix(".tmp"))
+
+    def state(self) -> dict:
+        """state.json, refused in one line when missing or damaged."""
+        try:
+            info = json.loads(self.state_json.read_text())
+        except FileNotFoundError:
+            raise LmforgeError(f"checkpoint {self.path} is incomplete: {STATE_JSON} is missing") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise LmforgeError(f"checkpoint {self.path} is damaged: {STATE_JSON} is not valid JSON ({e})") from None
+        if not isinstance(info, dict):
+            raise LmforgeError(f"checkpoint {self.path} is damaged: {STATE_JSON} is not a JSON object")
+        return info
+
+    def problem(self) -> str | None:
+        """Why this checkpoint cannot be used (a file missing, a checksum that does not match), or None.
+        Checkpoints written before checksums were recorded are checked for their files only."""
+        if not self.model_file.is_file():
+            return f"{MODEL_FILE} is missing"
+        try:
+            info = self.state()
+        except LmforgeError as e:
+            return str(e).split(": ", 1)[1]
+        files = info.get("files")
+        if not isinstance(files, dict):
+            return None if self.state_tensors.is_file() else f"{STATE_TENSORS} is missing"
+        for name, digest in files.items():
+            path = self.path / str(name)
+            if not path.is_file():
+                return f"{name} is missing"
+            if file_sha256(path) != digest:
+                return f"{name} does not match its checksum (truncated or overwritten)"
+        return None
 
     def __str__(self) -> str:
         return str(self.path)
@@ -174,6 +223,10 @@ class RunDir:
         name = f"{CHECKPOINT_PREFIX}{step:06d}" + (".tmp" if temporary else "")
         return CheckpointDir(self.checkpoints_dir / name)
 
+    def lock(self) -> FolderLock:
+        """The writer's lock: a second `lmforge train` on this folder is refused, naming the first."""
+        return FolderLock(self.path / LOCK_FILE, f"run folder {self.path}")
+
     def require(self) -> "RunDir":
         if not self.path.is_dir():
             raise LmforgeError(f"run folder {self.path} does not exist: train first (lmforge train or lmforge run)")
@@ -225,17 +278,20 @@ class RunDir:
 
         return load_tokenizer(self.tokenizer_path)
 
-    def latest_checkpoint(self) -> CheckpointDir | None:
-        """The newest complete checkpoint: the one `latest` names, else the newest with its state written."""
+    def latest_checkpoint(self, report=warn) -> CheckpointDir | None:
+        """The newest verified checkpoint. A damaged or incomplete newer one is reported (one line)
+        and skipped, so a reader falls back to the previous checkpoint rather than failing."""
         pointer = self.checkpoints_dir / LATEST
-        if pointer.is_file():
-            ckpt = CheckpointDir(self.checkpoints_dir / pointer.read_text().strip())
-            if ckpt.model_file.is_file():
+        named = pointer.read_text().strip() if pointer.is_file() else ""
+        candidates = self.checkpoints()
+        # the one `latest` names first (a run resumed from an older step overwrites newer ones in turn)
+        candidates.sort(key=lambda c: (c.path.name == named, c.step), reverse=True)
+        for ckpt in candidates:
+            problem = ckpt.problem()
+            if problem is None:
                 return ckpt
-        done = sorted(p for p in self.checkpoints_dir.glob(f"{CHECKPOINT_PREFIX}*")
-                      if (p / STATE_JSON).is_file() and not p.name.endswith(".tmp"))
-        return CheckpointDir(done[-1]) if done else None
-
+            report(f"checkpoint {ckpt} is unusable ({problem}); trying the one before it")
+        return None
     def checkpoints(self) -> list[CheckpointDir]:
         """Complete checkpoint folders, oldest first."""
         return [CheckpointDir(p) for p in sorted(self.checkpoints_dir.glob(f"{CHECKPOINT_PREFIX}*"))
@@ -264,7 +320,12 @@ class RunDir:
     # ---------------------------------------------------------------- metrics and summary
 
     def summary(self) -> dict | None:
-        return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else None
+        if not self.summary_path.is_file():
+            return None
+        try:
+            return json.loads(self.summary_path.read_text())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise LmforgeError(f"{self.summary_path} is damaged ({e}): delete it and resume the run with --resume") from None
 
     def write_summary(self, summary: dict) -> None:
         _write_text_atomic(self.summary_path, figures.dumps(summary, indent=2))
@@ -277,11 +338,21 @@ class RunDir:
     def metrics(self) -> list[dict]:
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(self.metrics_path.read_text(errors="replace").splitlines(), 1):
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line cut short by a kill mid-write: the rest of the file still reads
+                if line.strip():
+                    warn(f"{self.metrics_path}:{number} is not JSON (a write cut short?); skipped")
+        return [r for r in records if isinstance(r, dict)]
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.metrics_path, "a") as f:
             f.write(figures.dumps(record) + "\n")
+
+    def has_validation_at(self, step: int) -> bool:
+        return any(r.get("step") == step and "val_loss" in r for r in self.metrics())
 
     def truncate_metrics(self, step: int) -> None:
         """Drop events logged after `step` (the checkpoint a run resumes from), so the file reads as one run."""

@@ -43,7 +43,11 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         path = path / TOKENIZER_FILE
     if not path.is_file():
         raise LmforgeError(f"tokenizer {path} not found: tokenize the corpus first (lmforge tokenize)")
-    return Tokenizer.from_file(str(path))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizers library raises a bare Exception for a malformed file
+        raise LmforgeError(f"tokenizer {path} is damaged ({str(e).splitlines()[0][:120]}): "
+                           f"copy it again from the tokenized folder, or tokenize again") from None
 
 
 def token_byte_lengths(tok: Tokenizer) -> np.ndarray:

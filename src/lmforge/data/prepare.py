@@ -46,6 +46,7 @@ from lmforge.data.pii import RedactPII
 from lmforge.data.sources import Skip, SourceStats, check_sources, iter_documents
 from lmforge.errors import LmforgeError
 from lmforge.files import atomic_write_json, fingerprint, is_complete
+from lmforge.locks import FolderLock
 
 FORMAT = "lmforge-prepared-v1"
 EXAMPLES_PER_REASON = 3
@@ -396,6 +397,13 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
             log: Callable[[str], None] = print, executor=None, progress: bool = True) -> dict:
     """Clean `sources` into `out` (see the module docstring) and return the report."""
     out = Path(out)
+    # beside the folder, not in it: a changed config deletes the folder, and the lock must outlive that
+    with FolderLock(out.parent / f".{out.name}.lock", f"prepare output folder {out}"):
+        return _prepare(sources, out, cfg, data, log, executor, progress)
+
+
+def _prepare(sources: list[str], out: Path, cfg: PrepareConfig, data: DataConfig,
+             log: Callable[[str], None], executor, progress: bool) -> dict:
     fp = prepare_fingerprint(sources, cfg, data)
     if is_complete(out / "report.json", fp):
         report = json.loads((out / "report.json").read_text())

@@ -11,6 +11,7 @@ default corpus that exists wherever Python does (see `builtin_corpus`). Formats:
 - `.warc` / `.warc.gz`: one document per HTML response, its main text extracted by resiliparse;
 - text and JSONL files may be gzip (`.gz`) or zstandard (`.zst`) compressed.
 
+Text that is not UTF-8 but reads cleanly as Windows-1252 (Latin-1 files) is decoded so and counted.
 Binary files, unreadable or truncated files, invalid or over-long JSON lines and empty documents
 are skipped and counted, never fatal; with `record_skips` each skip is also kept (file, line,
 reason, the raw text when there is any) so the cleaning stage can file it under rejected/.
@@ -80,6 +81,7 @@ class SourceStats:
         if self.max_bytes:
             self.opened.add(str(path))
             self.stopped_in = str(path)
+    decoded: Counter = field(default_factory=Counter)  # text files read in a legacy encoding, by encoding
 
     def skip(self, reason: str, where: str, source: str = "", raw: str = "") -> None:
         self.skipped[reason] += 1
@@ -89,6 +91,8 @@ class SourceStats:
 
     def summary(self) -> str:
         parts = [f"{self.documents:,} documents, {self.bytes / 1e6:,.1f} MB from {self.files:,} files"]
+        if self.decoded:
+            parts.append(", ".join(f"{n:,} files read as {enc} (not UTF-8)" for enc, n in self.decoded.items()))
         if self.skipped:
             parts.append("skipped " + ", ".join(f"{n:,} {r}" for r, n in self.skipped.most_common()))
         if self.capped:
@@ -123,17 +127,56 @@ MAX_INVALID_FRACTION = 0.05  # more replacement characters than this in the snif
 
 
 COMPRESSED = {".gz", ".zst"}
-CORRUPT = (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError)
+CORRUPT: tuple[type[BaseException], ...] = (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError)
+try:
+    import zstandard
+
+    CORRUPT += (zstandard.ZstdError,)  # a garbage or truncated .zst
+except ImportError:  # pragma: no cover - zstandard is a dependency
+    pass
+LEGACY_ENCODING = "cp1252"  # Windows-1252, a superset of Latin-1's printable characters
 
 
 def _open_bytes(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
     if path.suffix == ".zst":
+        return io.BufferedReader(_ZstdFrames(open(path, "rb")))
+    return open(path, "rb")
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Zstandard frames one after another, failing (EOFError) when the file ends inside a frame:
+    zstandard's stream_reader reads a cut-short file as a shorter one, silently losing its tail."""
+
+    def __init__(self, f: IO[bytes]):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-    return open(path, "rb")
+        self._zstd, self._f, self._dobj, self._out = zstandard, f, None, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        while not self._out:
+            chunk = self._f.read(1 << 16)
+            if not chunk:
+                if self._dobj is not None:
+                    raise EOFError("the compressed stream ends inside a zstd frame (truncated)")
+                return 0
+            while chunk:
+                self._dobj = self._dobj or self._zstd.ZstdDecompressor().decompressobj()
+                self._out += self._dobj.decompress(chunk)
+                chunk = self._dobj.unused_data if self._dobj.eof else b""
+                if self._dobj.eof:
+                    self._dobj = None
+        n = min(len(b), len(self._out))
+        b[:n], self._out = self._out[:n], self._out[n:]
+        return n
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
 
 
 def _base_suffix(path: Path) -> str:
@@ -142,11 +185,23 @@ def _base_suffix(path: Path) -> str:
 
 
 def looks_binary(head: bytes) -> bool:
+    return text_encoding(head) is None
+
+
+def text_encoding(head: bytes) -> str | None:
+    """utf-8; cp1252 for a legacy 8-bit text file (Latin-1 prose is not valid UTF-8); None for binary."""
     if b"\x00" in head:
-        return True
-    text = head.decode("utf-8", errors="replace")
-    # a multi-byte character cut by the sniff window is not evidence of binary
-    return text[:-1].count("\ufffd") > MAX_INVALID_FRACTION * max(len(text), 1)
+        return None
+    text = head.decode("utf-8", errors="replace")[:-1]  # a character cut by the sniff window is no evidence
+    invalid = text.count("\ufffd")
+    mostly_utf8 = invalid <= MAX_INVALID_FRACTION * max(len(text), 1)
+    if invalid == 0 or (mostly_utf8 and sum(ord(c) > 127 for c in text) > 2 * invalid):  # real UTF-8, a few bad bytes
+        return "utf-8"
+    legacy = head.decode(LEGACY_ENCODING, errors="replace")
+    unprintable = sum(not (c.isprintable() or c in "\n\r\t\f") for c in legacy)
+    if unprintable <= MAX_INVALID_FRACTION * len(legacy):
+        return LEGACY_ENCODING
+    return "utf-8" if mostly_utf8 else None
 
 
 def _read_text_file(path: Path, stats: SourceStats, max_doc_bytes: int) -> Iterator[Document]:
@@ -154,11 +209,14 @@ def _read_text_file(path: Path, stats: SourceStats, max_doc_bytes: int) -> Itera
     try:
         with _open_bytes(path) as raw:
             head = raw.read(BINARY_SNIFF_BYTES)
-            if looks_binary(head):
+            encoding = text_encoding(head)
+            if encoding is None:
                 stats.skip("binary files", str(path), str(path))
                 return
+            if encoding != "utf-8":
+                stats.decoded[encoding] += 1
             # newline="": the text exactly as stored (CRLF too), so a rejected record can be compared byte for byte
-            stream = io.TextIOWrapper(io.BufferedReader(_Prepend(head, raw)), encoding="utf-8", errors="replace",
+            stream = io.TextIOWrapper(io.BufferedReader(_Prepend(head, raw)), encoding=encoding, errors="replace",
                                       newline="")
             # readline's limit cuts even a single 100 MB line into bounded pieces
             while line := stream.readline(max_doc_bytes):

@@ -11,12 +11,16 @@ The names of these files belong to the run folder (lmforge/run_dir.py); this mod
 reads their contents.
 
 A checkpoint is written into `step-N.tmp/` and renamed into place, then `latest` is replaced
-atomically, so a crash at any moment leaves the previous checkpoint intact.
+atomically, so a crash at any moment leaves the previous checkpoint intact. state.json, written
+last, holds the sha256 of each tensor file; readers verify them (RunDir.latest_checkpoint) and fall
+back to the previous checkpoint when the newest is damaged. Older checkpoints are deleted only
+after the new one has been read back and verified. Non-finite weights are never written.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -27,9 +31,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lmforge.config import Config
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.model import GPT, GPTConfig
-from lmforge.run_dir import CONFIG_FILE, CheckpointDir, RunDir
+from lmforge.run_dir import CONFIG_FILE, CheckpointDir, RunDir, file_sha256
 from lmforge.training.distributed import gather_full, shard_like
 
 
@@ -66,11 +70,17 @@ def load_model_weights(model: GPT, path: Path) -> None:
 def read_model_config(path: Path) -> GPTConfig:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise LmforgeError(f"cannot read checkpoint {path}: {e}") from None
     if "lmforge_model" not in meta:
         raise LmforgeError(f"{path} was not written by lmforge (no model metadata)")
-    return GPTConfig(**json.loads(meta["lmforge_model"]))
+    try:
+        return GPTConfig(**json.loads(meta["lmforge_model"]))
+    except (ValueError, TypeError) as e:  # invalid JSON, an unknown or missing key
+        raise LmforgeError(f"{path} has damaged model metadata ({e}): use a checkpoint lmforge wrote") from None
 
 
 # ---------------------------------------------------------------- optimizer state without pickle
@@ -114,25 +124,49 @@ def save_checkpoint(run: RunDir, step: int, model: GPT, optimizers: list[torch.o
     final = run.checkpoint(step)
     if not write:
         return final
+    bad = next((name for name, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:
+        raise TrainingDiverged(f"step {step}: tensor {bad} holds non-finite values; not saved (the previous "
+                               f"checkpoint is kept): lower train.lr and resume from it or start again")
     tmp = run.checkpoint(step, temporary=True)
     shutil.rmtree(tmp.path, ignore_errors=True)
-    tmp.path.mkdir(parents=True)
-    save_file(weights, str(tmp.model_file), metadata={"lmforge_model": json.dumps(asdict(model.cfg))})
-    save_file(tensors, str(tmp.state_tensors))
-    tmp.state_json.write_text(json.dumps({"step": step, "optimizers": opt_info, **extra}, indent=1))
+    try:
+        tmp.path.mkdir(parents=True)
+        save_file(weights, str(tmp.model_file), metadata={"lmforge_model": json.dumps(asdict(model.cfg))})
+        save_file(tensors, str(tmp.state_tensors))
+        files = {p.name: file_sha256(p) for p in (tmp.model_file, tmp.state_tensors)}
+        _write_synced(tmp.state_json, json.dumps({"step": step, "optimizers": opt_info, **extra, "files": files},
+                                                 indent=1))
+    except (SafetensorError, OSError) as e:  # disk full, quota, a vanished folder
+        shutil.rmtree(tmp.path, ignore_errors=True)
+        raise LmforgeError(f"cannot write checkpoint {final} ({e}); earlier checkpoints are intact: "
+                           f"free disk space, then continue with --resume") from None
     shutil.rmtree(final.path, ignore_errors=True)
     tmp.path.replace(final.path)
+    problem = final.problem()
+    if problem is not None:
+        raise LmforgeError(f"checkpoint {final} did not read back ({problem}); earlier checkpoints are kept")
     run.point_latest(final)
     for old in run.checkpoints()[:-keep]:
         shutil.rmtree(old.path)
     return final
 
 
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def load_checkpoint(ckpt: CheckpointDir, model: GPT, optimizers: list[torch.optim.Optimizer]) -> dict:
     """Restore weights, optimizer state and RNG; return state.json (step, loader position, ...)."""
     load_model_weights(model, ckpt.model_file)
-    info = json.loads(ckpt.state_json.read_text())
-    tensors = load_file(str(ckpt.state_tensors))
+    info = ckpt.state()
+    try:
+        tensors = load_file(str(ckpt.state_tensors))
+    except (SafetensorError, OSError) as e:
+        raise LmforgeError(f"cannot read checkpoint {ckpt.state_tensors}: {e}") from None
     if len(info["optimizers"]) != len(optimizers):
         raise LmforgeError(f"checkpoint {ckpt} was written with another train.optimizer: resume with the same config")
     for i, opt in enumerate(optimizers):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import signal
 import time
@@ -31,6 +32,7 @@ import torch
 
 from lmforge.config import Config, with_data
 from lmforge.errors import LmforgeError, TrainingDiverged
+from lmforge.locks import describe_holder
 from lmforge.model import GPT, model_config
 from lmforge.figures import fmt
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
@@ -93,6 +95,27 @@ def checkpoint_to_resume(run: RunDir, cfg: Config, resume: bool):
     if run.config is not None:
         check_resumable(run.config, cfg)
     return ckpt
+
+
+def check_memory(mcfg, batch_size: int, params: int, device: torch.device) -> None:
+    """Refuse, before the first step, a context or batch whose activations cannot fit: with
+    model.seq_len=100000 the first forward would otherwise be killed by the OS, or swap for hours."""
+    from lmforge.cost import Shape, activation_bytes
+
+    shape = Shape(layers=mcfg.n_layer, width=mcfg.n_embd, heads=mcfg.n_head, vocab=mcfg.vocab_size,
+                  context=mcfg.seq_len, params=params)
+    # activations as fused attention keeps them (no context^2 term), in fp32; logits and their gradient; 16 B/param
+    need = 2 * activation_bytes(shape, batch_size, "selective") + 8 * batch_size * mcfg.seq_len * mcfg.vocab_size \
+        + 16 * params
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise LmforgeError(
+            f"model.seq_len={mcfg.seq_len} with train.batch_size={batch_size} needs about {need / 1e9:,.0f} GB for one "
+            f"step, and {device.type} memory is {have / 1e9:,.0f} GB: lower model.seq_len or train.batch_size "
+            f"(raise train.grad_accum to keep the tokens per step)")
 
 
 def prepare_tokens(cfg: Config, run: RunDir, log: Callable[[str], None]) -> Path:
@@ -162,13 +185,21 @@ def forward_backward(model, objective, windows: list[torch.Tensor], device: torc
 
 def apply_update(model, optimizers: list[torch.optim.Optimizer], loss: torch.Tensor, grad_clip: float,
                  step: int) -> float:
-    """Clip, refuse a non-finite loss (before it reaches the weights), step, clear gradients."""
+    """Clip, refuse a non-finite loss or gradient norm (before either reaches the weights), step,
+    clear gradients. The norm is checked too: a finite loss can still back-propagate an infinite
+    gradient, which clipping turns into NaN weights."""
+    params = [p for p in model.parameters() if p.grad is not None]
     if grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    loss_value = loss.item()
-    if not math.isfinite(loss_value):
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if hasattr(grad_norm, "full_tensor"):  # FSDP: a sharded norm
+        grad_norm = grad_norm.full_tensor()
+    loss_value, norm_value = loss.item(), float(grad_norm)
+    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+        what = f"loss is {loss_value}" if not math.isfinite(loss_value) else f"gradient norm is {norm_value}"
         raise TrainingDiverged(
-            f"training diverged at step {step}: loss is {loss_value}; lower train.lr or raise "
+            f"training diverged at step {step}: {what}; lower train.lr or raise "
             f"train.warmup_steps, then start again or resume from the last checkpoint"
         )
     for opt in optimizers:
@@ -188,6 +219,7 @@ class Trainer:
         self.resume, self.log = resume, log
         self.last_stop = min(self.tc.max_steps, stop_at) if stop_at is not None else self.tc.max_steps
         self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0
+        self.dist, self.writer_lock = None, None
 
     # ---------------------------------------------------------------- phases: set up and build
 
@@ -200,6 +232,11 @@ class Trainer:
             keep_freed_memory()
         self.dist, self.device = distributed.setup(device)
         self.log_main = self.log if self.dist.is_main else (lambda *_: None)
+        if self.dist.is_main:  # before anything is read or written: one writer per run folder
+            self.writer_lock = self.run.lock().acquire()
+            if self.writer_lock.taken_over:
+                self.log_main(f"train: {self.run} was left locked by {describe_holder(self.writer_lock.taken_over)}, "
+                              f"which is gone; taking it over")
         self.resume_from = checkpoint_to_resume(self.run, self.cfg, self.resume)
         self.run.path.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
@@ -226,6 +263,8 @@ class Trainer:
         self.val_shards = load_shards(self.tokens_dir, "val")
         self.loader = TrainLoader(self.train_shards, mcfg.seq_len, tc.batch_size, tc.seed, self.dist.rank,
                                   self.dist.world_size)
+        with torch.device("meta"):  # counted, not allocated
+            check_memory(mcfg, tc.batch_size, GPT(mcfg).num_params(), device)
         self.model = GPT(mcfg).to(device)
         if tc.init_from and self.resume_from is None:
             from lmforge.export import init_from
@@ -301,6 +340,9 @@ class Trainer:
     def finish(self) -> dict:
         """Final figures on the validation split, the unigram baseline, summary.json."""
         final = self.validate(self.tc.final_eval_tokens)
+        if final["val_loss"] is not None and not math.isfinite(final["val_loss"]):
+            raise TrainingDiverged(f"training diverged: the final validation loss is {final['val_loss']}; no summary "
+                                   f"written. Lower train.lr or raise train.warmup_steps and train again")
         baseline = unigram_baseline(self.train_shards, self.val_shards, self.mcfg.vocab_size, self.mcfg.seq_len)
         elapsed, tokens = self.elapsed, self.tokens_seen
         summary = {
@@ -317,7 +359,8 @@ class Trainer:
         }
         if "reason" in final:
             summary["val_reason"] = final["reason"]
-        self.log_metrics(Validator.record(self.step, final, elapsed, self.objective.name))
+        if not self.run.has_validation_at(self.step):  # a run killed after this line and resumed
+            self.log_metrics(Validator.record(self.step, final, elapsed, self.objective.name))
         if self.dist.is_main:
             self.run.write_summary(summary)
         masked = self.objective.name == "masked"
@@ -334,8 +377,8 @@ class Trainer:
 
     def fit(self) -> dict:
         """Set up, build, train to max_steps (or stop_at), checkpoint, finish; the summary."""
-        self.setup()
         try:
+            self.setup()
             self.build()
             self._announce()
             self._loop()
@@ -346,7 +389,10 @@ class Trainer:
         finally:
             if hasattr(self, "log_metrics"):
                 self.log_metrics.close()
-            distributed.teardown(self.dist)
+            if self.writer_lock is not None:
+                self.writer_lock.release()
+            if self.dist is not None:
+                distributed.teardown(self.dist)
 
     def _announce(self) -> None:
         m, tc = self.mcfg, self.tc

@@ -1,0 +1,248 @@
+"""Faults, measured: random SIGKILLs of training and of prepare, each resumed, the final outputs
+compared with an uninterrupted run; a corrupted newest checkpoint; two writers on one folder;
+random bytes and values at the readers and the config loader.
+
+    OMP_NUM_THREADS=1 python benchmarks/faults.py --train-kills 20 --prepare-kills 20 [--seed 0]
+
+Prints kills survived, bit-identical results, documents lost (must be 0) and fuzz cases tried.
+Tiny shapes, so the whole run takes minutes on one core; every run is a real `lmforge` subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from lmforge.config import load_config
+from lmforge.data.sources import SourceStats, iter_documents
+from lmforge.errors import LmforgeError
+from lmforge.run_dir import RunDir
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TRAIN_SETS = {"tokenizer.vocab_size": 512, "tokenizer.train_bytes": 0, "data.val_fraction": 0.1, "model.n_layer": 2,
+              "model.n_head": 2, "model.n_embd": 32, "model.seq_len": 32, "train.batch_size": 4, "train.warmup_steps": 2,
+              "train.eval_interval": 10, "train.eval_tokens": 1024, "train.final_eval_tokens": 2048,
+              "train.checkpoint_interval": 3, "train.progress": False, "train.threads": 1, "train.log_interval": 1}
+STEPS = 30
+
+
+def lmforge_args(*args) -> list[str]:
+    return [sys.executable, "-m", "lmforge", *map(str, args)]
+
+
+def sets(values: dict) -> list[str]:
+    return [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
+
+
+def train_args(tokens: Path, out: Path, resume: bool) -> list[str]:
+    return lmforge_args("train", "--data", tokens, "--out", out, "--max-steps", STEPS, *sets(TRAIN_SETS),
+                        *(["--resume"] if resume else []))
+
+
+def run_to_end(args_for, done, rng: random.Random, kills: int, window: tuple[float, float]) -> tuple[int, int]:
+    """Start, SIGKILL at a random moment, restart, `kills` times; then let it finish.
+    Returns (kills delivered, failed restarts)."""
+    delivered = failures = 0
+    while delivered < kills:
+        proc = subprocess.Popen(args_for(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, text=True)
+        time.sleep(rng.uniform(*window))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            delivered += 1
+        proc.wait()
+        if proc.returncode not in (0, -signal.SIGKILL):
+            failures += 1
+            print(f"  restart failed (rc {proc.returncode}): {proc.stderr.read().strip()[-300:]}")
+        if done() and proc.returncode == 0:
+            break
+    final = subprocess.run(args_for(), capture_output=True, text=True, env=ENV) if not done() else None
+    if final is not None and final.returncode != 0:
+        failures += 1
+        print(f"  final run failed: {final.stderr.strip()[-300:]}")
+    return delivered, failures
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(RunDir(run).latest_checkpoint().model_file))
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def training_kills(root: Path, tokens: Path, kills: int, per_run: int, rng: random.Random) -> dict:
+    ref = root / "train-ref"
+    t0 = time.perf_counter()
+    subprocess.run(train_args(tokens, ref, False), check=True, capture_output=True, env=ENV)
+    one_run = time.perf_counter() - t0
+    runs = delivered = identical = failures = 0
+    while delivered < kills:  # a run that finished before its kills came: the rest go to a new run
+        out = root / f"train-killed-{runs}"
+        n = min(per_run, kills - delivered)
+        got, failed = run_to_end(lambda: train_args(tokens, out, RunDir(out).latest_checkpoint(report=lambda _: None)
+                                                    is not None),
+                                 lambda: RunDir(out).is_complete, rng, n, (0.5, 0.6 * one_run))
+        delivered, failures, runs = delivered + got, failures + failed, runs + 1
+        same = same_weights(ref, out)
+        metrics = [r["step"] for r in RunDir(out).metrics() if "loss" in r]
+        identical += same and metrics == list(range(1, STEPS + 1))
+        print(f"  training run {runs - 1}: {got} kills, weights {'bit-identical' if same else 'DIFFER'}, "
+              f"loss records {'one per step' if metrics == list(range(1, STEPS + 1)) else 'WRONG'}", flush=True)
+    return {"kills": delivered, "failures": failures, "runs": runs, "identical": identical,
+            "uninterrupted_s": round(one_run, 1)}
+
+
+def corpus(root: Path) -> Path:
+    from pydoc_data.topics import topics
+
+    folder = root / "corpus"
+    folder.mkdir()
+    for i, name in enumerate(sorted(topics)):
+        (folder / f"doc{i:03d}.txt").write_text(topics[name])
+    return folder
+
+
+def prepare_args(src: Path, out: Path) -> list[str]:
+    return lmforge_args("prepare", src, "--out", out, "--workers", 2, "--no-progress",
+                        *sets({"prepare.shard_documents": 20, "prepare.filters": "[gopher_quality,gopher_repetition,c4]"}))
+
+
+def clean_documents(out: Path) -> list[tuple[str, str]]:
+    docs = []
+    for path in sorted((out / "clean").glob("*.jsonl.gz")):
+        with gzip.open(path, "rt") as f:
+            docs += [(r["id"], r["text"]) for r in map(json.loads, f)]
+    return docs
+
+
+def prepare_kills(root: Path, src: Path, kills: int, per_run: int, rng: random.Random) -> dict:
+    ref = root / "prep-ref"
+    t0 = time.perf_counter()
+    subprocess.run(prepare_args(src, ref), check=True, capture_output=True, env=ENV)
+    one_run = time.perf_counter() - t0
+    expected = clean_documents(ref)
+    runs = delivered = identical = failures = lost = 0
+    while delivered < kills:
+        out = root / f"prep-killed-{runs}"
+        n = min(per_run, kills - delivered)
+        got, failed = run_to_end(lambda: prepare_args(src, out), lambda: (out / "report.json").is_file(), rng, n,
+                                 (0.3, 0.7 * one_run))
+        delivered, failures, runs = delivered + got, failures + failed, runs + 1
+        docs = clean_documents(out)
+        lost += len(set(expected) - set(docs))
+        identical += docs == expected
+        print(f"  prepare run {runs - 1}: {got} kills, {len(docs)} documents kept "
+              f"({'identical' if docs == expected else 'DIFFER'}), {len(set(expected) - set(docs))} lost", flush=True)
+    return {"kills": delivered, "failures": failures, "runs": runs, "identical": identical, "lost": lost,
+            "documents": len(expected), "uninterrupted_s": round(one_run, 1)}
+
+
+def corrupted_checkpoint(root: Path) -> bool:
+    """Truncate the newest checkpoint of the reference run: eval must fall back, one warning, rc 0."""
+    run = RunDir(root / "train-ref")
+    newest = run.latest_checkpoint()
+    data = newest.model_file.read_bytes()
+    newest.model_file.write_bytes(data[: len(data) // 2])
+    r = subprocess.run(lmforge_args("eval", run.path), capture_output=True, text=True, env=ENV)
+    ok = r.returncode == 0 and "is unusable" in r.stderr and "Traceback" not in r.stderr
+    newest.model_file.write_bytes(data)
+    print(f"  corrupted newest checkpoint: eval rc {r.returncode}, fell back {'yes' if ok else 'NO'}")
+    return ok
+
+
+def concurrent_writers(root: Path, tokens: Path) -> bool:
+    out = root / "train-twice"
+    procs = [subprocess.Popen(train_args(tokens, out, False), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env=ENV) for _ in range(2)]
+    errs = [p.communicate()[1] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    refused = next((e for p, e in zip(procs, errs) if p.returncode == 2), "")
+    ok = codes == [0, 2] and "in use by pid" in refused and same_weights(root / "train-ref", out)
+    print(f"  two writers on one folder: exit codes {codes}, the second refused "
+          f"({refused.strip()[:90]}...), the first's weights {'identical' if ok else 'WRONG'}")
+    return ok
+
+
+def fuzz(root: Path, cases: int, rng: random.Random) -> tuple[int, int]:
+    """Random bytes as every readable format, random config files: (tried, tracebacks)."""
+    import zstandard
+
+    tracebacks = 0
+    formats = [".txt", ".txt.gz", ".txt.zst", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", ".warc", ".md"]
+    for i in range(cases):
+        folder = root / "fuzz" / str(i)
+        folder.mkdir(parents=True)
+        payload = rng.randbytes(rng.randint(0, 2000))
+        kind = rng.choice(formats)
+        if kind.endswith(".gz") and rng.random() < 0.5:
+            payload = gzip.compress(payload)[: rng.randint(1, 200)]
+        if kind.endswith(".zst") and rng.random() < 0.5:
+            payload = zstandard.compress(payload)[: rng.randint(1, 200)]
+        (folder / f"f{kind}").write_bytes(payload)
+        (folder / "c.yaml").write_bytes(payload if rng.random() < 0.5 else rng.choice(
+            [b"train: 5\n", b"model:\n  n_layer: -3\n", b"train: {lr: .nan}\n", b"{", b"- 1\n- 2\n"]))
+        for job in (lambda: list(iter_documents([str(folder / f"f{kind}")], SourceStats())),
+                    lambda: load_config("tiny", folder / "c.yaml")):
+            try:
+                job()
+            except LmforgeError:
+                pass
+            except Exception as e:  # noqa: BLE001 - what the benchmark counts
+                tracebacks += 1
+                print(f"  fuzz case {i} ({kind}): {type(e).__name__}: {e}")
+    return cases * 2, tracebacks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train-kills", type=int, default=20)
+    ap.add_argument("--prepare-kills", type=int, default=20)
+    ap.add_argument("--kills-per-run", type=int, default=5)
+    ap.add_argument("--fuzz", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", help="work in this folder and keep it")
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    root = Path(args.keep or tempfile.mkdtemp(prefix="lmforge-faults-"))
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    src = corpus(root)
+    tokens = root / "tokens"
+    subprocess.run(lmforge_args("tokenize", src, "--out", tokens, *sets({k: v for k, v in TRAIN_SETS.items()
+                                                                          if k.startswith(("tokenizer.", "data."))})),
+                   check=True, capture_output=True, env=ENV)
+    print(f"training: {STEPS} steps, checkpoint every {TRAIN_SETS['train.checkpoint_interval']}, "
+          f"{args.train_kills} SIGKILLs at random moments")
+    t = training_kills(root, tokens, args.train_kills, args.kills_per_run, rng)
+    print(f"prepare: {args.prepare_kills} SIGKILLs at random moments")
+    p = prepare_kills(root, src, args.prepare_kills, args.kills_per_run, rng)
+    print("scenarios:")
+    corrupted = corrupted_checkpoint(root)
+    concurrent = concurrent_writers(root, tokens)
+    tried, tracebacks = fuzz(root, args.fuzz, rng)
+    print(f"\nkills survived: {t['kills'] - t['failures']}/{t['kills']} training "
+          f"(uninterrupted run {t['uninterrupted_s']} s), {p['kills'] - p['failures']}/{p['kills']} prepare "
+          f"(uninterrupted {p['uninterrupted_s']} s)")
+    print(f"bit-identical results: {t['identical']}/{t['runs']} training runs (weights and one loss record per step), "
+          f"{p['identical']}/{p['runs']} prepare outputs ({p['documents']} documents each)")
+    print(f"documents lost: {p['lost']}")
+    print(f"corrupted newest checkpoint survived: {corrupted}; concurrent writer refused, first intact: {concurrent}")
+    print(f"fuzz cases tried: {tried}, tracebacks: {tracebacks}")
+    print(f"wall time: {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
