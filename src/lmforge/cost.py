@@ -387,7 +387,7 @@ def load_law(name: str) -> ScalingLaw:
         raise LmforgeError(f"--law {name}: not a scaling-law fit (needs numbers E, A, B, alpha, beta)") from None
 
 
-def budget_flops(budget: str, hw: Hardware, count: int, mfu: float, precision: str,
+def budget_flops(budget: str, hw: Hardware, mfu: float, precision: str,
                  price_per_hour: float | None) -> tuple[float, str]:
     """'10000usd' | '5e21flops' | '2000gpu-hours' -> training FLOPs it buys."""
     text = budget.strip().lower().replace("$", "")
@@ -427,7 +427,7 @@ def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: flo
     """
     if days <= 0:
         raise LmforgeError(f"--days {days}: must be > 0")
-    flops, described = budget_flops(budget, hw, count or 1, mfu, precision, price_per_hour)
+    flops, described = budget_flops(budget, hw, mfu, precision, price_per_hour)
     n, d = law.optimal(flops)
     shape = shape_from_params(n, context=context)
     rate = hw.peak_flops(precision) * mfu  # FLOP/s per device

@@ -41,6 +41,7 @@ from typing import Any
 from lmforge import figures
 from lmforge.config import Config, read_config, save_config
 from lmforge.errors import LmforgeError
+from lmforge.files import atomic_write_text
 from lmforge.locks import FolderLock
 from lmforge.tokenizer import TOKENIZER_FILE
 
@@ -66,12 +67,6 @@ STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 CHECKPOINT_PREFIX = "step-"
 LOCK_FILE = ".lock"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def file_sha256(path: Path) -> str:
@@ -298,7 +293,7 @@ class RunDir:
                 if p.is_dir() and not p.name.endswith(".tmp")]
 
     def point_latest(self, ckpt: CheckpointDir) -> None:
-        _write_text_atomic(self.checkpoints_dir / LATEST, ckpt.path.name)
+        atomic_write_text(self.checkpoints_dir / LATEST, ckpt.path.name)
 
     def load_model(self, device: str = "cpu"):
         """The model of the newest checkpoint, on `device`, and that checkpoint."""
@@ -328,7 +323,7 @@ class RunDir:
             raise LmforgeError(f"{self.summary_path} is damaged ({e}): delete it and resume the run with --resume") from None
 
     def write_summary(self, summary: dict) -> None:
-        _write_text_atomic(self.summary_path, figures.dumps(summary, indent=2))
+        atomic_write_text(self.summary_path, figures.dumps(summary, indent=2))
 
     @property
     def is_complete(self) -> bool:

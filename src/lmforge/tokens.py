@@ -29,6 +29,7 @@ import numpy as np
 
 from lmforge.config import DataConfig, TokenizerConfig
 from lmforge.data.sources import Document, SourceStats, iter_documents
+from lmforge import files
 from lmforge.errors import LmforgeError
 from lmforge.tokenizer import EOT, SPECIAL_TOKENS, TOKENIZER_FILE, train_tokenizer
 
@@ -100,8 +101,7 @@ class ShardWriter:
 
 
 def fingerprint(data: DataConfig, tk: TokenizerConfig) -> str:
-    blob = json.dumps({"data": asdict(data), "tokenizer": asdict(tk)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return files.fingerprint({"data": asdict(data), "tokenizer": asdict(tk)})
 
 
 def read_meta(folder: str | Path) -> dict:
@@ -112,10 +112,7 @@ def read_meta(folder: str | Path) -> dict:
 
 
 def is_complete(folder: Path, data: DataConfig, tk: TokenizerConfig) -> bool:
-    try:
-        return read_meta(folder).get("fingerprint") == fingerprint(data, tk)
-    except (LmforgeError, json.JSONDecodeError):
-        return False
+    return files.is_complete(Path(folder) / META, fingerprint(data, tk))
 
 
 def _batched(docs: Iterator[Document], n: int) -> Iterator[list[Document]]:
