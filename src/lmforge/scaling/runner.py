@@ -29,8 +29,8 @@ from typing import Callable
 import yaml
 
 from lmforge.config import Config, config_from_dict
-from lmforge.errors import LmforgeError
-from lmforge.scaling.design import _cpus, size_config
+from lmforge.errors import LmforgeError, TrainingDiverged
+from lmforge.scaling.design import available_cpus, size_config
 
 SWEEP_FILE = "sweep.yaml"
 TOKENS = "tokens"
@@ -59,12 +59,15 @@ def load_sweep(sweep_dir: str | Path) -> tuple[Config, dict]:
     return config_from_dict(data["config"]), data
 
 
-def run_config(cfg: Config, sweep_dir: Path, run: dict, folder: str = "runs", threads: int = 0) -> Config:
-    """The full lmforge config of one run: the base config, the run's shape, lr and length."""
+def run_config(cfg: Config, sweep_dir: Path, run: dict, folder: str = "runs", threads: int = 0,
+               device: str | None = None) -> Config:
+    """The full lmforge config of one run: the base config, the run's shape, lr, length and seed
+    (a repeat differs from its original only there), on `device` when given (else the sweep's)."""
     sized = size_config(cfg, run["knob"])
     model = replace(sized.model, n_layer=run["n_layer"], n_embd=run["n_embd"], n_head=run["n_head"])
     train = replace(sized.train, lr=run["lr"], max_steps=run["steps"], warmup_steps=run["warmup_steps"],
-                    progress=False, threads=threads or sized.train.threads)
+                    progress=False, threads=threads or sized.train.threads, seed=run.get("seed", sized.train.seed),
+                    device=device or sized.train.device)
     # relative to the run folder, so a sweep folder can be moved or copied whole
     data = replace(sized.data, tokenized=f"../../{TOKENS}")
     return replace(sized, model=model, train=train, data=data,
@@ -102,9 +105,7 @@ def train_run(cfg: Config, log_path: Path | None = None) -> dict:
 
     try:
         return train(cfg, resume=latest_checkpoint(run_dir) is not None, log=log if logf else print)
-    except LmforgeError as e:
-        if not str(e).startswith("training diverged"):
-            raise
+    except TrainingDiverged as e:
         (run_dir / "diverged.json").write_text(json.dumps({"reason": str(e)}))
         log(f"diverged: {e}")
         return {"complete": False, "diverged": str(e)}
@@ -207,14 +208,15 @@ def prepare_sweep_tokens(cfg: Config, sweep_dir: Path, log: Callable[[str], None
 
 
 def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int | None = None,
-              log: Callable[[str], None] = print, interval: float = 30.0) -> list[dict]:
-    """Train every run of the sweep not yet complete; returns the status rows at the end."""
+              log: Callable[[str], None] = print, interval: float = 30.0, device: str | None = None) -> list[dict]:
+    """Train every run of the sweep not yet complete (on `device` when given: cpu, cuda, cuda:N;
+    else the sweep's train.device); returns the status rows at the end."""
     sweep_dir = Path(sweep_dir)
     cfg, sweep = load_sweep(sweep_dir)
     parallel = parallel or cfg.scale.parallel
     if parallel <= 0 or (threads is not None and threads <= 0):
         raise LmforgeError("scale run: --parallel and --threads must be > 0")
-    threads = threads or cfg.train.threads or max(1, _cpus() // parallel)
+    threads = threads or cfg.train.threads or max(1, available_cpus() // parallel)
     prepare_sweep_tokens(cfg, sweep_dir, log)
     rows = sweep_status(sweep_dir)
     todo = [run for run, row in zip(sweep["runs"], rows) if row["state"] in ("pending", "partial", "failed")]
@@ -232,7 +234,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     active: dict = {}
     try:
         for run in todo:
-            rcfg = run_config(cfg, sweep_dir, run, threads=threads)
+            rcfg = run_config(cfg, sweep_dir, run, threads=threads, device=device)
             Path(rcfg.run.out).mkdir(parents=True, exist_ok=True)
             if run_state(Path(rcfg.run.out)) == "partial":
                 log(f"sweep: {run['name']} will resume from step {_steps_done(Path(rcfg.run.out))}")
@@ -294,7 +296,7 @@ def nearest_knob(cfg: Config, params: float, vocab: int) -> int:
 
 
 def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: int | None = None,
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = print, device: str | None = None) -> dict:
     """Train the family's model nearest `params` on `tokens` tokens into SWEEP/verify/<name>/
     (same data, tokenizer, schedule rule and evaluation as the sweep); resumable like a sweep run."""
     from lmforge.scaling.design import make_size, tokens_per_step
@@ -309,7 +311,8 @@ def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: i
     run = {"name": f"{cfg.scale.knob}{knob:03d}-s{steps}", "knob": knob, "n_layer": size.n_layer,
            "n_embd": size.n_embd, "n_head": size.n_head, "lr": size.lr, "steps": steps, "warmup_steps": warmup}
     prepare_sweep_tokens(cfg, sweep_dir, log)
-    rcfg = run_config(cfg, sweep_dir, run, folder="verify", threads=threads or cfg.train.threads or _cpus())
+    rcfg = run_config(cfg, sweep_dir, run, folder="verify", threads=threads or cfg.train.threads or available_cpus(),
+                      device=device)
     run_dir = Path(rcfg.run.out)
     if run_state(run_dir) != "done":
         log(f"verify: training {run['name']} ({size.params:,} parameters, {steps * tokens_per_step(cfg):,} tokens, "

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from lmforge.config import Config, read_config, save_config, tokens_folder
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.evaluation import evaluate_loss, unigram_baseline
 from lmforge.model import GPT, GPTConfig
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
@@ -161,7 +161,7 @@ def apply_update(model, optimizers: list[torch.optim.Optimizer], loss: torch.Ten
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     loss_value = loss.item()
     if not math.isfinite(loss_value):
-        raise LmforgeError(
+        raise TrainingDiverged(
             f"training diverged at step {step}: loss is {loss_value}; lower train.lr or raise "
             f"train.warmup_steps, then start again or resume from the last checkpoint"
         )
