@@ -277,8 +277,8 @@ def identifiability(cfg: Config, runs: list[dict], within_pct: float | None = No
     theta = theta_of(law)
     noise = cfg.scale.noise
     cov = linear_covariance(theta, np.log([r["params"] for r in runs]), np.log([r["tokens"] for r in runs]), noise)
-    sd = np.sqrt(np.maximum(np.diag(cov), 0))
     z = 1.959964
+    sd = np.minimum(np.sqrt(np.maximum(np.diag(cov), 0)), 300 / z)  # unidentified: bounded, not infinite
     constants = {}
     for i, name in enumerate(("A", "B", "E")):
         value = getattr(law, name)

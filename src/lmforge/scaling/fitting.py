@@ -154,6 +154,24 @@ def fit_law(log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: floa
     return best, best_f
 
 
+def refit_law(log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, start: np.ndarray, delta: float) -> np.ndarray:
+    """The Huber optimum near `start`, by Gauss-Newton (scipy's trust-region least squares; its
+    `huber` loss with f_scale delta is twice the Huber objective, so the minimiser is the same).
+    For refits of data resampled around a fit: a few iterations where L-BFGS needs a hundred."""
+    from scipy.optimize import least_squares
+
+    lo, hi = np.array(BOUNDS).T
+    x0 = np.clip(start, lo + 1e-9, hi - 1e-9)
+
+    def resid(theta):
+        a, b, e, alpha, beta = theta
+        return np.logaddexp(np.logaddexp(a - alpha * log_n, b - beta * log_d), e) - log_l
+
+    res = least_squares(resid, x0, jac=lambda t: log_loss_jacobian(t, log_n, log_d), bounds=(lo, hi), method="trf",
+                        loss="huber", f_scale=delta, xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=200)
+    return res.x
+
+
 def theta_of(law: ScalingLaw) -> np.ndarray:
     """(a, b, e, alpha, beta) = (log A, log B, log E, alpha, beta) of a law."""
     return np.array([math.log(law.A), math.log(law.B), math.log(law.E), law.alpha, law.beta])
@@ -323,7 +341,7 @@ def _predict_log(theta: np.ndarray, P: dict) -> np.ndarray:
     return np.log(law_from_theta(theta).loss(P["params"], P["tokens"]))
 
 
-def _backtest(P: dict, delta: float, fixed_e: float | None, share: float = 0.25) -> dict | None:
+def _backtest(P: dict, delta: float, fixed_e: float | None, start: np.ndarray, share: float = 0.25) -> dict | None:
     """Fit on the points below the top `share` of compute, predict the top ones: how well this
     approach extrapolates on these very points, before any target is asked of it."""
     order = np.argsort(P["flops"])
@@ -332,7 +350,7 @@ def _backtest(P: dict, delta: float, fixed_e: float | None, share: float = 0.25)
     Q = {k: v[train] for k, v in P.items()}
     if len(train) < MIN_POINTS or len(np.unique(Q["params"])) < 2 or len(np.unique(Q["tokens"])) < 2:
         return None
-    theta, _ = fit_law(np.log(Q["params"]), np.log(Q["tokens"]), np.log(Q["loss"]), delta, 8, fixed_e=fixed_e)
+    theta, _ = fit_law(np.log(Q["params"]), np.log(Q["tokens"]), np.log(Q["loss"]), delta, 4, start, fixed_e=fixed_e)
     law = law_from_theta(theta)
     err = np.array([(law.loss(P["params"][i], P["tokens"][i]) - P["loss"][i]) / P["loss"][i] for i in test])
     return {"held_out": int(n_test), "mean_abs_error": float(np.abs(err).mean()), "max_abs_error": float(np.abs(err).max()),
@@ -343,7 +361,7 @@ def _approach(name: str, theta: np.ndarray, P: dict, delta: float, fixed_e: floa
     law = law_from_theta(theta)
     r = np.log(P["loss"]) - _predict_log(theta, P)
     return {"approach": name, "E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta,
-            "rmse_log": float(np.sqrt(np.mean(r**2))), "backtest": _backtest(P, delta, fixed_e), "note": note}
+            "rmse_log": float(np.sqrt(np.mean(r**2))), "backtest": _backtest(P, delta, fixed_e, theta), "note": note}
 
 
 def _bootstrap(P: dict, theta: np.ndarray, delta: float, count: int, rng, method: str,
@@ -366,8 +384,11 @@ def _bootstrap(P: dict, theta: np.ndarray, delta: float, count: int, rng, method
         else:
             s_b = sigma * math.sqrt(dof / rng.chisquare(dof)) if dof > 0 else sigma
             Q = dict(P, loss=np.exp(fitted + rng.normal(0, s_b, n)))
-        # new noise around the fit moves the optimum a little: starting from the fit finds it
-        t, _, _, qlc = _fit_once(Q, delta, 3 if method == "cases" else 0, theta, profiles)
+        if method == "cases":
+            t, _, _, qlc = _fit_once(Q, delta, 3, theta, profiles)
+        else:  # new noise around the fit moves the optimum a little: Gauss-Newton from the fit finds it
+            t = refit_law(np.log(Q["params"]), np.log(Q["tokens"]), np.log(Q["loss"]), theta, delta)
+            qlc = _fit_once(Q, delta, 0, theta, True)[3] if profiles else {}
         thetas.append([float(v) for v in t])
         sigmas.append(float(s_b))
         if "a" in qlc:
@@ -426,7 +447,7 @@ def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: fl
                                          "Chinchilla's approach 3: all five constants free (the law reported above)")}
     e_fixed, e_source = (fixed_e, "scale.fixed_e") if fixed_e else (lc.get("c"), "the L(C) asymptote c")
     if e_fixed and 0.05 * P["loss"].min() < e_fixed < P["loss"].min():  # an asymptote at its bound 0 estimates nothing
-        t_e, _ = fit_law(np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, 8, theta, fixed_e=e_fixed)
+        t_e, _ = fit_law(np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, 4, theta, fixed_e=e_fixed)
         approaches["fixed_e"] = _approach("fixed_e", t_e, P, delta, e_fixed, f"E fixed at {e_fixed:.4g} ({e_source})")
     else:
         approaches["fixed_e"] = {"approach": "fixed_e", "skipped": "no irreducible loss to fix: give scale.fixed_e, or "
@@ -510,7 +531,11 @@ def predict(fit: dict, params: float | None = None, tokens: float | None = None,
         raise LmforgeError("predict: give --params N --tokens D, or --flops C")
     loss = law.loss(params, tokens)
     laws = np.array([b.loss(params, tokens) for b in boot])
-    interval = _interval(list(laws * np.exp(_noise_draws(fit, len(laws))))) if len(laws) else None
+    # basic bootstrap: far from the points a refit is biased, and its spread around the fit mirrors
+    # the fit's around the truth, so each refit is reflected through the fit (loss^2 / refit) before
+    # the target's own run-to-run noise is drawn on top
+    reflected = loss**2 / laws
+    interval = _interval(list(reflected * np.exp(_noise_draws(fit, len(laws))))) if len(laws) else None
     out.update(params=params, tokens=tokens, tokens_per_param=tokens / params, loss=loss,
                interval=interval, law_interval=_interval(list(laws)), half_width=half_width(loss, interval),
                times_largest_run=6 * params * tokens / fit.get("largest_flops", math.nan))
