@@ -419,7 +419,8 @@ def test_killing_the_sweep_process_stops_its_workers(corpus_dir, tmp_path):
     import time
 
     out = tmp_path / "sw"
-    assert main(["scale", "plan", "--budget", "2.4e11", "--sizes", "32", "--levels", "1",
+    # two runs for one worker: the second is already queued to it when the sweep process dies
+    assert main(["scale", "plan", "--budget", "2.4e11", "--sizes", "16,32", "--levels", "1",
                  *sweep_flags(corpus_dir), "--out", str(out)]) == 0
     proc = subprocess.Popen([sys.executable, "-m", "lmforge", "scale", "run", str(out), "--parallel", "1",
                              "--threads", "1", "--interval", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

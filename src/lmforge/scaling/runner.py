@@ -120,6 +120,8 @@ def _worker_init(parent: int) -> None:
     catch), so that no orphan keeps training; SIGTERM stops a run as Ctrl-C does."""
     import signal
 
+    global _PARENT
+    _PARENT = parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes
@@ -130,13 +132,26 @@ def _worker_init(parent: int) -> None:
         os._exit(1)
 
 
+_PARENT: int | None = None  # the sweep process, in a worker
+
+
+def _orphaned() -> bool:
+    return _PARENT is not None and os.getppid() != _PARENT
+
+
 def _child(cfg_dict: dict, log_path: str) -> None:
-    """One run in a worker process; a failure leaves error.txt for the parent to report."""
+    """One run in a worker process; a failure leaves error.txt for the parent to report. A worker
+    whose sweep process has died exits instead of taking the next queued run (the death signal
+    stopped the current run; the runs it had already been handed would otherwise go on training)."""
+    if _orphaned():
+        os._exit(1)
     cfg = config_from_dict(cfg_dict)
     try:
         train_run(cfg, Path(log_path))
     except Exception as e:  # reported by the parent, which owns the terminal
         (Path(cfg.run.out) / "error.txt").write_text(f"{type(e).__name__}: {e}")
+    if _orphaned():
+        os._exit(1)
 
 
 def _steps_done(run_dir: Path) -> int:
