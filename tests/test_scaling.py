@@ -17,7 +17,7 @@ from lmforge.config import load_config
 from lmforge.errors import LmforgeError
 from lmforge.scaling import design, fitting
 from lmforge.scaling.runner import collect_points, load_sweep, prepare_sweep_tokens, run_config, sweep_status
-from lmforge.training.loop import train
+from lmforge.training.trainer import train
 
 CHINCHILLA = cost.LAWS["chinchilla"]
 
@@ -220,7 +220,7 @@ def test_prediction_intervals_cover_repeated_draws(lab_design):
     draws, target_in, alpha_in = 20, 0, 0
     for k in range(draws):
         rng = np.random.default_rng(1000 + k)
-        fit = fitting.fit_points(draw(runs, LAB_LAW, RUN_NOISE, rng), bootstrap=40, starts=4, seed=k)
+        fit = fitting.fit_points(draw(runs, LAB_LAW, RUN_NOISE, rng), bootstrap=40, starts=4, seed=k, compare=False)
         pred = fitting.predict(fit, n, d)
         actual = LAB_LAW.loss(n, d) * math.exp(rng.normal(0, RUN_NOISE))
         target_in += pred["interval"][0] <= actual <= pred["interval"][1]
@@ -439,6 +439,9 @@ def test_killing_the_sweep_process_stops_its_workers(corpus_dir, tmp_path):
         while any(_alive(pid) for pid in children) and time.time() < deadline:
             time.sleep(0.2)
         assert not [pid for pid in children if _alive(pid)]
+        # the run queued behind the one in training never started (an orphaned worker used to take it)
+        queued = [r["name"] for r in load_sweep(out)[1]["runs"] if not (out / "runs" / r["name"] / "metrics.jsonl").is_file()]
+        assert len(queued) == 1
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -11,4 +11,4 @@ class LmforgeError(Exception):
 
 
 class TrainingDiverged(LmforgeError):
-    """Training produced a non-finite loss or gradient."""
+    """Training produced a non-finite loss: the run cannot go on as configured."""

@@ -399,11 +399,11 @@ def _bootstrap(P: dict, theta: np.ndarray, delta: float, count: int, rng, method
 @np.errstate(divide="ignore", over="ignore", invalid="ignore")  # extreme bootstrap laws are filtered, not fatal
 def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: float = 1e-3, bootstrap: int = 200,
                seed: int = 0, starts: int = 24, source: str = "", interval: str = "parametric",
-               fixed_e: float = 0.0, prior_noise: float | None = None) -> dict:
+               fixed_e: float = 0.0, prior_noise: float | None = None, compare: bool = True) -> dict:
     """All fits of `points` ({params, tokens, loss, flops}): L(N, D) by approach 3 with 95% intervals,
     run-to-run noise, the approaches compared on the same points, IsoFLOP and L(C).
     prior_noise: the run-to-run noise to assume when the points measure none (no repeats and no
-    spare degrees of freedom)."""
+    spare degrees of freedom). compare: also fit the other approaches and backtest them."""
     excluded = excluded or []
     report = "".join(f"; excluded {e['name']} ({e['reason']})" for e in excluded[:3])
     if len(points) < MIN_POINTS:
@@ -443,18 +443,7 @@ def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: fl
     if lc.get("a") is not None:
         lc["ci"] = {k: _interval([s[i] for s in boot_lc]) for i, k in enumerate("abc")}
 
-    approaches = {"approach3": _approach("approach3", theta, P, delta, None,
-                                         "Chinchilla's approach 3: all five constants free (the law reported above)")}
-    e_fixed, e_source = (fixed_e, "scale.fixed_e") if fixed_e else (lc.get("c"), "the L(C) asymptote c")
-    if e_fixed and 0.05 * P["loss"].min() < e_fixed < P["loss"].min():  # an asymptote at its bound 0 estimates nothing
-        t_e, _ = fit_law(np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, 4, theta, fixed_e=e_fixed)
-        approaches["fixed_e"] = _approach("fixed_e", t_e, P, delta, e_fixed, f"E fixed at {e_fixed:.4g} ({e_source})")
-    else:
-        approaches["fixed_e"] = {"approach": "fixed_e", "skipped": "no irreducible loss to fix: give scale.fixed_e, or "
-                                 "a design with IsoFLOP levels (the L(C) fit estimates it)"}
-    if "a" in iso:
-        approaches["isoflop"] = {"approach": "isoflop", "a": iso["a"], "b": iso["b"],
-                                 "note": "approach 2: N_opt ~ C^a from the IsoFLOP minima (allocation only)"}
+    approaches = _compare(P, theta, delta, fixed_e, lc, iso) if compare else {}
     return {
         "law": "L(N, D) = E + A / N^alpha + B / D^beta",
         "E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta,
@@ -472,6 +461,23 @@ def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: fl
         "points": len(points), "excluded": excluded, "largest_flops": c_top, "source": source,
         "bootstrap_samples": {"theta": boot, "noise": boot_sigma, "loss_vs_compute": boot_lc},
     }
+
+
+def _compare(P: dict, theta: np.ndarray, delta: float, fixed_e: float, lc: dict, iso: dict) -> dict:
+    """The approaches side by side on the same points, each with its backtest."""
+    approaches = {"approach3": _approach("approach3", theta, P, delta, None,
+                                         "Chinchilla's approach 3: all five constants free (the law reported above)")}
+    e_fixed, e_source = (fixed_e, "scale.fixed_e") if fixed_e else (lc.get("c"), "the L(C) asymptote c")
+    if e_fixed and 0.05 * P["loss"].min() < e_fixed < P["loss"].min():  # an asymptote at its bound 0 estimates nothing
+        t_e, _ = fit_law(np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, 4, theta, fixed_e=e_fixed)
+        approaches["fixed_e"] = _approach("fixed_e", t_e, P, delta, e_fixed, f"E fixed at {e_fixed:.4g} ({e_source})")
+    else:
+        approaches["fixed_e"] = {"approach": "fixed_e", "skipped": "no irreducible loss to fix: give scale.fixed_e, or "
+                                 "a design with IsoFLOP levels (the L(C) fit estimates it)"}
+    if "a" in iso:
+        approaches["isoflop"] = {"approach": "isoflop", "a": iso["a"], "b": iso["b"],
+                                 "note": "approach 2: N_opt ~ C^a from the IsoFLOP minima (allocation only)"}
+    return approaches
 
 
 # ---------------------------------------------------------------- prediction
