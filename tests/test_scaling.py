@@ -263,13 +263,16 @@ def test_plan_reports_identifiability_and_refuses_unsupported_claims(corpus_dir,
     assert "a within-1% forecast is NOT possible with this design" in out and "warning: target 60k:200k" in out
     assert main([*args, "--within", "10", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["identifiability"]["targets"][0]["within"]["allowed"] is True and not r["warnings"]
+    assert r["identifiability"]["targets"][0]["within"]["allowed"] is True
+    assert not [w for w in r["warnings"] if "target" in w] and "fewer than 500 steps" in r["warnings"][0]
     assert sum(x["name"].endswith("-r1") for x in r["runs"]) == 1
     # two sizes cannot tell E from A / N^alpha: the plan says so instead of failing
     two = json.loads(_plan_json(capsys, [*args[:5], "16,32", *args[6:]]))["identifiability"]
     assert two["alpha_sd"] > 1 and two["targets"][0]["half_width"] > 1
     assert main(["scale", "plan", "--budget", "3e10", *sweep_flags(corpus_dir), "--target", "60k"]) == 2
     assert "is not N:D" in capsys.readouterr().err
+    assert main([*args[:6], "--design", "optimal", "--max-run-flops", "1e6", *sweep_flags(corpus_dir)]) == 2
+    assert "scale.max_run_flops 1e+06 (6ND) is below the smallest model's shortest run" in capsys.readouterr().err
 
 
 def _plan_json(capsys, args: list[str]) -> str:

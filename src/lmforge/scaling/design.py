@@ -209,7 +209,10 @@ def optimal_design(cfg: Config, sizes: list[Size], budget: float, step_overhead_
     cap = sc.max_run_flops or budget / 4
     cands = candidate_runs(cfg, sizes, cap)
     if not cands:
-        raise _too_small(cfg, sizes[0], min(budget, cap))
+        small = sizes[0]
+        need = 6 * small.params * max(sc.min_steps * tokens_per_step(cfg), sc.min_tokens_per_param * small.params)
+        raise LmforgeError(f"scale.max_run_flops {cap:.3g} (6ND{', a quarter of --budget' if not sc.max_run_flops else ''}) "
+                           f"is below the smallest model's shortest run ({need:.3g}): raise --max-run-flops or --budget")
     if len({c["knob"] for c in cands}) < 2:
         raise LmforgeError(f"scale: only one size has a run within scale.max_run_flops={cap:.3g}: raise it (or "
                            f"--budget), or choose smaller --sizes; a law in N needs at least 2 sizes")
@@ -326,6 +329,7 @@ def calibrate(cfg: Config, sizes: list[Size], vocab: int, threads: int, steps: i
             "measured": [{"flops_per_step": f, "seconds_per_step": t} for f, t in points]}
 
 
+SHORT_RUN_STEPS = 500  # below this the CPU lab's runs misfit the law (docs/LOG.md, 2026-11-29)
 RUN_OVERHEAD_S = 4.0  # process start, model build, unigram baseline, checkpoint: measured ~3-5 s here
 
 
@@ -370,6 +374,10 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
             warnings.append(f"level {k} has {n} run(s): an IsoFLOP parabola needs 3 sizes there")
     if len(runs) < 6:
         warnings.append(f"{len(runs)} runs: fitting L(N, D) needs at least 6; raise --budget or add --sizes")
+    short = [r["name"] for r in runs if r["steps"] < SHORT_RUN_STEPS]
+    if short:
+        warnings.append(f"{len(short)} run(s) have fewer than {SHORT_RUN_STEPS} steps ({short[0]}, ...): such runs measure how "
+                        f"far the optimizer got more than what the model can learn (docs/LOG.md); raise scale.min_steps")
     ident = identifiability(cfg, runs, within_pct)
     for t in ident["targets"]:
         if t["within"] and not t["within"]["allowed"]:
