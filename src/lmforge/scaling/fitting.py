@@ -157,7 +157,7 @@ def fit_law(log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: floa
 def refit_law(log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, start: np.ndarray, delta: float) -> np.ndarray:
     """The Huber optimum near `start`, by Gauss-Newton (scipy's trust-region least squares; its
     `huber` loss with f_scale delta is twice the Huber objective, so the minimiser is the same).
-    For refits of data resampled around a fit: a few iterations where L-BFGS needs a hundred."""
+    For refits of data resampled around a fit, where the optimum is near and no grid is needed."""
     from scipy.optimize import least_squares
 
     lo, hi = np.array(BOUNDS).T
@@ -381,12 +381,11 @@ def _bootstrap(P: dict, theta: np.ndarray, delta: float, count: int, rng, method
             if len(np.unique(Q["params"])) < 2 or len(np.unique(Q["tokens"])) < 2:
                 continue
             s_b = sigma
+            t, _, _, qlc = _fit_once(Q, delta, 3, theta, profiles)
         else:
             s_b = sigma * math.sqrt(dof / rng.chisquare(dof)) if dof > 0 else sigma
             Q = dict(P, loss=np.exp(fitted + rng.normal(0, s_b, n)))
-        if method == "cases":
-            t, _, _, qlc = _fit_once(Q, delta, 3, theta, profiles)
-        else:  # new noise around the fit moves the optimum a little: Gauss-Newton from the fit finds it
+            # new noise around the fit moves the optimum a little: Gauss-Newton from the fit finds it
             t = refit_law(np.log(Q["params"]), np.log(Q["tokens"]), np.log(Q["loss"]), theta, delta)
             qlc = _fit_once(Q, delta, 0, theta, True)[3] if profiles else {}
         thetas.append([float(v) for v in t])
