@@ -140,7 +140,7 @@ def test_predict_gives_the_law_and_its_interval(tmp_path, capsys):
 # The CPU lab's law and run-to-run noise as measured by benchmarks/scaling_cpu.py (docs/LOG.md,
 # 2026-12-01): the synthetic sweeps below draw their losses from it.
 LAB_LAW = cost.ScalingLaw("lab", 1.9, 63.6, 27.3, 0.39, 0.18)
-RUN_NOISE = 0.005
+RUN_NOISE = 0.007  # pooled over the benchmark's 5 repeated runs (0.68%)
 
 
 def lab_config(sizes, max_run_flops, repeats=4, **scale) -> "Config":
@@ -159,10 +159,11 @@ def draw(runs: list[dict], law: cost.ScalingLaw, noise: float, rng) -> list[dict
 
 @pytest.fixture(scope="module")
 def lab_design():
-    """The optimal design of four sizes over 1.5 decades of parameters, and a target twice as wide as
-    the widest on 30x the compute of the largest run."""
-    cfg = lab_config([16, 32, 64, 128], 1e13)
-    runs = design.design(cfg, 2e14, 512)
+    """The optimal design of four sizes over 1.5 decades of parameters, every run trained twice (at
+    the measured noise one draw per point leaves the 30x forecast at +-1.3% typical, docs/LOG.md), and
+    a target twice as wide as the widest on 30x the compute of the largest run."""
+    cfg = lab_config([16, 32, 64, 128], 1e13, repeats=30)
+    runs = design.design(cfg, 4e14, 512)
     c_max = max(r["flops"] for r in runs)
     n = 2 * max(r["params"] for r in runs)
     return cfg, runs, (n, 30 * c_max / (6 * n))
@@ -170,13 +171,13 @@ def lab_design():
 
 def test_optimal_design_spends_on_what_pins_alpha_and_beta(lab_design):
     cfg, runs, _ = lab_design
-    assert sum(r["flops_exact"] for r in runs) <= 2e14 and all(r["flops"] <= 1e13 for r in runs)
+    assert sum(r["flops_exact"] for r in runs) <= 4e14 and all(r["flops"] <= 1e13 for r in runs)
     params = sorted({r["params"] for r in runs})
     assert params[-1] / params[0] >= 10  # a decade of sizes at least
     assert all(sum(r["params"] == n for r in runs) >= 2 for n in params)  # several token counts per size
     assert all(r["steps"] >= 800 for r in runs)
     repeats = [r for r in runs if r["name"].endswith("-r1")]
-    assert len(repeats) == 4 and all(r["seed"] == cfg.train.seed + 1 for r in repeats)
+    assert 2 * len(repeats) == len(runs) and all(r["seed"] == cfg.train.seed + 1 for r in repeats)  # each run twice
     # greedy on information per FLOP beats spending the same FLOPs on the cheapest runs
     logn, logd = (np.log([r[k] for r in runs]) for k in ("params", "tokens"))
     cov = fitting.linear_covariance(fitting.theta_of(LAB_LAW), logn, logd, RUN_NOISE)
@@ -197,7 +198,7 @@ def test_design_identifies_a_known_law_and_forecasts_30x(lab_design):
     assert fit["alpha"] == pytest.approx(LAB_LAW.alpha, abs=0.05)
     assert fit["beta"] == pytest.approx(LAB_LAW.beta, abs=0.05)
     assert fitting.law_of(fit).loss(n, d) == pytest.approx(LAB_LAW.loss(n, d), rel=0.01)
-    assert fit["noise"]["repeated_points"] == 4 and fit["noise"]["run_to_run"] > 0
+    assert 2 * fit["noise"]["repeated_points"] == len(runs) and fit["noise"]["run_to_run"] > 0
     # the plan said so before any run: its delta-method intervals hold the truth, and are tight
     ident = design.identifiability(replace_scale(cfg, targets=[f"{n}:{d:.0f}"], prior="epoch2024"), runs)
     assert ident["prior_name"] == "epoch2024"
@@ -217,7 +218,7 @@ def test_prediction_intervals_cover_repeated_draws(lab_design):
     """Over repeated noisy sweeps of a known law, the 95% interval of the 30x target holds the
     target's own (noisy) loss, and alpha's interval holds alpha, at least 90% of the time."""
     _, runs, (n, d) = lab_design
-    draws, target_in, alpha_in = 20, 0, 0
+    draws, target_in, alpha_in, errors = 20, 0, 0, []
     for k in range(draws):
         rng = np.random.default_rng(1000 + k)
         fit = fitting.fit_points(draw(runs, LAB_LAW, RUN_NOISE, rng), bootstrap=40, starts=4, seed=k, compare=False)
@@ -226,7 +227,10 @@ def test_prediction_intervals_cover_repeated_draws(lab_design):
         target_in += pred["interval"][0] <= actual <= pred["interval"][1]
         alpha_in += fit["ci"]["alpha"][0] <= LAB_LAW.alpha <= fit["ci"]["alpha"][1]
         assert pred["law_interval"][0] < pred["loss"] < pred["law_interval"][1]
+        errors.append(pred["loss"] / LAB_LAW.loss(n, d) - 1)
     assert target_in >= 0.9 * draws and alpha_in >= 0.9 * draws
+    # the typical 30x forecast is within 1% of the law; single draws reach ~2% at this noise (docs/LOG.md)
+    assert np.median(np.abs(errors)) <= 0.01
 
 
 def test_replicate_noise_is_the_pooled_spread_of_repeats():
