@@ -100,6 +100,7 @@ class TrainConfig:
     checkpoint_interval: int = 500  # 0 = only at the end
     keep_checkpoints: int = 2
     progress: bool = True
+    init_from: str = ""  # a Hugging Face Llama folder (lmforge export) whose weights start the run
 
 
 @dataclass
