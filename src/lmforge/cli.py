@@ -307,12 +307,17 @@ def _scale_plan(args: argparse.Namespace) -> int:
 
     for flag, key in (("sizes", "scale.sizes"), ("knob", "scale.knob"), ("design", "scale.design"),
                       ("levels", "scale.levels"), ("points_per_size", "scale.points_per_size"),
-                      ("parallel", "scale.parallel")):
+                      ("parallel", "scale.parallel"), ("repeats", "scale.repeats"), ("prior", "scale.prior"),
+                      ("noise", "scale.noise")):
         value = getattr(args, flag)
         if value is not None:
             args.overrides.append(f"{key}=[{value}]" if flag == "sizes" else f"{key}={value}")
+    if args.max_run_flops is not None:
+        args.overrides.append(f"scale.max_run_flops={_flops_arg(args.max_run_flops, '--max-run-flops')}")
+    if args.target:
+        args.overrides.append(f"scale.targets=[{','.join(args.target)}]")
     cfg = _resolve(args, None)
-    result = scaling.plan(cfg, _flops_arg(args.budget, "--budget"), args.out)
+    result = scaling.plan(cfg, _flops_arg(args.budget, "--budget"), args.out, args.within)
     if args.json:
         print(figures.dumps(result))
         return 0
@@ -327,11 +332,37 @@ def _scale_plan(args: argparse.Namespace) -> int:
           f"({result['estimated_serial_s'] / 60:.1f} min serial; calibrated here at "
           f"{1 / cal['seconds_per_flop'] / 1e9:.1f} GFLOP/s + {1e3 * cal['seconds_per_step_fixed']:.0f} ms/step; "
           f"tokenizing not included)")
+    _print_identifiability(result["identifiability"])
     for w in result["warnings"]:
         print(f"warning: {w}")
     if args.out:
         print(f"sweep written to {result['sweep']}; train it with: lmforge scale run {args.out}")
     return 0
+
+
+def _print_identifiability(ident: dict) -> None:
+    ci = ident["ci"]
+    print(f"identifiability before training (95%, delta method under the prior {ident['prior_name']}, "
+          f"run-to-run noise {100 * ident['noise']:.2g}%): " +
+          ", ".join(f"{k} [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" for k in ("E", "A", "B", "alpha", "beta")))
+    for t in ident["targets"]:
+        claim = ""
+        if t["within"]:
+            claim = (f"; a within-{t['within']['claim_pct']:g}% forecast is " +
+                     ("possible" if t["within"]["allowed"] else "NOT possible with this design"))
+        print(f"  target {t['target']} ({t['times_largest_run']:.1f}x the largest run): forecast interval "
+              f"+-{100 * t['half_width']:.1f}%{claim}")
+
+
+def _print_within(w: dict | None) -> None:
+    if not w:
+        return
+    if not w["allowed"]:
+        print(f"cannot call this forecast within {w['claim_pct']:g}%: its 95% interval is +-{w['half_width_pct']:.1f}%")
+    elif "met" in w:
+        print(f"within {w['claim_pct']:g}%: {'met' if w['met'] else 'NOT met'} (95% interval +-{w['half_width_pct']:.1f}%)")
+    else:
+        print(f"a within-{w['claim_pct']:g}% forecast is supported (95% interval +-{w['half_width_pct']:.1f}%)")
 
 
 def _fmt_ci(ci) -> str:
@@ -349,6 +380,21 @@ def _scale_fit_print(r: dict) -> None:
           ", ".join(f"{v:.1f} at {c} FLOPs" for c, v in r["tokens_per_param_at_optimum"].items()))
     res = r["residuals"]
     print(f"residuals: rms {100 * res['rmse_log']:.2f}% of loss, largest {100 * res['max_abs_relative']:.2f}%")
+    noise = r.get("noise")
+    if noise:
+        rtr = (f"{100 * noise['run_to_run']:.2f}% from {noise['repeated_points']} repeated point(s)"
+               if noise["run_to_run"] else "not measured (no repeated runs)")
+        print(f"noise: run-to-run {rtr}; intervals use {100 * noise['used']:.2f}% ({noise['used_dof']} degrees of "
+              f"freedom, {r['method'].get('interval', 'cases')} bootstrap)")
+    for name, ap in r.get("approaches", {}).items():
+        if "skipped" in ap:
+            print(f"  approach {name}: skipped ({ap['skipped']})")
+        elif "alpha" in ap:
+            bt = ap.get("backtest")
+            back = (f"; backtest on the top {bt['held_out']} runs by compute: mean |error| {100 * bt['mean_abs_error']:.2f}%, "
+                    f"max {100 * bt['max_abs_error']:.2f}%" if bt else "")
+            print(f"  approach {name}: E {ap['E']:.4g}, A {ap['A']:.4g}, B {ap['B']:.4g}, alpha {ap['alpha']:.3f}, "
+                  f"beta {ap['beta']:.3f}, rms {100 * ap['rmse_log']:.2f}%{back}")
     iso = r["isoflop"]
     if "a" in iso:
         print(f"IsoFLOP ({len(iso['levels'])} levels): N_opt ~ C^{iso['a']:.3f}, D_opt ~ C^{iso['b']:.3f}; "
@@ -378,13 +424,14 @@ def _scale(args: argparse.Namespace) -> int:
     if args.action == "plan":
         return _scale_plan(args)
     if args.action == "run":
-        rows = scaling.run(args.sweep, args.parallel, args.threads, interval=args.interval)
+        rows = scaling.run(args.sweep, args.parallel, args.threads, interval=args.interval, device=args.device)
         print(format_status(rows))
     elif args.action == "status":
         rows = sweep_status(args.sweep)
         print(figures.dumps(rows) if args.json else format_status(rows))
     elif args.action == "fit":
-        result = scaling.fit(args.source, args.bootstrap, args.out, plots=not args.no_plots)
+        result = scaling.fit(args.source, args.bootstrap, args.out, plots=not args.no_plots, interval=args.interval,
+                             fixed_e=args.fixed_e)
         if args.json:
             print(figures.dumps({k: v for k, v in result.items() if k != "bootstrap_samples"}))
         else:
@@ -392,7 +439,7 @@ def _scale(args: argparse.Namespace) -> int:
     elif args.action == "predict":
         params = cost.parse_size(args.params, "--params") if args.params else None
         tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
-        r = scaling.predict(args.source, params, tokens, _flops_arg(args.flops, "--flops"))
+        r = scaling.predict(args.source, params, tokens, _flops_arg(args.flops, "--flops"), args.within)
         if args.json:
             print(figures.dumps(r))
             return 0
@@ -401,10 +448,12 @@ def _scale(args: argparse.Namespace) -> int:
               f"{r['times_largest_run']:.1f}x the largest fitted run)")
         if "loss_vs_compute" in r:
             print(f"L(C) predicts {r['loss_vs_compute']:.4f}{_fmt_ci(r['loss_vs_compute_interval'])} at the compute-optimal point")
+        _print_within(r["within"])
     elif args.action == "verify":
         params = cost.parse_size(args.params, "--params") if args.params else None
         tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
-        r = scaling.verify(args.sweep, params, tokens, _flops_arg(args.flops, "--flops"), args.threads)
+        r = scaling.verify(args.sweep, params, tokens, _flops_arg(args.flops, "--flops"), args.threads,
+                           device=args.device, within_pct=args.within)
         if args.json:
             print(figures.dumps(r))
             return 0
@@ -412,6 +461,7 @@ def _scale(args: argparse.Namespace) -> int:
               f"({r['times_largest_run']:.1f}x the largest sweep run)")
         print(f"predicted {r['predicted']:.4f}{_fmt_ci(r['interval'])}, actual {r['actual']:.4f}: relative error "
               f"{100 * r['relative_error']:+.2f}% ({'inside' if r['within_interval'] else 'outside'} the interval)")
+        _print_within(r["within"])
     return 0
 
 
@@ -479,10 +529,18 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
     q.add_argument("--budget", required=True, help="total training FLOPs, e.g. 3e13 or 3e13flops")
     q.add_argument("--sizes", help="knob values, comma-separated (scale.sizes), e.g. 32,48,64,96,128")
     q.add_argument("--knob", choices=["width", "depth"], help="the size knob (scale.knob)")
-    q.add_argument("--design", choices=["isoflop", "grid"], help="IsoFLOP profiles or a sizes x tokens grid")
+    q.add_argument("--design", choices=["isoflop", "grid", "optimal"],
+                   help="IsoFLOP profiles, a sizes x tokens grid, or the runs that pin alpha and beta most per FLOP")
     q.add_argument("--levels", type=int, help="isoflop: compute levels (scale.levels)")
     q.add_argument("--points-per-size", type=int, help="grid: token counts per size (scale.points_per_size)")
     q.add_argument("--parallel", type=int, help="training processes at once (scale.parallel)")
+    q.add_argument("--max-run-flops", help="optimal: no run above this 6ND (scale.max_run_flops)")
+    q.add_argument("--repeats", type=int, help="cheapest runs trained again with another seed (scale.repeats)")
+    q.add_argument("--prior", help="law the design is judged under: chinchilla, epoch2024, SWEEP or fit.json (scale.prior)")
+    q.add_argument("--noise", type=float, help="assumed run-to-run noise of a final loss, relative (scale.noise)")
+    q.add_argument("--target", action="append", metavar="N:D", help="report the forecast interval at N params on D "
+                   "tokens, e.g. 350k:4M (repeatable; scale.targets)")
+    q.add_argument("--within", type=float, metavar="PCT", help="say whether each --target can be forecast within PCT%%")
     q.add_argument("--out", metavar="SWEEP", help="write SWEEP/sweep.yaml")
     q.add_argument("--json", action="store_true")
     _config_args(q, default_preset="scaling")
@@ -491,6 +549,7 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
     q.add_argument("--parallel", type=int, help="processes at once (default: the sweep's scale.parallel)")
     q.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
     q.add_argument("--interval", type=float, default=30.0, help="seconds between progress lines")
+    q.add_argument("--device", help="train on this device (cpu, cuda, cuda:N) instead of the sweep's train.device")
     q = ssub.add_parser("status", help="every run of a sweep: state, steps, loss")
     q.add_argument("sweep", metavar="SWEEP")
     q.add_argument("--json", action="store_true")
@@ -500,13 +559,20 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
     q.add_argument("--bootstrap", type=int, help="bootstrap resamples (default: scale.bootstrap; 200 for a CSV)")
     q.add_argument("--out", help="folder for fit.json, points.csv and plots/ (default: the sweep; none for a CSV)")
     q.add_argument("--no-plots", action="store_true")
+    q.add_argument("--interval", choices=["parametric", "cases"], help="bootstrap: refit simulated noise at the same "
+                   "points (parametric, default) or resample the points (cases)")
+    q.add_argument("--fixed-e", type=float, help="approach fixed_e: hold E at this (default: scale.fixed_e, or L(C)'s c)")
     q = ssub.add_parser("predict", help="predicted loss at (N, D) or at the compute-optimal point of C")
     q.add_argument("source", metavar="SWEEP|fit.json")
     _target_args(q, "predict at")
+    q.add_argument("--within", type=float, metavar="PCT", help="call it within PCT%% only if its interval allows")
     q = ssub.add_parser("verify", help="train the target model and compare predicted and actual loss")
     q.add_argument("sweep", metavar="SWEEP")
     _target_args(q, "train")
     q.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    q.add_argument("--device", help="train the target on this device (cpu, cuda, cuda:N)")
+    q.add_argument("--within", type=float, metavar="PCT", help="report whether the forecast was within PCT%%, when "
+                   "its interval allows the claim")
 
 
 def _args_eval(p: argparse.ArgumentParser) -> None:

@@ -227,7 +227,7 @@ class ScaleConfig:
     head_dim: int = 16  # heads = width / head_dim
     lr_exponent: float = 0.5  # lr = train.lr * (model.n_embd / width) ** lr_exponent
     warmup_fraction: float = 0.05  # warmup steps as a share of each run's own steps
-    design: str = "isoflop"  # isoflop (sizes x compute levels) | grid (sizes x token counts)
+    design: str = "isoflop"  # isoflop (sizes x compute levels) | grid (sizes x token counts) | optimal
     levels: int = 4  # isoflop: compute levels
     level_ratio: float = 2.0  # isoflop: ratio between neighbouring compute levels (grid: token counts)
     points_per_size: int = 4  # grid: token counts per size
@@ -237,6 +237,14 @@ class ScaleConfig:
     parallel: int = 1  # training processes at once (threads split between them)
     bootstrap: int = 200  # resamples for confidence intervals
     huber_delta: float = 1e-3  # Chinchilla's Huber delta on log-loss residuals
+    # optimal design: the runs of sizes x token counts that pin alpha and beta down most per FLOP
+    max_run_flops: float = 0.0  # optimal: no run above this 6ND (0: a quarter of the budget)
+    prior: str = ""  # optimal: the law the design is chosen under (a published name, a fit.json or a sweep)
+    noise: float = 0.01  # run-to-run noise of a final loss (relative) assumed by the design; fits measure it
+    repeats: int = 0  # runs trained once more with another seed, to measure run-to-run noise
+    targets: list[str] = field(default_factory=list)  # "N:D" forecasts whose interval the plan reports
+    fixed_e: float = 0.0  # fit approach fixed_e: E fixed to this (0: the L(C) asymptote, when there is one)
+    interval: str = "parametric"  # parametric (refit on simulated noise) | cases (resample the points)
 
 
 @dataclass
@@ -267,7 +275,8 @@ CHOICES = {
     "prepare.executor": ("local", "ray"),
     "prepare.line_rules": ("web", "prose", "off"),
     "scale.knob": ("width", "depth"),
-    "scale.design": ("isoflop", "grid"),
+    "scale.design": ("isoflop", "grid", "optimal"),
+    "scale.interval": ("parametric", "cases"),
 }
 
 
@@ -369,6 +378,9 @@ def _validate_scale(sc: ScaleConfig) -> None:
            sc.min_tokens_per_param, "must be > 0 and below scale.max_tokens_per_param")
     _check(sc.bootstrap >= 0, "scale.bootstrap", sc.bootstrap, "must be >= 0")
     _check(sc.huber_delta > 0, "scale.huber_delta", sc.huber_delta, "must be > 0")
+    for key in ("max_run_flops", "repeats", "fixed_e"):
+        _check(getattr(sc, key) >= 0, f"scale.{key}", getattr(sc, key), "must be >= 0")
+    _check(0 < sc.noise < 1, "scale.noise", sc.noise, "must be in (0, 1): a relative noise, e.g. 0.01")
 
 
 # ---------------------------------------------------------------- loading and overriding

@@ -368,23 +368,37 @@ LAWS = {
 }
 
 
-def load_law(name: str) -> ScalingLaw:
-    """A published law by name, or a fitted one: a JSON file holding E, A, B, alpha, beta
-    (`lmforge scale fit` writes SWEEP/fit.json; a sweep folder stands for its fit.json)."""
+def read_fit(source: str | Path) -> dict:
+    """The fit written by `lmforge scale fit` (SWEEP/fit.json; a sweep folder stands for its fit.json),
+    checked to hold the law's five numbers. The one reader of that file: `load_law` and the scaling
+    lab both come here."""
     import json
 
-    if name in LAWS:
-        return LAWS[name]
-    path = Path(name)
+    path = Path(source)
     if path.is_dir():
         path = path / "fit.json"
     if not path.is_file():
-        raise LmforgeError(f"--law {name!r}: choose one of {', '.join(LAWS)}, or give a fit.json from lmforge scale fit")
+        raise LmforgeError(f"{source}: no fit.json; run lmforge scale fit {source} first")
     try:
-        d = json.loads(path.read_text())
-        return ScalingLaw(str(path), float(d["E"]), float(d["A"]), float(d["B"]), float(d["alpha"]), float(d["beta"]))
-    except (ValueError, KeyError, TypeError):
-        raise LmforgeError(f"--law {name}: not a scaling-law fit (needs numbers E, A, B, alpha, beta)") from None
+        fit = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise LmforgeError(f"{path}: not readable as JSON ({e}); rerun lmforge scale fit") from None
+    try:
+        if not isinstance(fit, dict) or not all(math.isfinite(float(fit[k])) for k in ("E", "A", "B", "alpha", "beta")):
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise LmforgeError(f"{path} is not a scaling-law fit (needs numbers E, A, B, alpha, beta)") from None
+    return fit
+
+
+def load_law(name: str) -> ScalingLaw:
+    """A published law by name, or a fitted one (see `read_fit`)."""
+    if name in LAWS:
+        return LAWS[name]
+    if not Path(name).exists():
+        raise LmforgeError(f"--law {name!r}: choose one of {', '.join(LAWS)}, or give a fit.json from lmforge scale fit")
+    d = read_fit(name)
+    return ScalingLaw(str(name), float(d["E"]), float(d["A"]), float(d["B"]), float(d["alpha"]), float(d["beta"]))
 
 
 def budget_flops(budget: str, hw: Hardware, mfu: float, precision: str,

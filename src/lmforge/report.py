@@ -245,12 +245,13 @@ def _cost(run: RunDir, summary: dict | None) -> Section | None:
 
 
 def _sweep(path: Path) -> list[Section]:
+    from lmforge.cost import read_fit
     from lmforge.scaling import FIT_FILE, VERIFY_FILE
 
     sections = []
     fit_path = path / FIT_FILE
     if fit_path.is_file():
-        fit = json.loads(fit_path.read_text())
+        fit = read_fit(fit_path)  # the one reader of fit.json
         rows = [("constant", "value", "95% interval")]
         for k in ("E", "A", "B", "alpha", "beta", "a", "b"):
             ci = (fit.get("ci") or {}).get(k)

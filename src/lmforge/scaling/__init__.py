@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Callable
@@ -22,22 +23,40 @@ FIT_FILE = "fit.json"
 VERIFY_FILE = "verify.json"
 
 
-def plan(cfg: Config, budget: float, out: str | Path | None = None) -> dict:
-    """Design the sweep of `cfg.scale` within `budget` FLOPs; write SWEEP/sweep.yaml when `out` is given."""
+def plan(cfg: Config, budget: float, out: str | Path | None = None, within_pct: float | None = None) -> dict:
+    """Design the sweep of `cfg.scale` within `budget` FLOPs, with what it can tell (identifiability:
+    every constant's interval, and whether each of scale.targets can be forecast within `within_pct`
+    percent); write SWEEP/sweep.yaml when `out` is given."""
     from lmforge.scaling.design import plan_sweep
     from lmforge.scaling.runner import write_sweep
 
-    result = plan_sweep(cfg, budget)
+    result = plan_sweep(cfg, budget, within_pct=within_pct)
     if out is not None:
         result["sweep"] = str(write_sweep(result, cfg, out))
     return result
 
 
 def run(sweep_dir: str | Path, parallel: int | None = None, threads: int | None = None,
-        log: Callable[[str], None] = print, interval: float = 30.0) -> list[dict]:
+        log: Callable[[str], None] = print, interval: float = 30.0, device: str | None = None) -> list[dict]:
     from lmforge.scaling.runner import run_sweep
 
-    return run_sweep(sweep_dir, parallel, threads, log, interval)
+    return run_sweep(sweep_dir, parallel, threads, log, interval, device)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock on `path` (POSIX); elsewhere, no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _verified(sweep_dir: Path) -> list[dict]:
@@ -46,7 +65,7 @@ def _verified(sweep_dir: Path) -> list[dict]:
 
 
 def fit(source: str | Path, bootstrap: int | None = None, out: str | Path | None = None, plots: bool = True,
-        seed: int = 0) -> dict:
+        seed: int = 0, interval: str | None = None, fixed_e: float | None = None) -> dict:
     """Fit a sweep folder (writing points.csv, fit.json, plots/ into it) or a CSV of points
     (writing into `out` when given)."""
     from lmforge.scaling import fitting
@@ -58,14 +77,17 @@ def fit(source: str | Path, bootstrap: int | None = None, out: str | Path | None
             raise LmforgeError(f"{source} is not a sweep (no {SWEEP_FILE}) and not a CSV of points")
         cfg, _ = load_sweep(source)
         points, excluded = collect_points(source)
-        out_dir, boot, delta = Path(out or source), cfg.scale.bootstrap, cfg.scale.huber_delta
+        out_dir = Path(out or source)
     elif source.is_file():
+        cfg = Config()
         points, excluded = fitting.read_points_csv(source)
-        out_dir, boot, delta = (Path(out) if out else None), 200, 1e-3
+        out_dir = Path(out) if out else None
     else:
         raise LmforgeError(f"{source}: no such sweep folder or CSV file")
-    result = fitting.fit_points(points, excluded, delta, boot if bootstrap is None else bootstrap, seed,
-                                source=str(source))
+    sc = cfg.scale
+    result = fitting.fit_points(points, excluded, sc.huber_delta, sc.bootstrap if bootstrap is None else bootstrap,
+                                seed, source=str(source), interval=interval or sc.interval,
+                                fixed_e=sc.fixed_e if fixed_e is None else fixed_e, prior_noise=sc.noise)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         fitting.write_points_csv(points, out_dir / "points.csv")
@@ -77,14 +99,17 @@ def fit(source: str | Path, bootstrap: int | None = None, out: str | Path | None
 
 
 def predict(source: str | Path, params: float | None = None, tokens: float | None = None,
-            flops: float | None = None) -> dict:
-    from lmforge.scaling.fitting import load_fit, predict as predict_fit
+            flops: float | None = None, within_pct: float | None = None) -> dict:
+    from lmforge.scaling.fitting import load_fit, predict as predict_fit, within_claim
 
-    return predict_fit(load_fit(source), params, tokens, flops)
+    result = predict_fit(load_fit(source), params, tokens, flops)
+    result["within"] = within_claim(within_pct, result["half_width"])
+    return result
 
 
 def verify(sweep_dir: str | Path, params: float | None = None, tokens: float | None = None,
-           flops: float | None = None, threads: int | None = None, log: Callable[[str], None] = print) -> dict:
+           flops: float | None = None, threads: int | None = None, log: Callable[[str], None] = print,
+           device: str | None = None, within_pct: float | None = None) -> dict:
     """Train the target (the family's model nearest N, on D tokens; or the compute-optimal one for C)
     and compare its validation loss with the fit's prediction at the N and D actually trained."""
     from lmforge.scaling import fitting
@@ -98,23 +123,28 @@ def verify(sweep_dir: str | Path, params: float | None = None, tokens: float | N
         params, tokens = fitting.law_of(fit_result).optimal(flops)
     elif params is None or tokens is None:
         raise LmforgeError("verify: give --params N --tokens D, or --flops C")
-    summary = train_target(sweep_dir, params, tokens, threads, log)
+    summary = train_target(sweep_dir, params, tokens, threads, log, device)
     n, d = summary["params"], summary["tokens_trained"]
     pred = fitting.predict(fit_result, n, d)
+    error = (pred["loss"] - summary["val_loss"]) / summary["val_loss"]
     result = {
         "run": summary["run_dir"], "params": n, "tokens": d, "flops": 6 * n * d,
         "flops_exact": summary["flops_per_token"] * d, "times_largest_run": 6 * n * d / fit_result["largest_flops"],
-        "predicted": pred["loss"], "interval": pred["interval"], "actual": summary["val_loss"],
-        "relative_error": (pred["loss"] - summary["val_loss"]) / summary["val_loss"],
+        "predicted": pred["loss"], "interval": pred["interval"], "law_interval": pred["law_interval"],
+        "half_width": pred["half_width"], "actual": summary["val_loss"], "relative_error": error,
         "within_interval": bool(pred["interval"] and pred["interval"][0] <= summary["val_loss"] <= pred["interval"][1]),
+        "within": fitting.within_claim(within_pct, pred["half_width"], error),
         "train_time_s": summary["train_time_s"],
     }
     lc = fit_result.get("loss_vs_compute", {})
     if lc.get("a") is not None:
         result["predicted_loss_vs_compute"] = lc["a"] * result["flops"] ** lc["b"] + lc["c"]
-    done = [v for v in _verified(sweep_dir) if v["run"] != result["run"]] + [result]
-    (sweep_dir / VERIFY_FILE).write_text(json.dumps(done, indent=1))
-    if (sweep_dir / "points.csv").is_file():  # redraw with the target on the extrapolation plot
-        points, _ = fitting.read_points_csv(sweep_dir / "points.csv")
-        fitting.plot_fit(fit_result, points, sweep_dir / "plots", done)
+    with _locked(sweep_dir / (VERIFY_FILE + ".lock")):  # targets may be verified by several processes at once
+        done = [v for v in _verified(sweep_dir) if v["run"] != result["run"]] + [result]
+        tmp = sweep_dir / (VERIFY_FILE + ".tmp")
+        tmp.write_text(json.dumps(done, indent=1))
+        tmp.replace(sweep_dir / VERIFY_FILE)
+        if (sweep_dir / "points.csv").is_file():  # redraw with the target on the extrapolation plot
+            points, _ = fitting.read_points_csv(sweep_dir / "points.csv")
+            fitting.plot_fit(fit_result, points, sweep_dir / "plots", done)
     return result

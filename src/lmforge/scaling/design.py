@@ -10,18 +10,30 @@ The rest follows the width by fixed rules, so that only N and D vary between run
 - batch: train.batch_size x model.seq_len tokens per step for every run;
 - schedule: train.schedule decayed over each run's own steps, warmup a fixed share of them.
 
-Two designs (`scale.design`):
+Three designs (`scale.design`):
 - isoflop: compute levels C_top / r^k; at each, every size trains on D = C / (6 N) tokens
   (Chinchilla's approach 2);
-- grid: sizes x token counts D_top / r^k.
-Runs outside [min, max] tokens per parameter or shorter than `scale.min_steps` are left out; the
-top level is the largest whose runs' exact training FLOPs (model.flops_per_token() x D) fit the budget.
+- grid: sizes x token counts D_top / r^k;
+- optimal: from the candidates sizes x token counts D_0 r^k (no run above `scale.max_run_flops`),
+  the runs that shrink the joint uncertainty of alpha and beta most per FLOP (greedy Ds-optimal
+  design under a prior law and the run-to-run noise `scale.noise`): cheap small models trained long
+  pin beta, the largest sizes pin alpha.
+Runs outside [min, max] tokens per parameter or shorter than `scale.min_steps` are left out; for
+isoflop and grid the top level is the largest whose runs' exact training FLOPs
+(model.flops_per_token() x D) fit the budget. `scale.repeats` of the cheapest runs train once more
+with other seeds, so that the fit measures run-to-run noise instead of assuming it.
+
+Every plan reports its identifiability before anything is trained: the 95% interval each constant
+would have, and the forecast interval at each of `scale.targets`, from the design's Fisher
+information under the prior law (the delta method).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from lmforge.config import Config
 from lmforge.errors import LmforgeError
@@ -75,6 +87,22 @@ def tokens_per_step(cfg: Config) -> int:
     return cfg.train.batch_size * cfg.train.grad_accum * cfg.model.seq_len
 
 
+def _run_entry(cfg: Config, s: Size, steps: int, tag: str, level: int, level_value: float) -> dict:
+    tps = tokens_per_step(cfg)
+    d = steps * tps
+    return {
+        "name": f"{cfg.scale.knob}{s.knob:03d}-{tag}{level}", "knob": s.knob, "level": level, "level_value": level_value,
+        "n_layer": s.n_layer, "n_embd": s.n_embd, "n_head": s.n_head, "lr": s.lr, "steps": steps,
+        "warmup_steps": max(1, round(cfg.scale.warmup_fraction * steps)) if cfg.scale.warmup_fraction else 0,
+        "params": s.params, "tokens": d, "flops": 6 * s.params * d, "flops_exact": s.flops_per_token * d,
+    }
+
+
+def _allowed(cfg: Config, s: Size, steps: int) -> bool:
+    sc = cfg.scale
+    return steps >= sc.min_steps and sc.min_tokens_per_param <= steps * tokens_per_step(cfg) / s.params <= sc.max_tokens_per_param
+
+
 def _runs_at(cfg: Config, sizes: list[Size], top: float) -> list[dict]:
     """The runs of the design whose largest level is `top` (6ND FLOPs for isoflop, tokens for grid)."""
     sc, tps = cfg.scale, tokens_per_step(cfg)
@@ -85,23 +113,36 @@ def _runs_at(cfg: Config, sizes: list[Size], top: float) -> list[dict]:
         for s in sizes:
             tokens = level / (6 * s.params) if sc.design == "isoflop" else level
             steps = round(tokens / tps)
-            d = steps * tps
-            if steps < sc.min_steps or not sc.min_tokens_per_param <= d / s.params <= sc.max_tokens_per_param:
-                continue
-            tag = "c" if sc.design == "isoflop" else "d"
-            runs.append({
-                "name": f"{sc.knob}{s.knob:03d}-{tag}{k}", "knob": s.knob, "level": k, "level_value": level,
-                "n_layer": s.n_layer, "n_embd": s.n_embd, "n_head": s.n_head, "lr": s.lr, "steps": steps,
-                "warmup_steps": max(1, round(sc.warmup_fraction * steps)) if sc.warmup_fraction else 0,
-                "params": s.params, "tokens": d, "flops": 6 * s.params * d,
-                "flops_exact": s.flops_per_token * d,
-            })
+            if _allowed(cfg, s, steps):
+                runs.append(_run_entry(cfg, s, steps, "c" if sc.design == "isoflop" else "d", k, level))
     return runs
 
 
-def design(cfg: Config, budget: float, vocab: int) -> list[dict]:
-    """The largest sweep of `cfg.scale`'s design whose exact training FLOPs fit `budget`."""
+def design(cfg: Config, budget: float, vocab: int, step_overhead_flops: float = 0.0) -> list[dict]:
+    """The runs of `cfg.scale`'s design within `budget` exact training FLOPs. step_overhead_flops: the
+    fixed time of one optimizer step, in FLOPs at the measured rate (the optimal design ranks runs
+    by their wall-clock, which for tiny models is mostly this overhead)."""
     sizes = sweep_sizes(cfg, vocab)
+    runs = (optimal_design(cfg, sizes, budget, step_overhead_flops) if cfg.scale.design == "optimal"
+            else _largest_design(cfg, sizes, budget))
+    return with_repeats(cfg, runs)
+
+
+def _too_small(cfg: Config, small: Size, budget: float) -> LmforgeError:
+    tps = tokens_per_step(cfg)
+    d = max(cfg.scale.min_steps * tps, math.ceil(cfg.scale.min_tokens_per_param * small.params / tps) * tps)
+    need = small.flops_per_token * d
+    return LmforgeError(
+        f"--budget {budget:.3g} FLOPs is too small for the smallest model ({cfg.scale.knob} {small.knob}, "
+        f"{small.params:,} parameters): its shortest run ({d:,} tokens) needs {need:.3g} FLOPs; "
+        f"raise --budget or choose smaller --sizes")
+
+
+def _largest_design(cfg: Config, sizes: list[Size], budget: float) -> list[dict]:
+    """isoflop or grid: the largest top level whose runs, and the repeats of the cheapest, fit the budget."""
+    if cfg.scale.repeats:
+        first = _largest_design(replace(cfg, scale=replace(cfg.scale, repeats=0)), sizes, budget)
+        budget -= sum(sorted(r["flops_exact"] for r in first)[: cfg.scale.repeats])
     tps = tokens_per_step(cfg)
     # The top level grows in small geometric steps until the next one would overspend; the run set
     # changes as sizes enter and leave the tokens-per-parameter window, so the total is not monotone.
@@ -119,13 +160,145 @@ def design(cfg: Config, budget: float, vocab: int) -> list[dict]:
             best = runs
         top *= 1.02
     if not best:
-        d = max(cfg.scale.min_steps * tps, math.ceil(cfg.scale.min_tokens_per_param * small.params / tps) * tps)
-        need = small.flops_per_token * d
-        raise LmforgeError(
-            f"--budget {budget:.3g} FLOPs is too small for the smallest model ({cfg.scale.knob} {small.knob}, "
-            f"{small.params:,} parameters): its shortest run ({d:,} tokens) needs {need:.3g} FLOPs; "
-            f"raise --budget or choose smaller --sizes")
+        raise _too_small(cfg, small, budget)
     return best
+
+
+def candidate_runs(cfg: Config, sizes: list[Size], max_run_flops: float) -> list[dict]:
+    """Every size on every token count D_0 r^k (D_0 = scale.min_steps steps) that the family's rules
+    allow and whose 6ND is at most `max_run_flops`; one token grid for all sizes."""
+    sc, tps = cfg.scale, tokens_per_step(cfg)
+    runs = []
+    for s in sizes:
+        k = 0
+        while True:
+            steps = round(sc.min_steps * sc.level_ratio**k)
+            if 6 * s.params * steps * tps > max_run_flops or steps * tps > sc.max_tokens_per_param * s.params:
+                break
+            if _allowed(cfg, s, steps):
+                runs.append(_run_entry(cfg, s, steps, "d", k, steps * tps))
+            k += 1
+    return runs
+
+
+DEFAULT_PRIOR = (1.92, 63.6, 27.3, 0.39, 0.18)  # E, A, B, alpha, beta: this lab's first CPU sweep (docs/LOG.md)
+
+
+def prior_law(cfg: Config):
+    """The law a design is judged under: scale.prior (a published name, fit.json or sweep), or a
+    rough CPU-scale law when none is given (a starting guess for the design, never a result)."""
+    from lmforge.cost import ScalingLaw, load_law
+
+    if cfg.scale.prior:
+        return load_law(cfg.scale.prior)
+    return ScalingLaw("default prior", *DEFAULT_PRIOR)
+
+
+def _alpha_beta_logdet(info: np.ndarray) -> float:
+    cov = np.linalg.inv(info)
+    return float(np.linalg.slogdet(cov[3:, 3:])[1])
+
+
+def optimal_design(cfg: Config, sizes: list[Size], budget: float, step_overhead_flops: float = 0.0) -> list[dict]:
+    """Greedy Ds-optimal design for (alpha, beta): start from the corners (every size's shortest run,
+    the smallest and largest sizes' longest), then add the candidate that lowers log det Cov(alpha,
+    beta) most per FLOP until the budget (less the repeats) is spent."""
+    from lmforge.scaling.fitting import log_loss_jacobian, theta_of
+
+    sc = cfg.scale
+    cap = sc.max_run_flops or budget / 4
+    cands = candidate_runs(cfg, sizes, cap)
+    if not cands:
+        small = sizes[0]
+        need = 6 * small.params * max(sc.min_steps * tokens_per_step(cfg), sc.min_tokens_per_param * small.params)
+        raise LmforgeError(f"scale.max_run_flops {cap:.3g} (6ND{', a quarter of --budget' if not sc.max_run_flops else ''}) "
+                           f"is below the smallest model's shortest run ({need:.3g}): raise --max-run-flops or --budget")
+    if len({c["knob"] for c in cands}) < 2:
+        raise LmforgeError(f"scale: only one size has a run within scale.max_run_flops={cap:.3g}: raise it (or "
+                           f"--budget), or choose smaller --sizes; a law in N needs at least 2 sizes")
+    theta = theta_of(prior_law(cfg))
+    J = log_loss_jacobian(theta, np.log([c["params"] for c in cands]), np.log([c["tokens"] for c in cands])) / sc.noise
+    flops = np.array([c["flops_exact"] for c in cands])
+    cost = flops + step_overhead_flops * np.array([c["steps"] for c in cands])  # ~ wall-clock
+    by_size: dict[int, list[int]] = {}
+    for i, c in enumerate(cands):
+        by_size.setdefault(c["knob"], []).append(i)
+    knobs = sorted(by_size, key=lambda k: cands[by_size[k][0]]["params"])
+    chosen = {ix[0] for ix in by_size.values()} | {by_size[knobs[0]][-1], by_size[knobs[-1]][-1]}
+    repeat_cost = sum(sorted(flops)[: sc.repeats]) if sc.repeats else 0.0
+    spend = budget - repeat_cost
+    if flops[list(chosen)].sum() > spend:
+        raise LmforgeError(f"--budget {budget:.3g} FLOPs does not cover the design's corners ({flops[list(chosen)].sum():.3g} "
+                           f"FLOPs: every size's shortest run, the smallest and largest sizes' longest): raise --budget "
+                           f"or lower scale.max_run_flops")
+    ridge = 1e-9 * np.eye(5)  # the corners alone may leave the information singular in a direction
+    info = J[list(chosen)].T @ J[list(chosen)] + ridge
+    while True:
+        left = spend - flops[list(chosen)].sum()
+        current = _alpha_beta_logdet(info)
+        best, best_gain = None, 0.0
+        for i in range(len(cands)):
+            if i in chosen or flops[i] > left:
+                continue
+            gain = (current - _alpha_beta_logdet(info + np.outer(J[i], J[i]))) / cost[i]
+            if gain > best_gain:
+                best, best_gain = i, gain
+        if best is None:
+            break
+        chosen.add(best)
+        info += np.outer(J[best], J[best])
+    return sorted((cands[i] for i in chosen), key=lambda r: (r["params"], r["tokens"]))
+
+
+def with_repeats(cfg: Config, runs: list[dict]) -> list[dict]:
+    """The runs, and a copy of each of the `scale.repeats` cheapest with another seed (named -r1):
+    identical settings but for the seed, so their spread is the run-to-run noise."""
+    repeats = sorted(runs, key=lambda r: r["flops_exact"])[: cfg.scale.repeats]
+    return runs + [{**r, "name": f"{r['name']}-r1", "seed": cfg.train.seed + 1} for r in repeats]
+
+
+def parse_target(text: str) -> tuple[float, float]:
+    """'348k:4M' -> (N, D)."""
+    from lmforge.cost import parse_size
+
+    if text.count(":") != 1:
+        raise LmforgeError(f"scale.targets: {text!r} is not N:D (e.g. 350k:4M)")
+    n, d = text.split(":")
+    return parse_size(n, "scale.targets"), parse_size(d, "scale.targets")
+
+
+def identifiability(cfg: Config, runs: list[dict], within_pct: float | None = None) -> dict:
+    """What the design can tell before it is trained: the 95% interval of every constant and of the
+    forecast at each target, from the Fisher information of its runs under the prior law and the
+    run-to-run noise `scale.noise` (the target's own noise included)."""
+    from lmforge.scaling.fitting import half_width, linear_covariance, log_loss_jacobian, theta_of, within_claim
+
+    law = prior_law(cfg)
+    theta = theta_of(law)
+    noise = cfg.scale.noise
+    cov = linear_covariance(theta, np.log([r["params"] for r in runs]), np.log([r["tokens"] for r in runs]), noise)
+    z = 1.959964
+    sd = np.minimum(np.sqrt(np.maximum(np.diag(cov), 0)), 300 / z)  # unidentified: bounded, not infinite
+    constants = {}
+    for i, name in enumerate(("A", "B", "E")):
+        value = getattr(law, name)
+        constants[name] = [float(value * math.exp(-z * sd[i])), float(value * math.exp(z * sd[i]))]
+    for i, name in ((3, "alpha"), (4, "beta")):
+        constants[name] = [float(theta[i] - z * sd[i]), float(theta[i] + z * sd[i])]
+    largest = max(r["flops"] for r in runs)
+    targets = []
+    for text in cfg.scale.targets:
+        n, d = parse_target(text)
+        g = log_loss_jacobian(theta, np.log([n]), np.log([d]))[0]
+        s = math.sqrt(float(g @ cov @ g) + noise**2)
+        loss = float(law.loss(n, d))
+        interval = [loss * math.exp(-z * s), loss * math.exp(z * s)]
+        hw = half_width(loss, interval)
+        targets.append({"target": text, "params": n, "tokens": d, "times_largest_run": 6 * n * d / largest,
+                        "prior_loss": loss, "interval": interval, "half_width": hw,
+                        "within": within_claim(within_pct, hw)})
+    return {"prior": {k: getattr(law, k) for k in ("E", "A", "B", "alpha", "beta")}, "prior_name": law.name,
+            "noise": noise, "ci": constants, "alpha_sd": float(sd[3]), "beta_sd": float(sd[4]), "targets": targets}
 
 
 # ---------------------------------------------------------------- wall-clock from a measured calibration
@@ -156,6 +329,7 @@ def calibrate(cfg: Config, sizes: list[Size], vocab: int, threads: int, steps: i
             "measured": [{"flops_per_step": f, "seconds_per_step": t} for f, t in points]}
 
 
+SHORT_RUN_STEPS = 500  # below this the CPU lab's runs misfit the law (docs/LOG.md, 2026-11-29)
 RUN_OVERHEAD_S = 4.0  # process start, model build, unigram baseline, checkpoint: measured ~3-5 s here
 
 
@@ -181,32 +355,41 @@ def sweep_sizes(cfg: Config, vocab: int) -> list[Size]:
     return sorted((make_size(cfg, k, vocab) for k in sorted(set(cfg.scale.sizes))), key=lambda s: s.params)
 
 
-def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3) -> dict:
+def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct: float | None = None) -> dict:
     """The sweep for `budget` FLOPs: its runs, their FLOPs and the estimated wall-clock on this machine."""
     from lmforge.model import model_config
 
     vocab = model_config(cfg).vocab_size
-    runs = design(cfg, budget, vocab)
     parallel = cfg.scale.parallel
     threads = cfg.train.threads or max(1, available_cpus() // parallel)
     cal = calibrate(cfg, sweep_sizes(cfg, vocab), vocab, threads, calibrate_steps)
+    runs = design(cfg, budget, vocab, cal["seconds_per_step_fixed"] / cal["seconds_per_flop"])
     for r in runs:
         r["estimated_s"] = round(run_seconds(r, cfg, cal), 1)
     warnings = []
-    levels = sorted({r["level"] for r in runs})
+    levels = sorted({r["level"] for r in runs}) if cfg.scale.design == "isoflop" else []
     for k in levels:
         n = sum(r["level"] == k for r in runs)
         if n < 3:
             warnings.append(f"level {k} has {n} run(s): an IsoFLOP parabola needs 3 sizes there")
     if len(runs) < 6:
         warnings.append(f"{len(runs)} runs: fitting L(N, D) needs at least 6; raise --budget or add --sizes")
+    short = [r["name"] for r in runs if r["steps"] < SHORT_RUN_STEPS]
+    if short:
+        warnings.append(f"{len(short)} run(s) have fewer than {SHORT_RUN_STEPS} steps ({short[0]}, ...): such runs measure how "
+                        f"far the optimizer got more than what the model can learn (docs/LOG.md); raise scale.min_steps")
+    ident = identifiability(cfg, runs, within_pct)
+    for t in ident["targets"]:
+        if t["within"] and not t["within"]["allowed"]:
+            warnings.append(f"target {t['target']}: this design's 95% forecast interval is +-{100 * t['half_width']:.1f}%, "
+                            f"so it cannot support a within-{within_pct:g}% forecast; raise --budget or change the design")
     return {
         "budget_flops": budget, "design": cfg.scale.design, "knob": cfg.scale.knob, "vocab_size": vocab,
         "tokens_per_step": tokens_per_step(cfg), "runs": runs,
         "total_flops": sum(r["flops_exact"] for r in runs), "calibration": cal, "parallel": parallel,
         "threads_per_process": threads, "estimated_serial_s": round(sum(r["estimated_s"] for r in runs), 1),
         "estimated_wall_s": round(schedule_seconds([r["estimated_s"] for r in runs], parallel), 1),
-        "warnings": warnings,
+        "identifiability": ident, "warnings": warnings,
     }
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 from pathlib import Path
 
@@ -128,21 +127,72 @@ BOUNDS = [(-30.0, 100.0), (-30.0, 100.0), (-20.0, 10.0), (0.0, 5.0), (0.0, 5.0)]
 
 
 def fit_law(log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: float = 1e-3, starts: int = 24,
-            extra_start: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """theta = (a, b, e, alpha, beta) minimising the Huber objective; returns (theta, objective)."""
+            extra_start: np.ndarray | None = None, fixed_e: float | None = None) -> tuple[np.ndarray, float]:
+    """theta = (a, b, e, alpha, beta) minimising the Huber objective; returns (theta, objective).
+    fixed_e: hold E at this value (e = log E) and fit the other four constants."""
     from scipy.optimize import minimize
 
-    scores = _grid_scores(GRID, log_n, log_d, log_l, delta)
-    inits = [GRID[i] for i in np.argsort(scores)[:starts]]
+    grid, bounds = GRID, BOUNDS
+    if fixed_e is not None:
+        e = math.log(fixed_e)
+        grid = np.unique(np.column_stack([GRID[:, :2], np.full(len(GRID), e), GRID[:, 3:]]), axis=0)
+        bounds = BOUNDS[:2] + [(e, e)] + BOUNDS[3:]  # L-BFGS-B keeps a variable with equal bounds fixed
+    inits = []
+    if starts:  # a refit of resampled data may start from the full data's optimum alone (starts=0)
+        inits = [grid[i] for i in np.argsort(_grid_scores(grid, log_n, log_d, log_l, delta))[:starts]]
     if extra_start is not None:
-        inits.append(extra_start)
+        x0 = np.array(extra_start, dtype=float)
+        if fixed_e is not None:
+            x0[2] = math.log(fixed_e)
+        inits.append(x0)
     best, best_f = None, math.inf
     for x0 in inits:
-        res = minimize(_objective, x0, args=(log_n, log_d, log_l, delta), jac=True, method="L-BFGS-B", bounds=BOUNDS,
+        res = minimize(_objective, x0, args=(log_n, log_d, log_l, delta), jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-12, "maxcor": 20})
         if np.all(np.isfinite(res.x)) and res.fun < best_f:
             best, best_f = res.x, float(res.fun)
     return best, best_f
+
+
+def refit_law(log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, start: np.ndarray, delta: float) -> np.ndarray:
+    """The Huber optimum near `start`, by Gauss-Newton (scipy's trust-region least squares; its
+    `huber` loss with f_scale delta is twice the Huber objective, so the minimiser is the same).
+    For refits of data resampled around a fit, where the optimum is near and no grid is needed."""
+    from scipy.optimize import least_squares
+
+    lo, hi = np.array(BOUNDS).T
+    x0 = np.clip(start, lo + 1e-9, hi - 1e-9)
+
+    def resid(theta):
+        a, b, e, alpha, beta = theta
+        return np.logaddexp(np.logaddexp(a - alpha * log_n, b - beta * log_d), e) - log_l
+
+    res = least_squares(resid, x0, jac=lambda t: log_loss_jacobian(t, log_n, log_d), bounds=(lo, hi), method="trf",
+                        loss="huber", f_scale=delta, xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=200)
+    return res.x
+
+
+def theta_of(law: ScalingLaw) -> np.ndarray:
+    """(a, b, e, alpha, beta) = (log A, log B, log E, alpha, beta) of a law."""
+    return np.array([math.log(law.A), math.log(law.B), math.log(law.E), law.alpha, law.beta])
+
+
+def log_loss_jacobian(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
+    """d log L / d theta at each point: (n, 5). Each term's share of the loss weighs its constants,
+    so a point constrains alpha only as far as A / N^alpha is a visible part of its loss."""
+    a, b, e, alpha, beta = theta
+    terms = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])  # (3, n)
+    w = np.exp(terms - terms.max(axis=0))
+    w /= w.sum(axis=0)
+    return np.stack([w[0], w[1], w[2], -w[0] * log_n, -w[1] * log_d], axis=1)
+
+
+def linear_covariance(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, noise: float) -> np.ndarray:
+    """Covariance of theta from the Fisher information of points with log-normal noise `noise`
+    (the delta method: what a design can tell before anything is trained). (5, 5)."""
+    J = log_loss_jacobian(theta, log_n, log_d)
+    info = J.T @ J / noise**2
+    return np.linalg.pinv(info + 1e-12 * np.trace(info) * np.eye(5))
 
 
 def law_from_theta(theta: np.ndarray, name: str = "fit") -> ScalingLaw:
@@ -197,6 +247,11 @@ def fit_isoflop(params: np.ndarray, tokens: np.ndarray, flops: np.ndarray, loss:
                        "coefficients": [float(p2), float(p1), float(p0)], "points": int(sel.sum()),
                        "bracketed": bool(x.min() <= x_opt <= x.max()),
                        "rmse": float(np.sqrt(np.mean((np.polyval([p2, p1, p0], x) - y) ** 2)))})
+    # a vertex outside the sizes trained is an extrapolated guess (and with a design that is not
+    # IsoFLOP, a level is often three runs that merely happen to share a compute): leave it out
+    for lv in [lv for lv in levels if not lv["bracketed"]]:
+        skipped.append(f"{lv['flops']:.3g} FLOPs: the minimum lies outside the sizes trained at this level")
+    levels = [lv for lv in levels if lv["bracketed"]]
     out: dict = {"levels": levels, "skipped_levels": skipped}
     if len(levels) < 2:
         out["skipped"] = f"{len(levels)} usable compute level(s): power laws N_opt(C), D_opt(C) need 2"
@@ -204,6 +259,9 @@ def fit_isoflop(params: np.ndarray, tokens: np.ndarray, flops: np.ndarray, loss:
     lc = np.log([lv["flops"] for lv in levels])
     a, kn = np.polyfit(lc, np.log([lv["n_opt"] for lv in levels]), 1)
     b, kd = np.polyfit(lc, np.log([lv["d_opt"] for lv in levels]), 1)
+    if not (abs(kn) < 700 and abs(kd) < 700):  # vertices far outside the sizes: no power law to speak of
+        out["skipped"] = "the IsoFLOP vertices lie far outside the sizes trained: N_opt(C) is not identified"
+        return out
     out.update(a=float(a), b=float(b), k_n=float(math.exp(kn)), k_d=float(math.exp(kd)),
                tokens_per_param=[lv["d_opt"] / lv["n_opt"] for lv in levels])
     return out
@@ -245,8 +303,10 @@ def fit_loss_vs_compute(flops: np.ndarray, loss: np.ndarray) -> dict:
 
 # ---------------------------------------------------------------- everything, with bootstrap intervals
 
-def _fit_once(P: dict, delta: float, starts: int, extra_start=None) -> tuple[np.ndarray, float, dict, dict]:
+def _fit_once(P: dict, delta: float, starts: int, extra_start=None, profiles: bool = True) -> tuple[np.ndarray, float, dict, dict]:
     theta, f = fit_law(np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, starts, extra_start)
+    if not profiles:
+        return theta, f, {}, {}
     iso = fit_isoflop(P["params"], P["tokens"], P["flops"], P["loss"])
     lc = (fit_loss_vs_compute(np.array([lv["flops"] for lv in iso["levels"]]),
                               np.array([lv["loss_opt"] for lv in iso["levels"]])))
@@ -258,16 +318,97 @@ def _interval(samples: list[float]) -> list[float] | None:
     return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if len(vals) >= 10 else None
 
 
+def replicate_noise(points: list[dict]) -> dict:
+    """Run-to-run noise of the final loss, from runs repeated at the same (N, D) with other seeds:
+    the pooled standard deviation of log loss within each group, and its degrees of freedom."""
+    groups: dict[tuple, list[float]] = {}
+    for p in points:
+        groups.setdefault((p["params"], p["tokens"]), []).append(math.log(p["loss"]))
+    ss, dof, n_groups = 0.0, 0, 0
+    for values in groups.values():
+        if len(values) > 1:
+            ss += float(((np.array(values) - np.mean(values)) ** 2).sum())
+            dof += len(values) - 1
+            n_groups += 1
+    return {"sigma": math.sqrt(ss / dof) if dof else None, "dof": dof, "groups": n_groups}
+
+
+def _arrays(points: list[dict]) -> dict:
+    return {k: np.array([p[k] for p in points], dtype=float) for k in ("params", "tokens", "loss", "flops")}
+
+
+def _predict_log(theta: np.ndarray, P: dict) -> np.ndarray:
+    return np.log(law_from_theta(theta).loss(P["params"], P["tokens"]))
+
+
+def _backtest(P: dict, delta: float, fixed_e: float | None, start: np.ndarray, share: float = 0.25) -> dict | None:
+    """Fit on the points below the top `share` of compute, predict the top ones: how well this
+    approach extrapolates on these very points, before any target is asked of it."""
+    order = np.argsort(P["flops"])
+    n_test = max(1, round(share * len(order)))
+    train, test = order[:-n_test], order[-n_test:]
+    Q = {k: v[train] for k, v in P.items()}
+    if len(train) < MIN_POINTS or len(np.unique(Q["params"])) < 2 or len(np.unique(Q["tokens"])) < 2:
+        return None
+    theta, _ = fit_law(np.log(Q["params"]), np.log(Q["tokens"]), np.log(Q["loss"]), delta, 4, start, fixed_e=fixed_e)
+    law = law_from_theta(theta)
+    err = np.array([(law.loss(P["params"][i], P["tokens"][i]) - P["loss"][i]) / P["loss"][i] for i in test])
+    return {"held_out": int(n_test), "mean_abs_error": float(np.abs(err).mean()), "max_abs_error": float(np.abs(err).max()),
+            "times_largest_fitted": float(P["flops"][test].max() / Q["flops"].max())}
+
+
+def _approach(name: str, theta: np.ndarray, P: dict, delta: float, fixed_e: float | None, note: str) -> dict:
+    law = law_from_theta(theta)
+    r = np.log(P["loss"]) - _predict_log(theta, P)
+    return {"approach": name, "E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta,
+            "rmse_log": float(np.sqrt(np.mean(r**2))), "backtest": _backtest(P, delta, fixed_e, theta), "note": note}
+
+
+def _bootstrap(P: dict, theta: np.ndarray, delta: float, count: int, rng, method: str,
+               sigma: float, dof: int, profiles: bool = True) -> tuple[list[list[float]], list[float], list[list[float]]]:
+    """Refits of resampled data: `parametric` draws new losses at the same points around the fit
+    (log-normal, sigma itself drawn from its scaled inverse chi-square with `dof` degrees of freedom,
+    so that an estimate from few points widens the interval as Student's t does); `cases` resamples
+    the points, which with a small designed sweep often drops the very points that pin a constant.
+    Returns (theta samples, the noise of each sample, L(C) samples)."""
+    fitted = _predict_log(theta, P)
+    thetas, sigmas, lcs = [], [], []
+    n = len(P["loss"])
+    for _ in range(count):
+        if method == "cases":
+            idx = rng.integers(0, n, n)
+            Q = {k: v[idx] for k, v in P.items()}
+            if len(np.unique(Q["params"])) < 2 or len(np.unique(Q["tokens"])) < 2:
+                continue
+            s_b = sigma
+            t, _, _, qlc = _fit_once(Q, delta, 3, theta, profiles)
+        else:
+            s_b = sigma * math.sqrt(dof / rng.chisquare(dof)) if dof > 0 else sigma
+            Q = dict(P, loss=np.exp(fitted + rng.normal(0, s_b, n)))
+            # new noise around the fit moves the optimum a little: Gauss-Newton from the fit finds it
+            t = refit_law(np.log(Q["params"]), np.log(Q["tokens"]), np.log(Q["loss"]), theta, delta)
+            qlc = _fit_once(Q, delta, 0, theta, True)[3] if profiles else {}
+        thetas.append([float(v) for v in t])
+        sigmas.append(float(s_b))
+        if "a" in qlc:
+            lcs.append([qlc["a"], qlc["b"], qlc["c"]])
+    return thetas, sigmas, lcs
+
+
 @np.errstate(divide="ignore", over="ignore", invalid="ignore")  # extreme bootstrap laws are filtered, not fatal
 def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: float = 1e-3, bootstrap: int = 200,
-               seed: int = 0, starts: int = 24, source: str = "") -> dict:
-    """All three fits of `points` ({params, tokens, loss, flops}), constants with 95% intervals."""
+               seed: int = 0, starts: int = 24, source: str = "", interval: str = "parametric",
+               fixed_e: float = 0.0, prior_noise: float | None = None, compare: bool = True) -> dict:
+    """All fits of `points` ({params, tokens, loss, flops}): L(N, D) by approach 3 with 95% intervals,
+    run-to-run noise, the approaches compared on the same points, IsoFLOP and L(C).
+    prior_noise: the run-to-run noise to assume when the points measure none (no repeats and no
+    spare degrees of freedom). compare: also fit the other approaches and backtest them."""
     excluded = excluded or []
     report = "".join(f"; excluded {e['name']} ({e['reason']})" for e in excluded[:3])
     if len(points) < MIN_POINTS:
         raise LmforgeError(f"too few points to fit: {len(points)} usable (L(N, D) has 5 constants; need at least "
                            f"{MIN_POINTS}){report}; add runs (a larger --budget or more --sizes)")
-    P = {k: np.array([p[k] for p in points], dtype=float) for k in ("params", "tokens", "loss", "flops")}
+    P = _arrays(points)
     if len(np.unique(P["params"])) < 2 or len(np.unique(P["tokens"])) < 2:
         raise LmforgeError("too few distinct points: L(N, D) needs at least 2 model sizes and 2 token counts")
     theta, objective, iso, lc = _fit_once(P, delta, starts)
@@ -276,17 +417,18 @@ def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: fl
     fitted = np.array([law.loss(n, d) for n, d in zip(P["params"], P["tokens"])])
     rel = (P["loss"] - fitted) / P["loss"]
 
+    # noise: the residual scatter (noise and misfit together) or the replicates' scatter, the larger
+    resid_dof = len(points) - 5
+    resid_sigma = float(np.sqrt(np.sum(np.log(P["loss"] / fitted) ** 2) / resid_dof)) if resid_dof > 0 else None
+    rep = replicate_noise(points)
+    candidates = [(v, d) for v, d in ((resid_sigma, resid_dof), (rep["sigma"], rep["dof"])) if v]
+    sigma, dof = max(candidates) if candidates else (prior_noise or 0.01, 0)
+    noise = {"residual": resid_sigma, "residual_dof": resid_dof, "run_to_run": rep["sigma"],
+             "run_to_run_dof": rep["dof"], "repeated_points": rep["groups"], "used": sigma, "used_dof": dof}
+
     rng = np.random.default_rng(seed)
-    boot, boot_lc = [], []
-    for _ in range(bootstrap):
-        idx = rng.integers(0, len(points), len(points))
-        Q = {k: v[idx] for k, v in P.items()}
-        if len(np.unique(Q["params"])) < 2 or len(np.unique(Q["tokens"])) < 2:
-            continue
-        t, _, _, qlc = _fit_once(Q, delta, 3, theta)
-        boot.append([float(v) for v in t])
-        if "a" in qlc:
-            boot_lc.append([qlc["a"], qlc["b"], qlc["c"]])
+    boot, boot_sigma, boot_lc = _bootstrap(P, theta, delta, bootstrap, rng, interval, sigma, dof,
+                                           profiles=lc.get("a") is not None)
     laws = [law_from_theta(np.array(t)) for t in boot]
     cis = {name: _interval([getattr(l, name) for l in laws]) for name in ("E", "A", "B", "alpha", "beta")}
     for key in ("a", "b"):
@@ -299,6 +441,8 @@ def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: fl
         tpp[f"{c_top * mult:.3g}"] = d / n
     if lc.get("a") is not None:
         lc["ci"] = {k: _interval([s[i] for s in boot_lc]) for i, k in enumerate("abc")}
+
+    approaches = _compare(P, theta, delta, fixed_e, lc, iso) if compare else {}
     return {
         "law": "L(N, D) = E + A / N^alpha + B / D^beta",
         "E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta,
@@ -309,32 +453,69 @@ def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: fl
                       "per_point": [{"name": p.get("name", ""), "params": p["params"], "tokens": p["tokens"],
                                      "loss": p["loss"], "fitted": float(f), "relative": float(r)}
                                     for p, f, r in zip(points, fitted, rel)]},
+        "noise": noise, "approaches": approaches,
         "method": {"huber_delta": delta, "objective": objective, "grid_points": len(GRID), "lbfgs_starts": starts,
-                   "bootstrap": len(boot), "seed": seed},
+                   "bootstrap": len(boot), "interval": interval, "seed": seed},
         "isoflop": iso, "loss_vs_compute": lc,
         "points": len(points), "excluded": excluded, "largest_flops": c_top, "source": source,
-        "bootstrap_samples": {"theta": boot, "loss_vs_compute": boot_lc},
+        "bootstrap_samples": {"theta": boot, "noise": boot_sigma, "loss_vs_compute": boot_lc},
     }
+
+
+def _compare(P: dict, theta: np.ndarray, delta: float, fixed_e: float, lc: dict, iso: dict) -> dict:
+    """The approaches side by side on the same points, each with its backtest."""
+    approaches = {"approach3": _approach("approach3", theta, P, delta, None,
+                                         "Chinchilla's approach 3: all five constants free (the law reported above)")}
+    e_fixed, e_source = (fixed_e, "scale.fixed_e") if fixed_e else (lc.get("c"), "the L(C) asymptote c")
+    if e_fixed and 0.05 * P["loss"].min() < e_fixed < P["loss"].min():  # an asymptote at its bound 0 estimates nothing
+        t_e, _ = fit_law(np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, 4, theta, fixed_e=e_fixed)
+        approaches["fixed_e"] = _approach("fixed_e", t_e, P, delta, e_fixed, f"E fixed at {e_fixed:.4g} ({e_source})")
+    else:
+        approaches["fixed_e"] = {"approach": "fixed_e", "skipped": "no irreducible loss to fix: give scale.fixed_e, or "
+                                 "a design with IsoFLOP levels (the L(C) fit estimates it)"}
+    if "a" in iso:
+        approaches["isoflop"] = {"approach": "isoflop", "a": iso["a"], "b": iso["b"],
+                                 "note": "approach 2: N_opt ~ C^a from the IsoFLOP minima (allocation only)"}
+    return approaches
 
 
 # ---------------------------------------------------------------- prediction
 
 def load_fit(source: str | Path) -> dict:
-    """fit.json, or the fit.json of a sweep folder."""
-    path = Path(source)
-    if path.is_dir():
-        path = path / "fit.json"
-    if not path.is_file():
-        raise LmforgeError(f"{source}: no fit.json; run lmforge scale fit {source} first")
-    fit = json.loads(path.read_text())
-    if not all(k in fit for k in ("E", "A", "B", "alpha", "beta")):
-        raise LmforgeError(f"{path} is not a scaling-law fit (no E, A, B, alpha, beta)")
-    return fit
+    """fit.json, or the fit.json of a sweep folder (read by `cost.read_fit`, the file's one reader)."""
+    from lmforge.cost import read_fit
+
+    return read_fit(source)
+
+
+def _noise_draws(fit: dict, count: int) -> np.ndarray:
+    """One run-to-run noise draw (log) per bootstrap law: the target is one more run, as noisy as the sweep's."""
+    sigmas = np.array(fit.get("bootstrap_samples", {}).get("noise") or [fit.get("noise", {}).get("used") or 0.0] * count)
+    rng = np.random.default_rng(12345)  # fixed: the same fit gives the same interval every time
+    return rng.normal(0.0, 1.0, count) * sigmas[:count]
+
+
+def half_width(value: float, interval: list[float] | None) -> float | None:
+    """The larger side of an interval, relative to the value it surrounds."""
+    return max(interval[1] / value - 1, 1 - interval[0] / value) if interval else None
+
+
+def within_claim(claim_pct: float | None, width: float | None, error: float | None = None) -> dict | None:
+    """Whether a forecast may be called "within X%": only when its 95% interval is no wider than X%."""
+    if claim_pct is None:
+        return None
+    allowed = width is not None and width <= claim_pct / 100
+    out = {"claim_pct": claim_pct, "half_width_pct": None if width is None else 100 * width, "allowed": allowed}
+    if error is not None:
+        out["met"] = allowed and abs(error) <= claim_pct / 100
+    return out
 
 
 @np.errstate(divide="ignore", over="ignore", invalid="ignore")
 def predict(fit: dict, params: float | None = None, tokens: float | None = None, flops: float | None = None) -> dict:
-    """Predicted loss with its 95% bootstrap interval, at (N, D) or at the compute-optimal point of C."""
+    """Predicted loss at (N, D) or at the compute-optimal point of C, with two 95% intervals:
+    `law_interval` (where the law may lie) and `interval` (where one run's loss may land: the law's
+    uncertainty and the run-to-run noise together, the one to check a trained target against)."""
     law = law_of(fit)
     boot = [law_from_theta(np.array(t)) for t in fit.get("bootstrap_samples", {}).get("theta", [])]
     if flops is not None:
@@ -353,8 +534,15 @@ def predict(fit: dict, params: float | None = None, tokens: float | None = None,
         out = {"flops": 6 * params * tokens, "compute_optimal": False}
     else:
         raise LmforgeError("predict: give --params N --tokens D, or --flops C")
-    out.update(params=params, tokens=tokens, tokens_per_param=tokens / params, loss=law.loss(params, tokens),
-               interval=_interval([b.loss(params, tokens) for b in boot]),
+    loss = law.loss(params, tokens)
+    laws = np.array([b.loss(params, tokens) for b in boot])
+    # basic bootstrap: far from the points a refit is biased, and its spread around the fit mirrors
+    # the fit's around the truth, so each refit is reflected through the fit (loss^2 / refit) before
+    # the target's own run-to-run noise is drawn on top
+    reflected = loss**2 / laws
+    interval = _interval(list(reflected * np.exp(_noise_draws(fit, len(laws))))) if len(laws) else None
+    out.update(params=params, tokens=tokens, tokens_per_param=tokens / params, loss=loss,
+               interval=interval, law_interval=_interval(list(laws)), half_width=half_width(loss, interval),
                times_largest_run=6 * params * tokens / fit.get("largest_flops", math.nan))
     return out
 

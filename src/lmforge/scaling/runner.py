@@ -60,12 +60,15 @@ def load_sweep(sweep_dir: str | Path) -> tuple[Config, dict]:
     return config_from_dict(data["config"]), data
 
 
-def run_config(cfg: Config, sweep_dir: Path, run: dict, folder: str = "runs", threads: int = 0) -> Config:
-    """The full lmforge config of one run: the base config, the run's shape, lr and length."""
+def run_config(cfg: Config, sweep_dir: Path, run: dict, folder: str = "runs", threads: int = 0,
+               device: str | None = None) -> Config:
+    """The full lmforge config of one run: the base config, the run's shape, lr, length and seed
+    (a repeat differs from its original only there), on `device` when given (else the sweep's)."""
     sized = size_config(cfg, run["knob"])
     model = replace(sized.model, n_layer=run["n_layer"], n_embd=run["n_embd"], n_head=run["n_head"])
     train = replace(sized.train, lr=run["lr"], max_steps=run["steps"], warmup_steps=run["warmup_steps"],
-                    progress=False, threads=threads or sized.train.threads)
+                    progress=False, threads=threads or sized.train.threads, seed=run.get("seed", sized.train.seed),
+                    device=device or sized.train.device)
     # relative to the run folder, so a sweep folder can be moved or copied whole
     data = replace(sized.data, tokenized=f"../../{TOKENS}")
     return replace(sized, model=model, train=train, data=data,
@@ -119,6 +122,8 @@ def _worker_init(parent: int) -> None:
     catch), so that no orphan keeps training; SIGTERM stops a run as Ctrl-C does."""
     import signal
 
+    global _PARENT
+    _PARENT = parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes
@@ -129,13 +134,26 @@ def _worker_init(parent: int) -> None:
         os._exit(1)
 
 
+_PARENT: int | None = None  # the sweep process, in a worker
+
+
+def _orphaned() -> bool:
+    return _PARENT is not None and os.getppid() != _PARENT
+
+
 def _child(cfg_dict: dict, log_path: str) -> None:
-    """One run in a worker process; a failure leaves error.txt for the parent to report."""
+    """One run in a worker process; a failure leaves error.txt for the parent to report. A worker
+    whose sweep process has died exits instead of taking the next queued run (the death signal
+    stopped the current run; the runs it had already been handed would otherwise go on training)."""
+    if _orphaned():
+        os._exit(1)
     cfg = config_from_dict(cfg_dict)
     try:
         train_run(cfg, Path(log_path))
     except Exception as e:  # reported by the parent, which owns the terminal
         RunDir(cfg.run.out).error_path.write_text(f"{type(e).__name__}: {e}")
+    if _orphaned():
+        os._exit(1)
 
 
 def _steps_done(run_dir: Path) -> int:
@@ -208,8 +226,9 @@ def prepare_sweep_tokens(cfg: Config, sweep_dir: Path, log: Callable[[str], None
 
 
 def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int | None = None,
-              log: Callable[[str], None] = print, interval: float = 30.0) -> list[dict]:
-    """Train every run of the sweep not yet complete; returns the status rows at the end."""
+              log: Callable[[str], None] = print, interval: float = 30.0, device: str | None = None) -> list[dict]:
+    """Train every run of the sweep not yet complete (on `device` when given: cpu, cuda, cuda:N;
+    else the sweep's train.device); returns the status rows at the end."""
     sweep_dir = Path(sweep_dir)
     cfg, sweep = load_sweep(sweep_dir)
     parallel = parallel or cfg.scale.parallel
@@ -233,7 +252,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     active: dict = {}
     try:
         for run in todo:
-            rcfg = run_config(cfg, sweep_dir, run, threads=threads)
+            rcfg = run_config(cfg, sweep_dir, run, threads=threads, device=device)
             Path(rcfg.run.out).mkdir(parents=True, exist_ok=True)
             if run_state(Path(rcfg.run.out)) == "partial":
                 log(f"sweep: {run['name']} will resume from step {_steps_done(Path(rcfg.run.out))}")
@@ -295,7 +314,7 @@ def nearest_knob(cfg: Config, params: float, vocab: int) -> int:
 
 
 def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: int | None = None,
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = print, device: str | None = None) -> dict:
     """Train the family's model nearest `params` on `tokens` tokens into SWEEP/verify/<name>/
     (same data, tokenizer, schedule rule and evaluation as the sweep); resumable like a sweep run."""
     from lmforge.scaling.design import make_size, tokens_per_step
@@ -310,7 +329,8 @@ def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: i
     run = {"name": f"{cfg.scale.knob}{knob:03d}-s{steps}", "knob": knob, "n_layer": size.n_layer,
            "n_embd": size.n_embd, "n_head": size.n_head, "lr": size.lr, "steps": steps, "warmup_steps": warmup}
     prepare_sweep_tokens(cfg, sweep_dir, log)
-    rcfg = run_config(cfg, sweep_dir, run, folder="verify", threads=threads or cfg.train.threads or available_cpus())
+    rcfg = run_config(cfg, sweep_dir, run, folder="verify", threads=threads or cfg.train.threads or available_cpus(),
+                      device=device)
     run_dir = Path(rcfg.run.out)
     if run_state(run_dir) != "done":
         log(f"verify: training {run['name']} ({size.params:,} parameters, {steps * tokens_per_step(cfg):,} tokens, "
