@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from lmforge.config import PrepareConfig, config_from_dict, load_config
 from lmforge.data.clean import Doc
-from lmforge.data.pipeline import FilterStack
+from lmforge.data.prepare import FilterStack
 from lmforge.data.sources import SourceStats, iter_documents
 from lmforge.errors import LmforgeError
 from lmforge.run_dir import RunDir

@@ -277,7 +277,8 @@ class RunDir:
         """The newest verified checkpoint. A damaged or incomplete newer one is reported (one line)
         and skipped, so a reader falls back to the previous checkpoint rather than failing."""
         pointer = self.checkpoints_dir / LATEST
-        named = pointer.read_text().strip() if pointer.is_file() else ""
+        # a damaged pointer only loses its say in the order: every candidate is verified anyway
+        named = pointer.read_text(errors="replace").strip() if pointer.is_file() else ""
         candidates = self.checkpoints()
         # the one `latest` names first (a run resumed from an older step overwrites newer ones in turn)
         candidates.sort(key=lambda c: (c.path.name == named, c.step), reverse=True)
@@ -287,6 +288,7 @@ class RunDir:
                 return ckpt
             report(f"checkpoint {ckpt} is unusable ({problem}); trying the one before it")
         return None
+
     def checkpoints(self) -> list[CheckpointDir]:
         """Complete checkpoint folders, oldest first."""
         return [CheckpointDir(p) for p in sorted(self.checkpoints_dir.glob(f"{CHECKPOINT_PREFIX}*"))
