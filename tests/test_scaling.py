@@ -143,7 +143,7 @@ LAB_LAW = cost.ScalingLaw("lab", 1.9, 63.6, 27.3, 0.39, 0.18)
 RUN_NOISE = 0.007  # pooled over the benchmark's 5 repeated runs (0.68%)
 
 
-def lab_config(sizes, max_run_flops, repeats=4, **scale) -> "Config":
+def lab_config(sizes, max_run_flops, repeats=4, **scale):
     """The benchmark's family (vocabulary 512, depth 4, 512 tokens per step, >= 800 steps) with
     the optimal design: only the sizes and the largest run change between the tests."""
     return load_config("scaling", overrides={

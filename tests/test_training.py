@@ -16,7 +16,7 @@ from lmforge.tokens import load_shards
 from lmforge.training.checkpoint import load_model_weights
 from lmforge.training.data import TrainLoader
 from lmforge.model import model_config
-from lmforge.training.trainer import forward_backward, train
+from lmforge.training.trainer import apply_update, forward_backward, train
 from lmforge.training.distributed import DistInfo
 from lmforge.training.optim import build_optimizers, lr_factor
 from conftest import tiny_overrides
@@ -36,6 +36,8 @@ def test_loss_falls_and_run_folder_is_complete(tiny_config, tokens_dir):
     run = cfg.run.out
     records = RunDir(run).metrics()
     losses = [r["loss"] for r in records if "loss" in r]
+    norms = [r["grad_norm"] for r in records if "loss" in r]
+    assert all(0 < n < float("inf") for n in norms)
     assert losses[-1] < math.log(512) - 1.0  # from chance (uniform over the vocabulary)
     assert losses[-1] < losses[0]
     assert summary["val_loss"] < summary["unigram_val_loss"]
@@ -156,3 +158,15 @@ def test_muon_takes_hidden_matrices_only():
     muon_params = {id(p) for g in muon.param_groups for p in g["params"]}
     assert id(model.wte.weight) not in muon_params
     assert id(model.blocks[0].attn.qkv.weight) in muon_params and id(model.blocks[0].mlp.down.weight) in muon_params
+
+
+def test_update_reports_the_gradient_norm_before_clipping():
+    torch.manual_seed(0)
+    model = GPT(model_config(load_config("tiny", overrides=tiny_overrides()), 512))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    expected = 0.5 * sum(p.numel() for p in model.parameters()) ** 0.5
+    loss, norm = apply_update(model, [opt], torch.tensor(3.0), grad_clip=1.0, step=1)
+    assert loss == 3.0 and norm == pytest.approx(expected, rel=1e-5)
+    assert all(p.grad is None for p in model.parameters())

@@ -184,9 +184,9 @@ def forward_backward(model, objective, windows: list[torch.Tensor], device: torc
 
 
 def apply_update(model, optimizers: list[torch.optim.Optimizer], loss: torch.Tensor, grad_clip: float,
-                 step: int) -> float:
+                 step: int) -> tuple[float, float]:
     """Clip, refuse a non-finite loss or gradient norm (before either reaches the weights), step,
-    clear gradients. The norm is checked too: a finite loss can still back-propagate an infinite
+    clear gradients; the loss and the gradient norm before clipping. The norm is checked too: a finite loss can still back-propagate an infinite
     gradient, which clipping turns into NaN weights."""
     params = [p for p in model.parameters() if p.grad is not None]
     if grad_clip:
@@ -206,7 +206,7 @@ def apply_update(model, optimizers: list[torch.optim.Optimizer], loss: torch.Ten
         opt.step()
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
-    return loss_value
+    return loss_value, norm_value
 
 
 class Trainer:
@@ -312,17 +312,18 @@ class Trainer:
         return forward_backward(self.train_model, self.objective, windows, self.device, self.amp, self.dist,
                                 self.fsdp, self.step, self.tc.seed)
 
-    def update(self, loss: torch.Tensor) -> float:
+    def update(self, loss: torch.Tensor) -> tuple[float, float]:
         return apply_update(self.model, self.optimizers, loss, self.tc.grad_clip, self.step + 1)
 
-    def optimizer_step(self) -> float:
-        """One whole step: schedule, batches, train_step, update; the step counter advances."""
+    def optimizer_step(self) -> tuple[float, float]:
+        """One whole step: schedule, batches, train_step, update; the step counter advances.
+        Returns the loss and the gradient norm (before clipping)."""
         set_lr(self.optimizers, lr_factor(self.step, self.tc))
         windows = [self.loader.next_batch() for _ in range(self.tc.grad_accum)]
-        loss_value = self.update(self.train_step(windows))
+        loss_value, grad_norm = self.update(self.train_step(windows))
         self.step += 1
         self.tokens_seen += self.tokens_per_step
-        return loss_value
+        return loss_value, grad_norm
 
     # ---------------------------------------------------------------- phases: evaluate, checkpoint, finish
 
@@ -415,12 +416,12 @@ class Trainer:
         with StopFlag() as stop:
             while self.step < self.last_stop:
                 t0 = time.perf_counter()
-                loss_value = self.optimizer_step()
+                loss_value, grad_norm = self.optimizer_step()
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
                 meter.add(dt, self.tokens_per_step)
                 if self.step % tc.log_interval == 0 or self.step == self.last_stop:
-                    self._log_step(loss_value, meter, bar)
+                    self._log_step(loss_value, grad_norm, meter, bar)
                 if bar is not None:
                     bar.update(1)
                 if tc.eval_interval and self.step % tc.eval_interval == 0 and self.step < tc.max_steps:
@@ -433,13 +434,13 @@ class Trainer:
         if bar is not None:
             bar.close()
 
-    def _log_step(self, loss_value: float, meter: "ThroughputMeter", bar) -> None:
+    def _log_step(self, loss_value: float, grad_norm: float, meter: "ThroughputMeter", bar) -> None:
         world = self.dist.world_size
         tps = meter.take()
         self.peak = remeasured_peak(self.device, self.dtype, tps * self.flops_per_token / world, self.peak / world) * world
         mfu = tps * self.flops_per_token / self.peak
         record = {"step": self.step, "loss": round(loss_value, 5), "lr": self.optimizers[0].param_groups[0]["lr"],
-                  "tokens": self.tokens_seen, "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4),
+                  "grad_norm": round(grad_norm, 5), "tokens": self.tokens_seen, "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4),
                   "train_time_s": round(self.elapsed, 3)}
         self.log_metrics(record)
         if bar is not None:
