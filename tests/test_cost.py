@@ -20,10 +20,11 @@ def test_gpt3_training_flops():
     assert 1.0 < est.exact_over_6nd < 1.05  # attention at 2k context adds a few percent
 
 
-def test_palm_mfu_with_and_without_attention():
+def test_palm_mfu_counts_attention():
     tokens_per_s, chips, peak = 238.3e3, 6144, 275e12
-    assert cost.mfu_from_throughput(tokens_per_s, 6 * 540e9, chips, peak) == pytest.approx(0.457, abs=5e-4)
-    assert cost.mfu_from_throughput(tokens_per_s, cost.flops_per_token(PALM), chips, peak) == pytest.approx(0.462, abs=5e-4)
+    # PaLM's appendix B: 46.2% MFU once attention's 12·L·H·Q·T is counted (45.7% at 6N alone)
+    assert tokens_per_s * cost.flops_per_token(PALM) / (chips * peak) == pytest.approx(0.462, abs=5e-4)
+    assert tokens_per_s * 6 * PALM.params / (chips * peak) < 0.458
 
 
 def test_recomputation_adds_an_extra_forward():
@@ -51,12 +52,12 @@ def test_llama2_70b_kv_cache():
 
 def test_llama_65b_energy_and_co2():
     a100 = cost.find_hardware("a100")
-    hours = 1_022_362
-    energy = hours * 400 * 1.1 / 1000
-    est = cost.estimate(cost.shape_from_params(65e9), "1.4T", a100, count=2048, power_watts=400, pue=1.1)
-    scale = hours / est.device_hours  # the same formula at LLaMA's reported device-hours
-    assert est.energy_kwh * scale == pytest.approx(energy) and energy / 1000 == pytest.approx(449.8, abs=0.1)
-    assert est.tco2e * scale == pytest.approx(173.2, abs=0.1)
+    # Touvron et al. 2023, table 15: 1,022,362 GPU-hours at 400 W -> 449 MWh, 173 tCO2eq (PUE 1.1, 0.385 kg/kWh)
+    est = cost.estimate(cost.shape_from_params(65e9), "1.4T", a100, count=2048, power_watts=400, pue=1.1,
+                        grid_kg_per_kwh=0.385)
+    per_device_hour = 1_022_362 / est.device_hours  # our device-hours come from an assumed MFU: rescale to theirs
+    assert est.energy_kwh * per_device_hour / 1000 == pytest.approx(449, abs=1)
+    assert est.tco2e * per_device_hour == pytest.approx(173, abs=1)
 
 
 def test_activation_memory_korthikanti():
@@ -125,6 +126,6 @@ def test_preset_shapes_are_counted_by_the_model_itself():
     from lmforge.config import load_config
 
     tiny = load_config("tiny")
-    assert cost.shape_from_model(tiny.model, tiny.tokenizer.vocab_size).params == 1_376_256  # as training reports
+    assert cost.shape_from_model(tiny).params == 1_376_256  # as training reports
     gpt2 = load_config("gpt2-small")
-    assert 123e6 < cost.shape_from_model(gpt2.model, gpt2.tokenizer.vocab_size).params < 125e6
+    assert 123e6 < cost.shape_from_model(gpt2).params < 125e6

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_overrides
-from lmforge.training.checkpoint import latest_checkpoint
+from lmforge.run_dir import RunDir
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -28,8 +28,8 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, tokens
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2
-    a = load_file(str(latest_checkpoint(tmp_path / "one") / "model.safetensors"))
-    b = load_file(str(latest_checkpoint(tmp_path / "two") / "model.safetensors"))
+    a = load_file(str(RunDir(tmp_path / "one").latest_checkpoint().model_file))
+    b = load_file(str(RunDir(tmp_path / "two").latest_checkpoint().model_file))
     # same windows, same token-normalised loss: equal up to the order of the gradient all-reduce
     for k in a:
         assert torch.allclose(a[k], b[k], atol=2e-5), k
@@ -43,7 +43,7 @@ def _torchrun(tmp_path, tokens_dir, out, *extra):
          "train", "--data", tokens_dir, "--out", tmp_path / out, *sets, "--set", "train.data_parallel=fsdp", *extra],
         env=ENV, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    return load_file(str(latest_checkpoint(tmp_path / out) / "model.safetensors"))
+    return load_file(str(RunDir(tmp_path / out).latest_checkpoint().model_file))
 
 
 def test_fsdp_matches_ddp_and_resumes_bit_for_bit(tmp_path, tokens_dir):
@@ -58,7 +58,7 @@ def test_fsdp_matches_ddp_and_resumes_bit_for_bit(tmp_path, tokens_dir):
         timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     full = _torchrun(tmp_path, tokens_dir, "fsdp")
-    reference = load_file(str(latest_checkpoint(tmp_path / "ddp") / "model.safetensors"))
+    reference = load_file(str(RunDir(tmp_path / "ddp").latest_checkpoint().model_file))
     for k in reference:
         assert torch.allclose(full[k], reference[k], atol=2e-5), k
     _torchrun(tmp_path, tokens_dir, "halves", "--stop-at", "4")

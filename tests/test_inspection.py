@@ -12,9 +12,10 @@ import torch
 
 from lmforge.cli import main
 from lmforge.config import load_config
-from lmforge.inspection import MAP_PIXELS, Inspector, attention_pixels, lens_pixels, write_map_html
+from lmforge.inspection import Inspector
+from lmforge.inspection.pictures import MAP_PIXELS, attention_pixels, lens_pixels, write_map_html
 from lmforge.model import GPT, GPTConfig, rms_norm
-from lmforge.training.loop import train
+from lmforge.training.trainer import train
 from conftest import tiny_overrides
 
 # Each sentence draws four words of one group and two filler words, shuffled: a group's words are

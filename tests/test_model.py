@@ -48,12 +48,16 @@ def test_parameter_and_flop_accounting():
     assert cfg.mlp_hidden % 64 == 0 and cfg.mlp_hidden >= 8 * d / 3
 
 
-def test_init_is_deterministic_and_scaled():
+def test_init_follows_the_seed_and_is_scaled():
     a, b = small(), small()
     for (n, p), q in zip(a.named_parameters(), b.parameters()):
         assert torch.equal(p, q), n
-    proj = a.blocks[0].attn.proj.weight.std().item()
-    assert proj < a.blocks[0].attn.qkv.weight.std().item()
+    torch.manual_seed(1)
+    a.init_weights()
+    assert not torch.equal(a.wte.weight, b.wte.weight)  # drawn, not fixed
+    assert a.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    proj, qkv = a.blocks[0].attn.proj.weight.std().item(), a.blocks[0].attn.qkv.weight.std().item()
+    assert proj == pytest.approx(qkv / (2 * a.cfg.n_layer) ** 0.5, rel=0.1)
 
 
 @pytest.mark.parametrize("kv", [0, 2])

@@ -15,7 +15,7 @@ from lmforge import cost
 from lmforge.cli import main
 from lmforge.scaling import fitting
 from lmforge.scaling.runner import collect_points, load_sweep, prepare_sweep_tokens, run_config, sweep_status
-from lmforge.training.loop import train
+from lmforge.training.trainer import train
 
 CHINCHILLA = cost.LAWS["chinchilla"]
 

@@ -1,10 +1,13 @@
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 
 from lmforge.data.sources import iter_documents
-from lmforge.tokenizer import (EOT, MASK, PAD, is_validation, load_shards, load_tokenizer, read_meta, source_prefixes,
-                               split_key, token_byte_lengths, tokenize_corpus, train_tokenizer)
+from lmforge.tokenizer import EOT, MASK, PAD, load_tokenizer, token_byte_lengths, train_tokenizer
+from lmforge.tokens import is_validation, load_shards, read_meta, source_prefixes, split_key, tokenize_corpus
 
 SAMPLES = ["Hello, world!", "def f(x):\n    return x ** 2\n", "naïve café — 東京 🚀", "  spaces\t\ttabs\n\n"]
 
@@ -55,13 +58,18 @@ def test_token_byte_lengths_sum_to_utf8_bytes(tokens_dir):
 def test_validation_split_is_by_document_and_stable():
     ids = [f"doc{i}" for i in range(2000)]
     picked = [is_validation(i, 0.1) for i in ids]
-    assert picked == [is_validation(i, 0.1) for i in ids]
+    # the same in another process with another string-hash seed: the split never depends on hash()
+    code = ("from lmforge.tokens import is_validation; "
+            "print(''.join('1' if is_validation(f'doc{i}', 0.1) else '0' for i in range(2000)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert out.stdout.strip() == "".join("1" if p else "0" for p in picked)
     assert 0.07 < sum(picked) / len(ids) < 0.13
+    assert [is_validation(i, 0.2) for i in ids].count(True) > sum(picked)  # a larger fraction holds out more
 
 
 def test_tokenize_skips_when_complete(tokens_dir, corpus_dir):
     from lmforge.config import load_config
-    from lmforge.tokenizer import tokenize_corpus
     from conftest import tiny_overrides
 
     cfg = load_config("tiny", overrides=tiny_overrides())
@@ -75,7 +83,6 @@ def test_tokenize_skips_when_complete(tokens_dir, corpus_dir):
 
 def test_split_is_the_same_wherever_the_corpus_lies(tmp_path, monkeypatch):
     from lmforge.config import DataConfig, TokenizerConfig
-    from lmforge.tokenizer import load_shards
 
     texts = {f"d{i:02d}.txt": f"document number {i} " * 20 for i in range(30)}
     for where in ("a/deep/copy", "b"):

@@ -1,6 +1,6 @@
-import json
 from collections import Counter
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,13 +8,15 @@ import torch
 from safetensors.torch import load_file
 
 from lmforge.config import load_config
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.model import GPT
 from lmforge.objectives import CausalLM
-from lmforge.tokenizer import load_shards
-from lmforge.training.checkpoint import latest_checkpoint, load_model_weights
+from lmforge.run_dir import RunDir
+from lmforge.tokens import load_shards
+from lmforge.training.checkpoint import load_model_weights
 from lmforge.training.data import TrainLoader
-from lmforge.training.loop import model_config, train, train_step
+from lmforge.model import model_config
+from lmforge.training.trainer import forward_backward, train
 from lmforge.training.distributed import DistInfo
 from lmforge.training.optim import build_optimizers, lr_factor
 from conftest import tiny_overrides
@@ -32,16 +34,21 @@ def test_loss_falls_and_run_folder_is_complete(tiny_config, tokens_dir):
     cfg = tiny_config(**{"train.max_steps": 150, "train.batch_size": 8, "train.lr": 1e-2})
     summary = trained(cfg, tokens=tokens_dir)
     run = cfg.run.out
-    records = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
+    records = RunDir(run).metrics()
     losses = [r["loss"] for r in records if "loss" in r]
     assert losses[-1] < math.log(512) - 1.0  # from chance (uniform over the vocabulary)
     assert losses[-1] < losses[0]
     assert summary["val_loss"] < summary["unigram_val_loss"]
-    for name in ("config.yaml", "metrics.jsonl", "tokenizer.json", "summary.json"):
-        assert (cfg.run.out and __import__("pathlib").Path(run, name).is_file()), name
-    ckpt = latest_checkpoint(__import__("pathlib").Path(run))
-    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "state.safetensors", "state.json"}
-    assert set(json.loads((ckpt.parent.parent / "summary.json").read_text())) >= {"val_loss", "perplexity", "bits_per_byte"}
+    folder = RunDir(run)
+    for path in (folder.config_path, folder.metrics_path, folder.tokenizer_path, folder.summary_path):
+        assert path.is_file(), path
+    ckpt = folder.latest_checkpoint()
+    assert set(ckpt.path.iterdir()) == {ckpt.model_file, ckpt.state_tensors, ckpt.state_json}
+    assert set(folder.summary()) >= {"val_loss", "perplexity", "bits_per_byte"}
+    assert folder.config.model == cfg.model and folder.config.train == cfg.train
+    # saved relative to the run folder, and resolved back to the folder trained on
+    assert not Path(folder.config.data.tokenized).is_absolute()
+    assert folder.tokens_dir.resolve() == Path(tokens_dir).resolve()
 
 
 def _one_step_grads(tokens_dir, batch_size, grad_accum):
@@ -52,7 +59,7 @@ def _one_step_grads(tokens_dir, batch_size, grad_accum):
     loader = TrainLoader(load_shards(tokens_dir, "train"), 32, 8, seed=1)
     big = loader.next_batch()  # the same 8 windows, split differently
     windows = list(big.split(batch_size))
-    loss = train_step(model, CausalLM(), windows, torch.device("cpu"), contextlib.nullcontext(), DistInfo(), False)
+    loss = forward_backward(model, CausalLM(), windows, torch.device("cpu"), contextlib.nullcontext(), DistInfo())
     return loss, [p.grad.clone() for p in model.parameters()]
 
 
@@ -67,7 +74,7 @@ def test_gradient_accumulation_equals_one_large_batch(tokens_dir):
 
 
 def _weights(run):
-    return load_file(str(latest_checkpoint(run) / "model.safetensors"))
+    return load_file(str(RunDir(run).latest_checkpoint().model_file))
 
 
 @pytest.mark.parametrize("optimizer,objective", [("adamw", "causal"), ("muon", "causal"), ("adamw", "masked")])
@@ -78,7 +85,7 @@ def test_resume_is_bit_identical(tmp_path, tokens_dir, optimizer, objective):
     trained(straight, tokens=tokens_dir)
     split = load_config("tiny", overrides=over + [f"run.out={tmp_path / 'b'}"])
     first = trained(split, tokens=tokens_dir, stop_at=13)
-    assert first["complete"] is False and latest_checkpoint(tmp_path / "b").name == "step-000013"
+    assert first["complete"] is False and RunDir(tmp_path / "b").latest_checkpoint().step == 13
     with pytest.raises(LmforgeError, match="already holds a run"):
         trained(split, tokens=tokens_dir)
     second = trained(split, tokens=tokens_dir, resume=True)
@@ -86,8 +93,8 @@ def test_resume_is_bit_identical(tmp_path, tokens_dir, optimizer, objective):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert second["val_loss"] == json.loads((tmp_path / "a" / "summary.json").read_text())["val_loss"]
-    records = [json.loads(l) for l in open(tmp_path / "b" / "metrics.jsonl")]
+    assert second["val_loss"] == RunDir(tmp_path / "a").summary()["val_loss"]
+    records = RunDir(tmp_path / "b").metrics()
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == sorted(set(steps))  # no duplicated events after the resume
 
@@ -101,7 +108,7 @@ def test_resume_refuses_a_changed_architecture(tmp_path, tokens_dir):
         trained(other, tokens=tokens_dir, resume=True)
     wrong = GPT(model_config(other, 512))
     with pytest.raises(LmforgeError, match="another architecture"):
-        load_model_weights(wrong, latest_checkpoint(tmp_path / "r") / "model.safetensors")
+        load_model_weights(wrong, RunDir(tmp_path / "r").latest_checkpoint().model_file)
 
 
 def test_corpus_too_small_for_one_batch(tiny_config, tokens_dir):
@@ -112,7 +119,7 @@ def test_corpus_too_small_for_one_batch(tiny_config, tokens_dir):
 
 def test_divergence_is_reported_not_trained_through(tiny_config, tokens_dir):
     cfg = tiny_config(**{"train.lr": 1e30, "train.warmup_steps": 0, "train.grad_clip": 0.0, "train.max_steps": 30})
-    with pytest.raises(LmforgeError, match="diverged"):
+    with pytest.raises(TrainingDiverged, match="diverged"):
         trained(cfg, tokens=tokens_dir)
 
 

@@ -7,6 +7,7 @@ Every stage is a function over files on disk; the CLI (`lmforge ...`) is a thin 
     lmforge.tokenize(cfg.data, cfg.tokenizer, "out/tokens")
     summary = lmforge.train(cfg)                 # or lmforge.run(cfg) for the whole pipeline
     lmforge.evaluate("runs/tiny")                # {"val_loss", "perplexity", "bits_per_byte", ...}
+    lmforge.RunDir("runs/tiny").summary()        # a run folder: config, tokenizer, metrics, checkpoints
     lmforge.generate("runs/tiny", "def ")
     lmforge.inspect("runs/tiny").neighbours("file")   # word vectors, logit lens, attention (lmforge.inspection)
     lmforge.fill("runs/tiny", "The [MASK] returns None.", choices=["function", "river"])
@@ -22,15 +23,16 @@ from lmforge.errors import LmforgeError
 # Stages load on first use: a data-cleaning worker process should not pay for importing torch.
 _LAZY = {
     "evaluate": ("lmforge.evaluation", "evaluate_run"),
-    "evaluate_tasks": ("lmforge.evaluation", "evaluate_tasks"),
-    "fill": ("lmforge.cloze", "fill"),
+    "evaluate_tasks": ("lmforge.tasks.evaluate", "evaluate_tasks"),
+    "fill": ("lmforge.tasks.cloze", "fill"),
     "generate": ("lmforge.sampling", "generate"),
     "inspect": ("lmforge.inspection", "Inspector"),
     "prepare": ("lmforge.data.pipeline", "prepare"),
-    "run": ("lmforge.pipeline", "run"),
+    "run": ("lmforge.job", "run"),
+    "RunDir": ("lmforge.run_dir", "RunDir"),
     "scaling": ("lmforge.scaling", None),
-    "tokenize": ("lmforge.tokenizer", "tokenize_corpus"),
-    "train": ("lmforge.training.loop", "train"),
+    "tokenize": ("lmforge.tokens", "tokenize_corpus"),
+    "train": ("lmforge.training.trainer", "train"),
 }
 
 
@@ -42,5 +44,5 @@ def __getattr__(name: str):
 
 
 __version__ = "0.1.0"
-__all__ = ["Config", "LmforgeError", "evaluate", "evaluate_tasks", "fill", "generate", "inspect", "load_config",
+__all__ = ["Config", "LmforgeError", "RunDir", "evaluate", "evaluate_tasks", "fill", "generate", "inspect", "load_config",
            "prepare", "run", "scaling", "tokenize", "train"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
+from typing import Callable
 
 from lmforge import cost
 from lmforge.config import Config, config_from_dict, load_config, merge_dicts, preset_names
@@ -70,7 +72,7 @@ def _shape(args: argparse.Namespace) -> cost.Shape:
     params = cost.parse_size(args.params, "--params") if args.params else 0.0
     if args.preset or args.config:
         cfg = load_config(args.preset, args.config)
-        shape = cost.shape_from_model(cfg.model, flags["vocab"] or cfg.tokenizer.vocab_size)
+        shape = cost.shape_from_model(cfg, flags["vocab"])
         if any(flags.values()) or params:
             raise LmforgeError("give the model either as --preset/--config or by --params and shape flags, not both")
         return shape
@@ -198,6 +200,46 @@ def _fill(args: argparse.Namespace) -> int:
     width = max(map(len, shown))
     for text, c in zip(shown, result["candidates"]):
         print(f"  {text:<{width}}  {100 * c['probability']:6.2f}%  log-prob {c['score']:.3f}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import lmforge
+
+    lmforge.run(_resolve(args, args.out, args.sources or None))
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    import lmforge
+
+    cfg = _resolve(args, None, args.sources or None)
+    lmforge.prepare(cfg.data.sources, args.out, cfg.prepare, cfg.data, progress=not args.no_progress)
+    return 0
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    import lmforge
+
+    cfg = _resolve(args, None, args.sources or None)
+    lmforge.tokenize(cfg.data, cfg.tokenizer, args.out)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import lmforge
+
+    lmforge.train(_resolve(args, args.out), data=args.data, resume=args.resume, stop_at=args.stop_at)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import lmforge
+
+    if args.max_tokens < 0 or args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise LmforgeError("generate: --max-tokens and --temperature must be >= 0 and --top-p in (0, 1]")
+    print(lmforge.generate(args.run_dir, args.prompt, args.max_tokens, args.temperature, args.top_k,
+                           args.top_p, args.seed, args.device))
     return 0
 
 
@@ -329,28 +371,27 @@ def _scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmforge", description="Train language models from raw text, end to end.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("run", help="the whole pipeline: tokenize, train, evaluate, sample (built-in corpus by default)")
+def _args_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders or globs (default: the built-in corpus)")
     p.add_argument("--out", help="run folder (default: run.out of the preset, runs/tiny)")
     _objective_arg(p)
     _config_args(p)
 
-    p = sub.add_parser("prepare", help="clean sources: repair, filter, redact, deduplicate (nothing lost)")
+
+def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders, globs: text, JSONL, Parquet, WARC (default: built-in)")
     p.add_argument("--out", required=True, help="prepared folder to write (clean/, rejected/, report.json)")
     p.add_argument("--workers", type=int, help="processes (prepare.workers; default one per core)")
     _config_args(p)
 
-    p = sub.add_parser("tokenize", help="train the BPE tokenizer and encode sources into token shards")
+
+def _args_tokenize(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders or globs (default: the built-in corpus)")
     p.add_argument("--out", required=True, help="tokenized folder to write")
     _config_args(p)
 
-    p = sub.add_parser("train", help="train a model on a tokenized folder or raw sources")
+
+def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", metavar="PATH", help="a tokenized folder, or raw sources (default: config)")
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
@@ -358,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     _objective_arg(p)
     _config_args(p)
 
-    p = sub.add_parser("estimate", help="FLOPs, time, cost, energy, CO2 and memory of a training run (or a KV cache)")
+
+def _args_estimate(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="?", choices=["train", "kv-cache"], default="train")
     _shape_args(p)
     p.add_argument("--tokens", help="training tokens D (e.g. 300B, 1.4T)")
@@ -372,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-run", metavar="RUN", help="take the MFU measured by an lmforge run")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("plan", help="the compute-optimal model size and tokens for a budget")
+
+def _args_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", required=True, help="e.g. 10000usd, 5e21flops, 2000gpu-hours")
     p.add_argument("--law", default="chinchilla", help="chinchilla (Hoffmann 2022), epoch2024 (Besiroglu 2024 re-fit), "
                    "or a fitted law: SWEEP or SWEEP/fit.json from lmforge scale fit")
@@ -381,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     _hardware_args(p)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("scale", help="scaling laws: plan a sweep of small models, train it, fit, predict, verify")
+
+def _args_scale(p: argparse.ArgumentParser) -> None:
     ssub = p.add_subparsers(dest="action", required=True)
     q = ssub.add_parser("plan", help="design a sweep within a FLOP budget, with its estimated wall-clock here")
     q.add_argument("--budget", required=True, help="total training FLOPs, e.g. 3e13 or 3e13flops")
@@ -416,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     _target_args(q, "train")
     q.add_argument("--threads", type=int, help="torch threads (default: all cores)")
 
-    p = sub.add_parser("eval", help="validation loss, perplexity and bits per byte of a run; cloze tasks")
+
+def _args_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--tasks", metavar="FILE.jsonl",
@@ -427,7 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=0, help="evaluate at most this many tokens (0 = all)")
     p.add_argument("--device", default="cpu")
 
-    p = sub.add_parser("generate", help="sample a continuation of PROMPT from a run")
+
+def _args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("prompt", metavar="PROMPT")
     p.add_argument("--max-tokens", type=int, default=100)
@@ -437,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
 
-    p = sub.add_parser("fill", help="fill the [MASK] in TEXT: the likeliest fillers, or rank --choices")
+
+def _args_fill(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("text", metavar="TEXT", help='a text with one [MASK], e.g. "the next [MASK] in a sentence"')
     p.add_argument("--choices", help="comma-separated fillers to rank (multi-token ones are scored whole)")
@@ -445,9 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu")
 
-    p = sub.add_parser("inspect", help="look inside a run: word neighbours, maps, logit lens, attention, sentences")
+
+def _args_inspect(p: argparse.ArgumentParser) -> None:
     _inspect_args(p.add_subparsers(dest="what", required=True, metavar="WHAT"))
-    return parser
 
 
 def _inspect_args(sub) -> None:
@@ -527,37 +574,56 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"estimate": _estimate, "plan": _plan, "scale": _scale, "eval": _eval, "fill": _fill, "inspect": _inspect}
+@dataclass(frozen=True)
+class Command:
+    """One `lmforge NAME`: its help line, the function adding its arguments, the function running it."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    import lmforge
+COMMANDS = [
+    Command("run", "the whole pipeline: tokenize, train, evaluate, sample (built-in corpus by default)",
+            _args_run, _run),
+    Command("prepare", "clean sources: repair, filter, redact, deduplicate (nothing lost)",
+            _args_prepare, _prepare),
+    Command("tokenize", "train the BPE tokenizer and encode sources into token shards",
+            _args_tokenize, _tokenize),
+    Command("train", "train a model on a tokenized folder or raw sources",
+            _args_train, _train),
+    Command("estimate", "FLOPs, time, cost, energy, CO2 and memory of a training run (or a KV cache)",
+            _args_estimate, _estimate),
+    Command("plan", "the compute-optimal model size and tokens for a budget",
+            _args_plan, _plan),
+    Command("scale", "scaling laws: plan a sweep of small models, train it, fit, predict, verify",
+            _args_scale, _scale),
+    Command("eval", "validation loss, perplexity and bits per byte of a run; cloze tasks",
+            _args_eval, _eval),
+    Command("generate", "sample a continuation of PROMPT from a run",
+            _args_generate, _generate),
+    Command("fill", "fill the [MASK] in TEXT: the likeliest fillers, or rank --choices",
+            _args_fill, _fill),
+    Command("inspect", "look inside a run: word neighbours, maps, logit lens, attention, sentences",
+            _args_inspect, _inspect),
+]
 
-    if args.command == "run":
-        lmforge.run(_resolve(args, args.out, args.sources or None))
-    elif args.command == "prepare":
-        cfg = _resolve(args, None, args.sources or None)
-        lmforge.prepare(cfg.data.sources, args.out, cfg.prepare, cfg.data, progress=not args.no_progress)
-    elif args.command == "tokenize":
-        cfg = _resolve(args, None, args.sources or None)
-        lmforge.tokenize(cfg.data, cfg.tokenizer, args.out)
-    elif args.command == "train":
-        cfg = _resolve(args, args.out)
-        lmforge.train(cfg, data=args.data, resume=args.resume, stop_at=args.stop_at)
-    elif args.command in HANDLERS:
-        return HANDLERS[args.command](args)
-    elif args.command == "generate":
-        if args.max_tokens < 0 or args.temperature < 0 or not 0 < args.top_p <= 1:
-            raise LmforgeError("generate: --max-tokens and --temperature must be >= 0 and --top-p in (0, 1]")
-        print(lmforge.generate(args.run_dir, args.prompt, args.max_tokens, args.temperature, args.top_k,
-                               args.top_p, args.seed, args.device))
-    return 0
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmforge", description="Train language models from raw text, end to end.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help)
+        command.arguments(p)
+        p.set_defaults(handler=command.handler)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        return args.handler(args)
     except LmforgeError as e:
         print(f"lmforge: error: {e}", file=sys.stderr)
         return 2

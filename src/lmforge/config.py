@@ -270,9 +270,21 @@ def _validate(cfg: Config) -> None:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         _check(value in allowed, key, value, f"choose one of {', '.join(allowed)}")
+    _validate_ranges(cfg)
+    _validate_model(cfg.model)
+    _validate_train(cfg.train)
+    _validate_prepare(cfg.prepare)
+    _validate_scale(cfg.scale)
+    _check(cfg.tokenizer.vocab_size >= 259, "tokenizer.vocab_size", cfg.tokenizer.vocab_size,
+           "must be >= 259 (256 bytes + 3 special tokens)")
+    _check(0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "must be in (0, 1)")
+    _check(len(cfg.data.sources) > 0, "data.sources", cfg.data.sources, "name at least one source")
+    _check(cfg.run.temperature >= 0, "run.temperature", cfg.run.temperature, "must be >= 0")
+
+
+def _validate_ranges(cfg: Config) -> None:
+    """Counts that must be positive, and counts where 0 means "off" or "all"."""
     m, t, d, tk = cfg.model, cfg.train, cfg.data, cfg.tokenizer
-    _check(not (t.data_parallel == "fsdp" and t.optimizer == "muon"), "train.data_parallel", t.data_parallel,
-           "FSDP shards every matrix and Muon orthogonalises whole ones: use train.optimizer=adamw with fsdp")
     positive = {
         "model.n_layer": m.n_layer, "model.n_head": m.n_head, "model.n_embd": m.n_embd,
         "model.seq_len": m.seq_len, "train.batch_size": t.batch_size,
@@ -287,13 +299,27 @@ def _validate(cfg: Config) -> None:
         "model.n_kv_head": m.n_kv_head, "model.mlp_hidden": m.mlp_hidden, "model.vocab_size": m.vocab_size,
         "train.warmup_steps": t.warmup_steps, "train.weight_decay": t.weight_decay,
         "train.grad_clip": t.grad_clip, "train.threads": t.threads, "train.eval_interval": t.eval_interval,
-        "train.eval_tokens": t.eval_tokens, "train.final_eval_tokens": t.final_eval_tokens, "train.checkpoint_interval": t.checkpoint_interval,
+        "train.eval_tokens": t.eval_tokens, "train.final_eval_tokens": t.final_eval_tokens,
+        "train.checkpoint_interval": t.checkpoint_interval,
         "data.max_bytes": d.max_bytes, "tokenizer.train_bytes": tk.train_bytes,
         "run.samples": cfg.run.samples, "run.sample_tokens": cfg.run.sample_tokens, "run.top_k": cfg.run.top_k,
         "run.inspect_words": cfg.run.inspect_words, "run.map_words": cfg.run.map_words,
     }
     for key, value in non_negative.items():
         _check(value >= 0, key, value, "must be >= 0")
+
+
+def _validate_model(m: ModelConfig) -> None:
+    _check(m.n_embd % m.n_head == 0, "model.n_embd", m.n_embd, f"must be divisible by model.n_head={m.n_head}")
+    _check((m.n_embd // m.n_head) % 2 == 0, "model.n_embd", m.n_embd, "head size n_embd/n_head must be even (rotary embedding)")
+    kv = m.n_kv_head or m.n_head
+    _check(m.n_head % kv == 0, "model.n_kv_head", m.n_kv_head, f"must divide model.n_head={m.n_head}")
+    _check(m.rope_theta > 0, "model.rope_theta", m.rope_theta, "must be > 0")
+
+
+def _validate_train(t: TrainConfig) -> None:
+    _check(not (t.data_parallel == "fsdp" and t.optimizer == "muon"), "train.data_parallel", t.data_parallel,
+           "FSDP shards every matrix and Muon orthogonalises whole ones: use train.optimizer=adamw with fsdp")
     _check(t.lr > 0, "train.lr", t.lr, "must be > 0")
     _check(t.muon_lr > 0, "train.muon_lr", t.muon_lr, "must be > 0")
     _check(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "must be in [0, 1]")
@@ -305,16 +331,11 @@ def _validate(cfg: Config) -> None:
            f"train.mask_replace + train.mask_random must be <= 1 (mask_replace is {t.mask_replace})")
     _check(0 <= t.beta1 < 1, "train.beta1", t.beta1, "must be in [0, 1)")
     _check(0 <= t.beta2 < 1, "train.beta2", t.beta2, "must be in [0, 1)")
-    _check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "must be in (0, 1)")
-    _check(len(d.sources) > 0, "data.sources", d.sources, "name at least one source")
-    _check(tk.vocab_size >= 259, "tokenizer.vocab_size", tk.vocab_size, "must be >= 259 (256 bytes + 3 special tokens)")
-    _check(m.n_embd % m.n_head == 0, "model.n_embd", m.n_embd, f"must be divisible by model.n_head={m.n_head}")
-    _check((m.n_embd // m.n_head) % 2 == 0, "model.n_embd", m.n_embd, "head size n_embd/n_head must be even (rotary embedding)")
-    kv = m.n_kv_head or m.n_head
-    _check(m.n_head % kv == 0, "model.n_kv_head", m.n_kv_head, f"must divide model.n_head={m.n_head}")
-    _check(m.rope_theta > 0, "model.rope_theta", m.rope_theta, "must be > 0")
-    _check(cfg.run.temperature >= 0, "run.temperature", cfg.run.temperature, "must be >= 0")
-    p = cfg.prepare
+    dev = t.device
+    _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "train.device", dev, "use auto, cpu, cuda or cuda:N")
+
+
+def _validate_prepare(p: PrepareConfig) -> None:
     _check(p.workers >= 0, "prepare.workers", p.workers, "must be >= 0 (0 = one per core)")
     _check(p.shard_documents > 0, "prepare.shard_documents", p.shard_documents, "must be > 0")
     _check(p.minhash_bands > 0 and p.minhash_rows > 0, "prepare.minhash_bands", p.minhash_bands,
@@ -324,7 +345,9 @@ def _validate(cfg: Config) -> None:
     known = ("gopher_quality", "gopher_repetition", "c4", "fineweb", "code", "language", "offensive", "blocklist")
     for name in p.filters:
         _check(name in known, "prepare.filters", name, f"choose from {', '.join(known)}")
-    sc = cfg.scale
+
+
+def _validate_scale(sc: ScaleConfig) -> None:
     for key in ("depth", "aspect", "head_dim", "levels", "points_per_size", "min_steps", "parallel"):
         _check(getattr(sc, key) > 0, f"scale.{key}", getattr(sc, key), "must be > 0")
     _check(len(sc.sizes) > 0 and all(v > 0 for v in sc.sizes), "scale.sizes", sc.sizes, "name at least one size > 0")
@@ -334,8 +357,6 @@ def _validate(cfg: Config) -> None:
            sc.min_tokens_per_param, "must be > 0 and below scale.max_tokens_per_param")
     _check(sc.bootstrap >= 0, "scale.bootstrap", sc.bootstrap, "must be >= 0")
     _check(sc.huber_delta > 0, "scale.huber_delta", sc.huber_delta, "must be > 0")
-    dev = t.device
-    _check(dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"), "train.device", dev, "use auto, cpu, cuda or cuda:N")
 
 
 # ---------------------------------------------------------------- loading and overriding
@@ -469,10 +490,10 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     return _build(Config, values).validate()
 
 
-def tokens_folder(cfg: Config, run_dir: str | Path) -> Path:
-    """The tokenized folder a run trains on: data.tokenized, or RUN/tokens built from the sources."""
-    path = Path(cfg.data.tokenized) if cfg.data.tokenized else Path("tokens")
-    return path if path.is_absolute() else Path(run_dir) / path
+def with_data(cfg: Config, **changes: Any) -> Config:
+    """`cfg` with fields of its data section replaced: the one place a stage redirects what a run
+    reads (lmforge run's cleaned sources, train's --data, a sweep's shared tokens)."""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

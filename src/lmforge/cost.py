@@ -139,19 +139,18 @@ class Shape:
         return self.layers * per_layer + 2 * self.vocab * d
 
 
-def shape_from_model(m, vocab: int) -> Shape:
-    """The shape of an lmforge model config, its parameters counted by the model itself (tied
+def shape_from_model(cfg, vocab: int | None = None) -> Shape:
+    """The shape of an lmforge config's model, its parameters counted by the model itself (tied
     embeddings, SwiGLU width and all), built on the meta device so nothing is allocated."""
     import torch
 
-    from lmforge.model import GPT, GPTConfig
+    from lmforge.model import GPT, model_config
 
-    cfg = GPTConfig(vocab_size=m.vocab_size or vocab, n_layer=m.n_layer, n_head=m.n_head, n_kv_head=m.n_kv_head,
-                    n_embd=m.n_embd, seq_len=m.seq_len, mlp_hidden=m.mlp_hidden, tie_embeddings=m.tie_embeddings)
+    mcfg = model_config(cfg, vocab)
     with torch.device("meta"):
-        params = GPT(cfg).num_params()
-    return Shape(layers=cfg.n_layer, width=cfg.n_embd, heads=cfg.n_head, kv_heads=cfg.n_kv_head,
-                 vocab=cfg.vocab_size, context=cfg.seq_len, params=params)
+        params = GPT(mcfg).num_params()
+    return Shape(layers=mcfg.n_layer, width=mcfg.n_embd, heads=mcfg.n_head, kv_heads=mcfg.n_kv_head,
+                 vocab=mcfg.vocab_size, context=mcfg.seq_len, params=params)
 
 
 def shape_from_params(params: float, context: int = 2048, vocab: int = 50257) -> Shape:
@@ -308,10 +307,6 @@ def devices_needed(shape: Shape, precision: str, optimizer: str, zero_stage: int
     return max(1, math.ceil(states / room)) * tensor_parallel
 
 
-def mfu_from_throughput(tokens_per_s: float, flops_per_token_: float, devices: int, peak: float) -> float:
-    return tokens_per_s * flops_per_token_ / (devices * peak)
-
-
 # ---------------------------------------------------------------- compute-optimal planning
 
 @dataclass
@@ -413,12 +408,12 @@ def plan(budget: str, hw: Hardware, count: int, law: ScalingLaw, mfu: float = DE
 
 
 def from_run(run_dir: str | Path) -> dict:
-    """Measured throughput of an lmforge run: tokens/s, MFU, FLOPs per token, devices (summary.json)."""
-    import json
+    """Measured throughput of a finished lmforge run: tokens/s, MFU, FLOPs per token, devices (its summary)."""
+    from lmforge.run_dir import RunDir
 
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        raise LmforgeError(f"--from-run {run_dir}: no summary.json there; give a finished lmforge run folder")
-    s = json.loads(path.read_text())
+    s = RunDir(run_dir).summary()
+    if not s or not s.get("complete"):
+        raise LmforgeError(f"--from-run {run_dir}: not a finished lmforge run (no complete summary); "
+                           "give a run folder that lmforge train finished")
     return {"tokens_per_s": s["tokens_per_s"], "mfu": s["mfu"], "flops_per_token": s["flops_per_token"],
             "devices": s.get("world_size", 1), "device": s.get("device", "cpu"), "params": s["params"]}

@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lmforge.config import Config
+
 IGNORE_INDEX = -100  # a target that is not scored (F.cross_entropy's default ignore_index)
 # Logits held at once by the chunked loss: 2^25 floats (128 MB in float32). GPT-2's 50,304-token
 # vocabulary gives 640-token chunks; a CPU-sized batch with a small vocabulary is one chunk.
@@ -55,6 +57,20 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+
+def model_config(cfg: Config, tokenizer_vocab: int | None = None) -> GPTConfig:
+    """The model shape of a config tree: the one place `model.*` becomes a GPTConfig.
+
+    The vocabulary is `model.vocab_size` when set (a padded size, e.g. 50,304), else the trained
+    tokenizer's size, else (planning before a tokenizer exists) `tokenizer.vocab_size`, which byte-level
+    BPE fills on any real corpus."""
+    m = cfg.model
+    return GPTConfig(
+        vocab_size=m.vocab_size or tokenizer_vocab or cfg.tokenizer.vocab_size, n_layer=m.n_layer, n_head=m.n_head,
+        n_kv_head=m.n_kv_head, n_embd=m.n_embd, seq_len=m.seq_len, mlp_hidden=m.mlp_hidden,
+        tie_embeddings=m.tie_embeddings, rope_theta=m.rope_theta, norm_eps=m.norm_eps,
+    )
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -292,14 +308,14 @@ class GPT(nn.Module):
         self.init_weights()
 
     @torch.no_grad()
-    def init_weights(self, seed: int | None = None) -> None:
+    def init_weights(self) -> None:
         """GPT-2 initialisation: N(0, 0.02) everywhere, residual output projections scaled by
-        1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth."""
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth. Drawn from
+        torch's global generator, so `torch.manual_seed` (train.seed) fixes the initial weights."""
         std = 0.02
 
         def normal_(t: torch.Tensor, s: float) -> None:
-            t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float32).mul_(s).to(t))
+            t.copy_(torch.randn(t.shape, dtype=torch.float32).mul_(s).to(t))
 
         normal_(self.wte.weight, std)
         if not self.cfg.tie_embeddings:

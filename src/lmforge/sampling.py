@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from lmforge.model import GPT, KVCache
+from lmforge.run_dir import RunDir
 from lmforge.tokenizer import EOT
-from lmforge.training.checkpoint import load_run, require_objective
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -62,11 +62,19 @@ def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int, temperature
     return out
 
 
-def generate(run_dir: str | Path, prompt: str, max_tokens: int = 100, temperature: float = 0.8, top_k: int = 50,
-             top_p: float = 1.0, seed: int = 0, device: str = "cpu") -> str:
-    require_objective(run_dir, "causal", "generate")
-    model, tok, _ = load_run(run_dir, device)
-    ids = tok.encode(prompt, add_special_tokens=False).ids
+def continue_text(model: GPT, tok, prompt: str, max_tokens: int = 100, temperature: float = 0.8, top_k: int = 50,
+                  top_p: float = 1.0, seed: int = 0) -> str:
+    """`prompt` and its sampled continuation, read after <|endoftext|> as training documents are,
+    stopping at the next <|endoftext|>."""
     eot = tok.token_to_id(EOT)
+    ids = tok.encode(prompt, add_special_tokens=False).ids
     out = generate_ids(model, [eot] + ids, max_tokens, temperature, top_k, top_p, seed, stop_id=eot)
     return prompt + tok.decode(out)
+
+
+def generate(run_dir: str | Path, prompt: str, max_tokens: int = 100, temperature: float = 0.8, top_k: int = 50,
+             top_p: float = 1.0, seed: int = 0, device: str = "cpu") -> str:
+    run = RunDir(run_dir).require()
+    run.require_objective("causal", "generate")
+    opened = run.open(device)
+    return continue_text(opened.model, opened.tokenizer, prompt, max_tokens, temperature, top_k, top_p, seed)

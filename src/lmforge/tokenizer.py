@@ -1,39 +1,22 @@
-"""Byte-level BPE tokenizer and token shards on disk.
+"""The byte-level BPE tokenizer: training, loading, and what each token id stands for.
 
-Format of a tokenized folder (TOK/):
-
-    tokenizer.json        Hugging Face `tokenizers` file (byte-level BPE)
-    train/shard_00000.bin raw little-endian uint16 (vocab <= 65536) or uint32 token ids
-    val/shard_00000.bin   same; documents are split between train and val by a hash of their id
-    meta.json             dtype, vocab size, special ids, token/byte/document counts per split,
-                          bytes per token, the shard list, and a fingerprint of the config used
-
-Every document is preceded by one `<|endoftext|>` token, so the stream reads
-`EOT doc EOT doc ...` and a model always sees where a document begins.
+The tokenize stage (corpus -> token shards, meta.json) is lmforge/tokens.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from lmforge.config import DataConfig, TokenizerConfig
-from lmforge.data.sources import Document, SourceStats, iter_documents
 from lmforge.errors import LmforgeError
 
 EOT = "<|endoftext|>"  # document boundary
 PAD = "<|pad|>"
 MASK = "<|mask|>"  # for the masked (missing-word) objective
 SPECIAL_TOKENS = [EOT, PAD, MASK]
-META = "meta.json"
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -118,194 +101,3 @@ def vocab_tables(tok: Tokenizer) -> dict:
     }
 
 
-def is_validation(doc_id: str, val_fraction: float) -> bool:
-    """Stable split by document: the same id always lands on the same side."""
-    h = int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
-    return h / 2**64 < val_fraction
-
-
-def source_prefixes(sources: list[str]) -> list[str]:
-    """The folder part of each source (a folder itself, a file's parent, a glob's fixed part), longest
-    first: a file's document id without it is the same wherever the corpus is copied."""
-    prefixes = set()
-    for source in sources:
-        path = Path(source)
-        magic = next((i for i, part in enumerate(path.parts) if any(c in part for c in "*?[")), None)
-        folder = Path(*path.parts[:magic]) if magic is not None else path if path.is_dir() else path.parent
-        prefixes.add(str(folder).rstrip(os.sep) + os.sep)
-    return sorted(prefixes, key=len, reverse=True)
-
-
-def split_key(doc_id: str, prefixes: list[str]) -> str:
-    return next((doc_id[len(p):] for p in prefixes if doc_id.startswith(p)), doc_id)
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
-
-
-class ShardWriter:
-    """Appends token arrays to numbered shard files of at most `shard_tokens` tokens."""
-
-    def __init__(self, folder: Path, dtype: np.dtype, shard_tokens: int):
-        self.folder, self.dtype, self.shard_tokens = folder, dtype, shard_tokens
-        folder.mkdir(parents=True, exist_ok=True)
-        self.shards: list[dict] = []
-        self.tokens = self.documents = self.bytes = 0
-        self._file = None
-        self._in_shard = 0
-
-    def _roll(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        name = f"shard_{len(self.shards):05d}.bin"
-        self._file = open(self.folder / name, "wb")
-        self.shards.append({"file": name, "tokens": 0})
-        self._in_shard = 0
-
-    def write(self, ids: np.ndarray, n_bytes: int) -> None:
-        self.documents += 1
-        self.bytes += n_bytes
-        while len(ids):
-            if self._file is None or self._in_shard >= self.shard_tokens:
-                self._roll()
-            take = ids[: self.shard_tokens - self._in_shard]
-            take.astype(self.dtype).tofile(self._file)
-            self._in_shard += len(take)
-            self.shards[-1]["tokens"] += len(take)
-            self.tokens += len(take)
-            ids = ids[len(take):]
-
-    def close(self) -> dict:
-        if self._file is not None:
-            self._file.close()
-        return {"tokens": self.tokens, "documents": self.documents, "bytes": self.bytes, "shards": self.shards}
-
-
-def fingerprint(data: DataConfig, tk: TokenizerConfig) -> str:
-    blob = json.dumps({"data": asdict(data), "tokenizer": asdict(tk)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def read_meta(folder: str | Path) -> dict:
-    path = Path(folder) / META
-    if not path.is_file():
-        raise LmforgeError(f"{folder} is not a tokenized folder (no {META}): run lmforge tokenize first")
-    return json.loads(path.read_text())
-
-
-def is_complete(folder: Path, data: DataConfig, tk: TokenizerConfig) -> bool:
-    try:
-        return read_meta(folder).get("fingerprint") == fingerprint(data, tk)
-    except (LmforgeError, json.JSONDecodeError):
-        return False
-
-
-def _batched(docs: Iterator[Document], n: int) -> Iterator[list[Document]]:
-    batch: list[Document] = []
-    for d in docs:
-        batch.append(d)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=print) -> dict:
-    """Train the tokenizer on a prefix of the stream, then encode the whole stream into shards.
-
-    The folder is built under a temporary name and renamed at the end, so an interrupted run
-    never leaves something that looks complete.
-    """
-    out = Path(out)
-    if is_complete(out, data, tk):
-        log(f"tokenize: {out} is complete, skipping")
-        return read_meta(out)
-
-    def docs(max_bytes: int, stats: SourceStats) -> Iterator[Document]:
-        return iter_documents(data.sources, stats, data.text_field, max_bytes, data.max_document_bytes)
-
-    def capped(a: int, b: int) -> int:
-        return min(x for x in (a, b) if x) if (a or b) else 0
-
-    train_stats = SourceStats()
-    tok = train_tokenizer(
-        (d.text for d in docs(capped(tk.train_bytes, data.max_bytes), train_stats)), tk.vocab_size, tk.min_frequency
-    )
-    if train_stats.documents == 0:
-        raise LmforgeError(f"no text found in {', '.join(data.sources)} ({train_stats.summary()}): give text files")
-    vocab = tok.get_vocab_size()
-    eot = tok.token_to_id(EOT)
-    dtype = token_dtype(vocab)
-
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tok.save(str(tmp / TOKENIZER_FILE))
-    writers = {s: ShardWriter(tmp / s, dtype, tk.shard_tokens) for s in ("train", "val")}
-    prefixes = source_prefixes(data.sources)  # the split keys on ids relative to their source folder
-    stats = SourceStats()
-    for batch in _batched(docs(data.max_bytes, stats), tk.encode_batch_documents):
-        encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
-        for doc, enc in zip(batch, encodings):
-            ids = np.empty(len(enc.ids) + 1, dtype=np.int64)
-            ids[0] = eot
-            ids[1:] = enc.ids
-            split = "val" if is_validation(split_key(doc.id, prefixes), data.val_fraction) else "train"
-            writers[split].write(ids, len(doc.text.encode("utf-8")))
-    splits = {s: w.close() for s, w in writers.items()}
-    if splits["val"]["documents"] == 0 and splits["train"]["documents"] > 1:
-        _move_last_document_to_val(tmp, splits, eot, dtype)
-    meta = {
-        "format": "lmforge-tokens-v1",
-        "dtype": dtype.name,
-        "vocab_size": vocab,
-        "special_tokens": {t: tok.token_to_id(t) for t in SPECIAL_TOKENS},
-        "eot_id": eot,
-        "sources": data.sources,
-        "reader": {"files": stats.files, "documents": stats.documents, "bytes": stats.bytes,
-                   "skipped": dict(stats.skipped), "skipped_examples": stats.skipped_examples},
-        "splits": splits,
-        "bytes_per_token": {s: (v["bytes"] / v["tokens"] if v["tokens"] else 0.0) for s, v in splits.items()},
-        "fingerprint": fingerprint(data, tk),
-    }
-    (tmp / META).write_text(json.dumps(meta, indent=2))
-    if stats.documents == 0:
-        shutil.rmtree(tmp)
-        raise LmforgeError(f"no text found in {', '.join(data.sources)} ({stats.summary()}): give text files")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    log(f"tokenize: {stats.summary()} -> {splits['train']['tokens']:,} train / {splits['val']['tokens']:,} val tokens "
-        f"({meta['bytes_per_token']['train']:.2f} bytes/token) in {out}")
-    return meta
-
-
-def _move_last_document_to_val(folder: Path, splits: dict, eot: int, dtype: np.dtype) -> None:
-    """A tiny corpus can hash every document to train; hold out the last one so val is never empty."""
-    shard = folder / "train" / splits["train"]["shards"][-1]["file"]
-    tokens = np.fromfile(shard, dtype=dtype)
-    starts = np.flatnonzero(tokens == eot)
-    cut = int(starts[-1])
-    if cut == 0:  # the last shard holds one document only: leave it
-        return
-    tail = tokens[cut:]
-    tokens[:cut].tofile(shard)
-    (folder / "val").mkdir(exist_ok=True)
-    tail.tofile(folder / "val" / "shard_00000.bin")
-    n = len(tail)
-    splits["train"]["tokens"] -= n
-    splits["train"]["shards"][-1]["tokens"] -= n
-    splits["train"]["documents"] -= 1
-    # the byte count of one document is not kept per document; split it by token share
-    moved_bytes = round(splits["train"]["bytes"] * n / (splits["train"]["tokens"] + n))
-    splits["train"]["bytes"] -= moved_bytes
-    splits["val"] = {"tokens": n, "documents": 1, "bytes": moved_bytes, "shards": [{"file": "shard_00000.bin", "tokens": n}]}
-
-
-def load_shards(folder: str | Path, split: str) -> list[np.ndarray]:
-    """The shards of a split, memory-mapped: nothing is read until a window is asked for."""
-    folder = Path(folder)
-    meta = read_meta(folder)
-    shards = meta["splits"][split]["shards"]
-    return [np.memmap(folder / split / s["file"], dtype=meta["dtype"], mode="r") for s in shards if s["tokens"]]

@@ -20,9 +20,7 @@ top level is the largest whose runs' exact training FLOPs (model.flops_per_token
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 from dataclasses import dataclass, replace
 
 from lmforge.config import Config
@@ -64,8 +62,7 @@ def make_size(cfg: Config, knob: int, vocab: int) -> Size:
     """The model at `knob`, counted by building it on the meta device (nothing allocated)."""
     import torch
 
-    from lmforge.model import GPT
-    from lmforge.training.loop import model_config
+    from lmforge.model import GPT, model_config
 
     sized = size_config(cfg, knob)
     with torch.device("meta"):
@@ -138,11 +135,7 @@ def calibrate(cfg: Config, sizes: list[Size], vocab: int, threads: int, steps: i
     with the sweep's batch and `threads` threads; a line through them in FLOPs per step gives the rest."""
     import torch
 
-    from lmforge.model import GPT
-    from lmforge.objectives import get_objective
-    from lmforge.training.distributed import DistInfo
-    from lmforge.training.loop import apply_update, model_config, train_step
-    from lmforge.training.optim import build_optimizers
+    from lmforge.training.trainer import measure_step_seconds
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -150,20 +143,7 @@ def calibrate(cfg: Config, sizes: list[Size], vocab: int, threads: int, steps: i
     points = []
     try:
         for s in {sizes[0].knob: sizes[0], sizes[-1].knob: sizes[-1]}.values():
-            sized = size_config(cfg, s.knob)
-            model = GPT(model_config(sized, vocab))
-            opts = build_optimizers(model, sized.train, torch.device("cpu"))
-            objective = get_objective(sized.train.objective)
-            x = torch.randint(0, vocab, (sized.train.batch_size, sized.model.seq_len + 1))
-            times = []
-            for i in range(steps + 1):  # the first step warms up allocators and kernels
-                t0 = time.perf_counter()
-                for _ in range(sized.train.grad_accum):
-                    loss = train_step(model, objective, [x], torch.device("cpu"), contextlib.nullcontext(),
-                                      DistInfo(), False)
-                apply_update(model, opts, loss, sized.train.grad_clip, i + 1)
-                times.append(time.perf_counter() - t0)
-            points.append((s.flops_per_token * tps, min(times[1:])))
+            points.append((s.flops_per_token * tps, measure_step_seconds(size_config(cfg, s.knob), vocab, steps)))
     finally:
         torch.set_num_threads(old)
     (f0, t0), (f1, t1) = points[0], points[-1]
@@ -203,10 +183,12 @@ def sweep_sizes(cfg: Config, vocab: int) -> list[Size]:
 
 def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3) -> dict:
     """The sweep for `budget` FLOPs: its runs, their FLOPs and the estimated wall-clock on this machine."""
-    vocab = cfg.model.vocab_size or cfg.tokenizer.vocab_size  # BPE fills its vocabulary on any real corpus
+    from lmforge.model import model_config
+
+    vocab = model_config(cfg).vocab_size
     runs = design(cfg, budget, vocab)
     parallel = cfg.scale.parallel
-    threads = cfg.train.threads or max(1, _cpus() // parallel)
+    threads = cfg.train.threads or max(1, available_cpus() // parallel)
     cal = calibrate(cfg, sweep_sizes(cfg, vocab), vocab, threads, calibrate_steps)
     for r in runs:
         r["estimated_s"] = round(run_seconds(r, cfg, cal), 1)
@@ -228,7 +210,8 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3) -> dict:
     }
 
 
-def _cpus() -> int:
+def available_cpus() -> int:
+    """Cores this process may run on (its affinity mask, which containers and taskset narrow)."""
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

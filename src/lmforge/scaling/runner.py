@@ -9,7 +9,7 @@
     SWEEP/verify/<name>/    target models trained by `lmforge scale verify`
 
 A run whose summary.json says complete is skipped; one with a checkpoint resumes from it; runs go
-longest first to `parallel` processes (spawned, each calling lmforge.training.loop.train, the
+longest first to `parallel` processes (spawned, each calling lmforge.training.trainer.train, the
 function `lmforge train` calls) with the machine's threads split between them.
 """
 
@@ -29,8 +29,9 @@ from typing import Callable
 import yaml
 
 from lmforge.config import Config, config_from_dict
-from lmforge.errors import LmforgeError
-from lmforge.scaling.design import _cpus, size_config
+from lmforge.errors import LmforgeError, TrainingDiverged
+from lmforge.run_dir import TRAIN_LOG, RunDir
+from lmforge.scaling.design import available_cpus, size_config
 
 SWEEP_FILE = "sweep.yaml"
 TOKENS = "tokens"
@@ -73,26 +74,27 @@ def run_config(cfg: Config, sweep_dir: Path, run: dict, folder: str = "runs", th
 
 def run_state(run_dir: Path) -> str:
     """done | diverged | failed | partial (a checkpoint to resume) | pending."""
-    from lmforge.training.checkpoint import latest_checkpoint
-
-    summary = run_dir / "summary.json"
-    if summary.is_file() and json.loads(summary.read_text()).get("complete"):
+    run = RunDir(run_dir)
+    if run.is_complete:
         return "done"
-    if (run_dir / "diverged.json").is_file():
+    if run.diverged_path.is_file():
         return "diverged"
-    if (run_dir / "error.txt").is_file():
+    if run.error_path.is_file():
         return "failed"
-    return "partial" if run_dir.is_dir() and latest_checkpoint(run_dir) is not None else "pending"
+    return "partial" if run.path.is_dir() and run.latest_checkpoint() is not None else "pending"
+
+
+def diverged_reason(run_dir: Path) -> str:
+    return json.loads(RunDir(run_dir).diverged_path.read_text())["reason"]
 
 
 def train_run(cfg: Config, log_path: Path | None = None) -> dict:
     """Train (or resume) one run, recording divergence in diverged.json instead of failing the sweep."""
-    from lmforge.training.checkpoint import latest_checkpoint
-    from lmforge.training.loop import train
+    from lmforge.training.trainer import train
 
-    run_dir = Path(cfg.run.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "error.txt").unlink(missing_ok=True)
+    run = RunDir(cfg.run.out)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.error_path.unlink(missing_ok=True)
     logf = open(log_path, "a") if log_path else None
 
     def log(msg: str) -> None:
@@ -101,11 +103,9 @@ def train_run(cfg: Config, log_path: Path | None = None) -> dict:
             logf.flush()
 
     try:
-        return train(cfg, resume=latest_checkpoint(run_dir) is not None, log=log if logf else print)
-    except LmforgeError as e:
-        if not str(e).startswith("training diverged"):
-            raise
-        (run_dir / "diverged.json").write_text(json.dumps({"reason": str(e)}))
+        return train(cfg, resume=run.latest_checkpoint() is not None, log=log if logf else print)
+    except TrainingDiverged as e:
+        run.diverged_path.write_text(json.dumps({"reason": str(e)}))
         log(f"diverged: {e}")
         return {"complete": False, "diverged": str(e)}
     finally:
@@ -135,11 +135,12 @@ def _child(cfg_dict: dict, log_path: str) -> None:
     try:
         train_run(cfg, Path(log_path))
     except Exception as e:  # reported by the parent, which owns the terminal
-        (Path(cfg.run.out) / "error.txt").write_text(f"{type(e).__name__}: {e}")
+        RunDir(cfg.run.out).error_path.write_text(f"{type(e).__name__}: {e}")
 
 
 def _steps_done(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
+    """The last step logged (a run being written may end in a partial line: it is skipped)."""
+    path = RunDir(run_dir).metrics_path
     if not path.is_file():
         return 0
     lines = path.read_text().splitlines()
@@ -163,7 +164,7 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
                "tokens": run["tokens"], "flops": run["flops_exact"],
                "step": run["steps"] if state == "done" else _steps_done(run_dir)}
         if state == "done":
-            s = json.loads((run_dir / "summary.json").read_text())
+            s = RunDir(run_dir).summary()
             row.update(val_loss=s["val_loss"], unigram_val_loss=s["unigram_val_loss"], train_time_s=s["train_time_s"])
         rows.append(row)
     return rows
@@ -199,7 +200,7 @@ def _minutes(seconds: float) -> str:
 
 
 def prepare_sweep_tokens(cfg: Config, sweep_dir: Path, log: Callable[[str], None]) -> Path:
-    from lmforge.tokenizer import tokenize_corpus
+    from lmforge.tokens import tokenize_corpus
 
     folder = sweep_dir / TOKENS
     tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log)
@@ -214,7 +215,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     parallel = parallel or cfg.scale.parallel
     if parallel <= 0 or (threads is not None and threads <= 0):
         raise LmforgeError("scale run: --parallel and --threads must be > 0")
-    threads = threads or cfg.train.threads or max(1, _cpus() // parallel)
+    threads = threads or cfg.train.threads or max(1, available_cpus() // parallel)
     prepare_sweep_tokens(cfg, sweep_dir, log)
     rows = sweep_status(sweep_dir)
     todo = [run for run, row in zip(sweep["runs"], rows) if row["state"] in ("pending", "partial", "failed")]
@@ -236,7 +237,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
             Path(rcfg.run.out).mkdir(parents=True, exist_ok=True)
             if run_state(Path(rcfg.run.out)) == "partial":
                 log(f"sweep: {run['name']} will resume from step {_steps_done(Path(rcfg.run.out))}")
-            fut = pool.submit(_child, rcfg.to_dict(), str(Path(rcfg.run.out) / "train.log"))
+            fut = pool.submit(_child, rcfg.to_dict(), str(RunDir(rcfg.run.out).train_log_path))
             active[fut] = run
         while active:
             finished, _ = wait(list(active), timeout=max(0.1, interval - (time.time() - last)),
@@ -247,12 +248,12 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
                 name, run_dir = run["name"], sweep_dir / "runs" / run["name"]
                 state = run_state(run_dir)
                 if state == "failed":
-                    failures.append(f"{name}: {(run_dir / 'error.txt').read_text().strip()}")
+                    failures.append(f"{name}: {RunDir(run_dir).error_path.read_text().strip()}")
                     log(f"sweep: {name} failed: {failures[-1]}")
                 elif state == "diverged":
-                    log(f"sweep: {name} diverged ({json.loads((run_dir / 'diverged.json').read_text())['reason']})")
+                    log(f"sweep: {name} diverged ({diverged_reason(run_dir)})")
                 elif state == "done":
-                    s = json.loads((run_dir / "summary.json").read_text())
+                    s = RunDir(run_dir).summary()
                     log(f"sweep: {name} done, val loss {s['val_loss']:.4f} in {s['train_time_s']:.0f}s")
                 else:
                     log(f"sweep: {name} stopped at step {_steps_done(run_dir)}; rerun lmforge scale run to continue it")
@@ -269,7 +270,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     rows = sweep_status(sweep_dir)
     log(_progress_line(rows, [], t0, flops_at_start))
     if failures:
-        raise LmforgeError(f"{len(failures)} run(s) failed: {failures[0]} (details in SWEEP/runs/<name>/train.log)")
+        raise LmforgeError(f"{len(failures)} run(s) failed: {failures[0]} (details in SWEEP/runs/<name>/{TRAIN_LOG})")
     return rows
 
 
@@ -309,19 +310,19 @@ def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: i
     run = {"name": f"{cfg.scale.knob}{knob:03d}-s{steps}", "knob": knob, "n_layer": size.n_layer,
            "n_embd": size.n_embd, "n_head": size.n_head, "lr": size.lr, "steps": steps, "warmup_steps": warmup}
     prepare_sweep_tokens(cfg, sweep_dir, log)
-    rcfg = run_config(cfg, sweep_dir, run, folder="verify", threads=threads or cfg.train.threads or _cpus())
+    rcfg = run_config(cfg, sweep_dir, run, folder="verify", threads=threads or cfg.train.threads or available_cpus())
     run_dir = Path(rcfg.run.out)
     if run_state(run_dir) != "done":
         log(f"verify: training {run['name']} ({size.params:,} parameters, {steps * tokens_per_step(cfg):,} tokens, "
             f"{steps} steps) into {run_dir}")
-        result = train_run(rcfg, run_dir / "train.log")
+        result = train_run(rcfg, RunDir(run_dir).train_log_path)
         if result.get("diverged"):
             raise LmforgeError(f"verify: the target run diverged: {result['diverged']}")
         if not result.get("complete"):
             raise LmforgeError(f"verify: {run['name']} stopped at step {result['step']}; rerun to continue it")
     else:
         log(f"verify: {run_dir} is already trained")
-    return json.loads((run_dir / "summary.json").read_text())
+    return RunDir(run_dir).summary()
 
 
 def collect_points(sweep_dir: str | Path) -> tuple[list[dict], list[dict]]:
@@ -336,12 +337,12 @@ def collect_points(sweep_dir: str | Path) -> tuple[list[dict], list[dict]]:
         run_dir = sweep_dir / "runs" / run["name"]
         state = run_state(run_dir)
         if state == "diverged":
-            excluded.append({"name": run["name"], "reason": json.loads((run_dir / "diverged.json").read_text())["reason"]})
+            excluded.append({"name": run["name"], "reason": diverged_reason(run_dir)})
             continue
         if state != "done":
             excluded.append({"name": run["name"], "reason": f"not trained ({state}): run lmforge scale run"})
             continue
-        s = json.loads((run_dir / "summary.json").read_text())
+        s = RunDir(run_dir).summary()
         point = {"name": run["name"], "params": s["params"], "tokens": s["tokens_trained"],
                  "flops": 6 * s["params"] * s["tokens_trained"], "loss": s["val_loss"]}
         reason = bad_point_reason(point, s.get("unigram_val_loss"))

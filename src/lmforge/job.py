@@ -11,42 +11,37 @@ resumes training from the newest checkpoint if it was interrupted, and skips tra
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
-from pathlib import Path
 from typing import Callable
 
-from lmforge.config import Config, read_config
+from lmforge.config import Config, with_data
 from lmforge.data.pipeline import prepare
-from lmforge.evaluation import BUILTIN_TASKS, evaluate_tasks
-from lmforge.sampling import generate_ids
-from lmforge.tokenizer import EOT
-from lmforge.training.checkpoint import latest_checkpoint, load_run
-from lmforge.training.loop import check_resumable, train
+from lmforge.run_dir import RunDir
+from lmforge.sampling import continue_text
+from lmforge.tasks.evaluate import BUILTIN_TASKS, evaluate_tasks
+from lmforge.training.trainer import check_resumable, train
 
 
-def with_prepared_sources(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> Config:
+def with_prepared_sources(cfg: Config, run: RunDir, log: Callable[[str], None]) -> Config:
     """Clean the configured sources into RUN/prepared and train on its clean/ folder."""
     if not cfg.prepare.enabled or cfg.data.tokenized:
         return cfg
-    prep = run_dir / "prepared"
+    prep = run.prepared_dir
     prepare(cfg.data.sources, prep, cfg.prepare, cfg.data, log=log, progress=cfg.train.progress)
     # the byte cap was applied while reading for prepare; the clean folder is used whole
-    return replace(cfg, data=replace(cfg.data, sources=[str(prep / "clean")], max_bytes=0))
+    return with_data(cfg, sources=[str(prep / "clean")], max_bytes=0)
 
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
-    run_dir = Path(cfg.run.out)
+    run_dir = RunDir(cfg.run.out)
     cfg = with_prepared_sources(cfg, run_dir, log)
-    summary_path = run_dir / "summary.json"
-    saved = run_dir / "config.yaml"
-    if saved.is_file() and latest_checkpoint(run_dir) is not None:
-        check_resumable(read_config(saved), cfg)
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    resumable = run_dir.latest_checkpoint() is not None
+    if run_dir.config is not None and resumable:
+        check_resumable(run_dir.config, cfg)
+    summary = run_dir.summary()
     if summary and summary.get("complete"):
         log(f"run: {run_dir} is already trained, skipping training")
     else:
-        summary = train(cfg, resume=latest_checkpoint(run_dir) is not None, log=log)
+        summary = train(cfg, resume=resumable, log=log)
         if not summary.get("complete"):
             return summary
     if cfg.train.objective == "causal":
@@ -55,39 +50,34 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             log("sample: " + text.replace("\n", "\n        ") + "\n")
     else:
         log("run: no samples (a masked model fills blanks rather than continuing text: try lmforge fill)")
-    summary["cloze"] = cloze = evaluate_tasks(run_dir, BUILTIN_TASKS)
+    summary["cloze"] = cloze = evaluate_tasks(run_dir.path, BUILTIN_TASKS)
     lo, hi = cloze["accuracy_ci95"]
     log(f"cloze: accuracy {cloze['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}; per byte {cloze['accuracy_norm']:.3f}, "
         f"chance {cloze['chance']:.3f}) on {cloze['tasks']} built-in tasks, scoring {cloze['scoring']}")
     summary.update(first_look(run_dir, cfg, log))
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log(f"run: everything is in {run_dir}/ (config.yaml, tokens/, metrics.jsonl, checkpoints/, inspect/, summary.json)")
+    run_dir.write_summary(summary)
+    log(f"run: everything is in {run_dir}/ ({', '.join(sorted(p.name for p in run_dir.path.iterdir()))})")
     kind = "masked-token " if cfg.train.objective == "masked" else ""
     log(f"final: {kind}val loss {summary['val_loss']:.4f} nats/token (unigram baseline {summary['unigram_val_loss']:.4f}), "
         f"perplexity {summary['perplexity']:.2f}, {summary['bits_per_byte']:.4f} bits per byte")
     return summary
 
 
-def samples(run_dir: Path, cfg: Config) -> list[str]:
-    model, tok, _ = load_run(run_dir)
-    eot = tok.token_to_id(EOT)
-    out = []
+def samples(run: RunDir, cfg: Config) -> list[str]:
+    opened = run.open()
     prompts = cfg.run.sample_prompts or [""]
-    for i in range(cfg.run.samples):
-        prompt = prompts[i % len(prompts)]
-        ids = generate_ids(model, [eot] + tok.encode(prompt, add_special_tokens=False).ids, cfg.run.sample_tokens,
-                           cfg.run.temperature, cfg.run.top_k, seed=cfg.train.seed + i, stop_id=eot)
-        out.append(prompt + tok.decode(ids))
-    return out
+    return [continue_text(opened.model, opened.tokenizer, prompts[i % len(prompts)], cfg.run.sample_tokens,
+                          cfg.run.temperature, cfg.run.top_k, seed=cfg.train.seed + i)
+            for i in range(cfg.run.samples)]
 
 
-def first_look(run_dir: Path, cfg: Config, log: Callable[[str], None] = print) -> dict:
+def first_look(run: RunDir, cfg: Config, log: Callable[[str], None] = print) -> dict:
     """Nearest neighbours of a few frequent words (static vectors) and the map of the most frequent ones."""
     if not cfg.run.inspect_words and not cfg.run.map_words:
         return {}
     from lmforge.inspection import Inspector  # matplotlib loads only here
 
-    insp = Inspector(run_dir)
+    insp = Inspector(run.path)
     out: dict = {"neighbours": {}}
     # words of four letters or more: the most frequent short ones are function words
     for word in insp.frequent_words(cfg.run.inspect_words, min_length=4):

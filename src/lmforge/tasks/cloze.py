@@ -36,11 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import LmforgeError
+from lmforge.run_dir import RunDir
 from lmforge.tokenizer import EOT, MASK, SPECIAL_TOKENS, token_bytes
-from lmforge.training.checkpoint import load_run, run_objective
 
 MARK = "[MASK]"
-SCORING = {"masked-token", "masked-pll", "causal-sentence"}
 
 
 @dataclass
@@ -65,9 +64,9 @@ class Scorer:
     """A loaded run and the scoring rules above; reused across many texts (`eval --tasks`)."""
 
     def __init__(self, run_dir: str | Path, device: str = "cpu"):
-        self.model, self.tok, self.checkpoint = load_run(run_dir, device)
-        self.model.eval()
-        self.objective = run_objective(run_dir)
+        opened = RunDir(run_dir).open(device)
+        self.model, self.tok, self.checkpoint, self.objective = (opened.model, opened.tokenizer, opened.checkpoint,
+                                                                 opened.objective)
         self.device = torch.device(device)
         self.eot, self.mask = self.tok.token_to_id(EOT), self.tok.token_to_id(MASK)
         self.special = [i for i in (self.tok.token_to_id(t) for t in SPECIAL_TOKENS) if i is not None]

@@ -1,0 +1,282 @@
+"""The run folder as one object: every file of a run is named here and nowhere else.
+
+    RUN/
+      config.yaml            the fully resolved config (a resumed run must match it)
+      tokenizer.json         copied from the tokenized folder, so the run is self-contained
+      metrics.jsonl          one JSON object per log or eval event
+      summary.json           final validation figures, throughput, model size; `complete`
+      checkpoints/step-N/    model.safetensors, state.safetensors, state.json (training/checkpoint.py)
+      checkpoints/latest     name of the newest complete checkpoint
+      prepared/              lmforge run's cleaned sources (a PREP folder)
+      tokens/                the tokenized folder, when the run tokenized its own sources
+      inspect/               lmforge inspect's pictures
+      diverged.json          a sweep run that diverged: the reason (lmforge scale)
+      error.txt              a sweep run that failed: the error (lmforge scale)
+      train.log              a sweep run's log (lmforge scale)
+
+Relative paths. `data.tokenized` in a saved RUN/config.yaml, when relative, is relative to the run
+folder (so a run and its tokens can be moved together; the sweep runner writes `../../tokens`).
+Paths a user gives on the command line or to `train()` are relative to the current directory;
+`tokenized_for_config` turns such a path into the run-relative form once, before the config is saved.
+
+    run = RunDir("runs/tiny")
+    run.config.train.objective; run.objective; run.tokens_dir; run.summary(); run.metrics()
+    model, checkpoint = run.load_model("cpu"); tok = run.tokenizer()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import Config, read_config, save_config
+from lmforge.errors import LmforgeError
+from lmforge.tokenizer import TOKENIZER_FILE
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+TOKENS = "tokens"
+PREPARED = "prepared"
+INSPECT = "inspect"
+DIVERGED_FILE = "diverged.json"
+ERROR_FILE = "error.txt"
+TRAIN_LOG = "train.log"
+MODEL_FILE = "model.safetensors"
+STATE_TENSORS = "state.safetensors"
+STATE_JSON = "state.json"
+CHECKPOINT_PREFIX = "step-"
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class CheckpointDir:
+    """One RUN/checkpoints/step-N/ folder (its contents are written by training/checkpoint.py)."""
+
+    path: Path
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def state_tensors(self) -> Path:
+        return self.path / STATE_TENSORS
+
+    @property
+    def state_json(self) -> Path:
+        return self.path / STATE_JSON
+
+    @property
+    def step(self) -> int:
+        return int(self.path.name.removeprefix(CHECKPOINT_PREFIX).removesuffix(".tmp"))
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+class RunDir:
+    """A run folder: its paths, config, objective, tokenizer, tokens, metrics, summary and checkpoints."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ---------------------------------------------------------------- paths
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / TOKENIZER_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self.path / PREPARED
+
+    @property
+    def inspect_dir(self) -> Path:
+        return self.path / INSPECT
+
+    @property
+    def diverged_path(self) -> Path:
+        return self.path / DIVERGED_FILE
+
+    @property
+    def error_path(self) -> Path:
+        return self.path / ERROR_FILE
+
+    @property
+    def train_log_path(self) -> Path:
+        return self.path / TRAIN_LOG
+
+    def checkpoint(self, step: int, temporary: bool = False) -> CheckpointDir:
+        name = f"{CHECKPOINT_PREFIX}{step:06d}" + (".tmp" if temporary else "")
+        return CheckpointDir(self.checkpoints_dir / name)
+
+    def require(self) -> "RunDir":
+        if not self.path.is_dir():
+            raise LmforgeError(f"run folder {self.path} does not exist: train first (lmforge train or lmforge run)")
+        return self
+
+    # ---------------------------------------------------------------- config
+
+    @cached_property
+    def config(self) -> Config | None:
+        """RUN/config.yaml, or None for a folder without one (weights copied by hand)."""
+        return read_config(self.config_path) if self.config_path.is_file() else None
+
+    def save_config(self, cfg: Config) -> None:
+        save_config(cfg, self.config_path)
+        self.__dict__.pop("config", None)
+
+    @property
+    def objective(self) -> str:
+        """"causal" or "masked" (config.yaml's train.objective; causal without a config). It decides
+        the attention every reader must use: causal, or bidirectional for "masked"."""
+        return self.config.train.objective if self.config is not None else "causal"
+
+    def require_objective(self, wanted: str, feature: str) -> None:
+        """Refuse `feature` on a run trained with another objective, in one line."""
+        have = self.objective
+        if have != wanted:
+            hint = ("train one with --objective masked" if wanted == "masked"
+                    else "it reads text left to right, so train one with --objective causal; lmforge fill works with both")
+            raise LmforgeError(f"{self.path} was trained with the {have} objective: {feature} needs a {wanted} model ({hint})")
+
+    def tokens_dir_for(self, cfg: Config) -> Path:
+        """The tokenized folder `cfg` trains on: data.tokenized (relative to this folder), or RUN/tokens."""
+        path = Path(cfg.data.tokenized) if cfg.data.tokenized else Path(TOKENS)
+        return path if path.is_absolute() else self.path / path
+
+    @property
+    def tokens_dir(self) -> Path | None:
+        return self.tokens_dir_for(self.config) if self.config is not None else None
+
+    def tokenized_for_config(self, user_path: str | Path) -> str:
+        """A tokenized folder named by a user (relative to the current directory) as config.yaml
+        stores it: relative to the run folder."""
+        return os.path.relpath(Path(user_path).resolve(), self.path.resolve())
+
+    # ---------------------------------------------------------------- tokenizer and model
+
+    def tokenizer(self):
+        from lmforge.tokenizer import load_tokenizer
+
+        return load_tokenizer(self.tokenizer_path)
+
+    def latest_checkpoint(self) -> CheckpointDir | None:
+        """The newest complete checkpoint: the one `latest` names, else the newest with its state written."""
+        pointer = self.checkpoints_dir / LATEST
+        if pointer.is_file():
+            ckpt = CheckpointDir(self.checkpoints_dir / pointer.read_text().strip())
+            if ckpt.model_file.is_file():
+                return ckpt
+        done = sorted(p for p in self.checkpoints_dir.glob(f"{CHECKPOINT_PREFIX}*")
+                      if (p / STATE_JSON).is_file() and not p.name.endswith(".tmp"))
+        return CheckpointDir(done[-1]) if done else None
+
+    def checkpoints(self) -> list[CheckpointDir]:
+        """Complete checkpoint folders, oldest first."""
+        return [CheckpointDir(p) for p in sorted(self.checkpoints_dir.glob(f"{CHECKPOINT_PREFIX}*"))
+                if p.is_dir() and not p.name.endswith(".tmp")]
+
+    def point_latest(self, ckpt: CheckpointDir) -> None:
+        _write_text_atomic(self.checkpoints_dir / LATEST, ckpt.path.name)
+
+    def load_model(self, device: str = "cpu"):
+        """The model of the newest checkpoint, on `device`, and that checkpoint."""
+        from lmforge.training.checkpoint import load_model
+
+        self.require()
+        ckpt = self.latest_checkpoint()
+        if ckpt is None:
+            raise LmforgeError(f"{self.path} holds no checkpoint: train first (lmforge train --out {self.path})")
+        model = load_model(ckpt, self.config)
+        return model.to(device), ckpt
+
+    def open(self, device: str = "cpu") -> "OpenRun":
+        """Model (in eval mode), tokenizer, objective and config: what every reader of a run needs."""
+        model, ckpt = self.load_model(device)
+        model.eval()
+        return OpenRun(self, model, self.tokenizer(), self.objective, ckpt)
+
+    # ---------------------------------------------------------------- metrics and summary
+
+    def summary(self) -> dict | None:
+        return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else None
+
+    def write_summary(self, summary: dict) -> None:
+        _write_text_atomic(self.summary_path, json.dumps(summary, indent=2))
+
+    @property
+    def is_complete(self) -> bool:
+        summary = self.summary()
+        return bool(summary and summary.get("complete"))
+
+    def metrics(self) -> list[dict]:
+        if not self.metrics_path.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop events logged after `step` (the checkpoint a run resumes from), so the file reads as one run."""
+        if self.metrics_path.is_file():
+            kept = [r for r in self.metrics() if r.get("step", 0) <= step]
+            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def clear_metrics(self) -> None:
+        self.metrics_path.unlink(missing_ok=True)
+
+
+@dataclass
+class OpenRun:
+    """A run opened for reading: what eval, fill, generate and inspect share."""
+
+    run: RunDir
+    model: Any  # lmforge.model.GPT, in eval mode
+    tokenizer: Any  # tokenizers.Tokenizer
+    objective: str
+    checkpoint: CheckpointDir
+
+    @property
+    def causal(self) -> bool:
+        return self.objective != "masked"
+
+    @property
+    def config(self) -> Config | None:
+        return self.run.config

@@ -1,0 +1,108 @@
+"""Loss evaluation, below the trainer: validation loss, perplexity and bits per byte, and the
+unigram baseline they are judged against. (Task scoring, above training, is lmforge/tasks/.)
+
+For a masked model the same figures are taken over the masked positions only (15% of the
+validation tokens, masked with a fixed seed), and `accuracy` is the share of them predicted first.
+
+Bits per byte is tokenizer-independent: the summed negative log-likelihood (in bits) of the
+validation targets divided by the UTF-8 bytes those targets stand for. Document-boundary
+tokens stand for no bytes and are left out of it, as in nanochat; they do count in the loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmforge.objectives import EVAL_MASK_SEED, IGNORE_INDEX, CausalLM, mask_generator
+from lmforge.training.data import eval_batches
+
+
+@torch.no_grad()
+def evaluate_loss(model, shards: list[np.ndarray], seq_len: int, batch_size: int, token_bytes: np.ndarray,
+                  device: torch.device, autocast_ctx, max_tokens: int = 0, objective=None) -> dict:
+    """Loss over the validation targets of `objective` (default causal): every next token, or, for
+    the masked objective, the positions masked with a fixed seed (the same for every evaluation).
+    Also the share of targets the model ranks first (`accuracy`)."""
+    objective = objective or CausalLM()
+    was_training = model.training
+    model.eval()
+    token_bytes_t = torch.as_tensor(token_bytes, device=device)
+    nll = nll_with_bytes = 0.0
+    n_tokens = n_bytes = n_correct = 0
+    for i, window in enumerate(eval_batches(shards, seq_len, batch_size, max_tokens)):
+        inputs, targets = objective.batch(window, mask_generator(EVAL_MASK_SEED, i))
+        inputs, targets = inputs.to(device), targets.to(device).reshape(-1)
+        with autocast_ctx:
+            logits = model(inputs, causal=objective.causal_attention)
+        logits = logits.reshape(-1, logits.size(-1))  # (B*T, V)
+        if objective.name != "causal":  # only the masked positions are targets
+            keep = targets != IGNORE_INDEX
+            logits, targets = logits[keep], targets[keep]
+        losses = F.cross_entropy(logits, targets, reduction="none")
+        nbytes = token_bytes_t[targets]
+        nll += losses.sum().item()
+        nll_with_bytes += (losses * (nbytes > 0)).sum().item()
+        n_tokens += losses.numel()
+        n_bytes += int(nbytes.sum().item())
+        n_correct += int((logits.argmax(dim=-1) == targets).sum().item())
+    model.train(was_training)
+    if n_tokens == 0:
+        return {"val_loss": float("nan"), "perplexity": float("nan"), "bits_per_byte": float("nan"),
+                "accuracy": float("nan"), "tokens": 0, "bytes": 0}
+    loss = nll / n_tokens
+    return {
+        "val_loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "bits_per_byte": nll_with_bytes / (math.log(2) * max(n_bytes, 1)),
+        "accuracy": n_correct / n_tokens,
+        "tokens": n_tokens,
+        "bytes": n_bytes,
+    }
+
+
+def unigram_baseline(train_shards: list[np.ndarray], val_shards: list[np.ndarray], vocab_size: int,
+                     seq_len: int, max_tokens: int = 50_000_000) -> float:
+    """Cross-entropy (nats/token) on the validation targets of a model that ignores context and
+    predicts each token by its training frequency (add-one smoothed): the bar any LM must clear."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    seen = 0
+    for shard in train_shards:
+        for start in range(0, len(shard), 10_000_000):
+            chunk = np.asarray(shard[start:min(start + 10_000_000, len(shard), start + max_tokens - seen)])
+            counts += np.bincount(chunk, minlength=vocab_size)[:vocab_size]
+            seen += len(chunk)
+            if seen >= max_tokens:
+                break
+    logp = np.log(counts + 1.0) - np.log(counts.sum() + vocab_size)
+    total, n = 0.0, 0
+    for window in eval_batches(val_shards, seq_len, 64):
+        targets = window[:, 1:].numpy().reshape(-1)
+        total -= logp[targets].sum()
+        n += len(targets)
+    return float(total / n) if n else float("nan")
+
+
+class Validator:
+    """The validation split of a run, scored under its objective: `validator(model, max_tokens)`."""
+
+    def __init__(self, val_shards: list[np.ndarray], seq_len: int, batch_size: int, token_bytes: np.ndarray,
+                 device: torch.device, autocast_ctx, objective):
+        self.shards, self.seq_len, self.batch_size = val_shards, seq_len, batch_size
+        self.token_bytes, self.device, self.autocast_ctx, self.objective = token_bytes, device, autocast_ctx, objective
+
+    def __call__(self, model, max_tokens: int = 0) -> dict:
+        return evaluate_loss(model, self.shards, self.seq_len, self.batch_size, self.token_bytes, self.device,
+                             self.autocast_ctx, max_tokens, self.objective)
+
+    @staticmethod
+    def record(step: int, ev: dict, elapsed: float, objective: str) -> dict:
+        """The metrics.jsonl line of one evaluation."""
+        record = {"step": step, "val_loss": ev["val_loss"], "val_bpb": ev["bits_per_byte"],
+                  "train_time_s": round(elapsed, 3)}
+        if objective == "masked":
+            record["val_accuracy"] = ev["accuracy"]
+        return record
