@@ -152,7 +152,39 @@ def test_schedules():
 def test_muon_takes_hidden_matrices_only():
     cfg = load_config("tiny", overrides=["train.optimizer=muon"])
     model = GPT(model_config(cfg, 512))
-    adam, muon = build_optimizers(model, cfg.train, torch.device("cpu"))
+    adam, muon = build_optimizers(model, cfg.train)
     muon_params = {id(p) for g in muon.param_groups for p in g["params"]}
     assert id(model.wte.weight) not in muon_params
     assert id(model.blocks[0].attn.qkv.weight) in muon_params and id(model.blocks[0].mlp.down.weight) in muon_params
+
+
+def test_muon_orthogonalises_q_k_v_gate_and_up_apart():
+    """One step of lmforge's Muon on the stacked QKV and gate-up weights equals torch.optim.Muon
+    on Q, K, V, gate and up as separate matrices, and differs from Muon on the stacks."""
+    cfg = load_config("tiny", overrides=["train.optimizer=muon", "model.n_kv_head=2", "train.weight_decay=0.1"])
+    torch.manual_seed(0)
+    model = GPT(model_config(cfg, 512))
+    block = model.blocks[0]
+    stacks = {"qkv": block.attn.qkv.weight, "gate_up": block.mlp.gate_up.weight}
+    splits = {"qkv": model.stacked_matrices()["blocks.0.attn.qkv.weight"], "gate_up": [model.cfg.mlp_hidden] * 2}
+    grads = {k: torch.randn_like(w) for k, w in stacks.items()}
+    apart = {k: [m.clone().requires_grad_() for m in w.detach().split(splits[k])] for k, w in stacks.items()}
+    whole = {k: w.detach().clone().requires_grad_() for k, w in stacks.items()}
+    for k in stacks:
+        stacks[k].grad = grads[k].clone()
+        whole[k].grad = grads[k].clone()
+        for m, g in zip(apart[k], grads[k].split(splits[k])):
+            m.grad = g.clone()
+    t = cfg.train
+    _, muon = build_optimizers(model, t)
+    reference = dict(lr=t.muon_lr, weight_decay=t.weight_decay, momentum=t.muon_momentum, nesterov=True,
+                     adjust_lr_fn="original")
+    torch.optim.Muon([m for ms in apart.values() for m in ms], **reference).step()
+    torch.optim.Muon(list(whole.values()), **reference).step()
+    for p in model.parameters():  # only the two stacks of block 0 take this step
+        if all(p is not w for w in stacks.values()):
+            p.grad = None
+    muon.step()
+    for k, w in stacks.items():
+        assert torch.allclose(w, torch.cat(apart[k]), rtol=1e-6, atol=1e-7), k
+        assert not torch.allclose(w, whole[k], rtol=1e-4, atol=1e-6), k

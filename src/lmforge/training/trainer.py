@@ -228,7 +228,7 @@ class Trainer:
         if self.fsdp:  # before the optimizers: they must hold the sharded parameters
             distributed.shard_model(self.model)
         self.objective = build_objective(tc, vocab_tables(self.tokenizer))
-        self.optimizers = build_optimizers(self.model, tc, device)
+        self.optimizers = build_optimizers(self.model, tc)
         if self.resume_from is not None:
             self._restore(self.resume_from)
         elif self.dist.is_main:
@@ -431,7 +431,7 @@ def measure_step_seconds(cfg: Config, vocab_size: int, steps: int = 3) -> float:
     plan` uses, stepped by the same functions as a real run."""
     device = torch.device("cpu")
     model = GPT(model_config(cfg, vocab_size))
-    optimizers = build_optimizers(model, cfg.train, device)
+    optimizers = build_optimizers(model, cfg.train)
     objective = build_objective(cfg.train, random_token_vocab(vocab_size))
     x = torch.randint(0, vocab_size, (cfg.train.batch_size, cfg.model.seq_len + 1))
     times = []
