@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmforge.model import IGNORE_INDEX  # noqa: F401  (the objectives' name for it, too)
+from lmforge.model import IGNORE_INDEX
 
 EVAL_MASK_SEED = 20191011  # validation masks are the same for every run and every evaluation
 

@@ -84,7 +84,6 @@ class Muon(torch.optim.Optimizer):
                                     for m in parts]).to(p.dtype)
                 p.mul_(1 - lr * group["weight_decay"])
                 p.add_(_like(update, p), alpha=-lr)
-        return None
 
 
 def _like(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
