@@ -18,7 +18,9 @@ warm-up, reported apart), as nanoGPT's own MFU does. MFU for both is the PaLM co
 matmul weights at this shape: their MLPs have the same FLOPs), over the GPU's dense bf16 peak
 in lmforge/hardware.yaml.
 
-Prints one table and writes BENCH_OUT/results.json (default /tmp/lmforge-gpu-bench).
+Prints one table and writes WORK/results.json (default /tmp/lmforge-gpu-bench).
+`--smoke` runs the whole harness at a toy shape on the CPU (no GPU, no compile): it checks the
+script, not the speed.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def run_child(kind: str, script: str, args: list[str], cwd: Path, out: Path, tim
     return proc.stdout + proc.stderr, mem
 
 
-def nanogpt_run(nanogpt: Path, work: Path, steps: int, timeout: int) -> dict:
+def nanogpt_run(nanogpt: Path, work: Path, steps: int, timeout: int, extra: list[str]) -> dict:
     cwd = work / "nanogpt"
     (cwd / "configurator.py").write_text((nanogpt / "configurator.py").read_text())  # train.py reads it from the cwd
     args = ["--dataset=lmforge_bytes", f"--out_dir={cwd / 'out'}", f"--batch_size={SHAPE['micro_batch']}",
@@ -106,7 +108,8 @@ def nanogpt_run(nanogpt: Path, work: Path, steps: int, timeout: int) -> dict:
             f"--n_layer={SHAPE['n_layer']}", f"--n_head={SHAPE['n_head']}", f"--n_embd={SHAPE['n_embd']}",
             "--dropout=0.0", "--bias=False", "--compile=True", "--dtype=bfloat16", "--wandb_log=False",
             f"--max_iters={steps}", "--lr_decay_iters=100000", "--warmup_iters=10", "--eval_iters=1",
-            "--eval_interval=100000", "--log_interval=1", "--always_save_checkpoint=False", "--init_from=scratch"]
+            "--eval_interval=100000", "--log_interval=1", "--always_save_checkpoint=False", "--init_from=scratch",
+            *extra]
     text, mem = run_child("nanogpt", str(nanogpt / "train.py"), args, cwd, work / "nanogpt_mem.json", timeout)
     times = [float(t) / 1000 for t in re.findall(r"^iter \d+: loss [\d.]+, time ([\d.]+)ms", text, re.MULTILINE)]
     if len(times) <= WARMUP_STEPS:
@@ -141,28 +144,37 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="alternating nanoGPT/lmforge pairs at 124M")
     ap.add_argument("--work", type=Path, default=Path("/tmp/lmforge-gpu-bench"))
     ap.add_argument("--max-bytes", type=int, default=40_000_000, help="bytes of the built-in corpus to tokenize")
+    ap.add_argument("--smoke", action="store_true", help="toy shape on the CPU: checks the harness, measures nothing")
     args = ap.parse_args()
     if not (args.nanogpt / "train.py").is_file():
         print(f"--nanogpt {args.nanogpt}: no train.py there; give a checkout of karpathy/nanoGPT")
         return 2
     import torch
 
-    if not torch.cuda.is_available():
-        print("this benchmark needs a CUDA GPU")
+    nano_extra, lm_extra = [], []
+    if args.smoke:
+        SHAPE.update(n_layer=2, n_head=2, n_embd=64, seq_len=64, micro_batch=2, grad_accum=2)
+        nano_extra = ["--device=cpu", "--compile=False", "--dtype=float32"]
+        lm_extra = [f"model.n_layer={SHAPE['n_layer']}", f"model.n_head={SHAPE['n_head']}", f"model.n_embd={SHAPE['n_embd']}",
+                    f"model.seq_len={SHAPE['seq_len']}", "train.device=cpu", "train.compile=false", "train.dtype=float32"]
+        args.steps, args.steps_1b, args.rounds, args.max_bytes = WARMUP_STEPS + 3, 0, 2, 2_000_000
+        args.work = args.work.with_name(args.work.name + "-smoke")
+    elif not torch.cuda.is_available():
+        print("this benchmark needs a CUDA GPU (or --smoke, to check the harness on the CPU)")
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
-    gpu, peak = gpu_name_and_peak()
+    gpu, peak = gpu_name_and_peak() if not args.smoke else ("cpu (smoke)", 1e11)
     log(f"{gpu}, bf16 peak {peak / 1e12:.1f} TFLOP/s; torch {torch.__version__}; tokenizing stdlib sources")
     tokens = prepare_tokens(args.work, args.max_bytes)
     tokens_per_step = SHAPE["micro_batch"] * SHAPE["seq_len"] * SHAPE["grad_accum"]
     small = [f"train.batch_size={SHAPE['micro_batch']}", f"train.grad_accum={SHAPE['grad_accum']}",
-             f"model.vocab_size={SHAPE['vocab']}", "train.dtype=bfloat16", "train.compile=true"]
+             f"model.vocab_size={SHAPE['vocab']}", "train.dtype=bfloat16", "train.compile=true", *lm_extra]
     results: dict[str, list[dict]] = {"nanogpt": [], "lmforge": [], "lmforge-1b": []}
     for r in range(args.rounds):
         order = ["nanogpt", "lmforge"] if r % 2 == 0 else ["lmforge", "nanogpt"]
         for who in order:
             log(f"round {r + 1}: {who} 124M, {args.steps} steps")
-            res = (nanogpt_run(args.nanogpt, args.work, args.steps, 600) if who == "nanogpt"
+            res = (nanogpt_run(args.nanogpt, args.work, args.steps, 600, nano_extra) if who == "nanogpt"
                    else lmforge_run("gpt2-small", tokens, args.work, args.steps, small, 600))
             log(f"  {tokens_per_step / res['step_s']:,.0f} tokens/s, {res['step_s'] * 1e3:.1f} ms/step, "
                 f"peak {res['peak_allocated'] / 2**30:.2f} GiB")

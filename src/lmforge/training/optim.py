@@ -14,7 +14,7 @@ import math
 import torch
 
 from lmforge.config import TrainConfig
-from lmforge.training.distributed import gather_full, is_sharded
+from lmforge.training.distributed import is_sharded
 
 
 def _adamw(groups: list[dict], cfg: TrainConfig) -> torch.optim.AdamW:
@@ -71,29 +71,53 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        # `found_inf` (set by the trainer, as GradScaler sets it for fused AdamW): 1.0 on the device
+        # skips the step, weights and momentum untouched, without the host looking at it
+        found_inf = getattr(self, "found_inf", None)
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
-                buf.lerp_(p.grad, 1 - momentum)
-                update = gather_full(p.grad.lerp(buf, momentum) if group["nesterov"] else buf)  # (rows, cols)
+                # elementwise work on this rank's rows (all of them without FSDP2)
+                weight, grad, buf = _local(p), _local(p.grad), _local(buf)
+                keep = 1.0
+                if found_inf is not None:
+                    keep = 1.0 - found_inf.to(weight.device)
+                    grad = torch.where(keep.bool(), grad, 0.0)  # a NaN gradient must not reach the buffer
+                buf.lerp_(grad, (1 - momentum) * keep)
+                update = _whole(grad.lerp(buf, momentum) if group["nesterov"] else buf, p)  # (rows, cols)
                 parts = update.split(group["splits"] or [update.size(0)])
                 update = torch.cat([orthogonalise(m, group["ns_steps"]).float() * math.sqrt(max(1.0, m.size(0) / m.size(1)))
-                                    for m in parts]).to(p.dtype)
-                p.mul_(1 - lr * group["weight_decay"])
-                p.add_(_like(update, p), alpha=-lr)
+                                    for m in parts])
+                weight.mul_(1 - lr * group["weight_decay"] * keep)
+                weight.add_(_own_rows(update, p).to(weight.dtype) * keep, alpha=-lr)
 
 
-def _like(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-    """`full` laid out as `param`: a sharded parameter takes its own rows, with no communication
-    (every rank computed the same whole update)."""
-    if not is_sharded(param):
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a sharded tensor (in place edits reach the tensor); others as they are."""
+    return t.to_local() if is_sharded(t) else t
+
+
+def _whole(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The whole matrix from every rank's rows of it, laid out as `like` (an all-gather)."""
+    if not is_sharded(like):
+        return local
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(local, like.device_mesh, like.placements, shape=like.shape,
+                              stride=like.stride()).full_tensor()
+
+
+def _own_rows(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """This rank's rows of `full`, as `like` holds them; no communication (every rank computed
+    the same whole update)."""
+    if not is_sharded(like):
         return full
     from torch.distributed.tensor import distribute_tensor
 
-    return distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
+    return distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None).to_local()
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
