@@ -6,7 +6,8 @@ Shape of the comparison (nanoGPT's GPT-2 124M config): 12 layers, width 768, 12 
 1024, vocabulary 50,304, micro-batch 12, 8 micro-batches per step (98,304 tokens), bf16,
 torch.compile. nanoGPT runs from the checkout given (its train.py, unmodified, with these flags);
 lmforge runs `lmforge train --preset gpt2-small` at the same batch. Then lmforge's `1b` preset
-(1.2B parameters, micro-batch 8 x 2048, 8 micro-batches) on the same GPU.
+(1.2B parameters, micro-batch 8 x 2048; 8 micro-batches per step, not the preset's 64, to keep
+the run short) on the same GPU.
 
 Both read the same tokens: lmforge's built-in corpus (this Python's standard library) as byte
 tokens (ids < 259 of the 50,304-wide head; the speed of a step does not depend on the ids).
@@ -182,7 +183,8 @@ def main() -> int:
     if args.steps_1b:
         log(f"lmforge 1b, {args.steps_1b} steps")
         results["lmforge-1b"].append(lmforge_run("1b", tokens, args.work, args.steps_1b,
-                                                 ["model.vocab_size=65536", f"train.max_steps={args.steps_1b}"], 900))
+                                                 ["model.vocab_size=65536", "train.grad_accum=8",
+                                                  f"train.max_steps={args.steps_1b}"], 900))
 
     # the same FLOPs per token for both 124M models: lmforge's count at this shape
     fpt = results["lmforge"][0]["flops_per_token"]

@@ -277,7 +277,7 @@ class Trainer:
         self.model = GPT(mcfg).to(device)
         self.fsdp = self.dist.enabled and tc.data_parallel == "fsdp"
         if self.fsdp:  # before the optimizers: they must hold the sharded parameters
-            distributed.shard_model(self.model)
+            distributed.shard_model(self.model, self.dtype, compile_blocks=tc.compile)
         self.objective = build_objective(tc, vocab_tables(self.tokenizer))
         self.optimizers = build_optimizers(self.model, tc)
         if self.resume_from is not None:
@@ -303,12 +303,15 @@ class Trainer:
         self.log_main(f"train: resumed from {ckpt} at step {self.step}")
 
     def _wrap(self, model: GPT) -> torch.nn.Module:
-        """The module the steps call: DDP around the model (FSDP2 shards it in place), compiled if asked."""
+        """The module the steps call: DDP around the model, compiled if asked (FSDP2 shards the model in
+        place and compiles its blocks)."""
         wrapped: torch.nn.Module = model
         if self.dist.enabled and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel
 
             wrapped = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.fsdp:  # its blocks were compiled one by one when sharded
+            return wrapped
         return torch.compile(wrapped) if self.tc.compile else wrapped
 
     # ---------------------------------------------------------------- phases: one step
