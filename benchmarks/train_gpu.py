@@ -165,7 +165,7 @@ def main() -> int:
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
     gpu, peak = gpu_name_and_peak() if not args.smoke else ("cpu (smoke)", 1e11)
-    log(f"{gpu}, bf16 peak {peak / 1e12:.1f} TFLOP/s; torch {torch.__version__}; tokenizing stdlib sources")
+    log(f"{gpu}, bf16 peak {peak / 1e12:.1f} TFLOP/s; torch {torch.__version__}; tokenizing the built-in corpus")
     tokens = prepare_tokens(args.work, args.max_bytes)
     tokens_per_step = SHAPE["micro_batch"] * SHAPE["seq_len"] * SHAPE["grad_accum"]
     small = [f"train.batch_size={SHAPE['micro_batch']}", f"train.grad_accum={SHAPE['grad_accum']}",
