@@ -4,6 +4,7 @@ replicated (DDP) or sharded (FSDP2, `train.data_parallel=fsdp`)."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,21 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def main_first(info: DistInfo, work, key: str) -> None:
+    """Rank 0 runs `work()` (tokenizing a corpus: minutes to hours) while the other ranks wait on
+    the rendezvous store with no deadline, not in a collective whose timeout (10 minutes under
+    NCCL) would kill the job. A failed rank 0 ends the job through torchrun, not a hang."""
+    if not info.enabled:
+        work()
+        return
+    store = dist.distributed_c10d._get_default_store()
+    if info.is_main:
+        work()
+        store.set(key, "done")
+    else:
+        store.wait([key], timedelta(days=365))
 
 
 def barrier(info: DistInfo) -> None:

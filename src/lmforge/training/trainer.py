@@ -250,9 +250,7 @@ class Trainer:
         self.log_main = self.log if self.dist.is_main else (lambda *_: None)
         self.resume_from = checkpoint_to_resume(self.run, self.cfg, self.resume)
         self.run.path.mkdir(parents=True, exist_ok=True)
-        if self.dist.is_main:
-            prepare_tokens(self.cfg, self.run, self.log_main)
-        distributed.barrier(self.dist)
+        distributed.main_first(self.dist, lambda: prepare_tokens(self.cfg, self.run, self.log_main), "lmforge/tokens")
         self.tokens_dir = self.run.tokens_dir_for(self.cfg)
         self.meta = read_meta(self.tokens_dir)
         self.tokenizer = load_tokenizer(self.tokens_dir)
@@ -378,7 +376,7 @@ class Trainer:
         masked = self.objective.name == "masked"
         self.log_main(
             f"train: done in {elapsed:.0f}s ({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}% "
-            f"after {summary['warmup_s']:.1f}s of compilation and warm-up); "
+            f"steady state; {summary['warmup_s']:.1f}s of warm-up{' and compilation' if self.tc.compile else ''} apart); "
             f"{'masked-token ' if masked else ''}val loss {final['val_loss']:.4f} "
             f"(unigram baseline {baseline:.4f}), {final['bits_per_byte']:.4f} bits/byte"
             + (f", accuracy {final['accuracy']:.3f}" if masked else "")
