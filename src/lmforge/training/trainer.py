@@ -26,7 +26,6 @@ allocator and cuBLAS warm-up) are timed apart from the steady state that tokens/
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import signal
 import time
