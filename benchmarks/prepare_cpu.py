@@ -29,7 +29,7 @@ import lmforge
 from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc
 from lmforge.data.dedup import MinHasher, jaccard, shingle_hashes
-from lmforge.data.pipeline import FilterStack, read_jsonl_gz
+from lmforge.data.prepare import FilterStack, read_jsonl_gz
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TARGETS = {"filter_docs_s_core": 1000, "signature_docs_s_core": 2000, "rss_mb_worker": 200, "recall_at_0.8": 0.95}
@@ -89,10 +89,11 @@ def per_core_throughput(texts: list[str], passes: int = 3) -> dict:
     only ever slows a pass down); the median is printed too."""
     cfg = lmforge.load_config("tiny").prepare
     stack = FilterStack(cfg)
-    stack.run([Doc("warm", t, "doc.txt", "prose") for t in texts[-cfg.shard_documents:]])  # first page touches
+    # "web": JSONL records, so every rule runs (C4 and FineWeb too), as prepare runs them on this corpus
+    stack.run([Doc("warm", t, "doc.jsonl", "web") for t in texts[-cfg.shard_documents:]])  # first page touches
     filt = []
     for _ in range(passes):
-        docs = [Doc(str(i), text, "doc.txt", "prose") for i, text in enumerate(texts)]  # repairs change docs
+        docs = [Doc(str(i), text, "doc.jsonl", "web") for i, text in enumerate(texts)]  # repairs change docs
         t = time.process_time()
         for start in range(0, len(docs), cfg.shard_documents):  # as a worker sees them: a shard at a time
             stack.run(docs[start:start + cfg.shard_documents])

@@ -136,3 +136,50 @@ def test_python_api_names_stay_functions_after_every_submodule_is_imported():
             assert value.__name__ == module
         else:
             assert callable(value) and not isinstance(value, type(lmforge)), name
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as most JSON parsers outside Python do."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_single_text_file_trains_and_evaluates_to_finite_figures(tmp_path):
+    """One file is one document: the hash split gives val nothing, so the tail is held out."""
+    text = tmp_path / "book.txt"
+    text.write_text("".join(f"Line {i} of the only book: the {['cat', 'dog', 'owl'][i % 3]} sat on mat {i % 7}.\n"
+                            for i in range(1500)))
+    run = tmp_path / "run"
+    r = lmforge("train", "--data", text, "--out", run, *sets())
+    assert r.returncode == 0, r.stderr
+    assert "nan" not in (r.stdout + r.stderr).lower()
+    meta = strict_json((run / "tokens" / "meta.json").read_text())
+    assert meta["val_split"]["rule"] == "tail"
+    val, train = meta["splits"]["val"]["tokens"], meta["splits"]["train"]["tokens"]
+    assert val == pytest.approx(0.1 * (val + train), rel=0.01)  # data.val_fraction of the stream
+    summary = strict_json((run / "summary.json").read_text())
+    for key in ("val_loss", "perplexity", "bits_per_byte", "unigram_val_loss"):
+        assert isinstance(summary[key], float) and summary[key] > 0, key
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        strict_json(line)
+    r = lmforge("eval", run, "--json")
+    assert r.returncode == 0, r.stderr
+    assert strict_json(r.stdout)["val_loss"] == pytest.approx(summary["val_loss"], rel=0.05)
+
+
+def test_no_validation_text_is_null_with_a_reason_never_nan(tmp_path):
+    text = tmp_path / "book.txt"
+    text.write_text("".join(f"sentence {i} is here.\n" for i in range(800)))
+    run = tmp_path / "run"
+    # a val_fraction so small that the held-out tail is shorter than one window of seq_len + 1
+    r = lmforge("train", "--data", text, "--out", run, *sets(**{"data.val_fraction": 0.001}))
+    assert r.returncode == 0, r.stderr
+    assert "nan" not in (r.stdout + r.stderr).lower() and "n/a" in r.stderr + r.stdout
+    summary = strict_json((run / "summary.json").read_text())
+    assert summary["val_loss"] is None and "no validation targets" in summary["val_reason"]
+    r = lmforge("eval", run, "--json")
+    result = strict_json(r.stdout)
+    assert result["val_loss"] is None and result["bits_per_byte"] is None and "reason" in result
+    r = lmforge("eval", run)
+    assert r.returncode == 0 and "no validation figures" in r.stdout

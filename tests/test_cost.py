@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from lmforge import cost
@@ -68,19 +69,66 @@ def test_activation_memory_korthikanti():
     assert cost.activation_bytes(shape, 1, "full") == 2 * s * b * h
 
 
-def test_compute_optimal_allocation():
-    n, d = cost.LAWS["epoch2024"].optimal(5.76e23)  # Chinchilla's own budget
-    assert 55e9 < n < 85e9 and 15 < d / n < 25
-    n, d = cost.LAWS["chinchilla"].optimal(5.76e23)
-    assert d / n > 60  # the rounded published constants over-weight data
-    result = cost.plan("5.76e23flops", cost.find_hardware("h100"), 4096, cost.LAWS["chinchilla"])
+def numeric_optimum(law: cost.ScalingLaw, flops: float) -> tuple[float, float]:
+    """The minimum of L(N, C / 6N) over a fine grid of N: the closed form checked by brute force."""
+    grid = np.logspace(8, 13, 200_001)
+    n = grid[np.argmin([law.loss(x, flops / (6 * x)) for x in grid])]
+    return n, flops / (6 * n)
+
+
+def test_epoch_refit_allocation_at_chinchillas_budget():
+    """Besiroglu et al. 2024: 72.2B parameters on 1.33T tokens at 5.76e23 FLOPs, C = 6ND."""
+    result = cost.plan("5.76e23flops", cost.find_hardware("h100"), None, cost.LAWS["epoch2024"])
+    assert result["params"] == pytest.approx(72.2e9, rel=0.03)
+    assert result["tokens"] == pytest.approx(1.33e12, rel=0.03)
+    assert 6 * result["params"] * result["tokens"] == pytest.approx(5.76e23)
+    assert "6ND" in result["convention"]
+    assert (result["params"], result["tokens"]) == pytest.approx(numeric_optimum(cost.LAWS["epoch2024"], 5.76e23),
+                                                                 rel=1e-3)
+
+
+def test_chinchilla_approach3_allocation():
+    """Hoffmann et al. 2022, approach 3 (Table 2): N_opt ~ C^0.46, D_opt ~ C^0.54, and the optimum of its
+    published constants at Gopher's budget, in the papers' convention."""
+    law = cost.LAWS["chinchilla"]
+    result = cost.plan("5.76e23flops", cost.find_hardware("h100"), None, law)
+    assert (result["params"], result["tokens"]) == pytest.approx(numeric_optimum(law, 5.76e23), rel=1e-3)
+    assert 6 * result["params"] * result["tokens"] == pytest.approx(5.76e23)
+    n1, d1 = law.optimal(5.76e22)
+    n2, d2 = law.optimal(5.76e24)
+    assert np.log10(n2 / n1) / 2 == pytest.approx(0.46, abs=0.01)
+    assert np.log10(d2 / d1) / 2 == pytest.approx(0.54, abs=0.01)
     assert result["warnings"] and "tokens per parameter" in result["warnings"][0]
-    assert result["estimate"]["flops_exact"] == pytest.approx(5.76e23, rel=0.01)
+
+
+def test_plan_finishes_within_days_on_the_fewest_devices():
+    hw = cost.find_hardware("h100")
+    result = cost.plan("5.76e23flops", hw, None, cost.LAWS["epoch2024"], days=30)
+    e, count = result["estimate"], result["count"]
+    assert e["days"] <= 30 and e["fits"] and e["count"] == count
+    fewer = cost.estimate(cost.shape_from_params(result["params"]), result["tokens"], hw, count - 1,
+                          recompute=result["recompute"])
+    assert fewer.days > 30  # one device fewer would not finish in time
+    # 72B at context 2048: one sequence's activations without recomputation (~150 GB) overflow 80 GB,
+    # so memory needs selective recomputation - and nothing more
+    assert result["recompute"] == "selective"
+    assert result["exact_over_budget"] == pytest.approx(e["flops_exact"] / 5.76e23)
+    assert result["predicted_loss"] == pytest.approx(cost.LAWS["epoch2024"].loss(result["params"], result["tokens"]))
+    small = cost.plan("1e20flops", hw, None, cost.LAWS["epoch2024"])
+    assert small["count"] == 1 and small["recompute"] == "none"  # no recomputation memory does not need
+
+
+def test_plan_with_a_given_count_says_when_it_overruns():
+    result = cost.plan("5.76e23flops", cost.find_hardware("h100"), 1, cost.LAWS["epoch2024"])
+    assert result["count"] == 1 and result["estimate"]["days"] > 30
+    assert any("more than --days" in w for w in result["warnings"])
 
 
 def test_dollar_budget_buys_what_it_says():
     result = cost.plan("10000usd", cost.find_hardware("h100"), 8, cost.LAWS["epoch2024"])
-    assert result["estimate"]["cost_usd"] == pytest.approx(10000, rel=0.01)
+    # the budget buys 6ND FLOPs; the run pays the exact ones, and the plan says by how much more
+    assert result["estimate"]["cost_usd"] == pytest.approx(10000 * result["exact_over_budget"], rel=0.01)
+    assert 1 < result["exact_over_budget"] < 1.2
 
 
 @pytest.mark.parametrize("text, value", [("7B", 7e9), ("1.4T", 1.4e12), ("5e21", 5e21), ("300M", 3e8), (64, 64.0)])
@@ -120,6 +168,9 @@ def test_cli_json_contract():
     assert r.returncode == 2 and "did you mean" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("plan", "--budget", "2000gpu-hours", "--hardware", "a100", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["params"] > 0
+    r = run_cli("plan", "--budget", "5.76e23flops", "--law", "epoch2024", "--days", "60")
+    assert r.returncode == 0 and "7.22e+10 parameters on 1.33e+12 tokens" in r.stdout and "C = 6ND" in r.stdout
+    assert "within 60 days" in r.stdout
 
 
 def test_preset_shapes_are_counted_by_the_model_itself():

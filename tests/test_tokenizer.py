@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+from lmforge.config import DataConfig, TokenizerConfig
 from lmforge.data.sources import iter_documents
 from lmforge.tokenizer import EOT, MASK, PAD, load_tokenizer, token_byte_lengths, train_tokenizer
 from lmforge.tokens import is_validation, load_shards, read_meta, source_prefixes, split_key, tokenize_corpus
@@ -36,6 +37,7 @@ def test_shards_hold_every_document_once_with_a_boundary(tokens_dir, corpus_dir)
     n_docs = sum(int((splits[s] == eot).sum()) for s in splits)
     assert n_docs == len(docs) == meta["splits"]["train"]["documents"] + meta["splits"]["val"]["documents"]
     assert meta["splits"]["val"]["documents"] > 0
+    assert meta["val_split"]["rule"] == "hash"  # many documents: whole ones give the split
     for s in splits:
         assert len(splits[s]) == meta["splits"][s]["tokens"]
     # the train stream decodes back to the train documents, in order
@@ -97,3 +99,19 @@ def test_split_is_the_same_wherever_the_corpus_lies(tmp_path, monkeypatch):
         tokenize_corpus(DataConfig(sources=[source], val_fraction=0.3), tk, out, log=lambda *_: None)
         splits.append([len(s) for s in load_shards(out, "val")] + [len(s) for s in load_shards(out, "train")])
     assert splits[0] == splits[1]
+
+
+def test_a_few_documents_hold_out_the_tail_of_the_stream(tmp_path):
+    """Two files hash to one side or split unevenly; the tail is cut at a document start when one is near."""
+    for name, n in (("a.txt", 900), ("b.txt", 100)):
+        (tmp_path / name).write_text("".join(f"{name} line {i} goes here.\n" for i in range(n)))
+    out = tmp_path / "tok"
+    meta = tokenize_corpus(DataConfig(sources=[str(tmp_path / "a.txt"), str(tmp_path / "b.txt")], val_fraction=0.1),
+                           TokenizerConfig(vocab_size=300, train_bytes=0), out, log=lambda *_: None)
+    val, train = meta["splits"]["val"], meta["splits"]["train"]
+    assert val["tokens"] > 0 and train["documents"] + val["documents"] == 2
+    stream = np.concatenate(load_shards(out, "train") + load_shards(out, "val"))
+    assert len(stream) == val["tokens"] + train["tokens"]
+    if meta["val_split"]["rule"] == "tail":
+        assert val["tokens"] >= 0.05 * len(stream)
+    assert sum(s["tokens"] for s in val["shards"]) == val["tokens"] == sum(len(s) for s in load_shards(out, "val"))

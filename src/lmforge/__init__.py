@@ -15,7 +15,15 @@ Every stage is a function over files on disk; the CLI (`lmforge ...`) is a thin 
     lmforge.scaling.plan(cfg, 3e13, "sweep"); lmforge.scaling.run("sweep"); lmforge.scaling.fit("sweep")
 """
 
+import os
 from importlib import import_module
+
+# OpenMP worker threads spin on their core while they wait for work; beside another busy process a
+# spinning thread holds the core the other needs and both slow down (issue 14, tiny preset, 2 cores,
+# one busy competitor: 2 threads 1,802 ms/step spinning, 1,110 passive; 1 thread 1,091). PASSIVE
+# makes them sleep instead. OpenMP reads this once, when torch loads it, so it is set here, before any
+# lmforge module imports torch; a value the user set wins. benchmarks/busy_cpu.py measures it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from lmforge.config import Config, load_config
 from lmforge.errors import LmforgeError
@@ -27,7 +35,7 @@ _LAZY = {
     "fill": ("lmforge.tasks.cloze", "fill"),
     "generate": ("lmforge.sampling", "generate"),
     "inspect": ("lmforge.inspection", "Inspector"),
-    "prepare": ("lmforge.data.pipeline", "prepare"),
+    "prepare": ("lmforge.data.prepare", "prepare"),
     "run": ("lmforge.job", "run"),
     "RunDir": ("lmforge.run_dir", "RunDir"),
     "scaling": ("lmforge.scaling", None),

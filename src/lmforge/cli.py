@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
-from lmforge import cost
-from lmforge.config import Config, config_from_dict, load_config, merge_dicts, preset_names
+from lmforge import cost, figures
+from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
 from lmforge.errors import LmforgeError
 
 
@@ -42,6 +43,8 @@ def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | Non
         extra.setdefault("run", {})["out"] = out
     if sources:
         extra.setdefault("data", {})["sources"] = list(sources)
+        if list(sources) != [BUILTIN_SOURCE] and not sets_key(args.config, args.overrides, "data.max_bytes"):
+            extra["data"]["max_bytes"] = 0  # named sources are read whole unless the user caps them
     cfg = load_config(args.preset, args.config, overrides)
     if extra:
         cfg = config_from_dict(merge_dicts(cfg.to_dict(), extra))
@@ -56,10 +59,10 @@ def _shape_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{flag}", type=int)
 
 
-def _hardware_args(p: argparse.ArgumentParser) -> None:
+def _hardware_args(p: argparse.ArgumentParser, count_help: str = "number of devices", count_default: int | None = 1) -> None:
     p.add_argument("--hardware", default="h100", help="catalogue name (h100, a100, tpu-v4, ...) or cpu (measured)")
     p.add_argument("--hardware-file", help="YAML file of extra hardware entries")
-    p.add_argument("--count", type=int, default=1, help="number of devices")
+    p.add_argument("--count", type=int, default=count_default, help=count_help)
     p.add_argument("--mfu", type=float, help=f"model FLOPs utilisation (default {cost.DEFAULT_MFU})")
     p.add_argument("--price-per-hour", type=float, help="USD per device-hour (default: the catalogue's)")
     p.add_argument("--power-watts", type=float, help="watts per device (default: the catalogue's)")
@@ -93,7 +96,7 @@ def _estimate(args: argparse.Namespace) -> int:
                                      4 if args.precision == "fp32" else 2)
         result = {"kv_cache_bytes": nbytes, "kv_cache_gib": nbytes / 2**30, "batch": max(args.batch, 1),
                   "context": shape.context, "layers": shape.layers, "kv_heads": shape.kv_heads, "head_dim": shape.head_dim}
-        print(json.dumps(result) if args.json else
+        print(figures.dumps(result) if args.json else
               f"KV cache: {nbytes / 2**30:.3f} GiB for batch {result['batch']} x {shape.context} tokens")
         return 0
     if not args.tokens:
@@ -107,7 +110,7 @@ def _estimate(args: argparse.Namespace) -> int:
                         args.optimizer, args.zero_stage, args.recompute, args.tensor_parallel, args.price_per_hour,
                         args.power_watts, args.pue, args.grid_kg_per_kwh)
     if args.json:
-        print(json.dumps(est.to_dict()))
+        print(figures.dumps(est.to_dict()))
         return 0
     m = est.memory_gb
     rows = [
@@ -134,17 +137,21 @@ def _plan(args: argparse.Namespace) -> int:
     law = cost.load_law(args.law)
     hw = cost.find_hardware(args.hardware, args.hardware_file)
     result = cost.plan(args.budget, hw, args.count, law, args.mfu or cost.DEFAULT_MFU, args.precision,
-                       args.price_per_hour, args.context, args.pue, args.grid_kg_per_kwh)
+                       args.price_per_hour, args.context, args.pue, args.grid_kg_per_kwh, args.days)
     if args.json:
-        print(json.dumps(result))
+        print(figures.dumps(result))
         return 0
     e = result["estimate"]
-    print(f"budget {args.budget} = {result['budget_flops']:.3g} FLOPs ({result['budget_as']}) on {args.count} x {hw.name}")
-    print(f"compute-optimal ({args.law}): {result['params']:.3g} parameters on {result['tokens']:.3g} tokens "
-          f"({result['tokens_per_param']:.1f} tokens/parameter), predicted loss {result['predicted_loss']:.3f}")
-    print(f"time {e['days']:,.1f} days, ${e['cost_usd']:,.0f}, {e['energy_kwh']:,.0f} kWh, {e['tco2e']:,.1f} tCO2e; "
-          f"memory {e['memory_gb']['total']:.1f} GB/device (recompute {result['recompute']}), "
-          f"fewest devices {e['min_devices'] or 'n/a'}")
+    print(f"budget {args.budget} = {result['budget_flops']:.3g} FLOPs ({result['budget_as']})")
+    print(f"compute-optimal ({args.law}, C = 6ND as in the papers): {result['params']:.3g} parameters on "
+          f"{result['tokens']:.3g} tokens ({result['tokens_per_param']:.1f} tokens/parameter), "
+          f"predicted loss {result['predicted_loss']:.3f}")
+    print(f"plan: {result['count']:,} x {hw.name} ({result['count_from']}), recompute {result['recompute']}, "
+          f"MFU {e['mfu']:.0%}: {e['days']:,.1f} days, {e['device_hours']:,.0f} device-hours, ${e['cost_usd']:,.0f}, "
+          f"{e['energy_kwh']:,.0f} kWh, {e['tco2e']:,.1f} tCO2e")
+    print(f"      exact FLOPs {e['flops_exact']:.3g} (x{result['exact_over_budget']:.3f} the 6ND budget: attention"
+          f"{' and recomputation' if result['recompute'] != 'none' else ''}); memory "
+          f"{e['memory_gb']['total']:.1f} of {hw.memory_gb:g} GB/device, fewest devices {e['min_devices'] or 'n/a'}")
     for w in result["warnings"]:
         print(f"warning: {w}")
     return 0
@@ -161,7 +168,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.tasks:
         result = lmforge.evaluate_tasks(args.run_dir, args.tasks, device=args.device)
         if args.json:
-            print(json.dumps(result))
+            print(figures.dumps(result))
             return 0
         lo, hi = result["accuracy_ci95"]
         nlo, nhi = result["accuracy_norm_ci95"]
@@ -172,7 +179,9 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     result = lmforge.evaluate(args.run_dir, max_tokens=args.max_tokens, device=args.device, objective=args.objective)
     if args.json:
-        print(json.dumps(result))
+        print(figures.dumps(result))
+    elif "reason" in result:
+        print(f"{args.run_dir}: no validation figures: {result['reason']}")
     elif result["objective"] == "masked":
         print(f"{args.run_dir}: masked-token loss {result['val_loss']:.4f}, accuracy {result['accuracy']:.4f}, "
               f"perplexity {result['perplexity']:.2f} ({result['tokens']:,} masked tokens, {result['checkpoint']})")
@@ -188,7 +197,7 @@ def _fill(args: argparse.Namespace) -> int:
     choices = [c.strip() for c in args.choices.split(",")] if args.choices is not None else None
     result = lmforge.fill(args.run_dir, args.text, choices, args.top_k, args.device)
     if args.json:
-        print(json.dumps(result))
+        print(figures.dumps(result))
         return 0
     how = {"masked-token": "masked model: probability of each single token at the blank",
            "masked-pll": "masked model: pseudo-log-likelihood, one mask per choice token",
@@ -229,8 +238,41 @@ def _tokenize(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import lmforge
 
+    if args.init_from:
+        args.overrides.append(f"train.init_from={Path(args.init_from).resolve()}")
     lmforge.train(_resolve(args, args.out), data=args.data, resume=args.resume, stop_at=args.stop_at)
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from lmforge.export import export
+
+    result = export(args.run_dir, args.out, args.format)
+    print(json.dumps(result) if args.json else
+          f"export: {result['checkpoint']} -> {result['out']} ({result['architecture']}, {result['params']:,} parameters; "
+          f"{', '.join(result['files'])}); load it with transformers.AutoModelForCausalLM.from_pretrained")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lmforge.report import report
+
+    print(f"report: {report(args.run_dir, args.format, args.open)}")
+    return 0
+
+
+def _args_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN|SWEEP")
+    p.add_argument("--format", default="html", choices=["html", "md"],
+                   help="html: one self-contained page (default); md: Markdown with PNGs in report-files/")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+
+
+def _args_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("out", metavar="OUT", help="folder to write")
+    p.add_argument("--format", default="hf", choices=["hf"], help="hf: a Hugging Face transformers Llama folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -270,7 +312,7 @@ def _scale_plan(args: argparse.Namespace) -> int:
     cfg = _resolve(args, None)
     result = scaling.plan(cfg, _flops_arg(args.budget, "--budget"), args.out)
     if args.json:
-        print(json.dumps(result))
+        print(figures.dumps(result))
         return 0
     print(f"{'run':<18} {'params':>10} {'tokens':>11} {'tok/param':>9} {'steps':>6} {'6ND':>9} {'FLOPs':>9} {'est.':>7}")
     for r in result["runs"]:
@@ -338,11 +380,11 @@ def _scale(args: argparse.Namespace) -> int:
         print(format_status(rows))
     elif args.action == "status":
         rows = sweep_status(args.sweep)
-        print(json.dumps(rows) if args.json else format_status(rows))
+        print(figures.dumps(rows) if args.json else format_status(rows))
     elif args.action == "fit":
         result = scaling.fit(args.source, args.bootstrap, args.out, plots=not args.no_plots)
         if args.json:
-            print(json.dumps({k: v for k, v in result.items() if k != "bootstrap_samples"}))
+            print(figures.dumps({k: v for k, v in result.items() if k != "bootstrap_samples"}))
         else:
             _scale_fit_print(result)
     elif args.action == "predict":
@@ -350,7 +392,7 @@ def _scale(args: argparse.Namespace) -> int:
         tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
         r = scaling.predict(args.source, params, tokens, _flops_arg(args.flops, "--flops"))
         if args.json:
-            print(json.dumps(r))
+            print(figures.dumps(r))
             return 0
         print(f"predicted loss {r['loss']:.4f}{_fmt_ci(r['interval'])} for {r['params']:.4g} parameters on "
               f"{r['tokens']:.4g} tokens ({r['tokens_per_param']:.1f} tokens/parameter, {r['flops']:.3g} FLOPs, "
@@ -362,7 +404,7 @@ def _scale(args: argparse.Namespace) -> int:
         tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
         r = scaling.verify(args.sweep, params, tokens, _flops_arg(args.flops, "--flops"), args.threads)
         if args.json:
-            print(json.dumps(r))
+            print(figures.dumps(r))
             return 0
         print(f"target {r['params']:,} parameters on {r['tokens']:,} tokens = {r['flops']:.3g} FLOPs "
               f"({r['times_largest_run']:.1f}x the largest sweep run)")
@@ -396,6 +438,8 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="stop after STEP with a checkpoint (resume later)")
+    p.add_argument("--init-from", metavar="HF_FOLDER",
+                   help="start from the weights of a Hugging Face Llama folder (lmforge export, or a Llama of this shape)")
     _objective_arg(p)
     _config_args(p)
 
@@ -421,7 +465,9 @@ def _args_plan(p: argparse.ArgumentParser) -> None:
                    "or a fitted law: SWEEP or SWEEP/fit.json from lmforge scale fit")
     p.add_argument("--context", type=int, default=2048)
     p.add_argument("--precision", default="bf16-mixed")
-    _hardware_args(p)
+    p.add_argument("--days", type=float, default=cost.DEFAULT_PLAN_DAYS,
+                   help=f"wall-clock the plan must finish in when --count is not given (default {cost.DEFAULT_PLAN_DAYS:g})")
+    _hardware_args(p, "devices (default: the fewest that finish within --days)", None)
     p.add_argument("--json", action="store_true")
 
 
@@ -607,6 +653,10 @@ COMMANDS = [
             _args_fill, _fill),
     Command("inspect", "look inside a run: word neighbours, maps, logit lens, attention, sentences",
             _args_inspect, _inspect),
+    Command("report", "the whole run (or sweep) on one self-contained HTML page, or Markdown",
+            _args_report, _report),
+    Command("export", "write a run's model as a Hugging Face (transformers) Llama folder",
+            _args_export, _export),
 ]
 
 

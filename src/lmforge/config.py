@@ -100,6 +100,7 @@ class TrainConfig:
     checkpoint_interval: int = 500  # 0 = only at the end
     keep_checkpoints: int = 2
     progress: bool = True
+    init_from: str = ""  # a Hugging Face Llama folder (lmforge export) whose weights start the run
 
 
 @dataclass
@@ -119,6 +120,12 @@ class RunConfig:
 # ---------------------------------------------------------------- prepare (cleaning) thresholds
 # Published defaults: Gopher (Rae et al. 2021), C4 (Raffel et al. 2020), FineWeb (Penedo et al. 2024)
 # as implemented in datatrove, and StarCoder's code filters (Li et al. 2023).
+
+# The filter registry: every filter `prepare` knows, in the order the stack runs them. Language
+# identification comes first (the word rules after it read the language it found); the cheap
+# whole-document verdicts come before the line rules that edit. data/clean.py registers one class
+# under each name and refuses to import if the two disagree; validation and the default read this.
+FILTERS = ("language", "blocklist", "offensive", "gopher_quality", "gopher_repetition", "c4", "fineweb", "code")
 
 @dataclass
 class GopherQualityConfig:
@@ -151,6 +158,7 @@ class C4Config:
     max_word_length: int = 1000
     min_sentences: int = 5
     remove_lines_without_punctuation: bool = False  # C4 did; FineWeb turned it off (too lossy), as here
+    curly_bracket: bool = True  # C4: a '{' rejects the page (it meant code); only on web text, see prepare.line_rules
     policy_phrases: list[str] = field(default_factory=lambda: [
         "terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"])
 
@@ -189,8 +197,10 @@ class PrepareConfig:
     c4: C4Config = field(default_factory=C4Config)
     fineweb: FineWebConfig = field(default_factory=FineWebConfig)
     code: CodeConfig = field(default_factory=CodeConfig)
-    filters: list[str] = field(default_factory=lambda: [
-        "gopher_quality", "gopher_repetition", "c4", "fineweb", "code", "language", "offensive", "blocklist"])
+    filters: list[str] = field(default_factory=lambda: list(FILTERS))  # run in registry order, whatever the order here
+    # where C4's and FineWeb's line rules apply: "web" (web pages and JSONL/Parquet records, the text
+    # they were designed on), "prose" (also books, docs and other plain-text files), "off"
+    line_rules: str = "web"
     languages: list[str] = field(default_factory=lambda: ["en"])
     language_min_probability: float = 0.65
     offensive_threshold: float = 0.9
@@ -255,6 +265,7 @@ CHOICES = {
     "train.schedule": ("cosine", "wsd", "constant"),
     "train.dtype": ("auto", "float32", "bfloat16"),
     "prepare.executor": ("local", "ray"),
+    "prepare.line_rules": ("web", "prose", "off"),
     "scale.knob": ("width", "depth"),
     "scale.design": ("isoflop", "grid"),
 }
@@ -342,9 +353,8 @@ def _validate_prepare(p: PrepareConfig) -> None:
            "bands and rows must be > 0")
     _check(p.ngram_words > 0, "prepare.ngram_words", p.ngram_words, "must be > 0")
     _check(0 < p.near_dedup_threshold <= 1, "prepare.near_dedup_threshold", p.near_dedup_threshold, "must be in (0, 1]")
-    known = ("gopher_quality", "gopher_repetition", "c4", "fineweb", "code", "language", "offensive", "blocklist")
     for name in p.filters:
-        _check(name in known, "prepare.filters", name, f"choose from {', '.join(known)}")
+        _check(name in FILTERS, "prepare.filters", name, f"choose from {', '.join(FILTERS)}")
 
 
 def _validate_scale(sc: ScaleConfig) -> None:
@@ -484,6 +494,17 @@ def load_config(
         for item in overrides or []:
             values = merge_dicts(values, parse_override(item))
     return _build(Config, values).validate()
+
+
+def sets_key(file: str | Path | None, overrides: list[str] | None, key: str) -> bool:
+    """Whether the user's config file or a --set override names `key` (section.field), as opposed
+    to the preset: a preset's data.max_bytes is meant for its built-in corpus, not for sources
+    someone names on the command line, which are read whole unless they ask otherwise."""
+    if any(o.partition("=")[0].strip() == key for o in overrides or []):
+        return True
+    section, name = key.split(".")
+    values = _read_yaml(Path(file), str(file)) if file is not None else {}
+    return isinstance(values.get(section), dict) and name in values[section]
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

@@ -406,31 +406,68 @@ def budget_flops(budget: str, hw: Hardware, count: int, mfu: float, precision: s
     return hours * 3600 * rate, f"{hours:,.0f} device-hours"
 
 
-def plan(budget: str, hw: Hardware, count: int, law: ScalingLaw, mfu: float = DEFAULT_MFU, precision: str = "bf16-mixed",
-         price_per_hour: float | None = None, context: int = 2048, pue: float = 1.1,
-         grid_kg_per_kwh: float = 0.385) -> dict:
-    """The compute-optimal model for a budget, and what training it costs."""
-    flops, described = budget_flops(budget, hw, count, mfu, precision, price_per_hour)
-    # The law allocates C = 6ND; the run also pays attention and any recomputation. Shrink the
-    # allocation until the exact FLOPs of the chosen run fit the budget (two rounds suffice).
-    allocated = flops
-    for _ in range(3):
-        n, d = law.optimal(allocated)
-        shape = shape_from_params(n, context=context)
-        for recompute in ("none", "selective", "full"):  # the cheapest that fits on `count` devices
-            est = estimate(shape, d, hw, count, mfu, precision=precision, price_per_hour=price_per_hour, pue=pue,
-                           grid_kg_per_kwh=grid_kg_per_kwh, recompute=recompute)
-            if est.fits:
-                break
-        allocated *= flops / est.flops_exact
+DEFAULT_PLAN_DAYS = 30.0  # `plan --days`: a month of wall-clock, the length of a typical large run
+
+
+def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: float = DEFAULT_MFU,
+         precision: str = "bf16-mixed", price_per_hour: float | None = None, context: int = 2048, pue: float = 1.1,
+         grid_kg_per_kwh: float = 0.385, days: float = DEFAULT_PLAN_DAYS) -> dict:
+    """The compute-optimal model for a budget, then the run that trains it.
+
+    First the law's optimum in the papers' convention, C = 6·N·D (Hoffmann et al. 2022 and
+    Besiroglu et al. 2024 both allocate that way), so the answer reads as theirs. Then the
+    engineering plan for that N and D: `count` devices, or else the fewest that finish within
+    `days`; activation recomputation only when memory needs it (none, then selective, then full);
+    and its time, cost, energy and predicted loss. The plan pays the exact FLOPs (attention, any
+    recomputation), so it may cost a little more than the 6ND budget; `exact_over_budget` says how much.
+    """
+    if days <= 0:
+        raise LmforgeError(f"--days {days}: must be > 0")
+    flops, described = budget_flops(budget, hw, count or 1, mfu, precision, price_per_hour)
+    n, d = law.optimal(flops)
+    shape = shape_from_params(n, context=context)
+    rate = hw.peak_flops(precision) * mfu  # FLOP/s per device
+    def on(devices: int) -> tuple[Estimate, str]:
+        return _fitting_estimate(shape, d, hw, devices, mfu, precision, price_per_hour, pue, grid_kg_per_kwh)
+
+    if count is None:
+        # the fewest devices that finish in time at the FLOPs of the recomputation memory needs there;
+        # more devices shard the states but not one sequence's activations, so two rounds settle it
+        devices, count_from = 1, f"the fewest that finish within {days:g} days"
+        for _ in range(3):
+            est, recompute = on(devices)
+            in_time = max(1, math.ceil(est.flops_exact / (rate * days * 86400)))
+            devices = max(in_time, est.min_devices if not est.fits else 1)
+        est, recompute = on(devices)
+        if in_time < devices:
+            count_from = f"the fewest on which the model fits ({days:g} days would need only {in_time})"
+    else:
+        devices, count_from = count, "given (--count)"
+        est, recompute = on(devices)
     warnings = []
     if d / n > 40 and LAWS.get(law.name) is law:  # a note on the published fits; a fitted law speaks for itself
         warnings.append(f"the {law.name} fit recommends {d / n:,.0f} tokens per parameter; Chinchilla's published "
                         f"allocations (e.g. 70B on 1.4T tokens) use ~20 - the rounded constants of the published "
                         f"fit are known to over-weight data (Besiroglu et al. 2024); compare --law epoch2024")
+    if count is not None and est.days > days:
+        warnings.append(f"{count} x {hw.name} take {est.days:,.1f} days, more than --days {days:g}; "
+                        f"leave out --count for the device count that finishes in time")
     return {"budget": budget, "budget_flops": flops, "budget_as": described, "law": asdict(law),
+            "convention": "C = 6ND (as Hoffmann et al. 2022 and Besiroglu et al. 2024 allocate)",
             "params": n, "tokens": d, "tokens_per_param": d / n, "predicted_loss": law.loss(n, d),
-            "recompute": recompute, "estimate": est.to_dict(), "warnings": warnings + est.notes}
+            "count": devices, "count_from": count_from, "days_limit": days, "recompute": recompute,
+            "exact_over_budget": est.flops_exact / flops, "estimate": est.to_dict(), "warnings": warnings + est.notes}
+
+
+def _fitting_estimate(shape: Shape, tokens: float, hw: Hardware, count: int, mfu: float, precision: str,
+                      price_per_hour: float | None, pue: float, grid_kg_per_kwh: float) -> tuple[Estimate, str]:
+    """The estimate on `count` devices with the least recomputation that fits (full where none does)."""
+    for recompute in ("none", "selective", "full"):
+        est = estimate(shape, tokens, hw, count, mfu, precision=precision, price_per_hour=price_per_hour, pue=pue,
+                       grid_kg_per_kwh=grid_kg_per_kwh, recompute=recompute)
+        if est.fits:
+            break
+    return est, recompute
 
 
 def from_run(run_dir: str | Path) -> dict:

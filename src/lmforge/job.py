@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Callable
 
 from lmforge.config import Config, with_data
-from lmforge.data.pipeline import prepare
+from lmforge.data.prepare import prepare
+from lmforge.figures import fmt
 from lmforge.run_dir import RunDir
 from lmforge.sampling import continue_text
 from lmforge.tasks.evaluate import BUILTIN_TASKS, evaluate_tasks
@@ -56,10 +57,14 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
         f"chance {cloze['chance']:.3f}) on {cloze['tasks']} built-in tasks, scoring {cloze['scoring']}")
     summary.update(first_look(run_dir, cfg, log))
     run_dir.write_summary(summary)
+    from lmforge.report import report  # after the summary: the page shows it
+
+    log(f"run: the whole run on one page: {report(run_dir.path)}")
     log(f"run: everything is in {run_dir}/ ({', '.join(sorted(p.name for p in run_dir.path.iterdir()))})")
     kind = "masked-token " if cfg.train.objective == "masked" else ""
-    log(f"final: {kind}val loss {summary['val_loss']:.4f} nats/token (unigram baseline {summary['unigram_val_loss']:.4f}), "
-        f"perplexity {summary['perplexity']:.2f}, {summary['bits_per_byte']:.4f} bits per byte")
+    log(f"final: {kind}val loss {fmt(summary['val_loss'])} nats/token (unigram baseline "
+        f"{fmt(summary['unigram_val_loss'])}), perplexity {fmt(summary['perplexity'], '.2f')}, "
+        f"{fmt(summary['bits_per_byte'])} bits per byte")
     return summary
 
 

@@ -10,6 +10,8 @@
       prepared/              lmforge run's cleaned sources (a PREP folder)
       tokens/                the tokenized folder, when the run tokenized its own sources
       inspect/               lmforge inspect's pictures
+      tensorboard/           TensorBoard event files, when tensorboard is installed (training/events.py)
+      report.html            lmforge report: the run on one page (report.md + report-files/ with --format md)
       diverged.json          a sweep run that diverged: the reason (lmforge scale)
       error.txt              a sweep run that failed: the error (lmforge scale)
       train.log              a sweep run's log (lmforge scale)
@@ -33,6 +35,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from lmforge import figures
 from lmforge.config import Config, read_config, save_config
 from lmforge.errors import LmforgeError
 from lmforge.tokenizer import TOKENIZER_FILE
@@ -45,6 +48,12 @@ LATEST = "latest"
 TOKENS = "tokens"
 PREPARED = "prepared"
 INSPECT = "inspect"
+TENSORBOARD = "tensorboard"
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+REPORT_FILES = "report-files"
+PREPARE_REPORT = "report.json"
+PREPARED_REJECTED = "rejected"
 DIVERGED_FILE = "diverged.json"
 ERROR_FILE = "error.txt"
 TRAIN_LOG = "train.log"
@@ -127,6 +136,27 @@ class RunDir:
     @property
     def inspect_dir(self) -> Path:
         return self.path / INSPECT
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / TENSORBOARD
+
+    @property
+    def prepare_report_path(self) -> Path:
+        """RUN/prepared/report.json: what cleaning kept and removed (lmforge run's prepare stage)."""
+        return self.prepared_dir / PREPARE_REPORT
+
+    @property
+    def prepared_rejected_dir(self) -> Path:
+        """RUN/prepared/rejected/: the removed documents with their reasons (data/prepare.py's format)."""
+        return self.prepared_dir / PREPARED_REJECTED
+
+    def report_path(self, fmt: str = "html") -> Path:
+        return self.path / (REPORT_MD if fmt == "md" else REPORT_HTML)
+
+    @property
+    def report_files_dir(self) -> Path:
+        return self.path / REPORT_FILES
 
     @property
     def diverged_path(self) -> Path:
@@ -237,7 +267,7 @@ class RunDir:
         return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else None
 
     def write_summary(self, summary: dict) -> None:
-        _write_text_atomic(self.summary_path, json.dumps(summary, indent=2))
+        _write_text_atomic(self.summary_path, figures.dumps(summary, indent=2))
 
     @property
     def is_complete(self) -> bool:
@@ -251,13 +281,13 @@ class RunDir:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(figures.dumps(record) + "\n")
 
     def truncate_metrics(self, step: int) -> None:
         """Drop events logged after `step` (the checkpoint a run resumes from), so the file reads as one run."""
         if self.metrics_path.is_file():
             kept = [r for r in self.metrics() if r.get("step", 0) <= step]
-            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            self.metrics_path.write_text("".join(figures.dumps(r) + "\n" for r in kept))
 
     def clear_metrics(self) -> None:
         self.metrics_path.unlink(missing_ok=True)

@@ -4,9 +4,12 @@ Format of a tokenized folder (TOK/):
 
     tokenizer.json        Hugging Face `tokenizers` file (byte-level BPE; lmforge/tokenizer.py)
     train/shard_00000.bin raw little-endian uint16 (vocab <= 65536) or uint32 token ids
-    val/shard_00000.bin   same; documents are split between train and val by a hash of their id
+    val/shard_00000.bin   same; documents are split between train and val by a hash of their id, or,
+                          when whole documents cannot give val_fraction (a one-file corpus), the
+                          tail of the stream is held out (meta.json `val_split` says which)
     meta.json             dtype, vocab size, special ids, token/byte/document counts per split,
-                          bytes per token, the shard list, and a fingerprint of the config used
+                          bytes per token, the shard list, the split rule, and a fingerprint of
+                          the config used
 
 Every document is preceded by one `<|endoftext|>` token, so the stream reads
 `EOT doc EOT doc ...` and a model always sees where a document begins.
@@ -169,8 +172,7 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
             split = "val" if is_validation(split_key(doc.id, prefixes), data.val_fraction) else "train"
             writers[split].write(ids, len(doc.text.encode("utf-8")))
     splits = {s: w.close() for s, w in writers.items()}
-    if splits["val"]["documents"] == 0 and splits["train"]["documents"] > 1:
-        _move_last_document_to_val(tmp, splits, eot, dtype)
+    val_split = _hold_out_tail(tmp, splits, data.val_fraction, eot, dtype, tk.shard_tokens)
     meta = {
         "format": "lmforge-tokens-v1",
         "dtype": dtype.name,
@@ -181,6 +183,7 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
         "reader": {"files": stats.files, "documents": stats.documents, "bytes": stats.bytes,
                    "skipped": dict(stats.skipped), "skipped_examples": stats.skipped_examples},
         "splits": splits,
+        "val_split": val_split,
         "bytes_per_token": {s: (v["bytes"] / v["tokens"] if v["tokens"] else 0.0) for s, v in splits.items()},
         "fingerprint": fingerprint(data, tk),
     }
@@ -195,26 +198,43 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
     return meta
 
 
-def _move_last_document_to_val(folder: Path, splits: dict, eot: int, dtype: np.dtype) -> None:
-    """A tiny corpus can hash every document to train; hold out the last one so val is never empty."""
-    shard = folder / "train" / splits["train"]["shards"][-1]["file"]
-    tokens = np.fromfile(shard, dtype=dtype)
-    starts = np.flatnonzero(tokens == eot)
-    cut = int(starts[-1])
-    if cut == 0:  # the last shard holds one document only: leave it
-        return
-    tail = tokens[cut:]
-    tokens[:cut].tofile(shard)
+def _hold_out_tail(folder: Path, splits: dict, val_fraction: float, eot: int, dtype: np.dtype,
+                   shard_tokens: int) -> dict:
+    """When whole documents cannot give a quarter of `val_fraction` (one file is one document; a few
+    documents may all hash to train), move the tail of the training stream to val, as nanoGPT holds
+    out the last 10% of its file. The cut moves forward to a document start when one lies within half the
+    held-out length of it (whole documents where they allow), else it falls inside a document.
+    Returns the rule, for meta.json."""
+    train, val = splits["train"], splits["val"]
+    total = train["tokens"] + val["tokens"]
+    want = round(val_fraction * total) - val["tokens"]
+    if val_fraction <= 0 or want <= 0 or val["tokens"] >= val_fraction * total / 4 or train["tokens"] < 2:
+        return {"rule": "hash", "detail": f"whole documents, by a hash of their id (val_fraction {val_fraction})"}
+    want = min(want, train["tokens"] - 1)
+    stream = np.concatenate([np.fromfile(folder / "train" / s["file"], dtype=dtype) for s in train["shards"]])
+    cut = len(stream) - want
+    starts = np.flatnonzero(stream[cut:cut + want // 2 + 1] == eot)
+    at_document = bool(len(starts))
+    cut += int(starts[0]) if at_document else 0
+    tail = stream[cut:]
+    moved_docs = int(np.count_nonzero(tail == eot))  # a document counts where it starts
+    # the bytes of one document are not kept per document; split them by token share
+    moved_bytes = round(train["bytes"] * len(tail) / train["tokens"])
+    shutil.rmtree(folder / "train")
+    kept = ShardWriter(folder / "train", dtype, shard_tokens)
+    kept.write(stream[:cut], 0)
+    shards = kept.close()["shards"]
+    train.update(tokens=cut, documents=train["documents"] - moved_docs, bytes=train["bytes"] - moved_bytes,
+                 shards=shards)
+    name = f"shard_{len(val['shards']):05d}.bin"
     (folder / "val").mkdir(exist_ok=True)
-    tail.tofile(folder / "val" / "shard_00000.bin")
-    n = len(tail)
-    splits["train"]["tokens"] -= n
-    splits["train"]["shards"][-1]["tokens"] -= n
-    splits["train"]["documents"] -= 1
-    # the byte count of one document is not kept per document; split it by token share
-    moved_bytes = round(splits["train"]["bytes"] * n / (splits["train"]["tokens"] + n))
-    splits["train"]["bytes"] -= moved_bytes
-    splits["val"] = {"tokens": n, "documents": 1, "bytes": moved_bytes, "shards": [{"file": "shard_00000.bin", "tokens": n}]}
+    tail.tofile(folder / "val" / name)
+    val["shards"].append({"file": name, "tokens": len(tail)})
+    val.update(tokens=val["tokens"] + len(tail), documents=val["documents"] + moved_docs,
+               bytes=val["bytes"] + moved_bytes)
+    return {"rule": "tail", "detail": f"whole documents gave {total - train['tokens'] - len(tail):,} val tokens, "
+            f"under a quarter of val_fraction {val_fraction}: the last {len(tail):,} tokens of the stream were held "
+            f"out, cut {'at a document start' if at_document else 'inside a document'}"}
 
 
 def load_shards(folder: str | Path, split: str) -> list[np.ndarray]:

@@ -10,6 +10,7 @@ from conftest import corpus_texts
 from lmforge.config import C4Config, CodeConfig, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
 from lmforge.data import clean
 from lmforge.data.clean import Doc
+from lmforge.data.pii import RedactPII
 
 CLEAN_PROSE = (
     "The history of the river valley is long and varied. Farmers settled on the fertile banks, and the town "
@@ -26,6 +27,10 @@ CLEAN_CODE = "import os\n\n\ndef list_files(folder):\n    \"\"\"Names of the fil
 
 def prose(text=CLEAN_PROSE):
     return Doc("d", text, "x.txt", "prose")
+
+
+def web(text=CLEAN_PROSE):
+    return Doc("d", text, "page.html", "web")
 
 
 RULES = [
@@ -63,13 +68,19 @@ RULES = [
 @pytest.mark.parametrize("rule, reason, text", [(r, reason, t) for r, cases in RULES for reason, t in cases],
                          ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
 def test_rule_fires_on_a_document_made_to_break_it(rule, reason, text):
-    assert rule(prose(text)) == reason
+    assert rule(web(text)) == reason
 
 
 @pytest.mark.parametrize("rule", [r for r, _ in RULES], ids=lambda r: r.name)
 def test_rule_keeps_clean_prose(rule):
-    doc = prose()
-    assert rule(doc) is None
+    assert rule(web()) is None and rule(prose()) is None
+
+
+def test_curly_bracket_rule_is_for_web_text_only_and_optional():
+    text = CLEAN_PROSE + "\nThe config is {\"a\": 1}."
+    assert clean.C4Lines(C4Config())(web(text)) == "curly_bracket"
+    assert clean.C4Lines(C4Config())(prose(text)) is None
+    assert clean.C4Lines(C4Config(curly_bracket=False))(web(text)) is None
 
 
 def _reference_top_share(words: list[str], n: int) -> float:
@@ -102,15 +113,16 @@ def test_ngram_shares_over_a_batch_equal_a_plain_count_per_document():
 def test_batch_verdicts_equal_one_document_at_a_time():
     texts = corpus_texts() + [t for _, cases in RULES for _, t in cases]
     for rule, _ in RULES:
-        docs = [prose(t) for t in texts]
-        assert getattr(rule, "batch", lambda ds: [rule(d) for d in ds])(docs) == [rule(prose(t)) for t in texts]
+        docs = [web(t) for t in texts]
+        assert rule.batch(docs) == [rule(web(t)) for t in texts]
 
 
 def test_c4_removes_policy_and_javascript_lines_only():
     text = CLEAN_PROSE + "\nThis site uses cookies to improve your experience.\nPlease enable JavaScript to view this page."
-    doc = prose(text)
+    doc = web(text)
     assert clean.C4Lines(C4Config())(doc) is None
     assert doc.text == CLEAN_PROSE
+    assert doc.edits == [{"rule": "c4:policy_line", "lines": [8, 9]}]
 
 
 CODE = clean.CodeQuality(CodeConfig())
@@ -134,21 +146,98 @@ def test_code_and_prose_get_their_own_rules():
 
 def test_mojibake_control_chars_and_whitespace_repaired():
     repair = clean.Repair()
-    doc = prose("The Mona Lisa doesnâ€™t have eyebrows.\x07   \r\n\n\n\n\nNext paragraph.  ")
+    doc = web("The Mona Lisa doesnâ€™t have eyebrows.\x07   \r\n\n\n\n\nNext paragraph.  ")
     assert repair(doc) is None
-    assert doc.text == "The Mona Lisa doesn't have eyebrows.\n\nNext paragraph."
+    assert doc.text == "The Mona Lisa doesn\u2019t have eyebrows.\n\nNext paragraph."
     assert repair.counts["mojibake_or_unicode_fixed"] == 1 and repair.counts["control_chars_removed"] == 1
-    assert repair(prose("\x01\x02  ")) == "repair:empty_after_repair"
+    assert {e["rule"] for e in doc.edits} == {"repair:control_chars", "repair:mojibake_or_unicode", "repair:whitespace"}
+    assert repair(web("\x01\x02  ")) == "empty_after_repair"
+
+
+@pytest.mark.parametrize("broken, fixed", [
+    ("Nie wiem, czy siÄ™ uda.", "Nie wiem, czy się uda."),  # Polish read as cp1252, which ftfy leaves
+    ("He said, â€œHelp me.â€\nThe swan stopped.", "He said, \u201cHelp me.\u201d\nThe swan stopped."),  # lost 0x9D
+    ("cliffs?â€ Daisy nodded.", "cliffs?\u201d Daisy nodded."),
+    ("It\u00c3\u00a2\u00e2\u201a\u00ac\u00e2\u201e\u00a2s twice broken.", "It\u2019s twice broken."),  # double-encoded
+    ("Ã‰cole, naïve café, Zażółć gęślą jaźń, 東京.", "École, naïve café, Zażółć gęślą jaźń, 東京."),
+])
+def test_mojibake_is_undone_and_correct_text_left_alone(broken, fixed):
+    doc = prose(broken)
+    clean.Repair()(doc)
+    assert doc.text == fixed
+
+
+def test_prose_keeps_its_lines_and_code_its_bytes():
+    repair = clean.Repair()
+    book = prose("CHAPTER I\n\n\n\nIt was a cold day.   \nThe end.\n")
+    repair(book)
+    assert book.text == "CHAPTER I\n\n\n\nIt was a cold day.\nThe end.\n"
+    source = "x = 1  \n\x0c\n\n\n\ny = 'cafe\u0301'\n"  # a form feed, blank lines, an NFD literal
+    code = Doc("c", source, "m.py", "code")
+    assert repair(code) is None and code.text == source and not code.edits
 
 
 def test_pii_redacted_and_counted():
-    pii = clean.RedactPII()
-    doc = prose("Write to jane.doe@example.com or call +1 415-555-0123. Server 192.168.10.20, "
+    pii = RedactPII()
+    doc = prose("Write to jane.doe@example.com or call +1 415-555-0123. Server 8.8.4.4, "
                 "card 4111 1111 1111 1111, version 3.11.7, order 1234567890123 (not a valid card).")
     pii(doc)
     assert doc.text == ("Write to <EMAIL> or call <PHONE>. Server <IP_ADDRESS>, card <CREDIT_CARD>, "
                         "version 3.11.7, order 1234567890123 (not a valid card).")
     assert dict(pii.counts) == {"email": 1, "phone": 1, "ip_address": 1, "credit_card": 1}
+    assert {"rule": "pii:email", "count": 1} in doc.edits
+
+
+PII_FOUND = [  # the misses and the ordinary cases
+    ("Call +33 1 42 68 53 00 today.", "Call <PHONE> today."),
+    ("Berlin office: +49 30 901820.", "Berlin office: <PHONE>."),
+    ("Mobile 07700 900123 or 020 7946 0958.", "Mobile <PHONE> or <PHONE>."),
+    ("US (415) 555-0123, 415.555.0123", "US <PHONE>, <PHONE>"),
+    ("SSN 123-45-6789 on file.", "SSN <SSN> on file."),
+    ("Host 2001:db8::1 and 2001:4860:4860::8888 answered.", "Host <IP_ADDRESS> and <IP_ADDRESS> answered."),
+    ("my address is 73.12.44.5.", "my address is <IP_ADDRESS>."),
+    ("Card 4111-1111-1111-1111 expired", "Card <CREDIT_CARD> expired"),
+    ("Mail bob@mail.co.uk, or x@example.org.", "Mail <EMAIL>, or <EMAIL>."),
+]
+PII_LEFT = [  # the false positives: none of these is personal data
+    "Upgrade to version 3.10.2.1 now.", "Git 2.39.2 Release Notes", "See Release 1.2.3.4 for details.",
+    "The years 2019 2020 2021 were busy.", "About 7 900 000 000 people.", "Use icon@2x.png for retina.",
+    "h = 0.9468822170900693", "Loopback 127.0.0.1, LAN 192.168.10.20, 10.0.0.1.", "OID 1.3.6.1.4.1.311.21",
+    "id 550e8400-e29b-41d4-a716-446655440000", "std::vector<int> a::b;", "at 12:30:45 sharp",
+    "order 1234567890123 and 4111 1111 1111 1112", "Version: 2.0.0.1", "ISBN 978-0-14-044417-2",
+    "About 9 060 487 536 people.",
+]
+
+
+@pytest.mark.parametrize("text, expected", PII_FOUND)
+def test_pii_found(text, expected):
+    doc = prose(text)
+    RedactPII()(doc)
+    assert doc.text == expected
+
+
+@pytest.mark.parametrize("text", PII_LEFT)
+def test_pii_false_positives_left_alone(text):
+    doc = prose(text)
+    RedactPII()(doc)
+    assert doc.text == text
+
+
+def test_code_gets_only_email_and_public_ip_redaction_and_keeps_parsing():
+    pii = RedactPII()
+    source = ("# Author: Jane Doe <jane@example.com>\nDNS = '8.8.8.8'\nLOCAL = '127.0.0.1'\n"
+              "PHONE_LIKE = 4155550123\nCARD = 4111111111111111\nRATE = 0.9468822170900693\n")
+    doc = Doc("c", source, "m.py", "code")
+    pii(doc)
+    assert doc.text == source.replace("jane@example.com", "<EMAIL>").replace("8.8.8.8", "<IP_ADDRESS>")
+    unquoted = "ADDR = 8.8.8.8  # not Python: left to whoever reads it\n"
+    doc = Doc("c", "ok = 1\n" + unquoted.replace("ADDR = 8.8.8.8", "ADDR = '8.8.8.8'"), "m.py", "code")
+    pii(doc)
+    assert "<IP_ADDRESS>" in doc.text
+    valid = Doc("c", "x = f'{a}' if 1 else 8.8\nmail = 'a@b.de'@decorator\n", "m.py", "code")
+    pii(valid)  # whatever the patterns match, a file that parsed still parses
+    import ast
+    ast.parse(valid.text)
 
 
 def test_offensive_document_removed_clean_kept():
@@ -173,3 +262,63 @@ def test_blocklist_words_and_urls(tmp_path):
     assert flt(prose(CLEAN_PROSE + " A badword here.")) == "blocked_word"
     assert flt(prose(CLEAN_PROSE + " See http://spam.example.com/x.")) == "blocked_url"
     assert flt(prose(CLEAN_PROSE + " Badwordy is fine.")) is None
+
+
+def test_layout_finds_wrapped_paragraphs_scripts_and_headings():
+    import textwrap
+
+    paragraph = " ".join(CLEAN_PROSE.split("\n\n"))
+    book = "CHAPTER XXI\n\n" + "\n\n".join(textwrap.fill(paragraph, 70) for _ in range(2))
+    layout = Doc("b", book, "b.txt").layout
+    assert layout.wrapped and not layout.verse and layout.headings == {0}
+    assert [len(lines) for lines, _ in layout.units()][1] > 3  # a paragraph is one logical line
+    play = "\n\n".join(f"{who}:\nThe words that {who.lower()} says here, and more." for who in ["MENENIUS", "All", "First Citizen"] * 3)
+    layout = Doc("p", play, "p.txt").layout
+    assert layout.script and len(layout.speakers) == 9
+    web_page = "Home\nAbout us\nContact\n" + CLEAN_PROSE
+    layout = Doc("w", web_page, "w.html", "web").layout
+    assert not layout.wrapped and not layout.verse
+
+
+def test_repeated_speaker_labels_are_not_duplicate_lines():
+    play = "\n\n".join(f"{who}:\n{line}" for who, line in zip(["HAMLET", "HORATIO"] * 6, CLEAN_PROSE.replace("\n\n", " ").split(". ")))
+    assert clean.GopherRepetition(GopherRepetitionConfig())(prose(play)) is None
+    labels_only = "\n".join(["HAMLET:", "To be."] * 8)
+    assert clean.GopherRepetition(GopherRepetitionConfig())(prose(labels_only)) == "duplicate_lines"
+
+
+FRENCH = ("L'histoire de la vallée est longue et variée. Les paysans se sont installés sur les rives fertiles, et la "
+          "ville a grandi autour du vieux pont de pierre qui est toujours debout. Au printemps, l'eau monte avec la "
+          "neige qui fond, et les gens qui vivent près de la rivière ont appris à construire leurs maisons plus haut. "
+          "Les visiteurs viennent voir le pont, le moulin et le petit musée, qui raconte l'histoire de la vallée avec "
+          "des cartes, des outils et des photographies que les familles ont gardés pendant des générations.")
+
+
+def test_stop_words_follow_the_language_found_first():
+    quality = clean.GopherQuality(GopherQualityConfig(), ["en", "fr"])
+    doc = prose(FRENCH)
+    assert clean.Language(["en", "fr"], 0.65)(doc) is None and doc.meta["language"] == "fr"
+    assert quality(doc) is None  # French stop words, not English ones
+    english_rules = prose(FRENCH)
+    english_rules.meta["language"] = "en"
+    assert quality(english_rules) == "few_stop_words"
+    no_list = prose(FRENCH)
+    no_list.meta["language"] = "eu"  # no list for Basque: the rule is skipped, not failed
+    assert quality(no_list) is None
+    chinese = prose("河谷的历史悠久而丰富。农民在肥沃的河岸定居，城镇围绕着至今仍然矗立的古老石桥发展起来。" * 2)
+    chinese.meta["language"] = "zh"
+    assert quality(chinese) is None  # no spaces: no word-length or stop-word rule, characters for the length
+
+
+def test_tokenised_punctuation_is_not_counted_as_non_words():
+    wikitext = " ".join(f"The northern river , which measures {i} @,@ 000 kilometres , flows ( mostly ) eastward through valleys ."
+                        for i in range(10))
+    assert clean.GopherQuality(GopherQualityConfig())(prose(wikitext)) is None
+    assert clean.GopherQuality(GopherQualityConfig())(prose(CLEAN_PROSE + " 1234" * 400)) == "non_alpha_words"
+
+
+def test_filter_steps_count_what_they_did():
+    flt = clean.C4Lines(C4Config())
+    docs = [web(), web("Too short."), web(CLEAN_PROSE + "\nThis site uses cookies to track you.")]
+    assert flt.run(docs) == [None, "few_sentences", None]
+    assert dict(flt.stats) == {"documents": 3, "dropped": 1, "dropped:few_sentences": 1, "edited": 1}

@@ -1,9 +1,22 @@
 """Repairs and filters, one small class per rule, each with the published defaults.
 
-A step sees a `Doc` (id, source, kind = "prose" | "code", text) and either changes its text
-(repairs, line removal, redaction) or names the reason it must go (`"gopher_quality:few_words"`).
-Words are whitespace-split and lines newline-split, as in Gopher/C4/FineWeb's rules: fast, no
-model download, and the same numbers the papers define their thresholds on.
+A step sees a `Doc` (id, source, kind, text) and either keeps it, possibly editing its text
+(repairs, line removal, redaction: each edit listed in `doc.edits` by rule), or names the reason
+it must go (`"few_words"`, filed as `"gopher_quality:few_words"`). Words are whitespace-split and
+lines newline-split, as in Gopher/C4/FineWeb's rules: fast, no model download, and the same
+numbers the papers define their thresholds on.
+
+What runs on what (the policy; README "Cleaning policy" says the same):
+- kinds: `code` (source files, by suffix), `web` (web pages from WARC/HTML, and JSONL/Parquet
+  records, the form web crawls ship in), `prose` (every other text file: books, docs, READMEs);
+- `code` is never edited into invalid code: no repairs, no line removal, no boilerplate removal,
+  and of the PII rules only e-mail and public IP addresses (a Python file whose redaction would
+  not parse keeps its text); StarCoder's rules decide whether it stays;
+- C4's and FineWeb's line rules were designed on web pages: they run on `web` only by default
+  (`prepare.line_rules`), and even there on logical lines: a hard-wrapped paragraph is one line,
+  headings and speaker labels are kept, and a verse or script layout is left alone (`Layout`);
+- Gopher's word rules read the language found first: stop words from that language's list, and
+  no word-length or stop-word rule for a language without a list or written without spaces.
 
 Sources of the thresholds: Gopher (Rae et al. 2021, appendix A), C4 (Raffel et al. 2020),
 FineWeb (Penedo et al. 2024), all as in datatrove's filters; StarCoder's code rules
@@ -24,13 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.config import C4Config, CodeConfig, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
+from lmforge.config import (FILTERS, C4Config, CodeConfig, FineWebConfig, GopherQualityConfig,
+                            GopherRepetitionConfig, PrepareConfig)
 from lmforge.errors import LmforgeError
 
 CODE_SUFFIXES = {
     ".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".java", ".js", ".ts", ".go", ".rs", ".rb", ".php", ".sh", ".pl",
     ".lua", ".scala", ".kt", ".swift", ".cs", ".m", ".r", ".sql", ".el", ".hs", ".ml", ".jl", ".tex", ".css",
 }
+WEB_SUFFIXES = {".html", ".htm", ".xhtml"}
+KINDS = ("prose", "web", "code")
 
 
 @dataclass
@@ -40,6 +56,10 @@ class Doc:
     source: str
     kind: str = "prose"
     meta: dict = field(default_factory=dict)
+    edits: list[dict] = field(default_factory=list)  # {"rule": "c4:short_line", "lines": [...]} or {"rule", "count"}
+
+    def __post_init__(self):
+        self.original = self.text  # exactly as read: what rejected/ stores
 
     @cached_property
     def lines(self) -> list[str]:
@@ -49,111 +69,387 @@ class Doc:
     def words(self) -> list[str]:
         return self.text.split()
 
+    @cached_property
+    def layout(self) -> "Layout":
+        return Layout(self.lines)
+
     def set_text(self, text: str) -> None:
         self.text = text
-        self.__dict__.pop("lines", None)
-        self.__dict__.pop("words", None)
+        for cached in ("lines", "words", "layout"):
+            self.__dict__.pop(cached, None)
+
+    def edit(self, rule: str, text: str, **detail) -> None:
+        self.set_text(text)
+        self.edits.append({"rule": rule, **detail})
 
 
-def kind_of(source: str) -> str:
+def kind_of(source: str, hint: str = "") -> str:
+    """`code` by suffix, `web` for pages and records (the reader's hint), else `prose`."""
     suffix = Path(source).suffix.lower()
-    if suffix == ".gz":
+    if suffix in (".gz", ".zst"):
         suffix = Path(Path(source).stem).suffix.lower()
-    return "code" if suffix in CODE_SUFFIXES else "prose"
+    if suffix in CODE_SUFFIXES:
+        return "code"
+    return "web" if hint == "web" or suffix in WEB_SUFFIXES else "prose"
+
+
+# ---------------------------------------------------------------- the base class and the registry
+
+class Filter:
+    """datatrove's BaseFilter, in small: `__call__` (or `batch`) gives None to keep a document
+    (its text perhaps edited through `doc.edit`) or the reason it goes; `run` counts, per step,
+    the documents seen, dropped by reason and edited. `kinds` are the kinds it applies to."""
+
+    name = "filter"
+    kinds: tuple[str, ...] = ("prose", "web")
+
+    def __init__(self):
+        self.stats: Counter = Counter()
+
+    @classmethod
+    def from_config(cls, cfg: PrepareConfig) -> "Filter | None":
+        return cls()
+
+    def __call__(self, doc: Doc) -> str | None:
+        raise NotImplementedError
+
+    def batch(self, docs: list[Doc]) -> list[str | None]:
+        return [self(d) for d in docs]
+
+    def run(self, docs: list[Doc]) -> list[str | None]:
+        edits_before = [len(d.edits) for d in docs]
+        reasons = self.batch(docs)
+        self.stats["documents"] += len(docs)
+        for doc, before, reason in zip(docs, edits_before, reasons):
+            if reason:
+                self.stats["dropped"] += 1
+                self.stats[f"dropped:{reason}"] += 1
+            elif len(doc.edits) > before:
+                self.stats["edited"] += 1
+        return reasons
+
+
+REGISTRY: dict[str, type[Filter]] = {}
+
+
+def register(cls: type[Filter]) -> type[Filter]:
+    if cls.name not in FILTERS:
+        raise ImportError(f"filter {cls.name!r} is not in lmforge.config.FILTERS: add it there")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+# ---------------------------------------------------------------- layout: what a line is
+
+SPEAKER = re.compile(r"[A-Z][A-Za-z'\-]*(?: [A-Za-z][A-Za-z'\-]*){0,3}[.:]")  # "CORIOLANUS:", "First Citizen:"
+HEADING_WORD = re.compile(r"(?:chapter|book|part|volume|section|act|scene|canto|prologue|epilogue|appendix)\b", re.I)
+LINE_END = (".", "!", "?", '"', "'", "”", "’", ":", ";", ",", ")", "]")
+
+
+class Layout:
+    """How a text uses its lines, found from their shapes (no model):
+
+    - hard-wrapped: most lines inside paragraphs end near one width (40-100 characters), as in
+      Project Gutenberg books and plain-text docs; then a paragraph, not a line, is the unit the
+      line rules judge, and removing one removes all its lines;
+    - script: speaker labels ("CORIOLANUS:") on their own lines; verse: lines inside stanzas start
+      with a capital and run three to twelve words, ragged. In both a line is a line of the work:
+      the line rules leave them alone, and speaker labels do not count as duplicate lines;
+    - headings: a short paragraph of one line that reads as a heading (CHAPTER XXI, all capitals).
+    """
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        self.paragraphs = self._paragraphs(lines)  # [(first, end)) line ranges of non-blank runs
+        stripped = [l.strip() for l in lines]
+        # "First Citizen:" or, with a full stop, only in capitals ("HAMLET."): "Short line." is no speaker
+        self.speakers = {i for i, s in enumerate(stripped)
+                         if s and len(s) <= 40 and (s[-1] == ":" or s.isupper()) and SPEAKER.fullmatch(s)
+                         and i + 1 < len(lines) and stripped[i + 1]}
+        nonblank = sum(1 for s in stripped if s)
+        self.script = len(self.speakers) >= 3 and len(self.speakers) >= 0.03 * nonblank
+        inner = [stripped[i] for a, b in self.paragraphs for i in range(a + 1, b) if i not in self.speakers]
+        self.verse = self.script or self._is_verse(inner)
+        wrapped_lines = [len(lines[i].rstrip()) for a, b in self.paragraphs for i in range(a, b - 1)]
+        self.wrapped = not self.verse and self._is_wrapped(wrapped_lines)
+        self.headings = {a for a, b in self.paragraphs if b == a + 1 and self._is_heading(stripped[a])}
+
+    @staticmethod
+    def _paragraphs(lines: list[str]) -> list[tuple[int, int]]:
+        out, start = [], None
+        for i, line in enumerate(lines):
+            if line.strip():
+                start = i if start is None else start
+            elif start is not None:
+                out.append((start, i))
+                start = None
+        if start is not None:
+            out.append((start, len(lines)))
+        return out
+
+    @staticmethod
+    def _is_verse(inner: list[str]) -> bool:
+        if len(inner) < 8:
+            return False
+        capital = sum(1 for s in inner if s[:1].isupper())
+        words = sorted(len(s.split()) for s in inner)
+        return capital >= 0.7 * len(inner) and 3 <= words[len(words) // 2] <= 12 and words[len(words) // 5] >= 2
+
+    @staticmethod
+    def _is_wrapped(lengths: list[int]) -> bool:
+        if len(lengths) < 8:
+            return False
+        width = sorted(lengths)[int(0.9 * (len(lengths) - 1))]
+        return 40 <= width <= 100 and sum(1 for n in lengths if 0.7 * width <= n <= width + 2) >= 0.8 * len(lengths)
+
+    @staticmethod
+    def _is_heading(line: str) -> bool:
+        words = line.split()
+        return 0 < len(words) <= 8 and (line.isupper() or HEADING_WORD.match(line) is not None)
+
+    def units(self) -> list[tuple[list[int], str]]:
+        """The logical lines: (physical line numbers, text). A wrapped paragraph is one unit."""
+        if self.wrapped:
+            return [(list(range(a, b)), " ".join(self.lines[i].strip() for i in range(a, b))) for a, b in self.paragraphs]
+        return [([i], s) for i, l in enumerate(self.lines) if (s := l.strip())]
+
+    def protected(self, first_line: int) -> bool:
+        """A unit the line rules keep whatever they say: a heading or a speaker label."""
+        return first_line in self.headings or first_line in self.speakers
+
+
+def _without_lines(doc: Doc, removed: set[int]) -> str:
+    text = "\n".join(l for i, l in enumerate(doc.lines) if i not in removed)
+    if doc.kind == "web":  # a web page's gaps are noise; prose keeps its own spacing
+        text = MANY_BLANK_LINES.sub("\n\n", text).strip()
+    return text
 
 
 # ---------------------------------------------------------------- repairs
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-# UTF-8 read as Latin-1/cp1252: a lead byte (Â..ô) followed by a continuation byte's character
-MOJIBAKE_SIGN = re.compile("[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192"
-                           "\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]")
+# the characters cp1252 (or Latin-1, for its five undefined bytes) shows for the bytes 0x80-0xBF
+CONTINUATION = "\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014\u2018-\u201a" \
+               "\u201c-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122"
+# UTF-8 read as cp1252: a lead byte's character (Â..ô) followed by a continuation byte's character
+MOJIBAKE_SIGN = re.compile(f"[\u00c2-\u00f4][{CONTINUATION}]")
+MOJIBAKE_SEQUENCE = re.compile(f"[\u00c2-\u00df][{CONTINUATION}]|[\u00e0-\u00ef][{CONTINUATION}]{{2}}"
+                               f"|[\u00f0-\u00f4][{CONTINUATION}]{{3}}")
+# "â€" left without its third byte: cp1252 has no character for 0x9D, the last byte of ” (E2 80 9D),
+# so converters drop it; nothing else starting E2 80 is common enough to compete
+LOST_CLOSING_QUOTE = re.compile(f"\u00e2\u20ac(?![{CONTINUATION}])")
 C0_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 TRAILING_SPACE = re.compile(r"[ \t]+\n")
 MANY_BLANK_LINES = re.compile(r"\n{3,}")
 
 
-class Repair:
-    """Mojibake (ftfy), Unicode NFC, control characters out, tidy whitespace; counts what it fixed."""
+def _cp1252_bytes(text: str) -> bytes:
+    out = bytearray()
+    for ch in text:  # Latin-1 below 0x100 (which also keeps the C1 controls cp1252 leaves undefined)
+        out += bytes([ord(ch)]) if ord(ch) <= 0xFF else ch.encode("cp1252")
+    return bytes(out)
+
+
+def _decode_sequence(match: re.Match) -> str:
+    try:
+        return _cp1252_bytes(match.group()).decode("utf-8")
+    except UnicodeError:
+        return match.group()
+
+
+def fix_mojibake(text: str) -> str:
+    """Undo UTF-8 read as cp1252, once or twice over (`siÄ™` -> `się`, `Ã¢â‚¬â„¢` -> `’`): each
+    sequence of a lead byte's character and the right number of continuation characters is
+    re-encoded and decoded, and kept only if it is valid UTF-8, so correct text is left alone."""
+    for _ in range(3):  # double and triple encoding
+        fixed = MOJIBAKE_SEQUENCE.sub(_decode_sequence, LOST_CLOSING_QUOTE.sub("\u201d", text))
+        if fixed == text:
+            break
+        text = fixed
+    return text
+
+
+class Repair(Filter):
+    """Mojibake, Unicode NFC, control characters out, tidy whitespace; counts what it fixed.
+    Code is read as it is (a form feed or an NFD string literal is the program's business);
+    prose keeps every line (trailing spaces go); web text also loses runs of blank lines."""
 
     name = "repair"
+    kinds = ("prose", "web")
 
     def __init__(self):
+        super().__init__()
         import ftfy
 
-        self._fix = ftfy.fix_text
-        self._config = ftfy.TextFixerConfig(normalization="NFC", explain=False)
-        self.counts: Counter = Counter()
+        self._ftfy = ftfy.fix_text
+        self._ftfy_config = ftfy.TextFixerConfig(normalization="NFC", explain=False, uncurl_quotes=False)
+        self.counts = self.stats
 
     def __call__(self, doc: Doc) -> str | None:
         text = doc.text
         if "\ufffd" in text:
             self.counts["invalid_utf8_chars"] += text.count("\ufffd")
+        if doc.kind not in self.kinds:
+            return None if text.strip() else "empty_after_repair"
         has_control = CONTROL.search(text) is not None  # C0 and C1: one scan rules both out
         if has_control and C0_CONTROL.search(text):
             self.counts["control_chars_removed"] += 1
+            doc.edits.append({"rule": "repair:control_chars"})
         fixed = text
         if text.isascii():  # no mojibake, nothing to normalise
             pass
-        elif MOJIBAKE_SIGN.search(text):  # ftfy costs ~1.3 ms per 2 KB document: only where it can help
-            fixed = self._fix(text, self._config)  # before control-char removal: mojibake can look like C1 controls
-        elif not text.isascii() and not unicodedata.is_normalized("NFC", text):
+        elif MOJIBAKE_SIGN.search(text):  # before control-char removal: mojibake can look like C1 controls
+            fixed = fix_mojibake(text)
+            if MOJIBAKE_SIGN.search(fixed):  # what the byte rule cannot undo: ftfy's heuristics (~1 ms a document)
+                fixed = self._ftfy(fixed, self._ftfy_config)
+            fixed = unicodedata.normalize("NFC", fixed)
+        elif not unicodedata.is_normalized("NFC", text):
             fixed = unicodedata.normalize("NFC", text)
         if fixed is not text and C0_CONTROL.sub("", fixed) != C0_CONTROL.sub("", text):
             self.counts["mojibake_or_unicode_fixed"] += 1
+            doc.edits.append({"rule": "repair:mojibake_or_unicode"})
         # each rewrite behind a cheap scan that rules it out: most documents need none of them
         cleaned = CONTROL.sub("", fixed) if (has_control or fixed is not text) else fixed
         if "\r" in cleaned:
             cleaned = cleaned.replace("\r\n", "\n")
         if " \n" in cleaned or "\t\n" in cleaned:
             cleaned = TRAILING_SPACE.sub("\n", cleaned)
-        if "\n\n\n" in cleaned:
-            cleaned = MANY_BLANK_LINES.sub("\n\n", cleaned)
-        cleaned = cleaned.strip()
+        if doc.kind == "web":
+            if "\n\n\n" in cleaned:
+                cleaned = MANY_BLANK_LINES.sub("\n\n", cleaned)
+            cleaned = cleaned.strip()
         if cleaned != text:
+            if cleaned != CONTROL.sub("", fixed):
+                doc.edits.append({"rule": "repair:whitespace"})
             doc.set_text(cleaned)
-        return None if cleaned else "repair:empty_after_repair"
+        return None if cleaned.strip() else "empty_after_repair"
+
+
+# ---------------------------------------------------------------- language first
+
+@register
+class Language(Filter):
+    """py3langid's bundled model on the first 600 characters (what it costs grows with the length),
+    run as a batch (data/classifiers.py); keeps the listed languages and records the language, which
+    the word rules after it read. Code is not identified (its keywords are English)."""
+
+    name = "language"
+    kinds = ("prose", "web")
+    MIN_CHARS = 100  # "Too short." reads as Oromo; a sentence or two reads as its language
+
+    def __init__(self, languages: list[str], min_probability: float):
+        super().__init__()
+        from lmforge.data.classifiers import BatchLanguageIdentifier
+
+        self.identifier = BatchLanguageIdentifier()
+        self.languages, self.min_probability = set(languages), min_probability
+
+    @classmethod
+    def from_config(cls, cfg: PrepareConfig) -> "Language":
+        return cls(cfg.languages, cfg.language_min_probability)
+
+    def __call__(self, doc: Doc) -> str | None:
+        return self.batch([doc])[0]
+
+    def batch(self, docs: list[Doc]) -> list[str | None]:
+        reasons: list[str | None] = []
+        for doc, (lang, prob) in zip(docs, self.identifier.classify([d.text[:600] for d in docs])):
+            doc.meta["language"], doc.meta["language_probability"] = lang, round(prob, 3)
+            if len(doc.text) < self.MIN_CHARS:  # too little to tell: the length rules judge it, not a guess
+                reasons.append(None)
+            elif lang not in self.languages:
+                reasons.append(f"not_{'_'.join(sorted(self.languages))}:{lang}")
+            else:
+                reasons.append("uncertain_language" if prob < self.min_probability else None)
+        return reasons
+
+
+# Gopher's rule asks for two of eight English function words ("the", "be", "to", "of", "and",
+# "that", "have", "with"). The same rule for other languages takes each one's commonest function
+# words (articles, prepositions, conjunctions, the verb "to be"), as frequent in running text as
+# Gopher's eight are in English. A language with no list skips the rule.
+STOP_WORDS = {
+    "en": "the be to of and that have with",
+    "de": "der die das und ist nicht mit von zu den ein eine sich auf",
+    "fr": "le la les de des et est un une que dans pour pas qui",
+    "es": "el la los las de y que en un una es por con para",
+    "it": "il la di e che un una per non con del della sono",
+    "pt": "o a os as de e que um uma do da em para com não",
+    "nl": "de het een en van is dat op te in niet met zijn",
+    "sv": "och att det som en är på av för med inte den",
+    "da": "og at det er en til på af for med ikke den som",
+    "no": "og i det er en til på av for med ikke som at",
+    "nb": "og i det er en til på av for med ikke som at",
+    "pl": "i w nie na się że z do to jest jak o",
+    "cs": "a v se na je že to s z do jako o",
+    "ru": "и в не на что с по это как он она к",
+    "uk": "і в не на що з до це як він та у",
+    "fi": "ja on ei se että hän oli ovat kun mutta tai myös",
+    "tr": "ve bir bu da de için ile çok ne gibi olarak daha",
+    "id": "yang dan di ini itu dengan untuk dari tidak dalam ke",
+    "ro": "și în de la cu nu care este un o pe a",
+    "hu": "a az és hogy nem is egy de van meg",
+}
+STOP_WORDS_BY_LANGUAGE = {lang: frozenset(words.split()) for lang, words in STOP_WORDS.items()}
+# written without spaces between words: whitespace "words" are phrases, so no word-count rule
+# reads them as words (characters stand in for the minimum length) and no word-length rule runs
+UNSPACED = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo", "dz"})
+
+
+def language_of(doc: Doc, configured: list[str]) -> str | None:
+    """What language identification found, else the one language asked for, else unknown."""
+    return doc.meta.get("language") or (configured[0] if len(configured) == 1 else None)
 
 
 # ---------------------------------------------------------------- prose quality
 
-STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
 BULLETS = ("•", "-", "*", "‣", "▶", "●", "◦", "○")
 PUNCT_END = (".", "!", "?", '"', "'", "”", "’", ":", ";")
-
-
-_STRIP_PUNCTUATION = methodcaller("strip", "\"'.,;:!?()[]{}<>*_/`-\u2013\u2014\u2026\u201c\u201d\u2018\u2019")
+_STRIP_PUNCTUATION = methodcaller("strip", "\"'.,;:!?()[]{}<>*_/`-@=\u2013\u2014\u2026\u201c\u201d\u2018\u2019")
 
 
 def _enough_words_with_a_letter(words: list[str], min_ratio: float) -> bool:
-    # letters only once the punctuation around them is gone: most words, counted at C speed
-    alphabetic = sum(map(str.isalpha, map(_STRIP_PUNCTUATION, words)))
-    if alphabetic >= min_ratio * len(words):
-        return True
-    return sum(1 for w in words if w.isalpha() or any(map(str.isalpha, w))) >= min_ratio * len(words)
+    """Gopher's "80% of words hold a letter", over words that are not bare punctuation: a
+    pre-tokenised text (WikiText's ` @,@ `, `.` and `,` as words) is not made of non-words."""
+    stripped = list(map(_STRIP_PUNCTUATION, words))
+    alphabetic = sum(map(str.isalpha, stripped))  # letters only once the punctuation around them is gone, at C speed
+    counted = len(words) - stripped.count("")
+    if alphabetic >= min_ratio * counted:
+        return counted > 0
+    return sum(1 for w in stripped if w and (w.isalpha() or any(map(str.isalpha, w)))) >= min_ratio * counted
 
 
-class GopherQuality:
+@register
+class GopherQuality(Filter):
     name = "gopher_quality"
-    applies_to = ("prose",)
 
-    def __init__(self, cfg: GopherQualityConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: GopherQualityConfig, languages: list[str] | None = None):
+        super().__init__()
+        self.cfg, self.languages = cfg, languages or ["en"]
+
+    @classmethod
+    def from_config(cls, cfg: PrepareConfig) -> "GopherQuality":
+        return cls(cfg.gopher_quality, cfg.languages)
 
     def __call__(self, doc: Doc) -> str | None:
         c, words = self.cfg, doc.words
+        lang = language_of(doc, self.languages)
         n = len(words)
-        if n < c.min_doc_words:
+        if lang in UNSPACED:
+            if len(doc.text) - doc.text.count(" ") < c.min_doc_words:
+                return "few_words"
+        elif n < c.min_doc_words:
             return "few_words"
         if n > c.max_doc_words:
             return "too_many_words"
-        avg = sum(map(len, words)) / n
-        if avg < c.min_avg_word_length:
-            return "short_words"
-        if avg > c.max_avg_word_length:
-            return "long_words"
+        if lang not in UNSPACED:
+            avg = sum(map(len, words)) / n
+            if avg < c.min_avg_word_length:
+                return "short_words"
+            if avg > c.max_avg_word_length:
+                return "long_words"
         symbols = doc.text.count("#") + doc.text.count("...") + doc.text.count("…")
-        if symbols / n > c.max_symbol_word_ratio:
+        if symbols / max(n, 1) > c.max_symbol_word_ratio:
             return "symbols"
         lines = [l for l in doc.lines if l.strip()]
         if lines:
@@ -161,11 +457,14 @@ class GopherQuality:
                 return "bullet_lines"
             if sum(l.rstrip().endswith(("...", "…")) for l in lines) / len(lines) > c.max_ellipsis_lines_ratio:
                 return "ellipsis_lines"
-        if not _enough_words_with_a_letter(words, c.max_non_alpha_words_ratio):
+        if lang not in UNSPACED and not _enough_words_with_a_letter(words, c.max_non_alpha_words_ratio):
             return "non_alpha_words"
+        stop_words = STOP_WORDS_BY_LANGUAGE.get(lang or "")
+        if stop_words is None:
+            return None
         stop = 0
         for w in words:  # stop at the threshold: most documents reach it in their first sentence
-            if w.lower() in STOP_WORDS:
+            if w.lower() in stop_words:
                 stop += 1
                 if stop >= c.min_stop_words:
                     return None
@@ -185,17 +484,22 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return n, chars
 
 
-class GopherRepetition:
+@register
+class GopherRepetition(Filter):
     """Gopher's repetition rules: duplicate paragraphs and lines, the most frequent 2-4-gram's share
     of the characters, and the share covered by repeated 5-10-grams. The n-gram counts run over a
     whole batch of documents at once (`WordTable`): one sort per n for the batch instead of one per
     document, whose numpy call overheads would cost more than the sorting."""
 
     name = "gopher_repetition"
-    applies_to = ("prose",)
 
     def __init__(self, cfg: GopherRepetitionConfig):
+        super().__init__()
         self.cfg = cfg
+
+    @classmethod
+    def from_config(cls, cfg: PrepareConfig) -> "GopherRepetition":
+        return cls(cfg.gopher_repetition)
 
     def __call__(self, doc: Doc) -> str | None:
         return self.batch([doc])[0]
@@ -218,10 +522,17 @@ class GopherRepetition:
         if chars / max(len(text), 1) > c.dup_para_char_frac:
             return "duplicate_paragraph_chars"
         lines = [l for l in doc.lines if l.strip()]
+        reason = self._duplicate_lines(lines, len(text))
+        if reason and doc.layout.script:  # a play names its speakers again and again: not repetition
+            reason = self._duplicate_lines([l for i, l in enumerate(doc.lines) if l.strip() and i not in doc.layout.speakers],
+                                           len(text))
+        return reason
+
+    def _duplicate_lines(self, lines: list[str], n_chars: int) -> str | None:
         n, chars = _duplicates(lines)
-        if lines and n / len(lines) > c.dup_line_frac:
+        if lines and n / len(lines) > self.cfg.dup_line_frac:
             return "duplicate_lines"
-        if chars / max(len(text), 1) > c.dup_line_char_frac:
+        if chars / max(n_chars, 1) > self.cfg.dup_line_char_frac:
             return "duplicate_line_chars"
         return None
 
@@ -334,88 +645,120 @@ class WordTable:
 SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 
 
-class C4Lines:
-    """C4's rules: drop lines without end punctuation, short lines, policy boilerplate and
-    over-long words; drop the document for 'lorem ipsum', code braces or too few sentences left."""
+def line_rule_kinds(policy: str) -> tuple[str, ...]:
+    """prepare.line_rules -> the kinds C4's and FineWeb's rules run on."""
+    return {"web": ("web",), "prose": ("prose", "web"), "off": ()}[policy]
+
+
+@register
+class C4Lines(Filter):
+    """C4's rules: drop lines that are too short, policy boilerplate, 'javascript' notices or hold
+    an over-long word (and, if asked, lines without end punctuation); drop the document for
+    'lorem ipsum', a curly bracket (web text only, `c4.curly_bracket`) or too few sentences left.
+    A line is a logical line (`Layout`): headings and speaker labels stay, verse is left alone."""
 
     name = "c4"
-    applies_to = ("prose",)
+    kinds = ("web",)
 
-    def __init__(self, cfg: C4Config):
-        self.cfg = cfg
+    def __init__(self, cfg: C4Config, kinds: tuple[str, ...] = ("web",)):
+        super().__init__()
+        self.cfg, self.kinds = cfg, kinds
+
+    @classmethod
+    def from_config(cls, cfg: PrepareConfig) -> "C4Lines | None":
+        return cls(cfg.c4, line_rule_kinds(cfg.line_rules)) if cfg.line_rules != "off" else None
 
     def __call__(self, doc: Doc) -> str | None:
         c = self.cfg
         low = doc.text.lower()
         if "lorem ipsum" in low:
             return "lorem_ipsum"
-        if "{" in doc.text:
+        if c.curly_bracket and doc.kind == "web" and "{" in doc.text:
             return "curly_bracket"
-        # whole-document scans first: most documents hold no over-long word and no policy phrase,
-        # and then no line needs those checks
+        removed: dict[str, list[int]] = {}
+        # whole-document scans first: most documents hold no over-long word and no policy phrase, and
+        # then no line needs those checks; with no short physical line either, no logical line can go
         check_words = max(map(len, doc.words), default=0) > c.max_word_length
         phrases = [p for p in ("javascript", *c.policy_phrases) if p in low]
-        kept = []
-        for line in doc.lines:
-            stripped = line.strip()
-            if not stripped:
-                kept.append("")
-                continue
-            words = stripped.split()
-            if len(words) < c.min_words_per_line:
-                continue
-            if c.remove_lines_without_punctuation and not stripped.endswith(PUNCT_END):
-                continue
-            if check_words and max(map(len, words)) > c.max_word_length:
-                continue
-            if phrases and any(p in stripped.lower() for p in phrases):
-                continue
-            kept.append(stripped)
-        text = "\n".join(kept)
-        if "\n\n\n" in text:
-            text = MANY_BLANK_LINES.sub("\n\n", text)
-        text = text.strip()
+        some_short = any(len(l.split()) < c.min_words_per_line for l in doc.lines if l and not l.isspace())
+        if (some_short or check_words or phrases or c.remove_lines_without_punctuation) and not doc.layout.verse:
+            layout = doc.layout
+            for numbers, unit in layout.units():
+                if not layout.protected(numbers[0]) and (reason := self._line_reason(unit, check_words, phrases, layout.wrapped)):
+                    removed.setdefault(reason, []).extend(numbers)
+        text = _without_lines(doc, set(chain.from_iterable(removed.values()))) if removed else doc.text
         if c.min_sentences and sum(1 for _ in islice(SENTENCE_END.finditer(text), c.min_sentences)) < c.min_sentences:
             return "few_sentences"
-        if text != doc.text:
+        if removed:
             doc.set_text(text)
+            doc.edits += [{"rule": f"c4:{reason}", "lines": [i + 1 for i in numbers]} for reason, numbers in removed.items()]
+        return None
+
+    def _line_reason(self, unit: str, check_words: bool, phrases: list[str], wrapped: bool) -> str | None:
+        c, words = self.cfg, unit.split()
+        # in a hard-wrapped text a unit is a paragraph: a short one that ends a sentence ("Yes.") is dialogue
+        if len(words) < c.min_words_per_line and not (wrapped and unit.endswith(PUNCT_END)):
+            return "short_line"
+        if c.remove_lines_without_punctuation and not unit.endswith(PUNCT_END):
+            return "no_end_punctuation"
+        if check_words and max(map(len, words)) > c.max_word_length:
+            return "long_word"
+        if phrases and any(p in unit.lower() for p in phrases):
+            return "policy_line"
         return None
 
 
-class FineWebQuality:
-    name = "fineweb"
-    applies_to = ("prose",)
+@register
+class FineWebQuality(Filter):
+    """FineWeb's line rules, on logical lines (`Layout`); a verse or script layout is exempt from
+    the end-punctuation and short-line shares (its lines are short and unpunctuated by design)."""
 
-    def __init__(self, cfg: FineWebConfig):
-        self.cfg = cfg
+    name = "fineweb"
+    kinds = ("web",)
+
+    def __init__(self, cfg: FineWebConfig, kinds: tuple[str, ...] = ("web",)):
+        super().__init__()
+        self.cfg, self.kinds = cfg, kinds
+
+    @classmethod
+    def from_config(cls, cfg: PrepareConfig) -> "FineWebQuality | None":
+        return cls(cfg.fineweb, line_rule_kinds(cfg.line_rules)) if cfg.line_rules != "off" else None
 
     def __call__(self, doc: Doc) -> str | None:
-        c = self.cfg
-        lines = [l.strip() for l in doc.lines if l.strip()]
-        if not lines:
+        c, layout = self.cfg, doc.layout
+        units = [u for numbers, u in layout.units() if numbers[0] not in layout.speakers]
+        if not units:
             return "empty"
-        if sum(l.endswith(PUNCT_END) for l in lines) / len(lines) < c.min_line_punct_ratio:
-            return "line_punctuation"
-        if sum(len(l) <= c.short_line_chars for l in lines) / len(lines) > c.max_short_line_ratio:
-            return "short_lines"
-        _, dup_chars = _duplicates(lines)
-        if dup_chars / max(len(doc.text.replace("\n", "")), 1) > c.max_duplicate_line_char_ratio:
+        if not layout.verse:
+            if sum(u.endswith(PUNCT_END) for u in units) / len(units) < c.min_line_punct_ratio:
+                return "line_punctuation"
+            if sum(len(u) <= c.short_line_chars for u in units) / len(units) > c.max_short_line_ratio:
+                return "short_lines"
+        _, dup_chars = _duplicates(units)
+        if dup_chars / max(len(doc.text) - doc.text.count("\n"), 1) > c.max_duplicate_line_char_ratio:
             return "duplicate_line_chars"
-        if doc.text.count("\n") / max(len(doc.words), 1) > c.max_newline_word_ratio:
+        newlines = len(units) if layout.wrapped else doc.text.count("\n")
+        if newlines / max(len(doc.words), 1) > c.max_newline_word_ratio:
             return "list_like"
         return None
 
 
 # ---------------------------------------------------------------- source code
 
-class CodeQuality:
+@register
+class CodeQuality(Filter):
     """StarCoder's filters: minified or data-like files and files a tool wrote."""
 
     name = "code"
-    applies_to = ("code",)
+    kinds = ("code",)
 
     def __init__(self, cfg: CodeConfig):
+        super().__init__()
         self.cfg = cfg
+
+    @classmethod
+    def from_config(cls, cfg: PrepareConfig) -> "CodeQuality":
+        return cls(cfg.code)
 
     def __call__(self, doc: Doc) -> str | None:
         c, lines = self.cfg, doc.lines
@@ -431,50 +774,31 @@ class CodeQuality:
         return None
 
 
-# ---------------------------------------------------------------- language, offensive text, blocklist, PII
-
-class Language:
-    """py3langid's bundled model on the first 600 characters (what it costs grows with the length),
-    run as a batch (data/classifiers.py); keeps the listed languages."""
-
-    name = "language"
-    applies_to = ("prose",)
-
-    def __init__(self, languages: list[str], min_probability: float):
-        from lmforge.data.classifiers import BatchLanguageIdentifier
-
-        self.identifier = BatchLanguageIdentifier()
-        self.languages, self.min_probability = set(languages), min_probability
-
-    def __call__(self, doc: Doc) -> str | None:
-        return self.batch([doc])[0]
-
-    def batch(self, docs: list[Doc]) -> list[str | None]:
-        reasons: list[str | None] = []
-        for doc, (lang, prob) in zip(docs, self.identifier.classify([d.text[:600] for d in docs])):
-            doc.meta["language"], doc.meta["language_probability"] = lang, round(prob, 3)
-            if lang not in self.languages:
-                reasons.append(f"not_{'_'.join(sorted(self.languages))}:{lang}")
-            else:
-                reasons.append("uncertain_language" if prob < self.min_probability else None)
-        return reasons
-
+# ---------------------------------------------------------------- offensive text, blocklist
 
 PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
-class Offensive:
+@register
+class Offensive(Filter):
     """alt-profanity-check's bundled classifier (TF-IDF + linear SVM), scored per paragraph and run
-    as a batch (data/classifiers.py): a document goes when the share of offensive paragraphs passes
-    `max_fraction`."""
+    as a batch (data/classifiers.py): a document goes when the share of its paragraphs scoring at
+    least `threshold` passes `max_fraction`. It runs before the word rules, so a short insult is
+    filed as offensive, not as a short document; one rude paragraph in a long document is kept,
+    with its score in `offensive_max`."""
 
     name = "offensive"
-    applies_to = ("prose", "code")
+    kinds = KINDS
 
     def __init__(self, threshold: float, max_fraction: float):
+        super().__init__()
         from lmforge.data.classifiers import BatchOffensiveScorer
 
         self.scorer, self.threshold, self.max_fraction = BatchOffensiveScorer(), threshold, max_fraction
+
+    @classmethod
+    def from_config(cls, cfg: PrepareConfig) -> "Offensive":
+        return cls(cfg.offensive_threshold, cfg.offensive_max_fraction)
 
     def __call__(self, doc: Doc) -> str | None:
         return self.batch([doc])[0]
@@ -485,10 +809,10 @@ class Offensive:
             parts = [p for p in PARAGRAPH_BREAK.split(doc.text) if p.strip()][:200] or [doc.text]
             paragraphs += parts
             sizes.append(len(parts))
-        probs = self.scorer.predict_prob(paragraphs)
-        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        highest = np.maximum.reduceat(probs, starts)
-        offensive_share = np.add.reduceat((probs >= self.threshold).astype(np.float64), starts) / sizes
+        probs = self.scorer.predict_prob(paragraphs)  # (paragraphs,)
+        starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        highest = np.maximum.reduceat(probs, starts)  # (docs,)
+        offensive_share = np.add.reduceat((probs >= self.threshold).astype(np.float64), starts) / np.array(sizes)
         reasons: list[str | None] = []
         for doc, top, share in zip(docs, highest, offensive_share):
             doc.meta["offensive_max"] = round(float(top), 3)
@@ -496,13 +820,15 @@ class Offensive:
         return reasons
 
 
-class Blocklist:
+@register
+class Blocklist(Filter):
     """A user's words and URL fragments, one per line (# comments); whole-word, case-insensitive."""
 
     name = "blocklist"
-    applies_to = ("prose", "code")
+    kinds = KINDS
 
     def __init__(self, path: str):
+        super().__init__()
         try:
             entries = [l.strip().lower() for l in Path(path).read_text().splitlines()]
         except OSError as e:
@@ -511,6 +837,10 @@ class Blocklist:
         words = [re.escape(e) for e in entries if "/" not in e and "." not in e]
         self.urls = [e for e in entries if "/" in e or "." in e]
         self.words = re.compile(r"\b(?:" + "|".join(words) + r")\b", re.I) if words else None
+
+    @classmethod
+    def from_config(cls, cfg: PrepareConfig) -> "Blocklist | None":
+        return cls(cfg.blocklist) if cfg.blocklist else None
 
     def __call__(self, doc: Doc) -> str | None:
         if self.words is not None and self.words.search(doc.text):
@@ -521,66 +851,8 @@ class Blocklist:
         return None
 
 
-PII_PATTERNS = {
-    "email": (re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), "<EMAIL>"),
-    "ip_address": (re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"), "<IP_ADDRESS>"),
-    "credit_card": (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "<CREDIT_CARD>"),
-    "phone": (re.compile(r"(?<!\w)(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?!\w)"), "<PHONE>"),
-}
-
-
-_DIGIT_RUN = re.compile(r"\d[\d ().+-]{6,}\d")
-PII_PRECHECK = {
-    "email": re.compile(r"@[A-Za-z0-9.-]+\.[A-Za-z]{2,}").search,  # a literal first: found at memchr speed
-    "ip_address": re.compile(r"\d\.\d+\.\d").search,
-    "credit_card": _DIGIT_RUN.search,
-    "phone": _DIGIT_RUN.search,
-}
-OTHER_DIGIT = re.compile(r"[^\D0-9]")  # a Unicode digit outside 0-9
-MIN_DIGITS = {"email": 0, "ip_address": 4, "credit_card": 13, "phone": 8}  # the fewest each pattern can match
-
-
-def _luhn_ok(number: str) -> bool:
-    digits = [int(d) for d in number if d.isdigit()]
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        if i % 2:
-            d *= 2
-            d -= 9 if d > 9 else 0
-        total += d
-    return 13 <= len(digits) <= 19 and total % 10 == 0
-
-
-class RedactPII:
-    """Emails, IP addresses, card numbers (Luhn-checked) and phone numbers become placeholders."""
-
-    name = "pii"
-    applies_to = ("prose", "code")
-
-    def __init__(self):
-        self.counts: Counter = Counter()
-
-    def __call__(self, doc: Doc) -> str | None:
-        text = doc.text
-        # counting ASCII digits is ten memchr-speed scans; a pattern needing more digits cannot match
-        # (unless the text holds other Unicode digits, which the patterns' \d also matches)
-        digits = sum(map(text.count, "0123456789"))
-        if not text.isascii() and OTHER_DIGIT.search(text):
-            digits = None
-        for kind, (pattern, placeholder) in PII_PATTERNS.items():
-            if digits is not None and digits < MIN_DIGITS[kind]:
-                continue
-            if not PII_PRECHECK[kind](text):  # a C-speed scan that rules the slower pattern out
-                continue
-            def sub(m, kind=kind, placeholder=placeholder):
-                if kind == "credit_card" and not _luhn_ok(m.group()):
-                    return m.group()
-                self.counts[kind] += 1
-                return placeholder
-            text = pattern.sub(sub, text)
-        if text != doc.text:
-            doc.set_text(text)
-        return None
+if set(REGISTRY) != set(FILTERS):
+    raise ImportError(f"lmforge.config.FILTERS names {sorted(set(FILTERS) - set(REGISTRY))} with no filter class")
 
 
 def normalise_for_hash(text: str) -> str:

@@ -40,6 +40,7 @@ class Document:
     id: str
     text: str
     source: str
+    kind: str = ""  # "web" for web pages and records (JSONL, Parquet); "" = decided by the file's suffix
 
 
 @dataclass
@@ -66,6 +67,19 @@ class SourceStats:
     skipped_examples: dict[str, str] = field(default_factory=dict)
     record_skips: bool = False
     pending: list[Skip] = field(default_factory=list)
+    # a byte cap (max_bytes) that stopped the reading, and what it left: never a silent truncation
+    max_bytes: int = 0
+    capped: bool = False
+    unread_files: int = 0
+    unread_bytes: int = 0  # on disk (compressed files count as stored)
+    stopped_in: str = ""  # the file being read when the cap was reached (the rest of it unread too)
+    opened: set[str] = field(default_factory=set)  # files opened so far, tracked only under a cap
+
+    def open_file(self, path: Path) -> None:
+        self.files += 1
+        if self.max_bytes:
+            self.opened.add(str(path))
+            self.stopped_in = str(path)
 
     def skip(self, reason: str, where: str, source: str = "", raw: str = "") -> None:
         self.skipped[reason] += 1
@@ -77,7 +91,31 @@ class SourceStats:
         parts = [f"{self.documents:,} documents, {self.bytes / 1e6:,.1f} MB from {self.files:,} files"]
         if self.skipped:
             parts.append("skipped " + ", ".join(f"{n:,} {r}" for r, n in self.skipped.most_common()))
+        if self.capped:
+            parts.append(self.cap_note())
         return "; ".join(parts)
+
+    def cap_note(self) -> str:
+        return (f"stopped at data.max_bytes={self.max_bytes:,}: {self.unread_files:,} files "
+                f"({self.unread_bytes / 1e6:,.1f} MB) left unread, and the rest of {self.stopped_in}; "
+                "set data.max_bytes=0 to read everything")
+
+    def reader_report(self) -> dict:
+        out = {"files": self.files, "documents": self.documents, "bytes": self.bytes, "skipped": dict(self.skipped),
+               "max_bytes": self.max_bytes, "capped": self.capped}
+        if self.capped:
+            out.update(unread_files=self.unread_files, unread_bytes=self.unread_bytes, stopped_in=self.stopped_in)
+        return out
+
+    def count_unread(self, files: Iterator[Path]) -> None:
+        self.capped = True
+        for path in files:
+            if str(path) not in self.opened:
+                self.unread_files += 1
+                try:
+                    self.unread_bytes += path.stat().st_size
+                except OSError:
+                    pass
 
 
 BINARY_SNIFF_BYTES = 8192
@@ -119,7 +157,9 @@ def _read_text_file(path: Path, stats: SourceStats, max_doc_bytes: int) -> Itera
             if looks_binary(head):
                 stats.skip("binary files", str(path), str(path))
                 return
-            stream = io.TextIOWrapper(io.BufferedReader(_Prepend(head, raw)), encoding="utf-8", errors="replace")
+            # newline="": the text exactly as stored (CRLF too), so a rejected record can be compared byte for byte
+            stream = io.TextIOWrapper(io.BufferedReader(_Prepend(head, raw)), encoding="utf-8", errors="replace",
+                                      newline="")
             # readline's limit cuts even a single 100 MB line into bounded pieces
             while line := stream.readline(max_doc_bytes):
                 buf.append(line)
@@ -165,7 +205,7 @@ def _record_document(record, where: str, path: Path, stats: SourceStats, text_fi
         stats.skip("empty documents", where, str(path), text)
         return None
     doc_id = record.get("id")
-    return Document(str(doc_id) if doc_id is not None else where, text, str(path))
+    return Document(str(doc_id) if doc_id is not None else where, text, str(path), "web")
 
 
 def _read_jsonl(path: Path, stats: SourceStats, text_field: str, max_line_bytes: int) -> Iterator[Document]:
@@ -236,13 +276,13 @@ def _read_warc(path: Path, stats: SourceStats) -> Iterator[Document]:
             if not text.strip():
                 stats.skip("web pages without text", where, str(path), html)
                 continue
-            yield Document(where, text, url or str(path))
+            yield Document(where, text, url or str(path), "web")
     except CORRUPT as e:
         stats.skip("unreadable or truncated files", f"{path}: {e}", str(path))
 
 
 def _read_path(path: Path, stats: SourceStats, text_field: str, max_doc_bytes: int) -> Iterator[Document]:
-    stats.files += 1
+    stats.open_file(path)
     suffix = _base_suffix(path)
     if suffix in (".jsonl", ".ndjson"):
         yield from _read_jsonl(path, stats, text_field, max_doc_bytes)
@@ -351,7 +391,7 @@ def builtin_corpus(stats: SourceStats, max_doc_bytes: int) -> Iterator[Document]
 
 def _stdlib_stream(stats: SourceStats) -> Iterator[Document]:
     for path in _stdlib_files():
-        stats.files += 1
+        stats.open_file(path)
         try:
             source = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
@@ -381,8 +421,10 @@ def iter_documents(
     max_bytes: int = 0,
     max_document_bytes: int = 8_000_000,
 ) -> Iterator[Document]:
-    """Stream documents from `sources` in a fixed order; stop after `max_bytes` of text (0: all)."""
+    """Stream documents from `sources` in a fixed order; stop after `max_bytes` of text (0: all),
+    and then count in `stats` the files left unread."""
     stats = stats if stats is not None else SourceStats()
+    stats.max_bytes = max_bytes
     check_sources(sources)
 
     def stream() -> Iterator[Document]:
@@ -393,10 +435,24 @@ def iter_documents(
                 for path in _expand(s):
                     yield from _read_path(path, stats, text_field, max_document_bytes)
 
-    for doc in stream():
+    docs = stream()
+    for doc in docs:
         n = len(doc.text.encode("utf-8"))
         stats.documents += 1
         stats.bytes += n
         yield doc
         if max_bytes and stats.bytes >= max_bytes:
+            pending = len(stats.pending)
+            if next(docs, None) is not None:  # the cap cut something off (not merely reached the end)
+                stats.count_unread(_source_files(sources))
+            del stats.pending[pending:]  # what the look-ahead skipped lies beyond the cap too
             return
+
+
+def _source_files(sources: list[str]) -> Iterator[Path]:
+    for s in sources:
+        if s == BUILTIN_SOURCE:
+            yield from _stdlib_files()
+            yield from _usr_share_doc()
+        else:
+            yield from _expand(s)

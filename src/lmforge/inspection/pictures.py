@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import html
 import math
-import json
 from pathlib import Path
 
 import numpy as np
 
+from lmforge import figures
 from lmforge.errors import LmforgeError
 
 DPI = 100
@@ -215,4 +215,4 @@ def format_lens(result: dict) -> str:
 
 
 def to_json(result: dict) -> str:
-    return json.dumps(result, ensure_ascii=False)
+    return figures.dumps(result, ensure_ascii=False)

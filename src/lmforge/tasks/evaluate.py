@@ -60,7 +60,7 @@ def read_tasks(tasks: str | Path) -> list[dict]:
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95% (z = 1.96) Wilson score interval for a binomial proportion."""
     if n == 0:
-        return float("nan"), float("nan")
+        raise ValueError("a Wilson interval needs at least one trial")
     p = successes / n
     d = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / d

@@ -48,9 +48,11 @@ def evaluate_loss(model, shards: list[np.ndarray], seq_len: int, batch_size: int
     nll, nll_with_bytes = nll.item(), nll_with_bytes.item()
     n_tokens, n_bytes, n_correct = int(n_tokens.item()), int(n_bytes.item()), int(n_correct.item())
     model.train(was_training)
-    if n_tokens == 0:
-        return {"val_loss": float("nan"), "perplexity": float("nan"), "bits_per_byte": float("nan"),
-                "accuracy": float("nan"), "tokens": 0, "bytes": 0}
+    if n_tokens == 0:  # no figure exists: None and the reason, never NaN (lmforge/figures.py)
+        n_val = sum(len(s) for s in shards)
+        return {"val_loss": None, "perplexity": None, "bits_per_byte": None, "accuracy": None, "tokens": 0,
+                "bytes": 0, "reason": f"no validation targets: the split holds {n_val:,} tokens, fewer than one "
+                                      f"window of {seq_len + 1} (raise data.val_fraction or give more text)"}
     loss = nll / n_tokens
     return {
         "val_loss": loss,
@@ -63,9 +65,10 @@ def evaluate_loss(model, shards: list[np.ndarray], seq_len: int, batch_size: int
 
 
 def unigram_baseline(train_shards: list[np.ndarray], val_shards: list[np.ndarray], vocab_size: int,
-                     seq_len: int, max_tokens: int = 50_000_000) -> float:
+                     seq_len: int, max_tokens: int = 50_000_000) -> float | None:
     """Cross-entropy (nats/token) on the validation targets of a model that ignores context and
-    predicts each token by its training frequency (add-one smoothed): the bar any LM must clear."""
+    predicts each token by its training frequency (add-one smoothed): the bar any LM must clear.
+    None where the validation split holds no window."""
     counts = np.zeros(vocab_size, dtype=np.int64)
     seen = 0
     for shard in train_shards:
@@ -81,7 +84,7 @@ def unigram_baseline(train_shards: list[np.ndarray], val_shards: list[np.ndarray
         targets = window[:, 1:].numpy().reshape(-1)
         total -= logp[targets].sum()
         n += len(targets)
-    return float(total / n) if n else float("nan")
+    return float(total / n) if n else None
 
 
 class Validator:

@@ -38,6 +38,7 @@ import torch
 from lmforge.config import Config, with_data
 from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.model import GPT, model_config
+from lmforge.figures import fmt
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
 from lmforge.run_dir import RunDir
 from lmforge.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, vocab_tables
@@ -45,6 +46,7 @@ from lmforge.tokens import META, load_shards, read_meta, tokenize_corpus
 from lmforge.training import distributed
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.data import TrainLoader
+from lmforge.training.events import MetricsLog
 from lmforge.training.device import (autocast, keep_freed_memory, peak_flops, remeasured_peak, resolve_device,
                                      resolve_dtype, set_threads)
 from lmforge.training.loss_eval import Validator, unigram_baseline
@@ -56,7 +58,7 @@ MAX_SKIPPED_IN_A_ROW = 5  # non-finite steps skipped in a row before the run is 
 # Keys that may differ between a run and its resumption: they change logging, not the math.
 RESUMABLE_CHANGES = {
     "train.progress", "train.log_interval", "train.eval_interval", "train.eval_tokens", "train.checkpoint_interval",
-    "train.keep_checkpoints", "train.threads", "train.final_eval_tokens",
+    "train.keep_checkpoints", "train.threads", "train.final_eval_tokens", "train.init_from",
 }
 
 
@@ -256,6 +258,7 @@ class Trainer:
         if self.dist.is_main:
             self.run.save_config(self.cfg)
             shutil.copyfile(self.tokens_dir / TOKENIZER_FILE, self.run.tokenizer_path)
+        self.log_metrics = MetricsLog(self.run, write=self.dist.is_main)
 
     def build(self) -> None:
         """Data, model, objective, optimizers and validation; a resumed run's state restored."""
@@ -272,6 +275,11 @@ class Trainer:
         self.loader = TrainLoader(self.train_shards, mcfg.seq_len, tc.batch_size, tc.seed, self.dist.rank,
                                   self.dist.world_size)
         self.model = GPT(mcfg).to(device)
+        if tc.init_from and self.resume_from is None:
+            from lmforge.export import init_from
+
+            init_from(self.model, tc.init_from)
+            self.log_main(f"train: weights from {tc.init_from}")
         self.fsdp = self.dist.enabled and tc.data_parallel == "fsdp"
         if self.fsdp:  # before the optimizers: they must hold the sharded parameters
             distributed.shard_model(self.model, self.dtype, compile_blocks=tc.compile)
@@ -369,16 +377,19 @@ class Trainer:
             "threads": self.threads, "world_size": self.dist.world_size,
             "checkpoint": str(self.run.latest_checkpoint()), "complete": True, "run_dir": str(self.run),
         }
+        if "reason" in final:
+            summary["val_reason"] = final["reason"]
+        self.log_metrics(Validator.record(self.step, final, elapsed, self.objective.name))
         if self.dist.is_main:
-            self.run.append_metrics(Validator.record(self.step, final, elapsed, self.objective.name))
             self.run.write_summary(summary)
         masked = self.objective.name == "masked"
         self.log_main(
             f"train: done in {elapsed:.0f}s ({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}% "
             f"steady state; {summary['warmup_s']:.1f}s of warm-up{' and compilation' if self.tc.compile else ''} apart); "
-            f"{'masked-token ' if masked else ''}val loss {final['val_loss']:.4f} "
-            f"(unigram baseline {baseline:.4f}), {final['bits_per_byte']:.4f} bits/byte"
-            + (f", accuracy {final['accuracy']:.3f}" if masked else "")
+            f"{'masked-token ' if masked else ''}val loss {fmt(final['val_loss'])} "
+            f"(unigram baseline {fmt(baseline)}), {fmt(final['bits_per_byte'])} bits/byte"
+            + (f", accuracy {fmt(final['accuracy'], '.3f')}" if masked else "")
+            + (f" ({final['reason']})" if "reason" in final else "")
         )
         return summary
 
@@ -396,6 +407,8 @@ class Trainer:
                 return {"step": self.step, "complete": False, "run_dir": str(self.run)}
             return self.finish()
         finally:
+            if hasattr(self, "log_metrics"):
+                self.log_metrics.close()
             distributed.teardown(self.dist)
 
     def _announce(self) -> None:
@@ -451,19 +464,17 @@ class Trainer:
         record = {"step": self.step, "loss": round(loss_value, 5), "lr": self.optimizers[0].param_groups[0]["lr"],
                   "tokens": self.tokens_seen, "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4),
                   "train_time_s": round(self.elapsed, 3), "skipped_steps": skipped}
-        if self.dist.is_main:
-            self.run.append_metrics(record)
+        self.log_metrics(record)
         if bar is not None:
             warm = " (warming up)" if self.step <= self.clock.warmup_until and not tps else ""
             bar.set_postfix_str(f"loss {loss_value:.3f} | {tps / 1e3:.1f}k tok/s | MFU {100 * mfu:.1f}%{warm}")
 
     def _log_validation(self, bar) -> None:
         ev = self.validate(self.tc.eval_tokens)
-        if self.dist.is_main:
-            self.run.append_metrics(Validator.record(self.step, ev, self.elapsed, self.objective.name))
-        msg = f"step {self.step}: val loss {ev['val_loss']:.4f}, {ev['bits_per_byte']:.4f} bits/byte"
+        self.log_metrics(Validator.record(self.step, ev, self.elapsed, self.objective.name))
+        msg = f"step {self.step}: val loss {fmt(ev['val_loss'])}, {fmt(ev['bits_per_byte'])} bits/byte"
         if self.objective.name == "masked":
-            msg += f", masked-token accuracy {ev['accuracy']:.3f}"
+            msg += f", masked-token accuracy {fmt(ev['accuracy'], '.3f')}"
         (bar.write if bar is not None else self.log_main)(msg)
 
 

@@ -1,17 +1,20 @@
 """`lmforge prepare`: read -> repair -> filter -> redact -> deduplicate -> write, nothing lost.
 
     PREP/
-      clean/shard_00000.jsonl.gz        kept documents: {"id", "source", "kind", "text", ...}
-      rejected/filter_00000.jsonl.gz    removed while reading or filtering: {"id", "source", "stage", "reason", "text"}
+      clean/shard_00000.jsonl.gz        kept documents: {"id", "source", "kind", "text", ..., "edits"}; "edits"
+                                        (when any) lists what was changed, by rule: removed line numbers or counts
+      rejected/filter_00000.jsonl.gz    removed while reading or filtering: {"id", "source", "stage", "reason", "text"},
+                                        "text" exactly as read, before any repair or edit
       rejected/dedup_00000.jsonl.gz     duplicates: ... plus "duplicate_of" (the kept id) and "jaccard"
-      report.json                       counts in / kept / rejected, per stage and reason, examples
+      report.json                       counts in / kept / rejected, per stage, reason and filter step, examples,
+                                        redactions per kind, and what a byte cap left unread
       work/                             per-shard intermediate files and completion markers
 
 The input stream is cut into shards of `shard_documents` items in a fixed order. Three phases:
   1. per shard, in a process pool: repair, filter, redact; exact key, MinHash signature and
      line statistics of what survives (`work/filtered/shard_N.*`, marker `shard_N.done`);
   2. once: exact and near-duplicate decisions, and the set of boilerplate lines (`work/dedup.json`);
-  3. per shard, in the pool: drop duplicates and boilerplate lines, write clean/ and rejected/.
+  3. per shard, in the pool: drop duplicates and boilerplate lines (never from code), write clean/ and rejected/.
 A killed run started again skips every shard whose marker exists; since every output is a
 function of its shard's input alone (and of phase 2), it ends with exactly the same files.
 """
@@ -24,23 +27,25 @@ import json
 import multiprocessing
 import os
 import shutil
+from pathlib import Path
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from lmforge.config import DataConfig, PrepareConfig
+from lmforge.config import FILTERS, DataConfig, PrepareConfig
 from lmforge.data import clean
 from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc, kind_of
 from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
+from lmforge.data.pii import RedactPII
 from lmforge.data.sources import Skip, SourceStats, check_sources, iter_documents
 from lmforge.errors import LmforgeError
+from lmforge.files import atomic_write_json, fingerprint, is_complete
 
 FORMAT = "lmforge-prepared-v1"
 EXAMPLES_PER_REASON = 3
@@ -63,74 +68,65 @@ def read_jsonl_gz(path: Path) -> Iterator[dict]:
             yield json.loads(line)
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def _line_key(line: str) -> str:
     return hashlib.blake2b(line.encode(), digest_size=8).hexdigest()
 
 
 def boilerplate_candidates(text: str) -> set[str]:
     """Keys of the distinct lines that could be boilerplate: five words or more (shorter lines,
-    like `return None` in code or a heading, repeat across documents for honest reasons)."""
+    like a heading, repeat across documents for honest reasons)."""
     return {_line_key(s) for s in (l.strip() for l in text.split("\n")) if len(s.split()) >= 5}
 
 
 # ---------------------------------------------------------------- phase 1: filters, per shard
 
 class FilterStack:
-    """The configured repairs and filters, built once per worker process."""
+    """The configured repairs and filters, built once per worker process: repair, then the chosen
+    filters in registry order (config.FILTERS: language first), then PII redaction."""
 
     def __init__(self, cfg: PrepareConfig):
         self.repair = clean.Repair() if cfg.repair else None
-        self.pii = clean.RedactPII() if cfg.pii else None
-        builders = {
-            "gopher_quality": lambda: clean.GopherQuality(cfg.gopher_quality),
-            "gopher_repetition": lambda: clean.GopherRepetition(cfg.gopher_repetition),
-            "c4": lambda: clean.C4Lines(cfg.c4),
-            "fineweb": lambda: clean.FineWebQuality(cfg.fineweb),
-            "code": lambda: clean.CodeQuality(cfg.code),
-            "language": lambda: clean.Language(cfg.languages, cfg.language_min_probability),
-            "offensive": lambda: clean.Offensive(cfg.offensive_threshold, cfg.offensive_max_fraction),
-            "blocklist": lambda: clean.Blocklist(cfg.blocklist) if cfg.blocklist else None,
-        }
-        self.filters = [f for f in (builders[name]() for name in cfg.filters) if f is not None]
+        self.pii = RedactPII() if cfg.pii else None
+        chosen = [clean.REGISTRY[name].from_config(cfg) for name in FILTERS if name in cfg.filters]
+        self.filters = [f for f in chosen if f is not None]
 
     def __call__(self, doc: Doc) -> tuple[str, str] | None:
         return self.run([doc])[0]
 
+    def steps(self) -> list[clean.Filter]:
+        return [s for s in (self.repair, *self.filters, self.pii) if s is not None]
+
     def run(self, docs: list[Doc]) -> list[tuple[str, str] | None]:
-        """Per document: None if it stays (its text possibly repaired), else (stage, reason).
+        """Per document: None if it stays (its text possibly edited), else (stage, reason).
         Step by step over the whole batch, so a step with a per-call cost (the classifier) pays it once."""
         verdicts: list[tuple[str, str] | None] = [None] * len(docs)
-        if self.repair is not None:
-            for i, doc in enumerate(docs):
-                if reason := self.repair(doc):
-                    verdicts[i] = ("repair", reason)
-        for f in self.filters:
-            alive = [i for i, d in enumerate(docs) if verdicts[i] is None and d.kind in f.applies_to]
+        for step in self.steps():
+            alive = [i for i, d in enumerate(docs) if verdicts[i] is None and d.kind in step.kinds]
+            if step is self.repair:  # it also counts invalid bytes in code, which it does not edit
+                alive = [i for i, d in enumerate(docs) if verdicts[i] is None]
             if not alive:
                 continue
-            batch = getattr(f, "batch", None)
-            reasons = batch([docs[i] for i in alive]) if batch else [f(docs[i]) for i in alive]
-            for i, reason in zip(alive, reasons):
+            for i, reason in zip(alive, step.run([docs[i] for i in alive])):
                 if reason:
-                    verdicts[i] = (f.name, reason)
-        if self.pii is not None:
-            for i, doc in enumerate(docs):
-                if verdicts[i] is None:
-                    self.pii(doc)
+                    verdicts[i] = (step.name, reason)
         return verdicts
 
     def counts(self) -> dict[str, int]:
+        """Repairs and redactions by kind, as report.json's repairs_and_redactions."""
         out: Counter = Counter()
         for step in (self.repair, self.pii):
             if step is not None:
                 out.update({f"{step.name}:{k}": v for k, v in step.counts.items()})
         return dict(out)
+
+    def step_stats(self) -> dict[str, dict[str, int]]:
+        return {step.name: dict(step.stats) for step in self.steps()}
+
+    def reset(self) -> None:
+        for step in self.steps():
+            step.stats.clear()
+            if getattr(step, "counts", None) is not None:
+                step.counts.clear()
 
 
 _STACKS: dict[str, FilterStack] = {}
@@ -142,14 +138,12 @@ def _stack(cfg: PrepareConfig) -> FilterStack:
         _STACKS.clear()
         _STACKS[key] = FilterStack(cfg)
     stack = _STACKS[key]
-    for step in (stack.repair, stack.pii):
-        if step is not None:
-            step.counts.clear()
+    stack.reset()  # each shard's counts on their own: a resumed run adds up the same numbers
     return stack
 
 
-def _reject(item, stage: str, reason: str, **extra) -> dict:
-    return {"id": item.id, "source": item.source, "stage": stage, "reason": reason, "text": item.text, **extra}
+def _reject(item, stage: str, reason: str, text: str, **extra) -> dict:
+    return {"id": item.id, "source": item.source, "stage": stage, "reason": reason, "text": text, **extra}
 
 
 def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, rejected_dir: Path) -> None:
@@ -158,31 +152,41 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
     hasher = MinHasher(cfg.minhash_bands * cfg.minhash_rows, cfg.seed)
     kept, rejected, keys, signatures, has_sig = [], [], [], [], []
     lines: Counter = Counter()
-    docs = [Doc(i.id, i.text, i.source, kind_of(i.source)) for i in items if not isinstance(i, Skip)]
+    redacted: dict[str, list[str]] = defaultdict(list)  # pii kind -> a few document ids, for report.json
+    docs = [Doc(i.id, i.text, i.source, kind_of(i.source, i.kind)) for i in items if not isinstance(i, Skip)]
     verdicts = iter(stack.run(docs))
     docs_iter = iter(docs)
     for item in items:
         if isinstance(item, Skip):
-            rejected.append(_reject(item, "read", item.reason))
+            rejected.append(_reject(item, "read", item.reason, item.text))
             continue
         doc, verdict = next(docs_iter), next(verdicts)
         if verdict is not None:
-            rejected.append(_reject(doc, verdict[0], f"{verdict[0]}:{verdict[1]}"))
+            rejected.append(_reject(doc, verdict[0], f"{verdict[0]}:{verdict[1]}", doc.original))
             continue
-        kept.append({"id": doc.id, "source": doc.source, "kind": doc.kind, "text": doc.text, **doc.meta})
+        record = {"id": doc.id, "source": doc.source, "kind": doc.kind, "text": doc.text, **doc.meta}
+        if doc.edits:
+            record["edits"] = doc.edits
+        if doc.text != doc.original:
+            record["original"] = doc.original  # phase 3 files this under rejected/ if the document goes there
+            for edit in doc.edits:
+                if edit["rule"].startswith("pii:") and len(redacted[edit["rule"]]) < EXAMPLES_PER_REASON:
+                    redacted[edit["rule"]].append(doc.id)
+        kept.append(record)
         keys.append(exact_key(doc.text))
         sig = hasher.signature(shingle_hashes(doc.text, cfg.ngram_words)) if cfg.near_dedup else None
         has_sig.append(sig is not None)
         signatures.append(sig if sig is not None else np.zeros(hasher.a.shape, dtype=np.uint32))
-        if cfg.boilerplate:
+        if cfg.boilerplate and doc.kind != "code":  # a line repeated across source files is code, not boilerplate
             lines.update(boilerplate_candidates(doc.text))
     base = work / f"shard_{index:05d}"
     _write_jsonl_gz(base.with_suffix(".kept.jsonl.gz"), kept)
     _write_jsonl_gz(rejected_dir / f"filter_{index:05d}.jsonl.gz", rejected)
     np.save(base.with_suffix(".sig.npy"), np.array(signatures, dtype=np.uint32).reshape(len(kept), len(hasher.a)))
     stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected),
-             "exact_keys": keys, "has_signature": has_sig, "lines": dict(lines), "repairs": stack.counts()}
-    _write_json(base.with_suffix(".done"), stats)  # the completion marker, written last
+             "exact_keys": keys, "has_signature": has_sig, "lines": dict(lines), "repairs": stack.counts(),
+             "steps": stack.step_stats(), "redaction_examples": dict(redacted)}
+    atomic_write_json(base.with_suffix(".done"), stats)  # the completion marker, written last
 
 
 # ---------------------------------------------------------------- phase 2: global decisions
@@ -272,42 +276,36 @@ def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None
     removed_lines = 0
     for row, record in enumerate(read_jsonl_gz(work / f"shard_{index:05d}.kept.jsonl.gz")):
         record["id"] = ids[offset + row]
+        original = record.pop("original", record["text"])
         if record["id"] in dropped:
             d = dropped[record["id"]]
             rejected.append({"id": record["id"], "source": record["source"], "stage": "dedup", "reason": d["reason"],
-                             "duplicate_of": d["duplicate_of"], "jaccard": d["jaccard"], "text": record["text"]})
+                             "duplicate_of": d["duplicate_of"], "jaccard": d["jaccard"], "text": original})
             continue
-        if boilerplate:
+        if boilerplate and record["kind"] != "code":
             lines = record["text"].split("\n")
-            keep = [l for l in lines if _line_key(l.strip()) not in boilerplate]
-            if len(keep) != len(lines):
-                removed_lines += len(lines) - len(keep)
-                text = "\n".join(keep).strip()
-                if not text:
+            gone = [i for i, l in enumerate(lines) if l.strip() and _line_key(l.strip()) in boilerplate]
+            if gone:
+                removed_lines += len(gone)
+                text = "\n".join(l for i, l in enumerate(lines) if i not in set(gone))
+                if not text.strip():
                     rejected.append({"id": record["id"], "source": record["source"], "stage": "boilerplate",
-                                     "reason": "boilerplate:only_boilerplate_lines", "text": record["text"]})
+                                     "reason": "boilerplate:only_boilerplate_lines", "text": original})
                     continue
-                record["text"] = text
+                record["text"] = text.strip() if record["kind"] == "web" else text
+                record["edits"] = record.get("edits", []) + [{"rule": "boilerplate", "lines": [i + 1 for i in gone]}]
         kept.append(record)
     _write_jsonl_gz(out / "rejected" / f"dedup_{index:05d}.jsonl.gz", rejected)
     _write_jsonl_gz(out / "clean" / f"shard_{index:05d}.jsonl.gz", kept)
-    _write_json(work / f"shard_{index:05d}.written", {"kept": len(kept), "rejected": len(rejected),
-                                                      "boilerplate_lines_removed": removed_lines})
+    atomic_write_json(work / f"shard_{index:05d}.written", {"kept": len(kept), "rejected": len(rejected),
+                                                            "boilerplate_lines_removed": removed_lines})
 
 
 # ---------------------------------------------------------------- driver
 
-def fingerprint(sources: list[str], cfg: PrepareConfig, data: DataConfig) -> str:
-    blob = json.dumps({"sources": sources, "prepare": asdict(cfg), "text_field": data.text_field,
-                       "max_bytes": data.max_bytes, "max_document_bytes": data.max_document_bytes}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def is_complete(out: Path, sources: list[str], cfg: PrepareConfig, data: DataConfig) -> bool:
-    try:
-        return json.loads((out / "report.json").read_text()).get("fingerprint") == fingerprint(sources, cfg, data)
-    except (OSError, json.JSONDecodeError):
-        return False
+def prepare_fingerprint(sources: list[str], cfg: PrepareConfig, data: DataConfig) -> str:
+    return fingerprint({"sources": sources, "prepare": asdict(cfg), "text_field": data.text_field,
+                        "max_bytes": data.max_bytes, "max_document_bytes": data.max_document_bytes})
 
 
 def _shards(sources: list[str], data: DataConfig, size: int, stats: SourceStats) -> Iterator[list]:
@@ -398,14 +396,14 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
             log: Callable[[str], None] = print, executor=None, progress: bool = True) -> dict:
     """Clean `sources` into `out` (see the module docstring) and return the report."""
     out = Path(out)
-    if is_complete(out, sources, cfg, data):
+    fp = prepare_fingerprint(sources, cfg, data)
+    if is_complete(out / "report.json", fp):
         report = json.loads((out / "report.json").read_text())
         log(f"prepare: {out} is complete, skipping")
         return report
     check_sources(sources)
     export_models(cfg.filters)
     work = out / "work"
-    fp = fingerprint(sources, cfg, data)
     marker_fp = work / "fingerprint"
     if marker_fp.is_file() and marker_fp.read_text() != fp:
         shutil.rmtree(out)  # a different config: earlier shard results do not apply
@@ -427,6 +425,8 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
             bar.update(len(items))  # documents read and handed to the workers, per second
         executor.wait()
         bar.close()
+        if stats.capped:
+            log(f"prepare: {stats.cap_note()}")
         if n_shards == 0:
             raise LmforgeError(f"no documents found in {', '.join(sources)}: give text, JSONL, Parquet or WARC files")
         offset = 0  # each shard's first row in stream order, for phase 3
@@ -435,10 +435,10 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
             shard_stats = json.loads(path.read_text())
             shard_stats["offset"] = offset
             offset += shard_stats["kept"]
-            _write_json(path, shard_stats)
+            atomic_write_json(path, shard_stats)
         decisions_path = work / "dedup.json"
         if not decisions_path.is_file():
-            _write_json(decisions_path, decide_duplicates(work, n_shards, cfg))
+            atomic_write_json(decisions_path, decide_duplicates(work, n_shards, cfg))
         for index in range(n_shards):
             if not (work / f"shard_{index:05d}.written").is_file():
                 executor.submit(write_shard, index, work, out, decisions_path)
@@ -475,9 +475,16 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
             kept += 1
             bytes_kept += len(r["text"].encode("utf-8"))
     repairs: Counter = Counter()
+    steps: dict[str, Counter] = defaultdict(Counter)
+    redaction_examples: dict[str, list[str]] = defaultdict(list)
     boiler = 0
     for index in range(n_shards):
-        repairs.update(json.loads((out / "work" / f"shard_{index:05d}.done").read_text())["repairs"])
+        done = json.loads((out / "work" / f"shard_{index:05d}.done").read_text())
+        repairs.update(done["repairs"])
+        for name, counts in done["steps"].items():
+            steps[name].update(counts)
+        for rule, ids in done["redaction_examples"].items():
+            redaction_examples[rule] = (redaction_examples[rule] + ids)[:EXAMPLES_PER_REASON]
         boiler += json.loads((out / "work" / f"shard_{index:05d}.written").read_text())["boilerplate_lines_removed"]
     rejected = sum(reasons.values())
     report = {
@@ -485,7 +492,7 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
         "documents_in": kept + rejected,
         "documents_kept": kept,
         "documents_rejected": rejected,
-        "bytes_in": bytes_kept + bytes_in,  # kept bytes counted after repairs and redaction
+        "bytes_in": bytes_kept + bytes_in,  # kept bytes counted after repairs and redaction, rejected as read
         "bytes_kept": bytes_kept,
         "bytes_rejected": bytes_in,
         "rejected_by_stage": dict(stages.most_common()),
@@ -494,13 +501,15 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
         "duplicate_clusters": len(clusters),
         "largest_duplicate_cluster": max(clusters.values(), default=0) + (1 if clusters else 0),
         "repairs_and_redactions": dict(sorted(repairs.items())),
+        "redaction_examples": dict(sorted(redaction_examples.items())),  # pii:<kind> -> ids of documents redacted
         "boilerplate_lines_removed": boiler,
-        "reader": {"files": stats.files, "skipped": dict(stats.skipped)},
+        "steps": {name: dict(steps[name]) for name in steps},  # per filter step: documents, dropped (by reason), edited
+        "reader": stats.reader_report(),
         "shards": n_shards,
         "seconds": round(seconds, 2),
         "fingerprint": fp,
     }
-    _write_json(out / "report.json", report)
+    atomic_write_json(out / "report.json", report)
     return report
 
 
@@ -517,4 +526,8 @@ def summary_text(report: dict, out: Path) -> str:
         lines.append(f"  {k}: {v:,}")
     if report["boilerplate_lines_removed"]:
         lines.append(f"  boilerplate lines removed: {report['boilerplate_lines_removed']:,}")
+    reader = report["reader"]
+    if reader.get("capped"):
+        lines.append(f"  byte cap data.max_bytes={reader['max_bytes']:,}: {reader['unread_files']:,} files "
+                     f"({reader['unread_bytes'] / 1e6:,.1f} MB) left unread")
     return "\n".join(lines)

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import make_prose
 from lmforge.config import load_config
-from lmforge.data import pipeline
-from lmforge.data.pipeline import prepare, read_jsonl_gz
+from lmforge.data import prepare as prepare_module
+from lmforge.data.prepare import prepare, read_jsonl_gz
 from lmforge.data.sources import iter_documents
 from lmforge.errors import LmforgeError
 
@@ -184,7 +184,7 @@ def test_report_is_reused_when_complete(messy, tmp_path):
     messages = []
     prepare([str(messy)], tmp_path / "out", c.prepare, c.data, log=messages.append)
     assert "complete, skipping" in messages[0]
-    assert pipeline.FORMAT == json.loads((tmp_path / "out" / "report.json").read_text())["format"]
+    assert prepare_module.FORMAT == json.loads((tmp_path / "out" / "report.json").read_text())["format"]
 
 
 def test_ray_gives_the_same_output_as_the_local_pool(messy, tmp_path):
@@ -233,3 +233,218 @@ def test_a_killed_process_resumes_to_identical_output(tmp_path):
         assert names == sorted(p.name for p in (tmp_path / "killed" / sub).glob("*"))
         for name in names:
             assert (tmp_path / "straight" / sub / name).read_bytes() == (tmp_path / "killed" / sub / name).read_bytes()
+
+
+# ---------------------------------------------------------------- cleaning that does no harm (issue 13)
+
+def _stdlib_sample() -> list:
+    """Standard-library files that the old cleaning broke, and a spread of others: repeated code
+    lines (encodings' tables, the pickle tests' loops), float literals, UUIDs, test IP addresses."""
+    import sysconfig
+    from pathlib import Path
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    named = ["colorsys.py", "uuid.py", "ipaddress.py", "test/pickletester.py", "test/test_pickle.py",
+             "test/test_ipaddress.py", "test/test_uuid.py", "smtplib.py", "email/utils.py"]
+    files = [root / n for n in named if (root / n).is_file()]
+    files += sorted((root / "encodings").glob("cp*.py"))[:40]  # 128-row tables repeated file to file
+    files += sorted(root.glob("test/test_p*.py"))[:40]
+    files += sorted(root.glob("*.py"))[::6]
+    return list(dict.fromkeys(files))
+
+
+def test_every_kept_stdlib_python_file_still_parses(tmp_path):
+    import ast
+    import shutil
+
+    src = tmp_path / "src"
+    for path in _stdlib_sample():
+        target = src / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    c = cfg(**{"prepare.shard_documents": 64, "prepare.boilerplate_min_documents": 3})
+    report = prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
+    clean, rejected = outputs(tmp_path / "out")
+    kept_py = [r for r in clean if r["source"].endswith(".py")]
+    assert len(kept_py) > 0.8 * len(clean + rejected) and all(r["kind"] == "code" for r in kept_py)  # the rest: near copies
+    for r in kept_py:
+        ast.parse(r["text"], r["id"])  # a SyntaxError here names the file cleaning broke
+        original = open(r["source"], encoding="utf-8", newline="").read()
+        redactions = [e for e in r.get("edits", []) if e["rule"].startswith("pii:")]
+        assert r["text"] == original or redactions, r["id"]  # code keeps its bytes apart from redactions
+    assert report["boilerplate_lines_removed"] == 0
+
+
+def _wrap(paragraph: str, width: int = 70) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(paragraph, width)
+
+
+BOOK_HEADER = "This text is offered free of charge to anyone who wants to read it."
+
+
+def _book_chunks(n: int) -> list[str]:
+    """Hard-wrapped chapters in a Gutenberg book's layout: headings, paragraphs whose last line is a
+    word or two ("smile."), dialogue, and a header line repeated in every chunk (boilerplate)."""
+    from conftest import make_prose
+
+    chunks = []
+    for i in range(n):
+        lines = [BOOK_HEADER, "", f"CHAPTER {['I', 'II', 'III', 'IV', 'V', 'VI', 'VII', 'VIII'][i % 8]}{'I' * (i // 8)}", ""]
+        for p, paragraph in enumerate(make_prose(1000 + i, 5).split("\n\n")):
+            paragraph = paragraph.rstrip(".") + (" and she answered him with a quiet smile." if p % 2 else ".")
+            wrapped = _wrap(paragraph)
+            if p % 2 and len(wrapped[-1].split()) > 1:
+                wrapped = _wrap(paragraph, len(paragraph) - len(paragraph.split()[-1]) - 1)[:1] + [paragraph.split()[-1]] \
+                    if len(paragraph) < 70 else wrapped[:-1] + _wrap(wrapped[-1].rsplit(" ", 1)[0]) + [wrapped[-1].rsplit(" ", 1)[1]]
+            lines += wrapped + [""]
+            if p == 2:
+                lines += ["\u201cAre you coming?\u201d", "", "\u201cYes.\u201d", ""]
+        chunks.append("\n".join(lines) + "\n")
+    return chunks
+
+
+@pytest.mark.parametrize("line_rules", ["web", "prose"])  # prose: C4 and FineWeb on books too
+def test_book_chunks_keep_every_line_but_the_boilerplate(tmp_path, line_rules):
+    src = tmp_path / "book"
+    src.mkdir()
+    chunks = _book_chunks(8)
+    assert any(len(l.split()) == 1 and l.endswith("smile.") for l in chunks[0].splitlines())  # a paragraph's tail
+    for i, chunk in enumerate(chunks):
+        (src / f"chunk{i:02d}.txt").write_text(chunk)
+    c = cfg(**{"prepare.line_rules": line_rules, "prepare.shard_documents": 8})
+    report = prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
+    clean, rejected = outputs(tmp_path / "out")
+    assert not rejected and len(clean) == len(chunks)
+    for record, chunk in zip(clean, chunks):
+        expected = [l for l in chunk.split("\n") if l != BOOK_HEADER]
+        assert record["text"].split("\n") == expected  # every other line, in place, headings and tails included
+        assert record["edits"] == [{"rule": "boilerplate", "lines": [1]}]
+    assert report["boilerplate_lines_removed"] == len(chunks)
+
+
+SCRIPT = """First Citizen:
+Before we proceed any further, hear me speak.
+
+All:
+Speak, speak.
+
+First Citizen:
+You are all resolved rather to die than to famish?
+
+All:
+Resolved. resolved.
+
+First Citizen:
+First, you know Caius Marcius is chief enemy to the people.
+
+All:
+We know't, we know't.
+
+First Citizen:
+Let us kill him, and we'll have corn at our own price.
+Is't a verdict?
+
+All:
+No more talking on't; let it be done: away, away!
+
+Second Citizen:
+One word, good citizens.
+
+First Citizen:
+We are accounted poor citizens, the patricians good.
+What authority surfeits on would relieve us: if they
+would yield us but the superfluity, while it were
+wholesome, we might guess they relieved us humanely;
+but they think we are too dear: the leanness that
+afflicts us, the object of our misery, is as an
+inventory to particularise their abundance; our
+sufferance is a gain to them. Let us revenge this with
+our pikes, ere we become rakes: for the gods know I
+speak this in hunger for bread, not in thirst for revenge.
+"""
+
+
+def test_a_play_keeps_its_speaker_labels_and_lines(tmp_path):
+    src = tmp_path / "plays"
+    src.mkdir()
+    (src / "coriolanus.txt").write_text(SCRIPT)
+    c = cfg(**{"prepare.line_rules": "prose"})
+    prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
+    clean, rejected = outputs(tmp_path / "out")
+    assert not rejected and clean[0]["text"] == SCRIPT
+
+
+def test_rejected_records_hold_the_text_exactly_as_read(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    raw_short = "Too  short,\r\nand doesnâ€™t matter.   \r\n\r\n\r\n\x07"
+    (src / "a_short.txt").write_bytes(raw_short.encode("utf-8"))
+    original = make_prose(5).replace("\n\n", "\r\n\r\n\r\n") + "  \r\n"
+    (src / "b_original.txt").write_bytes(original.encode("utf-8"))
+    copy = original.replace("  \r\n", "\t\r\n")  # the same text after repairs: an exact duplicate
+    (src / "c_copy.txt").write_bytes(copy.encode("utf-8"))
+    c = cfg(**{"prepare.boilerplate": "false"})
+    prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
+    clean, rejected = outputs(tmp_path / "out")
+    by_name = {r["id"].split("/")[-1]: r for r in rejected}
+    assert by_name["a_short.txt"]["stage"] == "gopher_quality"
+    assert by_name["a_short.txt"]["text"].encode("utf-8") == raw_short.encode("utf-8")
+    assert by_name["c_copy.txt"]["reason"] == "exact_duplicate"
+    assert by_name["c_copy.txt"]["text"].encode("utf-8") == copy.encode("utf-8")
+    assert "\r" not in clean[0]["text"] and clean[0]["text"] != original
+
+
+def test_a_capped_run_reports_what_it_left_unread(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(12):
+        (src / f"d{i:02d}.txt").write_text(make_prose(i))
+    c = cfg(**{"data.max_bytes": 3 * len(make_prose(0))})
+    messages = []
+    report = prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=messages.append, progress=False)
+    reader = report["reader"]
+    opened = reader["files"]  # those read, and one opened to see that more was there
+    assert reader["capped"] and report["documents_in"] == opened - 1 < 12
+    assert reader["stopped_in"] == str(src / f"d{opened - 1:02d}.txt")
+    assert reader["unread_files"] == 12 - opened
+    assert reader["unread_bytes"] == sum((src / f"d{i:02d}.txt").stat().st_size for i in range(opened, 12))
+    assert any("left unread" in m and "data.max_bytes" in m for m in messages)
+    whole = cfg()
+    report = prepare([str(src)], tmp_path / "whole", whole.prepare, whole.data, log=quiet, progress=False)
+    assert not report["reader"]["capped"] and report["documents_in"] == 12
+
+
+def test_named_sources_are_read_whole_unless_the_user_caps_them(tmp_path):
+    from lmforge.cli import _resolve, build_parser
+
+    def resolved(*argv):
+        return _resolve(build_parser().parse_args(["prepare", *argv, "--out", str(tmp_path / "o")]), None,
+                        [a for a in argv if not a.startswith("-") and "=" not in a])
+
+    assert load_config("tiny").data.max_bytes > 0  # the preset caps its built-in corpus
+    assert resolved(str(tmp_path)).data.max_bytes == 0
+    assert resolved(str(tmp_path), "--set", "data.max_bytes=1000").data.max_bytes == 1000
+    assert resolved("builtin").data.max_bytes == load_config("tiny").data.max_bytes
+
+
+def test_filter_registry_is_the_one_list_config_and_stack_read():
+    from lmforge.config import FILTERS, PrepareConfig
+    from lmforge.data.clean import REGISTRY
+
+    assert PrepareConfig().filters == list(FILTERS) and set(REGISTRY) == set(FILTERS)
+    with pytest.raises(LmforgeError, match="prepare.filters"):
+        load_config("tiny", overrides=["prepare.filters=[gopher_quality, nonsense]"])
+    stack = prepare_module.FilterStack(load_config("tiny", overrides=["prepare.filters=[c4, language]"]).prepare)
+    assert [f.name for f in stack.filters] == ["language", "c4"]  # registry order: language first
+
+
+def test_report_counts_every_step(messy, tmp_path):
+    c = cfg()
+    report = prepare([str(messy)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
+    steps = report["steps"]
+    assert steps["gopher_quality"]["dropped:few_words"] == report["rejected_by_reason"]["gopher_quality:few_words"]
+    assert steps["language"]["documents"] >= steps["gopher_quality"]["documents"]
+    filtered = report["documents_in"] - report["rejected_by_stage"]["read"]
+    assert steps["repair"]["documents"] == filtered

@@ -1,0 +1,210 @@
+"""Take a trained model anywhere: `lmforge export RUN --format hf OUT/` writes a Hugging Face Llama folder,
+and `lmforge train --init-from FOLDER` reads one back (ours, or a Llama checkpoint of matching shape).
+
+    OUT/
+      config.json              LlamaConfig (model_type "llama", architectures ["LlamaForCausalLM"])
+      model.safetensors        weights under Llama's names, float32
+      generation_config.json   the run's sampling settings; <|endoftext|> ends a text
+      tokenizer.json           the run's byte-level BPE tokenizer, unchanged
+      tokenizer_config.json    PreTrainedTokenizerFast with the special tokens named
+      special_tokens_map.json  the same special tokens, for older readers
+
+`transformers.AutoModelForCausalLM.from_pretrained(OUT)` and `AutoTokenizer.from_pretrained(OUT)` load it
+offline with no custom code. lmforge's decoder is a Llama in all but two details, mapped as follows:
+
+- **Norms.** lmforge's RMSNorms are parameter-free (as nanochat's); Llama's have a weight. Exported as
+  unit weights (`input_layernorm`, `post_attention_layernorm`, `model.norm` all ones), which makes the
+  two functions equal. Both compute x / sqrt(mean(x^2) + eps) in float32; `rms_norm_eps` = `model.norm_eps`.
+  Reading a Llama back, a norm weight g in front of a linear layer W is folded into it (W diag(g)),
+  exactly; the final norm's weight is folded into an untied output head, and refused for a tied one
+  (the head is the embedding, which cannot absorb it).
+- **Fused projections.** lmforge's `attn.qkv` rows are [queries (n_head heads), keys (n_kv_head),
+  values (n_kv_head)], each head's `head_dim` rows together: split into `q_proj`, `k_proj`, `v_proj`.
+  `mlp.gate_up` rows are [gate, up] (`chunk(2)`, then silu(gate) * up): `gate_proj`, `up_proj`.
+  `attn.proj` -> `o_proj`, `mlp.down` -> `down_proj`, `wte` -> `embed_tokens`.
+- **RoPE.** lmforge rotates the two *halves* of each head (x1 = dims [0, hd/2), x2 = [hd/2, hd)):
+  (x1 cos - x2 sin, x1 sin + x2 cos), with frequencies theta^(-2i/hd). That is Llama's `rotate_half`
+  layout in transformers (not Meta's interleaved-pairs layout), so q and k weights are copied with no
+  permutation. `rope_theta` = `model.rope_theta`, no RoPE scaling; `max_position_embeddings` = the
+  training context (`model.seq_len`).
+- **Attention.** Scaled by 1/sqrt(head_dim) in both; grouped-query attention shares key/value head
+  h // (n_head / n_kv_head) with query head h in both (SDPA's enable_gqa, Llama's repeat_kv).
+  `head_dim` is written explicitly. No biases anywhere (`attention_bias`, `mlp_bias` false).
+- **Embeddings.** A tied head is stored once (`model.embed_tokens.weight`, `tie_word_embeddings`
+  true); an untied one as `lm_head.weight`.
+- **Tokens.** <|endoftext|> is bos, eos and the document separator (lmforge's samples start after
+  one, as training documents do; so feed it first to reproduce them); <|pad|> is pad. The tokenizer
+  adds no special tokens on encode, as lmforge's does not.
+
+A masked (bidirectional) model has no standard Hugging Face encoder class that fits exactly (BERT and
+RoBERTa use learned positions, LayerNorm with biases and GELU; ModernBERT uses GeGLU, LayerNorm and
+alternating local attention), so exporting one is refused rather than approximated.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmforge.errors import LmforgeError
+from lmforge.model import GPT, GPTConfig
+from lmforge.run_dir import MODEL_FILE, RunDir
+from lmforge.tokenizer import EOT, MASK, PAD, TOKENIZER_FILE
+
+HF_CONFIG = "config.json"
+HF_GENERATION = "generation_config.json"
+HF_TOKENIZER_CONFIG = "tokenizer_config.json"
+HF_SPECIAL_TOKENS = "special_tokens_map.json"
+FORMATS = ("hf",)
+
+
+def llama_config(cfg: GPTConfig, eot_id: int | None, pad_id: int | None) -> dict:
+    """The LlamaConfig (as config.json holds it) of an lmforge model shape."""
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.n_embd, "intermediate_size": cfg.mlp_hidden,
+        "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
+        "num_key_value_heads": cfg.n_kv_head, "head_dim": cfg.head_dim,
+        "max_position_embeddings": cfg.seq_len, "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta, "rope_scaling": None, "hidden_act": "silu",
+        "attention_bias": False, "attention_dropout": 0.0, "mlp_bias": False,
+        "tie_word_embeddings": cfg.tie_embeddings, "initializer_range": 0.02, "use_cache": True,
+        "bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": pad_id, "torch_dtype": "float32",
+    }
+
+
+def to_llama_state(model: GPT) -> dict[str, torch.Tensor]:
+    """lmforge weights -> Llama's names and layout (float32, contiguous, a tied head stored once)."""
+    cfg = model.cfg
+    H, KV, hd, d = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_embd
+    ones = torch.ones(d, dtype=torch.float32)
+    out = {"model.embed_tokens.weight": model.wte.weight, "model.norm.weight": ones}
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = model.lm_head.weight
+    for i, block in enumerate(model.blocks):
+        p = f"model.layers.{i}."
+        q, k, v = block.attn.qkv.weight.split([H * hd, KV * hd, KV * hd], dim=0)
+        gate, up = block.mlp.gate_up.weight.chunk(2, dim=0)
+        out.update({
+            p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v,
+            p + "self_attn.o_proj.weight": block.attn.proj.weight,
+            p + "mlp.gate_proj.weight": gate, p + "mlp.up_proj.weight": up, p + "mlp.down_proj.weight": block.mlp.down.weight,
+            p + "input_layernorm.weight": ones, p + "post_attention_layernorm.weight": ones,
+        })
+    return {k: v.detach().float().cpu().contiguous().clone() for k, v in out.items()}
+
+
+def export(run_dir: str | Path, out: str | Path, fmt: str = "hf") -> dict:
+    """Write RUN's newest checkpoint to OUT as a Hugging Face Llama folder; returns what was written."""
+    if fmt not in FORMATS:
+        raise LmforgeError(f"export: unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    run = RunDir(run_dir).require()
+    if run.objective == "masked":
+        raise LmforgeError(
+            f"export: {run} is a masked (bidirectional) model and no standard Hugging Face encoder class fits "
+            "lmforge's architecture exactly (RoPE, parameter-free RMSNorm, SwiGLU); export a causal run instead")
+    opened = run.open("cpu")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = opened.tokenizer
+    eot, pad = tok.token_to_id(EOT), tok.token_to_id(PAD)
+    cfg = opened.model.cfg
+    (out / HF_CONFIG).write_text(json.dumps(llama_config(cfg, eot, pad), indent=2))
+    save_file(to_llama_state(opened.model), str(out / MODEL_FILE), metadata={"format": "pt"})
+    shutil.copyfile(run.tokenizer_path, out / TOKENIZER_FILE)
+    special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "pad_token": PAD, "mask_token": MASK}
+    (out / HF_TOKENIZER_CONFIG).write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", **special, "model_max_length": cfg.seq_len,
+        "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False,
+    }, indent=2))
+    (out / HF_SPECIAL_TOKENS).write_text(json.dumps(special, indent=2))
+    sampling = run.config.run if run.config is not None else None
+    (out / HF_GENERATION).write_text(json.dumps({
+        "bos_token_id": eot, "eos_token_id": eot, "pad_token_id": pad, "do_sample": True,
+        "temperature": sampling.temperature if sampling else 0.8, "top_k": sampling.top_k if sampling else 50,
+    }, indent=2))
+    return {"out": str(out), "checkpoint": str(opened.checkpoint), "format": fmt, "architecture": "LlamaForCausalLM",
+            "files": sorted(p.name for p in out.iterdir()), "params": opened.model.num_params()}
+
+
+# ---------------------------------------------------------------- reading a Llama folder back
+
+def _refuse(folder: Path, what: str) -> LmforgeError:
+    return LmforgeError(f"--init-from {folder}: {what}")
+
+
+def check_llama_shape(folder: Path, hf: dict, cfg: GPTConfig) -> None:
+    """Refuse (naming the key and the --set that would match it) a Llama config of another shape."""
+    if hf.get("model_type") != "llama":
+        raise _refuse(folder, f"{HF_CONFIG} has model_type {hf.get('model_type')!r}; only Llama-architecture folders can be read")
+    head_dim = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
+    pairs = [("hidden_size", cfg.n_embd, "model.n_embd"), ("num_hidden_layers", cfg.n_layer, "model.n_layer"),
+             ("num_attention_heads", cfg.n_head, "model.n_head"),
+             ("num_key_value_heads", cfg.n_kv_head, "model.n_kv_head"),
+             ("intermediate_size", cfg.mlp_hidden, "model.mlp_hidden"), ("vocab_size", cfg.vocab_size, "model.vocab_size"),
+             ("rms_norm_eps", cfg.norm_eps, "model.norm_eps"), ("rope_theta", cfg.rope_theta, "model.rope_theta"),
+             ("tie_word_embeddings", cfg.tie_embeddings, "model.tie_embeddings")]
+    hf = {**hf, "num_key_value_heads": hf.get("num_key_value_heads") or hf["num_attention_heads"],
+          "rope_theta": hf.get("rope_theta", (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)),
+          "tie_word_embeddings": hf.get("tie_word_embeddings", True)}
+    for key, ours, setting in pairs:
+        if hf.get(key) != ours:
+            raise _refuse(folder, f"{HF_CONFIG} has {key}={hf.get(key)!r} but this run's model has {ours!r}; "
+                                  f"train with --set {setting}={hf.get(key)}")
+    if head_dim != cfg.head_dim:
+        raise _refuse(folder, f"head_dim {head_dim} differs from n_embd / n_head = {cfg.head_dim}")
+    scaling = hf.get("rope_scaling") or {}
+    if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
+        raise _refuse(folder, f"RoPE scaling {scaling} has no lmforge equivalent")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise _refuse(folder, "the checkpoint has biases; lmforge's layers have none")
+
+
+def from_llama_state(state: dict[str, torch.Tensor], cfg: GPTConfig, folder: Path) -> dict[str, torch.Tensor]:
+    """Llama weights -> lmforge's state dict (the inverse of to_llama_state), norm weights folded in."""
+    def take(name: str) -> torch.Tensor:
+        if name not in state:
+            raise _refuse(folder, f"{MODEL_FILE} has no tensor {name!r}")
+        return state[name].float()
+
+    out = {"wte.weight": take("model.embed_tokens.weight")}
+    final_norm = take("model.norm.weight")
+    if cfg.tie_embeddings:
+        if not torch.equal(final_norm, torch.ones_like(final_norm)):
+            raise _refuse(folder, "its final norm has weights other than 1 and its output head is tied to the "
+                                  "embedding, which cannot absorb them; train with --set model.tie_embeddings=false")
+    else:
+        head = state.get("lm_head.weight", state["model.embed_tokens.weight"]).float()
+        out["lm_head.weight"] = head * final_norm
+    for i in range(cfg.n_layer):
+        p = f"model.layers.{i}."
+        g_attn, g_mlp = take(p + "input_layernorm.weight"), take(p + "post_attention_layernorm.weight")
+        qkv = torch.cat([take(p + f"self_attn.{n}_proj.weight") for n in "qkv"], dim=0)
+        gate_up = torch.cat([take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")], dim=0)
+        out.update({
+            f"blocks.{i}.attn.qkv.weight": qkv * g_attn, f"blocks.{i}.attn.proj.weight": take(p + "self_attn.o_proj.weight"),
+            f"blocks.{i}.mlp.gate_up.weight": gate_up * g_mlp, f"blocks.{i}.mlp.down.weight": take(p + "mlp.down_proj.weight"),
+        })
+    return out
+
+
+def init_from(model: GPT, folder: str | Path) -> None:
+    """Load a Hugging Face Llama folder's weights into `model` (same shape), in place."""
+    folder = Path(folder)
+    config_path, weights = folder / HF_CONFIG, folder / MODEL_FILE
+    if not config_path.is_file() or not weights.is_file():
+        raise _refuse(folder, f"needs {HF_CONFIG} and {MODEL_FILE} (a folder written by lmforge export or a "
+                              "Hugging Face Llama checkpoint in safetensors)")
+    check_llama_shape(folder, json.loads(config_path.read_text()), model.cfg)
+    state = from_llama_state(load_file(str(weights)), model.cfg, folder)
+    current = model.state_dict()
+    for name, tensor in state.items():
+        if tensor.shape != current[name].shape:
+            raise _refuse(folder, f"{name} has shape {tuple(tensor.shape)}, this model expects {tuple(current[name].shape)}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            current[name].copy_(tensor.to(current[name].dtype))

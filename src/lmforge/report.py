@@ -1,0 +1,325 @@
+"""`lmforge report RUN|SWEEP [--open] [--format html|md]`: the run's story on one page.
+
+    RUN/report.html                  one self-contained page: inline CSS, script, SVG charts and PNGs
+    RUN/report.md + report-files/    --format md: Markdown with the charts as PNGs beside it
+
+Sections follow the order the model was made: corpus (RUN/prepared/report.json and its rejected
+examples), tokens, training curves (metrics.jsonl: hover for values, drag to zoom, double-click to
+reset; steps or wall-clock), results (summary.json), inside the model (neighbours, the word map, a
+logit-lens example), cost (lmforge.cost). A SWEEP folder gets its fit, plots and verified run.
+A section whose data does not exist is left out. Every piece of text that comes from the user's
+corpus, prompts or model output is HTML-escaped, and chart data travels as JSON with '<' escaped,
+so no document can close the script element it sits in. The run is read only through RunDir.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import html
+import json
+import math
+import webbrowser
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lmforge.errors import LmforgeError
+from lmforge.run_dir import RunDir
+
+FORMATS = ("html", "md")
+EXAMPLES_SHOWN = 2
+EXAMPLE_CHARS = 240
+LENS_TEXT = "The next word in a sentence"
+
+
+@dataclass
+class Chart:
+    """A line chart: series of (x, y) against steps and, when known, wall-clock seconds."""
+
+    key: str
+    title: str
+    y_label: str
+    series: list[dict]  # {"name", "steps": [...], "seconds": [...], "values": [...], "dashed": bool}
+    log_y: bool = False
+
+
+@dataclass
+class Section:
+    title: str
+    explanation: str
+    blocks: list = field(default_factory=list)  # ("table", rows) | ("pre", text) | ("chart", Chart) | ("png", bytes, alt) | ("tokens", [str]) | ("p", text)
+
+
+# ---------------------------------------------------------------- reading the run
+
+def _corpus(run: RunDir) -> Section | None:
+    path = run.prepare_report_path
+    if not path.is_file():
+        return None
+    rep = json.loads(path.read_text())
+    rows = [("documents in", f"{rep['documents_in']:,}", f"{rep['bytes_in']:,} bytes")]
+    rows += [(f"removed by {stage}", f"{n:,}", "") for stage, n in rep["rejected_by_stage"].items()]
+    rows += [("kept", f"{rep['documents_kept']:,}", f"{rep['bytes_kept']:,} bytes")]
+    blocks: list = [("funnel", [(r[0], int(r[1].replace(",", ""))) for r in rows]), ("table", [("", "documents", "bytes")] + rows)]
+    examples = _rejected_examples(run, rep)
+    reasons = [("reason", "documents", "example")]
+    for reason, n in rep["rejected_by_reason"].items():
+        shown = examples.get(reason) or [""]
+        reasons.append((reason, f"{n:,}", " | ".join(shown)))
+    if len(reasons) > 1:
+        blocks += [("p", "Why documents were removed, with a few of them (cut short):"), ("table", reasons)]
+    extra = [("duplicate clusters", f"{rep['duplicate_clusters']:,}"),
+             ("largest duplicate cluster", f"{rep['largest_duplicate_cluster']:,}"),
+             ("boilerplate lines removed", f"{rep['boilerplate_lines_removed']:,}")]
+    extra += [(k.replace("_", " "), f"{v:,}") for k, v in rep["repairs_and_redactions"].items()]
+    blocks.append(("table", [("duplicates, repairs and redactions", "count")] + extra))
+    return Section("The corpus", (
+        "Before a model can learn, the raw text is cleaned. Every document is read, repaired (broken "
+        "encodings, stray control characters), checked by quality filters (too short, mostly symbols, the "
+        "wrong language, offensive), has personal data such as e-mail addresses redacted, and is compared "
+        "with the others so that copies and near-copies are kept once. Nothing is thrown away silently: "
+        "each removed document is kept aside with the reason, and these are the counts."), blocks)
+
+
+def _rejected_examples(run: RunDir, rep: dict) -> dict[str, list[str]]:
+    wanted = {reason: set(ids[:EXAMPLES_SHOWN]) for reason, ids in rep.get("examples", {}).items()}
+    found: dict[str, list[str]] = {}
+    for path in sorted(run.prepared_rejected_dir.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                if r["id"] in wanted.get(r["reason"], ()):
+                    text = " ".join(r["text"].split())
+                    found.setdefault(r["reason"], []).append(text[:EXAMPLE_CHARS] + ("…" if len(text) > EXAMPLE_CHARS else ""))
+    return found
+
+
+def _tokens(run: RunDir) -> Section | None:
+    tok_dir = run.tokens_dir
+    if not run.tokenizer_path.is_file():
+        return None
+    from lmforge.tokens import load_shards, read_meta
+
+    tok = run.tokenizer()
+    rows = [("vocabulary", f"{tok.get_vocab_size():,} tokens")]
+    pieces: list[str] = []
+    if tok_dir is not None and tok_dir.is_dir():
+        meta = read_meta(tok_dir)
+        for split, v in meta["splits"].items():
+            rows.append((f"{split} split", f"{v['tokens']:,} tokens from {v['bytes']:,} bytes "
+                                           f"({meta['bytes_per_token'][split]:.2f} bytes per token)"))
+        val = load_shards(tok_dir, "val")
+        if val:
+            ids = [int(i) for i in val[0][:400] if int(i) != meta["eot_id"]][:40]
+            pieces = [tok.decode([i]) for i in ids]
+    blocks: list = [("table", [("", "")] + rows)]
+    if pieces:
+        blocks += [("p", "A piece of the validation text, cut into the tokens the model sees (each box is one token):"),
+                   ("tokens", pieces)]
+    return Section("Tokens", (
+        "A model reads numbers, not letters. The tokenizer (byte-level BPE) starts from the 256 possible "
+        "bytes and repeatedly merges the most frequent neighbouring pair into a new token, until the "
+        "vocabulary is full. Frequent words become one token; rare words are spelled from pieces. More bytes "
+        "per token means the model sees more text for the same work."), blocks)
+
+
+def _series(records: list[dict], key: str, name: str, dashed: bool = False) -> dict | None:
+    rows = [r for r in records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    if not rows:
+        return None
+    return {"name": name, "steps": [r["step"] for r in rows], "seconds": [r.get("train_time_s") for r in rows],
+            "values": [r[key] for r in rows], "dashed": dashed}
+
+
+def _training(run: RunDir, summary: dict | None) -> Section | None:
+    records = run.metrics()
+    if not records:
+        return None
+    loss = [s for s in (_series(records, "loss", "train loss"), _series(records, "val_loss", "validation loss")) if s]
+    if loss and summary and summary.get("unigram_val_loss"):
+        xs = [min(s["steps"][0] for s in loss), max(s["steps"][-1] for s in loss)]
+        secs = [min(s["seconds"][0] or 0 for s in loss), max(s["seconds"][-1] or 0 for s in loss)]
+        loss.append({"name": "unigram baseline", "steps": xs, "seconds": secs,
+                     "values": [summary["unigram_val_loss"]] * 2, "dashed": True})
+    charts = [Chart("loss", "Loss", "nats per token", loss)] if loss else []
+    for key, title, unit in (("lr", "Learning rate", "lr"), ("grad_norm", "Gradient norm", "norm"),
+                             ("tokens_per_s", "Throughput", "tokens per second"), ("mfu", "MFU", "fraction of peak")):
+        s = _series(records, key, title.lower())
+        if s:
+            charts.append(Chart(key, title, unit, [s]))
+    if not charts:
+        return None
+    return Section("Training", (
+        "Training shows the model windows of text and nudges its weights so the next token gets a higher "
+        "probability. The loss is the average surprise, in nats per token: it starts near log(vocabulary) "
+        "(guessing uniformly) and falls as the model learns. The dashed unigram baseline is what a model that "
+        "knows only each token's frequency would score; a useful model ends well below it. Validation loss "
+        "is measured on text held out from training. The learning rate warms up, then decays; throughput "
+        "and MFU (the share of the machine's peak arithmetic used) say how fast it went. Hover a chart for "
+        "values, drag across it to zoom, double-click to zoom out."), [("chart", c) for c in charts])
+
+
+def _results(summary: dict | None) -> Section | None:
+    if not summary or not summary.get("complete"):
+        return None
+    rows = [("validation loss", f"{summary['val_loss']:.4f} nats per token"),
+            ("unigram baseline", f"{summary['unigram_val_loss']:.4f} nats per token"),
+            ("perplexity", f"{summary['perplexity']:.2f}"), ("bits per byte", f"{summary['bits_per_byte']:.4f}")]
+    cloze = summary.get("cloze")
+    if cloze:
+        lo, hi = cloze["accuracy_ci95"]
+        rows.append(("fill-in-the-blank accuracy", f"{cloze['accuracy']:.3f} (95% interval {lo:.3f}–{hi:.3f}; "
+                                                    f"chance {cloze['chance']:.3f}; {cloze['tasks']} tasks)"))
+    blocks: list = [("table", [("", "")] + rows)]
+    for text in summary.get("samples", []):
+        blocks.append(("pre", text))
+    if summary.get("samples"):
+        blocks.insert(1, ("p", "Texts the model wrote, starting from a short prompt:"))
+    return Section("Results", (
+        "Perplexity is e to the loss: the number of equally likely tokens the model is, on average, choosing "
+        "between. Bits per byte divides the loss by the bytes each token covers, so models with different "
+        "tokenizers can be compared. Fill-in-the-blank accuracy asks the model to pick the right word for a gap "
+        "among a few choices; the interval says how much that figure could move with other questions."), blocks)
+
+
+def _inside(run: RunDir, summary: dict | None) -> Section | None:
+    blocks: list = []
+    neighbours = (summary or {}).get("neighbours") or {}
+    if neighbours:
+        rows = [("word", "nearest words (cosine similarity)")]
+        rows += [(w, ", ".join(f"{n['word']} {n['similarity']:.2f}" for n in found)) for w, found in neighbours.items()]
+        blocks.append(("table", rows))
+    word_map = run.inspect_dir / "map-static.png"
+    if ((summary or {}).get("map") or {}).get("png"):
+        word_map = run.inspect_dir / Path(summary["map"]["png"]).name
+    if word_map.is_file():
+        blocks += [("p", "The word map: each word's vector squeezed to two dimensions; related words sit together."),
+                   ("png", word_map.read_bytes(), "map of word vectors")]
+    if run.latest_checkpoint() is not None:
+        from lmforge.inspection import Inspector
+
+        lens = Inspector(run.path).logit_lens(LENS_TEXT, k=1)
+        header = ("layer",) + tuple(lens["tokens"])
+        rows = [header] + [(str(layer["layer"]),) + tuple(p[0]["token"] for p in layer["top"]) for layer in lens["layers"]]
+        blocks += [("p", f"The logit lens on {LENS_TEXT!r}: after each layer, the token the model would predict "
+                         f"{'next' if lens['predicts'] == 'next' else 'at each position'} if it stopped there."),
+                   ("table", rows)]
+        png = Path(lens["png"])
+        if png.is_file():
+            blocks.append(("png", png.read_bytes(), "logit lens heat-map"))
+    if not blocks:
+        return None
+    return Section("Inside the model", (
+        "Every token gets a vector; words used alike end up with similar vectors, so a word's nearest "
+        "neighbours show what the model has learned about it. The logit lens reads the model's running "
+        "guess after every layer, showing where in the stack a prediction forms."), blocks)
+
+
+def _cost(run: RunDir, summary: dict | None) -> Section | None:
+    if not summary or not summary.get("complete") or run.config is None:
+        return None
+    from lmforge import cost
+    from lmforge.config import load_config
+
+    shape = cost.shape_from_model(run.config, summary.get("vocab_size") or run.tokenizer().get_vocab_size())
+    precision = "bf16" if summary.get("dtype") == "bfloat16" else "fp32"
+    # the run's own measured peak; memory is not what is asked here, so no limit; 15 W per CPU thread
+    here = cost.Hardware(summary.get("device", "cpu"), {precision: summary["peak_flops"] / summary.get("world_size", 1)},
+                         math.inf, 15.0 * max(1, summary.get("threads") or 1))
+    this = cost.estimate(shape, summary["tokens_trained"], here, summary.get("world_size", 1),
+                         min(1.0, max(summary.get("mfu") or cost.DEFAULT_MFU, 1e-6)), precision=precision)
+    big_shape = cost.shape_from_model(load_config("gpt2-small"))
+    big_tokens = 20 * big_shape.params  # Chinchilla's compute-optimal ratio
+    big = cost.estimate(big_shape, big_tokens, cost.find_hardware("h100"), 8)
+    rows = [("", "this run", f"forecast: {big_shape.params / 1e6:.0f}M parameters on {big_tokens / 1e9:.1f}B tokens"),
+            ("training FLOPs", f"{summary['flops_per_token'] * summary['tokens_trained']:.3g}", f"{big.flops_exact:.3g}"),
+            ("time", f"{summary['train_time_s']:.0f} s on {here.name}", f"{big.days * 24:.1f} hours on 8 x {big.hardware} at MFU {big.mfu:.0%}"),
+            ("energy", f"{this.energy_kwh * 1000:.2f} Wh (at {here.power_w:.0f} W)", f"{big.energy_kwh:,.0f} kWh"),
+            ("money", "—", f"${big.cost_usd:,.0f}")]
+    return Section("Cost", (
+        "Training cost is arithmetic: about 6 floating-point operations per parameter per token, plus "
+        "attention. Divide by what the hardware actually sustains (its peak times MFU) for the time, multiply "
+        "by its power for the energy. The same arithmetic forecasts a bigger run — here the gpt2-small preset "
+        "trained on 20 tokens per parameter, as Chinchilla recommends (lmforge estimate does this for any shape)."),
+        [("table", rows)])
+
+
+def _sweep(path: Path) -> list[Section]:
+    from lmforge.scaling import FIT_FILE, VERIFY_FILE
+
+    sections = []
+    fit_path = path / FIT_FILE
+    if fit_path.is_file():
+        fit = json.loads(fit_path.read_text())
+        rows = [("constant", "value", "95% interval")]
+        for k in ("E", "A", "B", "alpha", "beta", "a", "b"):
+            ci = (fit.get("ci") or {}).get(k)
+            rows.append((k, f"{fit[k]:.4g}", f"{ci[0]:.4g} – {ci[1]:.4g}" if ci else ""))
+        blocks: list = [("table", rows)]
+        for png in sorted((path / "plots").glob("*.png")):
+            blocks.append(("png", png.read_bytes(), png.stem))
+        sections.append(Section("The scaling-law fit", (
+            "A sweep trains many small models of different sizes N on different numbers of tokens D and fits "
+            "L(N, D) = E + A/N^alpha + B/D^beta to their final losses: E is the loss no model can beat, the "
+            "other terms shrink as the model and the data grow. From the law follows the best split of a "
+            "compute budget between parameters and tokens (N_opt ~ C^a, D_opt ~ C^b)."), blocks))
+    verify_path = path / VERIFY_FILE
+    if verify_path.is_file():
+        v = json.loads(verify_path.read_text())
+        items = v if isinstance(v, list) else [v]
+        rows = [("target", "predicted", "actual", "relative error")]
+        for r in items:
+            rows.append((f"{r['params']:,} parameters, {r['tokens']:,} tokens", f"{r['predicted']:.4f}",
+                         f"{r['actual']:.4f}", f"{100 * r['relative_error']:+.2f}%"))
+        sections.append(Section("Prediction against the verified run", (
+            "The point of a law is to predict a run before paying for it. A bigger model was trained and its "
+            "loss compared with the prediction made from the small ones."), [("table", rows)]))
+    return sections
+
+
+def sections_of(path: Path) -> tuple[str, list[Section]]:
+    from lmforge.scaling import FIT_FILE
+    from lmforge.scaling.runner import SWEEP_FILE
+
+    if (path / SWEEP_FILE).is_file() or (path / FIT_FILE).is_file():
+        return f"Sweep {path.name}", _sweep(path)
+    run = RunDir(path).require()
+    summary = run.summary()
+    found = [_corpus(run), _tokens(run), _training(run, summary), _results(summary), _inside(run, summary),
+             _cost(run, summary)]
+    return f"Run {path.name}", [s for s in found if s is not None]
+
+
+# ---------------------------------------------------------------- writing
+
+def report(path: str | Path, fmt: str = "html", open_page: bool = False) -> Path:
+    """Write RUN/report.html (or report.md with report-files/) and return its path."""
+    if fmt not in FORMATS:
+        raise LmforgeError(f"report: unknown --format {fmt!r}; choose html or md")
+    path = Path(path)
+    if not path.is_dir():
+        raise LmforgeError(f"report: {path} is not a run or sweep folder")
+    title, sections = sections_of(path)
+    if not sections:
+        raise LmforgeError(f"report: {path} holds nothing to report yet (no metrics, summary or fit); train it first")
+    run = RunDir(path)
+    out = run.report_path(fmt)
+    if fmt == "md":
+        from lmforge.report_render import write_markdown
+
+        write_markdown(title, sections, out, run.report_files_dir)
+    else:
+        from lmforge.report_render import render_html
+
+        out.write_text(render_html(title, sections), encoding="utf-8")
+    if open_page:
+        webbrowser.open(out.resolve().as_uri())
+    return out
+
+
+def escape(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def png_data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")

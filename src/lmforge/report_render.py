@@ -1,0 +1,250 @@
+"""The report's two renderings: one self-contained HTML page (inline CSS, a small hand-written SVG chart
+script, PNGs as data URIs; nothing fetched), and Markdown with PNGs beside it (lmforge/report.py).
+
+Everything user-derived goes through `html.escape` (HTML, and the Markdown tables, which renderers
+read as HTML too); chart data is JSON inside <script type="application/json"> with '<', '>' and '&'
+written as \\u escapes, so a text can never end the script element.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+
+from lmforge.report import Chart, Section, png_data_uri
+
+CSS = """
+body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.7em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+p.why{color:#444;background:#f6f8fa;border-left:4px solid #8ab;padding:.6em .9em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3} pre{background:#f6f8fa;padding:.7em;white-space:pre-wrap;word-break:break-word}
+.tok{display:inline-block;white-space:pre;padding:0 .15em;margin:.1em .05em;border-radius:3px;font-family:monospace}
+.tok:nth-child(odd){background:#dbe9f6}.tok:nth-child(even){background:#f6e3c7}
+.funnel div{background:#8ab;color:#fff;margin:2px 0;padding:2px 6px;white-space:nowrap;min-width:4em}
+.chart{position:relative;display:inline-block;margin:.4em .6em .4em 0;vertical-align:top}
+.chart h3{font-size:.95em;margin:.2em 0} .chart svg{background:#fff;border:1px solid #e3e3e3;cursor:crosshair}
+.tip{position:absolute;pointer-events:none;background:rgba(255,255,255,.95);border:1px solid #999;padding:2px 6px;font-size:12px;display:none;white-space:pre}
+img{max-width:100%;height:auto;border:1px solid #eee}
+.legend span{margin-right:1em;font-size:.85em}
+"""
+
+SCRIPT = r"""
+(function () {
+  var data = JSON.parse(document.getElementById('report-data').textContent);
+  var NS = 'http://www.w3.org/2000/svg', W = 440, H = 240, L = 58, R = 10, T = 10, B = 34;
+  var COLORS = ['#1f77b4', '#d62728', '#7f7f7f', '#2ca02c', '#9467bd'];
+  var axis = 'steps';
+  function el(tag, attrs, parent) {
+    var e = document.createElementNS(NS, tag);
+    for (var k in attrs) e.setAttribute(k, attrs[k]);
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+  function fmt(v) {
+    var a = Math.abs(v);
+    return (a !== 0 && (a < 1e-3 || a >= 1e5)) ? v.toExponential(3) : String(+v.toPrecision(5));
+  }
+  function points(s) {
+    var out = [];
+    for (var i = 0; i < s.values.length; i++) if (s[axis][i] !== null) out.push([s[axis][i], s.values[i]]);
+    return out;
+  }
+  function draw(box) {
+    var chart = data.charts[box.getAttribute('data-chart')];
+    var old = box.querySelector('svg'); if (old) old.remove();
+    var svg = el('svg', {viewBox: '0 0 ' + W + ' ' + H, width: W, height: H, role: 'img'});
+    box.insertBefore(svg, box.querySelector('.tip'));
+    var all = chart.series.map(points), flat = [].concat.apply([], all);
+    if (!flat.length) return;
+    var xs = flat.map(function (p) { return p[0]; });
+    var x0 = box.zoom ? box.zoom[0] : Math.min.apply(null, xs), x1 = box.zoom ? box.zoom[1] : Math.max.apply(null, xs);
+    if (x1 === x0) x1 = x0 + 1;
+    var vis = flat.filter(function (p) { return p[0] >= x0 && p[0] <= x1; }).map(function (p) { return p[1]; });
+    if (!vis.length) vis = flat.map(function (p) { return p[1]; });
+    var y0 = Math.min.apply(null, vis), y1 = Math.max.apply(null, vis), pad = (y1 - y0) * 0.06 || Math.abs(y1) * 0.1 || 1;
+    y0 -= pad; y1 += pad;
+    function sx(x) { return L + (x - x0) / (x1 - x0) * (W - L - R); }
+    function sy(y) { return T + (y1 - y) / (y1 - y0) * (H - T - B); }
+    el('rect', {x: L, y: T, width: W - L - R, height: H - T - B, fill: 'none', stroke: '#ccc'}, svg);
+    for (var t = 0; t <= 4; t++) {
+      var yv = y0 + (y1 - y0) * t / 4, xv = x0 + (x1 - x0) * t / 4;
+      el('line', {x1: L, x2: W - R, y1: sy(yv), y2: sy(yv), stroke: '#eee'}, svg);
+      el('text', {x: L - 4, y: sy(yv) + 4, 'text-anchor': 'end', 'font-size': 10}, svg).textContent = fmt(yv);
+      el('text', {x: sx(xv), y: H - B + 14, 'text-anchor': 'middle', 'font-size': 10}, svg).textContent = fmt(xv);
+    }
+    el('text', {x: (L + W - R) / 2, y: H - 4, 'text-anchor': 'middle', 'font-size': 11}, svg).textContent =
+      axis === 'steps' ? 'step' : 'training seconds';
+    var clip = 'clip-' + box.getAttribute('data-chart');
+    el('rect', {x: L, y: T, width: W - L - R, height: H - T - B}, el('clipPath', {id: clip}, el('defs', {}, svg)));
+    all.forEach(function (pts, i) {
+      if (!pts.length) return;
+      var d = pts.map(function (p, j) { return (j ? 'L' : 'M') + sx(p[0]).toFixed(1) + ' ' + sy(p[1]).toFixed(1); }).join('');
+      var attrs = {d: d, fill: 'none', stroke: COLORS[i % COLORS.length], 'stroke-width': 1.6, 'clip-path': 'url(#' + clip + ')'};
+      if (chart.series[i].dashed) attrs['stroke-dasharray'] = '5 4';
+      el('path', attrs, svg);
+    });
+    var cursor = el('line', {y1: T, y2: H - B, stroke: '#888', visibility: 'hidden'}, svg);
+    var band = el('rect', {y: T, height: H - T - B, fill: 'rgba(80,120,200,.15)', visibility: 'hidden'}, svg);
+    var tip = box.querySelector('.tip'), dragFrom = null;
+    function dataX(ev) {
+      var r = svg.getBoundingClientRect(), px = (ev.clientX - r.left) * W / r.width;
+      return {px: px, x: x0 + (px - L) / (W - L - R) * (x1 - x0)};
+    }
+    svg.addEventListener('mousemove', function (ev) {
+      var p = dataX(ev);
+      if (p.px < L || p.px > W - R) { tip.style.display = 'none'; cursor.setAttribute('visibility', 'hidden'); return; }
+      var lines = [(axis === 'steps' ? 'step ' : 'second ') + fmt(p.x)];
+      all.forEach(function (pts, i) {
+        var best = null;
+        pts.forEach(function (q) { if (best === null || Math.abs(q[0] - p.x) < Math.abs(best[0] - p.x)) best = q; });
+        if (best) lines.push(chart.series[i].name + ': ' + fmt(best[1]) + ' (at ' + fmt(best[0]) + ')');
+      });
+      tip.textContent = lines.join('\n');
+      tip.style.display = 'block';
+      tip.style.left = Math.min(p.px + 12, W - 150) + 'px';
+      tip.style.top = '30px';
+      cursor.setAttribute('x1', p.px); cursor.setAttribute('x2', p.px); cursor.setAttribute('visibility', 'visible');
+      if (dragFrom !== null) {
+        band.setAttribute('x', Math.min(dragFrom.px, p.px)); band.setAttribute('width', Math.abs(p.px - dragFrom.px));
+        band.setAttribute('visibility', 'visible');
+      }
+    });
+    svg.addEventListener('mouseleave', function () { tip.style.display = 'none'; cursor.setAttribute('visibility', 'hidden'); });
+    svg.addEventListener('mousedown', function (ev) { dragFrom = dataX(ev); ev.preventDefault(); });
+    svg.addEventListener('mouseup', function (ev) {
+      var to = dataX(ev);
+      if (dragFrom !== null && Math.abs(to.px - dragFrom.px) > 5) { box.zoom = [Math.min(dragFrom.x, to.x), Math.max(dragFrom.x, to.x)]; draw(box); }
+      dragFrom = null; band.setAttribute('visibility', 'hidden');
+    });
+    svg.addEventListener('dblclick', function () { box.zoom = null; draw(box); });
+  }
+  var boxes = document.querySelectorAll('.chart[data-chart]');
+  boxes.forEach(draw);
+  document.querySelectorAll('input[name=xaxis]').forEach(function (r) {
+    r.addEventListener('change', function () { axis = r.value; boxes.forEach(function (b) { b.zoom = null; draw(b); }); });
+  });
+})();
+"""
+
+
+def esc(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def script_json(value) -> str:
+    """JSON safe inside a <script> element: no '<', '>' or '&' can appear literally."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _table_html(rows) -> str:
+    head, *body = rows
+    out = "<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in head) + "</tr>"
+    out += "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body)
+    return out + "</table>"
+
+
+def _block_html(block, charts: dict) -> str:
+    kind = block[0]
+    if kind == "table":
+        return _table_html(block[1])
+    if kind == "p":
+        return f"<p>{esc(block[1])}</p>"
+    if kind == "pre":
+        return f"<pre class=\"sample\">{esc(block[1])}</pre>"
+    if kind == "tokens":
+        return "<p class=\"tokens\">" + "".join(f"<span class=\"tok\">{esc(t)}</span>" for t in block[1]) + "</p>"
+    if kind == "png":
+        return f"<p><img src=\"{png_data_uri(block[1])}\" alt=\"{esc(block[2])}\"></p>"
+    if kind == "funnel":
+        top = max(n for _, n in block[1]) or 1
+        return "<div class=\"funnel\">" + "".join(
+            f"<div style=\"width:{max(4.0, 100 * n / top):.1f}%\">{esc(label)}: {n:,}</div>" for label, n in block[1]) + "</div>"
+    chart: Chart = block[1]
+    charts[chart.key] = {"title": chart.title, "series": chart.series}
+    legend = "".join(f"<span style=\"color:{c}\">&#9632; {esc(s['name'])}</span>"
+                     for s, c in zip(chart.series, ["#1f77b4", "#d62728", "#7f7f7f", "#2ca02c", "#9467bd"]))
+    return (f"<div class=\"chart\" data-chart=\"{esc(chart.key)}\"><h3>{esc(chart.title)} "
+            f"<small>({esc(chart.y_label)})</small></h3><div class=\"tip\"></div><div class=\"legend\">{legend}</div></div>")
+
+
+def render_html(title: str, sections: list[Section]) -> str:
+    charts: dict = {}
+    body = []
+    for s in sections:
+        inner = "".join(_block_html(b, charts) for b in s.blocks)
+        toggle = ""
+        if any(b[0] == "chart" for b in s.blocks):
+            toggle = ("<p>x axis: <label><input type=\"radio\" name=\"xaxis\" value=\"steps\" checked> steps</label> "
+                      "<label><input type=\"radio\" name=\"xaxis\" value=\"seconds\"> wall-clock seconds</label></p>")
+        body.append(f"<section><h2>{esc(s.title)}</h2><p class=\"why\">{esc(s.explanation)}</p>{toggle}{inner}</section>")
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(title)} — lmforge report</title>"
+            f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>"
+            "<p>How this language model was made, stage by stage (written by <code>lmforge report</code>).</p>"
+            + "".join(body)
+            + f"<script type=\"application/json\" id=\"report-data\">{script_json({'charts': charts})}</script>"
+            f"<script>{SCRIPT}</script></body></html>")
+
+
+# ---------------------------------------------------------------- Markdown
+
+def _md_cell(text) -> str:
+    return esc(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table_md(rows) -> str:
+    head, *body = rows
+    lines = ["| " + " | ".join(_md_cell(c) for c in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _chart_png(chart: Chart, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for s in chart.series:
+        ax.plot(s["steps"], s["values"], "--" if s["dashed"] else "-", label=s["name"])
+    ax.set_xlabel("step")
+    ax.set_ylabel(chart.y_label)
+    ax.set_title(chart.title)
+    if len(chart.series) > 1:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_markdown(title: str, sections: list[Section], out: Path, files: Path) -> None:
+    shutil.rmtree(files, ignore_errors=True)
+    files.mkdir(parents=True)
+    parts = [f"# {_md_cell(title)}", ""]
+    n = 0
+    for s in sections:
+        parts += [f"## {_md_cell(s.title)}", "", f"> {esc(s.explanation)}", ""]
+        for block in s.blocks:
+            kind = block[0]
+            if kind == "table":
+                parts.append(_table_md(block[1]))
+            elif kind == "p":
+                parts.append(esc(block[1]))
+            elif kind == "pre":
+                parts.append("~~~text\n" + block[1].replace("~~~", "~ ~ ~") + "\n~~~")
+            elif kind == "tokens":
+                parts.append(" ".join(f"<code>{esc(t)}</code>" for t in block[1]))
+            elif kind in ("png", "chart"):
+                n += 1
+                name = f"{n:02d}-{block[2] if kind == 'png' else block[1].key}".replace(" ", "-") + ".png"
+                if kind == "png":
+                    (files / name).write_bytes(block[1])
+                else:
+                    _chart_png(block[1], files / name)
+                parts.append(f"![{esc(name)}]({files.name}/{name})")
+            parts.append("")
+    out.write_text("\n".join(parts), encoding="utf-8")

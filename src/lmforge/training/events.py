@@ -1,0 +1,47 @@
+"""TensorBoard event files beside metrics.jsonl, when `tensorboard` is installed (the `tensorboard` extra).
+
+metrics.jsonl stays the source of truth (the report, the sweep fitter and resumption read it); the
+events are a live view for `tensorboard --logdir runs/`: every number of a metrics record becomes a
+scalar at its step, named "train/loss", "val/val_loss", ... in RUN/tensorboard/ (run_dir.py names it).
+A resumed run appends a new event file; TensorBoard shows the latest value written for each step.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from lmforge.run_dir import RunDir
+
+NOT_SCALARS = {"step", "tokens", "train_time_s"}
+
+
+def tensorboard_available() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+class MetricsLog:
+    """Appends each record to metrics.jsonl and, with TensorBoard installed, to an event file."""
+
+    def __init__(self, run: RunDir, write: bool = True):
+        self.run, self.write_files = run, write
+        self.writer = None
+        if write and tensorboard_available():
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(run.tensorboard_dir))
+
+    def __call__(self, record: dict) -> None:
+        if not self.write_files:
+            return
+        self.run.append_metrics(record)
+        if self.writer is not None:
+            group = "val" if any(k.startswith("val_") for k in record) else "train"
+            for key, value in record.items():
+                if key not in NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(f"{group}/{key}", value, record["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -1,0 +1,146 @@
+"""lmforge export --format hf: transformers loads the folder offline and computes what lmforge computes;
+lmforge train --init-from reads it back."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from lmforge.cli import main
+from lmforge.errors import LmforgeError
+from lmforge.export import HF_CONFIG, export, init_from
+from lmforge.model import GPT
+from lmforge.run_dir import MODEL_FILE, RunDir
+from lmforge.sampling import generate_ids
+from lmforge.tokenizer import EOT
+from lmforge.training.trainer import train
+
+transformers = pytest.importorskip("transformers", reason="transformers is a test extra: pip install -e '.[test]'")
+
+MULTILINGUAL = "Grüße aus Köln — naïve café; 日本語のテキスト, русский текст, 🙂 emoji\n\tdef f(x): return x**2"
+quiet = lambda *_: None  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def gqa_run(tmp_path_factory, tokens_dir):
+    """A trained tiny causal run with grouped-query attention, an untied head, non-default RoPE and eps."""
+    from lmforge.config import load_config
+    from conftest import tiny_overrides
+
+    out = tmp_path_factory.mktemp("export") / "run"
+    cfg = load_config("tiny", overrides=tiny_overrides(**{
+        "model.n_head": 4, "model.n_kv_head": 2, "model.tie_embeddings": "false", "model.rope_theta": 500.0,
+        "model.norm_eps": 1e-5, "train.max_steps": 30}) + [f"run.out={out}"])
+    train(cfg, data=[str(tokens_dir)], log=quiet)
+    return RunDir(out)
+
+
+@pytest.fixture(scope="module")
+def tied_run(tmp_path_factory, tokens_dir):
+    from lmforge.config import load_config
+    from conftest import tiny_overrides
+
+    out = tmp_path_factory.mktemp("export") / "tied"
+    cfg = load_config("tiny", overrides=tiny_overrides(**{"train.max_steps": 30}) + [f"run.out={out}"])
+    train(cfg, data=[str(tokens_dir)], log=quiet)
+    return RunDir(out)
+
+
+def load_hf(folder):
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True,
+                                                              torch_dtype=torch.float32)
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return model.eval(), tok
+
+
+@pytest.mark.parametrize("which", ["gqa_run", "tied_run"])
+def test_transformers_computes_the_same_logits_and_tokens(which, request, tmp_path):
+    run = request.getfixturevalue(which)
+    result = export(run.path, tmp_path / "hf")
+    assert result["architecture"] == "LlamaForCausalLM"
+    hf_model, hf_tok = load_hf(tmp_path / "hf")
+    assert type(hf_model).__name__ == "LlamaForCausalLM"
+    opened = run.open()
+    ours = opened.tokenizer
+    ids = ours.encode(MULTILINGUAL, add_special_tokens=False).ids
+    assert hf_tok(MULTILINGUAL)["input_ids"] == ids
+    assert hf_tok.decode(ids) == MULTILINGUAL
+    assert hf_tok.eos_token == EOT and hf_tok.eos_token_id == ours.token_to_id(EOT)
+
+    x = torch.tensor([[ours.token_to_id(EOT)] + ids[:31]])
+    with torch.no_grad():
+        expected = opened.model(x)
+        got = hf_model(x).logits.float()
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= 1e-4
+
+    prompt = [ours.token_to_id(EOT)] + ours.encode("def ", add_special_tokens=False).ids
+    lm = generate_ids(opened.model, prompt, 20, temperature=0.0, stop_id=ours.token_to_id(EOT))
+    with torch.no_grad():
+        hf_out = hf_model.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False)[0, len(prompt):].tolist()
+    if hf_out and hf_out[-1] == ours.token_to_id(EOT):  # transformers keeps the eos it stopped at
+        hf_out = hf_out[:-1]
+    assert hf_out == lm and len(lm) > 0
+
+
+def test_init_from_an_export_starts_from_identical_weights(gqa_run, tmp_path, tokens_dir):
+    export(gqa_run.path, tmp_path / "hf")
+    cfg = gqa_run.config
+    cfg.run.out = str(tmp_path / "again")
+    cfg.train.init_from = str(tmp_path / "hf")
+    train(cfg, data=[str(tokens_dir)], stop_at=0, log=quiet)  # a checkpoint of the starting weights
+    again, _ = RunDir(tmp_path / "again").load_model()
+    original = gqa_run.open().model
+    x = torch.randint(0, 512, (2, 32))
+    with torch.no_grad():
+        assert torch.equal(again(x), original(x))
+
+
+def test_llama_norm_weights_are_folded_exactly(gqa_run, tmp_path):
+    """A Llama with real norm weights (not lmforge's unit ones) loads to the same function."""
+    export(gqa_run.path, tmp_path / "hf")
+    hf_model, _ = load_hf(tmp_path / "hf")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in hf_model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+    hf_model.save_pretrained(tmp_path / "llama", safe_serialization=True)
+    model = GPT(gqa_run.open().model.cfg)
+    init_from(model, tmp_path / "llama")
+    x = torch.randint(0, 512, (1, 32))
+    with torch.no_grad():
+        assert (model(x) - hf_model(x).logits).abs().max().item() <= 1e-4
+
+
+def test_init_from_refuses_another_shape(gqa_run, tmp_path):
+    export(gqa_run.path, tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / HF_CONFIG).read_text())
+    cfg["num_hidden_layers"] = 3
+    (tmp_path / "hf" / HF_CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(LmforgeError, match=r"num_hidden_layers=3 .*--set model.n_layer=3"):
+        init_from(GPT(gqa_run.open().model.cfg), tmp_path / "hf")
+    with pytest.raises(LmforgeError, match=MODEL_FILE):
+        init_from(GPT(gqa_run.open().model.cfg), tmp_path)
+
+
+def test_export_cli_and_masked_refusal(tied_run, tmp_path, tokens_dir, capsys):
+    assert main(["export", str(tied_run.path), str(tmp_path / "hf"), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["files"]) >= {"config.json", MODEL_FILE, "tokenizer.json",
+                                                                 "tokenizer_config.json", "generation_config.json"}
+    masked = tmp_path / "masked"
+    assert main(["train", "--data", str(tokens_dir), "--out", str(masked), "--objective", "masked",
+                 "--no-progress", "--max-steps", "2", "--threads", "1", *sum((["--set", o] for o in _tiny()), [])]) == 0
+    capsys.readouterr()
+    assert main(["export", str(masked), str(tmp_path / "hf2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "masked" in err and "encoder" in err and len(err.splitlines()) == 1
+
+
+def _tiny():
+    from conftest import tiny_overrides
+
+    return tiny_overrides(**{"train.final_eval_tokens": 256})

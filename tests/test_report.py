@@ -1,0 +1,149 @@
+"""lmforge report: the page of a real tiny run, its sections, its escaping, its Markdown twin, and the
+page itself in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium)."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lmforge.cli import main
+from lmforge.config import load_config
+from lmforge.job import run as run_job
+from lmforge.report import report
+from lmforge.run_dir import RunDir
+from conftest import corpus_texts, tiny_overrides
+
+EVIL = "<script>alert(1)</script>"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """`lmforge run` on real text plus a document that is an XSS attempt (and is rejected as too short),
+    with the same string as a sample prompt, so it reaches both the examples and the samples."""
+    root = tmp_path_factory.mktemp("report")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for i, text in enumerate(corpus_texts()):
+        (corpus / f"doc{i:03d}.txt").write_text(text)
+    (corpus / "000-evil.txt").write_text(EVIL)  # read first, so it is among the examples shown
+    cfg = load_config("tiny", overrides=tiny_overrides(**{
+        "train.max_steps": 40, "train.eval_interval": 20, "prepare.workers": 1, "run.map_words": 30,
+        "run.inspect_words": 2, "run.sample_prompts": json.dumps([EVIL, "The "]), "run.samples": 2,
+    }) + [f"run.out={root / 'run'}"])
+    cfg.data.sources = [str(corpus)]
+    run_job(cfg, log=lambda *_: None)
+    return RunDir(root / "run")
+
+
+def test_run_writes_a_self_contained_page_with_every_section(tiny_run):
+    page = tiny_run.report_path().read_text()  # written by lmforge run itself
+    for title in ("The corpus", "Tokens", "Training", "Results", "Inside the model", "Cost"):
+        assert f"<h2>{title}</h2>" in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "the page must not fetch anything"
+    assert page.count("data:image/png;base64,") >= 2  # the word map and the logit lens
+    assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    data = page[page.index('id="report-data">'):]
+    assert "<script>alert" not in data.split("</script>")[0]
+    assert {"loss", "lr", "tokens_per_s", "mfu"} <= set(json.loads(data[len('id="report-data">'):data.index("</script>")])["charts"])
+
+
+def test_sections_without_data_are_left_out(tiny_run, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_run.path, bare, ignore=shutil.ignore_patterns("prepared", "inspect", "summary.json"))
+    page = report(bare).read_text()
+    assert "<h2>Training</h2>" in page
+    for title in ("The corpus", "Results", "Cost"):
+        assert f"<h2>{title}</h2>" not in page
+
+
+def test_markdown_has_pngs_beside_it(tiny_run, capsys):
+    assert main(["report", str(tiny_run.path), "--format", "md"]) == 0
+    md = tiny_run.report_path("md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(images) >= 4
+    for rel in images:
+        data = (tiny_run.path / rel).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert EVIL not in md.split("~~~")[0]  # outside code fences it is escaped
+
+
+def test_report_refuses_what_is_not_a_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "not a run or sweep folder" in capsys.readouterr().err
+
+
+def _browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a test extra: pip install -e '.[test]'")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        pytest.skip("no headless browser: apt-get install chromium chromium-driver (.ci/run does)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,900", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_the_page_in_a_real_browser(tiny_run):
+    browser = _browser()
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    try:
+        browser.get(tiny_run.report_path().resolve().as_uri())
+        errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert not errors, errors
+        charts = browser.find_elements(By.CSS_SELECTOR, ".chart svg")
+        images = browser.find_elements(By.TAG_NAME, "img")
+        assert len(charts) >= 4 and len(images) >= 2
+        for e in charts + images:
+            assert e.size["width"] > 0 and e.size["height"] > 0, e.get_attribute("outerHTML")[:80]
+        for img in images:
+            assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+        # hovering the loss curve shows the values under the cursor
+        loss = browser.find_element(By.CSS_SELECTOR, '.chart[data-chart="loss"]')
+        ActionChains(browser).move_to_element(loss.find_element(By.TAG_NAME, "svg")).perform()
+        tip = loss.find_element(By.CLASS_NAME, "tip")
+        assert tip.is_displayed() and re.search(r"train loss: \d", tip.text), tip.text
+        # the XSS attempt is text on the page and never ran
+        assert browser.execute_script("return typeof window.alert") == "function"
+        body = browser.find_element(By.TAG_NAME, "body").text
+        assert body.count(EVIL) >= 2  # a rejected example and a sample, shown as text
+        samples = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "pre.sample")]
+        assert any(s.startswith(EVIL) for s in samples)
+        assert len(browser.find_elements(By.TAG_NAME, "script")) == 2  # the data and the chart script, no more
+        browser.switch_to.alert  # noqa: B018 - raises when no alert is open
+        pytest.fail("an alert opened: the page ran the corpus' script")
+    except Exception as e:  # selenium's NoAlertPresentException means nothing ran
+        if type(e).__name__ != "NoAlertPresentException":
+            raise
+    finally:
+        try:
+            DOCS.mkdir(exist_ok=True)
+            browser.set_window_size(1100, 2400)
+            browser.execute_script("window.scrollTo(0, 0)")
+            browser.save_screenshot(str(DOCS / "report.png"))
+        finally:
+            browser.quit()
+
+
+def test_a_fitted_sweep_reports_its_law_and_plots(tmp_path):
+    import itertools
+
+    from lmforge import scaling
+
+    rows = ["params,tokens,loss"] + [f"{n:.0f},{d:.0f},{1.8 + 400 / n ** 0.34 + 2000 / d ** 0.37:.6f}"
+                                     for n, d in itertools.product([1e5, 3e5, 1e6, 3e6, 1e7], [1e6, 3e6, 1e7, 3e7])]
+    (tmp_path / "points.csv").write_text("\n".join(rows) + "\n")
+    fit = scaling.fit(tmp_path / "points.csv", bootstrap=5, out=tmp_path / "sweep")
+    page = report(tmp_path / "sweep").read_text()
+    assert "<h2>The scaling-law fit</h2>" in page and "<h2>Training</h2>" not in page
+    assert f"<td>{fit['alpha']:.4g}</td>" in page and abs(fit["alpha"] - 0.34) < 0.02
+    assert page.count("data:image/png;base64,") == len(fit["plots"]) >= 3
