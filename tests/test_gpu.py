@@ -87,7 +87,7 @@ def test_fsdp2_on_one_gpu_matches_the_plain_model():
     from lmforge.training.distributed import gather_full
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
-    dist.init_process_group("nccl", rank=0, world_size=1, device_id=CUDA)
+    dist.init_process_group("nccl", rank=0, world_size=1, device_id=torch.device("cuda", torch.cuda.current_device()))
     try:
         plain, sharded = _model(), _model()
         distributed.shard_model(sharded)
