@@ -180,3 +180,34 @@ def test_preset_shapes_are_counted_by_the_model_itself():
     assert cost.shape_from_model(tiny).params == 1_376_256  # as training reports
     gpt2 = load_config("gpt2-small")
     assert 123e6 < cost.shape_from_model(gpt2).params < 125e6
+
+
+@pytest.mark.parametrize("device_name, entry, bf16", [
+    ("NVIDIA H100 80GB HBM3", "h100-sxm", 989.5e12), ("NVIDIA H100 PCIe", "h100-pcie", 756e12),
+    ("NVIDIA H100 NVL", "h100-nvl", 835e12), ("NVIDIA H200", "h200", 989.5e12), ("NVIDIA H200 NVL", "h200-nvl", 835e12),
+    ("NVIDIA A100-SXM4-40GB", "a100-40gb", 312e12), ("NVIDIA A100-PCIE-40GB", "a100-40gb", 312e12),
+    ("NVIDIA A100-SXM4-80GB", "a100-80gb", 312e12), ("NVIDIA A100 80GB PCIe", "a100-80gb", 312e12),
+    ("NVIDIA L40S", "l40s", 362e12), ("NVIDIA L4", "l4", 121e12), ("NVIDIA B200", "b200", 2250e12),
+    ("NVIDIA GH200 480GB", "gh200", 989.5e12), ("NVIDIA GeForce RTX 4090", "rtx-4090", 165.2e12),
+    ("Tesla V100-SXM2-32GB", "v100", None), ("Tesla T4", "t4", None), ("AMD Instinct MI300X", "mi300x", 1307.4e12),
+])
+def test_devices_are_matched_by_their_whole_name(device_name, entry, bf16):
+    hw = cost.hardware_for_device(device_name)
+    assert hw is not None and hw.name == entry
+    if bf16:
+        assert hw.peak["bf16"] == bf16
+    assert cost.find_hardware(device_name).name == entry  # estimate --hardware takes the device's name too
+
+
+def test_unknown_devices_are_not_taken_for_a_similar_one():
+    for name in ("NVIDIA L40", "NVIDIA A10G", "NVIDIA H20", "NVIDIA H100", "NVIDIA GeForce RTX 4080"):
+        assert cost.hardware_for_device(name) is None, name
+
+
+def test_flop_formula_has_one_owner():
+    """cost.flops_per_token is the model's formula (training_flops_per_token) on a Shape."""
+    from lmforge.model import GPT, GPTConfig
+
+    gpt = GPT(GPTConfig(vocab_size=512, n_layer=3, n_head=4, n_embd=64, seq_len=128, tie_embeddings=False))
+    shape = cost.Shape(layers=3, width=64, heads=4, vocab=512, context=128, params=gpt.matmul_params())
+    assert cost.flops_per_token(shape) == gpt.flops_per_token()

@@ -14,20 +14,23 @@ from lmforge.run_dir import RunDir
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, tokens_dir):
-    common = tiny_overrides(**{"train.max_steps": 8, "train.grad_accum": 2})
+def test_the_same_config_trains_the_same_on_one_process_and_on_two(tmp_path, tokens_dir):
+    """train.grad_accum counts micro-batches over all ranks: 4 in one process, 2 on each of two
+    ranks; the same windows, the same token-normalised loss, so the same weights."""
+    common = tiny_overrides(**{"train.max_steps": 8, "train.grad_accum": 4, "train.batch_size": 2})
     sets = [a for o in common for a in ("--set", o)]
     single = subprocess.run(
-        [sys.executable, "-m", "lmforge", "train", "--data", tokens_dir, "--out", tmp_path / "one",
-         *sets, "--set", "train.batch_size=4"], env=ENV, capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "lmforge", "train", "--data", tokens_dir, "--out", tmp_path / "one", *sets],
+        env=ENV, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lmforge",
-         "train", "--data", tokens_dir, "--out", tmp_path / "two", *sets, "--set", "train.batch_size=2"],
+         "train", "--data", tokens_dir, "--out", tmp_path / "two", *sets],
         env=ENV, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2
+    assert summary["tokens_trained"] == RunDir(tmp_path / "one").summary()["tokens_trained"]
     a = load_file(str(RunDir(tmp_path / "one").latest_checkpoint().model_file))
     b = load_file(str(RunDir(tmp_path / "two").latest_checkpoint().model_file))
     # same windows, same token-normalised loss: equal up to the order of the gradient all-reduce
@@ -35,8 +38,11 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, tokens
         assert torch.allclose(a[k], b[k], atol=2e-5), k
 
 
+FSDP_RUN = {"train.max_steps": 8, "train.grad_accum": 4, "train.batch_size": 2}  # 2 micro-batches per rank
+
+
 def _torchrun(tmp_path, tokens_dir, out, *extra):
-    sets = [a for o in tiny_overrides(**{"train.max_steps": 8, "train.grad_accum": 2, "train.batch_size": 2})
+    sets = [a for o in tiny_overrides(**FSDP_RUN)
             for a in ("--set", o)]
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lmforge",
@@ -50,8 +56,7 @@ def test_fsdp_matches_ddp_and_resumes_bit_for_bit(tmp_path, tokens_dir):
     """FSDP2 shards parameters, gradients and optimizer state over the ranks: the same windows and
     the same token-normalised loss give DDP's weights, and a checkpoint (gathered whole, the same
     format as any run's) resumes to exactly the uninterrupted run."""
-    common = tiny_overrides(**{"train.max_steps": 8, "train.grad_accum": 2, "train.batch_size": 2})
-    sets = [a for o in common for a in ("--set", o)]
+    sets = [a for o in tiny_overrides(**FSDP_RUN) for a in ("--set", o)]
     ddp = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lmforge",
          "train", "--data", tokens_dir, "--out", tmp_path / "ddp", *sets], env=ENV, capture_output=True, text=True,
@@ -65,3 +70,23 @@ def test_fsdp_matches_ddp_and_resumes_bit_for_bit(tmp_path, tokens_dir):
     resumed = _torchrun(tmp_path, tokens_dir, "halves", "--resume")
     for k in full:
         assert torch.equal(full[k], resumed[k]), k
+
+
+def test_fsdp_checkpoint_resumes_in_one_process(tmp_path, tokens_dir):
+    """A run sharded over two ranks, stopped, continues in a single process from the same weights."""
+    stopped = _torchrun(tmp_path, tokens_dir, "moved", "--stop-at", "4")
+    sets = [a for o in tiny_overrides(**FSDP_RUN) for a in ("--set", o)]
+    one = subprocess.run(
+        [sys.executable, "-m", "lmforge", "train", "--data", tokens_dir, "--out", tmp_path / "moved", *sets,
+         "--set", "train.data_parallel=fsdp", "--resume"], env=ENV, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "resumed from" in one.stdout + one.stderr
+    run = RunDir(tmp_path / "moved")
+    summary = run.summary()
+    assert summary["complete"] and summary["world_size"] == 1 and summary["steps"] == 8
+    assert summary["tokens_trained"] == 8 * 4 * 2 * 32
+    resumed = load_file(str(run.latest_checkpoint().model_file))
+    assert resumed.keys() == stopped.keys()
+    assert any(not torch.equal(resumed[k], stopped[k]) for k in stopped)  # it trained on from there
+    steps = [r["step"] for r in run.metrics() if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 8

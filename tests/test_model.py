@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from lmforge.sampling import generate_ids, sample_next
-from lmforge.model import GPT, GPTConfig, KVCache
+from lmforge import model as model_module
+from lmforge.model import IGNORE_INDEX, GPT, GPTConfig, KVCache, linear_cross_entropy
 
 
 def small(**kw) -> GPT:
@@ -87,3 +88,75 @@ def test_top_k_and_top_p_restrict_the_choice():
     assert picks <= {0, 1}
     picks = {int(sample_next(logits, 1.0, top_p=0.5, generator=gen)) for _ in range(200)}
     assert picks == {0}
+
+
+def _plain_loss(model, idx, targets, causal):
+    logits = model(idx, causal=causal)
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
+                                             reduction="sum")
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("rows", [16, 0])  # 16: 3 chunks of the 40 tokens, a short last one; 0: one chunk
+def test_chunked_loss_equals_the_plain_one_in_value_and_gradients(causal, rows, monkeypatch):
+    model = small(tie_embeddings=causal).double()  # untied too: the head's gradient alone
+    if rows:
+        monkeypatch.setattr(model_module, "loss_chunk_rows", lambda vocab: rows)
+    idx = torch.randint(0, 97, (2, 20))
+    targets = torch.randint(0, 97, (2, 20))
+    if not causal:  # a masked batch: most positions carry no target
+        targets[torch.rand(targets.shape) < 0.7] = IGNORE_INDEX
+    params = [p for p in model.parameters()]
+    chunked = model(idx, causal=causal, targets=targets)
+    plain = _plain_loss(model, idx, targets, causal)
+    assert chunked.item() == pytest.approx(plain.item(), rel=1e-12)
+    for a, b in zip(torch.autograd.grad(2.5 * chunked, params), torch.autograd.grad(2.5 * plain, params)):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # evaluation: per-token losses and first choices, chunked all the same
+        nll, first = model(idx, causal=causal, targets=targets, reduction="none")
+        logits = model(idx, causal=causal)
+    scored = targets != IGNORE_INDEX
+    expected = torch.nn.functional.cross_entropy(logits[scored], targets[scored], reduction="none")
+    assert torch.allclose(nll[scored], expected) and torch.all(nll[~scored] == 0)
+    assert torch.equal(first[scored], logits[scored].argmax(-1) == targets[scored])
+
+
+def test_chunked_loss_under_bf16_autocast_matches_the_plain_one():
+    x = torch.randn(300, 32, requires_grad=True)
+    w = torch.randn(97, 32, requires_grad=True)
+    t = torch.randint(0, 97, (300,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        chunked = linear_cross_entropy(x, w, t, rows=64)
+        plain = torch.nn.functional.cross_entropy((x @ w.t()).float(), t, reduction="sum")
+    assert chunked.dtype == torch.float32 and chunked.item() == pytest.approx(plain.item(), rel=1e-3)
+    for a, b in zip(torch.autograd.grad(chunked, (x, w)), torch.autograd.grad(plain, (x, w))):
+        assert a.dtype == torch.float32 and torch.allclose(a, b, rtol=0.02, atol=0.02 * b.abs().max().item())
+
+
+def test_compiled_loss_and_gradients_equal_eager_for_both_objectives(monkeypatch):
+    """torch.compile of model and loss together (train.compile): the same loss and gradients as eager,
+    for next-token (causal) and masked (bidirectional, ignored targets) batches, through the chunked loss."""
+    model = small(n_layer=1)
+    monkeypatch.setattr(model_module, "loss_chunk_rows", lambda vocab: 16)
+    compiled = torch.compile(model, fullgraph=True)  # model and loss in one graph, no break
+    idx = torch.randint(0, 97, (2, 20))
+    targets = torch.randint(0, 97, (2, 20))
+    masked = targets.masked_fill(torch.rand(targets.shape) < 0.7, IGNORE_INDEX)
+    params = list(model.parameters())
+    for causal, t in ((True, targets), (False, masked)):
+        eager = model(idx, causal=causal, targets=t)
+        fast = compiled(idx, causal=causal, targets=t)
+        assert fast.item() == pytest.approx(eager.item(), rel=1e-5)
+        for a, b in zip(torch.autograd.grad(fast, params), torch.autograd.grad(eager, params)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_stacked_matrices_name_the_fused_weights_and_their_rows():
+    model = small(n_kv_head=2)
+    stacked = model.stacked_matrices()
+    params = dict(model.named_parameters())
+    assert len(stacked) == 2 * model.cfg.n_layer
+    for name, rows in stacked.items():
+        assert sum(rows) == params[name].size(0)
+    hd = model.cfg.head_dim
+    assert stacked["blocks.0.attn.qkv.weight"] == [4 * hd, 2 * hd, 2 * hd]

@@ -16,7 +16,8 @@ from lmforge.tokens import load_shards
 from lmforge.training.checkpoint import load_model_weights
 from lmforge.training.data import TrainLoader
 from lmforge.model import model_config
-from lmforge.training.trainer import apply_update, forward_backward, train
+from lmforge.training.trainer import (WARMUP_STEPS, NonFiniteGuard, apply_update, forward_backward, micro_batches_per_rank,
+                                       train)
 from lmforge.training.distributed import DistInfo
 from lmforge.training.optim import build_optimizers, lr_factor
 from conftest import tiny_overrides
@@ -154,7 +155,7 @@ def test_schedules():
 def test_muon_takes_hidden_matrices_only():
     cfg = load_config("tiny", overrides=["train.optimizer=muon"])
     model = GPT(model_config(cfg, 512))
-    adam, muon = build_optimizers(model, cfg.train, torch.device("cpu"))
+    adam, muon = build_optimizers(model, cfg.train)
     muon_params = {id(p) for g in muon.param_groups for p in g["params"]}
     assert id(model.wte.weight) not in muon_params
     assert id(model.blocks[0].attn.qkv.weight) in muon_params and id(model.blocks[0].mlp.down.weight) in muon_params
@@ -167,6 +168,88 @@ def test_update_reports_the_gradient_norm_before_clipping():
     for p in model.parameters():
         p.grad = torch.full_like(p, 0.5)
     expected = 0.5 * sum(p.numel() for p in model.parameters()) ** 0.5
-    loss, norm = apply_update(model, [opt], torch.tensor(3.0), grad_clip=1.0, step=1)
-    assert loss == 3.0 and norm == pytest.approx(expected, rel=1e-5)
+    norm = apply_update(model, [opt], torch.tensor(3.0), 1.0, NonFiniteGuard(torch.device("cpu")))
+    assert norm.item() == pytest.approx(expected, rel=1e-5)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_muon_orthogonalises_q_k_v_gate_and_up_apart():
+    """One step of lmforge's Muon on the stacked QKV and gate-up weights equals torch.optim.Muon
+    on Q, K, V, gate and up as separate matrices, and differs from Muon on the stacks."""
+    cfg = load_config("tiny", overrides=["train.optimizer=muon", "model.n_kv_head=2", "train.weight_decay=0.1"])
+    torch.manual_seed(0)
+    model = GPT(model_config(cfg, 512))
+    block = model.blocks[0]
+    stacks = {"qkv": block.attn.qkv.weight, "gate_up": block.mlp.gate_up.weight}
+    splits = {"qkv": model.stacked_matrices()["blocks.0.attn.qkv.weight"], "gate_up": [model.cfg.mlp_hidden] * 2}
+    grads = {k: torch.randn_like(w) for k, w in stacks.items()}
+    apart = {k: [m.clone().requires_grad_() for m in w.detach().split(splits[k])] for k, w in stacks.items()}
+    whole = {k: w.detach().clone().requires_grad_() for k, w in stacks.items()}
+    for k in stacks:
+        stacks[k].grad = grads[k].clone()
+        whole[k].grad = grads[k].clone()
+        for m, g in zip(apart[k], grads[k].split(splits[k])):
+            m.grad = g.clone()
+    t = cfg.train
+    _, muon = build_optimizers(model, t)
+    reference = dict(lr=t.muon_lr, weight_decay=t.weight_decay, momentum=t.muon_momentum, nesterov=True,
+                     adjust_lr_fn="original")
+    torch.optim.Muon([m for ms in apart.values() for m in ms], **reference).step()
+    torch.optim.Muon(list(whole.values()), **reference).step()
+    for p in model.parameters():  # only the two stacks of block 0 take this step
+        if all(p is not w for w in stacks.values()):
+            p.grad = None
+    muon.step()
+    for k, w in stacks.items():
+        assert torch.allclose(w, torch.cat(apart[k]), rtol=1e-6, atol=1e-7), k
+        assert not torch.allclose(w, whole[k], rtol=1e-4, atol=1e-6), k
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_a_non_finite_step_is_skipped_on_the_device(optimizer):
+    """A NaN gradient (or loss) leaves weights and optimizer state exactly as they were, is counted,
+    and the next sound step updates as usual; the host reads nothing until `check`."""
+    cfg = load_config("tiny", overrides=[f"train.optimizer={optimizer}"])
+    torch.manual_seed(0)
+    model = GPT(model_config(cfg, 512))
+    optimizers = build_optimizers(model, cfg.train)
+    guard = NonFiniteGuard(torch.device("cpu"))
+    x = torch.randint(0, 512, (2, 17))
+
+    def backward():
+        loss = model(x[:, :-1], targets=x[:, 1:])
+        loss.backward()
+        return loss
+
+    apply_update(model, optimizers, backward(), cfg.train.grad_clip, guard)  # a sound step: state exists
+    before = [p.detach().clone() for p in model.parameters()]
+    states = [{k: v.clone() for k, v in opt.state[p].items()} for opt in optimizers for p in opt.state]
+    loss = backward()
+    model.blocks[0].mlp.down.weight.grad[0, 0] = float("nan")
+    apply_update(model, optimizers, loss, cfg.train.grad_clip, guard)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    after = [{k: v for k, v in opt.state[p].items()} for opt in optimizers for p in opt.state]
+    for s0, s1 in zip(states, after):
+        assert all(torch.equal(s0[k], s1[k]) for k in s0)
+    assert guard.check(2) == 1
+    apply_update(model, optimizers, backward(), cfg.train.grad_clip, guard)
+    assert not torch.equal(before[0], next(model.parameters()))
+    assert guard.check(3) == 1 and guard.streak.item() == 0
+    apply_update(model, optimizers, torch.tensor(float("inf")), cfg.train.grad_clip, guard)  # a non-finite loss too
+    assert guard.check(4) == 2
+
+
+def test_summary_reports_steady_state_and_warm_up_apart(tiny_config, tokens_dir):
+    summary = trained(tiny_config(**{"train.max_steps": 12}), tokens=tokens_dir)
+    assert summary["warmup_steps"] == WARMUP_STEPS and summary["warmup_s"] > 0
+    assert summary["train_time_s"] >= summary["warmup_s"]
+    assert summary["tokens_per_s"] > 0 and summary["skipped_steps"] == 0
+    steady = (12 - WARMUP_STEPS) * summary["tokens_trained"] / 12 / (summary["train_time_s"] - summary["warmup_s"])
+    assert summary["tokens_per_s"] == pytest.approx(steady, rel=0.05)
+    assert all(r["skipped_steps"] == 0 for r in RunDir(tiny_config().run.out).metrics() if "loss" in r)
+
+
+def test_grad_accum_that_does_not_split_over_the_ranks_is_refused():
+    assert micro_batches_per_rank(8, 2) == 4 and micro_batches_per_rank(8, 1) == 8
+    with pytest.raises(LmforgeError, match="train.grad_accum=6 .* 4 processes"):
+        micro_batches_per_rank(6, 4)

@@ -73,7 +73,7 @@ class TrainConfig:
     mask_random: float = 0.1  # ...and by a random token (the rest stay as they are)
     whole_word_mask: bool = False  # masked: select whole words, not single tokens
     batch_size: int = 16  # sequences per micro-batch (per rank)
-    grad_accum: int = 1  # micro-batches per optimizer step
+    grad_accum: int = 1  # micro-batches per optimizer step, over all ranks (each of W runs grad_accum / W)
     max_steps: int = 1000
     optimizer: str = "adamw"  # adamw | muon (Muon for hidden matrices, AdamW for the rest)
     lr: float = 3e-3

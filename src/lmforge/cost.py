@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -100,23 +101,42 @@ def check_cost_flags(values: dict) -> None:
             raise LmforgeError(f"--{name.replace('_', '-')} {value:g}: {requirement}")
 
 
+def _hardware(entry_name: str, entry: dict) -> Hardware:
+    try:
+        return Hardware(entry_name, {k: float(v) for k, v in entry["peak"].items()}, float(entry["memory_gb"]),
+                        float(entry["power_w"]), float(entry.get("price_per_hour", 0.0)))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise LmforgeError(f"hardware entry {entry_name!r} is incomplete ({e}): it needs peak, memory_gb, power_w") from None
+
+
 def find_hardware(name: str, extra_file: str | None = None) -> Hardware:
-    """A catalogue entry by name or alias; `cpu` measures this machine's matmul peak."""
+    """A catalogue entry by name, alias or device name (torch.cuda.get_device_name's string);
+    `cpu` measures this machine's matmul peak."""
     key = name.lower()
     if key == "cpu":
         return local_cpu()
     catalogue = load_catalogue(extra_file)
     for entry_name, entry in catalogue.items():
         if key == entry_name or key in [a.lower() for a in entry.get("aliases", [])]:
-            try:
-                return Hardware(entry_name, {k: float(v) for k, v in entry["peak"].items()}, float(entry["memory_gb"]),
-                                float(entry["power_w"]), float(entry.get("price_per_hour", 0.0)))
-            except (KeyError, TypeError, ValueError) as e:
-                raise LmforgeError(f"hardware entry {entry_name!r} is incomplete ({e}): it needs peak, memory_gb, power_w") from None
+            return _hardware(entry_name, entry)
+    by_device = hardware_for_device(name, extra_file)
+    if by_device is not None:
+        return by_device
     names = list(catalogue) + [a for e in catalogue.values() for a in e.get("aliases", [])] + ["cpu"]
     close = difflib.get_close_matches(key, names, n=3, cutoff=0.4)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(catalogue))}, cpu"
     raise LmforgeError(f"unknown hardware {name!r}{hint}")
+
+
+def hardware_for_device(device_name: str, extra_file: str | None = None) -> Hardware | None:
+    """The entry whose `device_names` match the whole of a device's name as torch reports it
+    ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", ...), or None for a device not catalogued.
+    Whole-name matching keeps apart what substrings confuse: H100 SXM, PCIe and NVL; L4 and L40S."""
+    name = device_name.strip()
+    for entry_name, entry in load_catalogue(extra_file).items():
+        if any(re.fullmatch(pattern, name, flags=re.IGNORECASE) for pattern in entry.get("device_names", [])):
+            return _hardware(entry_name, entry)
+    return None
 
 
 def local_cpu() -> Hardware:
@@ -191,10 +211,16 @@ def shape_from_params(params: float, context: int = 2048, vocab: int = 50257) ->
 
 
 def flops_per_token(shape: Shape, recompute: str = "none") -> float:
-    """Training FLOPs per token, PaLM appendix B: 6N + 12·L·H·Q·T, plus recomputation's extra forward."""
-    n, attn = shape.params, 12 * shape.layers * shape.heads * shape.head_dim * shape.context
-    extra = {"none": 0.0, "selective": attn / 3, "full": 2 * n + attn / 3}[recompute]
-    return 6 * n + attn + extra
+    """Training FLOPs per token, PaLM appendix B (`lmforge.model.training_flops_per_token`, the one
+    formula lmforge counts with), plus recomputation's extra forward: a whole forward (a third of
+    training) under full recomputation, the attention core's under selective."""
+    from lmforge.model import training_flops_per_token  # imports torch: only when FLOPs are counted
+
+    base = training_flops_per_token(shape.params, shape.layers, shape.heads, shape.head_dim, shape.context)
+    if recompute not in ("none", "selective", "full"):
+        raise LmforgeError(f"--recompute {recompute!r}: choose none, selective or full")
+    attention = base - 6 * shape.params
+    return base + {"none": 0.0, "selective": attention / 3, "full": base / 3}[recompute]
 
 
 # ---------------------------------------------------------------- memory

@@ -10,9 +10,13 @@ Features:
 - a KV cache for incremental decoding
 - for inspection: the residual stream after every block (`return_hidden`) and explicit attention
   probabilities (`attention_probs`), which the fused SDPA kernel does not expose
-- one explicit `init_weights()`; `num_params()` and `flops_per_token()` for cost and MFU
+- with `targets`, the summed cross-entropy instead of logits, the output head and the loss taken
+  over slices of tokens (`linear_cross_entropy`), so a float32 (tokens x vocab) logits tensor
+  never exists and `torch.compile` sees model and loss as one graph
+- one explicit `init_weights()`; `num_params()` and `flops_per_token()` for cost and MFU (the
+  FLOP formula's only home is `training_flops_per_token`, which `lmforge estimate` calls too)
 
-The model knows nothing of data, training or files: it maps token ids to logits.
+The model knows nothing of data, training or files: it maps token ids to logits, or to a loss.
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmforge.config import Config
+
+IGNORE_INDEX = -100  # a target that is not scored (F.cross_entropy's default ignore_index)
+# Logits held at once by the chunked loss: 2^25 floats (128 MB in float32). GPT-2's 50,304-token
+# vocabulary gives 640-token chunks; a CPU-sized batch with a small vocabulary is one chunk.
+LOSS_CHUNK_LOGITS = 2**25
 
 
 @dataclass
@@ -80,6 +89,113 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+# ---------------------------------------------------------------- the loss, chunk by chunk
+
+def loss_chunk_rows(vocab: int) -> int:
+    """Tokens per chunk of the loss: LOSS_CHUNK_LOGITS logits, in whole multiples of 64 tokens."""
+    return max(64, LOSS_CHUNK_LOGITS // vocab // 64 * 64)
+
+
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits as float32 for the softmax; float32 and float64 as they are."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on `x` runs in here: autocast's when it is on, else x's own."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+def _chunk_nll(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor):
+    """x (n, d) and weight (V, d) in the compute dtype, targets (n,) -> float32 log-probabilities
+    (n, V) and each target's negative log-likelihood (n,), 0 where the target is ignored."""
+    logp = torch.log_softmax(at_least_float32(x @ weight.t()), dim=-1)
+    picked = logp.gather(1, targets.clamp(min=0).unsqueeze(1)).squeeze(1)
+    return logp, torch.where(targets != IGNORE_INDEX, -picked, 0.0)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """sum(cross_entropy(x @ weight.T, targets)) over chunks of rows, as liger-kernel's fused linear
+    cross-entropy does in Triton: each chunk's gradients (softmax - one_hot) @ weight and their
+    transpose @ x are taken in the forward pass, while its logits exist, so backward only scales
+    them. No logits are kept and none are recomputed: the FLOPs are those of the plain head."""
+
+    @staticmethod
+    def forward(ctx, x, weight, targets, rows: int, dtype: torch.dtype):
+        # x (N, d), weight (V, d), targets (N,) -> loss, a float32 scalar
+        x_all, w = x.to(dtype), weight.to(dtype)
+        acc = torch.promote_types(dtype, torch.float32)
+        loss, grad_w, grad_x = 0.0, None, []
+        for start in range(0, x.size(0), rows):
+            xc, tc = x_all[start:start + rows], targets[start:start + rows]
+            logp, nll = _chunk_nll(xc, w, tc)
+            loss = loss + nll.sum()
+            # d nll / d logits = softmax - one_hot(target), computed in place of the log-probabilities.
+            # An ignored target contributes nothing: its rows of x and of grad_x are zeroed, (n, d)
+            # each, rather than its row of g, (n, V).
+            g = logp.exp_()
+            g[torch.arange(len(tc), device=g.device), tc.clamp(min=0)] -= 1.0
+            g = g.to(dtype)  # (n, V)
+            valid = (tc != IGNORE_INDEX).unsqueeze(1).to(dtype)  # (n, 1)
+            grad_x.append((g @ w).mul_(valid))
+            part = ((xc * valid).t() @ g).t()  # (V, d) as the transpose of (d, V): the faster layout on CPU BLAS
+            grad_w = part.to(acc) if grad_w is None else grad_w.add_(part)
+        grad_x = grad_x[0] if len(grad_x) == 1 else torch.cat(grad_x)
+        ctx.save_for_backward(grad_x, grad_w)
+        ctx.dtypes = x.dtype, weight.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_x, grad_w = ctx.saved_tensors
+        x_dtype, w_dtype = ctx.dtypes
+        return (grad_x * grad_loss).to(x_dtype), (grad_w * grad_loss).to(w_dtype), None, None, None
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         rows: int = 0) -> torch.Tensor:
+    """Summed cross-entropy of the logits x @ weight.T against targets (IGNORE_INDEX is skipped),
+    holding one chunk of `rows` tokens' logits at a time. x (N, d), weight (V, d), targets (N,)."""
+    rows = rows or loss_chunk_rows(weight.size(0))
+    if x.size(0) <= rows:  # one chunk: the plain head and loss, as autograd and inductor handle them
+        if x.device.type == "cpu" and not torch.compiler.is_compiling():
+            # only the rows with a target (a masked batch's 15%): a data-dependent shape costs a GPU
+            # a wait and a compiled graph a break, but the CPU nothing
+            keep = targets != IGNORE_INDEX
+            if not keep.all():
+                x, targets = x[keep], targets[keep]
+        logits = at_least_float32(x @ weight.t())  # (N, V)
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(x, weight, targets, rows, compute_dtype(x))
+    return token_scores(x, weight, targets, rows)[0].sum()
+
+
+@torch.no_grad()
+def token_scores(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                 rows: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """For evaluation, chunk by chunk: each target's negative log-likelihood (N,) in float32 (0
+    where ignored) and whether it is the model's first choice (N,) bool."""
+    rows = rows or loss_chunk_rows(weight.size(0))
+    dtype = compute_dtype(x)
+    w = weight.to(dtype)
+    nlls, firsts = [], []
+    for start in range(0, x.size(0), rows):
+        tc = targets[start:start + rows]
+        logp, nll = _chunk_nll(x[start:start + rows].to(dtype), w, tc)
+        nlls.append(nll)
+        firsts.append(logp.argmax(dim=-1) == tc)
+    return torch.cat(nlls), torch.cat(firsts)
+
+
+def training_flops_per_token(matmul_params: float, n_layer: int, n_head: int, head_dim: int, seq_len: int) -> float:
+    """Training FLOPs per token, the PaLM convention (Chowdhery et al. 2022, appendix B): 6 per
+    matmul weight (forward 2, backward 4) plus attention's QK^T and AV, 2 * 2 * T * H * hd per layer
+    forward, x3 for training. lmforge's MFU and `lmforge estimate` both count with this."""
+    return 6 * matmul_params + 12 * n_layer * n_head * head_dim * seq_len
 
 
 class KVCache:
@@ -211,8 +327,13 @@ class GPT(nn.Module):
             normal_(block.mlp.down.weight, std / math.sqrt(2 * self.cfg.n_layer))
 
     def forward(self, idx: torch.Tensor, causal: bool = True, cache: KVCache | None = None,
-                return_hidden: bool = False):
-        """idx (B, T) token ids -> logits (B, T, vocab) in float32.
+                return_hidden: bool = False, targets: torch.Tensor | None = None, reduction: str = "sum"):
+        """idx (B, T) token ids -> logits (B, T, vocab) in float32 (float64 for a float64 model).
+
+        With `targets` (B, T), IGNORE_INDEX where nothing is predicted, the loss instead of logits,
+        the head and the cross-entropy taken chunk by chunk (`linear_cross_entropy`):
+        reduction "sum" gives the summed cross-entropy (a float32 scalar); "none", for evaluation,
+        each target's loss (B, T) and whether the model ranked it first (B, T).
         With `return_hidden`, also the residual stream after the embedding and each block."""
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
@@ -226,8 +347,17 @@ class GPT(nn.Module):
             hidden.append(x)
         if cache is not None:
             cache.pos += T
-        logits = self.lm_head(rms_norm(x, self.cfg.norm_eps)).float()  # (B, T, vocab)
-        return (logits, hidden) if return_hidden else logits
+        x = rms_norm(x, self.cfg.norm_eps)
+        if targets is None:
+            out = at_least_float32(self.lm_head(x))  # (B, T, vocab)
+        elif reduction == "sum":
+            out = linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
+        elif reduction == "none":
+            nll, first = token_scores(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
+            out = nll.view(B, T), first.view(B, T)
+        else:
+            raise ValueError(f"reduction must be 'sum' or 'none', not {reduction!r}")
+        return (out, hidden) if return_hidden else out
 
     @torch.no_grad()
     def attention_probs(self, idx: torch.Tensor, causal: bool = True) -> torch.Tensor:
@@ -265,8 +395,18 @@ class GPT(nn.Module):
         return sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token: 6 per matmul weight (forward 2, backward 4) plus attention's
-        QK^T and AV (2 * 2 * T * d per layer forward, x3 for training), the PaLM convention."""
-        T = seq_len or self.cfg.seq_len
-        attn = 12 * self.cfg.n_layer * self.cfg.n_head * self.cfg.head_dim * T
-        return 6 * self.matmul_params() + attn
+        """Training FLOPs per token of this model at context `seq_len` (`training_flops_per_token`)."""
+        c = self.cfg
+        return training_flops_per_token(self.matmul_params(), c.n_layer, c.n_head, c.head_dim, seq_len or c.seq_len)
+
+    def stacked_matrices(self) -> dict[str, list[int]]:
+        """Weights that stack several matrices along their rows, one matmul for all, and the rows of
+        each: every block's QKV as [queries, keys, values] and SwiGLU input as [gate, up]. An
+        optimizer that treats matrices as wholes (Muon) must see them apart."""
+        c = self.cfg
+        qkv = [c.n_head * c.head_dim, c.n_kv_head * c.head_dim, c.n_kv_head * c.head_dim]
+        out = {}
+        for i in range(c.n_layer):
+            out[f"blocks.{i}.attn.qkv.weight"] = qkv
+            out[f"blocks.{i}.mlp.gate_up.weight"] = [c.mlp_hidden, c.mlp_hidden]
+        return out

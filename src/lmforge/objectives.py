@@ -1,6 +1,7 @@
 """Training objectives: how a window of tokens becomes inputs, targets and a summed loss.
 
-An objective returns the *sum* of per-token losses and the number of target tokens, never a mean:
+An objective returns the *sum* of per-token losses and the number of target tokens, never a mean
+(the model takes the targets and computes the loss itself, so a compiled model compiles it too):
 the training step divides by the number of targets across all micro-batches and ranks, so
 gradient accumulation and data parallelism give the same update as one large batch.
 
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from lmforge.model import IGNORE_INDEX
+
 EVAL_MASK_SEED = 20191011  # validation masks are the same for every run and every evaluation
 
 
@@ -43,8 +45,7 @@ class CausalLM:
         return window[:, :-1], window[:, 1:]
 
     def loss(self, model, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(inputs, causal=self.causal_attention)  # (B, T, V)
-        return token_losses_sum(logits, targets)
+        return model(inputs, causal=self.causal_attention, targets=targets), targets.numel()
 
 
 class MaskedLM:
@@ -119,17 +120,10 @@ class MaskedLM:
         return inputs, targets
 
     def loss(self, model, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(inputs, causal=self.causal_attention)  # (B, T, V)
-        keep = targets != IGNORE_INDEX
-        return token_losses_sum(logits[keep], targets[keep])  # only the selected positions
-
-
-def token_losses_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy over targets != IGNORE_INDEX, and how many there were."""
-    loss = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1).long(), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    return loss, (targets != IGNORE_INDEX).sum()
+        # every position goes through the head, the unselected ones as IGNORE_INDEX: a fixed shape
+        # that one compiled graph covers, where selecting the rows first would not be
+        loss = model(inputs, causal=self.causal_attention, targets=targets)
+        return loss, (targets != IGNORE_INDEX).sum()
 
 
 OBJECTIVES = {"causal": CausalLM, "masked": MaskedLM}

@@ -76,11 +76,13 @@ class TrainLoader:
                 "world_size": self.world}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["windows"] != len(self.index) or state["world_size"] != self.world:
-            raise LmforgeError(
-                "checkpoint was saved with different training data or world size: resume with the same data"
-            )
-        self.epoch, self.cursor, self.seed = state["epoch"], state["cursor"], state["seed"]
+        """Resume where the saved loader stopped, on any number of ranks: the ranks move in step,
+        so W ranks at cursor c have used the epoch's first c x W windows, whatever W is now (a
+        number of them that the new W does not divide leaves under W windows to be seen again)."""
+        if state["windows"] != len(self.index):
+            raise LmforgeError("checkpoint was saved with different training data: resume with the same data")
+        self.epoch, self.seed = state["epoch"], state["seed"]
+        self.cursor = state["cursor"] * state["world_size"] // self.world
 
 
 def eval_batches(shards: list[np.ndarray], seq_len: int, batch_size: int, max_tokens: int = 0) -> Iterator[torch.Tensor]:

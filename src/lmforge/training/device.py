@@ -9,16 +9,30 @@ import sys
 
 import torch
 
+from lmforge.cost import hardware_for_device
 from lmforge.errors import LmforgeError
 from lmforge.probe import measured_matmul_flops
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device `train.device` names. On CUDA, float32 matmuls run as TF32 from here on (tensor
+    cores, 10-bit mantissa; PyTorch defaults to full FP32, 7x slower on an H100)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise LmforgeError(f"train.device={name} but no CUDA device is visible: use train.device=cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        enable_tf32()
+    return device
+
+
+def enable_tf32() -> None:
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
+        matmul.fp32_precision = "tf32"
+    else:
+        matmul.allow_tf32 = True
 
 
 def cpu_has_bf16() -> bool:
@@ -47,20 +61,15 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype)
 
 
-# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, from the vendors' data sheets.
-GPU_PEAK_BF16 = {
-    "H200": 989e12, "H100": 989e12, "H800": 989e12, "GH200": 989e12, "B200": 2250e12,
-    "A100": 312e12, "A800": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "4090": 165e12,
-    "3090": 71e12, "V100": 125e12, "T4": 65e12,
-}
-
-
 def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
+    """The peak MFU is measured against: a catalogued accelerator's data-sheet figure
+    (lmforge/hardware.yaml, the table `lmforge estimate` uses), at bf16, or at TF32 for float32
+    training, which `resolve_device` turns on; otherwise this device's matmul rate, measured."""
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, flops in GPU_PEAK_BF16.items():
-            if key in name:
-                return flops if dtype == torch.bfloat16 else flops / 2  # TF32 runs at half the bf16 rate
+        hw = hardware_for_device(torch.cuda.get_device_name(device))
+        if hw is not None:
+            precision = "bf16" if dtype == torch.bfloat16 else ("tf32" if "tf32" in hw.peak else "fp32")
+            return hw.peak_flops(precision)
     return measured_matmul_flops(device.type, dtype)
 
 

@@ -4,6 +4,7 @@ replicated (DDP) or sharded (FSDP2, `train.data_parallel=fsdp`)."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,21 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
+def main_first(info: DistInfo, work, key: str) -> None:
+    """Rank 0 runs `work()` (tokenizing a corpus: minutes to hours) while the other ranks wait on
+    the rendezvous store with no deadline, not in a collective whose timeout (10 minutes under
+    NCCL) would kill the job. A failed rank 0 ends the job through torchrun, not a hang."""
+    if not info.enabled:
+        work()
+        return
+    store = dist.distributed_c10d._get_default_store()
+    if info.is_main:
+        work()
+        store.set(key, "done")
+    else:
+        store.wait([key], timedelta(days=365))
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
@@ -55,15 +71,23 @@ def teardown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def shard_model(model: torch.nn.Module) -> torch.nn.Module:
+def shard_model(model: torch.nn.Module, dtype: torch.dtype = torch.float32, compile_blocks: bool = False) -> torch.nn.Module:
     """FSDP2 (`fully_shard`): each Transformer block is a unit (its parameters all-gathered just before
     it runs and freed after), then the root takes the rest (embedding, tied head). Parameters become
-    DTensors sharded on dim 0; gradients are reduce-scattered and averaged over ranks, as DDP does."""
-    from torch.distributed.fsdp import fully_shard
+    DTensors sharded on dim 0; gradients are reduce-scattered and averaged over ranks, as DDP does.
 
+    With `dtype` bf16 the mixed-precision policy of torchtitan: parameters gathered and computed in
+    bf16 (half the all-gather traffic), gradients reduced in float32, the sharded master weights
+    and optimizer state float32. `compile_blocks` compiles each block on its own, before sharding,
+    so the compiled graphs sit inside FSDP's per-block gather and free (one block's graph, reused)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
     for block in model.blocks:
-        fully_shard(block)
-    fully_shard(model)
+        if compile_blocks:
+            block.compile()
+        fully_shard(block, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
     return model
 
 

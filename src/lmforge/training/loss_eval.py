@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lmforge.objectives import EVAL_MASK_SEED, IGNORE_INDEX, CausalLM, mask_generator
 from lmforge.training.data import eval_batches
@@ -31,24 +30,23 @@ def evaluate_loss(model, shards: list[np.ndarray], seq_len: int, batch_size: int
     was_training = model.training
     model.eval()
     token_bytes_t = torch.as_tensor(token_bytes, device=device)
-    nll = nll_with_bytes = 0.0
-    n_tokens = n_bytes = n_correct = 0
+    # sums kept on the device and read once at the end: no wait for the device per batch
+    nll, nll_with_bytes, n_tokens, n_bytes, n_correct = (torch.zeros((), dtype=torch.float64, device=device)
+                                                         for _ in range(5))
     for i, window in enumerate(eval_batches(shards, seq_len, batch_size, max_tokens)):
         inputs, targets = objective.batch(window, mask_generator(EVAL_MASK_SEED, i))
-        inputs, targets = inputs.to(device), targets.to(device).reshape(-1)
-        with autocast_ctx:
-            logits = model(inputs, causal=objective.causal_attention)
-        logits = logits.reshape(-1, logits.size(-1))  # (B*T, V)
-        if objective.name != "causal":  # only the masked positions are targets
-            keep = targets != IGNORE_INDEX
-            logits, targets = logits[keep], targets[keep]
-        losses = F.cross_entropy(logits, targets, reduction="none")
-        nbytes = token_bytes_t[targets]
-        nll += losses.sum().item()
-        nll_with_bytes += (losses * (nbytes > 0)).sum().item()
-        n_tokens += losses.numel()
-        n_bytes += int(nbytes.sum().item())
-        n_correct += int((logits.argmax(dim=-1) == targets).sum().item())
+        inputs, targets = inputs.to(device), targets.to(device)
+        with autocast_ctx:  # per-token losses (0 where no target) and first choices, the head taken chunk by chunk
+            losses, first = model(inputs, causal=objective.causal_attention, targets=targets, reduction="none")
+        keep = targets != IGNORE_INDEX  # a masked batch scores only its masked positions
+        nbytes = token_bytes_t[targets.clamp(min=0)] * keep
+        nll += losses.sum()
+        nll_with_bytes += (losses * (nbytes > 0)).sum()
+        n_tokens += keep.sum()
+        n_bytes += nbytes.sum()
+        n_correct += (first & keep).sum()
+    nll, nll_with_bytes = nll.item(), nll_with_bytes.item()
+    n_tokens, n_bytes, n_correct = int(n_tokens.item()), int(n_bytes.item()), int(n_correct.item())
     model.train(was_training)
     if n_tokens == 0:  # no figure exists: None and the reason, never NaN (lmforge/figures.py)
         n_val = sum(len(s) for s in shards)

@@ -1,8 +1,10 @@
 """Optimizers and the learning-rate schedule.
 
-AdamW: weight decay on matrices only (embeddings included, as in nanoGPT), fused where the
-device supports it. Muon (`torch.optim.Muon`): orthogonalised momentum for the hidden
-weight matrices of the blocks, AdamW for the embedding, output head and anything not 2-D.
+AdamW: weight decay on matrices only (embeddings included, as in nanoGPT), the fused
+implementation (one kernel for all parameters, CPU and CUDA alike). Muon: orthogonalised
+momentum for the hidden weight matrices of the blocks, each of Q, K, V, gate and up on its own
+(as nanochat keeps them) although the model stacks them into one matmul; AdamW for the
+embedding, output head and anything not 2-D.
 """
 
 from __future__ import annotations
@@ -12,30 +14,110 @@ import math
 import torch
 
 from lmforge.config import TrainConfig
+from lmforge.training.distributed import is_sharded
 
 
-def _adamw(groups: list[dict], cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def _adamw(groups: list[dict], cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=True)
 
 
-def build_optimizers(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
+def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if cfg.optimizer == "muon":
-        hidden = [p for n, p in params.items() if p.dim() == 2 and n.startswith("blocks.")]
-        hidden_ids = {id(p) for p in hidden}
+        hidden = {n: p for n, p in params.items() if p.dim() == 2 and n.startswith("blocks.")}
+        stacked = model.stacked_matrices()
+        groups: dict[tuple, list] = {}  # one group per way of splitting rows
+        for n, p in hidden.items():
+            groups.setdefault(tuple(stacked.get(n, ())), []).append(p)
+        muon = Muon([{"params": ps, "splits": list(splits)} for splits, ps in groups.items()], lr=cfg.muon_lr,
+                    weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum)
+        hidden_ids = {id(p) for p in hidden.values()}
         rest = [p for p in params.values() if id(p) not in hidden_ids]
-        muon = torch.optim.Muon(
-            hidden, lr=cfg.muon_lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum, nesterov=True,
-            adjust_lr_fn="original",
-        )
-        adam = _adamw([{"params": rest, "weight_decay": 0.0}], cfg, device)
-        return [adam, muon]
+        return [_adamw([{"params": rest, "weight_decay": 0.0}], cfg), muon]
     decay = [p for p in params.values() if p.dim() >= 2]
     no_decay = [p for p in params.values() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
-    return [_adamw(groups, cfg, device)]
+    return [_adamw(groups, cfg)]
+
+
+def orthogonalise(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """~U V^T of g = U S V^T by Newton-Schulz in bf16, the quintic of Keller Jordan's Muon (the
+    same iteration as torch.optim.Muon): singular values pushed into ~[0.7, 1.2], not exactly 1."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    tall = g.size(0) > g.size(1)
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """torch.optim.Muon's update (momentum as an average, Nesterov, Newton-Schulz, lr scaled by
+    sqrt(max(1, rows / cols)), decoupled weight decay) on weights that stack several matrices:
+    a group's `splits` lists the rows of each, and each is orthogonalised and scaled on its own.
+    Orthogonalising the stack would tie Q's update to K's and V's. Under FSDP2 the update is
+    made whole (an all-gather), orthogonalised on every rank, and each keeps its own rows."""
+
+    def __init__(self, params, lr: float, weight_decay: float, momentum: float, nesterov: bool = True,
+                 ns_steps: int = 5):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                                      ns_steps=ns_steps, splits=[]))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        # `found_inf` (set by the trainer, as GradScaler sets it for fused AdamW): 1.0 on the device
+        # skips the step, weights and momentum untouched, without the host looking at it
+        found_inf = getattr(self, "found_inf", None)
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                # elementwise work on this rank's rows (all of them without FSDP2)
+                weight, grad, buf = _local(p), _local(p.grad), _local(buf)
+                keep = 1.0
+                if found_inf is not None:
+                    keep = 1.0 - found_inf.to(weight.device)
+                    grad = torch.where(keep.bool(), grad, 0.0)  # a NaN gradient must not reach the buffer
+                buf.lerp_(grad, (1 - momentum) * keep)
+                update = _whole(grad.lerp(buf, momentum) if group["nesterov"] else buf, p)  # (rows, cols)
+                parts = update.split(group["splits"] or [update.size(0)])
+                update = torch.cat([orthogonalise(m, group["ns_steps"]).float() * math.sqrt(max(1.0, m.size(0) / m.size(1)))
+                                    for m in parts])
+                weight.mul_(1 - lr * group["weight_decay"] * keep)
+                weight.add_(_own_rows(update, p).to(weight.dtype) * keep, alpha=-lr)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a sharded tensor (in place edits reach the tensor); others as they are."""
+    return t.to_local() if is_sharded(t) else t
+
+
+def _whole(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The whole matrix from every rank's rows of it, laid out as `like` (an all-gather)."""
+    if not is_sharded(like):
+        return local
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(local, like.device_mesh, like.placements, shape=like.shape,
+                              stride=like.stride()).full_tensor()
+
+
+def _own_rows(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """This rank's rows of `full`, as `like` holds them; no communication (every rank computed
+    the same whole update)."""
+    if not is_sharded(like):
+        return full
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None).to_local()
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:

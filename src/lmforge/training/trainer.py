@@ -5,15 +5,22 @@ It runs in phases, each a method small enough to read alone:
     setup()       threads, device, processes; the run folder checked, tokens made, config saved
     build()       data loader, model, objective, optimizers, validation; state of a resumed run
     train_step()  forward and backward over the micro-batches of one optimizer step
-    update()      clip, refuse a non-finite loss (TrainingDiverged), step the optimizers
+    update()      clip; skip a step whose loss or gradient norm is not finite (decided on the
+                  device), stop with TrainingDiverged after several in a row; step the optimizers
     validate()    the validation split under the run's objective (training/loss_eval.py)
     checkpoint()  weights, optimizer, RNG and loader position (training/checkpoint.py)
     finish()      final evaluation, unigram baseline, summary.json
 
-One optimizer step takes `grad_accum` micro-batches. Their summed losses are divided by the
-number of target tokens in *all* of them, across ranks, so the update equals that of one large
-batch whatever the split (and masked batches with varying target counts are weighted per
-token, not per micro-batch).
+One optimizer step takes `grad_accum` micro-batches in all: under torchrun each of W ranks
+runs grad_accum / W of them, so a config means the same batch on any number of processes.
+Their summed losses are divided by the number of target tokens in *all* of them, across ranks,
+so the update equals that of one large batch whatever the split (and masked batches with
+varying target counts are weighted per token, not per micro-batch).
+
+On a GPU nothing in a step waits for the device: the loss is read at log intervals, a
+non-finite step is skipped by the optimizers themselves (`found_inf`, as under a GradScaler),
+and the time is taken between those reads. The first WARMUP_STEPS steps (compilation,
+allocator and cuBLAS warm-up) are timed apart from the steady state that tokens/s and MFU report.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ from lmforge.training.device import (autocast, keep_freed_memory, peak_flops, re
                                      resolve_dtype, set_threads)
 from lmforge.training.loss_eval import Validator, unigram_baseline
 from lmforge.training.optim import build_optimizers, lr_factor, set_lr
+
+WARMUP_STEPS = 3  # steps after a (re)start timed apart: compilation and warm-up, not training speed
+MAX_SKIPPED_IN_A_ROW = 5  # non-finite steps skipped in a row before the run is stopped
 
 # Keys that may differ between a run and its resumption: they change logging, not the math.
 RESUMABLE_CHANGES = {
@@ -162,7 +172,7 @@ def forward_backward(model, objective, windows: list[torch.Tensor], device: torc
     batches = []
     for i, w in enumerate(windows):
         inputs, targets = objective.batch(w, mask_generator(seed, step, dist.rank, i))
-        batches.append((inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)))
+        batches.append((to_device(inputs, device), to_device(targets, device)))
     n_targets = sum((targets != IGNORE_INDEX).sum() for _, targets in batches).float()
     distributed.all_reduce_sum(n_targets, dist)
     # DDP averages gradients over ranks; scaling by world size turns that average back into a sum
@@ -183,30 +193,64 @@ def forward_backward(model, objective, windows: list[torch.Tensor], device: torc
     return total / n_targets
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU batch on `device`; to a GPU through pinned memory, so the copy is queued and the host
+    goes on preparing the next micro-batches while the GPU computes."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+class NonFiniteGuard:
+    """Decides on the device whether a step is sound (its loss and gradient norm finite), so no
+    step waits for the host; counts the skipped steps there and is read at log intervals."""
+
+    def __init__(self, device: torch.device):
+        self.skipped = torch.zeros((), device=device)  # all steps skipped so far
+        self.streak = torch.zeros((), device=device)  # skipped in a row, up to the last step
+
+    def found_inf(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> torch.Tensor:
+        """1.0 (skip) or 0.0 (step) on the device, the flag fused AdamW and Muon take."""
+        bad = (~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float()
+        self.skipped += bad
+        self.streak = (self.streak + bad) * bad
+        return bad
+
+    def check(self, step: int) -> int:
+        """Waits for the device; raises after MAX_SKIPPED_IN_A_ROW skipped steps in a row. The number
+        of steps skipped in all."""
+        streak, skipped = int(self.streak.item()), int(self.skipped.item())
+        if streak >= MAX_SKIPPED_IN_A_ROW:
+            raise TrainingDiverged(
+                f"training diverged at step {step}: the loss or gradient norm was not finite for {streak} steps "
+                f"in a row ({skipped} skipped in all; none reached the weights); lower train.lr or raise "
+                f"train.warmup_steps, then start again or resume from the last checkpoint"
+            )
+        return skipped
+
+
+def grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all gradients; with FSDP2 over every rank's shards, not just this one's."""
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    return norm.full_tensor() if distributed.is_sharded(norm) else norm
+
+
 def apply_update(model, optimizers: list[torch.optim.Optimizer], loss: torch.Tensor, grad_clip: float,
-                 step: int) -> tuple[float, float]:
-    """Clip, refuse a non-finite loss or gradient norm (before either reaches the weights), step,
-    clear gradients; the loss and the gradient norm before clipping. The norm is checked too: a finite loss can still back-propagate an infinite
-    gradient, which clipping turns into NaN weights."""
+                 guard: NonFiniteGuard) -> torch.Tensor:
+    """Clip; step, unless the loss or gradient norm is not finite (then the optimizers leave weights
+    and state as they are, on the device's word); clear gradients. Returns the gradient norm before
+    clipping, on the device."""
     params = [p for p in model.parameters() if p.grad is not None]
+    norm = grad_norm(params)
     if grad_clip:
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    else:
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    if hasattr(grad_norm, "full_tensor"):  # FSDP: a sharded norm
-        grad_norm = grad_norm.full_tensor()
-    loss_value, norm_value = loss.item(), float(grad_norm)
-    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-        what = f"loss is {loss_value}" if not math.isfinite(loss_value) else f"gradient norm is {norm_value}"
-        raise TrainingDiverged(
-            f"training diverged at step {step}: {what}; lower train.lr or raise "
-            f"train.warmup_steps, then start again or resume from the last checkpoint"
-        )
+        torch.nn.utils.clip_grads_with_norm_(params, grad_clip, norm)
+    found_inf = guard.found_inf(loss, norm)
     for opt in optimizers:
+        opt.found_inf = found_inf  # read by fused AdamW and lmforge's Muon: skip this step when it is 1
         opt.step()
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
-    return loss_value, norm_value
+    return norm
 
 
 class Trainer:
@@ -239,9 +283,7 @@ class Trainer:
                               f"which is gone; taking it over")
         self.resume_from = checkpoint_to_resume(self.run, self.cfg, self.resume)
         self.run.path.mkdir(parents=True, exist_ok=True)
-        if self.dist.is_main:
-            prepare_tokens(self.cfg, self.run, self.log_main)
-        distributed.barrier(self.dist)
+        distributed.main_first(self.dist, lambda: prepare_tokens(self.cfg, self.run, self.log_main), "lmforge/tokens")
         self.tokens_dir = self.run.tokens_dir_for(self.cfg)
         self.meta = read_meta(self.tokens_dir)
         self.tokenizer = load_tokenizer(self.tokens_dir)
@@ -261,6 +303,7 @@ class Trainer:
             raise LmforgeError(f"model.vocab_size={mcfg.vocab_size} is smaller than the tokenizer's {self.meta['vocab_size']}")
         self.train_shards = load_shards(self.tokens_dir, "train")
         self.val_shards = load_shards(self.tokens_dir, "val")
+        self.micro_batches = micro_batches_per_rank(tc.grad_accum, self.dist.world_size)
         self.loader = TrainLoader(self.train_shards, mcfg.seq_len, tc.batch_size, tc.seed, self.dist.rank,
                                   self.dist.world_size)
         with torch.device("meta"):  # counted, not allocated
@@ -273,9 +316,9 @@ class Trainer:
             self.log_main(f"train: weights from {tc.init_from}")
         self.fsdp = self.dist.enabled and tc.data_parallel == "fsdp"
         if self.fsdp:  # before the optimizers: they must hold the sharded parameters
-            distributed.shard_model(self.model)
+            distributed.shard_model(self.model, self.dtype, compile_blocks=tc.compile)
         self.objective = build_objective(tc, vocab_tables(self.tokenizer))
-        self.optimizers = build_optimizers(self.model, tc, device)
+        self.optimizers = build_optimizers(self.model, tc)
         if self.resume_from is not None:
             self._restore(self.resume_from)
         elif self.dist.is_main:
@@ -285,7 +328,8 @@ class Trainer:
         token_bytes = np.pad(token_bytes, (0, mcfg.vocab_size - len(token_bytes)))  # a padded vocabulary's extra ids: 0 bytes
         self.validator = Validator(self.val_shards, mcfg.seq_len, tc.batch_size, token_bytes, device, self.amp,
                                    self.objective)
-        self.tokens_per_step = tc.batch_size * mcfg.seq_len * tc.grad_accum * self.dist.world_size
+        self.tokens_per_step = tc.batch_size * mcfg.seq_len * self.micro_batches * self.dist.world_size
+        self.guard = NonFiniteGuard(device)
         self.flops_per_token = self.model.flops_per_token()
         self.peak = peak_flops(device, self.dtype) * self.dist.world_size
 
@@ -298,12 +342,15 @@ class Trainer:
         self.log_main(f"train: resumed from {ckpt} at step {self.step}")
 
     def _wrap(self, model: GPT) -> torch.nn.Module:
-        """The module the steps call: DDP around the model (FSDP2 shards it in place), compiled if asked."""
+        """The module the steps call: DDP around the model, compiled if asked (FSDP2 shards the model in
+        place and compiles its blocks)."""
         wrapped: torch.nn.Module = model
         if self.dist.enabled and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel
 
             wrapped = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.fsdp:  # its blocks were compiled one by one when sharded
+            return wrapped
         return torch.compile(wrapped) if self.tc.compile else wrapped
 
     # ---------------------------------------------------------------- phases: one step
@@ -312,18 +359,19 @@ class Trainer:
         return forward_backward(self.train_model, self.objective, windows, self.device, self.amp, self.dist,
                                 self.fsdp, self.step, self.tc.seed)
 
-    def update(self, loss: torch.Tensor) -> tuple[float, float]:
-        return apply_update(self.model, self.optimizers, loss, self.tc.grad_clip, self.step + 1)
+    def update(self, loss: torch.Tensor) -> torch.Tensor:
+        return apply_update(self.model, self.optimizers, loss, self.tc.grad_clip, self.guard)
 
-    def optimizer_step(self) -> tuple[float, float]:
-        """One whole step: schedule, batches, train_step, update; the step counter advances.
-        Returns the loss and the gradient norm (before clipping)."""
+    def optimizer_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One whole step: schedule, batches, train_step, update; the step counter advances. The
+        loss and the gradient norm stay on the device (reading them would make the host wait)."""
         set_lr(self.optimizers, lr_factor(self.step, self.tc))
-        windows = [self.loader.next_batch() for _ in range(self.tc.grad_accum)]
-        loss_value, grad_norm = self.update(self.train_step(windows))
+        windows = [self.loader.next_batch() for _ in range(self.micro_batches)]
+        loss = self.train_step(windows)
+        norm = self.update(loss)
         self.step += 1
         self.tokens_seen += self.tokens_per_step
-        return loss_value, grad_norm
+        return loss, norm
 
     # ---------------------------------------------------------------- phases: evaluate, checkpoint, finish
 
@@ -331,6 +379,7 @@ class Trainer:
         return self.validator(self.model, max_tokens)
 
     def checkpoint(self) -> None:
+        self.clock.lap()  # train_time_s up to this step, saved with it
         if self.dist.is_main or self.fsdp:  # FSDP: every rank gathers its shards, the main one writes
             save_checkpoint(self.run, self.step, self.model, self.optimizers,
                             {"tokens": self.tokens_seen, "loader": self.loader.state_dict(),
@@ -346,14 +395,21 @@ class Trainer:
                                    f"written. Lower train.lr or raise train.warmup_steps and train again")
         baseline = unigram_baseline(self.train_shards, self.val_shards, self.mcfg.vocab_size, self.mcfg.seq_len)
         elapsed, tokens = self.elapsed, self.tokens_seen
+        steady_s, steady_tokens = self.clock.steady_s, self.clock.steady_steps * self.tokens_per_step
+        if not steady_tokens:  # a run too short for a steady state: all of it
+            steady_s, steady_tokens = elapsed, tokens
+        tps = steady_tokens / steady_s if steady_s else None
         summary = {
             "objective": self.tc.objective,
             "val_loss": final["val_loss"], "perplexity": final["perplexity"], "bits_per_byte": final["bits_per_byte"],
             "val_accuracy": final["accuracy"], "val_tokens": final["tokens"], "unigram_val_loss": baseline,
             "steps": self.step, "tokens_trained": tokens, "params": self.model.num_params(),
             "flops_per_token": self.flops_per_token, "train_time_s": round(elapsed, 2),
-            "tokens_per_s": round(tokens / elapsed, 1) if elapsed else None,
-            "mfu": round(tokens / elapsed * self.flops_per_token / self.peak, 4) if elapsed else None,
+            # steady state: the steps after each start's first WARMUP_STEPS (compilation and warm-up)
+            "tokens_per_s": round(tps, 1) if tps else None,
+            "mfu": round(tps * self.flops_per_token / self.peak, 4) if tps else None,
+            "warmup_s": round(self.clock.warmup_s, 2), "warmup_steps": self.clock.warmup_steps,
+            "skipped_steps": self.guard.check(self.step),
             "peak_flops": self.peak, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
             "threads": self.threads, "world_size": self.dist.world_size,
             "checkpoint": str(self.run.latest_checkpoint()), "complete": True, "run_dir": str(self.run),
@@ -366,7 +422,8 @@ class Trainer:
             self.run.write_summary(summary)
         masked = self.objective.name == "masked"
         self.log_main(
-            f"train: done in {elapsed:.0f}s ({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}%); "
+            f"train: done in {elapsed:.0f}s ({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}% "
+            f"steady state; {summary['warmup_s']:.1f}s of warm-up{' and compilation' if self.tc.compile else ''} apart); "
             f"{'masked-token ' if masked else ''}val loss {fmt(final['val_loss'])} "
             f"(unigram baseline {fmt(baseline)}), {fmt(final['bits_per_byte'])} bits/byte"
             + (f", accuracy {fmt(final['accuracy'], '.3f')}" if masked else "")
@@ -411,40 +468,47 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=tc.max_steps, initial=self.step, unit="step", dynamic_ncols=True, leave=True, mininterval=1.0)
-        meter = ThroughputMeter()
+        self.clock = StepClock(self, self.step + WARMUP_STEPS)
         self.model.train()
         with StopFlag() as stop:
             while self.step < self.last_stop:
-                t0 = time.perf_counter()
-                loss_value, grad_norm = self.optimizer_step()
-                dt = time.perf_counter() - t0
-                self.elapsed += dt
-                meter.add(dt, self.tokens_per_step)
+                loss, norm = self.optimizer_step()
+                if self.step == self.clock.warmup_until:
+                    self.clock.lap()
                 if self.step % tc.log_interval == 0 or self.step == self.last_stop:
-                    self._log_step(loss_value, grad_norm, meter, bar)
+                    self._log_step(loss, norm, bar)
                 if bar is not None:
                     bar.update(1)
                 if tc.eval_interval and self.step % tc.eval_interval == 0 and self.step < tc.max_steps:
+                    self.clock.lap()
                     self._log_validation(bar)
+                    self.clock.restart()
                 if tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0 and self.step < self.last_stop:
                     self.checkpoint()
+                    self.clock.restart()
                 if stop.requested:
                     self.log_main(f"train: stop requested; saving step {self.step} (continue with --resume)")
                     break
+        self.clock.lap()
+        self.guard.check(self.step)
         if bar is not None:
             bar.close()
 
-    def _log_step(self, loss_value: float, grad_norm: float, meter: "ThroughputMeter", bar) -> None:
+    def _log_step(self, loss: torch.Tensor, norm: torch.Tensor, bar) -> None:
         world = self.dist.world_size
-        tps = meter.take()
+        loss_value = loss.item()  # waits for the step: the one host synchronisation per log interval
+        skipped = self.guard.check(self.step)
+        self.clock.lap()
+        tps = self.clock.take_tokens_per_s()
         self.peak = remeasured_peak(self.device, self.dtype, tps * self.flops_per_token / world, self.peak / world) * world
         mfu = tps * self.flops_per_token / self.peak
         record = {"step": self.step, "loss": round(loss_value, 5), "lr": self.optimizers[0].param_groups[0]["lr"],
-                  "grad_norm": round(grad_norm, 5), "tokens": self.tokens_seen, "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4),
-                  "train_time_s": round(self.elapsed, 3)}
+                  "grad_norm": round(norm.item(), 5), "tokens": self.tokens_seen, "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4),
+                  "train_time_s": round(self.elapsed, 3), "skipped_steps": skipped}
         self.log_metrics(record)
         if bar is not None:
-            bar.set_postfix_str(f"loss {loss_value:.3f} | {tps / 1e3:.1f}k tok/s | MFU {100 * mfu:.1f}%")
+            warm = " (warming up)" if self.step <= self.clock.warmup_until and not tps else ""
+            bar.set_postfix_str(f"loss {loss_value:.3f} | {tps / 1e3:.1f}k tok/s | MFU {100 * mfu:.1f}%{warm}")
 
     def _log_validation(self, bar) -> None:
         ev = self.validate(self.tc.eval_tokens)
@@ -455,20 +519,55 @@ class Trainer:
         (bar.write if bar is not None else self.log_main)(msg)
 
 
-class ThroughputMeter:
-    """Tokens per second over the steps since the last reading."""
+class StepClock:
+    """Training time, taken between points where the host has waited for the device (`lap`), so
+    that on a GPU it is the device's time and not the time to queue work. Time up to step
+    `warmup_until` is warm-up (compilation, first allocations), kept apart from the steady state;
+    evaluation and checkpoints between a `lap` and a `restart` are not training time."""
 
-    def __init__(self):
-        self.seconds, self.tokens = 0.0, 0
+    def __init__(self, trainer: "Trainer", warmup_until: int):
+        self.trainer, self.warmup_until = trainer, warmup_until
+        self.warmup_s, self.warmup_steps = 0.0, 0
+        self.steady_s, self.steady_steps = 0.0, 0
+        self.window_s, self.window_steps = 0.0, 0  # steady time since the last log record
+        self.restart()
 
-    def add(self, seconds: float, tokens: int) -> None:
-        self.seconds += seconds
-        self.tokens += tokens
+    def restart(self) -> None:
+        self.mark, self.mark_step = time.perf_counter(), self.trainer.step
 
-    def take(self) -> float:
-        tps = self.tokens / self.seconds if self.seconds else 0.0
-        self.seconds, self.tokens = 0.0, 0
+    def lap(self) -> None:
+        t = self.trainer
+        if t.device.type == "cuda":
+            torch.cuda.synchronize(t.device)
+        now = time.perf_counter()
+        seconds, steps = now - self.mark, t.step - self.mark_step
+        t.elapsed += seconds
+        if t.step <= self.warmup_until:
+            self.warmup_s += seconds
+            self.warmup_steps += steps
+        else:
+            self.steady_s += seconds
+            self.steady_steps += steps
+            self.window_s += seconds
+            self.window_steps += steps
+        self.mark, self.mark_step = now, t.step
+
+    def take_tokens_per_s(self) -> float:
+        """Steady tokens per second since the last reading (0 while only warming up)."""
+        tps = self.window_steps * self.trainer.tokens_per_step / self.window_s if self.window_s else 0.0
+        self.window_s, self.window_steps = 0.0, 0
         return tps
+
+
+def micro_batches_per_rank(grad_accum: int, world_size: int) -> int:
+    """train.grad_accum counts micro-batches over all ranks: each of W runs grad_accum / W."""
+    if grad_accum % world_size:
+        raise LmforgeError(
+            f"train.grad_accum={grad_accum} micro-batches per step cannot be split over {world_size} processes: "
+            f"make it a multiple of {world_size} (each process runs grad_accum / {world_size}), or change "
+            f"train.batch_size and --nproc_per_node"
+        )
+    return grad_accum // world_size
 
 
 def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop_at: int | None = None,
@@ -489,7 +588,7 @@ def measure_step_seconds(cfg: Config, vocab_size: int, steps: int = 3) -> float:
     plan` uses, stepped by the same functions as a real run."""
     device = torch.device("cpu")
     model = GPT(model_config(cfg, vocab_size))
-    optimizers = build_optimizers(model, cfg.train, device)
+    optimizers = build_optimizers(model, cfg.train)
     objective = build_objective(cfg.train, random_token_vocab(vocab_size))
     x = torch.randint(0, vocab_size, (cfg.train.batch_size, cfg.model.seq_len + 1))
     times = []
@@ -497,7 +596,8 @@ def measure_step_seconds(cfg: Config, vocab_size: int, steps: int = 3) -> float:
         t0 = time.perf_counter()
         loss = forward_backward(model, objective, [x] * cfg.train.grad_accum, device, contextlib.nullcontext(),
                                 distributed.DistInfo())
-        apply_update(model, optimizers, loss, cfg.train.grad_clip, step + 1)
+        apply_update(model, optimizers, loss, cfg.train.grad_clip, NonFiniteGuard(device))
+        loss.item()  # wait for the step
         times.append(time.perf_counter() - t0)
     return min(times[1:])
 
