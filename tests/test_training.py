@@ -163,12 +163,13 @@ def test_muon_takes_hidden_matrices_only():
 
 def test_update_reports_the_gradient_norm_before_clipping():
     torch.manual_seed(0)
-    model = GPT(model_config(load_config("tiny", overrides=tiny_overrides()), 512))
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    cfg = load_config("tiny", overrides=tiny_overrides())
+    model = GPT(model_config(cfg, 512))
+    optimizers = build_optimizers(model, cfg.train)
     for p in model.parameters():
         p.grad = torch.full_like(p, 0.5)
     expected = 0.5 * sum(p.numel() for p in model.parameters()) ** 0.5
-    norm = apply_update(model, [opt], torch.tensor(3.0), 1.0, NonFiniteGuard(torch.device("cpu")))
+    norm = apply_update(model, optimizers, torch.tensor(3.0), 1.0, NonFiniteGuard(torch.device("cpu")))
     assert norm.item() == pytest.approx(expected, rel=1e-5)
     assert all(p.grad is None for p in model.parameters())
 

@@ -428,6 +428,8 @@ class Trainer:
             f"(unigram baseline {fmt(baseline)}), {fmt(final['bits_per_byte'])} bits/byte"
             + (f", accuracy {fmt(final['accuracy'], '.3f')}" if masked else "")
             + (f" ({final['reason']})" if "reason" in final else "")
+            + (f"; {summary['skipped_steps']} step(s) skipped: loss or gradient not finite (lower train.lr)"
+               if summary["skipped_steps"] else "")
         )
         return summary
 
