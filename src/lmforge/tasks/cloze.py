@@ -19,7 +19,7 @@ The blank is written `[MASK]`, once per text. What a score is (the `scoring` key
 With choices, `probability` is the softmax of the scores over the choices.
 
 The lead-in: a text is read where texts start in the model's training stream. That is after
-<|endoftext|> when documents started often there (at least once every 10 context windows), else
+<|endoftext|> when documents started often there (at least once every 50 context windows), else
 after a line break: a model trained on one long file (one document, one <|endoftext|> in the whole
 stream) has seen <|endoftext|> as context once, and every line it learned followed "\n". Measured
 (issue 14, tiny preset, 4,000 animal lines in one file, masked, step 200): after <|endoftext|> 14/15
@@ -189,7 +189,7 @@ class Scorer:
         return text[len(blank.space):] if blank.space and text.startswith(blank.space) else text
 
 
-DOCUMENTS_PER_WINDOW = 0.1  # below this, <|endoftext|> was a rare context in training
+DOCUMENTS_PER_WINDOW = 0.02  # below this, <|endoftext|> was a rare context in training
 
 
 def lead_in(run: RunDir, tok, seq_len: int) -> list[int]:
