@@ -233,3 +233,33 @@ def test_bad_input_is_one_clear_line(runs, tmp_path, capsys):
         path.write_text(good + "\n\n" + line + "\n")
         user_error(capsys, ["eval", causal, "--tasks", str(path)], f"bad{i}.jsonl:3:", words)
     user_error(capsys, ["eval", causal, "--tasks", str(tmp_path / "missing.jsonl")], "not found")
+
+
+# ---------------------------------------------------------------- issue 14: one file of short lines
+
+ANIMALS = [("cow", "moo"), ("cat", "meow"), ("dog", "woof"), ("duck", "quack"), ("owl", "hoot")]
+TEMPLATES = ["the {a} says {s} .", "a {a} always says {s} here .", "every {a} says {s} at night ."]
+
+
+def animals_file(path, lines=4000, seed=0):
+    """The issue's corpus: one plain text file of short lines, one document in all."""
+    rng = random.Random(seed)
+    path.write_text("\n".join(rng.choice(TEMPLATES).format(a=a, s=s) for a, s in (rng.choice(ANIMALS)
+                                                                                   for _ in range(lines))) + "\n")
+    return path
+
+
+def test_a_one_file_corpus_is_read_after_a_line_break(runs, tmp_path):
+    """One file is one <|endoftext|> in the whole stream: the model learned every line after "\\n"
+    (issue 14: after <|endoftext|> a masked tiny-preset model put "quack" in the owl's blank)."""
+    over = tiny_overrides(**{"train.max_steps": 2})
+    run = tmp_path / "run"
+    assert cli.main(["train", "--data", str(animals_file(tmp_path / "animals.txt", 600)), "--out", str(run),
+                     "--no-progress"] + [a for o in over for a in ("--set", o)]) == 0
+    scorer = Scorer(run)
+    assert scorer.lead_in == scorer.encode("\n")
+    assert scorer.blank("the cow says [MASK] .").prefix == scorer.encode("\nthe cow says")
+    assert fill(run, "the cow says [MASK] .", ["moo", "meow"])["read_after"] == "\n"
+    # a corpus of many documents still reads a text as a document start
+    assert Scorer(runs["causal"]).lead_in == [Scorer(runs["causal"]).eot]
+    assert fill(runs["masked"], query(3), [word(3), word(4)])["read_after"] == "<|endoftext|>"
