@@ -51,16 +51,20 @@ def train_args(tokens: Path, out: Path, resume: bool) -> list[str]:
                         *(["--resume"] if resume else []))
 
 
-def run_to_end(args_for, done, rng: random.Random, kills: int, window: tuple[float, float]) -> tuple[int, int]:
+def run_to_end(args_for, done, progress, rng: random.Random, kills: int,
+               window: tuple[float, float]) -> tuple[int, int, list]:
     """Start, SIGKILL at a random moment, restart, `kills` times; then let it finish.
-    Returns (kills delivered, failed restarts)."""
+    Returns (kills delivered, failed restarts, progress() at each kill: where the kills landed)."""
     delivered = failures = 0
+    landed = []
     while delivered < kills:
         proc = subprocess.Popen(args_for(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, text=True)
         time.sleep(rng.uniform(*window))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             delivered += 1
+            proc.wait()
+            landed.append(progress())
         proc.wait()
         if proc.returncode not in (0, -signal.SIGKILL):
             failures += 1
@@ -71,7 +75,7 @@ def run_to_end(args_for, done, rng: random.Random, kills: int, window: tuple[flo
     if final is not None and final.returncode != 0:
         failures += 1
         print(f"  final run failed: {final.stderr.strip()[-300:]}")
-    return delivered, failures
+    return delivered, failures, landed
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -83,6 +87,12 @@ def same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def loss_records(run: Path) -> int:
+    """How far a killed run got: the loss records it left (a kill before the first step leaves 0)."""
+    path = run / "metrics.jsonl"
+    return sum('"loss"' in line for line in path.read_text().splitlines()) if path.is_file() else 0
+
+
 def training_kills(root: Path, tokens: Path, kills: int, per_run: int, rng: random.Random) -> dict:
     ref = root / "train-ref"
     t0 = time.perf_counter()
@@ -92,14 +102,14 @@ def training_kills(root: Path, tokens: Path, kills: int, per_run: int, rng: rand
     while delivered < kills:  # a run that finished before its kills came: the rest go to a new run
         out = root / f"train-killed-{runs}"
         n = min(per_run, kills - delivered)
-        got, failed = run_to_end(lambda: train_args(tokens, out, RunDir(out).latest_checkpoint(report=lambda _: None)
-                                                    is not None),
-                                 lambda: RunDir(out).is_complete, rng, n, (0.5, 0.6 * one_run))
+        got, failed, landed = run_to_end(
+            lambda: train_args(tokens, out, RunDir(out).latest_checkpoint(report=lambda _: None) is not None),
+            lambda: RunDir(out).is_complete, lambda: loss_records(out), rng, n, (0.5, 0.6 * one_run))
         delivered, failures, runs = delivered + got, failures + failed, runs + 1
         same = same_weights(ref, out)
         metrics = [r["step"] for r in RunDir(out).metrics() if "loss" in r]
         identical += same and metrics == list(range(1, STEPS + 1))
-        print(f"  training run {runs - 1}: {got} kills, weights {'bit-identical' if same else 'DIFFER'}, "
+        print(f"  training run {runs - 1}: {got} kills (after loss records {landed}), weights {'bit-identical' if same else 'DIFFER'}, "
               f"loss records {'one per step' if metrics == list(range(1, STEPS + 1)) else 'WRONG'}", flush=True)
     return {"kills": delivered, "failures": failures, "runs": runs, "identical": identical,
             "uninterrupted_s": round(one_run, 1)}
@@ -120,6 +130,29 @@ def prepare_args(src: Path, out: Path) -> list[str]:
                         *sets({"prepare.shard_documents": 20, "prepare.filters": "[gopher_quality,gopher_repetition,c4]"}))
 
 
+def input_ids(src: Path) -> list[str]:
+    """One document per .txt file, its id the file's path: what prepare must account for."""
+    return sorted(str(p) for p in src.glob("*.txt"))
+
+
+def ids_in(folder: Path) -> list[str]:
+    ids = []
+    for path in sorted(folder.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt") as f:
+            ids += [json.loads(line)["id"] for line in f if line.strip()]
+    return ids
+
+
+def unaccounted(src: Path, out: Path) -> tuple[int, int]:
+    """(input documents in neither clean/ nor rejected/, documents in both or twice): both must be 0."""
+    seen = ids_in(out / "clean") + ids_in(out / "rejected")
+    return len(set(input_ids(src)) - set(seen)), len(seen) - len(set(seen))
+
+
+def shards_written(out: Path) -> int:
+    return len(list((out / "work").glob("shard_*.written"))) if (out / "work").is_dir() else 0
+
+
 def clean_documents(out: Path) -> list[tuple[str, str]]:
     docs = []
     for path in sorted((out / "clean").glob("*.jsonl.gz")):
@@ -134,19 +167,25 @@ def prepare_kills(root: Path, src: Path, kills: int, per_run: int, rng: random.R
     subprocess.run(prepare_args(src, ref), check=True, capture_output=True, env=ENV)
     one_run = time.perf_counter() - t0
     expected = clean_documents(ref)
-    runs = delivered = identical = failures = lost = 0
+    ref_lost, ref_twice = unaccounted(src, ref)
+    print(f"  uninterrupted: {len(input_ids(src))} documents in, {len(expected)} kept, {ref_lost} unaccounted, "
+          f"{ref_twice} twice", flush=True)
+    runs = delivered = identical = failures = twice = 0
+    lost = ref_lost
     while delivered < kills:
         out = root / f"prep-killed-{runs}"
         n = min(per_run, kills - delivered)
-        got, failed = run_to_end(lambda: prepare_args(src, out), lambda: (out / "report.json").is_file(), rng, n,
-                                 (0.3, 0.7 * one_run))
+        got, failed, landed = run_to_end(lambda: prepare_args(src, out), lambda: (out / "report.json").is_file(),
+                                         lambda: shards_written(out), rng, n, (0.3, 0.7 * one_run))
         delivered, failures, runs = delivered + got, failures + failed, runs + 1
         docs = clean_documents(out)
-        lost += len(set(expected) - set(docs))
+        run_lost, run_twice = unaccounted(src, out)
+        lost, twice = lost + run_lost, twice + run_twice
         identical += docs == expected
-        print(f"  prepare run {runs - 1}: {got} kills, {len(docs)} documents kept "
-              f"({'identical' if docs == expected else 'DIFFER'}), {len(set(expected) - set(docs))} lost", flush=True)
-    return {"kills": delivered, "failures": failures, "runs": runs, "identical": identical, "lost": lost,
+        print(f"  prepare run {runs - 1}: {got} kills (after shards written {landed}), {len(docs)} documents kept "
+              f"({'identical' if docs == expected else 'DIFFER'}), {run_lost} of the input unaccounted for, "
+              f"{run_twice} twice", flush=True)
+    return {"kills": delivered, "failures": failures, "runs": runs, "identical": identical, "lost": lost, "twice": twice,
             "documents": len(expected), "uninterrupted_s": round(one_run, 1)}
 
 
@@ -238,7 +277,8 @@ def main() -> None:
           f"(uninterrupted {p['uninterrupted_s']} s)")
     print(f"bit-identical results: {t['identical']}/{t['runs']} training runs (weights and one loss record per step), "
           f"{p['identical']}/{p['runs']} prepare outputs ({p['documents']} documents each)")
-    print(f"documents lost: {p['lost']}")
+    print(f"documents lost: {p['lost']} (input documents in neither clean/ nor rejected/), "
+          f"written twice: {p['twice']}")
     print(f"corrupted newest checkpoint survived: {corrupted}; concurrent writer refused, first intact: {concurrent}")
     print(f"fuzz cases tried: {tried}, tracebacks: {tracebacks}")
     print(f"wall time: {time.perf_counter() - started:.0f} s")
