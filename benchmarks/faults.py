@@ -51,15 +51,43 @@ def train_args(tokens: Path, out: Path, resume: bool) -> list[str]:
                         *(["--resume"] if resume else []))
 
 
-def run_to_end(args_for, done, progress, rng: random.Random, kills: int,
-               window: tuple[float, float]) -> tuple[int, int, list]:
-    """Start, SIGKILL at a random moment, restart, `kills` times; then let it finish.
+def footprint(folder: Path) -> set:
+    """Every file under the folder with its size and time: a change means the process is at work."""
+    if not folder.is_dir():
+        return set()
+    return {(str(p), st.st_size, st.st_mtime_ns) for p in folder.rglob("*") if p.is_file() and (st := p.stat())}
+
+
+def wait_for_work(proc: subprocess.Popen, folder: Path, before: set) -> float:
+    """Poll until the process writes into its folder (its imports done) or exits; returns when that was."""
+    while proc.poll() is None and footprint(folder) == before:
+        time.sleep(0.02)
+    return time.perf_counter()
+
+
+def timed(args: list[str], folder: Path) -> tuple[float, float]:
+    """An uninterrupted run: (seconds in all, seconds from its first write in the folder to its exit)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, text=True)
+    working = wait_for_work(proc, folder, footprint(folder))
+    if proc.wait() != 0:
+        raise SystemExit(f"the uninterrupted run failed: {proc.stderr.read().strip()[-300:]}")
+    return time.perf_counter() - t0, time.perf_counter() - working
+
+
+def run_to_end(args_for, folder: Path, done, progress, rng: random.Random, kills: int,
+               work_s: float) -> tuple[int, int, list]:
+    """Start, SIGKILL at a random moment of its work, restart, `kills` times; then let it finish.
+    The moment is drawn from the uninterrupted run's working time, counted from the process's first
+    write (startup, seconds of imports on a busy machine, would otherwise take most kills).
     Returns (kills delivered, failed restarts, progress() at each kill: where the kills landed)."""
     delivered = failures = 0
     landed = []
     while delivered < kills:
+        before = footprint(folder)
         proc = subprocess.Popen(args_for(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, text=True)
-        time.sleep(rng.uniform(*window))
+        wait_for_work(proc, folder, before)
+        time.sleep(rng.uniform(0, work_s))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             delivered += 1
@@ -95,16 +123,14 @@ def loss_records(run: Path) -> int:
 
 def training_kills(root: Path, tokens: Path, kills: int, per_run: int, rng: random.Random) -> dict:
     ref = root / "train-ref"
-    t0 = time.perf_counter()
-    subprocess.run(train_args(tokens, ref, False), check=True, capture_output=True, env=ENV)
-    one_run = time.perf_counter() - t0
+    one_run, work_s = timed(train_args(tokens, ref, False), ref)
     runs = delivered = identical = failures = 0
     while delivered < kills:  # a run that finished before its kills came: the rest go to a new run
         out = root / f"train-killed-{runs}"
         n = min(per_run, kills - delivered)
         got, failed, landed = run_to_end(
             lambda: train_args(tokens, out, RunDir(out).latest_checkpoint(report=lambda _: None) is not None),
-            lambda: RunDir(out).is_complete, lambda: loss_records(out), rng, n, (0.5, 0.6 * one_run))
+            out, lambda: RunDir(out).is_complete, lambda: loss_records(out), rng, n, work_s)
         delivered, failures, runs = delivered + got, failures + failed, runs + 1
         same = same_weights(ref, out)
         metrics = [r["step"] for r in RunDir(out).metrics() if "loss" in r]
@@ -112,7 +138,7 @@ def training_kills(root: Path, tokens: Path, kills: int, per_run: int, rng: rand
         print(f"  training run {runs - 1}: {got} kills (after loss records {landed}), weights {'bit-identical' if same else 'DIFFER'}, "
               f"loss records {'one per step' if metrics == list(range(1, STEPS + 1)) else 'WRONG'}", flush=True)
     return {"kills": delivered, "failures": failures, "runs": runs, "identical": identical,
-            "uninterrupted_s": round(one_run, 1)}
+            "uninterrupted_s": round(one_run, 1), "working_s": round(work_s, 1)}
 
 
 def corpus(root: Path) -> Path:
@@ -163,9 +189,7 @@ def clean_documents(out: Path) -> list[tuple[str, str]]:
 
 def prepare_kills(root: Path, src: Path, kills: int, per_run: int, rng: random.Random) -> dict:
     ref = root / "prep-ref"
-    t0 = time.perf_counter()
-    subprocess.run(prepare_args(src, ref), check=True, capture_output=True, env=ENV)
-    one_run = time.perf_counter() - t0
+    one_run, work_s = timed(prepare_args(src, ref), ref)
     expected = clean_documents(ref)
     ref_lost, ref_twice = unaccounted(src, ref)
     print(f"  uninterrupted: {len(input_ids(src))} documents in, {len(expected)} kept, {ref_lost} unaccounted, "
@@ -175,8 +199,8 @@ def prepare_kills(root: Path, src: Path, kills: int, per_run: int, rng: random.R
     while delivered < kills:
         out = root / f"prep-killed-{runs}"
         n = min(per_run, kills - delivered)
-        got, failed, landed = run_to_end(lambda: prepare_args(src, out), lambda: (out / "report.json").is_file(),
-                                         lambda: shards_written(out), rng, n, (0.3, 0.7 * one_run))
+        got, failed, landed = run_to_end(lambda: prepare_args(src, out), out, lambda: (out / "report.json").is_file(),
+                                         lambda: shards_written(out), rng, n, work_s)
         delivered, failures, runs = delivered + got, failures + failed, runs + 1
         docs = clean_documents(out)
         run_lost, run_twice = unaccounted(src, out)
@@ -186,7 +210,8 @@ def prepare_kills(root: Path, src: Path, kills: int, per_run: int, rng: random.R
               f"({'identical' if docs == expected else 'DIFFER'}), {run_lost} of the input unaccounted for, "
               f"{run_twice} twice", flush=True)
     return {"kills": delivered, "failures": failures, "runs": runs, "identical": identical, "lost": lost, "twice": twice,
-            "documents": len(expected), "uninterrupted_s": round(one_run, 1)}
+            "documents": len(expected), "uninterrupted_s": round(one_run, 1),
+            "working_s": round(work_s, 1)}
 
 
 def corrupted_checkpoint(root: Path) -> bool:
@@ -273,8 +298,8 @@ def main() -> None:
     concurrent = concurrent_writers(root, tokens)
     tried, tracebacks = fuzz(root, args.fuzz, rng)
     print(f"\nkills survived: {t['kills'] - t['failures']}/{t['kills']} training "
-          f"(uninterrupted run {t['uninterrupted_s']} s), {p['kills'] - p['failures']}/{p['kills']} prepare "
-          f"(uninterrupted {p['uninterrupted_s']} s)")
+          f"(uninterrupted run {t['uninterrupted_s']} s, {t['working_s']} s after startup), {p['kills'] - p['failures']}/{p['kills']} prepare "
+          f"(uninterrupted {p['uninterrupted_s']} s, {p['working_s']} s after startup)")
     print(f"bit-identical results: {t['identical']}/{t['runs']} training runs (weights and one loss record per step), "
           f"{p['identical']}/{p['runs']} prepare outputs ({p['documents']} documents each)")
     print(f"documents lost: {p['lost']} (input documents in neither clean/ nor rejected/), "

@@ -127,6 +127,18 @@ def _worker_init(parent: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the request above took effect
         os._exit(1)
+    global _sweep_pid
+    _sweep_pid = parent
+
+
+_sweep_pid = 0  # the sweep process that started this worker
+
+
+def _exit_if_orphaned() -> None:
+    """A run stopped by the parent's death returns here; the pool would then wait forever for a task
+    from the dead parent (holding multiprocessing's resource tracker alive too), so leave instead."""
+    if _sweep_pid and os.getppid() != _sweep_pid:
+        os._exit(1)
 
 
 def _child(cfg_dict: dict, log_path: str) -> None:
@@ -136,6 +148,8 @@ def _child(cfg_dict: dict, log_path: str) -> None:
         train_run(cfg, Path(log_path))
     except Exception as e:  # reported by the parent, which owns the terminal
         RunDir(cfg.run.out).error_path.write_text(f"{type(e).__name__}: {e}")
+    finally:
+        _exit_if_orphaned()
 
 
 def _steps_done(run_dir: Path) -> int:
