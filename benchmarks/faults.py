@@ -65,29 +65,53 @@ def wait_for_work(proc: subprocess.Popen, folder: Path, before: set) -> float:
     return time.perf_counter()
 
 
-def timed(args: list[str], folder: Path) -> tuple[float, float]:
-    """An uninterrupted run: (seconds in all, seconds from its first write in the folder to its exit)."""
+def timed(args: list[str], folder: Path, progress, last: int) -> tuple[float, float, float]:
+    """An uninterrupted run: (seconds in all, seconds from its first write in the folder to its exit,
+    seconds from progress() 1 to `last`, per unit)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, text=True)
     working = wait_for_work(proc, folder, footprint(folder))
-    if proc.wait() != 0:
+    first = end = None
+    while proc.poll() is None:
+        n = progress()
+        first = first or (n >= 1 and time.perf_counter()) or None
+        end = end or (n >= last and time.perf_counter()) or None
+        time.sleep(0.005)
+    if proc.returncode != 0:
         raise SystemExit(f"the uninterrupted run failed: {proc.stderr.read().strip()[-300:]}")
-    return time.perf_counter() - t0, time.perf_counter() - working
+    per_unit = (end - first) / max(1, last - 1) if first and end else 0.0
+    return time.perf_counter() - t0, time.perf_counter() - working, per_unit
 
 
-def run_to_end(args_for, folder: Path, done, progress, rng: random.Random, kills: int,
-               work_s: float) -> tuple[int, int, list]:
-    """Start, SIGKILL at a random moment of its work, restart, `kills` times; then let it finish.
-    The moment is drawn from the uninterrupted run's working time, counted from the process's first
-    write (startup, seconds of imports on a busy machine, would otherwise take most kills).
+def at_random_time(folder: Path, work_s: float):
+    """A moment drawn from the uninterrupted run's working time, counted from the process's first
+    write (startup, seconds of imports on a busy machine, would otherwise take most kills)."""
+    def wait(proc: subprocess.Popen, rng: random.Random) -> None:
+        wait_for_work(proc, folder, footprint(folder))
+        time.sleep(rng.uniform(0, work_s))
+    return wait
+
+
+def at_random_step(progress, last: int, step_s: float):
+    """A moment inside a random step of those left (or, drawn as `last`, in the final evaluation and
+    summary; drawn as the first, while it loads): waits for the step's record, then part of a step
+    (a checkpoint write, every few steps, is part of one)."""
+    def wait(proc: subprocess.Popen, rng: random.Random) -> None:
+        target = rng.randint(progress(), last)
+        while proc.poll() is None and progress() < target:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, step_s))
+    return wait
+
+
+def run_to_end(args_for, done, progress, rng: random.Random, kills: int, moment) -> tuple[int, int, list]:
+    """Start, SIGKILL at moment(), restart, `kills` times; then let it finish.
     Returns (kills delivered, failed restarts, progress() at each kill: where the kills landed)."""
     delivered = failures = 0
     landed = []
     while delivered < kills:
-        before = footprint(folder)
         proc = subprocess.Popen(args_for(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, text=True)
-        wait_for_work(proc, folder, before)
-        time.sleep(rng.uniform(0, work_s))
+        moment(proc, rng)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             delivered += 1
@@ -123,14 +147,15 @@ def loss_records(run: Path) -> int:
 
 def training_kills(root: Path, tokens: Path, kills: int, per_run: int, rng: random.Random) -> dict:
     ref = root / "train-ref"
-    one_run, work_s = timed(train_args(tokens, ref, False), ref)
+    one_run, work_s, step_s = timed(train_args(tokens, ref, False), ref, lambda: loss_records(ref), STEPS)
     runs = delivered = identical = failures = 0
     while delivered < kills:  # a run that finished before its kills came: the rest go to a new run
         out = root / f"train-killed-{runs}"
         n = min(per_run, kills - delivered)
         got, failed, landed = run_to_end(
             lambda: train_args(tokens, out, RunDir(out).latest_checkpoint(report=lambda _: None) is not None),
-            out, lambda: RunDir(out).is_complete, lambda: loss_records(out), rng, n, work_s)
+            lambda: RunDir(out).is_complete, lambda: loss_records(out), rng, n,
+            at_random_step(lambda: loss_records(out), STEPS, step_s))
         delivered, failures, runs = delivered + got, failures + failed, runs + 1
         same = same_weights(ref, out)
         metrics = [r["step"] for r in RunDir(out).metrics() if "loss" in r]
@@ -138,7 +163,7 @@ def training_kills(root: Path, tokens: Path, kills: int, per_run: int, rng: rand
         print(f"  training run {runs - 1}: {got} kills (after loss records {landed}), weights {'bit-identical' if same else 'DIFFER'}, "
               f"loss records {'one per step' if metrics == list(range(1, STEPS + 1)) else 'WRONG'}", flush=True)
     return {"kills": delivered, "failures": failures, "runs": runs, "identical": identical,
-            "uninterrupted_s": round(one_run, 1), "working_s": round(work_s, 1)}
+            "uninterrupted_s": round(one_run, 1), "working_s": round(work_s, 1), "step_s": round(step_s, 3)}
 
 
 def corpus(root: Path) -> Path:
@@ -189,7 +214,7 @@ def clean_documents(out: Path) -> list[tuple[str, str]]:
 
 def prepare_kills(root: Path, src: Path, kills: int, per_run: int, rng: random.Random) -> dict:
     ref = root / "prep-ref"
-    one_run, work_s = timed(prepare_args(src, ref), ref)
+    one_run, work_s, _ = timed(prepare_args(src, ref), ref, lambda: shards_written(ref), 1)
     expected = clean_documents(ref)
     ref_lost, ref_twice = unaccounted(src, ref)
     print(f"  uninterrupted: {len(input_ids(src))} documents in, {len(expected)} kept, {ref_lost} unaccounted, "
@@ -199,8 +224,8 @@ def prepare_kills(root: Path, src: Path, kills: int, per_run: int, rng: random.R
     while delivered < kills:
         out = root / f"prep-killed-{runs}"
         n = min(per_run, kills - delivered)
-        got, failed, landed = run_to_end(lambda: prepare_args(src, out), out, lambda: (out / "report.json").is_file(),
-                                         lambda: shards_written(out), rng, n, work_s)
+        got, failed, landed = run_to_end(lambda: prepare_args(src, out), lambda: (out / "report.json").is_file(),
+                                         lambda: shards_written(out), rng, n, at_random_time(out, work_s))
         delivered, failures, runs = delivered + got, failures + failed, runs + 1
         docs = clean_documents(out)
         run_lost, run_twice = unaccounted(src, out)
@@ -289,7 +314,7 @@ def main() -> None:
                                                                           if k.startswith(("tokenizer.", "data."))})),
                    check=True, capture_output=True, env=ENV)
     print(f"training: {STEPS} steps, checkpoint every {TRAIN_SETS['train.checkpoint_interval']}, "
-          f"{args.train_kills} SIGKILLs at random moments")
+          f"{args.train_kills} SIGKILLs, each inside a random step of those left")
     t = training_kills(root, tokens, args.train_kills, args.kills_per_run, rng)
     print(f"prepare: {args.prepare_kills} SIGKILLs at random moments")
     p = prepare_kills(root, src, args.prepare_kills, args.kills_per_run, rng)
@@ -298,7 +323,7 @@ def main() -> None:
     concurrent = concurrent_writers(root, tokens)
     tried, tracebacks = fuzz(root, args.fuzz, rng)
     print(f"\nkills survived: {t['kills'] - t['failures']}/{t['kills']} training "
-          f"(uninterrupted run {t['uninterrupted_s']} s, {t['working_s']} s after startup), {p['kills'] - p['failures']}/{p['kills']} prepare "
+          f"(uninterrupted run {t['uninterrupted_s']} s, {t['step_s']} s a step with checkpoints), {p['kills'] - p['failures']}/{p['kills']} prepare "
           f"(uninterrupted {p['uninterrupted_s']} s, {p['working_s']} s after startup)")
     print(f"bit-identical results: {t['identical']}/{t['runs']} training runs (weights and one loss record per step), "
           f"{p['identical']}/{p['runs']} prepare outputs ({p['documents']} documents each)")

@@ -286,8 +286,5 @@ def test_killing_the_sweep_process_stops_its_workers(corpus_dir, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-        for pid in children:  # a failed run of this test leaves no orphans either
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for pid in _wait_for_exit(children, hang_guard_s=0):  # a failed run of this test leaves no orphans
+            os.kill(pid, signal.SIGKILL)
