@@ -86,22 +86,35 @@ def timed(args: list[str], folder: Path, progress, last: int) -> tuple[float, fl
 def at_random_time(folder: Path, work_s: float):
     """A moment drawn from the uninterrupted run's working time, counted from the process's first
     write (startup, seconds of imports on a busy machine, would otherwise take most kills)."""
-    def wait(proc: subprocess.Popen, rng: random.Random) -> None:
+    def wait(proc: subprocess.Popen, rng: random.Random, kills_left: int) -> None:
         wait_for_work(proc, folder, footprint(folder))
         time.sleep(rng.uniform(0, work_s))
     return wait
 
 
-def at_random_step(progress, last: int, step_s: float):
-    """A moment inside a random step of those left (or, drawn as `last`, in the final evaluation and
-    summary; drawn as the first, while it loads): waits for the step's record, then part of a step
-    (a checkpoint write, every few steps, is part of one)."""
-    def wait(proc: subprocess.Popen, rng: random.Random) -> None:
-        target = rng.randint(progress(), last)
-        while proc.poll() is None and progress() < target:
-            time.sleep(0.005)
+def at_random_step(run: Path, last: int, step_s: float):
+    """A moment inside a random step after the checkpoint it resumes from, within this kill's share of
+    the steps left, so that a run's kills spread over its training (drawn as that checkpoint's step:
+    while it loads; as `last`: in the final evaluation and summary). Waits until this process has
+    logged the step, then part of a step (every few steps that is a checkpoint write)."""
+    def wait(proc: subprocess.Popen, rng: random.Random, kills_left: int) -> None:
+        started = time.time()
+        checkpoint = RunDir(run).latest_checkpoint(report=lambda _: None)
+        start = checkpoint.step if checkpoint else 0
+        target = rng.randint(start, start + (last - start) // kills_left)
+        # records left by the killed process count only once this one has rewritten the file
+        while proc.poll() is None and not (written_since(run / "metrics.jsonl", started)
+                                           and loss_records(run) >= target):
+            time.sleep(0.01)
         time.sleep(rng.uniform(0, step_s))
     return wait
+
+
+def written_since(path: Path, t: float) -> bool:
+    try:
+        return path.stat().st_mtime >= t
+    except FileNotFoundError:
+        return False
 
 
 def run_to_end(args_for, done, progress, rng: random.Random, kills: int, moment) -> tuple[int, int, list]:
@@ -111,7 +124,7 @@ def run_to_end(args_for, done, progress, rng: random.Random, kills: int, moment)
     landed = []
     while delivered < kills:
         proc = subprocess.Popen(args_for(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, text=True)
-        moment(proc, rng)
+        moment(proc, rng, kills - delivered)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             delivered += 1
@@ -155,7 +168,7 @@ def training_kills(root: Path, tokens: Path, kills: int, per_run: int, rng: rand
         got, failed, landed = run_to_end(
             lambda: train_args(tokens, out, RunDir(out).latest_checkpoint(report=lambda _: None) is not None),
             lambda: RunDir(out).is_complete, lambda: loss_records(out), rng, n,
-            at_random_step(lambda: loss_records(out), STEPS, step_s))
+            at_random_step(out, STEPS, step_s))
         delivered, failures, runs = delivered + got, failures + failed, runs + 1
         same = same_weights(ref, out)
         metrics = [r["step"] for r in RunDir(out).metrics() if "loss" in r]
