@@ -156,3 +156,23 @@ def test_muon_takes_hidden_matrices_only():
     muon_params = {id(p) for g in muon.param_groups for p in g["params"]}
     assert id(model.wte.weight) not in muon_params
     assert id(model.blocks[0].attn.qkv.weight) in muon_params and id(model.blocks[0].mlp.down.weight) in muon_params
+
+
+def test_a_repeated_sigterm_is_one_stop_request_a_second_ctrl_c_stops_at_once():
+    """A sweep worker gets its parent-death SIGTERM once per thread of the dying sweep process:
+    all of them must still mean "finish the step and save"."""
+    import os
+    import signal
+
+    from lmforge.training.trainer import StopFlag
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs between the two
+        assert stop.requested
+    with pytest.raises(KeyboardInterrupt), StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested
+        os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -144,7 +144,9 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
+        # A second Ctrl-C stops at once. A repeated SIGTERM is the same request: a sweep worker's
+        # parent-death SIGTERM comes once for each thread of the dying parent it is handed on to.
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
 
