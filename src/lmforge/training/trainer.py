@@ -383,8 +383,11 @@ class Trainer:
             self.setup()
             self.build()
             self._announce()
-            self._loop()
-            self.checkpoint()
+            # the stop checkpoint is written under the handler too: a repeated SIGTERM (see StopFlag)
+            # may come after the loop has ended, and the default action would kill the write
+            with StopFlag() as stop:
+                self._loop(stop)
+                self.checkpoint()
             if self.step < self.tc.max_steps:
                 return {"step": self.step, "complete": False, "run_dir": str(self.run)}
             return self.finish()
@@ -405,7 +408,7 @@ class Trainer:
             f"run folder {self.run}"
         )
 
-    def _loop(self) -> None:
+    def _loop(self, stop: "StopFlag") -> None:
         tc = self.tc
         bar = None
         if tc.progress and self.dist.is_main:
@@ -414,24 +417,23 @@ class Trainer:
             bar = tqdm(total=tc.max_steps, initial=self.step, unit="step", dynamic_ncols=True, leave=True, mininterval=1.0)
         meter = ThroughputMeter()
         self.model.train()
-        with StopFlag() as stop:
-            while self.step < self.last_stop:
-                t0 = time.perf_counter()
-                loss_value = self.optimizer_step()
-                dt = time.perf_counter() - t0
-                self.elapsed += dt
-                meter.add(dt, self.tokens_per_step)
-                if self.step % tc.log_interval == 0 or self.step == self.last_stop:
-                    self._log_step(loss_value, meter, bar)
-                if bar is not None:
-                    bar.update(1)
-                if tc.eval_interval and self.step % tc.eval_interval == 0 and self.step < tc.max_steps:
-                    self._log_validation(bar)
-                if tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0 and self.step < self.last_stop:
-                    self.checkpoint()
-                if stop.requested:
-                    self.log_main(f"train: stop requested; saving step {self.step} (continue with --resume)")
-                    break
+        while self.step < self.last_stop:
+            t0 = time.perf_counter()
+            loss_value = self.optimizer_step()
+            dt = time.perf_counter() - t0
+            self.elapsed += dt
+            meter.add(dt, self.tokens_per_step)
+            if self.step % tc.log_interval == 0 or self.step == self.last_stop:
+                self._log_step(loss_value, meter, bar)
+            if bar is not None:
+                bar.update(1)
+            if tc.eval_interval and self.step % tc.eval_interval == 0 and self.step < tc.max_steps:
+                self._log_validation(bar)
+            if tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0 and self.step < self.last_stop:
+                self.checkpoint()
+            if stop.requested:
+                self.log_main(f"train: stop requested; saving step {self.step} (continue with --resume)")
+                break
         if bar is not None:
             bar.close()
 
