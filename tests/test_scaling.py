@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from lmforge import cost
 from lmforge.cli import main
 from lmforge.config import load_config
 from lmforge.errors import LmforgeError
+from lmforge.run_dir import RunDir
 from lmforge.scaling import design, fitting
 from lmforge.scaling.runner import collect_points, load_sweep, prepare_sweep_tokens, run_config, sweep_status
 from lmforge.training.trainer import train
@@ -409,16 +411,34 @@ def test_verify_trains_the_target_and_compares(sweep, tmp_path, capsys):
     assert json.loads((sweep / "verify.json").read_text())[-1]["run"] == r["run"]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent (now init) has yet to reap it
+def _wait_for_exit(pids: list[int], hang_guard_s: float = 300) -> list[int]:
+    """Block until each process has exited (a pidfd becomes readable at its exit: no polling, and no
+    parent needed, which an orphan no longer has); returns those still running when the guard,
+    there only so that a broken build cannot hang the suite, ran out."""
+    import os
+    import select
+    import time
+
+    deadline = time.time() + hang_guard_s
+    left = []
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue  # gone already
+        try:
+            if not select.select([fd], [], [], max(0.0, deadline - time.time()))[0]:
+                left.append(pid)
+        finally:
+            os.close(fd)
+    return left
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from Linux's /proc")
+@pytest.mark.skipif(not hasattr(__import__("os"), "pidfd_open"), reason="waits on Linux pidfds")
 def test_killing_the_sweep_process_stops_its_workers(corpus_dir, tmp_path):
+    """SIGKILL of `scale run`: its worker gets SIGTERM from the kernel, ends the step, saves a
+    checkpoint and exits (once it sat in the pool waiting for a task from the dead parent, forever,
+    keeping multiprocessing's resource tracker alive too)."""
     import os
     import signal
     import subprocess
@@ -428,30 +448,28 @@ def test_killing_the_sweep_process_stops_its_workers(corpus_dir, tmp_path):
     out = tmp_path / "sw"
     # two runs for one worker: the second is already queued to it when the sweep process dies
     assert main(["scale", "plan", "--budget", "2.4e11", "--sizes", "16,32", "--levels", "1",
-                 *sweep_flags(corpus_dir), "--out", str(out)]) == 0
+                 *sweep_flags(corpus_dir), "--set", "train.log_interval=1", "--out", str(out)]) == 0
     proc = subprocess.Popen([sys.executable, "-m", "lmforge", "scale", "run", str(out), "--parallel", "1",
                              "--threads", "1", "--interval", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children: list[int] = []
     try:
-        deadline = time.time() + 120
-        while not list((out / "runs").glob("*/metrics.jsonl")):  # a worker is training
-            assert proc.poll() is None and time.time() < deadline, "the sweep never started training"
-            time.sleep(0.2)
+        while not any('"loss"' in m.read_text() for m in (out / "runs").glob("*/metrics.jsonl")):
+            assert proc.poll() is None, "the sweep ended before training"  # a loss record: the step loop
+            time.sleep(0.2)  # runs, with its stop handler in place
         children = [int(p) for t in Path(f"/proc/{proc.pid}/task").iterdir()
-                    for p in (t / "children").read_text().split()]
+                    for p in (t / "children").read_text().split()]  # the worker and the resource tracker
         assert children
         os.kill(proc.pid, signal.SIGKILL)  # no handler runs: only the kernel can tell the workers
         proc.wait()
-        deadline = time.time() + 30
-        while any(_alive(pid) for pid in children) and time.time() < deadline:
-            time.sleep(0.2)
-        assert not [pid for pid in children if _alive(pid)]
-        # the run queued behind the one in training never started (an orphaned worker used to take it)
-        queued = [r["name"] for r in load_sweep(out)[1]["runs"] if not (out / "runs" / r["name"] / "metrics.jsonl").is_file()]
-        assert len(queued) == 1
+        assert _wait_for_exit(children) == []
+        trained = [d for d in (out / "runs").iterdir() if (d / "metrics.jsonl").is_file()]
+        assert len(trained) == 1  # the run queued behind it never started (an orphaned worker used to take it)
+        run = RunDir(trained[0])
+        stopped = re.search(r"stop requested; saving step (\d+)", run.train_log_path.read_text())
+        assert stopped, "the worker did not stop as Ctrl-C does"
+        assert run.latest_checkpoint().step == int(stopped.group(1)) > 0
     finally:
         if proc.poll() is None:
             proc.kill()
-        for pid in children:  # a failed run of this test leaves no orphans either
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        for pid in _wait_for_exit(children, hang_guard_s=0):  # a failed run of this test leaves no orphans
+            os.kill(pid, signal.SIGKILL)

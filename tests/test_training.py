@@ -254,3 +254,23 @@ def test_grad_accum_that_does_not_split_over_the_ranks_is_refused():
     assert micro_batches_per_rank(8, 2) == 4 and micro_batches_per_rank(8, 1) == 8
     with pytest.raises(LmforgeError, match="train.grad_accum=6 .* 4 processes"):
         micro_batches_per_rank(6, 4)
+
+
+def test_a_repeated_sigterm_is_one_stop_request_a_second_ctrl_c_stops_at_once():
+    """A sweep worker gets its parent-death SIGTERM once per thread of the dying sweep process:
+    all of them must still mean "finish the step and save"."""
+    import os
+    import signal
+
+    from lmforge.training.trainer import StopFlag
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs between the two
+        assert stop.requested
+    with pytest.raises(KeyboardInterrupt), StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested
+        os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) == before

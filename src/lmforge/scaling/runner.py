@@ -152,8 +152,11 @@ def _child(cfg_dict: dict, log_path: str) -> None:
         train_run(cfg, Path(log_path))
     except Exception as e:  # reported by the parent, which owns the terminal
         RunDir(cfg.run.out).error_path.write_text(f"{type(e).__name__}: {e}")
-    if _orphaned():
-        os._exit(1)
+    finally:
+        # a run stopped by the parent's death returns here; the pool would then wait forever for a task
+        # from the dead parent (holding multiprocessing's resource tracker alive too), so leave instead
+        if _orphaned():
+            os._exit(1)
 
 
 def _steps_done(run_dir: Path) -> int:

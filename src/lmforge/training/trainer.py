@@ -154,7 +154,9 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
+        # A second Ctrl-C stops at once. A repeated SIGTERM is the same request: a sweep worker's
+        # parent-death SIGTERM comes once for each thread of the dying parent it is handed on to.
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
 
@@ -441,8 +443,11 @@ class Trainer:
             self.setup()
             self.build()
             self._announce()
-            self._loop()
-            self.checkpoint()
+            # the stop checkpoint is written under the handler too: a repeated SIGTERM (see StopFlag)
+            # may come after the loop has ended, and the default action would kill the write
+            with StopFlag() as stop:
+                self._loop(stop)
+                self.checkpoint()
             if self.step < self.tc.max_steps:
                 return {"step": self.step, "complete": False, "run_dir": str(self.run)}
             return self.finish()
@@ -463,7 +468,7 @@ class Trainer:
             f"run folder {self.run}"
         )
 
-    def _loop(self) -> None:
+    def _loop(self, stop: "StopFlag") -> None:
         tc = self.tc
         bar = None
         if tc.progress and self.dist.is_main:
@@ -472,25 +477,24 @@ class Trainer:
             bar = tqdm(total=tc.max_steps, initial=self.step, unit="step", dynamic_ncols=True, leave=True, mininterval=1.0)
         self.clock = StepClock(self, self.step + WARMUP_STEPS)
         self.model.train()
-        with StopFlag() as stop:
-            while self.step < self.last_stop:
-                loss, norm = self.optimizer_step()
-                if self.step == self.clock.warmup_until:
-                    self.clock.lap()
-                if self.step % tc.log_interval == 0 or self.step == self.last_stop:
-                    self._log_step(loss, norm, bar)
-                if bar is not None:
-                    bar.update(1)
-                if tc.eval_interval and self.step % tc.eval_interval == 0 and self.step < tc.max_steps:
-                    self.clock.lap()
-                    self._log_validation(bar)
-                    self.clock.restart()
-                if tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0 and self.step < self.last_stop:
-                    self.checkpoint()
-                    self.clock.restart()
-                if stop.requested:
-                    self.log_main(f"train: stop requested; saving step {self.step} (continue with --resume)")
-                    break
+        while self.step < self.last_stop:
+            loss, norm = self.optimizer_step()
+            if self.step == self.clock.warmup_until:
+                self.clock.lap()
+            if self.step % tc.log_interval == 0 or self.step == self.last_stop:
+                self._log_step(loss, norm, bar)
+            if bar is not None:
+                bar.update(1)
+            if tc.eval_interval and self.step % tc.eval_interval == 0 and self.step < tc.max_steps:
+                self.clock.lap()
+                self._log_validation(bar)
+                self.clock.restart()
+            if tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0 and self.step < self.last_stop:
+                self.checkpoint()
+                self.clock.restart()
+            if stop.requested:
+                self.log_main(f"train: stop requested; saving step {self.step} (continue with --resume)")
+                break
         self.clock.lap()
         self.guard.check(self.step)
         if bar is not None:
