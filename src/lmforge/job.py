@@ -60,7 +60,7 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     from lmforge.report import report  # after the summary: the page shows it
 
     log(f"run: the whole run on one page: {report(run_dir.path)}")
-    log(f"run: everything is in {run_dir}/ ({', '.join(sorted(p.name for p in run_dir.path.iterdir()))})")
+    log(f"run: everything is in {run_dir}/ ({', '.join(sorted(p.name for p in run_dir.path.iterdir() if not p.name.startswith('.')))})")
     kind = "masked-token " if cfg.train.objective == "masked" else ""
     log(f"final: {kind}val loss {fmt(summary['val_loss'])} nats/token (unigram baseline "
         f"{fmt(summary['unigram_val_loss'])}), perplexity {fmt(summary['perplexity'], '.2f')}, "

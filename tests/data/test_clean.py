@@ -322,3 +322,13 @@ def test_filter_steps_count_what_they_did():
     docs = [web(), web("Too short."), web(CLEAN_PROSE + "\nThis site uses cookies to track you.")]
     assert flt.run(docs) == [None, "few_sentences", None]
     assert dict(flt.stats) == {"documents": 3, "dropped": 1, "dropped:few_sentences": 1, "edited": 1}
+
+
+def test_a_whole_book_is_not_too_long_a_web_page_is():
+    """Gopher's 100,000-word cap judges web pages; a one-file book (tinyshakespeare is ~200k words)
+    is one long prose document and must not be thrown out whole."""
+    rule = clean.GopherQuality(GopherQualityConfig(max_doc_words=1_000))
+    book = "\n\n".join([CLEAN_PROSE] * 40)
+    assert len(book.split()) > 1_000
+    assert rule(prose(book)) is None
+    assert rule(web(book)) == "too_many_words"

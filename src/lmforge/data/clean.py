@@ -440,7 +440,7 @@ class GopherQuality(Filter):
                 return "few_words"
         elif n < c.min_doc_words:
             return "few_words"
-        if n > c.max_doc_words:
+        if n > c.max_doc_words and doc.kind == "web":  # Gopher's cap is for web pages: a book is long by nature
             return "too_many_words"
         if lang not in UNSPACED:
             avg = sum(map(len, words)) / n
