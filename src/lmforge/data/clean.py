@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -95,7 +96,7 @@ def kind_of(source: str, hint: str = "") -> str:
 
 # ---------------------------------------------------------------- the base class and the registry
 
-class Filter:
+class Filter(ABC):
     """datatrove's BaseFilter, in small: `__call__` (or `batch`) gives None to keep a document
     (its text perhaps edited through `doc.edit`) or the reason it goes; `run` counts, per step,
     the documents seen, dropped by reason and edited. `kinds` are the kinds it applies to."""
@@ -110,8 +111,9 @@ class Filter:
     def from_config(cls, cfg: PrepareConfig) -> "Filter | None":
         return cls()
 
+    @abstractmethod
     def __call__(self, doc: Doc) -> str | None:
-        raise NotImplementedError
+        """None to keep `doc`, else the reason it goes."""
 
     def batch(self, docs: list[Doc]) -> list[str | None]:
         return [self(d) for d in docs]
@@ -650,23 +652,32 @@ def line_rule_kinds(policy: str) -> tuple[str, ...]:
     return {"web": ("web",), "prose": ("prose", "web"), "off": ()}[policy]
 
 
+class LineRules(Filter):
+    """A filter of line rules (C4's, FineWeb's): its settings are `section` of the prepare config,
+    and `prepare.line_rules` decides which kinds of document it judges (none when "off")."""
+
+    section = ""
+    kinds = ("web",)
+
+    def __init__(self, cfg: C4Config | FineWebConfig, kinds: tuple[str, ...] = ("web",)):
+        super().__init__()
+        self.cfg, self.kinds = cfg, kinds
+
+    @classmethod
+    def from_config(cls, cfg: PrepareConfig) -> "LineRules | None":
+        if cfg.line_rules == "off":
+            return None
+        return cls(getattr(cfg, cls.section), line_rule_kinds(cfg.line_rules))
+
+
 @register
-class C4Lines(Filter):
+class C4Lines(LineRules):
     """C4's rules: drop lines that are too short, policy boilerplate, 'javascript' notices or hold
     an over-long word (and, if asked, lines without end punctuation); drop the document for
     'lorem ipsum', a curly bracket (web text only, `c4.curly_bracket`) or too few sentences left.
     A line is a logical line (`Layout`): headings and speaker labels stay, verse is left alone."""
 
-    name = "c4"
-    kinds = ("web",)
-
-    def __init__(self, cfg: C4Config, kinds: tuple[str, ...] = ("web",)):
-        super().__init__()
-        self.cfg, self.kinds = cfg, kinds
-
-    @classmethod
-    def from_config(cls, cfg: PrepareConfig) -> "C4Lines | None":
-        return cls(cfg.c4, line_rule_kinds(cfg.line_rules)) if cfg.line_rules != "off" else None
+    name = section = "c4"
 
     def __call__(self, doc: Doc) -> str | None:
         c = self.cfg
@@ -709,20 +720,11 @@ class C4Lines(Filter):
 
 
 @register
-class FineWebQuality(Filter):
+class FineWebQuality(LineRules):
     """FineWeb's line rules, on logical lines (`Layout`); a verse or script layout is exempt from
     the end-punctuation and short-line shares (its lines are short and unpunctuated by design)."""
 
-    name = "fineweb"
-    kinds = ("web",)
-
-    def __init__(self, cfg: FineWebConfig, kinds: tuple[str, ...] = ("web",)):
-        super().__init__()
-        self.cfg, self.kinds = cfg, kinds
-
-    @classmethod
-    def from_config(cls, cfg: PrepareConfig) -> "FineWebQuality | None":
-        return cls(cfg.fineweb, line_rule_kinds(cfg.line_rules)) if cfg.line_rules != "off" else None
+    name = section = "fineweb"
 
     def __call__(self, doc: Doc) -> str | None:
         c, layout = self.cfg, doc.layout
