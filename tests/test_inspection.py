@@ -218,3 +218,19 @@ def test_bad_input_exits_2(run, capsys, args, words):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lmforge: error: "), err
     assert all(w in err[0] for w in words), err[0]
+
+
+def test_control_characters_are_drawn_as_their_codes(tmp_path):
+    """Byte-level BPE has tokens such as "\\x0b" and "\\x1c": no font has a glyph for them, so a
+    picture labelled with them warned and drew blank boxes."""
+    import warnings
+
+    from lmforge.inspection.pictures import plot_lens
+
+    tokens = ["a\x0b", "\x01", "b\x1c", "\u200b", "\n\t"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph is a UserWarning
+        plot_lens(tokens, [tokens, tokens], np.full((2, 5), 0.5), "next token", tmp_path / "lens.png")
+    from lmforge.inspection.pictures import _short
+
+    assert [_short(t) for t in tokens] == ["a\\x0b", "\\x01", "b\\x1c", "\\u200b", "\\n\\t"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,21 @@ def project_2d(x: np.ndarray, method: str = "auto") -> tuple[np.ndarray, str]:
     return xy * np.where(xy[np.abs(xy).argmax(0), [0, 1]] < 0, -1.0, 1.0), "pca"
 
 
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _visible(c: str) -> str:
+    """A character as drawn: control and format characters have no glyph in any font, so their code is shown."""
+    if c in _NAMED:
+        return _NAMED[c]
+    if unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Cn"):
+        return c
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
 def _short(token: str, width: int = 12) -> str:
     """A token as a plot label: control characters visible, long ones cut."""
-    text = token.replace("\n", "\\n").replace("\t", "\\t")
+    text = "".join(_visible(c) for c in token)
     return text if len(text) <= width else text[:width - 1] + "…"
 
 

@@ -406,11 +406,11 @@ class Trainer:
             "val_loss": final["val_loss"], "perplexity": final["perplexity"], "bits_per_byte": final["bits_per_byte"],
             "val_accuracy": final["accuracy"], "val_tokens": final["tokens"], "unigram_val_loss": baseline,
             "steps": self.step, "tokens_trained": tokens, "params": self.model.num_params(),
-            "flops_per_token": self.flops_per_token, "train_time_s": round(elapsed, 2),
+            "flops_per_token": self.flops_per_token, "train_time_s": round(elapsed, 3),
             # steady state: the steps after each start's first WARMUP_STEPS (compilation and warm-up)
             "tokens_per_s": round(tps, 1) if tps else None,
             "mfu": round(tps * self.flops_per_token / self.peak, 4) if tps else None,
-            "warmup_s": round(self.clock.warmup_s, 2), "warmup_steps": self.clock.warmup_steps,
+            "warmup_s": round(self.clock.warmup_s, 3), "warmup_steps": self.clock.warmup_steps,
             "skipped_steps": self.guard.check(self.step),
             "peak_flops": self.peak, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
             "threads": self.threads, "world_size": self.dist.world_size,
