@@ -17,7 +17,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 def test_the_same_config_trains_the_same_on_one_process_and_on_two(tmp_path, tokens_dir):
     """train.grad_accum counts micro-batches over all ranks: 4 in one process, 2 on each of two
     ranks; the same windows, the same token-normalised loss, so the same weights."""
-    common = tiny_overrides(**{"train.max_steps": 8, "train.grad_accum": 4, "train.batch_size": 2})
+    # 4,032 validation targets = 63 batches of 2 windows: the second rank scores 31 and runs one unscored
+    common = tiny_overrides(**{"train.max_steps": 8, "train.grad_accum": 4, "train.batch_size": 2,
+                               "train.final_eval_tokens": 4032})
     sets = [a for o in common for a in ("--set", o)]
     single = subprocess.run(
         [sys.executable, "-m", "lmforge", "train", "--data", tokens_dir, "--out", tmp_path / "one", *sets],
@@ -30,7 +32,11 @@ def test_the_same_config_trains_the_same_on_one_process_and_on_two(tmp_path, tok
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2
-    assert summary["tokens_trained"] == RunDir(tmp_path / "one").summary()["tokens_trained"]
+    one = RunDir(tmp_path / "one").summary()
+    assert summary["tokens_trained"] == one["tokens_trained"]
+    # validation split over the ranks and summed: every target once, the figures of one process
+    assert summary["val_tokens"] == one["val_tokens"] == 4032
+    assert abs(summary["val_loss"] - one["val_loss"]) < 1e-4 * one["val_loss"]
     a = load_file(str(RunDir(tmp_path / "one").latest_checkpoint().model_file))
     b = load_file(str(RunDir(tmp_path / "two").latest_checkpoint().model_file))
     # same windows, same token-normalised loss: equal up to the order of the gradient all-reduce

@@ -14,7 +14,7 @@ from lmforge.objectives import CausalLM
 from lmforge.run_dir import RunDir
 from lmforge.tokens import load_shards
 from lmforge.training.checkpoint import load_model_weights
-from lmforge.training.data import TrainLoader
+from lmforge.training.data import TrainLoader, eval_batches, rank_eval_batches
 from lmforge.model import model_config
 from lmforge.training.trainer import (WARMUP_STEPS, NonFiniteGuard, apply_update, forward_backward, micro_batches_per_rank,
                                        train)
@@ -139,6 +139,18 @@ def test_loader_covers_each_window_once_per_epoch(tokens_dir):
     again = TrainLoader(shards, 32, 4, seed=0)
     again.load_state_dict(state)
     assert torch.equal(again.next_batch(), nxt)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_validation_batches_are_split_over_the_ranks_each_scored_once(tokens_dir, world_size):
+    shards = load_shards(tokens_dir, "val")
+    whole = list(eval_batches(shards, 16, 3, max_tokens=16 * 3 * 7 - 16))  # 7 batches, the last one short
+    assert len(whole) == 7 and len(whole[-1]) == 2
+    shares = [list(rank_eval_batches(shards, 16, 3, 16 * 3 * 7 - 16, rank, world_size)) for rank in range(world_size)]
+    assert len({len(share) for share in shares}) == 1  # as many forwards on every rank (FSDP gathers in each)
+    scored = sorted((number, batch) for share in shares for number, batch, is_scored in share if is_scored)
+    assert [number for number, _ in scored] == list(range(7))
+    assert all(torch.equal(batch, whole[number]) for number, batch in scored)
 
 
 def test_schedules():

@@ -87,9 +87,22 @@ class TrainLoader:
 
 def eval_batches(shards: list[np.ndarray], seq_len: int, batch_size: int, max_tokens: int = 0) -> Iterator[torch.Tensor]:
     """Validation windows in file order, each target seen once; stops after `max_tokens` targets."""
+    for _, batch, _ in rank_eval_batches(shards, seq_len, batch_size, max_tokens):
+        yield batch
+
+
+def rank_eval_batches(shards: list[np.ndarray], seq_len: int, batch_size: int, max_tokens: int = 0,
+                      rank: int = 0, world_size: int = 1) -> Iterator[tuple[int, torch.Tensor, bool]]:
+    """This rank's share of the validation batches: (batch number, batch, scored). Rank r scores
+    batches r, r + W, ...; every rank runs as many forwards as the busiest one, because a sharded
+    model gathers its parameters collectively in each, so a rank one batch short runs its last
+    batch again unscored (scored False)."""
     index = WindowIndex(shards, seq_len)
     n = len(index)
     if max_tokens:
         n = min(n, max(1, max_tokens // seq_len))
-    for start in range(0, n, batch_size):
-        yield index.gather(np.arange(start, min(start + batch_size, n)))
+    n_batches = -(-n // batch_size)
+    for number in range(rank, -(-n_batches // world_size) * world_size, world_size):
+        scored = number < n_batches
+        start = (number if scored else n_batches - 1) * batch_size
+        yield number, index.gather(np.arange(start, min(start + batch_size, n))), scored

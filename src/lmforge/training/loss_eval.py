@@ -17,36 +17,39 @@ import numpy as np
 import torch
 
 from lmforge.objectives import EVAL_MASK_SEED, IGNORE_INDEX, CausalLM, mask_generator
-from lmforge.training.data import eval_batches
+from lmforge.training.data import eval_batches, rank_eval_batches
+from lmforge.training.distributed import DistInfo, all_reduce_sum
 
 
 @torch.no_grad()
 def evaluate_loss(model, shards: list[np.ndarray], seq_len: int, batch_size: int, token_bytes: np.ndarray,
-                  device: torch.device, autocast_ctx, max_tokens: int = 0, objective=None) -> dict:
+                  device: torch.device, autocast_ctx, max_tokens: int = 0, objective=None,
+                  dist: DistInfo = DistInfo()) -> dict:
     """Loss over the validation targets of `objective` (default causal): every next token, or, for
     the masked objective, the positions masked with a fixed seed (the same for every evaluation).
-    Also the share of targets the model ranks first (`accuracy`)."""
+    Also the share of targets the model ranks first (`accuracy`). Under torchrun each rank scores
+    its share of the batches and the sums are added over the ranks: the same figures as one process."""
     objective = objective or CausalLM()
     was_training = model.training
     model.eval()
     token_bytes_t = torch.as_tensor(token_bytes, device=device)
-    # sums kept on the device and read once at the end: no wait for the device per batch
-    nll, nll_with_bytes, n_tokens, n_bytes, n_correct = (torch.zeros((), dtype=torch.float64, device=device)
-                                                         for _ in range(5))
-    for i, window in enumerate(eval_batches(shards, seq_len, batch_size, max_tokens)):
-        inputs, targets = objective.batch(window, mask_generator(EVAL_MASK_SEED, i))
+    # (nll, nll of byte-bearing targets, targets, bytes, first choices right), summed on the device
+    # and read once at the end: no wait for the device per batch
+    sums = torch.zeros(5, dtype=torch.float64, device=device)
+    for number, window, scored in rank_eval_batches(shards, seq_len, batch_size, max_tokens, dist.rank, dist.world_size):
+        # the masks depend on the batch's number, not on the rank that scores it
+        inputs, targets = objective.batch(window, mask_generator(EVAL_MASK_SEED, number))
         inputs, targets = inputs.to(device), targets.to(device)
         with autocast_ctx:  # per-token losses (0 where no target) and first choices, the head taken chunk by chunk
             losses, first = model(inputs, causal=objective.causal_attention, targets=targets, reduction="none")
+        if not scored:
+            continue
         keep = targets != IGNORE_INDEX  # a masked batch scores only its masked positions
         nbytes = token_bytes_t[targets.clamp(min=0)] * keep
-        nll += losses.sum()
-        nll_with_bytes += (losses * (nbytes > 0)).sum()
-        n_tokens += keep.sum()
-        n_bytes += nbytes.sum()
-        n_correct += (first & keep).sum()
-    nll, nll_with_bytes = nll.item(), nll_with_bytes.item()
-    n_tokens, n_bytes, n_correct = int(n_tokens.item()), int(n_bytes.item()), int(n_correct.item())
+        sums += torch.stack([losses.sum(), (losses * (nbytes > 0)).sum(), keep.sum(), nbytes.sum(),
+                             (first & keep).sum()]).double()
+    nll, nll_with_bytes, n_tokens, n_bytes, n_correct = all_reduce_sum(sums, dist).tolist()
+    n_tokens, n_bytes, n_correct = int(n_tokens), int(n_bytes), int(n_correct)
     model.train(was_training)
     if n_tokens == 0:  # no figure exists: None and the reason, never NaN (lmforge/figures.py)
         n_val = sum(len(s) for s in shards)
@@ -91,13 +94,14 @@ class Validator:
     """The validation split of a run, scored under its objective: `validator(model, max_tokens)`."""
 
     def __init__(self, val_shards: list[np.ndarray], seq_len: int, batch_size: int, token_bytes: np.ndarray,
-                 device: torch.device, autocast_ctx, objective):
+                 device: torch.device, autocast_ctx, objective, dist: DistInfo = DistInfo()):
         self.shards, self.seq_len, self.batch_size = val_shards, seq_len, batch_size
         self.token_bytes, self.device, self.autocast_ctx, self.objective = token_bytes, device, autocast_ctx, objective
+        self.dist = dist
 
     def __call__(self, model, max_tokens: int = 0) -> dict:
         return evaluate_loss(model, self.shards, self.seq_len, self.batch_size, self.token_bytes, self.device,
-                             self.autocast_ctx, max_tokens, self.objective)
+                             self.autocast_ctx, max_tokens, self.objective, self.dist)
 
     @staticmethod
     def record(step: int, ev: dict, elapsed: float, objective: str) -> dict:

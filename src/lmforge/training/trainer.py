@@ -329,7 +329,7 @@ class Trainer:
         token_bytes = token_byte_lengths(self.tokenizer)
         token_bytes = np.pad(token_bytes, (0, mcfg.vocab_size - len(token_bytes)))  # a padded vocabulary's extra ids: 0 bytes
         self.validator = Validator(self.val_shards, mcfg.seq_len, tc.batch_size, token_bytes, device, self.amp,
-                                   self.objective)
+                                   self.objective, self.dist)
         self.tokens_per_step = tc.batch_size * mcfg.seq_len * self.micro_batches * self.dist.world_size
         self.guard = NonFiniteGuard(device)
         self.flops_per_token = self.model.flops_per_token()
