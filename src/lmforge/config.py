@@ -91,7 +91,7 @@ class TrainConfig:
     compile: bool = False
     data_parallel: str = "ddp"  # ddp (a full replica per rank) | fsdp (FSDP2: parameters, gradients, optimizer state sharded)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch intra-op threads (0 = leave torch's default)
+    threads: int = 0  # torch intra-op threads; 0 = torch's count, fewer while other processes keep cores busy
     seed: int = 1337
     log_interval: int = 10
     eval_interval: int = 250  # 0 = only at the end

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import math
+import os
 import sys
+import time
 
 import torch
 
@@ -105,3 +108,57 @@ def set_threads(threads: int) -> int:
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """(busy seconds of the whole machine, of this process, wall clock), or None without /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    own = os.times()
+    return ((user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), own.user + own.system,
+            time.monotonic())
+
+
+class ThreadGovernor:
+    """Intra-op threads that follow the cores other processes leave free (`train.threads=0` on a CPU).
+
+    A thread beyond the free cores waits for one, and every step waits for that thread: beside one
+    busy process on 2 cores, 2 threads ran a step 1.2x slower than 1 thread (issue 14; PASSIVE waiting
+    already took spinning's 1.7x away). So between steps, every `every_s`, the machine's busy time
+    since the last look is read from /proc/stat, this process's own is taken off, and the thread count
+    becomes the free cores (at most torch's count at the start). Thread counts change summation order
+    in some kernels: set `train.threads` for a fixed count where bit-exact runs matter."""
+
+    def __init__(self, most: int, every_s: float = 2.0):
+        self.most, self.threads, self.every_s = most, most, every_s
+        self.others = 0.0  # cores other processes kept busy at the last look
+        self.last = _cpu_seconds()
+        self.next_look = time.monotonic() + every_s
+
+    @property
+    def active(self) -> bool:
+        return self.most > 1 and self.last is not None
+
+    def free_cores(self) -> float:
+        now = _cpu_seconds()
+        machine, own, wall = (b - a for a, b in zip(self.last, now))
+        self.last = now
+        others = self.others = max(0.0, machine - own) / max(wall, 1e-3)
+        return min(self.most, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else self.most,
+                   (os.cpu_count() or 1) - others)
+
+    def poll(self, now: bool = False) -> int | None:
+        """The new thread count when it changed (and is set), else None. Cheap between looks."""
+        if not self.active or (not now and time.monotonic() < self.next_look):
+            return None
+        self.next_look = time.monotonic() + self.every_s
+        wanted = max(1, min(self.most, math.floor(self.free_cores() + 0.3)))  # a core 70% free is worth a thread
+        if wanted == self.threads:
+            return None
+        torch.set_num_threads(wanted)
+        self.threads = wanted
+        return wanted

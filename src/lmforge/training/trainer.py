@@ -31,6 +31,7 @@ import os
 import shutil
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -51,7 +52,7 @@ from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.data import TrainLoader
 from lmforge.training.events import MetricsLog
 from lmforge.training.device import (autocast, keep_freed_memory, peak_flops, remeasured_peak, resolve_device,
-                                     resolve_dtype, set_threads)
+                                     resolve_dtype, set_threads, ThreadGovernor)
 from lmforge.training.loss_eval import Validator, unigram_baseline
 from lmforge.training.optim import build_optimizers, lr_factor, set_lr
 
@@ -274,6 +275,9 @@ class Trainer:
         tc = self.tc
         self.threads = set_threads(tc.threads)
         device = resolve_device(tc.device)
+        # train.threads=0 on a CPU: as many threads as the cores other processes leave free
+        self.governor = ThreadGovernor(self.threads) if tc.threads == 0 and device.type == "cpu" else None
+        self.steps_by_threads = Counter()
         if device.type == "cpu":
             keep_freed_memory()
         self.dist, self.device = distributed.setup(device)
@@ -414,6 +418,8 @@ class Trainer:
             "skipped_steps": self.guard.check(self.step),
             "peak_flops": self.peak, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
             "threads": self.threads, "world_size": self.dist.world_size,
+            # this start's steps by thread count: fewer while other processes held cores (ThreadGovernor)
+            "steps_by_threads": {str(k): v for k, v in sorted(self.steps_by_threads.items())},
             "checkpoint": str(self.run.latest_checkpoint()), "complete": True, "run_dir": str(self.run),
         }
         if "reason" in final:
@@ -477,8 +483,11 @@ class Trainer:
             bar = tqdm(total=tc.max_steps, initial=self.step, unit="step", dynamic_ncols=True, leave=True, mininterval=1.0)
         self.clock = StepClock(self, self.step + WARMUP_STEPS)
         self.model.train()
+        self._follow_free_cores(bar, now=True)
         while self.step < self.last_stop:
             loss, norm = self.optimizer_step()
+            self.steps_by_threads[torch.get_num_threads()] += 1
+            self._follow_free_cores(bar)
             if self.step == self.clock.warmup_until:
                 self.clock.lap()
             if self.step % tc.log_interval == 0 or self.step == self.last_stop:
@@ -500,6 +509,13 @@ class Trainer:
         if bar is not None:
             bar.close()
 
+    def _follow_free_cores(self, bar, now: bool = False) -> None:
+        threads = self.governor.poll(now) if self.governor is not None else None
+        if threads is not None:
+            (bar.write if bar is not None else self.log_main)(
+                f"train: {threads} of {self.governor.most} threads: other processes keep "
+                f"{self.governor.others:.1f} core(s) busy")
+
     def _log_step(self, loss: torch.Tensor, norm: torch.Tensor, bar) -> None:
         world = self.dist.world_size
         loss_value = loss.item()  # waits for the step: the one host synchronisation per log interval
@@ -510,7 +526,7 @@ class Trainer:
         mfu = tps * self.flops_per_token / self.peak
         record = {"step": self.step, "loss": round(loss_value, 5), "lr": self.optimizers[0].param_groups[0]["lr"],
                   "grad_norm": round(norm.item(), 5), "tokens": self.tokens_seen, "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4),
-                  "train_time_s": round(self.elapsed, 3), "skipped_steps": skipped}
+                  "train_time_s": round(self.elapsed, 3), "skipped_steps": skipped, "threads": torch.get_num_threads()}
         self.log_metrics(record)
         if bar is not None:
             warm = " (warming up)" if self.step <= self.clock.warmup_until and not tps else ""

@@ -1,0 +1,42 @@
+"""Where training runs: the thread count that follows the cores other processes leave free."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lmforge.training.device import ThreadGovernor
+
+SPIN = "while True: pass"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat") or (os.cpu_count() or 1) < 2, reason="needs Linux, 2+ cores")
+def test_threads_give_way_to_busy_processes_and_never_leave_the_range():
+    """A process that keeps every core busy leaves none free: training drops to one thread (not
+    zero); this process's own work is never taken for another's."""
+    before = torch.get_num_threads()
+    cores = os.cpu_count()
+    governor = ThreadGovernor(most=cores, every_s=0.0)
+    try:
+        torch.set_num_threads(cores)
+        x = torch.randn(256, 256)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.5:  # our own threads busy: not "other processes"
+            x = (x @ x).tanh()
+        governor.poll(now=True)
+        assert governor.others < cores - 0.5  # (on a quiet machine about 0)
+        competitors = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(cores)]
+        try:
+            time.sleep(1.0)
+            governor.poll(now=True)
+            assert governor.others > cores - 0.6  # measured, not assumed
+            assert governor.threads == 1 == torch.get_num_threads()
+        finally:
+            for p in competitors:
+                p.kill()
+                p.wait()
+    finally:
+        torch.set_num_threads(before)
