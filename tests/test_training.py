@@ -13,7 +13,7 @@ from lmforge.model import GPT
 from lmforge.objectives import CausalLM
 from lmforge.run_dir import RunDir
 from lmforge.tokens import load_shards
-from lmforge.training.checkpoint import load_model_weights
+from lmforge.training.checkpoint import load_model_weights, model_state
 from lmforge.training.data import TrainLoader, eval_batches, rank_eval_batches
 from lmforge.model import model_config
 from lmforge.training.trainer import (WARMUP_STEPS, NonFiniteGuard, apply_update, forward_backward, micro_batches_per_rank,
@@ -100,6 +100,15 @@ def test_resume_is_bit_identical(tmp_path, tokens_dir, optimizer, objective):
     records = RunDir(tmp_path / "b").metrics()
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == sorted(set(steps))  # no duplicated events after the resume
+
+
+def test_only_the_writing_rank_keeps_the_gathered_weights():
+    """Under FSDP every rank takes part in gathering each tensor; a rank that does not write the
+    checkpoint drops each one at once instead of holding a whole model in host memory."""
+    model = GPT(model_config(load_config("tiny", overrides=tiny_overrides()), 512))
+    assert model_state(model, keep=False) == {}
+    kept = model_state(model)
+    assert "lm_head.weight" not in kept and torch.equal(kept["wte.weight"], model.wte.weight)  # the tied head once
 
 
 def test_resume_refuses_a_changed_architecture(tmp_path, tokens_dir):

@@ -15,6 +15,11 @@ atomically, so a crash at any moment leaves the previous checkpoint intact. stat
 last, holds the sha256 of each tensor file; readers verify them (RunDir.latest_checkpoint) and fall
 back to the previous checkpoint when the newest is damaged. Older checkpoints are deleted only
 after the new one has been read back and verified. Non-finite weights are never written.
+
+Under FSDP2 the files are the same (whole tensors, so a run resumes on any number of processes),
+and no rank holds the whole model and optimizer state unless it writes them: saving gathers one
+tensor at a time and only the writer keeps it; loading reads one tensor at a time and each rank
+keeps its shard.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from lmforge.config import Config
 from lmforge.errors import LmforgeError, TrainingDiverged
@@ -37,34 +42,63 @@ from lmforge.run_dir import CONFIG_FILE, CheckpointDir, RunDir, file_sha256
 from lmforge.training.distributed import gather_full, shard_like
 
 
-def model_state(model: GPT) -> dict[str, torch.Tensor]:
-    """Whole tensors on the CPU; with FSDP a collective (every rank calls it)."""
-    state = {k: gather_full(v.detach()).contiguous().cpu() for k, v in model.state_dict().items()}
+def _stored(model: GPT) -> dict[str, torch.Tensor]:
+    """The model's tensors as a checkpoint stores them: the tied output head once, as the embedding."""
+    state = model.state_dict()
     if model.cfg.tie_embeddings:
         state.pop("lm_head.weight", None)
     return state
 
 
+def model_state(model: GPT, keep: bool = True) -> dict[str, torch.Tensor]:
+    """Whole tensors on the CPU. With FSDP a collective (every rank calls it), gathered one tensor
+    at a time; a rank that does not write (`keep=False`) drops each at once and returns {}."""
+    state = {}
+    for name, tensor in _stored(model).items():
+        whole = gather_full(tensor.detach())
+        if keep:
+            state[name] = whole.contiguous().cpu()
+    return state
+
+
+class _TensorFile:
+    """A safetensors file read one tensor at a time, its read errors as one-line LmforgeErrors."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._file = safe_open(str(path), framework="pt")
+            self.names = set(self._file.keys())
+        except (SafetensorError, OSError) as e:
+            raise LmforgeError(f"cannot read checkpoint {path}: {e}") from None
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._file.get_slice(name).get_shape())
+
+    def get(self, name: str) -> torch.Tensor:
+        try:
+            return self._file.get_tensor(name)
+        except (SafetensorError, OSError) as e:
+            raise LmforgeError(f"cannot read checkpoint {self.path}: {e}") from None
+
+
 def load_model_weights(model: GPT, path: Path) -> None:
     """Load weights, refusing (with the differing shape named) a file from another architecture."""
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise LmforgeError(f"cannot read checkpoint {path}: {e}") from None
-    expected = model_state(model)
-    for name, tensor in expected.items():
-        if name not in state:
+    stored = _TensorFile(path)
+    current = _stored(model)
+    for name, tensor in current.items():  # a DTensor's shape is the whole tensor's
+        if name not in stored.names:
             raise LmforgeError(f"checkpoint {path} has no tensor {name!r}: it was written by another architecture")
-        if state[name].shape != tensor.shape:
+        if stored.shape(name) != tuple(tensor.shape):
             raise LmforgeError(
-                f"checkpoint {path} is from another architecture: {name} has shape {tuple(state[name].shape)}, "
+                f"checkpoint {path} is from another architecture: {name} has shape {stored.shape(name)}, "
                 f"this model expects {tuple(tensor.shape)}; use the config the checkpoint was trained with"
             )
-    extra = sorted(set(state) - set(expected))
+    extra = sorted(stored.names - set(current))
     if extra:
         raise LmforgeError(f"checkpoint {path} has unexpected tensors ({', '.join(extra[:3])}): another architecture")
-    current = model.state_dict()
-    model.load_state_dict({k: shard_like(v, current[k]) for k, v in state.items()}, strict=False)
+    # one whole tensor in memory at a time; each rank keeps its shard of it
+    model.load_state_dict({name: shard_like(stored.get(name), current[name]) for name in current}, strict=False)
 
 
 def read_model_config(path: Path) -> GPTConfig:
@@ -85,23 +119,30 @@ def read_model_config(path: Path) -> GPTConfig:
 
 # ---------------------------------------------------------------- optimizer state without pickle
 
-def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str, keep: bool) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()
     tensors, scalars = {}, {}
     for pid, pstate in sd["state"].items():
         for key, value in pstate.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{prefix}.{pid}.{key}"] = gather_full(value.detach()).contiguous().cpu()
+                whole = gather_full(value.detach())  # a collective under FSDP; kept by the writer only
+                if keep:
+                    tensors[f"{prefix}.{pid}.{key}"] = whole.contiguous().cpu()
             else:
                 scalars[f"{pid}.{key}"] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], prefix: str, info: dict) -> dict:
+def _unflatten_optimizer(stored: _TensorFile, prefix: str, info: dict, params: list[torch.Tensor]) -> dict:
+    """An optimizer's state_dict from the file, each moment laid out (sharded) as its parameter
+    as soon as it is read."""
     state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
+    for name in sorted(stored.names):
         if name.startswith(prefix + "."):
             _, pid, key = name.split(".", 2)
+            value = stored.get(name)
+            if value.shape == params[int(pid)].shape:  # moments, not `step`
+                value = shard_like(value, params[int(pid)])
             state.setdefault(int(pid), {})[key] = value
     for name, value in info["scalars"].items():
         pid, key = name.split(".", 1)
@@ -112,13 +153,13 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], prefix: str, info: di
 def save_checkpoint(run: RunDir, step: int, model: GPT, optimizers: list[torch.optim.Optimizer],
                     extra: dict, keep: int, write: bool = True) -> CheckpointDir:
     """With FSDP every rank calls this (gathering the shards is a collective) and one writes."""
-    weights = model_state(model)
+    weights = model_state(model, keep=write)
     tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     opt_info = []
     for i, opt in enumerate(optimizers):
-        t, info = _flatten_optimizer(opt, f"opt{i}")
+        t, info = _flatten_optimizer(opt, f"opt{i}", keep=write)
         tensors.update(t)
         opt_info.append(info)
     final = run.checkpoint(step)
@@ -163,23 +204,15 @@ def load_checkpoint(ckpt: CheckpointDir, model: GPT, optimizers: list[torch.opti
     """Restore weights, optimizer state and RNG; return state.json (step, loader position, ...)."""
     load_model_weights(model, ckpt.model_file)
     info = ckpt.state()
-    try:
-        tensors = load_file(str(ckpt.state_tensors))
-    except (SafetensorError, OSError) as e:
-        raise LmforgeError(f"cannot read checkpoint {ckpt.state_tensors}: {e}") from None
+    stored = _TensorFile(ckpt.state_tensors)
     if len(info["optimizers"]) != len(optimizers):
         raise LmforgeError(f"checkpoint {ckpt} was written with another train.optimizer: resume with the same config")
     for i, opt in enumerate(optimizers):
-        sd = _unflatten_optimizer(tensors, f"opt{i}", info["optimizers"][i])
         params = [p for group in opt.param_groups for p in group["params"]]  # state ids count in this order
-        for pid, pstate in sd["state"].items():
-            for key, value in pstate.items():
-                if isinstance(value, torch.Tensor) and value.shape == params[pid].shape:  # moments, not `step`
-                    pstate[key] = shard_like(value, params[pid])
-        opt.load_state_dict(sd)
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+        opt.load_state_dict(_unflatten_optimizer(stored, f"opt{i}", info["optimizers"][i], params))
+    torch.set_rng_state(stored.get("rng.torch"))
+    if "rng.cuda" in stored.names and torch.cuda.is_available():
+        torch.cuda.set_rng_state(stored.get("rng.cuda"))
     return info
 
 
