@@ -21,13 +21,17 @@ def test_threads_give_way_to_busy_processes_and_never_leave_the_range():
     cores = os.cpu_count()
     governor = ThreadGovernor(most=cores, every_s=0.0)
     try:
+        time.sleep(0.5)
+        governor.poll(now=True)
+        quiet = governor.others < 0.3  # nothing else ran while this process slept
         torch.set_num_threads(cores)
         x = torch.randn(256, 256)
         t0 = time.monotonic()
         while time.monotonic() - t0 < 0.5:  # our own threads busy: not "other processes"
             x = (x @ x).tanh()
         governor.poll(now=True)
-        assert governor.others < cores - 0.5  # (on a quiet machine about 0)
+        if quiet:  # (a shared machine's other users come and go: judged only when it was quiet)
+            assert governor.others < 0.5 and governor.threads == cores
         competitors = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(cores)]
         try:
             time.sleep(1.0)

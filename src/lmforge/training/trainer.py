@@ -522,7 +522,8 @@ class Trainer:
         skipped = self.guard.check(self.step)
         self.clock.lap()
         tps = self.clock.take_tokens_per_s()
-        self.peak = remeasured_peak(self.device, self.dtype, tps * self.flops_per_token / world, self.peak / world) * world
+        self.peak = remeasured_peak(self.device, self.dtype, tps * self.flops_per_token / world, self.peak / world,
+                                    self.threads) * world
         mfu = tps * self.flops_per_token / self.peak
         record = {"step": self.step, "loss": round(loss_value, 5), "lr": self.optimizers[0].param_groups[0]["lr"],
                   "grad_norm": round(norm.item(), 5), "tokens": self.tokens_seen, "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4),
