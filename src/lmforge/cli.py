@@ -24,7 +24,7 @@ def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny"
                    help="override any field, e.g. --set train.lr=1e-3 --set model.n_layer=6 (repeatable)")
     p.add_argument("--max-steps", type=int, help="train.max_steps")
     p.add_argument("--seed", type=int, help="train.seed")
-    p.add_argument("--threads", type=int, help="torch threads (train.threads); default: torch's choice")
+    p.add_argument("--threads", type=int, help="torch threads (train.threads); default: torch's count, lowered while other processes keep cores busy")
     p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
