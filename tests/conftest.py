@@ -100,3 +100,31 @@ def make_prose(seed: int, paragraphs: int = 4) -> str:
             sentences.append(" ".join(words).capitalize() + ".")
         out.append(" ".join(sentences))
     return "\n\n".join(out)
+
+
+def children_of(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    return [int(p) for t in Path(f"/proc/{pid}/task").iterdir() for p in (t / "children").read_text().split()]
+
+
+def wait_for_exit(pids: list[int], hang_guard_s: float = 300) -> list[int]:
+    """Block until each process has exited (a pidfd becomes readable at its exit: no polling, and no
+    parent needed, which an orphan no longer has); returns those still running when the guard,
+    there only so that a broken build cannot hang the suite, ran out."""
+    import os
+    import select
+    import time
+
+    deadline = time.time() + hang_guard_s
+    left = []
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue  # gone already
+        try:
+            if not select.select([fd], [], [], max(0.0, deadline - time.time()))[0]:
+                left.append(pid)
+        finally:
+            os.close(fd)
+    return left

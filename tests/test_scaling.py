@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import children_of, wait_for_exit
 from lmforge import cost
 from lmforge.cli import main
 from lmforge.config import load_config
@@ -411,29 +412,6 @@ def test_verify_trains_the_target_and_compares(sweep, tmp_path, capsys):
     assert json.loads((sweep / "verify.json").read_text())[-1]["run"] == r["run"]
 
 
-def _wait_for_exit(pids: list[int], hang_guard_s: float = 300) -> list[int]:
-    """Block until each process has exited (a pidfd becomes readable at its exit: no polling, and no
-    parent needed, which an orphan no longer has); returns those still running when the guard,
-    there only so that a broken build cannot hang the suite, ran out."""
-    import os
-    import select
-    import time
-
-    deadline = time.time() + hang_guard_s
-    left = []
-    for pid in pids:
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue  # gone already
-        try:
-            if not select.select([fd], [], [], max(0.0, deadline - time.time()))[0]:
-                left.append(pid)
-        finally:
-            os.close(fd)
-    return left
-
-
 @pytest.mark.skipif(not hasattr(__import__("os"), "pidfd_open"), reason="waits on Linux pidfds")
 def test_killing_the_sweep_process_stops_its_workers(corpus_dir, tmp_path):
     """SIGKILL of `scale run`: its worker gets SIGTERM from the kernel, ends the step, saves a
@@ -456,12 +434,11 @@ def test_killing_the_sweep_process_stops_its_workers(corpus_dir, tmp_path):
         while not any('"loss"' in m.read_text() for m in (out / "runs").glob("*/metrics.jsonl")):
             assert proc.poll() is None, "the sweep ended before training"  # a loss record: the step loop
             time.sleep(0.2)  # runs, with its stop handler in place
-        children = [int(p) for t in Path(f"/proc/{proc.pid}/task").iterdir()
-                    for p in (t / "children").read_text().split()]  # the worker and the resource tracker
+        children = children_of(proc.pid)  # the worker and the resource tracker
         assert children
         os.kill(proc.pid, signal.SIGKILL)  # no handler runs: only the kernel can tell the workers
         proc.wait()
-        assert _wait_for_exit(children) == []
+        assert wait_for_exit(children) == []
         trained = [d for d in (out / "runs").iterdir() if (d / "metrics.jsonl").is_file()]
         assert len(trained) == 1  # the run queued behind it never started (an orphaned worker used to take it)
         run = RunDir(trained[0])
@@ -471,5 +448,5 @@ def test_killing_the_sweep_process_stops_its_workers(corpus_dir, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-        for pid in _wait_for_exit(children, hang_guard_s=0):  # a failed run of this test leaves no orphans
+        for pid in wait_for_exit(children, hang_guard_s=0):  # a failed run of this test leaves no orphans
             os.kill(pid, signal.SIGKILL)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import make_prose
+from conftest import children_of, make_prose, wait_for_exit
 from lmforge.config import load_config
 from lmforge.data import prepare as prepare_module
 from lmforge.data.prepare import prepare, read_jsonl_gz
@@ -233,6 +233,40 @@ def test_a_killed_process_resumes_to_identical_output(tmp_path):
         assert names == sorted(p.name for p in (tmp_path / "killed" / sub).glob("*"))
         for name in names:
             assert (tmp_path / "straight" / sub / name).read_bytes() == (tmp_path / "killed" / sub / name).read_bytes()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "pidfd_open"), reason="waits on Linux pidfds")
+def test_a_killed_prepare_leaves_no_worker_behind(tmp_path):
+    """SIGKILL of `prepare --workers 2`: its pool workers used to wait forever for a task from the
+    dead parent (with multiprocessing's resource tracker): 29 such processes after the fault
+    benchmark's 20 kills. The kernel now ends them with their parent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(200):
+        (src / f"d{i:03d}.txt").write_text(make_prose(i))
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "prepare", str(src), "--workers", "2", "--out",
+                             str(tmp_path / "out"), "--set", "prepare.shard_documents=3"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        while proc.poll() is None and not list((tmp_path / "out" / "work").glob("shard_*.done")):
+            time.sleep(0.01)  # a shard done: the pool's workers are at work
+        children = children_of(proc.pid)
+        assert proc.poll() is None and len(children) >= 2, "prepare ended before it could be killed mid-way"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert wait_for_exit(children, hang_guard_s=60) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in wait_for_exit(children, hang_guard_s=0):
+            os.kill(pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------- cleaning that does no harm (issue 13)

@@ -47,6 +47,7 @@ from lmforge.data.sources import Skip, SourceStats, check_sources, iter_document
 from lmforge.errors import LmforgeError
 from lmforge.files import atomic_write_json, fingerprint, is_complete
 from lmforge.locks import FolderLock
+from lmforge.processes import end_with_parent
 
 FORMAT = "lmforge-prepared-v1"
 EXAMPLES_PER_REASON = 3
@@ -331,8 +332,10 @@ class LocalExecutor:
 
     def __init__(self, workers: int):
         self.workers = workers
-        # spawn: workers import only the cleaning code, not whatever the parent holds (torch, a model)
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+        # spawn: workers import only the cleaning code, not whatever the parent holds (torch, a model);
+        # they end with this process, even when it is SIGKILLed (lmforge/processes.py)
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=end_with_parent,
+                                        initargs=(os.getpid(),)) if workers > 1 else None
         self.pending: list[Future] = []
 
     def submit(self, fn, *args) -> None:

@@ -19,7 +19,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import replace
@@ -30,6 +29,7 @@ import yaml
 
 from lmforge.config import Config, config_from_dict
 from lmforge.errors import LmforgeError, TrainingDiverged
+from lmforge.processes import end_with_parent
 from lmforge.run_dir import TRAIN_LOG, RunDir
 from lmforge.scaling.design import available_cpus, size_config
 
@@ -125,13 +125,7 @@ def _worker_init(parent: int) -> None:
     global _PARENT
     _PARENT = parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before the request above took effect
-        os._exit(1)
+    end_with_parent(parent, signal.SIGTERM)
 
 
 _PARENT: int | None = None  # the sweep process, in a worker
