@@ -54,14 +54,20 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from sidebyside import lmforge_step_seconds, log, nanogpt_iter_seconds, nanogpt_val_losses, steady_step_s
+from sidebyside import (
+    lmforge_step_seconds,
+    log,
+    nanogpt_iter_seconds,
+    nanogpt_val_losses,
+    steady_step_s,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
-SHAPE = dict(n_layer=4, n_head=4, n_embd=128, seq_len=64, batch=12)
+SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "seq_len": 64, "batch": 12}
 TOKENS_PER_STEP = SHAPE["batch"] * SHAPE["seq_len"]
 NANOGPT_EVAL_ITERS = 20  # the README's --eval_iters: lmforge's periodic evaluations read as many tokens
 NANOGPT_FILES = ["train.py", "model.py", "configurator.py", "config/train_shakespeare_char.py",
@@ -86,7 +92,7 @@ def child_env(threads: int, src: Path | None) -> dict:
 
 def run_process(cmd: list[str], cwd: Path, env: dict) -> tuple[str, float]:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed ({proc.returncode}) in {cwd}:\n"

@@ -33,7 +33,14 @@ import sys
 import time
 from pathlib import Path
 
-from sidebyside import WARMUP_STEPS, lmforge_step_seconds, log, nanogpt_iter_seconds, steady_step_s, warmup_s
+from sidebyside import (
+    WARMUP_STEPS,
+    lmforge_step_seconds,
+    log,
+    nanogpt_iter_seconds,
+    steady_step_s,
+    warmup_s,
+)
 
 SHAPE = dict(n_layer=12, n_head=12, n_embd=768, seq_len=1024, vocab=50304, micro_batch=12, grad_accum=8)
 
