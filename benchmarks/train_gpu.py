@@ -28,15 +28,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from sidebyside import (
+    WARMUP_STEPS,
+    lmforge_step_seconds,
+    log,
+    nanogpt_iter_seconds,
+    steady_step_s,
+    warmup_s,
+)
+
 SHAPE = dict(n_layer=12, n_head=12, n_embd=768, seq_len=1024, vocab=50304, micro_batch=12, grad_accum=8)
-WARMUP_STEPS = 5
 
 # The child process: runs nanoGPT's train.py or lmforge's CLI in this interpreter and reports the
 # allocator's peak at exit, the same way for both.
@@ -54,10 +60,6 @@ if kind == "nanogpt":
 else:
     runpy.run_module("lmforge", run_name="__main__", alter_sys=True)
 """
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def prepare_tokens(work: Path, max_bytes: int) -> Path:
@@ -112,10 +114,11 @@ def nanogpt_run(nanogpt: Path, work: Path, steps: int, timeout: int, extra: list
             "--eval_interval=100000", "--log_interval=1", "--always_save_checkpoint=False", "--init_from=scratch",
             *extra]
     text, mem = run_child("nanogpt", str(nanogpt / "train.py"), args, cwd, work / "nanogpt_mem.json", timeout)
-    times = [float(t) / 1000 for t in re.findall(r"^iter \d+: loss [\d.]+, time ([\d.]+)ms", text, re.MULTILINE)]
+    times = nanogpt_iter_seconds(text)
     if len(times) <= WARMUP_STEPS:
         raise SystemExit(f"nanoGPT printed {len(times)} step times:\n{text[-3000:]}")
-    return {"step_s": statistics.median(times[WARMUP_STEPS:]), "warmup_s": sum(times[:WARMUP_STEPS]), **mem}
+    # iteration 0 evaluates (eval_interval is past the run's end): it is inside the warm-up
+    return {"step_s": steady_step_s(times), "warmup_s": warmup_s(times), **mem}
 
 
 def lmforge_run(preset: str, tokens: Path, work: Path, steps: int, overrides: list[str], timeout: int) -> dict:
@@ -126,13 +129,9 @@ def lmforge_run(preset: str, tokens: Path, work: Path, steps: int, overrides: li
             *overrides]
     args = ["train", "--preset", preset, "--data", str(tokens), "--out", str(out)] + [a for s in sets for a in ("--set", s)]
     _, mem = run_child("lmforge", "lmforge", args, work, work / "lmforge_mem.json", timeout)
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
-    times, last = [], 0.0
-    for r in records:  # log_interval=1: one record per step, train_time_s cumulative
-        times.append(r["train_time_s"] - last)
-        last = r["train_time_s"]
+    times = lmforge_step_seconds(out / "metrics.jsonl")  # log_interval=1: one record per step
     summary = json.loads((out / "summary.json").read_text())
-    return {"step_s": statistics.median(times[WARMUP_STEPS:]), "warmup_s": sum(times[:WARMUP_STEPS]),
+    return {"step_s": steady_step_s(times), "warmup_s": warmup_s(times),
             "tokens_per_step": summary["tokens_trained"] / summary["steps"], "flops_per_token": summary["flops_per_token"],
             "params": summary["params"], **mem}
 
