@@ -32,8 +32,8 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import chain, islice
-from operator import methodcaller
+from itertools import chain, compress, islice
+from operator import methodcaller, not_
 from pathlib import Path
 
 import numpy as np
@@ -67,16 +67,21 @@ class Doc:
         return self.text.split("\n")
 
     @cached_property
+    def stripped_lines(self) -> list[str]:
+        """Each line without the whitespace around it ("" for a blank line): what most line rules read."""
+        return list(map(str.strip, self.lines))
+
+    @cached_property
     def words(self) -> list[str]:
         return self.text.split()
 
     @cached_property
     def layout(self) -> "Layout":
-        return Layout(self.lines)
+        return Layout(self.lines, self.stripped_lines)
 
     def set_text(self, text: str) -> None:
         self.text = text
-        for cached in ("lines", "words", "layout"):
+        for cached in ("lines", "stripped_lines", "words", "layout"):
             self.__dict__.pop(cached, None)
 
     def edit(self, rule: str, text: str, **detail) -> None:
@@ -160,33 +165,35 @@ class Layout:
     - headings: a short paragraph of one line that reads as a heading (CHAPTER XXI, all capitals).
     """
 
-    def __init__(self, lines: list[str]):
+    def __init__(self, lines: list[str], stripped: list[str] | None = None):
         self.lines = lines
-        self.paragraphs = self._paragraphs(lines)  # [(first, end)) line ranges of non-blank runs
-        stripped = [l.strip() for l in lines]
+        self.stripped = stripped = list(map(str.strip, lines)) if stripped is None else stripped
+        self.paragraphs = self._paragraphs(stripped)  # [(first, end)) line ranges of non-blank runs
         # "First Citizen:" or, with a full stop, only in capitals ("HAMLET."): "Short line." is no speaker
         self.speakers = {i for i, s in enumerate(stripped)
                          if s and len(s) <= 40 and (s[-1] == ":" or s.isupper()) and SPEAKER.fullmatch(s)
                          and i + 1 < len(lines) and stripped[i + 1]}
-        nonblank = sum(1 for s in stripped if s)
+        nonblank = len(stripped) - stripped.count("")
         self.script = len(self.speakers) >= 3 and len(self.speakers) >= 0.03 * nonblank
-        inner = [stripped[i] for a, b in self.paragraphs for i in range(a + 1, b) if i not in self.speakers]
-        self.verse = self.script or self._is_verse(inner)
-        wrapped_lines = [len(lines[i].rstrip()) for a, b in self.paragraphs for i in range(a, b - 1)]
-        self.wrapped = not self.verse and self._is_wrapped(wrapped_lines)
+        self.verse = self.script or self._is_verse(
+            [stripped[i] for a, b in self.paragraphs for i in range(a + 1, b) if i not in self.speakers])
+        self.wrapped = not self.verse and self._is_wrapped(
+            [len(lines[i].rstrip()) for a, b in self.paragraphs for i in range(a, b - 1)])
         self.headings = {a for a, b in self.paragraphs if b == a + 1 and self._is_heading(stripped[a])}
+        self._units: list[tuple[list[int], str]] | None = None
 
     @staticmethod
-    def _paragraphs(lines: list[str]) -> list[tuple[int, int]]:
+    def _paragraphs(stripped: list[str]) -> list[tuple[int, int]]:
         out, start = [], None
-        for i, line in enumerate(lines):
-            if line.strip():
-                start = i if start is None else start
+        for i, line in enumerate(stripped):
+            if line:
+                if start is None:
+                    start = i
             elif start is not None:
                 out.append((start, i))
                 start = None
         if start is not None:
-            out.append((start, len(lines)))
+            out.append((start, len(stripped)))
         return out
 
     @staticmethod
@@ -194,8 +201,10 @@ class Layout:
         if len(inner) < 8:
             return False
         capital = sum(1 for s in inner if s[:1].isupper())
+        if capital < 0.7 * len(inner):  # most text fails here: no need to count its words
+            return False
         words = sorted(len(s.split()) for s in inner)
-        return capital >= 0.7 * len(inner) and 3 <= words[len(words) // 2] <= 12 and words[len(words) // 5] >= 2
+        return 3 <= words[len(words) // 2] <= 12 and words[len(words) // 5] >= 2
 
     @staticmethod
     def _is_wrapped(lengths: list[int]) -> bool:
@@ -206,14 +215,19 @@ class Layout:
 
     @staticmethod
     def _is_heading(line: str) -> bool:
-        words = line.split()
-        return 0 < len(words) <= 8 and (line.isupper() or HEADING_WORD.match(line) is not None)
+        n_words = len(line.split(None, 8))  # 9 means "more than 8": a long line is not split to its end
+        return 0 < n_words <= 8 and (line.isupper() or HEADING_WORD.match(line) is not None)
 
     def units(self) -> list[tuple[list[int], str]]:
-        """The logical lines: (physical line numbers, text). A wrapped paragraph is one unit."""
-        if self.wrapped:
-            return [(list(range(a, b)), " ".join(self.lines[i].strip() for i in range(a, b))) for a, b in self.paragraphs]
-        return [([i], s) for i, l in enumerate(self.lines) if (s := l.strip())]
+        """The logical lines: (physical line numbers, text). A wrapped paragraph is one unit.
+        Built once: C4 and FineWeb both read them (C4's edits give the document a new Layout)."""
+        if self._units is None:
+            s = self.stripped
+            if self.wrapped:
+                self._units = [(list(range(a, b)), " ".join(s[a:b])) for a, b in self.paragraphs]
+            else:
+                self._units = [([i], line) for i, line in enumerate(s) if line]
+        return self._units
 
     def protected(self, first_line: int) -> bool:
         """A unit the line rules keep whatever they say: a heading or a speaker label."""
@@ -406,6 +420,7 @@ def language_of(doc: Doc, configured: list[str]) -> str | None:
 # ---------------------------------------------------------------- prose quality
 
 BULLETS = ("•", "-", "*", "‣", "▶", "●", "◦", "○")
+ELLIPSES = ("...", "…")
 PUNCT_END = (".", "!", "?", '"', "'", "”", "’", ":", ";")
 _STRIP_PUNCTUATION = methodcaller("strip", "\"'.,;:!?()[]{}<>*_/`-@=\u2013\u2014\u2026\u201c\u201d\u2018\u2019")
 
@@ -413,12 +428,17 @@ _STRIP_PUNCTUATION = methodcaller("strip", "\"'.,;:!?()[]{}<>*_/`-@=\u2013\u2014
 def _enough_words_with_a_letter(words: list[str], min_ratio: float) -> bool:
     """Gopher's "80% of words hold a letter", over words that are not bare punctuation: a
     pre-tokenised text (WikiText's ` @,@ `, `.` and `,` as words) is not made of non-words."""
-    stripped = list(map(_STRIP_PUNCTUATION, words))
-    alphabetic = sum(map(str.isalpha, stripped))  # letters only once the punctuation around them is gone, at C speed
-    counted = len(words) - stripped.count("")
+    # a word of letters alone is unchanged by the stripping and counts: only the others need it (all at C speed)
+    letters_only = list(map(str.isalpha, words))
+    n_letters_only = sum(letters_only)
+    if n_letters_only >= min_ratio * len(words):  # enough whatever the others turn out to be
+        return n_letters_only > 0
+    others = list(map(_STRIP_PUNCTUATION, compress(words, map(not_, letters_only))))
+    alphabetic = n_letters_only + sum(map(str.isalpha, others))  # letters once the punctuation around them is gone
+    counted = len(words) - others.count("")
     if alphabetic >= min_ratio * counted:
         return counted > 0
-    return sum(1 for w in stripped if w and (w.isalpha() or any(map(str.isalpha, w)))) >= min_ratio * counted
+    return n_letters_only + sum(1 for w in others if w and any(map(str.isalpha, w))) >= min_ratio * counted
 
 
 @register
@@ -453,11 +473,11 @@ class GopherQuality(Filter):
         symbols = doc.text.count("#") + doc.text.count("...") + doc.text.count("…")
         if symbols / max(n, 1) > c.max_symbol_word_ratio:
             return "symbols"
-        lines = [l for l in doc.lines if l.strip()]
+        lines = [s for s in doc.stripped_lines if s]
         if lines:
-            if sum(l.lstrip().startswith(BULLETS) for l in lines) / len(lines) > c.max_bullet_lines_ratio:
+            if sum(map(methodcaller("startswith", BULLETS), lines)) / len(lines) > c.max_bullet_lines_ratio:
                 return "bullet_lines"
-            if sum(l.rstrip().endswith(("...", "…")) for l in lines) / len(lines) > c.max_ellipsis_lines_ratio:
+            if sum(map(methodcaller("endswith", ELLIPSES), lines)) / len(lines) > c.max_ellipsis_lines_ratio:
                 return "ellipsis_lines"
         if lang not in UNSPACED and not _enough_words_with_a_letter(words, c.max_non_alpha_words_ratio):
             return "non_alpha_words"
@@ -475,15 +495,8 @@ class GopherQuality(Filter):
 
 def _duplicates(items: list[str]) -> tuple[int, int]:
     """How many items repeat an earlier one, and how many characters they hold."""
-    seen: set[str] = set()
-    n = chars = 0
-    for item in items:
-        if item in seen:
-            n += 1
-            chars += len(item)
-        else:
-            seen.add(item)
-    return n, chars
+    distinct = set(items)
+    return len(items) - len(distinct), sum(map(len, items)) - sum(map(len, distinct))
 
 
 @register
@@ -517,16 +530,20 @@ class GopherRepetition(Filter):
 
     def paragraphs_and_lines(self, doc: Doc) -> str | None:
         c, text = self.cfg, doc.text
-        paragraphs = [p for p in PARAGRAPH_SPLIT.split(text.strip()) if p.strip()]
+        body = text.strip()
+        # splitting at "\n\n" is PARAGRAPH_SPLIT's split (at C speed) when no run of three newlines or more is there
+        parts = body.split("\n\n") if "\n\n\n" not in body else PARAGRAPH_SPLIT.split(body)
+        paragraphs = [p for p in parts if p.strip()]
         n, chars = _duplicates(paragraphs)
         if paragraphs and n / len(paragraphs) > c.dup_para_frac:
             return "duplicate_paragraphs"
         if chars / max(len(text), 1) > c.dup_para_char_frac:
             return "duplicate_paragraph_chars"
-        lines = [l for l in doc.lines if l.strip()]
-        reason = self._duplicate_lines(lines, len(text))
+        nonblank = list(map(bool, doc.stripped_lines))
+        reason = self._duplicate_lines(list(compress(doc.lines, nonblank)), len(text))
         if reason and doc.layout.script:  # a play names its speakers again and again: not repetition
-            reason = self._duplicate_lines([l for i, l in enumerate(doc.lines) if l.strip() and i not in doc.layout.speakers],
+            speakers = doc.layout.speakers
+            reason = self._duplicate_lines([l for i, l in enumerate(doc.lines) if nonblank[i] and i not in speakers],
                                            len(text))
         return reason
 
@@ -691,7 +708,9 @@ class C4Lines(LineRules):
         # then no line needs those checks; with no short physical line either, no logical line can go
         check_words = max(map(len, doc.words), default=0) > c.max_word_length
         phrases = [p for p in ("javascript", *c.policy_phrases) if p in low]
-        some_short = any(len(l.split()) < c.min_words_per_line for l in doc.lines if l and not l.isspace())
+        # a line's first min_words_per_line words tell whether it is short: the rest is not split
+        few = max(c.min_words_per_line - 1, 0)
+        some_short = any(len(s.split(None, few)) < c.min_words_per_line for s in doc.stripped_lines if s)
         if (some_short or check_words or phrases or c.remove_lines_without_punctuation) and not doc.layout.verse:
             layout = doc.layout
             for numbers, unit in layout.units():
@@ -728,7 +747,8 @@ class FineWebQuality(LineRules):
 
     def __call__(self, doc: Doc) -> str | None:
         c, layout = self.cfg, doc.layout
-        units = [u for numbers, u in layout.units() if numbers[0] not in layout.speakers]
+        speakers = layout.speakers
+        units = [u for numbers, u in layout.units() if not speakers or numbers[0] not in speakers]
         if not units:
             return "empty"
         if not layout.verse:
