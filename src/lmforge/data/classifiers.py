@@ -113,10 +113,13 @@ class BatchLanguageIdentifier:
             states[t] = state
         features = self.output[states.T]  # (B, T), -1 where a state counts nothing
         features[np.arange(width)[None, :] >= lengths[:, None]] = -1  # padding
-        text, position = np.nonzero(features >= 0)
-        n_features = len(self.nb_ptc)
-        keys, counts = np.unique(text * n_features + features[text, position], return_counts=True)
-        return keys // n_features, keys % n_features, counts
+        features.sort(axis=1)  # each text's features in order: B short sorts, not one of B x T keys
+        text, position = np.nonzero(features >= 0)  # (N,) each, text by text
+        feature = features[text, position]
+        starts_run = np.ones(len(feature), dtype=bool)
+        starts_run[1:] = (feature[1:] != feature[:-1]) | (text[1:] != text[:-1])
+        first = np.flatnonzero(starts_run)
+        return text[first], feature[first], np.diff(np.append(first, len(feature)))
 
     def classify(self, texts: list[str]) -> list[tuple[str, float]]:
         raw = [self.encode(t) for t in texts]
@@ -127,7 +130,7 @@ class BatchLanguageIdentifier:
         for i in range(len(texts)):  # one small matrix-vector product per text: 5x np.add.reduceat here
             a, b = starts[i], starts[i + 1]
             if a < b:
-                scores[i] = weights[a:b] @ self.nb_ptc[feature[a:b]]
+                scores[i] = weights[a:b] @ self.nb_ptc.take(feature[a:b], axis=0)  # take: 2x faster than [ ]
         has = np.zeros(len(texts), dtype=bool)
         has[text] = True
         scores[has] += self.nb_pc  # a text with no features stays uniform, as in py3langid
@@ -167,6 +170,16 @@ def _export_langid(folder: Path) -> None:
 # scikit-learn's default token_pattern (?u)\b\w\w+\b, which the model was fitted with: maximal runs of
 # two or more word characters, which is what \w\w+ finds (greedy, scanning left to right), 40% faster
 TOKEN = re.compile(r"\w\w+")
+# in ASCII text \w is [A-Za-z0-9_] and lower() only maps A-Z: one translate lower-cases the words and
+# blanks everything else, and a split finds the same runs ~3x faster than the pattern
+_ASCII_WORDS = str.maketrans({c: (c.lower() if c.isalnum() or c == "_" else " ") for c in map(chr, range(128))})
+
+
+def tokens(text: str) -> list[str]:
+    """scikit-learn's lower-cased `\\w\\w+` tokens of `text`, in order."""
+    if text.isascii():
+        return [w for w in text.translate(_ASCII_WORDS).split() if len(w) > 1]
+    return TOKEN.findall(text.lower())
 
 
 class BatchOffensiveScorer:
@@ -183,10 +196,10 @@ class BatchOffensiveScorer:
 
     def predict_prob(self, texts: list[str]) -> np.ndarray:
         n = len(texts)
-        tokens = [TOKEN.findall(t.lower()) for t in texts]
-        flat = list(chain.from_iterable(tokens))
+        per_text = [tokens(t) for t in texts]
+        flat = list(chain.from_iterable(per_text))
         term = np.fromiter(map(self.vocabulary.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
-        owner = np.repeat(np.arange(n), [len(t) for t in tokens])
+        owner = np.repeat(np.arange(n), [len(t) for t in per_text])
         known = term >= 0
         if not known.any():
             decision = np.zeros((n, len(self.intercept)))
