@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import corpus_texts
-from lmforge.data.classifiers import TOKEN, BatchLanguageIdentifier, BatchOffensiveScorer
+from lmforge.data.classifiers import TOKEN, BatchLanguageIdentifier, BatchOffensiveScorer, tokens
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog, and then it runs into the forest.",
@@ -56,5 +56,7 @@ def test_token_pattern_is_scikit_learns():
     import re
 
     sklearn_pattern = re.compile(r"(?u)\b\w\w+\b")
-    for text in TEXTS + ["a-b c_d e'f g.h ii j2 ñandú x y"]:
+    every_ascii = "".join(map(chr, range(128)))
+    for text in TEXTS + ["a-b c_d e'f g.h ii j2 ñandú x y", every_ascii, every_ascii.upper() * 2, "ΟΔΟΣ İstanbul Ǆemal"]:
         assert TOKEN.findall(text.lower()) == sklearn_pattern.findall(text.lower())
+        assert tokens(text) == sklearn_pattern.findall(text.lower())  # the ASCII shortcut too

@@ -110,6 +110,44 @@ def test_ngram_shares_over_a_batch_equal_a_plain_count_per_document():
         np.testing.assert_allclose(table.dup_share(n, every), [_reference_dup_share(w, n) for w in docs])
 
 
+TRICKY = ["", " ", "\n", "a \t\nb  \n \n", "end  ", "@,@ . , - ...", "don't stop.", "“Quoted”, (yes)!", "1234 5678",
+          "ΟΔΟΣ İstanbul", "_ a b", "\x0b\x0c\u2028 x\u00a0y", "- item\n  • point\n... and …"]
+
+
+def _plain_enough_words_with_a_letter(words: list[str], min_ratio: float) -> bool:
+    stripped = [clean._STRIP_PUNCTUATION(w) for w in words]
+    counted = [w for w in stripped if w]
+    if sum(w.isalpha() for w in counted) >= min_ratio * len(counted):
+        return len(counted) > 0
+    return sum(any(ch.isalpha() for ch in w) for w in counted) >= min_ratio * len(counted)
+
+
+def _plain_duplicates(items: list[str]) -> tuple[int, int]:
+    seen, n, chars = set(), 0, 0
+    for item in items:
+        if item in seen:
+            n, chars = n + 1, chars + len(item)
+        seen.add(item)
+    return n, chars
+
+
+def test_fast_forms_equal_the_plain_rules():
+    import re
+
+    texts = corpus_texts() + TRICKY + [" ".join(TRICKY), "\n".join(TRICKY * 3)]
+    for text in texts:
+        assert clean._without_trailing_space(text) == re.sub(r"[ \t]+\n", "\n", text)
+        words = text.split()
+        for ratio in (0.0, 0.5, 0.8, 1.0):
+            assert clean._enough_words_with_a_letter(words, ratio) == _plain_enough_words_with_a_letter(words, ratio)
+        assert clean._duplicates(text.split("\n")) == _plain_duplicates(text.split("\n"))
+        assert clean._duplicates(words) == _plain_duplicates(words)
+    for lengths in ([70] * 7 + [20], [60, 62, 65, 70, 71, 72, 40, 50, 69, 70], [30] * 9, list(range(40, 110, 5))):
+        width = sorted(lengths)[int(0.9 * (len(lengths) - 1))]
+        plain = 40 <= width <= 100 and sum(0.7 * width <= n <= width + 2 for n in lengths) >= 0.8 * len(lengths)
+        assert clean.Layout._is_wrapped(lengths) == (len(lengths) >= 8 and plain)
+
+
 def test_batch_verdicts_equal_one_document_at_a_time():
     texts = corpus_texts() + [t for _, cases in RULES for _, t in cases]
     for rule, _ in RULES:

@@ -445,8 +445,8 @@ def _enough_words_with_a_letter(words: list[str], min_ratio: float) -> bool:
     # a word of letters alone is unchanged by the stripping and counts: only the others need it (all at C speed)
     letters_only = list(map(str.isalpha, words))
     n_letters_only = sum(letters_only)
-    if n_letters_only >= min_ratio * len(words):  # enough whatever the others turn out to be
-        return n_letters_only > 0
+    if n_letters_only and n_letters_only >= min_ratio * len(words):  # enough whatever the others turn out to be
+        return True
     others = list(map(_STRIP_PUNCTUATION, compress(words, map(not_, letters_only))))
     alphabetic = n_letters_only + sum(map(str.isalpha, others))  # letters once the punctuation around them is gone
     counted = len(words) - others.count("")
