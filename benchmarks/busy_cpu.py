@@ -7,8 +7,11 @@ shape of a test run or a compiler job beside the training). Every case is the re
   2 threads, spinning   `--threads 2` with GOMP_SPINCOUNT=300000: libgomp's spin count when
                         OMP_WAIT_POLICY is unset, i.e. the behaviour before issue 14
   1 thread              `--threads 1`: what one free core allows
-  lmforge default       no flag, no OpenMP variable: what a user gets (torch's thread count;
+  lmforge default       no flag, no OpenMP variable: what a user gets (torch's thread count,
+                        lowered to the free cores between steps by the trainer's ThreadGovernor;
                         lmforge/__init__.py sets OMP_WAIT_POLICY=PASSIVE before torch loads)
+  default threads,      no flag, GOMP_SPINCOUNT=300000: the governor with OpenMP spinning as it
+    spinning            does unset (does the governor alone suffice?)
 
 What OpenMP actually read is taken from libgomp itself (OMP_DISPLAY_ENV=VERBOSE prints its
 OMP_WAIT_POLICY and GOMP_SPINCOUNT as torch loads it) and printed beside the figures. A step's time
@@ -38,6 +41,8 @@ SETTINGS = [  # (name, --threads or None for the default, extra environment)
     ("2 threads, spinning", 2, {"GOMP_SPINCOUNT": "300000"}),
     ("1 thread", 1, {}),
     ("lmforge default", None, {}),
+    # the thread governor alone: threads follow the free cores, OpenMP spins as it does unset
+    ("default threads, spinning", None, {"GOMP_SPINCOUNT": "300000"}),
 ]
 OPENMP_VARS = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_DISPLAY_ENV")
 ROOT = Path(__file__).resolve().parents[1]
