@@ -9,9 +9,9 @@ shape of a test run or a compiler job beside the training). Every case is the re
   1 thread              `--threads 1`: what one free core allows
   lmforge default       no flag, no OpenMP variable: what a user gets (torch's thread count,
                         lowered to the free cores between steps by the trainer's ThreadGovernor;
-                        lmforge/__init__.py sets OMP_WAIT_POLICY=PASSIVE before torch loads)
-  default threads,      no flag, GOMP_SPINCOUNT=300000: the governor with OpenMP spinning as it
-    spinning            does unset (does the governor alone suffice?)
+                        OpenMP waits as it does unset: spinning a while, then sleeping)
+  default, passive      no flag, OMP_WAIT_POLICY=PASSIVE: the governor with sleeping OpenMP
+                        workers (lmforge's default between issue 14 and 2026-12-02)
 
 What OpenMP actually read is taken from libgomp itself (OMP_DISPLAY_ENV=VERBOSE prints its
 OMP_WAIT_POLICY and GOMP_SPINCOUNT as torch loads it) and printed beside the figures. A step's time
@@ -41,8 +41,7 @@ SETTINGS = [  # (name, --threads or None for the default, extra environment)
     ("2 threads, spinning", 2, {"GOMP_SPINCOUNT": "300000"}),
     ("1 thread", 1, {}),
     ("lmforge default", None, {}),
-    # the thread governor alone: threads follow the free cores, OpenMP spins as it does unset
-    ("default threads, spinning", None, {"GOMP_SPINCOUNT": "300000"}),
+    ("default, passive", None, {"OMP_WAIT_POLICY": "PASSIVE"}),
 ]
 OPENMP_VARS = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_DISPLAY_ENV")
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,8 +30,8 @@ validation split, both as bits per byte, with training time (evaluations left ou
 wall time. "time to nanoGPT's bpb" is the training time at which a run's evaluations first reach
 nanoGPT's final bits/byte of the same round. The load average before and after is printed beside
 the figures: on a shared machine it says how much the figures can be trusted. Under load the
-programs do not lose alike: lmforge sets OMP_WAIT_POLICY=PASSIVE (issue 14), while nanoGPT's and
-older lmforge's OpenMP threads spin for cores other processes hold, and lose far more. Take the
+programs do not lose alike: lmforge's trainer lowers its thread count to the free cores when
+train.threads is 0 (here it is pinned to --threads), nanoGPT's does not. Take the
 figures in a quiet window (load average well under the core count).
 
 lmforge reads the text as 28 pieces of 40 kB (data.max_document_bytes) split by a hash of their id
@@ -308,7 +308,7 @@ def main() -> int:
     flops = {name: rs[0]["flops_per_token"] for name, rs in runs.items() if "flops_per_token" in rs[0]}
     print_table(rows, args.threads, peak, flops)
     print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}, on {os.cpu_count()} cores")
-    if max(load_before[0], load_after[0]) > 0.5 * os.cpu_count():
+    if max(load_before[0], load_after[0]) > args.threads + 0.5:  # each case itself keeps --threads cores busy
         print("  other processes shared the CPU during this run: the figures compare the programs under "
               "contention, not their speed; take them again in a quiet window")
     for name, rs in runs.items():

@@ -15,15 +15,13 @@ Every stage is a function over files on disk; the CLI (`lmforge ...`) is a thin 
     lmforge.scaling.plan(cfg, 3e13, "sweep"); lmforge.scaling.run("sweep"); lmforge.scaling.fit("sweep")
 """
 
-import os
 from importlib import import_module
 
-# OpenMP worker threads spin on their core while they wait for work; beside another busy process a
-# spinning thread holds the core the other needs and both slow down (issue 14, tiny preset, 2 cores,
-# one busy competitor: 2 threads 1,802 ms/step spinning, 1,110 passive; 1 thread 1,091). PASSIVE
-# makes them sleep instead. OpenMP reads this once, when torch loads it, so it is set here, before any
-# lmforge module imports torch; a value the user set wins. benchmarks/busy_cpu.py measures it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy is left as OpenMP sets it (workers spin a while, then sleep). Setting PASSIVE
+# here (issue 14) cost a fifth of every step on a quiet machine (nanoGPT's CPU shape, 2 threads:
+# 111-120 ms a step against 88-93 without it, 2026-12-02); the harm it was set against, a spinning
+# thread beside another busy process, the trainer now avoids by running only as many threads as
+# there are free cores (training/device.py, ThreadGovernor). benchmarks/busy_cpu.py measures both.
 
 from lmforge.config import Config, load_config
 from lmforge.errors import LmforgeError

@@ -136,8 +136,8 @@ class ThreadGovernor:
     """Intra-op threads that follow the cores other processes leave free (`train.threads=0` on a CPU).
 
     A thread beyond the free cores waits for one, and every step waits for that thread: beside one
-    busy process on 2 cores, 2 threads ran a step 1.2x slower than 1 thread (issue 14; PASSIVE waiting
-    already took spinning's 1.7x away). So between steps, every `every_s`, the machine's busy time
+    busy process on 2 cores, 2 spinning threads ran a step 1.7x slower than 1 thread, 2 sleeping
+    (PASSIVE) ones 1.2x (issue 14), and sleeping costs a fifth of each step on a quiet machine. So between steps, every `every_s`, the machine's busy time
     since the last look is read from /proc/stat, this process's own is taken off, and the thread count
     becomes the free cores (at most torch's count at the start). Thread counts change summation order
     in some kernels: set `train.threads` for a fixed count where bit-exact runs matter."""
