@@ -81,3 +81,15 @@ def test_builtin_corpus_mixes_docs_code_and_docstrings():
         if i > 40:
             break
     assert {"pydoc_data.topics", "stdlib", "stdlib-docstrings"} <= kinds
+
+
+def test_a_blank_piece_of_a_long_file_is_counted_not_made_a_document(tmp_path):
+    """A file cut into max_document_bytes pieces at line ends: a piece of only blank lines (here
+    4,096 carriage returns, which hypothesis found) is no document; it is counted as skipped."""
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"x\n" + b"\r" * 9000 + b"y\n")
+    stats = SourceStats()
+    docs = list(iter_documents([str(path)], stats, max_document_bytes=4096))
+    assert [len(d.text) for d in docs] == [4096, 812] and all(d.text.strip() for d in docs)
+    assert stats.skipped["blank pieces of long files"] == 1
+    assert sum(len(d.text) for d in docs) + 4096 == path.stat().st_size  # every byte a document or counted

@@ -223,7 +223,11 @@ def _read_text_file(path: Path, stats: SourceStats, max_doc_bytes: int) -> Itera
                 buf.append(line)
                 size += len(line)
                 if size >= max_doc_bytes:
-                    yield Document(f"{path}#{part}", "".join(buf), str(path))
+                    piece = "".join(buf)
+                    if piece.strip():
+                        yield Document(f"{path}#{part}", piece, str(path))
+                    else:  # a run of blank lines is no document; counted, with its bytes, not dropped silently
+                        stats.skip("blank pieces of long files", f"{path}#{part}", str(path), piece)
                     part, buf, size = part + 1, [], 0
     except CORRUPT as e:
         stats.skip("unreadable or truncated files", f"{path}: {e}", str(path), "".join(buf))
