@@ -59,12 +59,14 @@ def lmforge(*args: str, log_file: Path | None = None) -> str:
 def plan_flags(args) -> list[str]:
     values = {
         "data.sources": f"[{args.source}]", "data.max_bytes": args.max_bytes, "tokenizer.vocab_size": args.vocab,
-        # every run >= 800 optimizer steps of 512 tokens: shorter runs measure how far the optimizer
-        # got, not what the model can learn (docs/LOG.md, 2026-11-29)
-        "train.batch_size": 4, "scale.min_steps": 800, "scale.level_ratio": 1.5, "scale.min_tokens_per_param": 1,
+        # every run >= 2,000 optimizer steps of 512 tokens and >= 4 tokens per parameter (a floor in
+        # tokens that grows with size): at 800-1,800 steps the larger sizes were still on the steep,
+        # optimizer-limited part of their curves and the fit identified nothing (docs/LOG.md, 2026-12-01)
+        "train.batch_size": 4, "scale.min_steps": args.min_steps, "scale.level_ratio": 1.5,
+        "scale.min_tokens_per_param": args.min_tokens_per_param,
     }
     return ["--budget", args.budget, "--sizes", args.sizes, "--design", "optimal", "--max-run-flops", args.max_run_flops,
-            "--repeats", str(args.repeats), "--noise", str(args.noise), "--parallel", str(args.parallel),
+            "--repeats", str(args.repeats), "--noise", str(args.noise), "--prior", args.prior, "--parallel", str(args.parallel),
             "--threads", "1", "--device", args.device, *[x for k, v in values.items() for x in ("--set", f"{k}={v}")]]
 
 
@@ -105,11 +107,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/scaling_bench", help="sweep folder (reused: a rerun resumes)")
     ap.add_argument("--budget", default="1.2e13", help="sweep FLOPs (exact), repeats included")
-    ap.add_argument("--max-run-flops", default="1e12", help="no sweep run above this 6ND: sets C_max, so the targets' cost")
+    ap.add_argument("--max-run-flops", default="1.55e12", help="no sweep run above this 6ND: sets C_max, so the targets' cost")
+    ap.add_argument("--min-steps", type=int, default=2000, help="no sweep run shorter than this")
+    ap.add_argument("--min-tokens-per-param", type=float, default=4, help="no sweep run on fewer tokens per parameter")
     ap.add_argument("--sizes", default="16,32,48,64", help="widths (depth 4, head size 16): 25k-246k parameters")
     ap.add_argument("--target-width", type=int, default=96, help="the wider targets' width")
     ap.add_argument("--repeats", type=int, default=5, help="sweep runs repeated with another seed (run-to-run noise)")
-    ap.add_argument("--noise", type=float, default=0.01, help="run-to-run noise the design assumes")
+    ap.add_argument("--noise", type=float, default=0.007, help="run-to-run noise the design assumes (measured 0.68%%, 2026-12-01)")
+    ap.add_argument("--prior", default=str(Path(__file__).resolve().parent.parent / "docs/scaling/2026-12-02/pilot-prior.json"),
+                    help="law the design is judged under (a fit.json; default: the 2026-12-01 sweep's runs of >= 1,800 steps)")
     ap.add_argument("--vocab", type=int, default=512)
     ap.add_argument("--max-bytes", type=int, default=40_000_000, help="corpus bytes: one epoch covers every target")
     ap.add_argument("--parallel", type=int, default=2, help="sweep processes (CPU)")
@@ -143,7 +149,9 @@ def main() -> None:
     fit = json.loads((out / "fit.json").read_text())
     timings["fit_s"] = time.time() - t
     t = time.time()
-    order = sorted(targets, key=lambda x: -x["params"] * x["tokens"])  # longest first packs the processes best
+    # several at once: longest first packs the processes best; one at a time: shortest first, so a
+    # benchmark stopped early has the most targets finished
+    order = sorted(targets, key=lambda x: x["params"] * x["tokens"] * (1 if args.target_parallel == 1 else -1))
     with ThreadPoolExecutor(args.target_parallel) as pool:
         results = dict(zip([x["label"] for x in order], pool.map(lambda x: verify(out, x, args), order)))
     timings["targets_s"] = time.time() - t
