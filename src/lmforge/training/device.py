@@ -78,10 +78,9 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
 
 
 def _cpu_peak(dtype: torch.dtype) -> float:
-    """One core's matmul rate times the threads training starts with: measured on one thread, a busy
-    neighbour takes at most that thread's core, where on all threads every sample waits for the
-    slowest one (2 cores, one busy process: a 2-thread peak read 25.7 GFLOP/s, 1 thread reached
-    25.6 in training, and MFU read 99.9%)."""
+    """One core's matmul rate times the threads training starts with. Measured on one thread, a busy
+    neighbour takes at most that thread's core; on all threads every sample waits for the slowest
+    one (2 cores beside other jobs: 27.7 GFLOP/s on 2 threads, 39.3 on 1; a run's MFU read 99.9%)."""
     return measured_matmul_flops("cpu", dtype, threads=1) * torch.get_num_threads()
 
 
@@ -137,10 +136,11 @@ class ThreadGovernor:
 
     A thread beyond the free cores waits for one, and every step waits for that thread: beside one
     busy process on 2 cores, 2 spinning threads ran a step 1.7x slower than 1 thread, 2 sleeping
-    (PASSIVE) ones 1.2x (issue 14), and sleeping costs a fifth of each step on a quiet machine. So between steps, every `every_s`, the machine's busy time
-    since the last look is read from /proc/stat, this process's own is taken off, and the thread count
-    becomes the free cores (at most torch's count at the start). Thread counts change summation order
-    in some kernels: set `train.threads` for a fixed count where bit-exact runs matter."""
+    (PASSIVE) ones 1.2x (issue 14), and sleeping costs a fifth of each step on a quiet machine. So
+    between steps, every `every_s`, the machine's busy time since the last look is read from
+    /proc/stat, this process's own is taken off, and the thread count becomes the free cores (at
+    most torch's count at the start). Thread counts change summation order in some kernels: set
+    `train.threads` for a fixed count where bit-exact runs matter."""
 
     def __init__(self, most: int, every_s: float = 2.0):
         self.most, self.threads, self.every_s = most, most, every_s
