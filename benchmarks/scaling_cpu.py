@@ -32,6 +32,7 @@ from lmforge.scaling.runner import load_sweep
 
 TARGET_ERROR = {10: 0.02, 30: 0.03}  # the issue's bars: |error| at >= 10x and >= 30x the largest run
 MAX_HALF_WIDTH = 0.05
+RUNNING: set[subprocess.Popen] = set()  # commands in flight, from any thread
 
 
 def lmforge(*args: str, log_file: Path | None = None) -> str:
@@ -42,11 +43,13 @@ def lmforge(*args: str, log_file: Path | None = None) -> str:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # stream progress lines as they come
     sink = open(log_file, "a") if log_file else None
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1, env=env) as proc:
+        RUNNING.add(proc)
         try:
             for line in proc.stdout:
                 (sink.write(line), sink.flush()) if sink else print(line, end="", flush=True)
                 lines.append(line)
         finally:  # a benchmark stopped by a signal stops its command too (which checkpoints and exits)
+            RUNNING.discard(proc)
             if proc.poll() is None:
                 proc.terminate()
     if sink:
@@ -183,5 +186,12 @@ def main() -> None:
 if __name__ == "__main__":
     import signal
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks above: children stop too
+    def stop(*_):
+        # The targets' commands run in pool threads, which a SystemExit in the main thread never reaches
+        # (and the interpreter waits for them at exit): stop every command here; each checkpoints and exits.
+        for proc in list(RUNNING):
+            proc.terminate()
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, stop)
     main()
