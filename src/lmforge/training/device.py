@@ -118,17 +118,26 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
+def _usable_cpus() -> set[int]:
+    """The CPUs this process may run on (a container's or taskset's mask), not all the machine's."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
 def _cpu_seconds() -> tuple[float, float, float] | None:
-    """(busy seconds of the whole machine, of this process, wall clock), or None without /proc/stat."""
+    """(busy seconds of the CPUs this process may use, of this process, wall clock), or None without
+    /proc/stat. Its per-CPU lines are read, so other containers' cores do not count."""
+    usable, busy = _usable_cpus(), 0
     try:
         with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in usable:
+                    user, nice, system, _idle, _iowait, irq, softirq, steal = ([int(x) for x in fields] + [0] * 8)[:8]
+                    busy += user + nice + system + irq + softirq + steal
     except (OSError, ValueError):
         return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
     own = os.times()
-    return ((user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), own.user + own.system,
-            time.monotonic())
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
 
 
 class ThreadGovernor:
@@ -137,8 +146,8 @@ class ThreadGovernor:
     A thread beyond the free cores waits for one, and every step waits for that thread: beside one
     busy process on 2 cores, 2 spinning threads ran a step 1.7x slower than 1 thread, 2 sleeping
     (PASSIVE) ones 1.2x (issue 14), and sleeping costs a fifth of each step on a quiet machine. So
-    between steps, every `every_s`, the machine's busy time since the last look is read from
-    /proc/stat, this process's own is taken off, and the thread count becomes the free cores (at
+    between steps, every `every_s`, the busy time of the CPUs this process may use since the last
+    look is read from /proc/stat, this process's own is taken off, and the thread count becomes the free cores (at
     most torch's count at the start). Thread counts change summation order in some kernels: set
     `train.threads` for a fixed count where bit-exact runs matter."""
 
@@ -157,8 +166,7 @@ class ThreadGovernor:
         machine, own, wall = (b - a for a, b in zip(self.last, now))
         self.last = now
         others = self.others = max(0.0, machine - own) / max(wall, 1e-3)
-        return min(self.most, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else self.most,
-                   (os.cpu_count() or 1) - others)
+        return min(self.most, len(_usable_cpus()) - others)
 
     def poll(self, now: bool = False) -> int | None:
         """The new thread count when it changed (and is set), else None. Cheap between looks."""
