@@ -137,6 +137,19 @@ class Filter(ABC):
         return reasons
 
 
+class BatchFilter(Filter):
+    """A filter that judges many documents at once (language ID and the offensive-text classifier
+    score a batch; Gopher's repetition rules count its n-grams together): `batch` is the work, one
+    document is a batch of one."""
+
+    @abstractmethod
+    def batch(self, docs: list[Doc]) -> list[str | None]:
+        """For each document, None to keep it, else the reason it goes."""
+
+    def __call__(self, doc: Doc) -> str | None:
+        return self.batch([doc])[0]
+
+
 REGISTRY: dict[str, type[Filter]] = {}
 
 
@@ -358,7 +371,7 @@ class Repair(Filter):
 # ---------------------------------------------------------------- language first
 
 @register
-class Language(Filter):
+class Language(BatchFilter):
     """py3langid's bundled model on the first 600 characters (what it costs grows with the length),
     run as a batch (data/classifiers.py); keeps the listed languages and records the language, which
     the word rules after it read. Code is not identified (its keywords are English)."""
@@ -377,9 +390,6 @@ class Language(Filter):
     @classmethod
     def from_config(cls, cfg: PrepareConfig) -> "Language":
         return cls(cfg.languages, cfg.language_min_probability)
-
-    def __call__(self, doc: Doc) -> str | None:
-        return self.batch([doc])[0]
 
     def batch(self, docs: list[Doc]) -> list[str | None]:
         reasons: list[str | None] = []
@@ -514,7 +524,7 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
 
 
 @register
-class GopherRepetition(Filter):
+class GopherRepetition(BatchFilter):
     """Gopher's repetition rules: duplicate paragraphs and lines, the most frequent 2-4-gram's share
     of the characters, and the share covered by repeated 5-10-grams. The n-gram counts run over a
     whole batch of documents at once (`WordTable`): one sort per n for the batch instead of one per
@@ -529,9 +539,6 @@ class GopherRepetition(Filter):
     @classmethod
     def from_config(cls, cfg: PrepareConfig) -> "GopherRepetition":
         return cls(cfg.gopher_repetition)
-
-    def __call__(self, doc: Doc) -> str | None:
-        return self.batch([doc])[0]
 
     def batch(self, docs: list[Doc]) -> list[str | None]:
         reasons = [self.paragraphs_and_lines(doc) for doc in docs]
@@ -818,7 +825,7 @@ PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
 @register
-class Offensive(Filter):
+class Offensive(BatchFilter):
     """alt-profanity-check's bundled classifier (TF-IDF + linear SVM), scored per paragraph and run
     as a batch (data/classifiers.py): a document goes when the share of its paragraphs scoring at
     least `threshold` passes `max_fraction`. It runs before the word rules, so a short insult is
@@ -837,9 +844,6 @@ class Offensive(Filter):
     @classmethod
     def from_config(cls, cfg: PrepareConfig) -> "Offensive":
         return cls(cfg.offensive_threshold, cfg.offensive_max_fraction)
-
-    def __call__(self, doc: Doc) -> str | None:
-        return self.batch([doc])[0]
 
     def batch(self, docs: list[Doc]) -> list[str | None]:
         paragraphs, sizes = [], []
