@@ -85,7 +85,7 @@ def chunks(text: str, size: int = 2500) -> list[str]:
 
 
 def books(tmp: Path, workers: int, line_rules: str) -> dict:
-    folder = tmp / f"books-src"
+    folder = tmp / "books-src"
     if not folder.is_dir():
         folder.mkdir()
         corpora = {"war_and_peace": "war_and_peace_gutenberg.txt", "shakespeare": "tinyshakespeare.txt"}
@@ -149,7 +149,7 @@ def planted_pii(n: int = 40) -> tuple[list[tuple[str, str]], list[str]]:
             f"Git {rng.randint(1, 2)}.{rng.randint(10, 45)}.{rng.randint(0, 9)} Release Notes",
             f"The years {2000 + i % 20} {2001 + i % 20} {2002 + i % 20} were busy.",
             f"About {rng.randint(1, 9)} {d(3)} {d(3)} {d(3)} people live there.",
-            f"About 7 900 000 000 people, and 9 060 487 536 before.",
+            "About 7 900 000 000 people, and 9 060 487 536 before.",
             f"Use icon@{rng.randint(2, 3)}x.png for retina screens.",
             f"h = 0.{d(16)}",
             f"Loopback 127.0.0.{rng.randint(1, 9)} and LAN 192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)}.",

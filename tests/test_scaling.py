@@ -57,6 +57,43 @@ def test_fitter_recovers_a_known_law_from_noisy_points():
     lo, hi = result["ci"]["alpha"]
     assert lo < result["alpha"] < hi
     assert result["residuals"]["rmse_log"] < 0.01
+    assert result["form"] == "additive"  # the backtests prefer the true form
+
+
+def test_kaplan_form_is_fitted_and_chosen_when_the_data_follow_it():
+    """Kaplan's form has the same limits as the additive one; where both terms matter it lies below
+    it, and the fitter recovers it and picks it by backtest when the points come from it."""
+    true = cost.ScalingLaw("kaplan", 1.8, 480.0, 2100.0, 0.35, 0.37, "kaplan")
+    add = cost.ScalingLaw("additive", 1.8, 480.0, 2100.0, 0.35, 0.37)
+    assert true.loss(1e8, 1e30) == pytest.approx(add.loss(1e8, 1e30)) and true.loss(1e30, 1e9) == pytest.approx(add.loss(1e30, 1e9))
+    assert true.loss(1e8, 1e10) < add.loss(1e8, 1e10)
+    result = fitting.fit_points(law_points(true, noise=0.004, seed=1), bootstrap=20)
+    assert result["form"] == "kaplan" and result["law"].startswith("L(N, D) = E + ((A")
+    assert result["form_choice"]["kaplan"] < result["form_choice"]["approach3"]
+    assert result["alpha"] == pytest.approx(true.alpha, abs=0.03) and result["beta"] == pytest.approx(true.beta, abs=0.03)
+    assert fitting.law_of(result).loss(2e10, 4e12) == pytest.approx(true.loss(2e10, 4e12), rel=0.01)
+    assert fitting.fit_points(law_points(true, noise=0.004, seed=1), bootstrap=0, form="additive")["form"] == "additive"
+    with pytest.raises(LmforgeError, match="law form 'cubic'"):
+        fitting.fit_points(law_points(true, 0.0), bootstrap=0, form="cubic")
+
+
+@pytest.mark.parametrize("form", ["additive", "kaplan"])
+def test_law_gradient_and_optimum_of_each_form(form):
+    law = cost.ScalingLaw("x", 1.8, 480.0, 2100.0, 0.35, 0.37, form)
+    theta = fitting.theta_of(law)
+    log_n, log_d = np.log([1e7, 1e9, 3e10]), np.log([1e9, 2e11, 5e10])
+    assert np.exp(fitting.log_loss(theta, log_n, log_d, form)) == pytest.approx(law.loss(np.exp(log_n), np.exp(log_d)))
+    J = fitting.log_loss_jacobian(theta, log_n, log_d, form)
+    for i in range(5):  # against central differences
+        h = np.zeros(5)
+        h[i] = 1e-6
+        fd = (fitting.log_loss(theta + h, log_n, log_d, form) - fitting.log_loss(theta - h, log_n, log_d, form)) / 2e-6
+        assert J[:, i] == pytest.approx(fd, rel=1e-5, abs=1e-9)
+    c = 5.76e23  # the closed-form optimum is the minimum of the loss along 6ND = C
+    n_opt, d_opt = law.optimal(c)
+    grid = np.geomspace(n_opt / 3, n_opt * 3, 2001)
+    assert grid[np.argmin(law.loss(grid, c / (6 * grid)))] == pytest.approx(n_opt, rel=2e-3)
+    assert 6 * n_opt * d_opt == pytest.approx(c)
 
 
 def test_closed_form_allocation_reproduces_chinchilla_and_the_planner(tmp_path, capsys):
@@ -195,12 +232,27 @@ def test_optimal_design_spends_on_what_pins_alpha_and_beta(lab_design):
     assert np.linalg.det(cov[3:, 3:]) < np.linalg.det(cheap_cov[3:, 3:])
 
 
+def test_candidates_end_at_the_longest_run_the_cap_allows():
+    """The token grid D_0 1.5^k stops below the cap; each size also gets the run at the cap itself
+    (-dmax), unless the grid's last run is within 10% of it."""
+    cfg = lab_config([16, 32, 48, 64], 1.51e12, repeats=0, min_steps=2000, max_tokens_per_param=500)
+    cands = design.candidate_runs(cfg, design.sweep_sizes(cfg, 512), 1.51e12)
+    longest = {c["knob"]: c for c in cands if c["tokens"] == max(x["tokens"] for x in cands if x["knob"] == c["knob"])}
+    assert {k: (c["name"], c["steps"]) for k, c in longest.items()} == {
+        16: ("width016-dmax", 20000), 32: ("width032-dmax", 6000), 48: ("width048-dmax", 3636), 64: ("width064-d0", 2000)}
+    assert all(c["flops"] <= 1.51e12 for c in cands) and len({c["name"] for c in cands}) == len(cands)
+
+
 def test_design_identifies_a_known_law_and_forecasts_30x(lab_design):
     cfg, runs, (n, d) = lab_design
     fit = fitting.fit_points(draw(runs, LAB_LAW, RUN_NOISE, np.random.default_rng(7)), bootstrap=40, starts=8)
     assert fit["alpha"] == pytest.approx(LAB_LAW.alpha, abs=0.05)
     assert fit["beta"] == pytest.approx(LAB_LAW.beta, abs=0.05)
-    assert fitting.law_of(fit).loss(n, d) == pytest.approx(LAB_LAW.loss(n, d), rel=0.01)
+    # one draw at the measured noise lands within ~2.3% at 30x (seeds 0-7: -2.3% to +1.1%); the typical
+    # draw's within 1% is asserted over 20 draws in test_prediction_intervals_cover_repeated_draws
+    assert fitting.law_of(fit).loss(n, d) == pytest.approx(LAB_LAW.loss(n, d), rel=0.025)
+    pred = fitting.predict(fit, n, d)
+    assert pred["interval"][0] < LAB_LAW.loss(n, d) < pred["interval"][1]
     assert 2 * fit["noise"]["repeated_points"] == len(runs) and fit["noise"]["run_to_run"] > 0
     # the plan said so before any run: its delta-method intervals hold the truth, and are tight
     ident = design.identifiability(replace_scale(cfg, targets=[f"{n}:{d:.0f}"], prior="epoch2024"), runs)

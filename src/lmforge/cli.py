@@ -369,10 +369,18 @@ def _fmt_ci(ci) -> str:
     return f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
 def _scale_fit_print(r: dict) -> None:
     ci = r["ci"]
-    print(f"L(N, D) = E + A/N^alpha + B/D^beta  ({r['points']} points, Huber delta {r['method']['huber_delta']:g}, "
+    print(f"{r['law']}  ({r['points']} points, Huber delta {r['method']['huber_delta']:g}, "
           f"95% bootstrap intervals over {r['method']['bootstrap']} resamples)")
+    choice = r.get("form_choice", {})
+    if "approach3" in choice and "kaplan" in choice:
+        print(f"form: {r['form']} ({choice['rule']}; mean |error| approach 3 {_pct(choice['approach3'])}, "
+              f"Kaplan's {_pct(choice['kaplan'])})")
     for k in ("E", "A", "B", "alpha", "beta"):
         print(f"  {k:<6} {r[k]:.4g}{_fmt_ci(ci[k])}")
     print(f"compute-optimal allocation: N_opt ~ C^{r['a']:.3f}{_fmt_ci(ci['a'])}, D_opt ~ C^{r['b']:.3f}{_fmt_ci(ci['b'])}")
@@ -390,9 +398,9 @@ def _scale_fit_print(r: dict) -> None:
         if "skipped" in ap:
             print(f"  approach {name}: skipped ({ap['skipped']})")
         elif "alpha" in ap:
-            bt = ap.get("backtest")
-            back = (f"; backtest on the top {bt['held_out']} runs by compute: mean |error| {100 * bt['mean_abs_error']:.2f}%, "
-                    f"max {100 * bt['max_abs_error']:.2f}%" if bt else "")
+            tests = ap.get("backtests") or {"compute": ap.get("backtest")}
+            back = "".join(f"; backtest {kind} ({bt['held_out']} held out): mean |error| {100 * bt['mean_abs_error']:.2f}%, "
+                           f"max {100 * bt['max_abs_error']:.2f}%" for kind, bt in tests.items() if bt)
             print(f"  approach {name}: E {ap['E']:.4g}, A {ap['A']:.4g}, B {ap['B']:.4g}, alpha {ap['alpha']:.3f}, "
                   f"beta {ap['beta']:.3f}, rms {100 * ap['rmse_log']:.2f}%{back}")
     iso = r["isoflop"]
@@ -431,7 +439,7 @@ def _scale(args: argparse.Namespace) -> int:
         print(figures.dumps(rows) if args.json else format_status(rows))
     elif args.action == "fit":
         result = scaling.fit(args.source, args.bootstrap, args.out, plots=not args.no_plots, interval=args.interval,
-                             fixed_e=args.fixed_e)
+                             fixed_e=args.fixed_e, form=args.form)
         if args.json:
             print(figures.dumps({k: v for k, v in result.items() if k != "bootstrap_samples"}))
         else:
@@ -562,6 +570,8 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
     q.add_argument("--interval", choices=["parametric", "cases"], help="bootstrap: refit simulated noise at the same "
                    "points (parametric, default) or resample the points (cases)")
     q.add_argument("--fixed-e", type=float, help="approach fixed_e: hold E at this (default: scale.fixed_e, or L(C)'s c)")
+    q.add_argument("--form", choices=["auto", "additive", "kaplan"], help="law form (default: scale.form, auto: the "
+                   "form whose backtests in N and D err less)")
     q = ssub.add_parser("predict", help="predicted loss at (N, D) or at the compute-optimal point of C")
     q.add_argument("source", metavar="SWEEP|fit.json")
     _target_args(q, "predict at")

@@ -245,6 +245,7 @@ class ScaleConfig:
     targets: list[str] = field(default_factory=list)  # "N:D" forecasts whose interval the plan reports
     fixed_e: float = 0.0  # fit approach fixed_e: E fixed to this (0: the L(C) asymptote, when there is one)
     interval: str = "parametric"  # parametric (refit on simulated noise) | cases (resample the points)
+    form: str = "auto"  # law form: additive (approach 3) | kaplan | auto (the one that backtests better)
 
 
 @dataclass
@@ -277,6 +278,7 @@ CHOICES = {
     "scale.knob": ("width", "depth"),
     "scale.design": ("isoflop", "grid", "optimal"),
     "scale.interval": ("parametric", "cases"),
+    "scale.form": ("auto", "additive", "kaplan"),
 }
 
 

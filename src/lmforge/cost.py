@@ -365,9 +365,17 @@ def devices_needed(shape: Shape, precision: str, optimizer: str, zero_stage: int
 
 # ---------------------------------------------------------------- compute-optimal planning
 
+FORMS = ("additive", "kaplan")
+
+
 @dataclass
 class ScalingLaw:
-    """L(N, D) = E + A / N^alpha + B / D^beta."""
+    """L(N, D) = E + A / N^alpha + B / D^beta (form "additive", Chinchilla's approach 3), or
+    L(N, D) = E + ((A / N^alpha)^(1/beta) + (B / D^beta)^(1/beta))^beta (form "kaplan": Kaplan et
+    al. 2020, eq. 1.5, with an irreducible loss E). Both have the same limits (D -> inf: E + A / N^alpha;
+    N -> inf: E + B / D^beta); they differ where both terms matter: in Kaplan's the two add as a
+    (1/beta)-norm, so the loss a model gains from more data grows with its size, which the
+    additive form cannot express."""
 
     name: str
     E: float
@@ -375,14 +383,27 @@ class ScalingLaw:
     B: float
     alpha: float
     beta: float
+    form: str = "additive"
 
-    def loss(self, n: float, d: float) -> float:
+    def loss(self, n, d):
+        if self.form == "kaplan":
+            p = 1 / self.beta
+            return self.E + ((self.A / n**self.alpha) ** p + (self.B / d**self.beta) ** p) ** self.beta
         return self.E + self.A / n**self.alpha + self.B / d**self.beta
 
+    def allocation(self) -> dict:
+        """N_opt = G (C/6)^a, D_opt = G^-1 (C/6)^b. With the two terms x = A/N^alpha, y = B/D^beta
+        combined as a p-norm, the optimum on 6ND = C has alpha x^p = beta y^p (Hoffmann et al. 2022,
+        eq. 4, is p = 1), so x/y = (beta/alpha)^(1/p) whatever C, and both forms share the exponents."""
+        s = self.alpha + self.beta
+        p = 1 / self.beta if self.form == "kaplan" else 1.0
+        ratio = (self.beta / self.alpha) ** (1 / p)
+        return {"a": self.beta / s, "b": self.alpha / s, "G": (self.A / (ratio * self.B)) ** (1 / s)}
+
     def optimal(self, flops: float) -> tuple[float, float]:
-        """N, D minimising L subject to 6·N·D = C (Hoffmann et al. 2022, eq. 4)."""
-        g = (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
-        n = g * (flops / 6) ** (self.beta / (self.alpha + self.beta))
+        """N, D minimising L subject to 6·N·D = C."""
+        alloc = self.allocation()
+        n = alloc["G"] * (flops / 6) ** alloc["a"]
         return n, flops / (6 * n)
 
 
@@ -414,6 +435,8 @@ def read_fit(source: str | Path) -> dict:
             raise ValueError
     except (KeyError, TypeError, ValueError):
         raise LmforgeError(f"{path} is not a scaling-law fit (needs numbers E, A, B, alpha, beta)") from None
+    if fit.get("form", "additive") not in FORMS:
+        raise LmforgeError(f"{path}: unknown law form {fit['form']!r} (one of {', '.join(FORMS)}); rerun lmforge scale fit")
     return fit
 
 
@@ -424,7 +447,8 @@ def load_law(name: str) -> ScalingLaw:
     if not Path(name).exists():
         raise LmforgeError(f"--law {name!r}: choose one of {', '.join(LAWS)}, or give a fit.json from lmforge scale fit")
     d = read_fit(name)
-    return ScalingLaw(str(name), float(d["E"]), float(d["A"]), float(d["B"]), float(d["alpha"]), float(d["beta"]))
+    return ScalingLaw(str(name), float(d["E"]), float(d["A"]), float(d["B"]), float(d["alpha"]), float(d["beta"]),
+                      d.get("form", "additive"))
 
 
 def budget_flops(budget: str, hw: Hardware, mfu: float, precision: str,

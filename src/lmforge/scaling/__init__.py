@@ -65,7 +65,7 @@ def _verified(sweep_dir: Path) -> list[dict]:
 
 
 def fit(source: str | Path, bootstrap: int | None = None, out: str | Path | None = None, plots: bool = True,
-        seed: int = 0, interval: str | None = None, fixed_e: float | None = None) -> dict:
+        seed: int = 0, interval: str | None = None, fixed_e: float | None = None, form: str | None = None) -> dict:
     """Fit a sweep folder (writing points.csv, fit.json, plots/ into it) or a CSV of points
     (writing into `out` when given)."""
     from lmforge.scaling import fitting
@@ -87,7 +87,8 @@ def fit(source: str | Path, bootstrap: int | None = None, out: str | Path | None
     sc = cfg.scale
     result = fitting.fit_points(points, excluded, sc.huber_delta, sc.bootstrap if bootstrap is None else bootstrap,
                                 seed, source=str(source), interval=interval or sc.interval,
-                                fixed_e=sc.fixed_e if fixed_e is None else fixed_e, prior_noise=sc.noise)
+                                fixed_e=sc.fixed_e if fixed_e is None else fixed_e, prior_noise=sc.noise,
+                                form=form or sc.form)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         fitting.write_points_csv(points, out_dir / "points.csv")

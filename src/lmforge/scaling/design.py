@@ -166,18 +166,24 @@ def _largest_design(cfg: Config, sizes: list[Size], budget: float) -> list[dict]
 
 def candidate_runs(cfg: Config, sizes: list[Size], max_run_flops: float) -> list[dict]:
     """Every size on every token count D_0 r^k (D_0 = scale.min_steps steps) that the family's rules
-    allow and whose 6ND is at most `max_run_flops`; one token grid for all sizes."""
+    allow and whose 6ND is at most `max_run_flops` (one token grid for all sizes), and each size's
+    longest run within `max_run_flops` (named -dmax)."""
     sc, tps = cfg.scale, tokens_per_step(cfg)
     runs = []
     for s in sizes:
-        k = 0
+        k, steps_seen = 0, set()
         while True:
             steps = round(sc.min_steps * sc.level_ratio**k)
             if 6 * s.params * steps * tps > max_run_flops or steps * tps > sc.max_tokens_per_param * s.params:
                 break
             if _allowed(cfg, s, steps):
                 runs.append(_run_entry(cfg, s, steps, "d", k, steps * tps))
+                steps_seen.add(steps)
             k += 1
+        longest = min(math.floor(max_run_flops / (6 * s.params * tps)), math.floor(sc.max_tokens_per_param * s.params / tps))
+        # not when the grid's last run is within 10% of it already
+        if longest > 1.1 * max(steps_seen, default=0) and _allowed(cfg, s, longest):
+            runs.append({**_run_entry(cfg, s, longest, "d", k, longest * tps), "name": f"{sc.knob}{s.knob:03d}-dmax"})
     return runs
 
 
@@ -202,7 +208,9 @@ def _alpha_beta_logdet(info: np.ndarray) -> float:
 def optimal_design(cfg: Config, sizes: list[Size], budget: float, step_overhead_flops: float = 0.0) -> list[dict]:
     """Greedy Ds-optimal design for (alpha, beta): start from the corners (every size's shortest run,
     the smallest and largest sizes' longest), then add the candidate that lowers log det Cov(alpha,
-    beta) most per FLOP until the budget (less the repeats) is spent."""
+    beta) most per FLOP until the budget (less the repeats) is spent. The information is the prior's
+    form's: under Kaplan's, whose data term grows with N, long runs of the middle sizes earn their
+    cost; under the additive law, which has no such term, they never would (docs/LOG.md, 2026-12-02)."""
     from lmforge.scaling.fitting import log_loss_jacobian, theta_of
 
     sc = cfg.scale
@@ -216,8 +224,9 @@ def optimal_design(cfg: Config, sizes: list[Size], budget: float, step_overhead_
     if len({c["knob"] for c in cands}) < 2:
         raise LmforgeError(f"scale: only one size has a run within scale.max_run_flops={cap:.3g}: raise it (or "
                            f"--budget), or choose smaller --sizes; a law in N needs at least 2 sizes")
-    theta = theta_of(prior_law(cfg))
-    J = log_loss_jacobian(theta, np.log([c["params"] for c in cands]), np.log([c["tokens"] for c in cands])) / sc.noise
+    prior = prior_law(cfg)
+    J = log_loss_jacobian(theta_of(prior), np.log([c["params"] for c in cands]), np.log([c["tokens"] for c in cands]),
+                          prior.form) / sc.noise
     flops = np.array([c["flops_exact"] for c in cands])
     cost = flops + step_overhead_flops * np.array([c["steps"] for c in cands])  # ~ wall-clock
     by_size: dict[int, list[int]] = {}
@@ -276,7 +285,8 @@ def identifiability(cfg: Config, runs: list[dict], within_pct: float | None = No
     law = prior_law(cfg)
     theta = theta_of(law)
     noise = cfg.scale.noise
-    cov = linear_covariance(theta, np.log([r["params"] for r in runs]), np.log([r["tokens"] for r in runs]), noise)
+    cov = linear_covariance(theta, np.log([r["params"] for r in runs]), np.log([r["tokens"] for r in runs]), noise,
+                            law.form)
     z = 1.959964
     sd = np.minimum(np.sqrt(np.maximum(np.diag(cov), 0)), 300 / z)  # unidentified: bounded, not infinite
     constants = {}
@@ -289,7 +299,7 @@ def identifiability(cfg: Config, runs: list[dict], within_pct: float | None = No
     targets = []
     for text in cfg.scale.targets:
         n, d = parse_target(text)
-        g = log_loss_jacobian(theta, np.log([n]), np.log([d]))[0]
+        g = log_loss_jacobian(theta, np.log([n]), np.log([d]), law.form)[0]
         s = math.sqrt(float(g @ cov @ g) + noise**2)
         loss = float(law.loss(n, d))
         interval = [loss * math.exp(-z * s), loss * math.exp(z * s)]
@@ -297,7 +307,7 @@ def identifiability(cfg: Config, runs: list[dict], within_pct: float | None = No
         targets.append({"target": text, "params": n, "tokens": d, "times_largest_run": 6 * n * d / largest,
                         "prior_loss": loss, "interval": interval, "half_width": hw,
                         "within": within_claim(within_pct, hw)})
-    return {"prior": {k: getattr(law, k) for k in ("E", "A", "B", "alpha", "beta")}, "prior_name": law.name,
+    return {"prior": {k: getattr(law, k) for k in ("E", "A", "B", "alpha", "beta", "form")}, "prior_name": law.name,
             "noise": noise, "ci": constants, "alpha_sd": float(sd[3]), "beta_sd": float(sd[4]), "targets": targets}
 
 
