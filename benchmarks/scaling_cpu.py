@@ -117,6 +117,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/scaling_bench", help="sweep folder (reused: a rerun resumes)")
     ap.add_argument("--budget", default="1.8e13", help="sweep FLOPs (exact), repeats included")
     ap.add_argument("--max-run-flops", default="1.51e12", help="no sweep run above this 6ND: sets C_max, so the targets' cost")
+    ap.add_argument("--c-max", type=float, default=0.0, help="6ND the targets are multiples of (default: the sweep's "
+                    "largest run; give the plan's when runs were added to a sweep after its targets were fixed)")
     ap.add_argument("--min-steps", type=int, default=2000, help="no sweep run shorter than this")
     ap.add_argument("--min-tokens-per-param", type=float, default=4, help="no sweep run on fewer tokens per parameter")
     ap.add_argument("--max-tokens-per-param", type=float, default=500,
@@ -145,7 +147,7 @@ def main() -> None:
     if not (out / "sweep.yaml").is_file():
         lmforge("scale", "plan", *plan_flags(args), "--out", str(out))
     cfg, sweep = load_sweep(out)
-    c_max = max(r["flops"] for r in sweep["runs"])
+    c_max = args.c_max or max(r["flops"] for r in sweep["runs"])
     vocab = sweep.get("vocab_size") or cfg.tokenizer.vocab_size
     targets = targets_of(cfg, c_max, vocab, args)
     # what the sweep's runs can tell about these very targets, before any of them is trained

@@ -442,7 +442,6 @@ def _bootstrap(P: dict, theta: np.ndarray, delta: float, count: int, rng, method
 
 LAW_TEXT = {"additive": "L(N, D) = E + A / N^alpha + B / D^beta",
             "kaplan": "L(N, D) = E + ((A / N^alpha)^(1/beta) + (B / D^beta)^(1/beta))^beta"}
-APPROACH_OF_FORM = {"additive": "approach3", "kaplan": "kaplan"}
 
 
 def _forms(P: dict, delta: float, starts: int, theta_add: np.ndarray) -> dict:
@@ -483,10 +482,11 @@ def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: fl
     if len(np.unique(P["params"])) < 2 or len(np.unique(P["tokens"])) < 2:
         raise LmforgeError("too few distinct points: L(N, D) needs at least 2 model sizes and 2 token counts")
     theta, objective, iso, lc = _fit_once(P, delta, starts)
-    approaches = _forms(P, delta, starts, theta) if compare or form != "additive" else {}
+    approaches = _forms(P, delta, starts, theta) if compare or form == "auto" else {}
     chosen = choose_form(approaches) if form == "auto" else form
     if chosen != "additive":
-        theta = np.array(approaches[APPROACH_OF_FORM[chosen]]["theta"])
+        theta = (np.array(approaches["kaplan"]["theta"]) if approaches else
+                 fit_law(np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, starts, theta, form=chosen)[0])
         objective = _objective(theta, np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, chosen)[0]
     law = law_from_theta(theta, source or "fit", chosen)
     alloc = law.allocation()
