@@ -315,6 +315,10 @@ def test_kaplan_intervals_cover_at_the_cpu_benchmarks_design(tmp_path):
             refused += not fitting.within_claim(3, pred["half_width"])["allowed"]
     assert min(inside) >= 0.9 * draws
     assert refused >= 0.9 * 2 * draws
+    assert design.identifiability(cfg, runs)["blind_to_e"] is None
+    # a prior with E ~ 0 (what the CPU sweep fits) leaves the delta method blind to E: the plan says so
+    prior.write_text(json.dumps({**json.loads(prior.read_text()), "E": 1e-9}))
+    assert "cannot see E" in design.identifiability(cfg, runs)["blind_to_e"]
 
 
 def test_replicate_noise_is_the_pooled_spread_of_repeats():
@@ -472,6 +476,19 @@ def test_diverged_run_is_excluded_and_too_few_points_refused(sweep, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "too few points to fit: 2 usable" in err and "excluded width024-c0 (training diverged" in err
+
+
+def test_runs_that_repeat_the_corpus_are_named(tmp_path):
+    from lmforge.scaling.runner import TOKENS, warn_repeats
+
+    (tmp_path / TOKENS).mkdir()
+    (tmp_path / TOKENS / "meta.json").write_text(json.dumps({"splits": {"train": {"tokens": 1000}}}))
+    said = []
+    warn_repeats(tmp_path, [{"name": "a", "tokens": 900}, {"name": "b", "tokens": 2500}, {"name": "c", "tokens": 1500}],
+                 said.append)
+    assert len(said) == 1 and "2 run(s)" in said[0] and "b: 2.5 epochs" in said[0]
+    warn_repeats(tmp_path, [{"name": "a", "tokens": 1000}], said.append)
+    assert len(said) == 1
 
 
 def test_verify_trains_the_target_and_compares(sweep, tmp_path, capsys):

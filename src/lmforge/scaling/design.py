@@ -307,8 +307,14 @@ def identifiability(cfg: Config, runs: list[dict], within_pct: float | None = No
         targets.append({"target": text, "params": n, "tokens": d, "times_largest_run": 6 * n * d / largest,
                         "prior_loss": loss, "interval": interval, "half_width": hw,
                         "within": within_claim(within_pct, hw)})
+    # The delta method is local: at a prior whose E is ~0 the loss does not move with E there, so the
+    # intervals cannot show how far a fitted E may move forecasts (0 to 2.3 on the CPU benchmark's sweep)
+    small_loss = min(float(law.loss(r["params"], r["tokens"])) for r in runs)
+    blind = (f"the prior's E ({law.E:.3g}) is under 1% of its smallest loss ({small_loss:.3g}): the delta method cannot "
+             f"see E, so these intervals understate what a fit with E free will give") if law.E < 0.01 * small_loss else None
     return {"prior": {k: getattr(law, k) for k in ("E", "A", "B", "alpha", "beta", "form")}, "prior_name": law.name,
-            "noise": noise, "ci": constants, "alpha_sd": float(sd[3]), "beta_sd": float(sd[4]), "targets": targets}
+            "noise": noise, "ci": constants, "alpha_sd": float(sd[3]), "beta_sd": float(sd[4]), "targets": targets,
+            "blind_to_e": blind}
 
 
 # ---------------------------------------------------------------- wall-clock from a measured calibration
@@ -389,6 +395,8 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
         warnings.append(f"{len(short)} run(s) have fewer than {SHORT_RUN_STEPS} steps ({short[0]}, ...): such runs measure how "
                         f"far the optimizer got more than what the model can learn (docs/LOG.md); raise scale.min_steps")
     ident = identifiability(cfg, runs, within_pct)
+    if ident["blind_to_e"]:
+        warnings.append(ident["blind_to_e"])
     for t in ident["targets"]:
         if t["within"] and not t["within"]["allowed"]:
             warnings.append(f"target {t['target']}: this design's 95% forecast interval is +-{100 * t['half_width']:.1f}%, "

@@ -222,6 +222,18 @@ def prepare_sweep_tokens(cfg: Config, sweep_dir: Path, log: Callable[[str], None
     return folder
 
 
+def warn_repeats(sweep_dir: Path, runs: list[dict], log: Callable[[str], None]) -> None:
+    """Say which runs see their training tokens more than once: a law fitted on unique tokens does
+    not hold for repeated ones (Muennighoff et al. 2023), so those points measure something else."""
+    train_tokens = json.loads((sweep_dir / TOKENS / "meta.json").read_text())["splits"]["train"]["tokens"]
+    over = [r for r in runs if r["tokens"] > train_tokens]
+    if over:
+        worst = max(over, key=lambda r: r["tokens"])
+        log(f"warning: {len(over)} run(s) train on more tokens than the corpus's {train_tokens:,} ({worst['name']}: "
+            f"{worst['tokens'] / train_tokens:.1f} epochs); repeated tokens are not the law's unique ones: use a larger "
+            f"corpus (data.sources, data.max_bytes) or a smaller --max-run-flops")
+
+
 def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int | None = None,
               log: Callable[[str], None] = print, interval: float = 30.0, device: str | None = None) -> list[dict]:
     """Train every run of the sweep not yet complete (on `device` when given: cpu, cuda, cuda:N;
@@ -233,6 +245,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
         raise LmforgeError("scale run: --parallel and --threads must be > 0")
     threads = threads or cfg.train.threads or max(1, available_cpus() // parallel)
     prepare_sweep_tokens(cfg, sweep_dir, log)
+    warn_repeats(sweep_dir, sweep["runs"], log)
     rows = sweep_status(sweep_dir)
     todo = [run for run, row in zip(sweep["runs"], rows) if row["state"] in ("pending", "partial", "failed")]
     skipped = [r["name"] for r in rows if r["state"] in ("done", "diverged")]
@@ -326,6 +339,7 @@ def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: i
     run = {"name": f"{cfg.scale.knob}{knob:03d}-s{steps}", "knob": knob, "n_layer": size.n_layer,
            "n_embd": size.n_embd, "n_head": size.n_head, "lr": size.lr, "steps": steps, "warmup_steps": warmup}
     prepare_sweep_tokens(cfg, sweep_dir, log)
+    warn_repeats(sweep_dir, [{**run, "tokens": steps * tokens_per_step(cfg)}], log)
     rcfg = run_config(cfg, sweep_dir, run, folder="verify", threads=threads or cfg.train.threads or available_cpus(),
                       device=device)
     run_dir = Path(rcfg.run.out)
