@@ -382,7 +382,9 @@ def _scale_fit_print(r: dict) -> None:
         print(f"form: {r['form']} ({choice['rule']}; mean |error| approach 3 {_pct(choice['approach3'])}, "
               f"Kaplan's {_pct(choice['kaplan'])})")
     for k in ("E", "A", "B", "alpha", "beta"):
-        print(f"  {k:<6} {r[k]:.4g}{_fmt_ci(ci[k])}")
+        # the fit's lower bound for E is e^-20: at it, E is not estimated, only bounded above
+        bound = "  (at its lower bound: the sweep does not identify E)" if k == "E" and r[k] < 1e-8 else ""
+        print(f"  {k:<6} {r[k]:.4g}{_fmt_ci(ci[k])}{bound}")
     print(f"compute-optimal allocation: N_opt ~ C^{r['a']:.3f}{_fmt_ci(ci['a'])}, D_opt ~ C^{r['b']:.3f}{_fmt_ci(ci['b'])}")
     print("tokens per parameter at the optimum: " +
           ", ".join(f"{v:.1f} at {c} FLOPs" for c, v in r["tokens_per_param_at_optimum"].items()))
