@@ -171,18 +171,18 @@ def candidate_runs(cfg: Config, sizes: list[Size], max_run_flops: float) -> list
     sc, tps = cfg.scale, tokens_per_step(cfg)
     runs = []
     for s in sizes:
-        k, steps_seen = 0, set()
+        k, grid_longest = 0, 0
         while True:
             steps = round(sc.min_steps * sc.level_ratio**k)
             if 6 * s.params * steps * tps > max_run_flops or steps * tps > sc.max_tokens_per_param * s.params:
                 break
             if _allowed(cfg, s, steps):
                 runs.append(_run_entry(cfg, s, steps, "d", k, steps * tps))
-                steps_seen.add(steps)
+                grid_longest = steps
             k += 1
         longest = min(math.floor(max_run_flops / (6 * s.params * tps)), math.floor(sc.max_tokens_per_param * s.params / tps))
         # not when the grid's last run is within 10% of it already
-        if longest > 1.1 * max(steps_seen, default=0) and _allowed(cfg, s, longest):
+        if longest > 1.1 * grid_longest and _allowed(cfg, s, longest):
             runs.append({**_run_entry(cfg, s, longest, "d", k, longest * tps), "name": f"{sc.knob}{s.knob:03d}-dmax"})
     return runs
 
@@ -413,6 +413,6 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
 
 def available_cpus() -> int:
     """Cores this process may run on (its affinity mask, which containers and taskset narrow)."""
-    import os
+    from lmforge.processes import usable_cpus
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return len(usable_cpus())

@@ -321,7 +321,7 @@ def fit_loss_vs_compute(flops: np.ndarray, loss: np.ndarray) -> dict:
 
 def _fit_once(P: dict, delta: float, starts: int, extra_start=None, profiles: bool = True,
               form: str = "additive") -> tuple[np.ndarray, float, dict, dict]:
-    theta, f = fit_law(np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, starts, extra_start,
+    theta, f = fit_law(*_logs(P), delta, starts, extra_start,
                        form=form)
     if not profiles:
         return theta, f, {}, {}
@@ -355,6 +355,11 @@ def _arrays(points: list[dict]) -> dict:
     return {k: np.array([p[k] for p in points], dtype=float) for k in ("params", "tokens", "loss", "flops")}
 
 
+def _logs(P: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log N, log D, log L) of a set of points: what every fit works on."""
+    return np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"])
+
+
 def _predict_log(theta: np.ndarray, P: dict, form: str = "additive") -> np.ndarray:
     return log_loss(theta, np.log(P["params"]), np.log(P["tokens"]), form)
 
@@ -385,7 +390,7 @@ def _backtest(P: dict, delta: float, fixed_e: float | None, start: np.ndarray, f
     Q = {k: v[~test] for k, v in P.items()}
     if not test.any() or len(Q["loss"]) < MIN_POINTS or len(np.unique(Q["params"])) < 2 or len(np.unique(Q["tokens"])) < 2:
         return None
-    theta, _ = fit_law(np.log(Q["params"]), np.log(Q["tokens"]), np.log(Q["loss"]), delta, 4, start, fixed_e=fixed_e,
+    theta, _ = fit_law(*_logs(Q), delta, 4, start, fixed_e=fixed_e,
                        form=form)
     err = np.exp(_predict_log(theta, {k: v[test] for k, v in P.items()}, form)) / P["loss"][test] - 1
     return {"held_out": int(test.sum()), "mean_abs_error": float(np.abs(err).mean()), "max_abs_error": float(np.abs(err).max()),
@@ -431,7 +436,7 @@ def _bootstrap(P: dict, theta: np.ndarray, delta: float, count: int, rng, method
             s_b = sigma * math.sqrt(dof / rng.chisquare(dof)) if dof > 0 else sigma
             Q = dict(P, loss=np.exp(fitted + rng.normal(0, s_b, n)))
             # new noise around the fit moves the optimum a little: Gauss-Newton from the fit finds it
-            t = refit_law(np.log(Q["params"]), np.log(Q["tokens"]), np.log(Q["loss"]), theta, delta, form)
+            t = refit_law(*_logs(Q), theta, delta, form)
             qlc = _fit_once(Q, delta, 0, theta, True)[3] if profiles else {}
         thetas.append([float(v) for v in t])
         sigmas.append(float(s_b))
@@ -446,7 +451,7 @@ LAW_TEXT = {"additive": "L(N, D) = E + A / N^alpha + B / D^beta",
 
 def _forms(P: dict, delta: float, starts: int, theta_add: np.ndarray) -> dict:
     """Both forms fitted to the same points, each with its backtests."""
-    theta_kap, _ = fit_law(np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, starts, theta_add,
+    theta_kap, _ = fit_law(*_logs(P), delta, starts, theta_add,
                            form="kaplan")
     return {"approach3": _approach("approach3", theta_add, P, delta, None, "Chinchilla's approach 3: all five "
                                    "constants free, the two terms added"),
@@ -486,8 +491,8 @@ def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: fl
     chosen = choose_form(approaches) if form == "auto" else form
     if chosen != "additive":
         theta = (np.array(approaches["kaplan"]["theta"]) if approaches else
-                 fit_law(np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, starts, theta, form=chosen)[0])
-        objective = _objective(theta, np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, chosen)[0]
+                 fit_law(*_logs(P), delta, starts, theta, form=chosen)[0])
+        objective = _objective(theta, *_logs(P), delta, chosen)[0]
     law = law_from_theta(theta, source or "fit", chosen)
     alloc = law.allocation()
     fitted = law.loss(P["params"], P["tokens"])
@@ -545,7 +550,7 @@ def _others(P: dict, theta: np.ndarray, delta: float, fixed_e: float, lc: dict, 
     approaches = {}
     e_fixed, e_source = (fixed_e, "scale.fixed_e") if fixed_e else (lc.get("c"), "the L(C) asymptote c")
     if e_fixed and 0.05 * P["loss"].min() < e_fixed < P["loss"].min():  # an asymptote at its bound 0 estimates nothing
-        t_e, _ = fit_law(np.log(P["params"]), np.log(P["tokens"]), np.log(P["loss"]), delta, 4, theta, fixed_e=e_fixed)
+        t_e, _ = fit_law(*_logs(P), delta, 4, theta, fixed_e=e_fixed)
         approaches["fixed_e"] = _approach("fixed_e", t_e, P, delta, e_fixed, f"E fixed at {e_fixed:.4g} ({e_source})")
     else:
         approaches["fixed_e"] = {"approach": "fixed_e", "skipped": "no irreducible loss to fix: give scale.fixed_e, or "

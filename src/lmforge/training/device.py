@@ -13,6 +13,7 @@ import time
 import torch
 
 from lmforge.cost import hardware_for_device
+from lmforge.processes import usable_cpus
 from lmforge.errors import LmforgeError
 from lmforge.probe import measured_matmul_flops
 
@@ -118,15 +119,10 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
-def _usable_cpus() -> set[int]:
-    """The CPUs this process may run on (a container's or taskset's mask), not all the machine's."""
-    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-
-
 def _cpu_seconds() -> tuple[float, float, float] | None:
     """(busy seconds of the CPUs this process may use, of this process, wall clock), or None without
     /proc/stat. Its per-CPU lines are read, so other containers' cores do not count."""
-    usable, busy = _usable_cpus(), 0
+    usable, busy = usable_cpus(), 0
     try:
         with open("/proc/stat") as f:
             for line in f:
@@ -166,7 +162,7 @@ class ThreadGovernor:
         machine, own, wall = (b - a for a, b in zip(self.last, now))
         self.last = now
         others = self.others = max(0.0, machine - own) / max(wall, 1e-3)
-        return min(self.most, len(_usable_cpus()) - others)
+        return min(self.most, len(usable_cpus()) - others)
 
     def poll(self, now: bool = False) -> int | None:
         """The new thread count when it changed (and is set), else None. Cheap between looks."""
