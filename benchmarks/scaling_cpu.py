@@ -74,8 +74,15 @@ def plan_flags(args) -> list[str]:
         # tokens that grows with size): at 800-1,800 steps the larger sizes were still on the steep,
         # optimizer-limited part of their curves and the fit identified nothing (docs/LOG.md, 2026-12-01)
         "train.batch_size": 4, "scale.min_steps": args.min_steps, "scale.level_ratio": 1.5,
+        # the loss of the first 131k validation tokens alone moved 0.29% between seeds beyond the
+        # models' own difference (one slice of a mixed corpus: 4.21 there, 3.55-3.97 on the next 7)
+        "train.final_eval_tokens": args.eval_tokens,
         "scale.min_tokens_per_param": args.min_tokens_per_param, "scale.max_tokens_per_param": args.max_tokens_per_param,
     }
+    if args.device == "cpu":
+        # at these widths fp32 trains 1.9x faster than bf16 even on a CPU with AMX (width 64, 2,000
+        # steps: 49 s against 92 s, docs/LOG.md 2026-12-02): small matmuls do not pay for the casts
+        values["train.dtype"] = "float32"
     return ["--budget", args.budget, "--sizes", args.sizes, "--design", "optimal", "--max-run-flops", args.max_run_flops,
             "--repeats", str(args.repeats), "--noise", str(args.noise), "--prior", args.prior, "--parallel", str(args.parallel),
             "--threads", "1", "--device", args.device, *[x for k, v in values.items() for x in ("--set", f"{k}={v}")]]
@@ -132,6 +139,7 @@ def main() -> None:
     ap.add_argument("--prior", default=str(Path(__file__).resolve().parent.parent / "docs/scaling/2026-12-02b/prior.json"),
                     help="law the design is judged under (a fit.json; default: Kaplan's form on the 2026-12-02 sweep)")
     ap.add_argument("--vocab", type=int, default=512)
+    ap.add_argument("--eval-tokens", type=int, default=1_048_576, help="validation tokens each run's final loss is taken on")
     ap.add_argument("--max-bytes", type=int, default=40_000_000, help="corpus bytes: one epoch covers every target")
     ap.add_argument("--parallel", type=int, default=2, help="sweep processes (CPU)")
     ap.add_argument("--target-parallel", type=int, default=2, help="targets trained at once")
