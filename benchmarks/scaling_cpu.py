@@ -16,7 +16,8 @@ skipped, interrupted ones resume from their checkpoints. The plan prints every c
 and each target's forecast interval before anything is trained. On CPU the sweep runs on
 --parallel processes x 1 thread and the targets two at a time on 1 thread each, in fp32 (1 thread per
 process and fp32 are the fastest use of few cores for models this small, AMX or not); `--device cuda`
-runs the same commands on the GPU. `--seed` draws another instance of the training noise. Results in OUT/benchmark.json, plots in OUT/plots/.
+runs the same commands on the GPU. `--seed` draws another instance of the training noise.
+Results in OUT/benchmark.json, plots in OUT/plots/.
 """
 
 from __future__ import annotations
