@@ -11,7 +11,15 @@ from safetensors.torch import load_file
 from conftest import tiny_overrides
 from lmforge.run_dir import RunDir
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# faulthandler: a rank that aborts in C++ (CI once saw "terminate called without an active exception")
+# prints every Python thread's stack first, so the failure says where it happened
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+
+
+
+def why(run: subprocess.CompletedProcess) -> str:
+    """The ranks' own last words: torchrun's report of a failed child (3 kB) comes after them."""
+    return f"stdout: ...{run.stdout[-1500:]}\nstderr: {run.stderr[:4000]}"
 
 
 def test_the_same_config_trains_the_same_on_one_process_and_on_two(tmp_path, tokens_dir):
@@ -29,7 +37,7 @@ def test_the_same_config_trains_the_same_on_one_process_and_on_two(tmp_path, tok
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lmforge",
          "train", "--data", tokens_dir, "--out", tmp_path / "two", *sets],
         env=ENV, capture_output=True, text=True, timeout=300)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.returncode == 0, why(ddp)
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2
     one = RunDir(tmp_path / "one").summary()
@@ -54,7 +62,7 @@ def _torchrun(tmp_path, tokens_dir, out, *extra):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lmforge",
          "train", "--data", tokens_dir, "--out", tmp_path / out, *sets, "--set", "train.data_parallel=fsdp", *extra],
         env=ENV, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, why(run)
     return load_file(str(RunDir(tmp_path / out).latest_checkpoint().model_file))
 
 
@@ -67,7 +75,7 @@ def test_fsdp_matches_ddp_and_resumes_bit_for_bit(tmp_path, tokens_dir):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lmforge",
          "train", "--data", tokens_dir, "--out", tmp_path / "ddp", *sets], env=ENV, capture_output=True, text=True,
         timeout=300)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.returncode == 0, why(ddp)
     full = _torchrun(tmp_path, tokens_dir, "fsdp")
     reference = load_file(str(RunDir(tmp_path / "ddp").latest_checkpoint().model_file))
     for k in reference:
@@ -85,7 +93,7 @@ def test_fsdp_checkpoint_resumes_in_one_process(tmp_path, tokens_dir):
     one = subprocess.run(
         [sys.executable, "-m", "lmforge", "train", "--data", tokens_dir, "--out", tmp_path / "moved", *sets,
          "--set", "train.data_parallel=fsdp", "--resume"], env=ENV, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
+    assert one.returncode == 0, why(one)
     assert "resumed from" in one.stdout + one.stderr
     run = RunDir(tmp_path / "moved")
     summary = run.summary()

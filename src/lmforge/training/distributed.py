@@ -66,8 +66,13 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def teardown(info: DistInfo) -> None:
+def teardown(info: DistInfo, finished: bool = False) -> None:
+    """Leave the process group. A rank that `finished` first waits for the others, so no rank shuts
+    its connections down (and exits) while a peer is still using them; after an error there is no
+    waiting, which would hang on a peer that is gone."""
     if info.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -445,6 +445,7 @@ class Trainer:
 
     def fit(self) -> dict:
         """Set up, build, train to max_steps (or stop_at), checkpoint, finish; the summary."""
+        finished = False
         try:
             self.setup()
             self.build()
@@ -455,15 +456,18 @@ class Trainer:
                 self._loop(stop)
                 self.checkpoint()
             if self.step < self.tc.max_steps:
-                return {"step": self.step, "complete": False, "run_dir": str(self.run)}
-            return self.finish()
+                result = {"step": self.step, "complete": False, "run_dir": str(self.run)}
+            else:
+                result = self.finish()
+            finished = True
+            return result
         finally:
             if hasattr(self, "log_metrics"):
                 self.log_metrics.close()
             if self.writer_lock is not None:
                 self.writer_lock.release()
             if self.dist is not None:
-                distributed.teardown(self.dist)
+                distributed.teardown(self.dist, finished)
 
     def _announce(self) -> None:
         m, tc = self.mcfg, self.tc
