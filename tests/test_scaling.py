@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +242,20 @@ def test_candidates_end_at_the_longest_run_the_cap_allows():
     assert {k: (c["name"], c["steps"]) for k, c in longest.items()} == {
         16: ("width016-dmax", 20000), 32: ("width032-dmax", 6000), 48: ("width048-dmax", 3636), 64: ("width064-d0", 2000)}
     assert all(c["flops"] <= 1.51e12 for c in cands) and len({c["name"] for c in cands}) == len(cands)
+
+
+def test_warmup_is_a_share_of_the_run_with_a_floor_in_steps(tmp_path):
+    """5% of a run's steps, never under scale.min_warmup_steps, never over a quarter of the run; a
+    sweep planned before the floor keeps the rule its runs were trained under."""
+    sc = load_config("scaling").scale
+    assert (sc.warmup_fraction, sc.min_warmup_steps) == (0.05, 200)
+    assert [design.warmup_steps(sc, s) for s in (40, 2000, 4000, 10000)] == [10, 200, 200, 500]
+    assert design.warmup_steps(replace(sc, warmup_fraction=0.0, min_warmup_steps=0), 2000) == 0
+    old = load_config("scaling").to_dict()
+    del old["scale"]["min_warmup_steps"]
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"config": old, "runs": []}))
+    cfg, _ = load_sweep(tmp_path)
+    assert design.warmup_steps(cfg.scale, 2000) == 100
 
 
 def test_design_identifies_a_known_law_and_forecasts_30x(lab_design):

@@ -227,6 +227,9 @@ class ScaleConfig:
     head_dim: int = 16  # heads = width / head_dim
     lr_exponent: float = 0.5  # lr = train.lr * (model.n_embd / width) ** lr_exponent
     warmup_fraction: float = 0.05  # warmup steps as a share of each run's own steps
+    # ... and never fewer than this many: the early instability a short warmup lets in comes at a fixed
+    # step count, not a share of the run (docs/LOG.md 2026-12-02, issue 17 fifth attempt)
+    min_warmup_steps: int = 200
     design: str = "isoflop"  # isoflop (sizes x compute levels) | grid (sizes x token counts) | optimal
     levels: int = 4  # isoflop: compute levels
     level_ratio: float = 2.0  # isoflop: ratio between neighbouring compute levels (grid: token counts)
@@ -376,6 +379,7 @@ def _validate_scale(sc: ScaleConfig) -> None:
     _check(len(sc.sizes) > 0 and all(v > 0 for v in sc.sizes), "scale.sizes", sc.sizes, "name at least one size > 0")
     _check(sc.level_ratio > 1, "scale.level_ratio", sc.level_ratio, "must be > 1")
     _check(0 <= sc.warmup_fraction < 1, "scale.warmup_fraction", sc.warmup_fraction, "must be in [0, 1)")
+    _check(sc.min_warmup_steps >= 0, "scale.min_warmup_steps", sc.min_warmup_steps, "must be >= 0")
     _check(0 < sc.min_tokens_per_param < sc.max_tokens_per_param, "scale.min_tokens_per_param",
            sc.min_tokens_per_param, "must be > 0 and below scale.max_tokens_per_param")
     _check(sc.bootstrap >= 0, "scale.bootstrap", sc.bootstrap, "must be >= 0")

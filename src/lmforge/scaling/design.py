@@ -8,7 +8,8 @@ The rest follows the width by fixed rules, so that only N and D vary between run
 - lr = train.lr * (model.n_embd / width) ** `scale.lr_exponent` (AdamW lr ~ 1/sqrt(width), as in
   nanochat; model.n_embd of the base config is the width at which train.lr was tuned);
 - batch: train.batch_size x model.seq_len tokens per step for every run;
-- schedule: train.schedule decayed over each run's own steps, warmup a fixed share of them.
+- schedule: train.schedule decayed over each run's own steps, warmup a fixed share of them but
+  at least `scale.min_warmup_steps` (at most a quarter of the run).
 
 Three designs (`scale.design`):
 - isoflop: compute levels C_top / r^k; at each, every size trains on D = C / (6 N) tokens
@@ -35,7 +36,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lmforge.config import Config
+from lmforge.config import Config, ScaleConfig
 from lmforge.errors import LmforgeError
 
 
@@ -87,13 +88,22 @@ def tokens_per_step(cfg: Config) -> int:
     return cfg.train.batch_size * cfg.train.grad_accum * cfg.model.seq_len
 
 
+def warmup_steps(sc: ScaleConfig, steps: int) -> int:
+    """Warmup of a run of `steps`: `warmup_fraction` of them, at least `min_warmup_steps`, at most a
+    quarter of the run (the rest of it still decays)."""
+    if not (sc.warmup_fraction or sc.min_warmup_steps):
+        return 0
+    share = round(sc.warmup_fraction * steps)
+    return max(1, min(max(share, sc.min_warmup_steps), steps // 4))
+
+
 def _run_entry(cfg: Config, s: Size, steps: int, tag: str, level: int, level_value: float) -> dict:
     tps = tokens_per_step(cfg)
     d = steps * tps
     return {
         "name": f"{cfg.scale.knob}{s.knob:03d}-{tag}{level}", "knob": s.knob, "level": level, "level_value": level_value,
         "n_layer": s.n_layer, "n_embd": s.n_embd, "n_head": s.n_head, "lr": s.lr, "steps": steps,
-        "warmup_steps": max(1, round(cfg.scale.warmup_fraction * steps)) if cfg.scale.warmup_fraction else 0,
+        "warmup_steps": warmup_steps(cfg.scale, steps),
         "params": s.params, "tokens": d, "flops": 6 * s.params * d, "flops_exact": s.flops_per_token * d,
     }
 

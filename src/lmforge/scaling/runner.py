@@ -57,7 +57,11 @@ def load_sweep(sweep_dir: str | Path) -> tuple[Config, dict]:
         raise LmforgeError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict) or "config" not in data or not isinstance(data.get("runs"), list):
         raise LmforgeError(f"{path} must hold `config` and `runs` (as written by lmforge scale plan)")
-    return config_from_dict(data["config"]), data
+    saved = data["config"]
+    if isinstance(saved.get("scale"), dict) and "min_warmup_steps" not in saved["scale"]:
+        # planned before the warmup floor: its targets are verified under the rule its runs had
+        saved = {**saved, "scale": {**saved["scale"], "min_warmup_steps": 0}}
+    return config_from_dict(saved), data
 
 
 def run_config(cfg: Config, sweep_dir: Path, run: dict, folder: str = "runs", threads: int = 0,
@@ -327,7 +331,7 @@ def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: i
                  log: Callable[[str], None] = print, device: str | None = None) -> dict:
     """Train the family's model nearest `params` on `tokens` tokens into SWEEP/verify/<name>/
     (same data, tokenizer, schedule rule and evaluation as the sweep); resumable like a sweep run."""
-    from lmforge.scaling.design import make_size, tokens_per_step
+    from lmforge.scaling.design import make_size, tokens_per_step, warmup_steps
 
     sweep_dir = Path(sweep_dir)
     cfg, sweep = load_sweep(sweep_dir)
@@ -335,7 +339,7 @@ def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: i
     knob = nearest_knob(cfg, params, vocab)
     size = make_size(cfg, knob, vocab)
     steps = max(1, round(tokens / tokens_per_step(cfg)))
-    warmup = max(1, round(cfg.scale.warmup_fraction * steps)) if cfg.scale.warmup_fraction else 0
+    warmup = warmup_steps(cfg.scale, steps)
     run = {"name": f"{cfg.scale.knob}{knob:03d}-s{steps}", "knob": knob, "n_layer": size.n_layer,
            "n_embd": size.n_embd, "n_head": size.n_head, "lr": size.lr, "steps": steps, "warmup_steps": warmup}
     prepare_sweep_tokens(cfg, sweep_dir, log)
