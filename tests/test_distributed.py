@@ -16,7 +16,6 @@ from lmforge.run_dir import RunDir
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 
 
-
 def why(run: subprocess.CompletedProcess) -> str:
     """The ranks' own last words: torchrun's report of a failed child (3 kB) comes after them."""
     return f"stdout: ...{run.stdout[-1500:]}\nstderr: {run.stderr[:4000]}"
