@@ -1,6 +1,7 @@
 """Real multi-process data parallelism: torchrun, two CPU processes, the gloo backend."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -103,3 +104,53 @@ def test_fsdp_checkpoint_resumes_in_one_process(tmp_path, tokens_dir):
     assert any(not torch.equal(resumed[k], stopped[k]) for k in stopped)  # it trained on from there
     steps = [r["step"] for r in run.metrics() if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 8
+
+
+def rank_of(pid: int) -> int | None:
+    """A torchrun worker's RANK, read from its environment (Linux /proc)."""
+    env = dict(v.split("=", 1) for v in open(f"/proc/{pid}/environ").read().split("\0") if "=" in v)
+    return int(env["RANK"]) if "RANK" in env else None
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, tokens_dir):
+    """A SIGTERM reaches each rank between different steps (or, as here, only one rank). The ranks
+    agree on stopping, so they leave the loop after the same step: none waits forever in an all-reduce
+    its peers never join, and the checkpoint is the one of a run stopped there on purpose."""
+    import signal
+    import time
+
+    from conftest import children_of, wait_for_exit
+
+    sets = [a for o in tiny_overrides(**{"train.max_steps": 100_000, "train.log_interval": 1,
+                                                 "train.grad_accum": 2}) for a in ("--set", o)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lmforge",
+               "train", "--data", tokens_dir, *sets]
+    log = open(tmp_path / "ranks.log", "w+")
+    proc = subprocess.Popen([*command, "--out", tmp_path / "signalled"], env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    ranks: list[int] = []
+    try:
+        metrics = tmp_path / "signalled" / "metrics.jsonl"
+        while not (metrics.is_file() and metrics.read_text().count('"loss"') >= 3):
+            assert proc.poll() is None, "torchrun ended before training"
+            time.sleep(0.2)
+        ranks = children_of(proc.pid)
+        by_rank = {rank_of(p): p for p in ranks}
+        os.kill(by_rank[1], signal.SIGTERM)  # rank 0 is not told: only the agreement can stop it
+        assert proc.wait(timeout=120) == 0, open(tmp_path / "ranks.log").read()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in wait_for_exit(ranks, hang_guard_s=10):
+            os.kill(pid, signal.SIGKILL)
+    run = RunDir(tmp_path / "signalled")
+    stopped = re.findall(r"stop requested; saving step (\d+)", (tmp_path / "ranks.log").read_text())
+    assert len(stopped) == 1, "rank 0 (the one that reports) did not stop, or stopped twice"
+    step = int(stopped[0])
+    assert run.latest_checkpoint().step == step and not (run.path / "summary.json").exists()
+    planned = subprocess.run([*command, "--out", tmp_path / "planned", "--stop-at", str(step)], env=ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert planned.returncode == 0, why(planned)
+    a = load_file(str(run.latest_checkpoint().model_file))
+    b = load_file(str(RunDir(tmp_path / "planned").latest_checkpoint().model_file))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

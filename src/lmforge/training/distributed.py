@@ -36,7 +36,9 @@ def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # gloo beside NCCL on a GPU: the ranks' small host-side agreements (`any_rank`) go over it,
+        # without a device synchronisation each step (torchtitan keeps a CPU backend for the same)
+        dist.init_process_group("cuda:nccl,cpu:gloo" if device.type == "cuda" else "gloo")
     return info, device
 
 
@@ -44,6 +46,15 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """Whether `flag` holds on any rank (every rank calls it, at the same point)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32)  # a CPU tensor: gloo, the host only
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def main_first(info: DistInfo, work, key: str) -> None:

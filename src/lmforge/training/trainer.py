@@ -140,7 +140,11 @@ def prepare_tokens(cfg: Config, run: RunDir, log: Callable[[str], None]) -> Path
 
 
 class StopFlag:
-    """SIGINT/SIGTERM ask the loop to stop after the current step, with a checkpoint."""
+    """SIGINT/SIGTERM ask the loop to stop after the current step, with a checkpoint.
+
+    Under torchrun each rank catches its own signal, between different steps, or alone (a signal
+    sent to one process): the ranks stop when any of them is asked (`agreed`), after the same step,
+    so none is left in an all-reduce its peers never join."""
 
     def __init__(self):
         self.requested = False
@@ -160,6 +164,9 @@ class StopFlag:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+
+    def agreed(self, dist: distributed.DistInfo) -> bool:
+        return distributed.any_rank(self.requested, dist)
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -505,7 +512,7 @@ class Trainer:
             if tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0 and self.step < self.last_stop:
                 self.checkpoint()
                 self.clock.restart()
-            if stop.requested:
+            if stop.agreed(self.dist):
                 self.log_main(f"train: stop requested; saving step {self.step} (continue with --resume)")
                 break
         self.clock.lap()
