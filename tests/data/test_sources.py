@@ -43,6 +43,42 @@ def test_jsonl_text_field_ids_and_bad_lines_counted(tmp_path):
     assert stats.skipped["records without a 'body' string"] == 1
 
 
+def test_a_saved_web_page_is_read_as_its_main_text(tmp_path):
+    page = ("<html><head><title>t</title><script>var tracking = 1;</script></head><body><nav><a href='/'>Home</a></nav>"
+            "<article><p>The lighthouse keeper climbed the stairs every evening to light the lamp.</p></article>"
+            "</body></html>")
+    (tmp_path / "page.html").write_text(page)
+    with gzip.open(tmp_path / "saved.htm.gz", "wt") as f:
+        f.write(page)
+    (tmp_path / "blank.xhtml").write_text("<html><body><script>x()</script></body></html>")
+    docs, stats = read([tmp_path])
+    assert [d.id for d in docs] == [str(tmp_path / "page.html"), str(tmp_path / "saved.htm.gz")]
+    for d in docs:
+        assert "lighthouse keeper climbed" in d.text and "<" not in d.text and "tracking" not in d.text
+        assert d.kind == "web"
+    assert stats.skipped["web pages without text"] == 1
+
+
+def test_a_broken_link_or_a_pipe_is_counted_not_opened(tmp_path):
+    import os
+
+    (tmp_path / "ok.txt").write_text("text")
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    os.mkfifo(tmp_path / "pipe.txt")  # opened, it would wait for a writer forever
+    docs, stats = read([tmp_path])
+    assert [d.text for d in docs] == ["text"]
+    assert stats.skipped["not regular files (broken links, pipes, devices)"] == 2 and stats.files == 3
+
+
+def test_a_glob_that_matches_folders_reads_them(tmp_path):
+    (tmp_path / "part1").mkdir()
+    (tmp_path / "part1" / "a.txt").write_text("first")
+    (tmp_path / "part2" / "deep").mkdir(parents=True)
+    (tmp_path / "part2" / "deep" / "b.txt").write_text("second")
+    docs, _ = read([tmp_path / "part*"])
+    assert [d.text for d in docs] == ["first", "second"]
+
+
 def test_binary_files_are_skipped_and_counted(tmp_path):
     (tmp_path / "img.bin").write_bytes(bytes(range(256)) * 10)
     (tmp_path / "ok.txt").write_text("text")

@@ -41,13 +41,13 @@ import numpy as np
 
 from lmforge.config import (FILTERS, C4Config, CodeConfig, FineWebConfig, GopherQualityConfig,
                             GopherRepetitionConfig, PrepareConfig)
+from lmforge.data.sources import WEB_SUFFIXES
 from lmforge.errors import LmforgeError
 
 CODE_SUFFIXES = {
     ".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".java", ".js", ".ts", ".go", ".rs", ".rb", ".php", ".sh", ".pl",
     ".lua", ".scala", ".kt", ".swift", ".cs", ".m", ".r", ".sql", ".el", ".hs", ".ml", ".jl", ".tex", ".css",
 }
-WEB_SUFFIXES = {".html", ".htm", ".xhtml"}
 KINDS = ("prose", "web", "code")
 
 

@@ -9,12 +9,14 @@ default corpus that exists wherever Python does (see `builtin_corpus`). Formats:
 - `.jsonl`: one document per line, text in a configurable field, id from an `id` field if any;
 - `.parquet`: one document per row (same text field and id rule), read in record batches;
 - `.warc` / `.warc.gz`: one document per HTML response, its main text extracted by resiliparse;
+- `.html`, `.htm`, `.xhtml` (a saved web page): one document, its main text extracted the same way;
 - text and JSONL files may be gzip (`.gz`) or zstandard (`.zst`) compressed.
 
 Text that is not UTF-8 but reads cleanly as Windows-1252 (Latin-1 files) is decoded so and counted.
-Binary files, unreadable or truncated files, invalid or over-long JSON lines and empty documents
-are skipped and counted, never fatal; with `record_skips` each skip is also kept (file, line,
-reason, the raw text when there is any) so the cleaning stage can file it under rejected/.
+Binary files, unreadable or truncated files, entries that are not regular files (a broken link),
+invalid or over-long JSON lines and empty documents are skipped and counted, never fatal; with
+`record_skips` each skip is also kept (file, line, reason, the raw text when there is any) so the
+cleaning stage can file it under rejected/.
 Documents carry a stable id (`path`, `path:line`, `path#part` or the record's own id) and their
 source path.
 """
@@ -321,8 +323,6 @@ def _read_parquet(path: Path, stats: SourceStats, text_field: str) -> Iterator[D
 
 def _read_warc(path: Path, stats: SourceStats) -> Iterator[Document]:
     from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
     try:
         for record in ArchiveIterator(open(path, "rb"), record_types=WarcRecordType.response, parse_http=True):
@@ -332,35 +332,66 @@ def _read_warc(path: Path, stats: SourceStats) -> Iterator[Document]:
             if "html" not in content_type.lower():
                 stats.skip("non-HTML web records", where, str(path))
                 continue
-            body = record.reader.read()
-            html = bytes_to_str(body, detect_encoding(body))
-            text = extract_plain_text(html, main_content=True)
-            if not text.strip():
-                stats.skip("web pages without text", where, str(path), html)
-                continue
-            yield Document(where, text, url or str(path), "web")
+            doc = _web_page(record.reader.read(), where, url or str(path), stats)
+            if doc is not None:
+                yield doc
     except CORRUPT as e:
         stats.skip("unreadable or truncated files", f"{path}: {e}", str(path))
+
+
+def _read_html_file(path: Path, stats: SourceStats) -> Iterator[Document]:
+    """A saved web page (.html, .htm, .xhtml, maybe compressed): its main text, as a WARC record's."""
+    try:
+        with _open_bytes(path) as raw:
+            body = raw.read()
+    except CORRUPT as e:
+        stats.skip("unreadable or truncated files", f"{path}: {e}", str(path))
+        return
+    doc = _web_page(body, str(path), str(path), stats)
+    if doc is not None:
+        yield doc
+
+
+def _web_page(body: bytes, where: str, source: str, stats: SourceStats) -> Document | None:
+    """The main text of an HTML page (menus, footers and scripts left out), or None, counted."""
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+
+    html = bytes_to_str(body, detect_encoding(body))
+    text = extract_plain_text(html, main_content=True)
+    if not text.strip():
+        stats.skip("web pages without text", where, source, html)
+        return None
+    return Document(where, text, source, "web")
+
+
+WEB_SUFFIXES = {".html", ".htm", ".xhtml"}  # a saved web page: its main text is the document
 
 
 def _read_path(path: Path, stats: SourceStats, text_field: str, max_doc_bytes: int) -> Iterator[Document]:
     stats.open_file(path)
     suffix = _base_suffix(path)
-    if suffix in (".jsonl", ".ndjson"):
+    if not path.is_file():  # opening a pipe would wait forever
+        stats.skip("not regular files (broken links, pipes, devices)", str(path), str(path))
+    elif suffix in (".jsonl", ".ndjson"):
         yield from _read_jsonl(path, stats, text_field, max_doc_bytes)
     elif suffix == ".parquet":
         yield from _read_parquet(path, stats, text_field)
     elif suffix == ".warc" or path.name.endswith((".warc.gz", ".warc.zst")):
         yield from _read_warc(path, stats)
+    elif suffix in WEB_SUFFIXES:
+        yield from _read_html_file(path, stats)
     else:
         yield from _read_text_file(path, stats, max_doc_bytes)
 
 
 def _expand(source: str) -> list[Path]:
-    """The files a source names, sorted so that every run reads them in the same order."""
+    """The files a source names, sorted so that every run reads them in the same order. A glob's
+    folders are read as folder sources are; entries that are not regular files (a broken link, a
+    pipe) are listed too: the reader counts them as skipped, never opens them."""
     if any(ch in source for ch in "*?["):
         matches = sorted(Path(p) for p in glob.glob(source, recursive=True))
-        files = [p for p in matches if p.is_file()]
+        files = [f for m in matches for f in (_folder_files(m) if m.is_dir() else [m])]
         if not files:
             raise LmforgeError(f"source {source!r} matches no files: check the pattern")
         return files
@@ -370,8 +401,12 @@ def _expand(source: str) -> list[Path]:
     if path.is_dir():
         if (path / "report.json").is_file() and (path / "clean").is_dir():
             path = path / "clean"  # a prepared folder: its kept documents, not rejected/ or work/
-        return sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p, path))
+        return _folder_files(path)
     raise LmforgeError(f"source {source!r} does not exist: give a file, folder or glob (or 'builtin')")
+
+
+def _folder_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if not p.is_dir() and not _hidden(p, root))
 
 
 def _hidden(path: Path, root: Path) -> bool:
