@@ -370,3 +370,25 @@ def test_a_whole_book_is_not_too_long_a_web_page_is():
     assert len(book.split()) > 1_000
     assert rule(prose(book)) is None
     assert rule(web(book)) == "too_many_words"
+
+
+def test_a_long_document_is_judged_window_by_window():
+    """Gopher's repeated-5-gram limit (15% of the characters) was set on web pages; over a whole
+    book, passages that recur chapters apart add up past it. A long document is judged by its
+    windows of prepare.gopher_repetition.window_words: a refrain that opens each of 20 chapters is
+    kept, a block repeated throughout is not."""
+    import random
+
+    rng = random.Random(0)
+    vocabulary = [f"w{i}x" for i in range(50_000)]
+    refrain = " ".join(rng.choices(vocabulary, k=2_000))
+    chapters = [refrain + " " + " ".join(rng.choices(vocabulary, k=8_000)) for _ in range(20)]  # 10,000 words each
+    book = prose("\n\n".join(chapters))
+    rule = clean.GopherRepetition(GopherRepetitionConfig())
+    assert rule(book) is None
+    whole = clean.GopherRepetition(GopherRepetitionConfig(window_words=10**9))
+    assert whole(prose("\n\n".join(chapters))) == "duplicate_5_grams"  # 19 x 2,000 of 200,000 words repeat
+    spam = prose(" ".join([" ".join(rng.choices(vocabulary, k=1_000))] * 30))
+    assert rule(spam) == "duplicate_5_grams"
+    short_docs = [prose(t) for t in corpus_texts()]
+    assert rule.batch(short_docs) == whole.batch([prose(t) for t in corpus_texts()])

@@ -543,11 +543,28 @@ class GopherRepetition(BatchFilter):
     def batch(self, docs: list[Doc]) -> list[str | None]:
         reasons = [self.paragraphs_and_lines(doc) for doc in docs]
         pending = [i for i, r in enumerate(reasons) if r is None and docs[i].words]
-        for lo in range(0, len(pending), WordTable.MAX_DOCS):
-            chunk = pending[lo:lo + WordTable.MAX_DOCS]
-            for i, reason in zip(chunk, self.ngram_reasons(WordTable([docs[i].words for i in chunk]))):
+        for chunk in self._tables(docs, pending):
+            per_doc = [self.windows(docs[i].words) for i in chunk]
+            group = np.repeat(np.arange(len(chunk)), list(map(len, per_doc)))
+            for i, reason in zip(chunk, self.ngram_reasons(WordTable(list(chain.from_iterable(per_doc))), group)):
                 reasons[i] = reason
         return reasons
+
+    def windows(self, words: list[str]) -> list[list[str]]:
+        w = self.cfg.window_words
+        return [words] if len(words) <= w else [words[i:i + w] for i in range(0, len(words), w)]
+
+    def _tables(self, docs: list[Doc], pending: list[int]) -> list[list[int]]:
+        """`pending` cut into runs whose windows fit one WordTable."""
+        chunks, chunk, units = [], [], 0
+        for i in pending:
+            n = -(-len(docs[i].words) // self.cfg.window_words)
+            if chunk and units + n > WordTable.MAX_DOCS:
+                chunks.append(chunk)
+                chunk, units = [], 0
+            chunk.append(i)
+            units += n
+        return chunks + [chunk] if chunk else chunks
 
     def paragraphs_and_lines(self, doc: Doc) -> str | None:
         c, text = self.cfg, doc.text
@@ -576,25 +593,34 @@ class GopherRepetition(BatchFilter):
             return "duplicate_line_chars"
         return None
 
-    def ngram_reasons(self, table: "WordTable") -> list[str | None]:
+    def ngram_reasons(self, table: "WordTable", group: np.ndarray | None = None) -> list[str | None]:
+        """The n-gram rules for the documents whose windows fill `table` (`group`: each window's
+        document; None, one window each); a document's share is its windows' character-weighted mean."""
         c = self.cfg
-        reasons: list[str | None] = [None] * table.n_docs
-        undecided = np.ones(table.n_docs, dtype=bool)
+        group = np.arange(table.n_docs) if group is None else group
+        n_docs = int(group.max()) + 1 if len(group) else 0
+        doc_chars = np.bincount(group, weights=table.chars, minlength=n_docs)
+
+        def per_doc(share: np.ndarray) -> np.ndarray:
+            return np.bincount(group, weights=share * table.chars, minlength=n_docs) / doc_chars
+
+        reasons: list[str | None] = [None] * n_docs
+        undecided = np.ones(n_docs, dtype=bool)
         # an n-gram's characters times its count are at most n times the largest count x length of a
         # single word: a document under that bound cannot fail the n-gram rule, and is not counted
-        heaviest_word = table.top_share(1, undecided, heaviest=True)
+        heaviest_word = per_doc(table.top_share(1, undecided[group], heaviest=True))
         for n_words, limit in c.top_n_grams:
             n = int(n_words)
             check = undecided & (n * heaviest_word > limit)
             if check.any():
-                for d in np.flatnonzero(check & (table.top_share(n, check) > limit)):
+                for d in np.flatnonzero(check & (per_doc(table.top_share(n, check[group])) > limit)):
                     reasons[d] = f"top_{n}_gram"
                     undecided[d] = False
         checks = sorted((int(n), limit) for n, limit in c.dup_n_grams)
         for k, (n, limit) in enumerate(checks):
             if not undecided.any():
                 break
-            fraction = table.dup_share(n, undecided)
+            fraction = per_doc(table.dup_share(n, undecided[group]))
             for d in np.flatnonzero(undecided & (fraction > limit)):
                 reasons[d] = f"duplicate_{n}_grams"
                 undecided[d] = False
