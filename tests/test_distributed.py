@@ -1,11 +1,13 @@
 """Real multi-process data parallelism: torchrun, two CPU processes, the gloo backend."""
 
 import json
-import re
 import os
+import re
+import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -112,11 +114,15 @@ def rank_of(pid: int) -> int | None:
     return int(env["RANK"]) if "RANK" in env else None
 
 
-def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, tokens_dir):
-    """A SIGTERM reaches each rank between different steps (or, as here, only one rank). The ranks
-    agree on stopping, so they leave the loop after the same step: none waits forever in an all-reduce
-    its peers never join, and the checkpoint is the one of a run stopped there on purpose."""
-    import signal
+@pytest.mark.parametrize("signals", [
+    [(1, signal.SIGTERM)],  # one rank only: rank 0 is not told, only the agreement can stop it
+    # Ctrl-C in a terminal reaches every process, and torchrun's agent relays it: each rank gets it twice
+    [(0, signal.SIGINT), (1, signal.SIGINT), (0, signal.SIGINT), (1, signal.SIGINT)],
+], ids=["sigterm-to-one-rank", "ctrl-c-relayed-by-torchrun"])
+def test_a_signal_stops_every_rank_at_the_same_step(tmp_path, tokens_dir, signals):
+    """A signal reaches each rank between different steps, or only one rank. The ranks agree on
+    stopping, so they leave the loop after the same step: none waits forever in an all-reduce its
+    peers never join, and the checkpoint is the one of a run stopped there on purpose."""
     import time
 
     from conftest import children_of, wait_for_exit
@@ -135,7 +141,8 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, tokens
             time.sleep(0.2)
         ranks = children_of(proc.pid)
         by_rank = {rank_of(p): p for p in ranks}
-        os.kill(by_rank[1], signal.SIGTERM)  # rank 0 is not told: only the agreement can stop it
+        for rank, sig in signals:
+            os.kill(by_rank[rank], sig)
         assert proc.wait(timeout=120) == 0, open(tmp_path / "ranks.log").read()[-3000:]
     finally:
         if proc.poll() is None:

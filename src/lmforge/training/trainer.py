@@ -149,6 +149,9 @@ class StopFlag:
     def __init__(self):
         self.requested = False
         self._old = {}
+        # torchrun's agent relays each signal it gets to every worker, so one Ctrl-C in a terminal
+        # arrives twice; the agent itself kills workers that have not exited 30 s later
+        self.relayed = "TORCHELASTIC_RUN_ID" in os.environ
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -161,7 +164,7 @@ class StopFlag:
     def _handle(self, signum, frame):
         # A second Ctrl-C stops at once. A repeated SIGTERM is the same request: a sweep worker's
         # parent-death SIGTERM comes once for each thread of the dying parent it is handed on to.
-        if self.requested and signum == signal.SIGINT:
+        if self.requested and signum == signal.SIGINT and not self.relayed:
             raise KeyboardInterrupt
         self.requested = True
 
