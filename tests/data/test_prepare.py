@@ -174,8 +174,20 @@ def test_nothing_usable_is_an_error(tmp_path):
     src.mkdir()
     (src / "a.bin").write_bytes(b"\x00" * 100)
     c = cfg()
-    with pytest.raises(LmforgeError, match="nothing usable remains"):
+    with pytest.raises(LmforgeError, match="nothing usable remains.*1 as 'binary files'"):
         prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
+
+
+def test_records_whose_text_is_in_another_field_name_the_option(tmp_path):
+    """Every record of a JSONL file lacks the `text` field: the error says which option reads another."""
+    import json
+
+    (tmp_path / "posts.jsonl").write_text("".join(json.dumps({"id": i, "body": "A post."}) + "\n" for i in range(3)))
+    c = cfg()
+    said = []
+    with pytest.raises(LmforgeError, match=r"3 as \"records without a 'text' string\".*set data.text_field=NAME"):
+        prepare([str(tmp_path / "posts.jsonl")], tmp_path / "out", c.prepare, c.data, log=said.append, progress=False)
+    assert any("records without a 'text' string" in line for line in "\n".join(said).splitlines())  # the summary too
 
 
 def test_report_is_reused_when_complete(messy, tmp_path):

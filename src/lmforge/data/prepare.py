@@ -43,7 +43,7 @@ from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc, kind_of
 from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
 from lmforge.data.pii import RedactPII
-from lmforge.data.sources import Skip, SourceStats, check_sources, iter_documents
+from lmforge.data.sources import Skip, SourceStats, check_sources, iter_documents, skip_hint
 from lmforge.errors import LmforgeError
 from lmforge.files import atomic_write_json, fingerprint, is_complete
 from lmforge.locks import FolderLock
@@ -458,10 +458,12 @@ def _prepare(sources: list[str], out: Path, cfg: PrepareConfig, data: DataConfig
         if owns_executor:
             executor.close()
     report = build_report(out, n_shards, stats, fp, time.perf_counter() - started)
+    log(summary_text(report, out))  # before an error too: what was rejected, and why
     if report["documents_kept"] == 0:
-        raise LmforgeError(f"nothing usable remains in {', '.join(sources)}: every document was rejected "
-                           f"(see {out / 'report.json'}); loosen the prepare.* filters or give other text")
-    log(summary_text(report, out))
+        reason, n = next(iter(report["rejected_by_reason"].items()), ("", 0))
+        raise LmforgeError(f"nothing usable remains in {', '.join(sources)}: every document was rejected, "
+                           f"{n:,} as {reason!r}{skip_hint(reason)} (see {out / 'report.json'}); loosen the "
+                           f"prepare.* filters or give other text")
     return report
 
 
@@ -530,7 +532,7 @@ def summary_text(report: dict, out: Path) -> str:
              f"({report['bytes_kept'] / 1e6:,.1f} MB), {report['documents_rejected']:,} rejected, "
              f"in {report['seconds']:.0f}s -> {out}/clean"]
     for reason, n in list(report["rejected_by_reason"].items())[:12]:
-        lines.append(f"  {n:>8,}  {reason}   e.g. {report['examples'][reason][0]}")
+        lines.append(f"  {n:>8,}  {reason}   e.g. {report['examples'][reason][0]}{skip_hint(reason)}")
     if report["duplicate_clusters"]:
         lines.append(f"  duplicate clusters: {report['duplicate_clusters']:,} (largest {report['largest_duplicate_cluster']})")
     for k, v in report["repairs_and_redactions"].items():

@@ -57,6 +57,14 @@ class Skip:
 
 
 MAX_SKIPPED_TEXT = 10_000  # raw text kept with a skipped item (enough to audit it)
+MISSING_FIELD = "records without a '{}' string"
+
+
+def skip_hint(reason: str) -> str:
+    """What to do about a kind of skipped item, where there is something to do."""
+    if reason.startswith(MISSING_FIELD.split("'")[0]):
+        return " (is the text in another field? set data.text_field=NAME)"
+    return ""
 
 
 @dataclass
@@ -96,7 +104,7 @@ class SourceStats:
         if self.decoded:
             parts.append(", ".join(f"{n:,} files read as {enc} (not UTF-8)" for enc, n in self.decoded.items()))
         if self.skipped:
-            parts.append("skipped " + ", ".join(f"{n:,} {r}" for r, n in self.skipped.most_common()))
+            parts.append("skipped " + ", ".join(f"{n:,} {r}{skip_hint(r)}" for r, n in self.skipped.most_common()))
         if self.capped:
             parts.append(self.cap_note())
         return "; ".join(parts)
@@ -263,7 +271,7 @@ class _Prepend(io.RawIOBase):
 def _record_document(record, where: str, path: Path, stats: SourceStats, text_field: str) -> Document | None:
     text = record.get(text_field) if isinstance(record, dict) else None
     if not isinstance(text, str):
-        stats.skip(f"records without a '{text_field}' string", where, str(path), json.dumps(record, default=str))
+        stats.skip(MISSING_FIELD.format(text_field), where, str(path), json.dumps(record, default=str))
         return None
     if not text.strip():
         stats.skip("empty documents", where, str(path), text)
