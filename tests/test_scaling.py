@@ -563,3 +563,11 @@ def test_killing_the_sweep_process_stops_its_workers(corpus_dir, tmp_path):
             proc.kill()
         for pid in wait_for_exit(children, hang_guard_s=0):  # a failed run of this test leaves no orphans
             os.kill(pid, signal.SIGKILL)
+
+
+def test_plan_names_a_size_it_leaves_out(corpus_dir, capsys):
+    """A size with no run inside the family's rules at this budget is dropped: the plan says which."""
+    plan = json.loads(_plan_json(capsys, ["scale", "plan", "--budget", "6e10", "--sizes", "8,16,256",
+                                          *sweep_flags(corpus_dir)]))
+    assert {r["knob"] for r in plan["runs"]} == {8, 16}
+    assert any(w.startswith("width 256: left out") for w in plan["warnings"])

@@ -400,6 +400,13 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
             warnings.append(f"level {k} has {n} run(s): an IsoFLOP parabola needs 3 sizes there")
     if len(runs) < 6:
         warnings.append(f"{len(runs)} runs: fitting L(N, D) needs at least 6; raise --budget or add --sizes")
+    left_out = [s for s in sweep_sizes(cfg, vocab) if not any(r["knob"] == s.knob for r in runs)]
+    if left_out:
+        sc = cfg.scale
+        warnings.append(f"{', '.join(f'{sc.knob} {s.knob}' for s in left_out)}: left out, no run of the design "
+                        f"within the budget has {sc.min_tokens_per_param:g}-{sc.max_tokens_per_param:g} tokens/parameter "
+                        f"and >= {sc.min_steps} steps (scale.min_tokens_per_param, max_tokens_per_param, min_steps); "
+                        f"change --budget or --sizes")
     short = [r["name"] for r in runs if r["steps"] < SHORT_RUN_STEPS]
     if short:
         warnings.append(f"{len(short)} run(s) have fewer than {SHORT_RUN_STEPS} steps ({short[0]}, ...): such runs measure how "
