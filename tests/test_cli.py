@@ -146,7 +146,7 @@ def strict_json(text: str):
 
 
 def test_a_single_text_file_trains_and_evaluates_to_finite_figures(tmp_path):
-    """One file is one document: the hash split gives val nothing, so the tail is held out."""
+    """One file is one document, long: it holds out its own last data.val_fraction."""
     text = tmp_path / "book.txt"
     text.write_text("".join(f"Line {i} of the only book: the {['cat', 'dog', 'owl'][i % 3]} sat on mat {i % 7}.\n"
                             for i in range(1500)))
@@ -155,7 +155,7 @@ def test_a_single_text_file_trains_and_evaluates_to_finite_figures(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "nan" not in (r.stdout + r.stderr).lower()
     meta = strict_json((run / "tokens" / "meta.json").read_text())
-    assert meta["val_split"]["rule"] == "tail"
+    assert "the last val_fraction of each of 1 long one" in meta["val_split"]["detail"]
     val, train = meta["splits"]["val"]["tokens"], meta["splits"]["train"]["tokens"]
     assert val == pytest.approx(0.1 * (val + train), rel=0.01)  # data.val_fraction of the stream
     summary = strict_json((run / "summary.json").read_text())

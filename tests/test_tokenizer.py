@@ -115,3 +115,38 @@ def test_a_few_documents_hold_out_the_tail_of_the_stream(tmp_path):
     if meta["val_split"]["rule"] == "tail":
         assert val["tokens"] >= 0.05 * len(stream)
     assert sum(s["tokens"] for s in val["shards"]) == val["tokens"] == sum(len(s) for s in load_shards(out, "val"))
+
+
+def test_a_long_document_holds_out_its_own_end():
+    from lmforge.tokens import split_document
+
+    ids = np.arange(1000)
+    (train, train_bytes), (val, val_bytes) = split_document(ids, 3001, 0.1)
+    assert np.array_equal(np.concatenate([train, val]), ids) and len(val) == 100
+    assert train_bytes + val_bytes == 3001
+
+
+def test_one_large_document_does_not_take_the_validation_split(tmp_path):
+    """Whole documents by hash: one that holds most of the corpus and hashes to validation makes
+    validation most of the corpus. A long document holds out its own end instead: validation gets
+    its share, and the short documents are still split whole."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    big = next(f"big{i}.txt" for i in range(1000) if is_validation(f"big{i}.txt", 0.1))
+    (corpus / big).write_text("".join(f"Line {i} of the long book, with words {i % 97} and {i % 89}.\n"
+                                      for i in range(3000)))
+    for i in range(40):
+        (corpus / f"note{i:02d}.txt").write_text(f"A short note, number {i}, about one thing.\n")
+    tk = TokenizerConfig(vocab_size=300, train_bytes=0)
+    shares, metas = {}, {}
+    for long_tokens in (10**9, 512):
+        meta = tokenize_corpus(DataConfig(sources=[str(corpus)], val_fraction=0.1, long_document_tokens=long_tokens),
+                               tk, tmp_path / f"tok{long_tokens}", log=lambda *_: None)
+        val, train = meta["splits"]["val"], meta["splits"]["train"]
+        assert train["documents"] + val["documents"] == 41  # a document counts where it starts
+        shares[long_tokens], metas[long_tokens] = val["tokens"] / (val["tokens"] + train["tokens"]), meta
+    assert shares[10**9] > 0.8  # the book, whole, in validation
+    assert 0.08 < shares[512] < 0.2
+    notes_in_val = sum(is_validation(f"note{i:02d}.txt", 0.1) for i in range(40))
+    assert metas[512]["splits"]["val"]["documents"] == notes_in_val
+    assert "1 long one" in metas[512]["val_split"]["detail"]

@@ -37,7 +37,10 @@ class DataConfig:
     sources: list[str] = field(default_factory=lambda: [BUILTIN_SOURCE])
     text_field: str = "text"  # JSONL/Parquet field holding the document text
     max_bytes: int = 0  # stop reading after this many bytes of text (0 = read everything)
-    val_fraction: float = 0.02  # share of documents held out for validation (split by document id)
+    val_fraction: float = 0.02  # share held out for validation (split by document id)
+    # a longer document holds out its own last val_fraction instead: whole, by its id, a few large documents
+    # (a book, two long changelogs) would give validation far more or less than its share
+    long_document_tokens: int = 16_384
     max_document_bytes: int = 8_000_000  # longer files are read as several documents, never whole
     tokenized: str = ""  # a tokenized folder to train on ("" = RUN/tokens, built from sources)
 
@@ -323,6 +326,7 @@ def _validate_ranges(cfg: Config) -> None:
         "tokenizer.shard_tokens": tk.shard_tokens, "train.log_interval": t.log_interval,
         "tokenizer.encode_batch_documents": tk.encode_batch_documents,
         "data.max_document_bytes": d.max_document_bytes, "train.keep_checkpoints": t.keep_checkpoints,
+        "data.long_document_tokens": d.long_document_tokens,
         "prepare.gopher_repetition.window_words": cfg.prepare.gopher_repetition.window_words,
     }
     for key, value in positive.items():

@@ -4,9 +4,11 @@ Format of a tokenized folder (TOK/):
 
     tokenizer.json        Hugging Face `tokenizers` file (byte-level BPE; lmforge/tokenizer.py)
     train/shard_00000.bin raw little-endian uint16 (vocab <= 65536) or uint32 token ids
-    val/shard_00000.bin   same; documents are split between train and val by a hash of their id, or,
-                          when whole documents cannot give val_fraction (a one-file corpus), the
-                          tail of the stream is held out (meta.json `val_split` says which)
+    val/shard_00000.bin   same; documents are split between train and val by a hash of their id,
+                          except that one longer than data.long_document_tokens holds out its own
+                          last val_fraction (as nanoGPT holds out the end of its one file); when that
+                          cannot give val_fraction, the tail of the stream is held out (meta.json
+                          `val_split` says which)
     meta.json             dtype, vocab size, special ids, token/byte/document counts per split,
                           bytes per token, the shard list, the split rule, and a fingerprint of
                           the config used
@@ -40,6 +42,14 @@ def is_validation(doc_id: str, val_fraction: float) -> bool:
     """Stable split by document: the same id always lands on the same side."""
     h = int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
     return h / 2**64 < val_fraction
+
+
+def split_document(ids: np.ndarray, n_bytes: int, val_fraction: float) -> tuple[tuple[np.ndarray, int], ...]:
+    """(train tokens, bytes), (val tokens, bytes) of a long document: its last val_fraction held out,
+    its bytes shared out by tokens."""
+    cut = len(ids) - round(val_fraction * len(ids))
+    train_bytes = round(n_bytes * cut / len(ids))
+    return (ids[:cut], train_bytes), (ids[cut:], n_bytes - train_bytes)
 
 
 def source_prefixes(sources: list[str]) -> list[str]:
@@ -81,8 +91,8 @@ class ShardWriter:
         self.shards.append({"file": name, "tokens": 0})
         self._in_shard = 0
 
-    def write(self, ids: np.ndarray, n_bytes: int) -> None:
-        self.documents += 1
+    def write(self, ids: np.ndarray, n_bytes: int, starts_document: bool = True) -> None:
+        self.documents += starts_document  # a document counts where it starts
         self.bytes += n_bytes
         while len(ids):
             if self._file is None or self._in_shard >= self.shard_tokens:
@@ -160,16 +170,24 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
     writers = {s: ShardWriter(tmp / s, dtype, tk.shard_tokens) for s in ("train", "val")}
     prefixes = source_prefixes(data.sources)  # the split keys on ids relative to their source folder
     stats = SourceStats()
+    long_documents = 0
     for batch in _batched(docs(data.max_bytes, stats), tk.encode_batch_documents):
         encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
         for doc, enc in zip(batch, encodings):
             ids = np.empty(len(enc.ids) + 1, dtype=np.int64)
             ids[0] = eot
             ids[1:] = enc.ids
-            split = "val" if is_validation(split_key(doc.id, prefixes), data.val_fraction) else "train"
-            writers[split].write(ids, len(doc.text.encode("utf-8")))
+            n_bytes = len(doc.text.encode("utf-8"))
+            if len(ids) > data.long_document_tokens:
+                (train_ids, train_bytes), (val_ids, val_bytes) = split_document(ids, n_bytes, data.val_fraction)
+                writers["train"].write(train_ids, train_bytes)
+                writers["val"].write(val_ids, val_bytes, starts_document=False)
+                long_documents += 1
+            else:
+                split = "val" if is_validation(split_key(doc.id, prefixes), data.val_fraction) else "train"
+                writers[split].write(ids, n_bytes)
     splits = {s: w.close() for s, w in writers.items()}
-    val_split = _hold_out_tail(tmp, splits, data.val_fraction, eot, dtype, tk.shard_tokens)
+    val_split = _hold_out_tail(tmp, splits, data.val_fraction, eot, dtype, tk.shard_tokens, long_documents)
     meta = {
         "format": "lmforge-tokens-v1",
         "dtype": dtype.name,
@@ -196,7 +214,7 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
 
 
 def _hold_out_tail(folder: Path, splits: dict, val_fraction: float, eot: int, dtype: np.dtype,
-                   shard_tokens: int) -> dict:
+                   shard_tokens: int, long_documents: int = 0) -> dict:
     """When whole documents cannot give a quarter of `val_fraction` (one file is one document; a few
     documents may all hash to train), move the tail of the training stream to val, as nanoGPT holds
     out the last 10% of its file. The cut moves forward to a document start when one lies within half the
@@ -206,7 +224,8 @@ def _hold_out_tail(folder: Path, splits: dict, val_fraction: float, eot: int, dt
     total = train["tokens"] + val["tokens"]
     want = round(val_fraction * total) - val["tokens"]
     if val_fraction <= 0 or want <= 0 or val["tokens"] >= val_fraction * total / 4 or train["tokens"] < 2:
-        return {"rule": "hash", "detail": f"whole documents, by a hash of their id (val_fraction {val_fraction})"}
+        return {"rule": "hash", "detail": f"whole documents by a hash of their id, and the last val_fraction of each "
+                                          f"of {long_documents:,} long one(s) (val_fraction {val_fraction})"}
     want = min(want, train["tokens"] - 1)
     stream = np.concatenate([np.fromfile(folder / "train" / s["file"], dtype=dtype) for s in train["shards"]])
     cut = len(stream) - want
