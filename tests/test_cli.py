@@ -71,6 +71,25 @@ def test_run_whole_pipeline_then_skips_finished_stages(tmp_path, corpus_dir):
     assert "already trained, skipping training" in again.stdout
 
 
+def test_a_resumed_run_keeps_the_data_it_was_trained_on(tmp_path, corpus_dir):
+    """A newer lmforge may prepare or tokenize the same sources otherwise (its defaults changed: the
+    folders' fingerprints no longer match). A run being resumed keeps RUN/prepared and RUN/tokens as
+    they are: rebuilt, they would hold other data than its checkpoint was trained on."""
+    args = ("run", corpus_dir, "--out", tmp_path / "r", "--max-steps", 10, *sets())
+    assert lmforge(*args).returncode == 0
+    markers = [tmp_path / "r" / "prepared" / "report.json", tmp_path / "r" / "tokens" / "meta.json"]
+    for marker in markers:  # what an older version's folders look like to this one
+        marker.write_text(marker.read_text().replace('"fingerprint": "', '"fingerprint": "older-'))
+    before = [m.read_bytes() for m in markers]
+    (tmp_path / "r" / "summary.json").unlink()  # so that training resumes (at its last step) and reads the tokens
+    again = lmforge(*args)
+    assert again.returncode == 0, again.stderr
+    assert "holds the data this run was trained on" in again.stdout
+    assert "holds the tokens this run was trained on" in again.stdout
+    assert [m.read_bytes() for m in markers] == before
+    assert (tmp_path / "r" / "summary.json").is_file()
+
+
 def test_missing_path(tmp_path):
     assert_user_error(lmforge("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "r", *sets()),
                       "nowhere", "does not exist")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from lmforge.config import Config, with_data
-from lmforge.data.prepare import prepare
+from lmforge.data.prepare import is_prepared, prepare
 from lmforge.figures import fmt
 from lmforge.run_dir import RunDir
 from lmforge.sampling import continue_text
@@ -22,22 +22,33 @@ from lmforge.tasks.evaluate import BUILTIN_TASKS, evaluate_tasks
 from lmforge.training.trainer import check_resumable, train
 
 
-def with_prepared_sources(cfg: Config, run: RunDir, log: Callable[[str], None]) -> Config:
-    """Clean the configured sources into RUN/prepared and train on its clean/ folder."""
+def prepared_config(cfg: Config, run: RunDir) -> Config:
+    """`cfg` training on RUN/prepared/clean, the cleaned sources (nothing is read or written)."""
     if not cfg.prepare.enabled or cfg.data.tokenized:
         return cfg
-    prep = run.prepared_dir
-    prepare(cfg.data.sources, prep, cfg.prepare, cfg.data, log=log, progress=cfg.train.progress)
     # the byte cap was applied while reading for prepare; the clean folder is used whole
-    return with_data(cfg, sources=[str(prep / "clean")], max_bytes=0)
+    return with_data(cfg, sources=[str(run.prepared_dir / "clean")], max_bytes=0)
+
+
+def prepare_sources(cfg: Config, run: RunDir, log: Callable[[str], None], resuming: bool) -> None:
+    """Clean the configured sources into RUN/prepared. A run being resumed keeps the folder it was
+    trained on, even where this lmforge would build it otherwise (a newer version's defaults)."""
+    if not cfg.prepare.enabled or cfg.data.tokenized:
+        return
+    if resuming and is_prepared(run.prepared_dir):
+        log(f"prepare: {run.prepared_dir} holds the data this run was trained on; resuming keeps it as it is")
+        return
+    prepare(cfg.data.sources, run.prepared_dir, cfg.prepare, cfg.data, log=log, progress=cfg.train.progress)
 
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     run_dir = RunDir(cfg.run.out)
-    cfg = with_prepared_sources(cfg, run_dir, log)
     resumable = run_dir.latest_checkpoint() is not None
+    prepared = prepared_config(cfg, run_dir)
     if run_dir.config is not None and resumable:
-        check_resumable(run_dir.config, cfg)
+        check_resumable(run_dir.config, prepared)  # before anything is rebuilt
+    prepare_sources(cfg, run_dir, log, resumable)
+    cfg = prepared
     summary = run_dir.summary()
     if summary and summary.get("complete"):
         log(f"run: {run_dir} is already trained, skipping training")

@@ -396,6 +396,11 @@ def make_executor(name: str, workers: int):
     return LocalExecutor(workers or os.cpu_count() or 1)
 
 
+def is_prepared(out: str | Path) -> bool:
+    """Whether `out` holds a finished prepare (report.json is written last), whatever its settings."""
+    return (Path(out) / "report.json").is_file()
+
+
 def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig,
             log: Callable[[str], None] = print, executor=None, progress: bool = True) -> dict:
     """Clean `sources` into `out` (see the module docstring) and return the report."""

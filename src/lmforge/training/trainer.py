@@ -46,7 +46,7 @@ from lmforge.figures import fmt
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
 from lmforge.run_dir import RunDir
 from lmforge.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, vocab_tables
-from lmforge.tokens import META, load_shards, read_meta, tokenize_corpus
+from lmforge.tokens import META, is_complete, load_shards, read_meta, tokenize_corpus
 from lmforge.training import distributed
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.data import TrainLoader
@@ -129,11 +129,17 @@ def check_memory(mcfg, batch_size: int, params: int, device: torch.device) -> No
             f"(raise train.grad_accum to keep the tokens per step)")
 
 
-def prepare_tokens(cfg: Config, run: RunDir, log: Callable[[str], None]) -> Path:
-    """The tokenized folder this run trains on, tokenizing `data.sources` into RUN/tokens if needed."""
+def prepare_tokens(cfg: Config, run: RunDir, log: Callable[[str], None], resuming: bool = False) -> Path:
+    """The tokenized folder this run trains on, tokenizing `data.sources` into RUN/tokens if needed.
+    A run being resumed keeps the RUN/tokens it was trained on, even where this lmforge would
+    tokenize otherwise (a newer version's defaults: another split)."""
     folder = run.tokens_dir_for(cfg)
     if cfg.data.tokenized:
         read_meta(folder)  # a named tokenized folder must already exist
+        return folder
+    if resuming and (folder / META).is_file():
+        if not is_complete(folder, cfg.data, cfg.tokenizer):
+            log(f"tokenize: {folder} holds the tokens this run was trained on; resuming keeps them as they are")
         return folder
     tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log)
     return folder
@@ -299,7 +305,8 @@ class Trainer:
                               f"which is gone; taking it over")
         self.resume_from = checkpoint_to_resume(self.run, self.cfg, self.resume)
         self.run.path.mkdir(parents=True, exist_ok=True)
-        distributed.main_first(self.dist, lambda: prepare_tokens(self.cfg, self.run, self.log_main), "lmforge/tokens")
+        distributed.main_first(self.dist, lambda: prepare_tokens(self.cfg, self.run, self.log_main, self.resume_from is not None),
+                                "lmforge/tokens")
         self.tokens_dir = self.run.tokens_dir_for(self.cfg)
         self.meta = read_meta(self.tokens_dir)
         self.tokenizer = load_tokenizer(self.tokens_dir)
