@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from lmforge.config import Config, with_data
-from lmforge.data.prepare import is_prepared, prepare
+from lmforge.data.prepare import prepare, prepared_otherwise
 from lmforge.figures import fmt
 from lmforge.run_dir import RunDir
 from lmforge.sampling import continue_text
@@ -35,7 +35,7 @@ def prepare_sources(cfg: Config, run: RunDir, log: Callable[[str], None], resumi
     trained on, even where this lmforge would build it otherwise (a newer version's defaults)."""
     if not cfg.prepare.enabled or cfg.data.tokenized:
         return
-    if resuming and is_prepared(run.prepared_dir):
+    if resuming and prepared_otherwise(cfg.data.sources, run.prepared_dir, cfg.prepare, cfg.data):
         log(f"prepare: {run.prepared_dir} holds the data this run was trained on; resuming keeps it as it is")
         return
     prepare(cfg.data.sources, run.prepared_dir, cfg.prepare, cfg.data, log=log, progress=cfg.train.progress)

@@ -396,9 +396,10 @@ def make_executor(name: str, workers: int):
     return LocalExecutor(workers or os.cpu_count() or 1)
 
 
-def is_prepared(out: str | Path) -> bool:
-    """Whether `out` holds a finished prepare (report.json is written last), whatever its settings."""
-    return (Path(out) / "report.json").is_file()
+def prepared_otherwise(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig) -> bool:
+    """Whether `out` holds a finished prepare (report.json is written last) of other settings."""
+    report = Path(out) / "report.json"
+    return report.is_file() and not is_complete(report, prepare_fingerprint(sources, cfg, data))
 
 
 def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig,
