@@ -48,20 +48,27 @@ def one_line_error(result, *words):
 # ---------------------------------------------------------------- one writer per folder
 
 def test_second_train_on_the_same_folder_is_refused_and_the_first_is_intact(tmp_path, tokens_dir):
+    import time
+
     run = tmp_path / "run"
-    args = ["train", "--data", tokens_dir, "--out", run, "--max-steps", 60,
-            *sets(**{"train.checkpoint_interval": 7, "train.log_interval": 1})]
-    first, second = start(*args), start(*args)
+    steps = 1500  # long enough that the first still trains when the second, started once it has begun, asks
+    args = ["train", "--data", tokens_dir, "--out", run, "--max-steps", steps,
+            *sets(**{"train.checkpoint_interval": 200, "train.log_interval": 1})]
+    first = start(*args)
+    metrics = run / "metrics.jsonl"
+    while not (metrics.is_file() and '"loss"' in metrics.read_text()):  # it holds the lock and trains
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.1)
+    second = start(*args)
     out = [p.communicate(timeout=300) for p in (first, second)]
-    codes = sorted((first.returncode, second.returncode))
-    assert codes == [0, 2], out
-    loser = out[0] if first.returncode == 2 else out[1]
+    assert (first.returncode, second.returncode) == (0, 2), out
+    loser = out[1]
     assert "Traceback" not in loser[1] and "is in use by pid" in loser[1], loser[1]
     folder = RunDir(run)
     losses = [r for r in folder.metrics() if "loss" in r]
-    assert [r["step"] for r in losses] == list(range(1, 61))  # one run's records, once each
-    assert folder.summary()["complete"] and folder.summary()["steps"] == 60
-    assert folder.latest_checkpoint().step == 60
+    assert [r["step"] for r in losses] == list(range(1, steps + 1))  # one run's records, once each
+    assert folder.summary()["complete"] and folder.summary()["steps"] == steps
+    assert folder.latest_checkpoint().step == steps
     assert not list(folder.checkpoints_dir.glob("*.tmp"))
 
 
