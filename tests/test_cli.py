@@ -137,6 +137,9 @@ def test_estimate_from_a_measured_run(trained_run):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["mfu"] == summary["mfu"] and out["days"] > 0
+    assert "warning" not in r.stderr  # measured on this CPU, estimated for it
+    gpu = lmforge("estimate", "--from-run", trained_run, "--preset", "tiny", "--tokens", "100M", "--hardware", "h100")
+    assert gpu.returncode == 0 and "measured on a CPU" in gpu.stderr  # a CPU's MFU says little of an H100's
 
 
 def test_python_api_names_stay_functions_after_every_submodule_is_imported():

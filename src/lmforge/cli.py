@@ -15,6 +15,7 @@ from typing import Callable
 from lmforge import cost, figures
 from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
 from lmforge.errors import LmforgeError
+from lmforge.run_dir import warn
 
 
 def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny") -> None:
@@ -105,6 +106,9 @@ def _estimate(args: argparse.Namespace) -> int:
     mfu = args.mfu
     if args.from_run:
         measured = cost.from_run(args.from_run)
+        if not mfu and measured["device"] == "cpu" and args.hardware.lower() != "cpu":
+            warn(f"--from-run {args.from_run}: its MFU ({measured['mfu']:.1%}) was measured on a CPU, and a "
+                 f"{args.hardware} reaches another; train a step there (or pass --mfu) for a calibrated estimate")
         mfu = mfu or measured["mfu"]
     hw = cost.find_hardware(args.hardware, args.hardware_file)
     est = cost.estimate(shape, args.tokens, hw, args.count, mfu or cost.DEFAULT_MFU, args.batch, args.precision,
