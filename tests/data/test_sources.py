@@ -77,6 +77,13 @@ def test_a_glob_that_matches_folders_reads_them(tmp_path):
     (tmp_path / "part2" / "deep" / "b.txt").write_text("second")
     docs, _ = read([tmp_path / "part*"])
     assert [d.text for d in docs] == ["first", "second"]
+    (tmp_path / "prep" / "clean").mkdir(parents=True)  # a prepared folder matched: its kept documents only
+    (tmp_path / "prep" / "rejected").mkdir()
+    (tmp_path / "prep" / "report.json").write_text("{}")
+    (tmp_path / "prep" / "clean" / "kept.txt").write_text("kept")
+    (tmp_path / "prep" / "rejected" / "gone.txt").write_text("rejected")
+    docs, _ = read([tmp_path / "pre*"])
+    assert [d.text for d in docs] == ["kept"]
 
 
 def test_binary_files_are_skipped_and_counted(tmp_path):

@@ -543,28 +543,17 @@ class GopherRepetition(BatchFilter):
     def batch(self, docs: list[Doc]) -> list[str | None]:
         reasons = [self.paragraphs_and_lines(doc) for doc in docs]
         pending = [i for i, r in enumerate(reasons) if r is None and docs[i].words]
-        for chunk in self._tables(docs, pending):
-            per_doc = [self.windows(docs[i].words) for i in chunk]
-            group = np.repeat(np.arange(len(chunk)), list(map(len, per_doc)))
-            for i, reason in zip(chunk, self.ngram_reasons(WordTable(list(chain.from_iterable(per_doc))), group)):
+        windows = {i: self.windows(docs[i].words) for i in pending}
+        for chunk in _runs_within(pending, [len(windows[i]) for i in pending], WordTable.MAX_DOCS):
+            group = np.repeat(np.arange(len(chunk)), [len(windows[i]) for i in chunk])
+            table = WordTable(list(chain.from_iterable(windows[i] for i in chunk)))
+            for i, reason in zip(chunk, self.ngram_reasons(table, group)):
                 reasons[i] = reason
         return reasons
 
     def windows(self, words: list[str]) -> list[list[str]]:
         w = self.cfg.window_words
         return [words] if len(words) <= w else [words[i:i + w] for i in range(0, len(words), w)]
-
-    def _tables(self, docs: list[Doc], pending: list[int]) -> list[list[int]]:
-        """`pending` cut into runs whose windows fit one WordTable."""
-        chunks, chunk, units = [], [], 0
-        for i in pending:
-            n = -(-len(docs[i].words) // self.cfg.window_words)
-            if chunk and units + n > WordTable.MAX_DOCS:
-                chunks.append(chunk)
-                chunk, units = [], 0
-            chunk.append(i)
-            units += n
-        return chunks + [chunk] if chunk else chunks
 
     def paragraphs_and_lines(self, doc: Doc) -> str | None:
         c, text = self.cfg, doc.text
@@ -593,11 +582,10 @@ class GopherRepetition(BatchFilter):
             return "duplicate_line_chars"
         return None
 
-    def ngram_reasons(self, table: "WordTable", group: np.ndarray | None = None) -> list[str | None]:
+    def ngram_reasons(self, table: "WordTable", group: np.ndarray) -> list[str | None]:
         """The n-gram rules for the documents whose windows fill `table` (`group`: each window's
-        document; None, one window each); a document's share is its windows' character-weighted mean."""
+        document); a document's share is its windows' character-weighted mean."""
         c = self.cfg
-        group = np.arange(table.n_docs) if group is None else group
         n_docs = int(group.max()) + 1 if len(group) else 0
         doc_chars = np.bincount(group, weights=table.chars, minlength=n_docs)
 
@@ -631,6 +619,19 @@ class GopherRepetition(BatchFilter):
 
 
 PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
+
+
+def _runs_within(items: list[int], sizes: list[int], most: int) -> list[list[int]]:
+    """`items` cut, in order, into runs whose sizes add up to at most `most` (a larger item alone)."""
+    runs: list[list[int]] = []
+    total = 0
+    for item, size in zip(items, sizes):
+        if not runs or total + size > most:
+            runs.append([])
+            total = 0
+        runs[-1].append(item)
+        total += size
+    return runs
 
 
 class WordTable:

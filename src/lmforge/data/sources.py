@@ -407,13 +407,13 @@ def _expand(source: str) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        if (path / "report.json").is_file() and (path / "clean").is_dir():
-            path = path / "clean"  # a prepared folder: its kept documents, not rejected/ or work/
         return _folder_files(path)
     raise LmforgeError(f"source {source!r} does not exist: give a file, folder or glob (or 'builtin')")
 
 
 def _folder_files(root: Path) -> list[Path]:
+    if (root / "report.json").is_file() and (root / "clean").is_dir():
+        root = root / "clean"  # a prepared folder: its kept documents, not rejected/ or work/
     return sorted(p for p in root.rglob("*") if not p.is_dir() and not _hidden(p, root))
 
 
