@@ -13,9 +13,25 @@ from lmforge.config import load_config
 from lmforge.job import run as run_job
 from lmforge.report import report
 from lmforge.run_dir import RunDir
-from conftest import corpus_texts, tiny_overrides
+from conftest import corpus_texts, make_prose, tiny_overrides
 
 EVIL = "<script>alert(1)</script>"
+PERSONAL = ("alice.smith@example.com", "415-555-0123", "123-45-6789")  # an e-mail, a phone, an SSN
+KEPT_PERSONAL = ("bob.jones@example.org", "212-555-0199", "219-09-9999")
+
+
+def write_personal_documents(corpus: Path) -> None:
+    """Personal data in a document rejected as too short, in a kept one, and in an exact copy of the
+    kept one (rejected as a duplicate, stored as read): read first, so both rejections are examples."""
+    (corpus / "001-short.txt").write_text("Write to {} or call {}; SSN {}.".format(*PERSONAL))
+    kept = make_prose(7) + "\n\nWrite to {}, call {}, SSN {}.\n".format(*KEPT_PERSONAL)
+    (corpus / "002-kept.txt").write_text(kept)
+    (corpus / "003-copy.txt").write_text(kept)
+
+
+def assert_no_personal_data(text: str, where: str) -> None:
+    for s in PERSONAL + KEPT_PERSONAL:
+        assert s not in text, f"{s} in {where}"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
@@ -29,6 +45,7 @@ def tiny_run(tmp_path_factory):
     for i, text in enumerate(corpus_texts()):
         (corpus / f"doc{i:03d}.txt").write_text(text)
     (corpus / "000-evil.txt").write_text(EVIL)  # read first, so it is among the examples shown
+    write_personal_documents(corpus)
     cfg = load_config("tiny", overrides=tiny_overrides(**{
         "train.max_steps": 40, "train.eval_interval": 20, "prepare.workers": 1, "run.map_words": 30,
         "run.inspect_words": 2, "run.sample_prompts": json.dumps([EVIL, "The "]), "run.samples": 2,
@@ -68,6 +85,35 @@ def test_markdown_has_pngs_beside_it(tiny_run, capsys):
         data = (tiny_run.path / rel).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert EVIL not in md.split("~~~")[0]  # outside code fences it is escaped
+
+
+def test_rejected_examples_are_shown_redacted_in_html_markdown_and_report_json(tiny_run):
+    page = tiny_run.report_path().read_text()
+    assert "&lt;EMAIL&gt;" in page and "&lt;SSN&gt;" in page  # the examples are there, with placeholders
+    assert main(["report", str(tiny_run.path), "--format", "md"]) == 0
+    for where, text in (("report.html", page), ("report.md", tiny_run.report_path("md").read_text()),
+                        ("prepared/report.json", tiny_run.prepare_report_path.read_text())):
+        assert_no_personal_data(text, where)
+
+
+def test_prepare_prints_and_records_no_personal_data(tmp_path):
+    """The summary on stdout and report.json name example documents; a JSONL record's own id is its
+    content, so an id that is an e-mail address is redacted there too."""
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_personal_documents(corpus)
+    (corpus / "004-records.jsonl").write_text(json.dumps({"id": PERSONAL[0], "text": "too short to keep"}) + "\n")
+    r = subprocess.run([sys.executable, "-m", "lmforge", "prepare", str(corpus), "--out", str(tmp_path / "prep"),
+                        "--workers", "1", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "prep" / "report.json").read_text())
+    assert rep["documents_rejected"] == 3 and rep["documents_kept"] == 1, rep["rejected_by_reason"]
+    assert "<EMAIL>" in sum(rep["examples"].values(), [])  # the record whose id was an address
+    for where, text in (("stdout", r.stdout), ("stderr", r.stderr), ("report.json", json.dumps(rep))):
+        assert_no_personal_data(text, where)
 
 
 def test_report_refuses_what_is_not_a_run(tmp_path, capsys):

@@ -23,6 +23,7 @@ import webbrowser
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmforge.data.pii import redacted
 from lmforge.errors import LmforgeError
 from lmforge.run_dir import RunDir
 
@@ -82,16 +83,24 @@ def _corpus(run: RunDir) -> Section | None:
 
 
 def _rejected_examples(run: RunDir, rep: dict) -> dict[str, list[str]]:
+    """A few rejected documents per reason, cut short. rejected/ keeps them as read, personal data
+    included; the page shows them redacted (report.json's ids are redacted too, hence the match)."""
     wanted = {reason: set(ids[:EXAMPLES_SHOWN]) for reason, ids in rep.get("examples", {}).items()}
     found: dict[str, list[str]] = {}
     for path in sorted(run.prepared_rejected_dir.glob("*.jsonl.gz")):
         with gzip.open(path, "rt", encoding="utf-8") as f:
             for line in f:
                 r = json.loads(line)
-                if r["id"] in wanted.get(r["reason"], ()):
-                    text = " ".join(r["text"].split())
-                    found.setdefault(r["reason"], []).append(text[:EXAMPLE_CHARS] + ("…" if len(text) > EXAMPLE_CHARS else ""))
+                if redacted(r["id"]) in wanted.get(r["reason"], ()):
+                    found.setdefault(r["reason"], []).append(_example(r["text"]))
     return found
+
+
+def _example(text: str) -> str:
+    """The start of a document on one line, redacted before it is cut (a cut could leave half an
+    address that the patterns no longer match)."""
+    shown = redacted(" ".join(text.split()))
+    return shown[:EXAMPLE_CHARS] + ("…" if len(shown) > EXAMPLE_CHARS else "")
 
 
 def _tokens(run: RunDir) -> Section | None:

@@ -151,24 +151,7 @@ class RedactPII(Filter):
         self.counts: Counter = Counter()
 
     def __call__(self, doc: Doc) -> str | None:
-        text = doc.text
-        # counting ASCII digits is ten memchr-speed scans; a pattern needing more digits cannot match
-        # (unless the text holds other Unicode digits, which the patterns' \d also matches)
-        digits = sum(map(text.count, "0123456789"))
-        if not text.isascii() and OTHER_DIGIT.search(text):
-            digits = None
-        found: Counter = Counter()
-        for kind, pattern, check, scan, min_digits in RULES:
-            if doc.kind == "code" and kind not in CODE_KINDS:
-                continue
-            if (digits is not None and digits < min_digits) or not scan(text):
-                continue
-            def sub(m: re.Match, kind=kind, check=check, source=text) -> str:
-                if not check(m, source):
-                    return m.group()
-                found[kind] += 1
-                return PLACEHOLDERS[kind]
-            text = pattern.sub(sub, text)
+        text, found = redact(doc.text, doc.kind)
         if not found:
             return None
         if doc.kind == "code" and doc.source.endswith(".py") and not _still_parses(doc.text, text):
@@ -178,6 +161,35 @@ class RedactPII(Filter):
         doc.set_text(text)
         doc.edits += [{"rule": f"pii:{kind}", "count": n} for kind, n in sorted(found.items())]
         return None
+
+
+def redact(text: str, kind: str = "prose") -> tuple[str, Counter]:
+    """`text` with the placeholders in, and how many of each kind were replaced. `kind` is the
+    document's (clean.kind_of): code gets the e-mail and IP rules only."""
+    # counting ASCII digits is ten memchr-speed scans; a pattern needing more digits cannot match
+    # (unless the text holds other Unicode digits, which the patterns' \d also matches)
+    digits = sum(map(text.count, "0123456789"))
+    if not text.isascii() and OTHER_DIGIT.search(text):
+        digits = None
+    found: Counter = Counter()
+    for rule, pattern, check, scan, min_digits in RULES:
+        if kind == "code" and rule not in CODE_KINDS:
+            continue
+        if (digits is not None and digits < min_digits) or not scan(text):
+            continue
+        def sub(m: re.Match, rule=rule, check=check, source=text) -> str:
+            if not check(m, source):
+                return m.group()
+            found[rule] += 1
+            return PLACEHOLDERS[rule]
+        text = pattern.sub(sub, text)
+    return text, found
+
+
+def redacted(text: str) -> str:
+    """Text shown outside the cleaned corpus (a report, a summary, a log) with every rule applied:
+    a rejected document is stored as it was read, and must not carry its personal data further."""
+    return redact(text)[0]
 
 
 def _still_parses(before: str, after: str) -> bool:

@@ -42,7 +42,7 @@ from lmforge.data import clean
 from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc, kind_of
 from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
-from lmforge.data.pii import RedactPII
+from lmforge.data.pii import RedactPII, redacted
 from lmforge.data.sources import Skip, SourceStats, check_sources, iter_documents, skip_hint
 from lmforge.errors import LmforgeError
 from lmforge.files import atomic_write_json, fingerprint, is_complete
@@ -484,8 +484,8 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
             reasons[r["reason"]] += 1
             stages[r["stage"]] += 1
             bytes_in += len(r["text"].encode("utf-8"))
-            if len(examples[r["reason"]]) < EXAMPLES_PER_REASON:
-                examples[r["reason"]].append(r["id"])
+            if len(examples[r["reason"]]) < EXAMPLES_PER_REASON:  # an id read from a record is its content too
+                examples[r["reason"]].append(redacted(r["id"]))
             if "duplicate_of" in r:
                 clusters[r["duplicate_of"]] += 1
     kept = 0
@@ -503,7 +503,7 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
         for name, counts in done["steps"].items():
             steps[name].update(counts)
         for rule, ids in done["redaction_examples"].items():
-            redaction_examples[rule] = (redaction_examples[rule] + ids)[:EXAMPLES_PER_REASON]
+            redaction_examples[rule] = (redaction_examples[rule] + [redacted(i) for i in ids])[:EXAMPLES_PER_REASON]
         boiler += json.loads((out / "work" / f"shard_{index:05d}.written").read_text())["boilerplate_lines_removed"]
     rejected = sum(reasons.values())
     report = {
