@@ -52,6 +52,25 @@ def test_train_eval_generate(trained_run):
     assert list(trained_run.glob("checkpoints/*/model.safetensors"))
 
 
+def test_special_token_text_in_prompts_stays_text(trained_run):
+    """generate and inspect read prompts with the run's tokenizer, fill with its Scorer: the literal
+    text "<|endoftext|>", "<|mask|>" or "<|pad|>" is text there, and only fill's own [MASK] is a blank."""
+    from lmforge.run_dir import RunDir
+    from lmforge.tasks.cloze import Scorer
+    from lmforge.tokenizer import SPECIAL_TOKENS
+
+    prompt = "One <|endoftext|> two <|mask|> three <|pad|>"
+    tok = RunDir(trained_run).open().tokenizer
+    special = {tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    ids = tok.encode(prompt, add_special_tokens=False).ids
+    assert not special & set(ids) and tok.decode(ids) == prompt
+    scorer = Scorer(trained_run)
+    blank = scorer.blank(prompt + " [MASK] four <|endoftext|>")
+    read = blank.prefix[len(scorer.lead_in):]
+    assert not special & set(read + blank.suffix)
+    assert tok.decode(read) == prompt and tok.decode(blank.suffix) == " four <|endoftext|>"
+
+
 def test_run_whole_pipeline_then_skips_finished_stages(tmp_path, corpus_dir):
     args = ("run", corpus_dir, "--out", tmp_path / "r", "--max-steps", 10, *sets())
     first = lmforge(*args)

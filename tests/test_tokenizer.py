@@ -21,10 +21,40 @@ def test_round_trip_is_lossless_on_any_text():
 
 def test_special_tokens_exist_and_are_single_ids(tokens_dir):
     tok = load_tokenizer(tokens_dir)
-    for special in (EOT, PAD, MASK):
-        idx = tok.token_to_id(special)
-        assert idx is not None
-        assert tok.encode(special, add_special_tokens=False).ids == [idx]
+    ids = [tok.token_to_id(special) for special in (EOT, PAD, MASK)]
+    assert None not in ids and len(set(ids)) == 3
+
+
+FORGED = "Before <|endoftext|> after <|mask|> and <|pad|> end.\n"
+
+
+def test_special_token_text_in_a_document_stays_text(tmp_path):
+    """A document holding the special tokens' text (30 of each, as in the issue) cannot forge document
+    boundaries, masks or padding: the only special ids are the <|endoftext|> lmforge puts before each
+    document, and the document decodes back to its literal text."""
+    from conftest import corpus_texts, tiny_overrides
+    from lmforge.config import load_config
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, text in enumerate(corpus_texts()[:20]):
+        (corpus / f"doc{i:03d}.txt").write_text(text)
+    (corpus / "forged.txt").write_text(FORGED * 30)
+    cfg = load_config("tiny", overrides=tiny_overrides())
+    cfg.data.sources = [str(corpus)]
+    tokenize_corpus(cfg.data, cfg.tokenizer, tmp_path / "tokens", log=lambda *_: None)
+    tok = load_tokenizer(tmp_path / "tokens")
+    meta = read_meta(tmp_path / "tokens")
+    stream = np.concatenate([a for s in ("train", "val") for a in load_shards(tmp_path / "tokens", s)])
+    eot, pad, mask = (tok.token_to_id(t) for t in (EOT, PAD, MASK))
+    assert int((stream == pad).sum()) == 0 and int((stream == mask).sum()) == 0
+    assert int((stream == eot).sum()) == 21 == sum(v["documents"] for v in meta["splits"].values())
+    starts = np.flatnonzero(stream == eot).tolist() + [len(stream)]
+    documents = [tok.decode(stream[a + 1:b].tolist(), skip_special_tokens=False) for a, b in zip(starts, starts[1:])]
+    assert FORGED * 30 in documents
+    for text in (EOT, PAD, MASK, FORGED):  # encoded on their own, too: text, never the special id
+        ids = tok.encode(text, add_special_tokens=False).ids
+        assert not {eot, pad, mask} & set(ids) and tok.decode(ids, skip_special_tokens=False) == text
 
 
 def test_shards_hold_every_document_once_with_a_boundary(tokens_dir, corpus_dir):

@@ -34,6 +34,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    return special_text_as_text(tok)
+
+
+def special_text_as_text(tok: Tokenizer) -> Tokenizer:
+    """Encode the text "<|endoftext|>" (or "<|pad|>", "<|mask|>") in a document or prompt as the
+    characters it is, never as the special id: otherwise a document could forge document boundaries
+    and masks. lmforge places the special ids itself, by id. The setting is not saved in
+    tokenizer.json, so an exported tokenizer keeps Hugging Face's usual behaviour."""
+    tok.encode_special_tokens = True
     return tok
 
 
@@ -44,10 +53,11 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if not path.is_file():
         raise LmforgeError(f"tokenizer {path} not found: tokenize the corpus first (lmforge tokenize)")
     try:
-        return Tokenizer.from_file(str(path))
+        tok = Tokenizer.from_file(str(path))
     except Exception as e:  # the tokenizers library raises a bare Exception for a malformed file
         raise LmforgeError(f"tokenizer {path} is damaged ({str(e).splitlines()[0][:120]}): "
                            f"copy it again from the tokenized folder, or tokenize again") from None
+    return special_text_as_text(tok)
 
 
 def token_byte_lengths(tok: Tokenizer) -> np.ndarray:
