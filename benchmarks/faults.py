@@ -189,12 +189,12 @@ def training_kills(root: Path, tokens: Path, kills: int, per_run: int, rng: rand
             "uninterrupted_s": round(one_run, 1), "working_s": round(work_s, 1), "step_s": round(step_s, 3)}
 
 
-def corpus(root: Path) -> Path:
+def corpus(root: Path, name: str = "corpus", documents: int | None = None) -> Path:
     from pydoc_data.topics import topics
 
-    folder = root / "corpus"
+    folder = root / name
     folder.mkdir()
-    for i, name in enumerate(sorted(topics)):
+    for i, name in enumerate(sorted(topics)[:documents]):
         (folder / f"doc{i:03d}.txt").write_text(topics[name])
     return folder
 
@@ -341,7 +341,6 @@ class Case:
     guard: list = field(default_factory=list)  # the user's files: each must stay as it is
     watch: list = field(default_factory=list)  # files and folders outside the named one: none may change
     refusal_due: bool = True
-    right: Callable[[], bool] | None = None  # with exit 0: is the result right?
 
 
 @dataclass
@@ -388,7 +387,7 @@ def judge(case: Case, proc_rc: int, stderr: str, guarded: dict, watched: dict) -
     lost = any(entry_state(Path(p)) != before for p, before in guarded.items())
     outside = tree_state(*case.watch) != watched
     traceback = "Traceback" in stderr
-    wrong = proc_rc == 0 and (case.refusal_due or (case.right is not None and not case.right()))
+    wrong = proc_rc == 0 and case.refusal_due
     return Verdict(case.cls, case.name, proc_rc, lost, outside, traceback, wrong, last_line(stderr))
 
 
@@ -412,16 +411,6 @@ def user_folder(path: Path, *names: str) -> list[Path]:
 
 def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
-
-
-def small_corpus(root: Path, documents: int = 40) -> Path:
-    from pydoc_data.topics import topics
-
-    folder = root / "src"
-    folder.mkdir()
-    for i, name in enumerate(sorted(topics)[:documents]):
-        (folder / f"doc{i:03d}.txt").write_text(topics[name])
-    return folder
 
 
 def check_call(*args) -> None:
@@ -450,7 +439,7 @@ MAP_FLAGS = ("--top", 20, "--method", "pca")
 
 
 def ground(root: Path) -> Ground:
-    src = small_corpus(root)
+    src = corpus(root, "src", documents=40)  # small: every case runs a command on it
     g = Ground(root, src, root / "tok", root / "run", root / "export", root / "prep", root / "outside")
     g.outside.mkdir()
     check_call("tokenize", src, "--out", g.tok, *sets(TOKENIZE_SETS))
@@ -625,7 +614,7 @@ class Tmpfs:
             subprocess.run(["umount", str(self.path)], check=False)
 
 
-def disk_full_cases(g: Ground, disk: Tmpfs) -> list[tuple[Case, Callable[[], None]]]:
+def disk_full_cases(g: Ground, disk: Tmpfs) -> list[Case]:
     """Every writer on a disk with 16 KiB left: one line, exit 2, and the run's files as they were
     (an earlier report.html and inspect map included)."""
     run = disk.path / "run"
@@ -637,7 +626,7 @@ def disk_full_cases(g: Ground, disk: Tmpfs) -> list[tuple[Case, Callable[[], Non
              Case(cls, "export", ["export", run, disk.path / "export"], kept, [g.src]),
              Case(cls, "report", ["report", run], kept, [g.src]),
              Case(cls, "inspect map", ["inspect", "map", run, *MAP_FLAGS], kept, [g.src])]
-    return [(c, disk.leave_free) for c in cases]
+    return cases
 
 
 def folder_faults(root: Path) -> list[Verdict]:
@@ -653,8 +642,8 @@ def folder_faults(root: Path) -> list[Verdict]:
     disk = Tmpfs(g.root / "full")
     if disk.mounted:
         try:
-            for case, prepare_disk in disk_full_cases(g, disk):
-                prepare_disk()
+            for case in disk_full_cases(g, disk):
+                disk.leave_free()
                 verdicts.append(report_case(run_case(case)))
         finally:
             disk.close()
