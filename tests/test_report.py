@@ -1,9 +1,12 @@
 """lmforge report: the page of a real tiny run, its sections, its escaping, its Markdown twin, and the
 page itself in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium)."""
 
+import gzip
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,9 +102,6 @@ def test_rejected_examples_are_shown_redacted_in_html_markdown_and_report_json(t
 def test_prepare_prints_and_records_no_personal_data(tmp_path):
     """The summary on stdout and report.json name example documents; a JSONL record's own id is its
     content, so an id that is an e-mail address is redacted there too."""
-    import subprocess
-    import sys
-
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     write_personal_documents(corpus)
@@ -114,6 +114,9 @@ def test_prepare_prints_and_records_no_personal_data(tmp_path):
     assert "<EMAIL>" in sum(rep["examples"].values(), [])  # the record whose id was an address
     for where, text in (("stdout", r.stdout), ("stderr", r.stderr), ("report.json", json.dumps(rep))):
         assert_no_personal_data(text, where)
+    # nothing lost: rejected/ keeps each document as it was read
+    stored = "".join(gzip.open(f, "rt").read() for f in (tmp_path / "prep" / "rejected").glob("*.jsonl.gz"))
+    assert all(s in stored for s in PERSONAL + KEPT_PERSONAL)
 
 
 def test_report_refuses_what_is_not_a_run(tmp_path, capsys):
