@@ -111,6 +111,8 @@ def test_train_into_a_folder_inside_its_data_reads_only_the_users_files(corpus):
     assert r.returncode == 0, r.stderr
     assert reader(corpus / "run2" / "tokens")["files"] == N_DOCS
     assert reader(corpus / "run2" / "tokens")["skipped"] == {"lmforge run folders (a model and its logs, not text)": 1}
+    r = lmforge("tokenize", run, "--out", corpus.parent / "tok", *sets())
+    one_line_error(r, str(run), "run folder", "sources it was trained on")
 
 
 def test_a_tokenized_folder_beside_raw_text_is_refused(tmp_path, corpus, tokens_dir):

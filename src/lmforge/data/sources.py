@@ -405,12 +405,11 @@ def _read_path(path: Path, stats: SourceStats, text_field: str, max_doc_bytes: i
 
 # ---------------------------------------------------------------- listing the files a source names
 
-# Folders lmforge writes, recognised by their layout (data/prepare.py, tokens.py and run_dir.py own
-# the formats; the first two import this module, so it names the few entries it looks for itself).
+# Folders lmforge writes, recognised by their layout (data/prepare.py and tokens.py own these formats
+# but import this module, so it names the few entries it looks for itself; run_dir.py names a run's).
 PREPARED_MARKER = "report.json"  # written last: a prepared folder without it is half written
 PREPARED_PARTS = ("clean", "rejected", "work")
 TOKENIZED_PARTS = ("tokenizer.json", "meta.json")
-RUN_PARTS = ("config.yaml", "metrics.jsonl")
 SKIPPED_FOLDERS = {"tokenized": "lmforge tokenized folders (token ids, not text)",
                    "run": "lmforge run folders (a model and its logs, not text)"}
 
@@ -438,7 +437,7 @@ class _Lister:
                                    f"to train --data to train on its tokens, or give text sources")
             if kind == "run":
                 raise LmforgeError(f"source {source} is an lmforge run folder, not text: give the sources it was "
-                                   f"trained on (its config.yaml names them)")
+                                   f"trained on (its saved config names them)")
             return self._folder(path)
         raise LmforgeError(f"source {source!r} does not exist: give a file, folder or glob (or 'builtin')")
 
@@ -481,7 +480,7 @@ class _Lister:
             return "tokenized"  # without meta.json: a tokenize still writing (or killed) in its temporary folder
         if has(PREPARED_MARKER, False) and has("clean", True):
             return "prepared"
-        if all(has(name, False) for name in RUN_PARTS):
+        if all(has(name, False) for name in _run_parts()):
             return "run"
         if all(has(name, True) for name in PREPARED_PARTS):
             raise LmforgeError(f"{folder} is a half-written prepared folder (no {PREPARED_MARKER}): finish it by "
@@ -516,6 +515,12 @@ class _Lister:
                 self.skipped.append(("links to folders (not followed)", str(path)))
             else:
                 files.append(path)
+
+
+def _run_parts() -> tuple[str, str]:
+    from lmforge import run_dir  # here, not above: it loads the tokenizers library, which cleaning workers never need
+
+    return run_dir.CONFIG_FILE, run_dir.METRICS_FILE
 
 
 def _fixed_part(pattern: str) -> Path:

@@ -222,7 +222,7 @@ def prepare_sweep_tokens(cfg: Config, sweep_dir: Path, log: Callable[[str], None
     from lmforge.tokens import tokenize_corpus
 
     folder = sweep_dir / TOKENS
-    tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log)
+    tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log, exclude=[sweep_dir])  # a sweep folder holds no input
     return folder
 
 
