@@ -25,7 +25,7 @@ import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -119,7 +119,7 @@ def temporary_folder(out: Path) -> Path:
     return out.with_name(out.name + ".tmp")
 
 
-def list_tokenize_inputs(data: DataConfig, out: Path, exclude: list[Path] = ()) -> Inputs:
+def list_tokenize_inputs(data: DataConfig, out: Path, exclude: Iterable[Path] = ()) -> Inputs:
     """The files tokenize reads: never its own output or temporary folder (`tokenize SRC --out
     SRC/tok`), nor `exclude`, what the caller writes (the run folder around RUN/tokens)."""
     return list_inputs(data.sources, [out, temporary_folder(out), *exclude])
@@ -132,7 +132,7 @@ def read_meta(folder: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def is_complete(folder: Path, data: DataConfig, tk: TokenizerConfig, exclude: list[Path] = ()) -> bool:
+def is_complete(folder: Path, data: DataConfig, tk: TokenizerConfig, exclude: Iterable[Path] = ()) -> bool:
     """Whether `folder` holds the tokens of these settings and of the sources as they are now."""
     try:
         inputs = list_tokenize_inputs(data, Path(folder), exclude)
@@ -153,7 +153,7 @@ def _batched(docs: Iterator[Document], n: int) -> Iterator[list[Document]]:
 
 
 def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=print,
-                    exclude: list[Path] = ()) -> dict:
+                    exclude: Iterable[Path] = ()) -> dict:
     """Train the tokenizer on a prefix of the stream, then encode the whole stream into shards.
 
     The folder is built under a temporary name and renamed at the end, so an interrupted run
@@ -161,9 +161,10 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
     it); `exclude`: paths the caller writes, never read as input.
     """
     out = Path(out)
+    inputs = list_tokenize_inputs(data, out, exclude)  # first: a missing source is refused before anything is written
     # beside the folder, not in it: the folder is replaced whole, and the lock must outlive that
     with FolderLock(out.parent / f".{out.name}.lock", f"tokenize output folder {out}"):
-        return _tokenize(data, tk, out, log, list_tokenize_inputs(data, out, exclude))
+        return _tokenize(data, tk, out, log, inputs)
 
 
 def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inputs) -> dict:

@@ -32,7 +32,7 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -317,7 +317,7 @@ def written_paths(out: Path) -> list[Path]:
     return [out / name for name in (*PREPARED_PARTS, PREPARED_MARKER)]
 
 
-def list_prepare_inputs(sources: list[str], out: Path, exclude: list[Path] = ()) -> Inputs:
+def list_prepare_inputs(sources: list[str], out: Path, exclude: Iterable[Path] = ()) -> Inputs:
     """The files prepare reads: never its own output (`prepare X --out X/prep` reads the user's files
     only), nor `exclude`, what the caller writes (lmforge run's run folder)."""
     return list_inputs(sources, [*written_paths(out), *exclude])
@@ -410,7 +410,7 @@ def make_executor(name: str, workers: int):
 
 
 def prepared_otherwise(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig,
-                       exclude: list[Path] = ()) -> bool:
+                       exclude: Iterable[Path] = ()) -> bool:
     """Whether `out` holds a finished prepare (report.json is written last) of other settings or
     other inputs (sources edited or gone since)."""
     report = Path(out) / "report.json"
@@ -425,13 +425,14 @@ def prepared_otherwise(sources: list[str], out: str | Path, cfg: PrepareConfig, 
 
 def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig,
             log: Callable[[str], None] = print, executor=None, progress: bool = True,
-            exclude: list[Path] = ()) -> dict:
+            exclude: Iterable[Path] = ()) -> dict:
     """Clean `sources` into `out` (see the module docstring) and return the report. `exclude`: paths
     the caller writes, never read as input."""
     out = Path(out)
+    inputs = list_prepare_inputs(sources, out, exclude)  # first: a missing source is refused before anything is written
     # beside the folder, not in it: a changed config deletes the folder, and the lock must outlive that
     with FolderLock(out.parent / f".{out.name}.lock", f"prepare output folder {out}"):
-        return _prepare(list_prepare_inputs(sources, out, exclude), out, cfg, data, log, executor, progress)
+        return _prepare(inputs, out, cfg, data, log, executor, progress)
 
 
 def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,

@@ -591,9 +591,12 @@ def _pydoc_topics() -> Iterator[Document]:
 
 
 def _stdlib_files() -> list[Path]:
-    root = _stdlib_dir()
     skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
-    return sorted(p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts))
+    files = []
+    for folder, subfolders, names in os.walk(_stdlib_dir()):
+        subfolders[:] = [name for name in subfolders if name not in skip]  # never walked: site-packages is large
+        files.extend(Path(folder) / name for name in names if name.endswith(".py"))
+    return sorted(files)
 
 
 def _docstrings(path: Path, source: str) -> str:
@@ -662,11 +665,6 @@ def _stdlib_stream(stats: SourceStats) -> Iterator[Document]:
 
 
 # ---------------------------------------------------------------- the entry point
-
-def check_sources(sources: list[str]) -> None:
-    """Fail fast, before any work, on a source that does not exist or is no text."""
-    list_inputs(sources)
-
 
 def iter_documents(
     sources: list[str] | Inputs,
