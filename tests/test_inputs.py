@@ -175,3 +175,22 @@ def test_an_unreadable_subfolder_is_counted_and_reported(tmp_path, corpus):
     assert "skipped 1 unreadable folders" in r.stdout
     assert reader(tmp_path / "tok")["skipped"] == {"unreadable folders": 1}
     assert str(locked) in reader(tmp_path / "tok")["skipped_examples"]["unreadable folders"]
+
+
+def test_a_link_to_a_folder_is_counted_not_followed(tmp_path, corpus):
+    from lmforge.data.sources import SourceStats, iter_documents
+
+    (corpus / "loop").symlink_to(corpus, target_is_directory=True)  # followed, it would never end
+    stats = SourceStats()
+    assert len(list(iter_documents([str(corpus)], stats))) == N_DOCS
+    assert stats.skipped == {"links to folders (not followed)": 1}
+    assert stats.skipped_examples["links to folders (not followed)"] == str(corpus / "loop")
+
+
+def test_a_killed_tokenize_leaves_a_folder_that_is_refused_as_a_source(tmp_path, corpus):
+    tok = tmp_path / "tok"
+    tokenize(corpus, "--out", tok)
+    tok.rename(tmp_path / "tok.tmp")  # what a tokenize killed while encoding leaves: no meta.json yet
+    (tmp_path / "tok.tmp" / "meta.json").unlink()
+    r = lmforge("train", "--data", tmp_path / "tok.tmp", "--out", tmp_path / "run", "--max-steps", 2, *sets())
+    one_line_error(r, "half-written tokenized folder", "lmforge tokenize")

@@ -411,7 +411,14 @@ PREPARED_MARKER = "report.json"  # written last: a prepared folder without it is
 PREPARED_PARTS = ("clean", "rejected", "work")
 TOKENIZED_PARTS = ("tokenizer.json", "meta.json")
 SKIPPED_FOLDERS = {"tokenized": "lmforge tokenized folders (token ids, not text)",
+                   "tokenizing": "lmforge tokenized folders (token ids, not text)",
                    "run": "lmforge run folders (a model and its logs, not text)"}
+REFUSED_SOURCES = {  # named as a source itself: what to give instead
+    "tokenized": "is a tokenized folder (token ids, not text): give it alone to train --data to train on its "
+                 "tokens, or give text sources",
+    "tokenizing": "is a half-written tokenized folder (no meta.json): finish it by running the same lmforge "
+                  "tokenize again",
+    "run": "is an lmforge run folder, not text: give the sources it was trained on (its saved config names them)"}
 
 
 class _Lister:
@@ -423,6 +430,7 @@ class _Lister:
     def __init__(self, exclude: Iterable[str | Path] = ()):
         self.exclude = {os.path.realpath(p) for p in exclude}
         self.skipped: list[tuple[str, str]] = []  # (reason, where)
+        self._kinds: dict[str, str] = {}  # real path -> kind: a glob asks about the same folders for every match
 
     def source(self, source: str) -> list[Path]:
         if any(ch in source for ch in "*?["):
@@ -432,12 +440,8 @@ class _Lister:
             return [path]
         if path.is_dir():
             kind = self._kind(path)
-            if kind == "tokenized":
-                raise LmforgeError(f"source {source} is a tokenized folder (token ids, not text): give it alone "
-                                   f"to train --data to train on its tokens, or give text sources")
-            if kind == "run":
-                raise LmforgeError(f"source {source} is an lmforge run folder, not text: give the sources it was "
-                                   f"trained on (its saved config names them)")
+            if kind in REFUSED_SOURCES:
+                raise LmforgeError(f"source {source} {REFUSED_SOURCES[kind]}")
             return self._folder(path)
         raise LmforgeError(f"source {source!r} does not exist: give a file, folder or glob (or 'builtin')")
 
@@ -467,17 +471,24 @@ class _Lister:
         return os.path.realpath(path) not in self.exclude
 
     def _kind(self, folder: Path, real: str = "") -> str:
-        """'prepared', 'tokenized', 'run' or '' (the user's); a half-written prepared folder is refused. An
-        entry this command writes is no evidence: `prepare X --out X` reads X as the user's folder."""
         real = real or os.path.realpath(folder)
+        if real not in self._kinds:
+            self._kinds[real] = self._layout(folder, real)
+        return self._kinds[real]
+
+    def _layout(self, folder: Path, real: str) -> str:
+        """'prepared', 'tokenized', 'tokenizing', 'run' or '' (the user's); a half-written prepared folder
+        is refused. An entry this command writes is no evidence: `prepare X --out X` reads X as the user's."""
 
         def has(name: str, is_dir: bool) -> bool:
             path = os.path.join(real, name)
             return path not in self.exclude and (os.path.isdir(path) if is_dir else os.path.isfile(path))
 
         tokenizer, meta = TOKENIZED_PARTS
-        if has(tokenizer, False) and (has(meta, False) or has("train", True)):
-            return "tokenized"  # without meta.json: a tokenize still writing (or killed) in its temporary folder
+        if has(tokenizer, False) and has(meta, False):
+            return "tokenized"
+        if has(tokenizer, False) and folder.name.endswith(".tmp"):
+            return "tokenizing"  # a tokenize still writing (or killed) in its temporary folder, OUT.tmp
         if has(PREPARED_MARKER, False) and has("clean", True):
             return "prepared"
         if all(has(name, False) for name in _run_parts()):
