@@ -100,6 +100,13 @@ def test_prepare_into_a_folder_inside_its_source_reads_only_the_users_files(corp
     prepare(corpus, "--out", prep, "--set", "prepare.near_dedup=false")  # other settings: redone beside itself
     report = json.loads((prep / "report.json").read_text())
     assert report["reader"]["files"] == N_DOCS and report["documents_in"] == N_DOCS
+    tok = corpus.parent / "tok"
+    tokenize(corpus, "--out", tok)  # the raw files, not also their cleaned copies
+    assert reader(tok)["files"] == N_DOCS
+    assert list(reader(tok)["skipped"]) == ["lmforge prepared folders inside a source (name one as a source to "
+                                            "read its clean/)"]
+    tokenize(f"{corpus}/*", "--out", tok)  # a glob names the folder: its clean/ is read, beside the raw files
+    assert reader(tok)["files"] == N_DOCS + 1  # clean/ is one shard
 
 
 def test_train_into_a_folder_inside_its_data_reads_only_the_users_files(corpus):

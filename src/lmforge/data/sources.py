@@ -20,10 +20,11 @@ also kept (file, line, reason, the raw text when there is any) so the cleaning s
 rejected/.
 
 What a folder holds is listed once (`list_inputs`), before anything is read: hidden entries, the
-paths the running command writes, and the folders lmforge wrote are left out (a prepared folder is
-read as its clean/ only, and only when complete; a tokenized folder holds token ids, not text). The
-listing's `identity` (path, size, modification time of each file) goes into each stage's fingerprint,
-so a rerun after the corpus changed redoes the stage.
+paths the running command writes, and the folders lmforge wrote are left out (a prepared folder
+named as a source is read as its clean/ only, and only when complete; found inside a source folder
+it is skipped, as tokenized and run folders are). The listing's `identity` (path, size, modification
+time of each file) goes into each stage's fingerprint, so a rerun after the corpus changed redoes it.
+
 Documents carry a stable id (`path`, `path:line`, `path#part` or the record's own id) and their
 source path.
 """
@@ -410,7 +411,8 @@ def _read_path(path: Path, stats: SourceStats, text_field: str, max_doc_bytes: i
 PREPARED_MARKER = "report.json"  # written last: a prepared folder without it is half written
 PREPARED_PARTS = ("clean", "rejected", "work")
 TOKENIZED_PARTS = ("tokenizer.json", "meta.json")
-SKIPPED_FOLDERS = {"tokenized": "lmforge tokenized folders (token ids, not text)",
+SKIPPED_FOLDERS = {"prepared": "lmforge prepared folders inside a source (name one as a source to read its clean/)",
+                   "tokenized": "lmforge tokenized folders (token ids, not text)",
                    "tokenizing": "lmforge tokenized folders (token ids, not text)",
                    "run": "lmforge run folders (a model and its logs, not text)"}
 REFUSED_SOURCES = {  # named as a source itself: what to give instead
@@ -423,9 +425,10 @@ REFUSED_SOURCES = {  # named as a source itself: what to give instead
 
 class _Lister:
     """Lists the files of one source in reading order, never inside `exclude` (the paths the running
-    command writes) and never inside a folder lmforge wrote: a prepared folder gives its clean/ only,
-    and only when complete; a tokenized or run folder holds no text. What it does not read (such a
-    folder, an unreadable folder, a link to a folder) is kept in `skipped`, for the reader to count."""
+    command writes) and never inside a folder lmforge wrote: a prepared folder named as a source (or
+    matched by a glob) gives its clean/ only, and only when complete; found inside another folder it is
+    derived data, like a tokenized or run folder. What it does not read (such a folder, an unreadable
+    folder, a link to a folder) is kept in `skipped`, for the reader to count."""
 
     def __init__(self, exclude: Iterable[str | Path] = ()):
         self.exclude = {os.path.realpath(p) for p in exclude}
@@ -464,9 +467,12 @@ class _Lister:
         for folder in (top / p for p in reversed(inside)):
             real = os.path.realpath(folder)
             kind = self._kind(folder, real)
-            if real in self.exclude or kind in SKIPPED_FOLDERS:
+            if real in self.exclude:
                 return False
-            if kind == "prepared" and not path.is_relative_to(folder / "clean"):
+            if kind == "prepared":  # as if the glob named it: its clean/ only
+                if not path.is_relative_to(folder / "clean"):
+                    return False
+            elif kind in SKIPPED_FOLDERS:
                 return False
         return os.path.realpath(path) not in self.exclude
 
@@ -499,17 +505,19 @@ class _Lister:
         return ""
 
     def _folder(self, folder: Path) -> list[Path]:
+        """The files of a folder the user named (as a source, or by a glob)."""
         files: list[Path] = []
-        self._walk(folder, os.path.realpath(folder), files)
+        real = os.path.realpath(folder)
+        kind = self._kind(folder, real)
+        if kind == "prepared":  # its kept documents, not rejected/ or work/
+            folder, real = folder / "clean", os.path.join(real, "clean")
+        elif kind in SKIPPED_FOLDERS:
+            self.skipped.append((SKIPPED_FOLDERS[kind], str(folder)))
+            return []
+        self._walk(folder, real, files)
         return sorted(files)
 
     def _walk(self, folder: Path, real: str, files: list[Path]) -> None:
-        kind = self._kind(folder, real)
-        if kind in SKIPPED_FOLDERS:
-            self.skipped.append((SKIPPED_FOLDERS[kind], str(folder)))
-            return
-        if kind == "prepared":  # its kept documents, not rejected/ or work/
-            folder, real = folder / "clean", os.path.join(real, "clean")
         try:
             with os.scandir(real) as it:
                 entries = list(it)
@@ -521,7 +529,11 @@ class _Lister:
             if entry.name.startswith(".") or entry_real in self.exclude:
                 continue  # hidden (lmforge's lock files among them), or written by this command
             if entry.is_dir(follow_symlinks=False):
-                self._walk(path, entry_real, files)
+                kind = self._kind(path, entry_real)
+                if kind in SKIPPED_FOLDERS:
+                    self.skipped.append((SKIPPED_FOLDERS[kind], str(path)))
+                else:
+                    self._walk(path, entry_real, files)
             elif entry.is_symlink() and path.is_dir():  # not followed: a link can loop back
                 self.skipped.append(("links to folders (not followed)", str(path)))
             else:
