@@ -411,7 +411,8 @@ def _read_path(path: Path, stats: SourceStats, text_field: str, max_doc_bytes: i
 PREPARED_MARKER = "report.json"  # written last: a prepared folder without it is half written
 PREPARED_PARTS = ("clean", "rejected", "work")
 TOKENIZED_PARTS = ("tokenizer.json", "meta.json")
-SKIPPED_FOLDERS = {"prepared": "lmforge prepared folders inside a source (name one as a source to read its clean/)",
+SKIPPED_FOLDERS = {"prepared": "lmforge prepared folders inside a source (name one as a source to read "
+                               "its clean/)",
                    "tokenized": "lmforge tokenized folders (token ids, not text)",
                    "tokenizing": "lmforge tokenized folders (token ids, not text)",
                    "run": "lmforge run folders (a model and its logs, not text)"}
@@ -569,18 +570,23 @@ class Inputs:
         """Path, size and modification time of every file (stat only: cheap for thousands) and what
         was skipped: an edited, added or removed file changes it, so a rerun redoes the stage."""
         digest = hashlib.sha256()
+
+        def record(*fields) -> None:  # surrogateescape: a file name need not be UTF-8
+            digest.update(("\t".join(map(str, fields)) + "\n").encode("utf-8", "surrogateescape"))
+
         count = size = 0
         for source, skipped in zip(self.sources, self.skipped):
-            digest.update(f"source\t{source}\t{sys.version if source == BUILTIN_SOURCE else ''}\n".encode())
+            record("source", source, sys.version if source == BUILTIN_SOURCE else "")
             for reason, where in skipped:
-                digest.update(f"skipped\t{reason}\t{where}\n".encode("utf-8", "surrogateescape"))
+                record("skipped", reason, where)
         for path in self.all_files():
             try:
                 st = path.stat()
-                line, count, size = f"{path}\t{st.st_size}\t{st.st_mtime_ns}", count + 1, size + st.st_size
             except OSError as e:
-                line = f"{path}\t{e.strerror}"
-            digest.update(f"file\t{line}\n".encode("utf-8", "surrogateescape"))
+                record("file", path, e.strerror)
+                continue
+            record("file", path, st.st_size, st.st_mtime_ns)
+            count, size = count + 1, size + st.st_size
         return {"files": count, "bytes": size, "digest": digest.hexdigest()[:16]}
 
 
