@@ -32,13 +32,16 @@ def prepared_config(cfg: Config, run: RunDir) -> Config:
 
 def prepare_sources(cfg: Config, run: RunDir, log: Callable[[str], None], resuming: bool) -> None:
     """Clean the configured sources into RUN/prepared. A run being resumed keeps the folder it was
-    trained on, even where this lmforge would build it otherwise (a newer version's defaults)."""
+    trained on, even where this lmforge would build it otherwise (sources edited since, a newer
+    version's defaults)."""
     if not cfg.prepare.enabled or cfg.data.tokenized:
         return
-    if resuming and prepared_otherwise(cfg.data.sources, run.prepared_dir, cfg.prepare, cfg.data):
+    written = run.written_paths()  # `lmforge run S --out S/run`: the run's own files are no input
+    if resuming and prepared_otherwise(cfg.data.sources, run.prepared_dir, cfg.prepare, cfg.data, written):
         log(f"prepare: {run.prepared_dir} holds the data this run was trained on; resuming keeps it as it is")
         return
-    prepare(cfg.data.sources, run.prepared_dir, cfg.prepare, cfg.data, log=log, progress=cfg.train.progress)
+    prepare(cfg.data.sources, run.prepared_dir, cfg.prepare, cfg.data, log=log, progress=cfg.train.progress,
+            exclude=written)
 
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:

@@ -222,6 +222,13 @@ class RunDir:
         """The writer's lock: a second `lmforge train` on this folder is refused, naming the first."""
         return FolderLock(self.path / LOCK_FILE, f"run folder {self.path}")
 
+    def written_paths(self) -> list[Path]:
+        """Every entry lmforge writes in a run folder: a run folder that is also a source
+        (`train --data F --out F`) is read without them."""
+        names = (CONFIG_FILE, TOKENIZER_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINTS, TOKENS, PREPARED, INSPECT,
+                 TENSORBOARD, REPORT_HTML, REPORT_MD, REPORT_FILES, DIVERGED_FILE, ERROR_FILE, TRAIN_LOG, LOCK_FILE)
+        return [self.path / name for name in names]
+
     def require(self) -> "RunDir":
         if not self.path.is_dir():
             raise LmforgeError(f"run folder {self.path} does not exist: train first (lmforge train or lmforge run)")

@@ -11,7 +11,7 @@ Format of a tokenized folder (TOK/):
                           `val_split` says which)
     meta.json             dtype, vocab size, special ids, token/byte/document counts per split,
                           bytes per token, the shard list, the split rule, and a fingerprint of
-                          the config used
+                          the config used and of the input files (path, size, modification time)
 
 Every document is preceded by one `<|endoftext|>` token, so the stream reads
 `EOT doc EOT doc ...` and a model always sees where a document begins.
@@ -25,14 +25,15 @@ import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from lmforge.config import DataConfig, TokenizerConfig
-from lmforge.data.sources import Document, SourceStats, iter_documents
+from lmforge.data.sources import Document, Inputs, SourceStats, iter_documents, list_inputs
 from lmforge import files
 from lmforge.errors import LmforgeError
+from lmforge.locks import FolderLock
 from lmforge.tokenizer import EOT, SPECIAL_TOKENS, TOKENIZER_FILE, train_tokenizer
 
 META = "meta.json"
@@ -110,8 +111,18 @@ class ShardWriter:
         return {"tokens": self.tokens, "documents": self.documents, "bytes": self.bytes, "shards": self.shards}
 
 
-def fingerprint(data: DataConfig, tk: TokenizerConfig) -> str:
-    return files.fingerprint({"data": asdict(data), "tokenizer": asdict(tk)})
+def fingerprint(data: DataConfig, tk: TokenizerConfig, inputs: Inputs) -> str:
+    return files.fingerprint({"data": asdict(data), "tokenizer": asdict(tk), "inputs": inputs.identity()})
+
+
+def temporary_folder(out: Path) -> Path:
+    return out.with_name(out.name + ".tmp")
+
+
+def list_tokenize_inputs(data: DataConfig, out: Path, exclude: Iterable[Path] = ()) -> Inputs:
+    """The files tokenize reads: never its own output or temporary folder (`tokenize SRC --out
+    SRC/tok`), nor `exclude`, what the caller writes (the run folder around RUN/tokens)."""
+    return list_inputs(data.sources, [out, temporary_folder(out), *exclude])
 
 
 def read_meta(folder: str | Path) -> dict:
@@ -121,8 +132,13 @@ def read_meta(folder: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def is_complete(folder: Path, data: DataConfig, tk: TokenizerConfig) -> bool:
-    return files.is_complete(Path(folder) / META, fingerprint(data, tk))
+def is_complete(folder: Path, data: DataConfig, tk: TokenizerConfig, exclude: Iterable[Path] = ()) -> bool:
+    """Whether `folder` holds the tokens of these settings and of the sources as they are now."""
+    try:
+        inputs = list_tokenize_inputs(data, Path(folder), exclude)
+    except LmforgeError:  # a source gone: not what the folder was made from
+        return False
+    return files.is_complete(Path(folder) / META, fingerprint(data, tk, inputs))
 
 
 def _batched(docs: Iterator[Document], n: int) -> Iterator[list[Document]]:
@@ -136,19 +152,30 @@ def _batched(docs: Iterator[Document], n: int) -> Iterator[list[Document]]:
         yield batch
 
 
-def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=print) -> dict:
+def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=print,
+                    exclude: Iterable[Path] = ()) -> dict:
     """Train the tokenizer on a prefix of the stream, then encode the whole stream into shards.
 
     The folder is built under a temporary name and renamed at the end, so an interrupted run
-    never leaves something that looks complete.
+    never leaves something that looks complete. One tokenize per folder at a time (a lock beside
+    it); `exclude`: paths the caller writes, never read as input.
     """
     out = Path(out)
-    if is_complete(out, data, tk):
+    inputs = list_tokenize_inputs(data, out, exclude)  # first: a missing source is refused before anything is written
+    # beside the folder, not in it: the folder is replaced whole, and the lock must outlive that
+    with FolderLock(out.parent / f".{out.name}.lock", f"tokenize output folder {out}"):
+        return _tokenize(data, tk, out, log, inputs)
+
+
+def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inputs) -> dict:
+    fp = fingerprint(data, tk, inputs)
+    if files.is_complete(out / META, fp):
         log(f"tokenize: {out} is complete, skipping")
         return read_meta(out)
 
     def docs(max_bytes: int, stats: SourceStats) -> Iterator[Document]:
-        return iter_documents(data.sources, stats, data.text_field, max_bytes, data.max_document_bytes)
+        # both passes read the one listing: a file that appears meanwhile (our own shards) is not read
+        return iter_documents(inputs, stats, data.text_field, max_bytes, data.max_document_bytes)
 
     def capped(a: int, b: int) -> int:
         return min(x for x in (a, b) if x) if (a or b) else 0
@@ -163,7 +190,7 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
     eot = tok.token_to_id(EOT)
     dtype = token_dtype(vocab)
 
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = temporary_folder(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     tok.save(str(tmp / TOKENIZER_FILE))
@@ -200,7 +227,7 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
         "splits": splits,
         "val_split": val_split,
         "bytes_per_token": {s: (v["bytes"] / v["tokens"] if v["tokens"] else 0.0) for s, v in splits.items()},
-        "fingerprint": fingerprint(data, tk),
+        "fingerprint": fp,
     }
     (tmp / META).write_text(json.dumps(meta, indent=2))
     if stats.documents == 0:

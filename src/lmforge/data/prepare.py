@@ -32,7 +32,7 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -43,7 +43,8 @@ from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc, kind_of
 from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
 from lmforge.data.pii import RedactPII, redacted
-from lmforge.data.sources import Skip, SourceStats, check_sources, iter_documents, skip_hint
+from lmforge.data.sources import (PREPARED_MARKER, PREPARED_PARTS, Inputs, Skip, SourceStats, iter_documents,
+                                  list_inputs, skip_hint)
 from lmforge.errors import LmforgeError
 from lmforge.files import atomic_write_json, fingerprint, is_complete
 from lmforge.locks import FolderLock
@@ -305,15 +306,27 @@ def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None
 
 # ---------------------------------------------------------------- driver
 
-def prepare_fingerprint(sources: list[str], cfg: PrepareConfig, data: DataConfig) -> str:
-    return fingerprint({"sources": sources, "prepare": asdict(cfg), "text_field": data.text_field,
-                        "max_bytes": data.max_bytes, "max_document_bytes": data.max_document_bytes})
+def prepare_fingerprint(inputs: Inputs, cfg: PrepareConfig, data: DataConfig) -> str:
+    return fingerprint({"sources": inputs.sources, "inputs": inputs.identity(), "prepare": asdict(cfg),
+                        "text_field": data.text_field, "max_bytes": data.max_bytes,
+                        "max_document_bytes": data.max_document_bytes})
 
 
-def _shards(sources: list[str], data: DataConfig, size: int, stats: SourceStats) -> Iterator[list]:
+def written_paths(out: Path) -> list[Path]:
+    """What prepare writes in `out`: all it may delete there, and never read as input."""
+    return [out / name for name in (*PREPARED_PARTS, PREPARED_MARKER)]
+
+
+def list_prepare_inputs(sources: list[str], out: Path, exclude: Iterable[Path] = ()) -> Inputs:
+    """The files prepare reads: never its own output (`prepare X --out X/prep` reads the user's files
+    only), nor `exclude`, what the caller writes (lmforge run's run folder)."""
+    return list_inputs(sources, [*written_paths(out), *exclude])
+
+
+def _shards(inputs: Inputs, data: DataConfig, size: int, stats: SourceStats) -> Iterator[list]:
     """The input stream (documents and skips, in order) cut into lists of `size` items."""
     chunk: list = []
-    for doc in iter_documents(sources, stats, data.text_field, data.max_bytes, data.max_document_bytes):
+    for doc in iter_documents(inputs, stats, data.text_field, data.max_bytes, data.max_document_bytes):
         chunk.extend(stats.pending)
         stats.pending.clear()
         chunk.append(doc)
@@ -396,34 +409,51 @@ def make_executor(name: str, workers: int):
     return LocalExecutor(workers or os.cpu_count() or 1)
 
 
-def prepared_otherwise(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig) -> bool:
-    """Whether `out` holds a finished prepare (report.json is written last) of other settings."""
+def prepared_otherwise(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig,
+                       exclude: Iterable[Path] = ()) -> bool:
+    """Whether `out` holds a finished prepare (report.json is written last) of other settings or
+    other inputs (sources edited or gone since)."""
     report = Path(out) / "report.json"
-    return report.is_file() and not is_complete(report, prepare_fingerprint(sources, cfg, data))
+    if not report.is_file():
+        return False
+    try:
+        inputs = list_prepare_inputs(sources, Path(out), exclude)
+    except LmforgeError:
+        return True
+    return not is_complete(report, prepare_fingerprint(inputs, cfg, data))
 
 
 def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig,
-            log: Callable[[str], None] = print, executor=None, progress: bool = True) -> dict:
-    """Clean `sources` into `out` (see the module docstring) and return the report."""
+            log: Callable[[str], None] = print, executor=None, progress: bool = True,
+            exclude: Iterable[Path] = ()) -> dict:
+    """Clean `sources` into `out` (see the module docstring) and return the report. `exclude`: paths
+    the caller writes, never read as input."""
     out = Path(out)
+    inputs = list_prepare_inputs(sources, out, exclude)  # first: a missing source is refused before anything is written
     # beside the folder, not in it: a changed config deletes the folder, and the lock must outlive that
     with FolderLock(out.parent / f".{out.name}.lock", f"prepare output folder {out}"):
-        return _prepare(sources, out, cfg, data, log, executor, progress)
+        return _prepare(inputs, out, cfg, data, log, executor, progress)
 
 
-def _prepare(sources: list[str], out: Path, cfg: PrepareConfig, data: DataConfig,
+def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
              log: Callable[[str], None], executor, progress: bool) -> dict:
-    fp = prepare_fingerprint(sources, cfg, data)
+    sources = inputs.sources
+    fp = prepare_fingerprint(inputs, cfg, data)
     if is_complete(out / "report.json", fp):
         report = json.loads((out / "report.json").read_text())
         log(f"prepare: {out} is complete, skipping")
         return report
-    check_sources(sources)
     export_models(cfg.filters)
     work = out / "work"
     marker_fp = work / "fingerprint"
     if marker_fp.is_file() and marker_fp.read_text() != fp:
-        shutil.rmtree(out)  # a different config: earlier shard results do not apply
+        # other settings or inputs: earlier shard results do not apply (and only prepare's own entries
+        # go: `prepare X --out X` keeps the user's files)
+        for path in written_paths(out):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
     for sub in ("clean", "rejected", "work"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     marker_fp.write_text(fp)
@@ -435,7 +465,7 @@ def _prepare(sources: list[str], out: Path, cfg: PrepareConfig, data: DataConfig
     n_shards = 0
     bar = tqdm(unit="doc", desc="prepare", mininterval=1.0, disable=not progress, dynamic_ncols=True)
     try:
-        for index, items in enumerate(_shards(sources, data, cfg.shard_documents, stats)):
+        for index, items in enumerate(_shards(inputs, data, cfg.shard_documents, stats)):
             n_shards = index + 1
             if not (work / f"shard_{index:05d}.done").is_file():
                 executor.submit(filter_shard, index, items, cfg, work, out / "rejected")

@@ -14,9 +14,17 @@ default corpus that exists wherever Python does (see `builtin_corpus`). Formats:
 
 Text that is not UTF-8 but reads cleanly as Windows-1252 (Latin-1 files) is decoded so and counted.
 Binary files, unreadable or truncated files, entries that are not regular files (a broken link),
-invalid or over-long JSON lines and empty documents are skipped and counted, never fatal; with
-`record_skips` each skip is also kept (file, line, reason, the raw text when there is any) so the
-cleaning stage can file it under rejected/.
+invalid or over-long JSON lines and empty documents are skipped and counted, never fatal, and so are
+folders that cannot be listed and links to folders (not followed); with `record_skips` each skip is
+also kept (file, line, reason, the raw text when there is any) so the cleaning stage can file it under
+rejected/.
+
+What a folder holds is listed once (`list_inputs`), before anything is read: hidden entries, the
+paths the running command writes, and the folders lmforge wrote are left out (a prepared folder
+named as a source is read as its clean/ only, and only when complete; found inside a source folder
+it is skipped, as tokenized and run folders are). The listing's `identity` (path, size, modification
+time of each file) goes into each stage's fingerprint, so a rerun after the corpus changed redoes it.
+
 Documents carry a stable id (`path`, `path:line`, `path#part` or the record's own id) and their
 source path.
 """
@@ -27,12 +35,15 @@ import ast
 import glob
 import gzip
 import io
+import hashlib
 import json
+import os
+import sys
 import sysconfig
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 from lmforge.config import BUILTIN_SOURCE
 from lmforge.errors import LmforgeError
@@ -393,32 +404,201 @@ def _read_path(path: Path, stats: SourceStats, text_field: str, max_doc_bytes: i
         yield from _read_text_file(path, stats, max_doc_bytes)
 
 
-def _expand(source: str) -> list[Path]:
-    """The files a source names, sorted so that every run reads them in the same order. A glob's
-    folders are read as folder sources are; entries that are not regular files (a broken link, a
-    pipe) are listed too: the reader counts them as skipped, never opens them."""
-    if any(ch in source for ch in "*?["):
-        matches = sorted(Path(p) for p in glob.glob(source, recursive=True))
-        files = [f for m in matches for f in (_folder_files(m) if m.is_dir() else [m])]
+# ---------------------------------------------------------------- listing the files a source names
+
+# Folders lmforge writes, recognised by their layout (data/prepare.py and tokens.py own these formats
+# but import this module, so it names the few entries it looks for itself; run_dir.py names a run's).
+PREPARED_MARKER = "report.json"  # written last: a prepared folder without it is half written
+PREPARED_PARTS = ("clean", "rejected", "work")
+TOKENIZED_PARTS = ("tokenizer.json", "meta.json")
+SKIPPED_FOLDERS = {"prepared": "lmforge prepared folders inside a source (name one as a source to read "
+                               "its clean/)",
+                   "tokenized": "lmforge tokenized folders (token ids, not text)",
+                   "tokenizing": "lmforge tokenized folders (token ids, not text)",
+                   "run": "lmforge run folders (a model and its logs, not text)"}
+REFUSED_SOURCES = {  # named as a source itself: what to give instead
+    "tokenized": "is a tokenized folder (token ids, not text): give it alone to train --data to train on its "
+                 "tokens, or give text sources",
+    "tokenizing": "is a half-written tokenized folder (no meta.json): finish it by running the same lmforge "
+                  "tokenize again",
+    "run": "is an lmforge run folder, not text: give the sources it was trained on (its saved config names them)"}
+
+
+class _Lister:
+    """Lists the files of one source in reading order, never inside `exclude` (the paths the running
+    command writes) and never inside a folder lmforge wrote: a prepared folder named as a source (or
+    matched by a glob) gives its clean/ only, and only when complete; found inside another folder it is
+    derived data, like a tokenized or run folder. What it does not read (such a folder, an unreadable
+    folder, a link to a folder) is kept in `skipped`, for the reader to count."""
+
+    def __init__(self, exclude: Iterable[str | Path] = ()):
+        self.exclude = {os.path.realpath(p) for p in exclude}
+        self.skipped: list[tuple[str, str]] = []  # (reason, where)
+        self._kinds: dict[str, str] = {}  # real path -> kind: a glob asks about the same folders for every match
+
+    def source(self, source: str) -> list[Path]:
+        if any(ch in source for ch in "*?["):
+            return self._glob(source)
+        path = Path(source)
+        if path.is_file():
+            return [path]
+        if path.is_dir():
+            kind = self._kind(path)
+            if kind in REFUSED_SOURCES:
+                raise LmforgeError(f"source {source} {REFUSED_SOURCES[kind]}")
+            return self._folder(path)
+        raise LmforgeError(f"source {source!r} does not exist: give a file, folder or glob (or 'builtin')")
+
+    def _glob(self, pattern: str) -> list[Path]:
+        """A glob's folders are read as folder sources are (a tokenized or run one skipped, counted); a matched
+        file inside a folder that the walk would not read is left out too. Each file once."""
+        files: list[Path] = []
+        top = _fixed_part(pattern)
+        for match in sorted(Path(p) for p in glob.glob(pattern, recursive=True)):
+            if self._read_within(match, top):
+                files.extend(self._folder(match) if match.is_dir() else [match])
+        files = list(dict.fromkeys(files))  # `**` matches a folder and the files in it
         if not files:
-            raise LmforgeError(f"source {source!r} matches no files: check the pattern")
+            raise LmforgeError(f"source {pattern!r} matches no files: check the pattern")
         return files
-    path = Path(source)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return _folder_files(path)
-    raise LmforgeError(f"source {source!r} does not exist: give a file, folder or glob (or 'builtin')")
+
+    def _read_within(self, path: Path, top: Path) -> bool:
+        """Whether the folders from `top` down to `path` let the walk read `path`."""
+        inside = path.relative_to(top).parents if path.is_relative_to(top) else ()
+        for folder in (top / p for p in reversed(inside)):
+            real = os.path.realpath(folder)
+            kind = self._kind(folder, real)
+            if real in self.exclude:
+                return False
+            if kind == "prepared":  # as if the glob named it: its clean/ only
+                if not path.is_relative_to(folder / "clean"):
+                    return False
+            elif kind in SKIPPED_FOLDERS:
+                return False
+        return os.path.realpath(path) not in self.exclude
+
+    def _kind(self, folder: Path, real: str = "") -> str:
+        real = real or os.path.realpath(folder)
+        if real not in self._kinds:
+            self._kinds[real] = self._layout(folder, real)
+        return self._kinds[real]
+
+    def _layout(self, folder: Path, real: str) -> str:
+        """'prepared', 'tokenized', 'tokenizing', 'run' or '' (the user's); a half-written prepared folder
+        is refused. An entry this command writes is no evidence: `prepare X --out X` reads X as the user's."""
+
+        def has(name: str, is_dir: bool) -> bool:
+            path = os.path.join(real, name)
+            return path not in self.exclude and (os.path.isdir(path) if is_dir else os.path.isfile(path))
+
+        tokenizer, meta = TOKENIZED_PARTS
+        if has(tokenizer, False) and has(meta, False):
+            return "tokenized"
+        if has(tokenizer, False) and folder.name.endswith(".tmp"):
+            return "tokenizing"  # a tokenize still writing (or killed) in its temporary folder, OUT.tmp
+        if has(PREPARED_MARKER, False) and has("clean", True):
+            return "prepared"
+        if all(has(name, False) for name in _run_parts()):
+            return "run"
+        if all(has(name, True) for name in PREPARED_PARTS):
+            raise LmforgeError(f"{folder} is a half-written prepared folder (no {PREPARED_MARKER}): finish it by "
+                               f"running the same lmforge prepare again, or give its sources instead")
+        return ""
+
+    def _folder(self, folder: Path) -> list[Path]:
+        """The files of a folder the user named (as a source, or by a glob)."""
+        files: list[Path] = []
+        real = os.path.realpath(folder)
+        kind = self._kind(folder, real)
+        if kind == "prepared":  # its kept documents, not rejected/ or work/
+            folder, real = folder / "clean", os.path.join(real, "clean")
+        elif kind in SKIPPED_FOLDERS:
+            self.skipped.append((SKIPPED_FOLDERS[kind], str(folder)))
+            return []
+        self._walk(folder, real, files)
+        return sorted(files)
+
+    def _walk(self, folder: Path, real: str, files: list[Path]) -> None:
+        try:
+            with os.scandir(real) as it:
+                entries = list(it)
+        except OSError as e:
+            self.skipped.append(("unreadable folders", f"{folder}: {e.strerror}"))
+            return
+        for entry in entries:
+            path, entry_real = folder / entry.name, os.path.join(real, entry.name)
+            if entry.name.startswith(".") or entry_real in self.exclude:
+                continue  # hidden (lmforge's lock files among them), or written by this command
+            if entry.is_dir(follow_symlinks=False):
+                kind = self._kind(path, entry_real)
+                if kind in SKIPPED_FOLDERS:
+                    self.skipped.append((SKIPPED_FOLDERS[kind], str(path)))
+                else:
+                    self._walk(path, entry_real, files)
+            elif entry.is_symlink() and path.is_dir():  # not followed: a link can loop back
+                self.skipped.append(("links to folders (not followed)", str(path)))
+            else:
+                files.append(path)
 
 
-def _folder_files(root: Path) -> list[Path]:
-    if (root / "report.json").is_file() and (root / "clean").is_dir():
-        root = root / "clean"  # a prepared folder: its kept documents, not rejected/ or work/
-    return sorted(p for p in root.rglob("*") if not p.is_dir() and not _hidden(p, root))
+def _run_parts() -> tuple[str, str]:
+    from lmforge import run_dir  # here, not above: it loads the tokenizers library, which cleaning workers never need
+
+    return run_dir.CONFIG_FILE, run_dir.METRICS_FILE
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def _fixed_part(pattern: str) -> Path:
+    """The folder part of a glob before its first wildcard."""
+    parts = Path(pattern).parts
+    return Path(*parts[:next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))])
+
+
+@dataclass
+class Inputs:
+    """The files the sources name, listed once: the reader reads exactly these, and `identity`
+    (which a stage's fingerprint holds) stats exactly these, so the two cannot disagree."""
+
+    sources: list[str]
+    files: list[list[Path]]  # per source, in reading order (the built-in corpus lists its own)
+    skipped: list[list[tuple[str, str]]]  # per source: (reason, where) of what the listing could not read
+
+    def all_files(self) -> Iterator[Path]:
+        for source, files in zip(self.sources, self.files):
+            yield from _builtin_files() if source == BUILTIN_SOURCE else files
+
+    def identity(self) -> dict:
+        """Path, size and modification time of every file (stat only: cheap for thousands) and what
+        was skipped: an edited, added or removed file changes it, so a rerun redoes the stage."""
+        digest = hashlib.sha256()
+
+        def record(*fields) -> None:  # surrogateescape: a file name need not be UTF-8
+            digest.update(("\t".join(map(str, fields)) + "\n").encode("utf-8", "surrogateescape"))
+
+        count = size = 0
+        for source, skipped in zip(self.sources, self.skipped):
+            record("source", source, sys.version if source == BUILTIN_SOURCE else "")
+            for reason, where in skipped:
+                record("skipped", reason, where)
+        for path in self.all_files():
+            try:
+                st = path.stat()
+            except OSError as e:
+                record("file", path, e.strerror)
+                continue
+            record("file", path, st.st_size, st.st_mtime_ns)
+            count, size = count + 1, size + st.st_size
+        return {"files": count, "bytes": size, "digest": digest.hexdigest()[:16]}
+
+
+def list_inputs(sources: list[str], exclude: Iterable[str | Path] = ()) -> Inputs:
+    """The files `sources` name, never inside `exclude` (the paths the running command writes).
+    Fails fast, before any work, on a source that does not exist or is no text."""
+    files, skipped = [], []
+    for source in sources:
+        lister = _Lister(exclude)
+        files.append([] if source == BUILTIN_SOURCE else lister.source(source))
+        skipped.append(lister.skipped)
+    return Inputs(list(sources), files, skipped)
 
 
 # ---------------------------------------------------------------- the built-in corpus
@@ -440,9 +620,12 @@ def _pydoc_topics() -> Iterator[Document]:
 
 
 def _stdlib_files() -> list[Path]:
-    root = _stdlib_dir()
     skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
-    return sorted(p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts))
+    files = []
+    for folder, subfolders, names in os.walk(_stdlib_dir()):
+        subfolders[:] = [name for name in subfolders if name not in skip]  # never walked: site-packages is large
+        files.extend(Path(folder) / name for name in names if name.endswith(".py"))
+    return sorted(files)
 
 
 def _docstrings(path: Path, source: str) -> str:
@@ -512,32 +695,27 @@ def _stdlib_stream(stats: SourceStats) -> Iterator[Document]:
 
 # ---------------------------------------------------------------- the entry point
 
-def check_sources(sources: list[str]) -> None:
-    """Fail fast, before any work, on a source that does not exist."""
-    for s in sources:
-        if s != BUILTIN_SOURCE:
-            _expand(s)
-
-
 def iter_documents(
-    sources: list[str],
+    sources: list[str] | Inputs,
     stats: SourceStats | None = None,
     text_field: str = "text",
     max_bytes: int = 0,
     max_document_bytes: int = 8_000_000,
 ) -> Iterator[Document]:
-    """Stream documents from `sources` in a fixed order; stop after `max_bytes` of text (0: all),
-    and then count in `stats` the files left unread."""
+    """Stream documents from `sources` (or the files already listed for them) in a fixed order; stop
+    after `max_bytes` of text (0: all), and then count in `stats` the files left unread."""
     stats = stats if stats is not None else SourceStats()
     stats.max_bytes = max_bytes
-    check_sources(sources)
+    inputs = sources if isinstance(sources, Inputs) else list_inputs(sources)
 
     def stream() -> Iterator[Document]:
-        for s in sources:
-            if s == BUILTIN_SOURCE:
+        for source, files, skipped in zip(inputs.sources, inputs.files, inputs.skipped):
+            for reason, where in skipped:
+                stats.skip(reason, where)
+            if source == BUILTIN_SOURCE:
                 yield from builtin_corpus(stats, max_document_bytes)
             else:
-                for path in _expand(s):
+                for path in files:
                     yield from _read_path(path, stats, text_field, max_document_bytes)
 
     docs = stream()
@@ -549,15 +727,10 @@ def iter_documents(
         if max_bytes and stats.bytes >= max_bytes:
             pending = len(stats.pending)
             if next(docs, None) is not None:  # the cap cut something off (not merely reached the end)
-                stats.count_unread(_source_files(sources))
+                stats.count_unread(inputs.all_files())
             del stats.pending[pending:]  # what the look-ahead skipped lies beyond the cap too
             return
 
 
-def _source_files(sources: list[str]) -> Iterator[Path]:
-    for s in sources:
-        if s == BUILTIN_SOURCE:
-            yield from _stdlib_files()
-            yield from _usr_share_doc()
-        else:
-            yield from _expand(s)
+def _builtin_files() -> list[Path]:
+    return _stdlib_files() + _usr_share_doc()

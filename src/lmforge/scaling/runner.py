@@ -219,10 +219,16 @@ def _minutes(seconds: float) -> str:
 
 
 def prepare_sweep_tokens(cfg: Config, sweep_dir: Path, log: Callable[[str], None]) -> Path:
-    from lmforge.tokens import tokenize_corpus
+    """The tokens every run shares. Once a run has started they are kept as they are, even where the
+    sources changed since: the points of one sweep are measured on the same tokens."""
+    from lmforge.tokens import META, is_complete, tokenize_corpus
 
     folder = sweep_dir / TOKENS
-    tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log)
+    if (folder / META).is_file() and any(row["state"] != "pending" for row in sweep_status(sweep_dir)):
+        if not is_complete(folder, cfg.data, cfg.tokenizer, [sweep_dir]):
+            log(f"tokenize: {folder} holds the tokens this sweep's runs were trained on; the sweep keeps them")
+        return folder
+    tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log, exclude=[sweep_dir])  # a sweep folder holds no input
     return folder
 
 

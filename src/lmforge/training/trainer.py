@@ -132,16 +132,17 @@ def check_memory(mcfg, batch_size: int, params: int, device: torch.device) -> No
 def prepare_tokens(cfg: Config, run: RunDir, log: Callable[[str], None], resuming: bool = False) -> Path:
     """The tokenized folder this run trains on, tokenizing `data.sources` into RUN/tokens if needed.
     A run being resumed keeps the RUN/tokens it was trained on, even where this lmforge would
-    tokenize otherwise (a newer version's defaults: another split)."""
+    tokenize otherwise (sources edited since, a newer version's defaults: another split)."""
     folder = run.tokens_dir_for(cfg)
     if cfg.data.tokenized:
         read_meta(folder)  # a named tokenized folder must already exist
         return folder
+    written = run.written_paths()  # `train --data F --out F`: the run's own files are no input
     if resuming and (folder / META).is_file():
-        if not is_complete(folder, cfg.data, cfg.tokenizer):
+        if not is_complete(folder, cfg.data, cfg.tokenizer, written):
             log(f"tokenize: {folder} holds the tokens this run was trained on; resuming keeps them as they are")
         return folder
-    tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log)
+    tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log, exclude=written)
     return folder
 
 
