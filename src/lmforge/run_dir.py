@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,7 +42,7 @@ from typing import Any
 from lmforge import figures
 from lmforge.config import Config, read_config, save_config
 from lmforge.errors import LmforgeError
-from lmforge.files import atomic_write_text
+from lmforge.files import atomic_write_text, inside
 from lmforge.locks import FolderLock
 from lmforge.tokenizer import TOKENIZER_FILE
 
@@ -66,6 +67,7 @@ MODEL_FILE = "model.safetensors"
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 CHECKPOINT_PREFIX = "step-"
+CHECKPOINT_NAME = re.compile(re.escape(CHECKPOINT_PREFIX) + r"\d+")  # a complete one: no .tmp, no other suffix
 LOCK_FILE = ".lock"
 
 
@@ -113,7 +115,26 @@ class CheckpointDir:
             raise LmforgeError(f"checkpoint {self.path} is damaged: {STATE_JSON} is not valid JSON ({e})") from None
         if not isinstance(info, dict):
             raise LmforgeError(f"checkpoint {self.path} is damaged: {STATE_JSON} is not a JSON object")
+        step = info.get("step")
+        if step != self.step or isinstance(step, bool):  # training would resume at it; -5 is no step
+            raise LmforgeError(f"checkpoint {self.path} is damaged: {STATE_JSON} says step {step!r}, "
+                               f"its folder step {self.step}")
         return info
+
+    def objective(self) -> str | None:
+        """The objective this checkpoint was trained with (state.json keeps the run's config), or
+        None where it does not say."""
+        config = self.state().get("config")
+        train = config.get("train") if isinstance(config, dict) else None
+        return train.get("objective") if isinstance(train, dict) else None
+
+    def check_objective(self, objective: str, said_by: str) -> None:
+        """Refuse to read (or resume) this checkpoint under another objective than it was trained with:
+        a causal model scored as masked gives figures that look fine and mean nothing."""
+        trained = self.objective()
+        if trained is not None and trained != objective:
+            raise LmforgeError(f"{said_by} says train.objective {objective}, but {self} was trained {trained}: "
+                               f"set train.objective: {trained} back in it")
 
     def problem(self) -> str | None:
         """Why this checkpoint cannot be used (a file missing, a checksum that does not match), or None.
@@ -128,7 +149,9 @@ class CheckpointDir:
         if not isinstance(files, dict):
             return None if self.state_tensors.is_file() else f"{STATE_TENSORS} is missing"
         for name, digest in files.items():
-            path = self.path / str(name)
+            path = inside(self.path, name)
+            if path is None:
+                return f"{STATE_JSON} names {name!r}, which is not a file inside the checkpoint"
             if not path.is_file():
                 return f"{name} is missing"
             if file_sha256(path) != digest:
@@ -238,6 +261,13 @@ class RunDir:
         save_config(cfg, self.config_path)
         self.__dict__.pop("config", None)
 
+    def require_config(self, feature: str) -> Config:
+        """config.yaml, refused in one line where a folder has none (weights copied by hand)."""
+        if self.config is None:
+            raise LmforgeError(f"{self.path} has no {CONFIG_FILE}: {feature} needs the config the run was trained "
+                               f"with; copy it back (each checkpoint's {STATE_JSON} holds it under `config`)")
+        return self.config
+
     @property
     def objective(self) -> str:
         """"causal" or "masked" (config.yaml's train.objective; causal without a config). It decides
@@ -292,7 +322,7 @@ class RunDir:
     def checkpoints(self) -> list[CheckpointDir]:
         """Complete checkpoint folders, oldest first."""
         return [CheckpointDir(p) for p in sorted(self.checkpoints_dir.glob(f"{CHECKPOINT_PREFIX}*"))
-                if p.is_dir() and not p.name.endswith(".tmp")]
+                if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name)]
 
     def point_latest(self, ckpt: CheckpointDir) -> None:
         atomic_write_text(self.checkpoints_dir / LATEST, ckpt.path.name)
@@ -305,6 +335,7 @@ class RunDir:
         ckpt = self.latest_checkpoint()
         if ckpt is None:
             raise LmforgeError(f"{self.path} holds no checkpoint: train first (lmforge train --out {self.path})")
+        ckpt.check_objective(self.objective, str(self.config_path))
         model = load_model(ckpt, self.config)
         return model.to(device), ckpt
 

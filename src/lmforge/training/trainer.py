@@ -105,6 +105,7 @@ def checkpoint_to_resume(run: RunDir, cfg: Config, resume: bool):
         raise LmforgeError(f"--resume: {run} holds no checkpoint to resume from; drop --resume to start afresh")
     if run.config is not None:
         check_resumable(run.config, cfg)
+    ckpt.check_objective(cfg.train.objective, f"the config resuming {run}")
     return ckpt
 
 
