@@ -79,6 +79,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def looks_like(folder: Path) -> str:
+    """What another lmforge folder is, by the file that marks it, for a refusal that names it."""
+    from lmforge.export import HF_CONFIG
+    from lmforge.scaling.runner import SWEEP_FILE
+    from lmforge.tokens import META
+
+    marks = [(META, "a tokenized folder"), (PREPARE_REPORT, "a prepared folder"), (SWEEP_FILE, "a sweep folder"),
+             (HF_CONFIG, "an exported model folder")]
+    found = next((f"it looks like {kind}: it holds {name}" for name, kind in marks if (folder / name).is_file()), None)
+    return found or f"it holds none of {CONFIG_FILE}, {METRICS_FILE}, {SUMMARY_FILE}, {CHECKPOINTS}/"
+
+
 def warn(message: str) -> None:
     print(f"lmforge: warning: {message}", file=sys.stderr)
 
@@ -245,9 +257,17 @@ class RunDir:
         """The writer's lock: a second `lmforge train` on this folder is refused, naming the first."""
         return FolderLock(self.path / LOCK_FILE, f"run folder {self.path}")
 
+    @property
+    def is_run(self) -> bool:
+        """Holds what training writes (a folder of weights copied by hand has its checkpoints/)."""
+        return any((self.path / name).exists() for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINTS))
+
     def require(self) -> "RunDir":
         if not self.path.is_dir():
             raise LmforgeError(f"run folder {self.path} does not exist: train first (lmforge train or lmforge run)")
+        if not self.is_run:
+            raise LmforgeError(f"{self.path} is not a run folder ({looks_like(self.path)}): give the --out "
+                               f"of lmforge train or lmforge run")
         return self
 
     # ---------------------------------------------------------------- config

@@ -336,7 +336,7 @@ class Trainer:
         if tc.init_from and self.resume_from is None:
             from lmforge.export import init_from
 
-            init_from(self.model, tc.init_from)
+            init_from(self.model, tc.init_from, self.tokens_dir / TOKENIZER_FILE)
             self.log_main(f"train: weights from {tc.init_from}")
         self.fsdp = self.dist.enabled and tc.data_parallel == "fsdp"
         if self.fsdp:  # before the optimizers: they must hold the sharded parameters
