@@ -251,3 +251,29 @@ def test_a_sweep_run_name_cannot_lead_out_of_the_sweep(tmp_path):
     (sweep / "sweep.yaml").write_text(yaml.safe_dump({"config": load_config("scaling").to_dict(), "runs": [run]}))
     one_line_error(lmforge("scale", "status", sweep), "run name '../../elsewhere' is not a plain folder name")
     assert not (tmp_path.parent / "elsewhere").exists()
+
+
+BAD_TASK_LINES = {
+    "an integer of 5,001 digits": '{"context": "a [MASK] b", "choices": ["x", "y"], "answer": ' + "7" * 5001 + "}",
+    "100,000-deep nesting": "[" * 100_000 + "]" * 100_000,
+    "a lone surrogate": '{"context": "a [MASK] b", "choices": ["x\\ud800", "y"], "answer": 0}',
+}
+
+
+@pytest.mark.parametrize("case", BAD_TASK_LINES)
+def test_a_task_line_no_reader_can_take_is_refused_with_its_line(tmp_path, case):
+    from lmforge.tasks.evaluate import read_tasks
+
+    path = tmp_path / "tasks.jsonl"
+    path.write_text('{"context": "a [MASK] c", "choices": ["b", "d"], "answer": 0}\n' + BAD_TASK_LINES[case] + "\n")
+    with pytest.raises(LmforgeError, match=f"^{path}:2: "):
+        read_tasks(path)
+
+
+def test_a_binary_task_file_is_refused(tmp_path):
+    from lmforge.tasks.evaluate import read_tasks
+
+    path = tmp_path / "tasks.jsonl"
+    path.write_bytes(b'{"context": "\xff\xfe"}\n')
+    with pytest.raises(LmforgeError, match="is not UTF-8 text"):
+        read_tasks(path)
