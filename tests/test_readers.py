@@ -188,6 +188,9 @@ def test_a_state_json_step_that_is_not_its_folders_is_refused(trained, tmp_path)
                      *sets(**{"train.max_steps": 4}))
     one_line_error(result, "holds no checkpoint to resume from")
     assert "state.json says step -5" in result.stderr
+    result = lmforge("eval", run.path)
+    one_line_error(result, "none of the 1 checkpoint(s)", "is usable")
+    assert "state.json says step -5" in result.stderr
 
 
 def test_a_checksum_table_cannot_name_a_file_outside_the_checkpoint(trained, tmp_path):

@@ -353,6 +353,10 @@ class RunDir:
 
         self.require()
         ckpt = self.latest_checkpoint()
+        if ckpt is None and self.checkpoints():
+            raise LmforgeError(f"none of the {len(self.checkpoints())} checkpoint(s) in {self.checkpoints_dir} is "
+                               f"usable (each is named above with its damage): train again (lmforge train --out "
+                               f"{self.path}; --resume needs a usable one)")
         if ckpt is None:
             raise LmforgeError(f"{self.path} holds no checkpoint: train first (lmforge train --out {self.path})")
         ckpt.check_objective(self.objective, str(self.config_path))
