@@ -193,6 +193,18 @@ def test_a_state_json_step_that_is_not_its_folders_is_refused(trained, tmp_path)
     assert "state.json says step -5" in result.stderr
 
 
+@pytest.mark.parametrize("field, value", [("tokens", -640), ("loader.epoch", -1), ("loader.cursor", "20")])
+def test_a_state_json_count_that_is_not_a_count_is_refused(trained, tmp_path, field, value):
+    run = copy_run(trained, tmp_path)
+    ckpt = run.latest_checkpoint()
+    state = json.loads(ckpt.state_json.read_text())
+    *outer, last = field.split(".")
+    holder = state[outer[0]] if outer else state
+    holder[last] = value
+    ckpt.state_json.write_text(json.dumps(state))
+    assert ckpt.problem() == f"state.json {field} is {value!r}, not a count"
+
+
 def test_a_checksum_table_cannot_name_a_file_outside_the_checkpoint(trained, tmp_path):
     run = copy_run(trained, tmp_path)
     ckpt = run.latest_checkpoint()

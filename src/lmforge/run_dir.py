@@ -131,6 +131,14 @@ class CheckpointDir:
         if step != self.step or isinstance(step, bool):  # training would resume at it; -5 is no step
             raise LmforgeError(f"checkpoint {self.path} is damaged: {STATE_JSON} says step {step!r}, "
                                f"its folder step {self.step}")
+        # the data-loader position and the token count are counts: a negative one would resume nowhere
+        loader = info.get("loader")
+        counts = {"tokens": info.get("tokens", 0),
+                  **{f"loader.{k}": v for k, v in (loader.items() if isinstance(loader, dict) else ())}}
+        bad = next((k for k, v in counts.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0), None)
+        if bad is not None:
+            raise LmforgeError(f"checkpoint {self.path} is damaged: {STATE_JSON} {bad} is {counts[bad]!r}, "
+                               "not a count")
         return info
 
     def objective(self) -> str | None:
