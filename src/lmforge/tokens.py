@@ -33,7 +33,7 @@ from lmforge.config import DataConfig, TokenizerConfig
 from lmforge.data.sources import Document, SourceStats, iter_documents
 from lmforge import files
 from lmforge.errors import LmforgeError
-from lmforge.tokenizer import EOT, SPECIAL_TOKENS, TOKENIZER_FILE, train_tokenizer
+from lmforge.tokenizer import EOT, SPECIAL_TOKENS, TOKENIZER_FILE, load_tokenizer, train_tokenizer
 
 META = "meta.json"
 
@@ -149,6 +149,10 @@ def meta_problem(folder: Path, meta) -> str | None:
     one read of tokenizer.json; the ids themselves are checked where the shards are opened."""
     if not isinstance(meta, dict):
         return f"{META} is not a JSON object"
+    return _vocabulary_problem(folder, meta) or _splits_problem(folder, meta)
+
+
+def _vocabulary_problem(folder: Path, meta: dict) -> str | None:
     dtype, vocab, eot = meta.get("dtype"), meta.get("vocab_size"), meta.get("eot_id")
     if dtype not in TOKEN_DTYPES:
         return f"{META} dtype is {dtype!r}, not one of {', '.join(TOKEN_DTYPES)} (token ids are unsigned integers)"
@@ -156,30 +160,38 @@ def meta_problem(folder: Path, meta) -> str | None:
         return f"{META} vocab_size {vocab!r} is not a size that {dtype} ids can hold"
     if not _count(eot) or eot >= vocab:
         return f"{META} eot_id {eot!r} is not an id below vocab_size {vocab}"
-    from lmforge.tokenizer import load_tokenizer
-
     have = load_tokenizer(folder).get_vocab_size()
     if have > vocab:
         return f"{META} vocab_size {vocab} is smaller than its {TOKENIZER_FILE}'s {have} tokens"
+    return None
+
+
+def _splits_problem(folder: Path, meta: dict) -> str | None:
     splits = meta.get("splits")
     if not isinstance(splits, dict) or any(not isinstance(splits.get(s), dict) for s in SPLITS):
         return f"{META} has no `splits` with {' and '.join(SPLITS)}"
-    per_token = np.dtype(dtype).itemsize
     for split in SPLITS:
         shards = splits[split].get("shards")
         if not isinstance(shards, list) or not all(isinstance(s, dict) and _count(s.get("tokens")) for s in shards):
             return f"{META} splits.{split}.shards is not a list of {{file, tokens}}"
         if splits[split].get("tokens") != sum(s["tokens"] for s in shards):
             return f"{META} splits.{split}.tokens is not the sum of its shards' tokens"
-        for shard in shards:
-            path = files.inside(folder / split, shard.get("file"))
-            if path is None:
-                return f"{META} names shard {shard.get('file')!r}, which is not a file inside {folder / split}"
-            if not path.is_file():
-                return f"{split}/{shard['file']} is missing"
-            if path.stat().st_size != shard["tokens"] * per_token:
-                return (f"{split}/{shard['file']} holds {path.stat().st_size:,} bytes, not the {shard['tokens']:,} "
-                        f"{dtype} tokens {META} lists (truncated or overwritten)")
+        problem = next(filter(None, (_shard_problem(folder, split, s, meta["dtype"]) for s in shards)), None)
+        if problem:
+            return problem
+    return None
+
+
+def _shard_problem(folder: Path, split: str, shard: dict, dtype: str) -> str | None:
+    path = files.inside(folder / split, shard.get("file"))
+    if path is None:
+        return f"{META} names shard {shard.get('file')!r}, which is not a file inside {folder / split}"
+    if not path.is_file():
+        return f"{split}/{shard['file']} is missing"
+    size, want = path.stat().st_size, shard["tokens"] * np.dtype(dtype).itemsize
+    if size != want:
+        return (f"{split}/{shard['file']} holds {size:,} bytes, not the {shard['tokens']:,} {dtype} tokens "
+                f"{META} lists (truncated or overwritten)")
     return None
 
 
