@@ -505,7 +505,8 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="stop after STEP with a checkpoint (resume later)")
     p.add_argument("--init-from", metavar="HF_FOLDER",
-                   help="start from the weights of a Hugging Face Llama folder (lmforge export, or a Llama of this shape)")
+                   help="start from the weights of a Hugging Face Llama folder (lmforge export, or a Llama of this "
+                        "shape) whose tokenizer.json is the data's")
     _objective_arg(p)
     _config_args(p)
 

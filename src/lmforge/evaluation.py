@@ -22,8 +22,9 @@ def evaluate_run(run_dir, max_tokens: int = 0, device: str = "cpu", batch_size: 
     if objective is not None:
         feature = "masked-token evaluation" if objective == "masked" else "next-token evaluation"
         run.require_objective(objective, feature)
+    cfg = run.require_config("lmforge eval")  # it names the validation tokens and the precision
     opened = run.open(device)
-    model, tok, cfg = opened.model, opened.tokenizer, run.config
+    model, tok = opened.model, opened.tokenizer
     dev = torch.device(device)
     token_bytes = token_byte_lengths(tok)
     token_bytes = np.pad(token_bytes, (0, model.cfg.vocab_size - len(token_bytes)))

@@ -192,13 +192,32 @@ def from_llama_state(state: dict[str, torch.Tensor], cfg: GPTConfig, folder: Pat
     return out
 
 
-def init_from(model: GPT, folder: str | Path) -> None:
-    """Load a Hugging Face Llama folder's weights into `model` (same shape), in place."""
+def check_same_tokenizer(folder: Path, data_tokenizer: Path) -> None:
+    """Refuse weights learned over another tokenizer: the same vocabulary size passes every shape check,
+    yet each id would stand for another token (and the run would start worse than from scratch)."""
+    from lmforge.tokenizer import load_tokenizer
+
+    theirs = folder / TOKENIZER_FILE
+    if not theirs.is_file():
+        raise _refuse(folder, f"has no {TOKENIZER_FILE}, so its token ids cannot be checked against the training "
+                              f"data's ({data_tokenizer}); add the tokenizer its weights were trained with")
+    # compared as the library reads them, so two spellings of one tokenizer.json are equal
+    if json.loads(load_tokenizer(theirs).to_str()) != json.loads(load_tokenizer(data_tokenizer).to_str()):
+        raise _refuse(folder, f"its {TOKENIZER_FILE} is not the training data's ({data_tokenizer}), so its weights "
+                              "would read other tokens: train on the tokenized folder of the run it was exported "
+                              "from, or drop --init-from")
+
+
+def init_from(model: GPT, folder: str | Path, data_tokenizer: str | Path | None = None) -> None:
+    """Load a Hugging Face Llama folder's weights into `model` (same shape), in place; with the
+    training data's tokenizer.json, only when the folder's tokenizer is that one."""
     folder = Path(folder)
     config_path, weights = folder / HF_CONFIG, folder / MODEL_FILE
     if not config_path.is_file() or not weights.is_file():
         raise _refuse(folder, f"needs {HF_CONFIG} and {MODEL_FILE} (a folder written by lmforge export or a "
                               "Hugging Face Llama checkpoint in safetensors)")
+    if data_tokenizer is not None:
+        check_same_tokenizer(folder, Path(data_tokenizer))
     check_llama_shape(folder, json.loads(config_path.read_text()), model.cfg)
     state = from_llama_state(load_file(str(weights)), model.cfg, folder)
     current = model.state_dict()

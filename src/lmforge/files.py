@@ -52,3 +52,13 @@ def is_complete(marker: str | Path, expected: str) -> bool:
 def mark_complete(marker: str | Path, fp: str, **contents: Any) -> None:
     """Write the marker last, atomically: `contents` plus the fingerprint that `is_complete` checks."""
     atomic_write_json(marker, {**contents, "fingerprint": fp})
+
+
+def inside(folder: str | Path, name: object) -> Path | None:
+    """`folder / name` for a name read from a file (a shard list, a checksum table), or None when it
+    would lead out of `folder` (an absolute path, `..`, a link pointing elsewhere): a file a reader
+    trusts must not send it to /etc/passwd or into another folder."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        return None
+    path = Path(folder) / name
+    return path if path.resolve().is_relative_to(Path(folder).resolve()) else None

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lmforge.data.pii import redacted
 from lmforge.errors import LmforgeError
-from lmforge.run_dir import RunDir
+from lmforge.run_dir import RunDir, looks_like
 
 FORMATS = ("html", "md")
 EXAMPLES_SHOWN = 2
@@ -293,7 +293,10 @@ def sections_of(path: Path) -> tuple[str, list[Section]]:
 
     if (path / SWEEP_FILE).is_file() or (path / FIT_FILE).is_file():
         return f"Sweep {path.name}", _sweep(path)
-    run = RunDir(path).require()
+    run = RunDir(path)
+    if not run.is_run:
+        raise LmforgeError(f"report: {path} is not a run or sweep folder ({looks_like(path)}): give the --out of "
+                           "lmforge train, lmforge run or lmforge scale plan")
     summary = run.summary()
     found = [_corpus(run), _tokens(run), _training(run, summary), _results(summary), _inside(run, summary),
              _cost(run, summary)]

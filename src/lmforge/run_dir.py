@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,7 +42,7 @@ from typing import Any
 from lmforge import figures
 from lmforge.config import Config, read_config, save_config
 from lmforge.errors import LmforgeError
-from lmforge.files import atomic_write_text
+from lmforge.files import atomic_write_text, inside
 from lmforge.locks import FolderLock
 from lmforge.tokenizer import TOKENIZER_FILE
 
@@ -66,6 +67,7 @@ MODEL_FILE = "model.safetensors"
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 CHECKPOINT_PREFIX = "step-"
+CHECKPOINT_NAME = re.compile(re.escape(CHECKPOINT_PREFIX) + r"\d+")  # a complete one: no .tmp, no other suffix
 LOCK_FILE = ".lock"
 
 
@@ -75,6 +77,18 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def looks_like(folder: Path) -> str:
+    """What another lmforge folder is, by the file that marks it, for a refusal that names it."""
+    from lmforge.export import HF_CONFIG
+    from lmforge.scaling.runner import SWEEP_FILE
+    from lmforge.tokens import META
+
+    marks = [(META, "a tokenized folder"), (PREPARE_REPORT, "a prepared folder"), (SWEEP_FILE, "a sweep folder"),
+             (HF_CONFIG, "an exported model folder")]
+    found = next((f"it looks like {kind}: it holds {name}" for name, kind in marks if (folder / name).is_file()), None)
+    return found or f"it holds none of {CONFIG_FILE}, {METRICS_FILE}, {SUMMARY_FILE}, {CHECKPOINTS}/"
 
 
 def warn(message: str) -> None:
@@ -113,7 +127,34 @@ class CheckpointDir:
             raise LmforgeError(f"checkpoint {self.path} is damaged: {STATE_JSON} is not valid JSON ({e})") from None
         if not isinstance(info, dict):
             raise LmforgeError(f"checkpoint {self.path} is damaged: {STATE_JSON} is not a JSON object")
+        step = info.get("step")
+        if step != self.step or isinstance(step, bool):  # training would resume at it; -5 is no step
+            raise LmforgeError(f"checkpoint {self.path} is damaged: {STATE_JSON} says step {step!r}, "
+                               f"its folder step {self.step}")
+        # the data-loader position and the token count are counts: a negative one would resume nowhere
+        loader = info.get("loader")
+        counts = {"tokens": info.get("tokens", 0),
+                  **{f"loader.{k}": v for k, v in (loader.items() if isinstance(loader, dict) else ())}}
+        bad = next((k for k, v in counts.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0), None)
+        if bad is not None:
+            raise LmforgeError(f"checkpoint {self.path} is damaged: {STATE_JSON} {bad} is {counts[bad]!r}, "
+                               "not a count")
         return info
+
+    def objective(self) -> str | None:
+        """The objective this checkpoint was trained with (state.json keeps the run's config), or
+        None where it does not say."""
+        config = self.state().get("config")
+        train = config.get("train") if isinstance(config, dict) else None
+        return train.get("objective") if isinstance(train, dict) else None
+
+    def check_objective(self, objective: str, said_by: str) -> None:
+        """Refuse to read (or resume) this checkpoint under another objective than it was trained with:
+        a causal model scored as masked gives figures that look fine and mean nothing."""
+        trained = self.objective()
+        if trained is not None and trained != objective:
+            raise LmforgeError(f"{said_by} says train.objective {objective}, but {self} was trained {trained}: "
+                               f"set train.objective: {trained} back in it")
 
     def problem(self) -> str | None:
         """Why this checkpoint cannot be used (a file missing, a checksum that does not match), or None.
@@ -128,7 +169,9 @@ class CheckpointDir:
         if not isinstance(files, dict):
             return None if self.state_tensors.is_file() else f"{STATE_TENSORS} is missing"
         for name, digest in files.items():
-            path = self.path / str(name)
+            path = inside(self.path, name)
+            if path is None:
+                return f"{STATE_JSON} names {name!r}, which is not a file inside the checkpoint"
             if not path.is_file():
                 return f"{name} is missing"
             if file_sha256(path) != digest:
@@ -229,9 +272,17 @@ class RunDir:
                  TENSORBOARD, REPORT_HTML, REPORT_MD, REPORT_FILES, DIVERGED_FILE, ERROR_FILE, TRAIN_LOG, LOCK_FILE)
         return [self.path / name for name in names]
 
+    @property
+    def is_run(self) -> bool:
+        """Holds what training writes (a folder of weights copied by hand has its checkpoints/)."""
+        return any((self.path / name).exists() for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINTS))
+
     def require(self) -> "RunDir":
         if not self.path.is_dir():
             raise LmforgeError(f"run folder {self.path} does not exist: train first (lmforge train or lmforge run)")
+        if not self.is_run:
+            raise LmforgeError(f"{self.path} is not a run folder ({looks_like(self.path)}): give the --out "
+                               f"of lmforge train or lmforge run")
         return self
 
     # ---------------------------------------------------------------- config
@@ -244,6 +295,13 @@ class RunDir:
     def save_config(self, cfg: Config) -> None:
         save_config(cfg, self.config_path)
         self.__dict__.pop("config", None)
+
+    def require_config(self, feature: str) -> Config:
+        """config.yaml, refused in one line where a folder has none (weights copied by hand)."""
+        if self.config is None:
+            raise LmforgeError(f"{self.path} has no {CONFIG_FILE}: {feature} needs the config the run was trained "
+                               f"with; copy it back (each checkpoint's {STATE_JSON} holds it under `config`)")
+        return self.config
 
     @property
     def objective(self) -> str:
@@ -299,7 +357,7 @@ class RunDir:
     def checkpoints(self) -> list[CheckpointDir]:
         """Complete checkpoint folders, oldest first."""
         return [CheckpointDir(p) for p in sorted(self.checkpoints_dir.glob(f"{CHECKPOINT_PREFIX}*"))
-                if p.is_dir() and not p.name.endswith(".tmp")]
+                if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name)]
 
     def point_latest(self, ckpt: CheckpointDir) -> None:
         atomic_write_text(self.checkpoints_dir / LATEST, ckpt.path.name)
@@ -310,8 +368,13 @@ class RunDir:
 
         self.require()
         ckpt = self.latest_checkpoint()
+        if ckpt is None and self.checkpoints():
+            raise LmforgeError(f"none of the {len(self.checkpoints())} checkpoint(s) in {self.checkpoints_dir} is "
+                               f"usable (each is named above with its damage): train again (lmforge train --out "
+                               f"{self.path}; --resume needs a usable one)")
         if ckpt is None:
             raise LmforgeError(f"{self.path} holds no checkpoint: train first (lmforge train --out {self.path})")
+        ckpt.check_objective(self.objective, str(self.config_path))
         model = load_model(ckpt, self.config)
         return model.to(device), ckpt
 

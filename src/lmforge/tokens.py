@@ -34,7 +34,7 @@ from lmforge.data.sources import Document, Inputs, SourceStats, iter_documents, 
 from lmforge import files
 from lmforge.errors import LmforgeError
 from lmforge.locks import FolderLock
-from lmforge.tokenizer import EOT, SPECIAL_TOKENS, TOKENIZER_FILE, train_tokenizer
+from lmforge.tokenizer import EOT, SPECIAL_TOKENS, TOKENIZER_FILE, load_tokenizer, train_tokenizer
 
 META = "meta.json"
 
@@ -125,11 +125,85 @@ def list_tokenize_inputs(data: DataConfig, out: Path, exclude: Iterable[Path] = 
     return list_inputs(data.sources, [out, temporary_folder(out), *exclude])
 
 
+SPLITS = ("train", "val")
+TOKEN_DTYPES = ("uint16", "uint32")
+ID_CHECK_TOKENS = 1 << 24  # tokens per slice of the largest-id scan: memory stays bounded on any shard
+
+
 def read_meta(folder: str | Path) -> dict:
-    path = Path(folder) / META
+    """meta.json, checked against the folder (see `meta_problem`): every reader may trust its fields."""
+    folder = Path(folder)
+    path = folder / META
     if not path.is_file():
         raise LmforgeError(f"{folder} is not a tokenized folder (no {META}): run lmforge tokenize first")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise damaged(folder, f"{META} is not valid JSON ({str(e).splitlines()[0][:120]})") from None
+    problem = meta_problem(folder, meta)
+    if problem:
+        raise damaged(folder, problem)
+    return meta
+
+
+def damaged(folder: Path, problem: str) -> LmforgeError:
+    return LmforgeError(f"tokenized folder {folder} is damaged: {problem}; make it again "
+                        f"(lmforge tokenize SOURCES --out {folder})")
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def meta_problem(folder: Path, meta) -> str | None:
+    """What makes meta.json unusable with the files beside it, or None. Costs a stat per shard and
+    one read of tokenizer.json; the ids themselves are checked where the shards are opened."""
+    if not isinstance(meta, dict):
+        return f"{META} is not a JSON object"
+    return _vocabulary_problem(folder, meta) or _splits_problem(folder, meta)
+
+
+def _vocabulary_problem(folder: Path, meta: dict) -> str | None:
+    dtype, vocab, eot = meta.get("dtype"), meta.get("vocab_size"), meta.get("eot_id")
+    if dtype not in TOKEN_DTYPES:
+        return f"{META} dtype is {dtype!r}, not one of {', '.join(TOKEN_DTYPES)} (token ids are unsigned integers)"
+    if not _count(vocab) or vocab == 0 or vocab > np.iinfo(dtype).max + 1:
+        return f"{META} vocab_size {vocab!r} is not a size that {dtype} ids can hold"
+    if not _count(eot) or eot >= vocab:
+        return f"{META} eot_id {eot!r} is not an id below vocab_size {vocab}"
+    have = load_tokenizer(folder).get_vocab_size()
+    if have > vocab:
+        return f"{META} vocab_size {vocab} is smaller than its {TOKENIZER_FILE}'s {have} tokens"
+    return None
+
+
+def _splits_problem(folder: Path, meta: dict) -> str | None:
+    splits = meta.get("splits")
+    if not isinstance(splits, dict) or any(not isinstance(splits.get(s), dict) for s in SPLITS):
+        return f"{META} has no `splits` with {' and '.join(SPLITS)}"
+    for split in SPLITS:
+        shards = splits[split].get("shards")
+        if not isinstance(shards, list) or not all(isinstance(s, dict) and _count(s.get("tokens")) for s in shards):
+            return f"{META} splits.{split}.shards is not a list of {{file, tokens}}"
+        if splits[split].get("tokens") != sum(s["tokens"] for s in shards):
+            return f"{META} splits.{split}.tokens is not the sum of its shards' tokens"
+        problem = next(filter(None, (_shard_problem(folder, split, s, meta["dtype"]) for s in shards)), None)
+        if problem:
+            return problem
+    return None
+
+
+def _shard_problem(folder: Path, split: str, shard: dict, dtype: str) -> str | None:
+    path = files.inside(folder / split, shard.get("file"))
+    if path is None:
+        return f"{META} names shard {shard.get('file')!r}, which is not a file inside {folder / split}"
+    if not path.is_file():
+        return f"{split}/{shard['file']} is missing"
+    size, want = path.stat().st_size, shard["tokens"] * np.dtype(dtype).itemsize
+    if size != want:
+        return (f"{split}/{shard['file']} holds {size:,} bytes, not the {shard['tokens']:,} {dtype} tokens "
+                f"{META} lists (truncated or overwritten)")
+    return None
 
 
 def is_complete(folder: Path, data: DataConfig, tk: TokenizerConfig, exclude: Iterable[Path] = ()) -> bool:
@@ -170,8 +244,12 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
 def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inputs) -> dict:
     fp = fingerprint(data, tk, inputs)
     if files.is_complete(out / META, fp):
-        log(f"tokenize: {out} is complete, skipping")
-        return read_meta(out)
+        try:
+            meta = read_meta(out)
+            log(f"tokenize: {out} is complete, skipping")
+            return meta
+        except LmforgeError as e:  # made with this config, but its files have changed since
+            log(f"tokenize: {out} no longer reads ({e}); tokenizing again")
 
     def docs(max_bytes: int, stats: SourceStats) -> Iterator[Document]:
         # both passes read the one listing: a file that appears meanwhile (our own shards) is not read
@@ -281,8 +359,21 @@ def _hold_out_tail(folder: Path, splits: dict, val_fraction: float, eot: int, dt
 
 
 def load_shards(folder: str | Path, split: str) -> list[np.ndarray]:
-    """The shards of a split, memory-mapped: nothing is read until a window is asked for."""
+    """The shards of a split, memory-mapped, each checked once for an id the vocabulary does not have
+    (an embedding lookup would fail on it mid-run, or on a GPU as an opaque device assert)."""
     folder = Path(folder)
     meta = read_meta(folder)
-    shards = meta["splits"][split]["shards"]
-    return [np.memmap(folder / split / s["file"], dtype=meta["dtype"], mode="r") for s in shards if s["tokens"]]
+    shards = []
+    for s in meta["splits"][split]["shards"]:
+        if s["tokens"]:
+            shard = np.memmap(folder / split / s["file"], dtype=meta["dtype"], mode="r")
+            top = largest_id(shard)
+            if top >= meta["vocab_size"]:
+                raise damaged(folder, f"{split}/{s['file']} holds id {top}, outside vocab_size {meta['vocab_size']}")
+            shards.append(shard)
+    return shards
+
+
+def largest_id(shard: np.ndarray) -> int:
+    """One sequential read of the shard, a slice at a time."""
+    return max(int(shard[i:i + ID_CHECK_TOKENS].max()) for i in range(0, len(shard), ID_CHECK_TOKENS))

@@ -902,6 +902,9 @@ class Blocklist(Filter):
             entries = [l.strip().lower() for l in Path(path).read_text().splitlines()]
         except OSError as e:
             raise LmforgeError(f"prepare.blocklist {path!r} cannot be read: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise LmforgeError(f"prepare.blocklist {path!r} is not a UTF-8 text file: give a text file "
+                               "of words and URL fragments, one per line") from None
         entries = [e for e in entries if e and not e.startswith("#")]
         words = [re.escape(e) for e in entries if "/" not in e and "." not in e]
         self.urls = [e for e in entries if "/" in e or "." in e]

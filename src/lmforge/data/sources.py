@@ -38,8 +38,10 @@ import io
 import hashlib
 import json
 import os
+import re
 import sys
 import sysconfig
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,7 +150,8 @@ MAX_INVALID_FRACTION = 0.05  # more replacement characters than this in the snif
 
 
 COMPRESSED = {".gz", ".zst"}
-CORRUPT: tuple[type[BaseException], ...] = (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError)
+# zlib.error: a .gz whose header reads but whose compressed body is damaged
+CORRUPT: tuple[type[BaseException], ...] = (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError, zlib.error)
 try:
     import zstandard
 
@@ -279,6 +282,10 @@ class _Prepend(io.RawIOBase):
         return len(chunk)
 
 
+# JSON's \uXXXX escapes can spell half of a UTF-16 pair alone: such a string has no UTF-8 form
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _record_document(record, where: str, path: Path, stats: SourceStats, text_field: str) -> Document | None:
     text = record.get(text_field) if isinstance(record, dict) else None
     if not isinstance(text, str):
@@ -288,7 +295,11 @@ def _record_document(record, where: str, path: Path, stats: SourceStats, text_fi
         stats.skip("empty documents", where, str(path), text)
         return None
     doc_id = record.get("id")
-    return Document(str(doc_id) if doc_id is not None else where, text, str(path), "web")
+    doc_id = str(doc_id) if doc_id is not None else where
+    if LONE_SURROGATE.search(text) or LONE_SURROGATE.search(doc_id):
+        stats.skip("records with a lone surrogate escape (not UTF-8)", where, str(path), json.dumps(record))
+        return None
+    return Document(doc_id, text, str(path), "web")
 
 
 def _read_jsonl(path: Path, stats: SourceStats, text_field: str, max_line_bytes: int) -> Iterator[Document]:
@@ -308,7 +319,9 @@ def _read_jsonl(path: Path, stats: SourceStats, text_field: str, max_line_bytes:
                     continue
                 try:
                     record = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError):
+                # ValueError: also an integer of more digits than Python converts (sys.get_int_max_str_digits);
+                # RecursionError: arrays or objects nested deeper than the parser's stack
+                except (ValueError, RecursionError):
                     stats.skip("invalid JSON lines", where, str(path), line.decode("utf-8", "replace"))
                     continue
                 doc = _record_document(record, where, path, stats, text_field)

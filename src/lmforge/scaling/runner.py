@@ -29,6 +29,7 @@ import yaml
 
 from lmforge.config import Config, config_from_dict
 from lmforge.errors import LmforgeError, TrainingDiverged
+from lmforge.files import inside
 from lmforge.processes import end_with_parent
 from lmforge.run_dir import TRAIN_LOG, RunDir
 from lmforge.scaling.design import available_cpus, size_config
@@ -57,6 +58,12 @@ def load_sweep(sweep_dir: str | Path) -> tuple[Config, dict]:
         raise LmforgeError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict) or "config" not in data or not isinstance(data.get("runs"), list):
         raise LmforgeError(f"{path} must hold `config` and `runs` (as written by lmforge scale plan)")
+    for run in data["runs"]:
+        name = run.get("name") if isinstance(run, dict) else None
+        # a run's folder is runs/<name>: a name read from the file must not lead out of runs/
+        if inside(Path(sweep_dir) / "runs", name) is None or Path(name).name != name:
+            raise LmforgeError(f"{path}: run name {name!r} is not a plain folder name: give each run a name "
+                               "without / or .. (as lmforge scale plan writes them)")
     saved = data["config"]
     if isinstance(saved.get("scale"), dict) and "min_warmup_steps" not in saved["scale"]:
         # planned before the warmup floor: its targets are verified under the rule its runs had

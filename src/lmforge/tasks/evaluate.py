@@ -7,6 +7,7 @@ import math
 from importlib import resources
 from pathlib import Path
 
+from lmforge.data.sources import LONE_SURROGATE
 from lmforge.errors import LmforgeError
 from lmforge.tasks.cloze import MARK, Scorer, check_choices, split_blank
 
@@ -28,8 +29,12 @@ def read_tasks(tasks: str | Path) -> list[dict]:
     if not path.is_file():
         raise LmforgeError(f"task file {path} not found: give a JSONL file of "
                            '{"context": "... [MASK] ...", "choices": [...], "answer": index} lines, or builtin')
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise LmforgeError(f"task file {path} is not UTF-8 text (byte {e.start:,}): give a JSONL file") from None
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{n}"
@@ -37,6 +42,8 @@ def read_tasks(tasks: str | Path) -> list[dict]:
             task = json.loads(line)
         except json.JSONDecodeError as e:
             raise LmforgeError(f"{where}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # an integer of over 4,300 digits; nesting past the parser's stack
+            raise LmforgeError(f"{where}: not JSON lmforge can read ({str(e)[:80]})") from None
         if not isinstance(task, dict) or not {"context", "choices", "answer"} <= set(task):
             raise LmforgeError(f'{where}: each line needs "context", "choices" and "answer"')
         context, choices, answer = task["context"], task["choices"], task["answer"]
@@ -46,6 +53,8 @@ def read_tasks(tasks: str | Path) -> list[dict]:
             raise LmforgeError(f'{where}: "choices" must be a list of at least two strings')
         if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
             raise LmforgeError(f'{where}: "answer" must be the index (0 to {len(choices) - 1}) of the right choice')
+        if any(LONE_SURROGATE.search(t) for t in (context, *choices)):
+            raise LmforgeError(f"{where}: a lone surrogate escape (\\ud800-\\udfff) is half a character, not text")
         try:
             split_blank(context)
             check_choices(choices)

@@ -105,6 +105,7 @@ def checkpoint_to_resume(run: RunDir, cfg: Config, resume: bool):
         raise LmforgeError(f"--resume: {run} holds no checkpoint to resume from; drop --resume to start afresh")
     if run.config is not None:
         check_resumable(run.config, cfg)
+    ckpt.check_objective(cfg.train.objective, f"the config resuming {run}")
     return ckpt
 
 
@@ -336,7 +337,7 @@ class Trainer:
         if tc.init_from and self.resume_from is None:
             from lmforge.export import init_from
 
-            init_from(self.model, tc.init_from)
+            init_from(self.model, tc.init_from, self.tokens_dir / TOKENIZER_FILE)
             self.log_main(f"train: weights from {tc.init_from}")
         self.fsdp = self.dist.enabled and tc.data_parallel == "fsdp"
         if self.fsdp:  # before the optimizers: they must hold the sharded parameters
