@@ -19,8 +19,11 @@ from lmforge.run_dir import warn
 
 
 def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny") -> None:
-    p.add_argument("--preset", default=default_preset, help=f"named config: {', '.join(preset_names())}")
-    p.add_argument("--config", metavar="FILE", help="YAML config file, applied over the preset")
+    p.add_argument("--preset", help=f"named config: {', '.join(preset_names())} (default: the one --config "
+                                     f"names, else {default_preset})")
+    p.add_argument("--config", metavar="FILE", help="YAML config file, applied over the preset (a `preset:` "
+                                                    "in it chooses the preset)")
+    p.set_defaults(default_preset=default_preset)
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any field, e.g. --set train.lr=1e-3 --set model.n_layer=6 (repeatable)")
     p.add_argument("--max-steps", type=int, help="train.max_steps")
@@ -46,7 +49,7 @@ def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | Non
         extra.setdefault("data", {})["sources"] = list(sources)
         if list(sources) != [BUILTIN_SOURCE] and not sets_key(args.config, args.overrides, "data.max_bytes"):
             extra["data"]["max_bytes"] = 0  # named sources are read whole unless the user caps them
-    cfg = load_config(args.preset, args.config, overrides)
+    cfg = load_config(args.preset, args.config, overrides, default_preset=args.default_preset)
     if extra:
         cfg = config_from_dict(merge_dicts(cfg.to_dict(), extra))
     return cfg
