@@ -205,3 +205,50 @@ def test_no_validation_text_is_null_with_a_reason_never_nan(tmp_path):
     assert result["val_loss"] is None and result["bits_per_byte"] is None and "reason" in result
     r = lmforge("eval", run)
     assert r.returncode == 0 and "no validation figures" in r.stdout
+
+
+# ---------------------------------------------------------------- exit codes: 0 done, 2 bad input, 130 interrupted
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_train_with_exit_130_and_the_command_to_go_on(tmp_path, tokens_dir, signum):
+    """Stopped by a signal, train saves its checkpoint and exits 130 (it exited 0, as if finished),
+    says so on a line of its own (it ended the progress bar's line) and prints the command that goes
+    on, which does: the run ends complete. A planned --stop-at is no interruption: exit 0."""
+    import shlex
+    import signal
+    import time
+
+    args = ["train", "--data", str(tokens_dir), "--out", str(tmp_path / "run"), "--max-steps", "600",
+            *sets(**{"train.log_interval": 1, "train.progress": True})]
+    # unbuffered, both streams in one pipe: the order a terminal shows them in
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**ENV, "PYTHONUNBUFFERED": "1"})
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while not (metrics.is_file() and metrics.read_text().count('"loss"') >= 3):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, signum))
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    lines = [line.split("\r")[-1] for line in out.splitlines()]
+    stop = [line for line in lines if "stop requested" in line]
+    assert len(stop) == 1 and stop[0].startswith("train: stop requested; saving step"), out[-2000:]
+    last = lines[-1]
+    assert last.startswith("lmforge: interrupted: training stopped at step ") and "Traceback" not in out, out[-2000:]
+    command = shlex.split(last.split("continue with: ", 1)[1])
+    assert command == ["lmforge", *args, "--resume"]
+    again = lmforge(*command[1:])
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 600
+    planned = lmforge(*args[:4], str(tmp_path / "planned"), *args[5:], "--stop-at", "2")
+    assert planned.returncode == 0 and "interrupted" not in planned.stderr, planned.stderr
+
+
+def test_a_closed_stdout_ends_the_command_quietly_with_141():
+    """`lmforge ... | head -2`: once the reader has gone, the next write fails (EPIPE). That was a
+    BrokenPipeError traceback; now the command stops with a shell's status for SIGPIPE, silently."""
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "estimate", "--params", "7B", "--tokens", "1T"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    proc.stdout.close()  # before the command writes its first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == "", err

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from typing import Callable
 
 from lmforge import cost, figures
 from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
-from lmforge.errors import LmforgeError
+from lmforge.errors import Interrupted, LmforgeError
 from lmforge.run_dir import warn
 
 
@@ -221,10 +223,28 @@ def _fill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_again(args: argparse.Namespace, *flags: str) -> str:
+    """This command line, with `flags` added where it lacks them: what the user runs to go on."""
+    words = [*args.argv, *(f for f in flags if f not in args.argv)]
+    launcher = "lmforge"
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # one node's processes, or every node's
+        one_node = os.environ.get("WORLD_SIZE") == os.environ.get("LOCAL_WORLD_SIZE")
+        nproc = f"--nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE')}" if one_node else "<the same options>"
+        launcher = f"torchrun {nproc} -m lmforge"
+    return f"{launcher} {shlex.join(words)}"
+
+
+def _check_finished(result: dict, args: argparse.Namespace, *flags: str) -> None:
+    """A training stopped by a signal saved its checkpoint; the command still ends as interrupted."""
+    if result.get("interrupted"):
+        raise Interrupted(f"training stopped at step {result['step']} with a checkpoint; "
+                          f"continue with: {_command_again(args, *flags)}")
+
+
 def _run(args: argparse.Namespace) -> int:
     import lmforge
 
-    lmforge.run(_resolve(args, args.out, args.sources or None))
+    _check_finished(lmforge.run(_resolve(args, args.out, args.sources or None)), args)  # a rerun resumes
     return 0
 
 
@@ -249,7 +269,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.init_from:
         args.overrides.append(f"train.init_from={Path(args.init_from).resolve()}")
-    lmforge.train(_resolve(args, args.out), data=args.data, resume=args.resume, stop_at=args.stop_at)
+    summary = lmforge.train(_resolve(args, args.out), data=args.data, resume=args.resume, stop_at=args.stop_at)
+    _check_finished(summary, args, "--resume")  # a planned --stop-at is a success: exit 0
     return 0
 
 
@@ -767,15 +788,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 the user's input is wrong (one line says which and what to do), 130
+    interrupted (Ctrl-C or SIGTERM; saved work says how to go on), 141 stdout closed early (`| head`),
+    1 a bug (with its traceback)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
-        return args.handler(args)
+        try:
+            return args.handler(args)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here rather than at exit, where Python would complain
     except LmforgeError as e:
         print(f"lmforge: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line rather than one per rank
+            print(f"lmforge: interrupted: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout has gone (`lmforge prepare ... | head -2`): stop as `yes | head` does,
+        # quietly and with the status a shell gives a process ended by SIGPIPE (128 + 13), so that
+        # `set -o pipefail` still sees the output was cut short. stdout goes to /dev/null first, or
+        # Python's final flush at exit would fail again and print a warning (Python's signal docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Anything the user can fix (a missing path, a bad config value, a corpus too small) raises
 `LmforgeError` with one line naming the thing and what to do. The CLI prints that line and
-exits with code 2; everything else is a bug and keeps its traceback.
+exits with code 2; a command the user stopped exits with 130 (`Interrupted`, or Ctrl-C's
+KeyboardInterrupt); everything else is a bug, keeps its traceback and exits with 1.
 """
 
 import reprlib
@@ -14,6 +15,11 @@ class LmforgeError(Exception):
 
 class TrainingDiverged(LmforgeError):
     """Training produced a non-finite loss: the run cannot go on as configured."""
+
+
+class Interrupted(Exception):
+    """The user stopped the command (Ctrl-C, SIGTERM) and its work so far is saved: the CLI prints
+    the message, which says how to go on, and exits with 130, as a shell reports Ctrl-C."""
 
 
 

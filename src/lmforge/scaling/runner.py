@@ -28,7 +28,7 @@ from typing import Callable
 import yaml
 
 from lmforge.config import Config, config_from_dict
-from lmforge.errors import LmforgeError, TrainingDiverged
+from lmforge.errors import Interrupted, LmforgeError, TrainingDiverged
 from lmforge.processes import end_with_parent
 from lmforge.run_dir import TRAIN_LOG, RunDir
 from lmforge.scaling.design import available_cpus, size_config
@@ -353,8 +353,9 @@ def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: i
         result = train_run(rcfg, RunDir(run_dir).train_log_path)
         if result.get("diverged"):
             raise LmforgeError(f"verify: the target run diverged: {result['diverged']}")
-        if not result.get("complete"):
-            raise LmforgeError(f"verify: {run['name']} stopped at step {result['step']}; rerun to continue it")
+        if not result.get("complete"):  # a signal stopped it, after a checkpoint
+            raise Interrupted(f"verify: {run['name']} stopped at step {result['step']}; rerun the same command "
+                              f"to continue it")
     else:
         log(f"verify: {run_dir} is already trained")
     return RunDir(run_dir).summary()
