@@ -252,3 +252,27 @@ def test_a_closed_stdout_ends_the_command_quietly_with_141():
     proc.stdout.close()  # before the command writes its first line
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and err == "", err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--temperature", "nan", "--temperature nan: must be a finite number >= 0"),  # NaN logits: multinomial raised
+    ("--temperature", "inf", "--temperature inf: must be a finite number >= 0"),
+    ("--top-k", "-3", "--top-k -3: must be >= 0"),  # torch.topk raised
+    ("--top-p", "0", "--top-p 0.0: must be in (0, 1]"),
+    ("--max-tokens", "-1", "--max-tokens -1: must be >= 0"),
+])
+def test_generate_refuses_a_bad_sampling_setting_naming_its_flag(trained_run, flag, value, message):
+    r = lmforge("generate", trained_run, "The ", f"{flag}={value}")
+    assert_user_error(r)
+    assert r.stderr.startswith(f"lmforge: error: {message}"), r.stderr
+
+
+def test_duplicate_answer_choices_are_refused_naming_the_option_or_line(trained_run, tmp_path):
+    """The same choice twice halves its probability and, in a task file, makes the answer ambiguous."""
+    r = lmforge("fill", trained_run, "The [MASK] returns None.", "--choices", "function, value,function")
+    assert_user_error(r, "--choices: choices 1 and 3 are both 'function': give each choice once")
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"context": "The [MASK] returns.", "choices": ["def", "class"], "answer": 0}) + "\n"
+                     + json.dumps({"context": "A [MASK] here.", "choices": ["cat", "dog", " cat"], "answer": 1}) + "\n")
+    r = lmforge("eval", trained_run, "--tasks", tasks)
+    assert_user_error(r, f"{tasks}:2: choices 1 and 3 are both 'cat'")

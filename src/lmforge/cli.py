@@ -308,8 +308,6 @@ def _args_export(p: argparse.ArgumentParser) -> None:
 def _generate(args: argparse.Namespace) -> int:
     import lmforge
 
-    if args.max_tokens < 0 or args.temperature < 0 or not 0 < args.top_p <= 1:
-        raise LmforgeError("generate: --max-tokens and --temperature must be >= 0 and --top-p in (0, 1]")
     print(lmforge.generate(args.run_dir, args.prompt, args.max_tokens, args.temperature, args.top_k,
                            args.top_p, args.seed, args.device))
     return 0
@@ -630,10 +628,11 @@ def _args_eval(p: argparse.ArgumentParser) -> None:
 def _args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("prompt", metavar="PROMPT")
-    p.add_argument("--max-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=100, help="tokens to sample at most (>= 0)")
+    p.add_argument("--temperature", type=float, default=0.8, help="finite, >= 0; 0 = greedy")
+    p.add_argument("--top-k", type=int, default=50, help="sample among the K likeliest tokens (0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus: the likeliest tokens holding P of the mass, "
+                                                           "in (0, 1] (1 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
 
