@@ -276,3 +276,15 @@ def test_duplicate_answer_choices_are_refused_naming_the_option_or_line(trained_
                      + json.dumps({"context": "A [MASK] here.", "choices": ["cat", "dog", " cat"], "answer": 1}) + "\n")
     r = lmforge("eval", trained_run, "--tasks", tasks)
     assert_user_error(r, f"{tasks}:2: choices 1 and 3 are both 'cat'")
+
+
+def test_a_hostile_config_is_one_line_and_exit_2(tmp_path):
+    """A vocabulary of a billion tokens aborted inside the Rust tokenizer trainer (it allocates before
+    it checks); 10,000 nested brackets ended in RecursionError in the YAML composer."""
+    r = lmforge("tokenize", "--out", tmp_path / "tok", "--set", "tokenizer.vocab_size=1000000000")
+    assert_user_error(r, "tokenizer.vocab_size=1000000000 is invalid: must be in [259, 1048576]")
+    assert not (tmp_path / "tok").exists()
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("model: " + "[" * 10_000 + "]" * 10_000 + "\n")
+    assert_user_error(lmforge("train", "--config", deep, "--out", tmp_path / "run"),
+                      f"config file {deep}:1: nested deeper than 32 levels")
