@@ -19,6 +19,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import shlex
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import replace
@@ -257,6 +258,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
         f"on {parallel} process(es) x {threads} thread(s)")
     todo.sort(key=lambda r: -r["flops_exact"])  # longest first packs the processes best
     failures: list[str] = []
+    stopped: list[str] = []  # runs a signal to their worker stopped part-way
     t0, last = time.time(), time.time()
     flops_at_start = sum(r["flops"] * min(1.0, r["step"] / r["steps"]) for r in rows)
     # Worker processes live for the whole sweep: importing torch costs seconds per process, more
@@ -289,6 +291,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
                     s = RunDir(run_dir).summary()
                     log(f"sweep: {name} done, val loss {s['val_loss']:.4f} in {s['train_time_s']:.0f}s")
                 else:
+                    stopped.append(name)
                     log(f"sweep: {name} stopped at step {_steps_done(run_dir)}; rerun lmforge scale run to continue it")
             if time.time() - last >= interval and active:
                 last = time.time()
@@ -304,6 +307,9 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     log(_progress_line(rows, [], t0, flops_at_start))
     if failures:
         raise LmforgeError(f"{len(failures)} run(s) failed: {failures[0]} (details in SWEEP/runs/<name>/{TRAIN_LOG})")
+    if stopped:
+        raise Interrupted(f"sweep: {len(stopped)} run(s) stopped part-way ({', '.join(stopped)}); continue with: "
+                          f"lmforge scale run {shlex.quote(str(sweep_dir))}")
     return rows
 
 
