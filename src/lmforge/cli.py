@@ -1,6 +1,7 @@
 """The `lmforge` command: parse, load the config, call one stage function.
 
-Errors the user can fix (`LmforgeError`) print one line and exit with code 2.
+Errors the user can fix (`LmforgeError`) print one line and exit with code 2; an interrupted
+command exits with 130 (see `main`).
 """
 
 from __future__ import annotations
@@ -788,8 +789,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 the user's input is wrong (one line says which and what to do), 130
-    interrupted (Ctrl-C or SIGTERM; saved work says how to go on), 141 stdout closed early (`| head`),
-    1 a bug (with its traceback)."""
+    interrupted (Ctrl-C; SIGTERM to a training, which saves a checkpoint and says how to go on), 141
+    stdout closed early (`| head`), 1 a bug (with its traceback, which whoever fixes it needs)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv

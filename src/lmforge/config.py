@@ -11,8 +11,10 @@
 
 Presets are YAML files in `lmforge/configs/` (`tiny`, `gpt2-small`, `1b`); any field can then be
 overridden with `section.field=value` (values parsed as YAML). Unknown keys, wrong types and
-out-of-range values raise `LmforgeError` naming the key. The fully resolved tree is saved as
-`config.yaml` in every run folder and loads back to an equal object.
+out-of-range values raise `LmforgeError` naming the key, quoting at most a short excerpt of the
+value. YAML is read safely and strictly (`StrictLoader`: no key twice, no explicit null, bounded
+nesting and alias expansion), a refusal naming FILE:LINE. The fully resolved tree is saved as
+`config.yaml` in every run folder and loads back to an equal object (its `preset:` included).
 """
 
 from __future__ import annotations
