@@ -512,7 +512,8 @@ class Trainer:
             if bar is not None:
                 bar.close()
         if self.interrupted:  # told after the bar has closed, or it would end the bar's line
-            self.log_main(f"train: stop requested; saving step {self.step} (continue with --resume)")
+            # how to go on depends on the caller (train --resume, a rerun of lmforge run or scale run): it says
+            self.log_main(f"train: stop requested; saving step {self.step}")
 
     def _steps(self, stop: "StopFlag", bar) -> None:
         tc = self.tc
