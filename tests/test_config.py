@@ -49,6 +49,7 @@ def test_yaml_file_over_preset(tmp_path):
         ("tokenizer.vocab_size=1000000000", "must be in [259, 1048576]"),  # the Rust trainer aborted allocating it
         ("model.vocab_size=1000000000", "model.vocab_size"),
         ("run.temperature=nan", "must be a number"),  # NaN passes every comparison-based range check
+        ("run.temperature=.inf", "must be a finite number >= 0"),
     ],
 )
 def test_bad_values_rejected_with_the_key_named(override, words):

@@ -319,7 +319,8 @@ def _validate(cfg: Config) -> None:
     _check(len(cfg.data.sources) > 0, "data.sources", cfg.data.sources, "name at least one source")
     for key, seed in (("train.seed", cfg.train.seed), ("prepare.seed", cfg.prepare.seed)):
         _check(0 <= seed < 2**32, key, seed, "must be in [0, 2**32)")
-    _check(cfg.run.temperature >= 0, "run.temperature", cfg.run.temperature, "must be >= 0 (0 = greedy)")
+    _check(0 <= cfg.run.temperature < math.inf, "run.temperature", cfg.run.temperature,
+           "must be a finite number >= 0 (0 = greedy)")
 
 
 def _validate_ranges(cfg: Config) -> None:
