@@ -661,7 +661,7 @@ def _file_preset(named: Any, preset: str | None, file: str | Path) -> str | None
         raise LmforgeError(f"config file {file}: preset must be a preset name ({', '.join(preset_names())}), "
                            f"got {shown(named)}")
     if preset and preset != named:
-        raise LmforgeError(f"config file {file} names preset {named!r} but --preset is {preset!r}: "
+        raise LmforgeError(f"config file {file} names preset {shown(named)} but --preset is {shown(preset)}: "
                            f"drop one of the two")
     return named
 
