@@ -209,16 +209,18 @@ def test_no_validation_text_is_null_with_a_reason_never_nan(tmp_path):
 
 # ---------------------------------------------------------------- exit codes: 0 done, 2 bad input, 130 interrupted
 
-@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
-def test_a_signal_stops_train_with_exit_130_and_the_command_to_go_on(tmp_path, tokens_dir, signum):
-    """Stopped by a signal, train saves its checkpoint and exits 130 (it exited 0, as if finished),
-    says so on a line of its own (it ended the progress bar's line) and prints the command that goes
-    on, which does: the run ends complete. A planned --stop-at is no interruption: exit 0."""
+@pytest.mark.parametrize("command, signum", [("train", "SIGINT"), ("train", "SIGTERM"), ("run", "SIGINT")])
+def test_a_signal_stops_training_with_exit_130_and_the_command_to_go_on(tmp_path, corpus_dir, tokens_dir, command,
+                                                                         signum):
+    """Stopped by a signal, train (and run) saves its checkpoint and exits 130 (it exited 0, as if
+    finished), says so on a line of its own (it ended the progress bar's line) and prints the command
+    that goes on, which does: the run ends complete. A planned --stop-at is no interruption: exit 0."""
     import shlex
     import signal
     import time
 
-    args = ["train", "--data", str(tokens_dir), "--out", str(tmp_path / "run"), "--max-steps", "600",
+    data = ["--data", str(tokens_dir)] if command == "train" else [str(corpus_dir)]
+    args = [command, *data, "--out", str(tmp_path / "run"), "--max-steps", "600",
             *sets(**{"train.log_interval": 1, "train.progress": True})]
     # unbuffered, both streams in one pipe: the order a terminal shows them in
     proc = subprocess.Popen([sys.executable, "-m", "lmforge", *args], stdout=subprocess.PIPE,
@@ -235,13 +237,14 @@ def test_a_signal_stops_train_with_exit_130_and_the_command_to_go_on(tmp_path, t
     assert len(stop) == 1 and stop[0].startswith("train: stop requested; saving step"), out[-2000:]
     last = lines[-1]
     assert last.startswith("lmforge: interrupted: training stopped at step ") and "Traceback" not in out, out[-2000:]
-    command = shlex.split(last.split("continue with: ", 1)[1])
-    assert command == ["lmforge", *args, "--resume"]
-    again = lmforge(*command[1:])
-    assert again.returncode == 0, again.stderr
+    again = shlex.split(last.split("continue with: ", 1)[1])
+    assert again == ["lmforge", *args, *(["--resume"] if command == "train" else [])]  # run resumes by itself
+    finished = lmforge(*again[1:])
+    assert finished.returncode == 0, finished.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 600
-    planned = lmforge(*args[:4], str(tmp_path / "planned"), *args[5:], "--stop-at", "2")
-    assert planned.returncode == 0 and "interrupted" not in planned.stderr, planned.stderr
+    if command == "train":
+        planned = lmforge(*args[:4], str(tmp_path / "planned"), *args[5:], "--stop-at", "2")
+        assert planned.returncode == 0 and "interrupted" not in planned.stderr, planned.stderr
 
 
 def test_a_closed_stdout_ends_the_command_quietly_with_141():
