@@ -224,3 +224,89 @@ def test_no_validation_text_is_null_with_a_reason_never_nan(tmp_path):
     assert result["val_loss"] is None and result["bits_per_byte"] is None and "reason" in result
     r = lmforge("eval", run)
     assert r.returncode == 0 and "no validation figures" in r.stdout
+
+
+# ---------------------------------------------------------------- exit codes: 0 done, 2 bad input, 130 interrupted
+
+@pytest.mark.parametrize("command, signum", [("train", "SIGINT"), ("train", "SIGTERM"), ("run", "SIGINT")])
+def test_a_signal_stops_training_with_exit_130_and_the_command_to_go_on(tmp_path, corpus_dir, tokens_dir, command,
+                                                                         signum):
+    """Stopped by a signal, train (and run) saves its checkpoint and exits 130 (it exited 0, as if
+    finished), says so on a line of its own (it ended the progress bar's line) and prints the command
+    that goes on, which does: the run ends complete. A planned --stop-at is no interruption: exit 0."""
+    import shlex
+    import signal
+    import time
+
+    data = ["--data", str(tokens_dir)] if command == "train" else [str(corpus_dir)]
+    args = [command, *data, "--out", str(tmp_path / "run"), "--max-steps", "600",
+            *sets(**{"train.log_interval": 1, "train.progress": True})]
+    # unbuffered, both streams in one pipe: the order a terminal shows them in
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**ENV, "PYTHONUNBUFFERED": "1"})
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while not (metrics.is_file() and metrics.read_text().count('"loss"') >= 3):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, signum))
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    lines = [line.split("\r")[-1] for line in out.splitlines()]
+    stop = [line for line in lines if "stop requested" in line]
+    assert len(stop) == 1 and stop[0].startswith("train: stop requested; saving step"), out[-2000:]
+    last = lines[-1]
+    assert last.startswith("lmforge: interrupted: training stopped at step ") and "Traceback" not in out, out[-2000:]
+    again = shlex.split(last.split("continue with: ", 1)[1])
+    assert again == ["lmforge", *args, *(["--resume"] if command == "train" else [])]  # run resumes by itself
+    finished = lmforge(*again[1:])
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 600
+    if command == "train":
+        planned = lmforge(*args[:4], str(tmp_path / "planned"), *args[5:], "--stop-at", "2")
+        assert planned.returncode == 0 and "interrupted" not in planned.stderr, planned.stderr
+
+
+def test_a_closed_stdout_ends_the_command_quietly_with_141():
+    """`lmforge ... | head -2`: once the reader has gone, the next write fails (EPIPE). That was a
+    BrokenPipeError traceback; now the command stops with a shell's status for SIGPIPE, silently."""
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "estimate", "--params", "7B", "--tokens", "1T"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    proc.stdout.close()  # before the command writes its first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == "", err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--temperature", "nan", "--temperature nan: must be a finite number >= 0"),  # NaN logits: multinomial raised
+    ("--temperature", "inf", "--temperature inf: must be a finite number >= 0"),
+    ("--top-k", "-3", "--top-k -3: must be >= 0"),  # torch.topk raised
+    ("--top-p", "0", "--top-p 0.0: must be in (0, 1]"),
+    ("--max-tokens", "-1", "--max-tokens -1: must be >= 0"),
+])
+def test_generate_refuses_a_bad_sampling_setting_naming_its_flag(trained_run, flag, value, message):
+    r = lmforge("generate", trained_run, "The ", f"{flag}={value}")
+    assert_user_error(r)
+    assert r.stderr.startswith(f"lmforge: error: {message}"), r.stderr
+
+
+def test_duplicate_answer_choices_are_refused_naming_the_option_or_line(trained_run, tmp_path):
+    """The same choice twice halves its probability and, in a task file, makes the answer ambiguous."""
+    r = lmforge("fill", trained_run, "The [MASK] returns None.", "--choices", "function, value,function")
+    assert_user_error(r, "--choices: choices 1 and 3 are both 'function': give each choice once")
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"context": "The [MASK] returns.", "choices": ["def", "class"], "answer": 0}) + "\n"
+                     + json.dumps({"context": "A [MASK] here.", "choices": ["cat", "dog", " cat"], "answer": 1}) + "\n")
+    r = lmforge("eval", trained_run, "--tasks", tasks)
+    assert_user_error(r, f"{tasks}:2: choices 1 and 3 are both 'cat'")
+
+
+def test_a_hostile_config_is_one_line_and_exit_2(tmp_path):
+    """A vocabulary of a billion tokens aborted inside the Rust tokenizer trainer (it allocates before
+    it checks); 10,000 nested brackets ended in RecursionError in the YAML composer."""
+    r = lmforge("tokenize", "--out", tmp_path / "tok", "--set", "tokenizer.vocab_size=1000000000")
+    assert_user_error(r, "tokenizer.vocab_size=1000000000 is invalid: must be in [259, 1048576]")
+    assert not (tmp_path / "tok").exists()
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("model: " + "[" * 10_000 + "]" * 10_000 + "\n")
+    assert_user_error(lmforge("train", "--config", deep, "--out", tmp_path / "run"),
+                      f"config file {deep}:1: nested deeper than 32 levels")

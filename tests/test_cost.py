@@ -1,6 +1,7 @@
 """The cost model reproduces published numbers."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -211,3 +212,17 @@ def test_flop_formula_has_one_owner():
     gpt = GPT(GPTConfig(vocab_size=512, n_layer=3, n_head=4, n_embd=64, seq_len=128, tie_embeddings=False))
     shape = cost.Shape(layers=3, width=64, heads=4, vocab=512, context=128, params=gpt.matmul_params())
     assert cost.flops_per_token(shape) == gpt.flops_per_token()
+
+
+@pytest.mark.parametrize("law", ["chinchilla", "epoch2024"])
+def test_plan_refuses_a_budget_too_small_for_any_model_and_names_the_least(law):
+    """`plan --budget 1flops` proposed 0.6 parameters. Refused in one line, with the least budget
+    whose optimum is the smallest model a plan draws: that budget plans it, a tenth less does not."""
+    r = run_cli("plan", "--budget", "1flops", "--law", law)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--budget 1flops" in r.stderr and "98,304 parameters" in r.stderr, r.stderr
+    least = float(re.search(r"needs at least (\S+) FLOPs", r.stderr).group(1))
+    ok = run_cli("plan", "--budget", f"{least}flops", "--law", law, "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["params"] >= 12 * 2 * 64**2
+    assert run_cli("plan", "--budget", f"{least / 1.11}flops", "--law", law).returncode == 2  # rounded up by < 10%

@@ -161,6 +161,25 @@ def test_csv_input_errors_and_diverged_points(tmp_path, capsys):
     assert r["points"] == 49 and r["excluded"] == [{"name": "line 51", "reason": "diverged: loss is nan"}]
 
 
+@pytest.mark.parametrize("content, where, words", [
+    (bytes(range(256)) * 8, "points.csv:2:", "not text (not UTF-8)"),  # byte 10 ends line 1; was a traceback
+    (b"params,tokens,loss\n1e6,2e7,3.1\n\n2e6,2e7,3.0,9\n", "points.csv:4:", "more fields than the header's 3"),
+    (b"params,tokens,loss\n1e6,2e7,3.1\n\nabc,2e7,3.0\n", "points.csv:4:", "must be numbers"),  # said line 3
+    (b"params,tokens,loss\n\"" + b"x" * 200_000 + b"\",1,2\n", "points.csv:", "not a CSV line"),  # csv.Error
+])
+def test_scale_fit_on_a_file_that_is_not_a_csv_of_points_is_one_line(tmp_path, content, where, words):
+    import subprocess
+    import sys
+
+    path = tmp_path / "points.csv"
+    path.write_bytes(content)
+    r = subprocess.run([sys.executable, "-m", "lmforge", "scale", "fit", str(path)], capture_output=True, text=True,
+                       timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert where in lines[0] and words in lines[0], lines[0]
+
+
 def test_predict_gives_the_law_and_its_interval(tmp_path, capsys):
     path = write_csv(law_points(CHINCHILLA, noise=0.003, seed=2), tmp_path / "p.csv")
     assert main(["scale", "fit", str(path), "--bootstrap", "30", "--out", str(tmp_path), "--no-plots"]) == 0

@@ -1,12 +1,15 @@
 """The `lmforge` command: parse, load the config, call one stage function.
 
-Errors the user can fix (`LmforgeError`) print one line and exit with code 2.
+Errors the user can fix (`LmforgeError`) print one line and exit with code 2; an interrupted
+command exits with 130 (see `main`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 from dataclasses import dataclass
@@ -14,13 +17,16 @@ from typing import Callable
 
 from lmforge import cost, figures
 from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
-from lmforge.errors import LmforgeError
+from lmforge.errors import Interrupted, LmforgeError
 from lmforge.run_dir import warn
 
 
 def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny") -> None:
-    p.add_argument("--preset", default=default_preset, help=f"named config: {', '.join(preset_names())}")
-    p.add_argument("--config", metavar="FILE", help="YAML config file, applied over the preset")
+    p.add_argument("--preset", help=f"named config: {', '.join(preset_names())} (default: the one --config "
+                                     f"names, else {default_preset})")
+    p.add_argument("--config", metavar="FILE", help="YAML config file, applied over the preset (a `preset:` "
+                                                    "in it chooses the preset)")
+    p.set_defaults(default_preset=default_preset)
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any field, e.g. --set train.lr=1e-3 --set model.n_layer=6 (repeatable)")
     p.add_argument("--max-steps", type=int, help="train.max_steps")
@@ -46,7 +52,7 @@ def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | Non
         extra.setdefault("data", {})["sources"] = list(sources)
         if list(sources) != [BUILTIN_SOURCE] and not sets_key(args.config, args.overrides, "data.max_bytes"):
             extra["data"]["max_bytes"] = 0  # named sources are read whole unless the user caps them
-    cfg = load_config(args.preset, args.config, overrides)
+    cfg = load_config(args.preset, args.config, overrides, default_preset=args.default_preset)
     if extra:
         cfg = config_from_dict(merge_dicts(cfg.to_dict(), extra))
     return cfg
@@ -218,10 +224,28 @@ def _fill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_again(args: argparse.Namespace, *flags: str) -> str:
+    """This command line, with `flags` added where it lacks them: what the user runs to go on."""
+    words = [*args.argv, *(f for f in flags if f not in args.argv)]
+    launcher = "lmforge"
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # one node's processes, or every node's
+        one_node = os.environ.get("WORLD_SIZE") == os.environ.get("LOCAL_WORLD_SIZE")
+        nproc = f"--nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE')}" if one_node else "<the same options>"
+        launcher = f"torchrun {nproc} -m lmforge"
+    return f"{launcher} {shlex.join(words)}"
+
+
+def _check_finished(result: dict, args: argparse.Namespace, *flags: str) -> None:
+    """A training stopped by a signal saved its checkpoint; the command still ends as interrupted."""
+    if result.get("interrupted"):
+        raise Interrupted(f"training stopped at step {result['step']} with a checkpoint; "
+                          f"continue with: {_command_again(args, *flags)}")
+
+
 def _run(args: argparse.Namespace) -> int:
     import lmforge
 
-    lmforge.run(_resolve(args, args.out, args.sources or None))
+    _check_finished(lmforge.run(_resolve(args, args.out, args.sources or None)), args)  # a rerun resumes
     return 0
 
 
@@ -246,7 +270,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.init_from:
         args.overrides.append(f"train.init_from={Path(args.init_from).resolve()}")
-    lmforge.train(_resolve(args, args.out), data=args.data, resume=args.resume, stop_at=args.stop_at)
+    summary = lmforge.train(_resolve(args, args.out), data=args.data, resume=args.resume, stop_at=args.stop_at)
+    _check_finished(summary, args, "--resume")  # a planned --stop-at is a success: exit 0
     return 0
 
 
@@ -284,8 +309,6 @@ def _args_export(p: argparse.ArgumentParser) -> None:
 def _generate(args: argparse.Namespace) -> int:
     import lmforge
 
-    if args.max_tokens < 0 or args.temperature < 0 or not 0 < args.top_p <= 1:
-        raise LmforgeError("generate: --max-tokens and --temperature must be >= 0 and --top-p in (0, 1]")
     print(lmforge.generate(args.run_dir, args.prompt, args.max_tokens, args.temperature, args.top_k,
                            args.top_p, args.seed, args.device))
     return 0
@@ -607,10 +630,11 @@ def _args_eval(p: argparse.ArgumentParser) -> None:
 def _args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("prompt", metavar="PROMPT")
-    p.add_argument("--max-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=100, help="tokens to sample at most (>= 0)")
+    p.add_argument("--temperature", type=float, default=0.8, help="finite, >= 0; 0 = greedy")
+    p.add_argument("--top-k", type=int, default=50, help="sample among the K likeliest tokens (0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus: the likeliest tokens holding P of the mass, "
+                                                           "in (0, 1] (1 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
 
@@ -765,15 +789,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 the user's input is wrong (one line says which and what to do), 130
+    interrupted (Ctrl-C; SIGTERM to a training, which saves a checkpoint and says how to go on), 141
+    stdout closed early (`| head`), 1 a bug (with its traceback, which whoever fixes it needs)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
-        return args.handler(args)
+        try:
+            return args.handler(args)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here rather than at exit, where Python would complain
     except LmforgeError as e:
         print(f"lmforge: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line rather than one per rank
+            print(f"lmforge: interrupted: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout has gone (`lmforge prepare ... | head -2`): stop as `yes | head` does,
+        # quietly and with the status a shell gives a process ended by SIGPIPE (128 + 13), so that
+        # `set -o pipefail` still sees the output was cut short. stdout goes to /dev/null first, or
+        # Python's final flush at exit would fail again and print a warning (Python's signal docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -11,14 +11,17 @@
 
 Presets are YAML files in `lmforge/configs/` (`tiny`, `gpt2-small`, `1b`); any field can then be
 overridden with `section.field=value` (values parsed as YAML). Unknown keys, wrong types and
-out-of-range values raise `LmforgeError` naming the key. The fully resolved tree is saved as
-`config.yaml` in every run folder and loads back to an equal object.
+out-of-range values raise `LmforgeError` naming the key, quoting at most a short excerpt of the
+value. YAML is read safely and strictly (`StrictLoader`: no key twice, no explicit null, bounded
+nesting and alias expansion), a refusal naming FILE:LINE. The fully resolved tree is saved as
+`config.yaml` in every run folder and loads back to an equal object (its `preset:` included).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -27,9 +30,12 @@ from typing import Any
 
 import yaml
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, shown
 
 BUILTIN_SOURCE = "builtin"
+# tiktoken's largest vocabulary (o200k) holds ~200k tokens; beyond 2**20 an embedding table is a
+# mistake in the number, and the tokenizer trainer would try to allocate it before saying so
+MAX_VOCAB_SIZE = 2**20
 
 
 @dataclass
@@ -294,7 +300,7 @@ CHOICES = {
 
 def _check(ok: bool, key: str, value: Any, requirement: str) -> None:
     if not ok:
-        raise LmforgeError(f"config: {key}={value!r} is invalid: {requirement}")
+        raise LmforgeError(f"config: {key}={shown(value)} is invalid: {requirement}")
 
 
 def _validate(cfg: Config) -> None:
@@ -307,13 +313,14 @@ def _validate(cfg: Config) -> None:
     _validate_train(cfg.train)
     _validate_prepare(cfg.prepare)
     _validate_scale(cfg.scale)
-    _check(cfg.tokenizer.vocab_size >= 259, "tokenizer.vocab_size", cfg.tokenizer.vocab_size,
-           "must be >= 259 (256 bytes + 3 special tokens)")
+    _check(259 <= cfg.tokenizer.vocab_size <= MAX_VOCAB_SIZE, "tokenizer.vocab_size", cfg.tokenizer.vocab_size,
+           f"must be in [259, {MAX_VOCAB_SIZE}] (256 bytes + 3 special tokens; the largest vocabularies in use hold ~200k)")
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "must be in (0, 1)")
     _check(len(cfg.data.sources) > 0, "data.sources", cfg.data.sources, "name at least one source")
     for key, seed in (("train.seed", cfg.train.seed), ("prepare.seed", cfg.prepare.seed)):
         _check(0 <= seed < 2**32, key, seed, "must be in [0, 2**32)")
-    _check(cfg.run.temperature >= 0, "run.temperature", cfg.run.temperature, "must be >= 0")
+    _check(0 <= cfg.run.temperature < math.inf, "run.temperature", cfg.run.temperature,
+           "must be a finite number >= 0 (0 = greedy)")
 
 
 def _validate_ranges(cfg: Config) -> None:
@@ -351,6 +358,8 @@ def _validate_model(m: ModelConfig) -> None:
     kv = m.n_kv_head or m.n_head
     _check(m.n_head % kv == 0, "model.n_kv_head", m.n_kv_head, f"must divide model.n_head={m.n_head}")
     _check(m.rope_theta > 0, "model.rope_theta", m.rope_theta, "must be > 0")
+    _check(m.vocab_size <= MAX_VOCAB_SIZE, "model.vocab_size", m.vocab_size,
+           f"must be <= {MAX_VOCAB_SIZE} (0 = the tokenizer's)")
 
 
 def _validate_train(t: TrainConfig) -> None:
@@ -412,43 +421,47 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             value = [value]  # a single source given on the command line
         if not isinstance(value, list):
-            raise LmforgeError(f"config: {key} must be a list, got {value!r}")
+            raise LmforgeError(f"config: {key} must be a list, got {shown(value)}")
         return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise LmforgeError(f"config: {key} must be true or false, got {value!r}")
+        raise LmforgeError(f"config: {key} must be true or false, got {shown(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)  # 1e6 in YAML
-        raise LmforgeError(f"config: {key} must be an integer, got {value!r}")
+        raise LmforgeError(f"config: {key} must be an integer, got {shown(value)}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads '3e-4' as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads '3e-4' as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise LmforgeError(f"config: {key} must be a number, got {value!r}")
+        # NaN passes every range check (each comparison with it is false): refused here, once
+        if number is None or math.isnan(number):
+            raise LmforgeError(f"config: {key} must be a number, got {shown(value)}")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise LmforgeError(f"config: {key} must be a string, got {value!r}")
+        raise LmforgeError(f"config: {key} must be a string, got {shown(value)}")
     raise TypeError(f"unsupported config type {tp} for {key}")
 
 
 def _unknown_key(key: str, known: list[str]) -> LmforgeError:
     close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
-    return LmforgeError(f"config: unknown key {key!r}{hint}")
+    return LmforgeError(f"config: unknown key {shown(key)}{hint}")
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     if not isinstance(values, dict):
-        raise LmforgeError(f"config: {prefix.rstrip('.') or 'top level'} must be a mapping, got {values!r}")
+        raise LmforgeError(f"config: {prefix.rstrip('.') or 'top level'} must be a mapping, got {shown(values)}")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -476,19 +489,116 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("lmforge.configs").iterdir() if p.name.endswith(".yaml"))
 
 
+# Limits no config comes near (it nests 6 deep, prepare.gopher_repetition.top_n_grams[i][j], and
+# holds a few hundred values) but a hostile or broken file does: the composer recurses once per
+# level (10,000 levels end in RecursionError), and nine nested levels of nine aliases are 1 KB of
+# text naming 387 million values, each one walked by the checks and printed by an error about it.
+MAX_YAML_DEPTH = 32
+MAX_YAML_VALUES = 100_000
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A YAML file lmforge will not read as a config; `problem` says why, `problem_mark` where."""
+
+    def __init__(self, problem: str, mark):
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses what a config never needs: a key given twice (YAML keeps the
+    last one without a word), an explicit null (`train: null` would read as no section at all),
+    nesting deeper than MAX_YAML_DEPTH, and aliases expanding past MAX_YAML_VALUES values."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self._depth >= MAX_YAML_DEPTH:
+            raise _Refused(f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node):
+        _count_values(node, {}, set())
+        return super().construct_document(node)
+
+    def construct_mapping(self, node, deep=False):
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` entries may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first_line:
+                    raise _Refused(f"key {shown(key)} is given twice (first on line {first_line[key] + 1}): "
+                                   f"keep one", key_node.start_mark)
+                first_line[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: the base class says so
+                pass
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_null(self, node):
+        if node.value:  # `train:` with nothing after it is empty and changes nothing; `null` or `~` is meant
+            raise _Refused(f"{node.value} is not a config value: leave the key out for its default", node.start_mark)
+        return None
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:null", StrictLoader.construct_yaml_null)
+
+
+def _count_values(node: yaml.Node, counted: dict[int, int], holding: set[int]) -> int:
+    """Values under `node` with every alias expanded, counted once per distinct node; refuses a
+    document past MAX_YAML_VALUES and an alias inside the value it names (a loop)."""
+    if id(node) in counted:
+        return counted[id(node)]
+    if id(node) in holding:
+        raise _Refused("an alias names a value that holds it (a loop)", node.start_mark)
+    if isinstance(node, yaml.ScalarNode):
+        return 1
+    holding.add(id(node))
+    children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value
+    total = 1 + sum(_count_values(child, counted, holding) for child in children)
+    holding.discard(id(node))
+    if total > MAX_YAML_VALUES:
+        raise _Refused(f"holds more than {MAX_YAML_VALUES:,} values once its aliases (*name) are expanded",
+                       node.start_mark)
+    counted[id(node)] = total
+    return total
+
+
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load with StrictLoader's refusals."""
+    loader = StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path | Any, label: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LmforgeError(f"config file {label} not found") from None
     except IsADirectoryError:
         raise LmforgeError(f"config file {label} is a folder: give a YAML file") from None
-    except (UnicodeDecodeError, ValueError):
+    except UnicodeDecodeError:
         raise LmforgeError(f"config file {label} is not text (not UTF-8): give a YAML file") from None
+    except ValueError as e:  # an integer of more than 4,300 digits
+        raise LmforgeError(f"config file {label}: {shown(str(e))}") from None
     except OSError as e:
         raise LmforgeError(f"cannot read config file {label}: {e.strerror}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{label}:{mark.line + 1}" if mark else label
+        why = e.problem if isinstance(e, _Refused) else f"not valid YAML: {e.problem or e.context}"
+        raise LmforgeError(f"config file {where}: {why}") from None
     except yaml.YAMLError as e:
-        raise LmforgeError(f"config file {label} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise LmforgeError(f"config file {label} is not valid YAML: {shown(str(e).splitlines()[0])}") from None
     if data is not None and not isinstance(data, dict):
         raise LmforgeError(f"config file {label} must hold a mapping of sections")
     return data or {}
@@ -498,9 +608,11 @@ def parse_override(text: str) -> dict[str, Any]:
     """'train.lr=3e-4' -> {'train': {'lr': 3e-4}} (the value parsed as YAML)."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
-        raise LmforgeError(f"override {text!r} must look like section.field=value")
+        raise LmforgeError(f"override {shown(text)} must look like section.field=value")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
+    except _Refused as e:
+        raise LmforgeError(f"override {key}: {e.problem}") from None
     except yaml.YAMLError:
         value = raw
     nested: Any = value
@@ -510,27 +622,48 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def load_config(
-    preset: str | None = "tiny",
+    preset: str | None = None,
     file: str | Path | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
+    default_preset: str | None = "tiny",
 ) -> Config:
-    """Preset YAML, then a user YAML file, then overrides; validated."""
+    """The preset's YAML, then a user YAML file over it, then overrides; validated.
+
+    The preset is `preset`, else the one the file names (`preset: gpt2-small`, as every saved
+    RUN/config.yaml does), else `default_preset` (None: the dataclass defaults alone). A file
+    naming another preset than `preset` is refused: one of the two would be silently ignored."""
     values: dict[str, Any] = {}
     if file is not None:
         values = _read_yaml(Path(file), str(file))
-        preset = values.pop("preset", preset) if preset is None else preset
+        preset = _file_preset(values.pop("preset", None), preset, file)
+    preset = preset or default_preset
     if preset:
         res = resources.files("lmforge.configs") / f"{preset}.yaml"
         if not res.is_file():
-            raise LmforgeError(f"unknown preset {preset!r}: choose one of {', '.join(preset_names())}")
+            raise LmforgeError(f"unknown preset {shown(preset)}: choose one of {', '.join(preset_names())}")
         values = merge_dicts(_read_yaml(res, f"preset {preset}"), values)
         values["preset"] = preset
     if isinstance(overrides, dict):
-        values = merge_dicts(values, overrides)
-    else:
-        for item in overrides or []:
-            values = merge_dicts(values, parse_override(item))
+        overrides = [overrides]
+    for item in overrides or []:
+        update = item if isinstance(item, dict) else parse_override(item)
+        if "preset" in update:  # applied after the preset's values, it would only rename them
+            raise LmforgeError("the preset cannot be overridden (--set preset=...): choose it with --preset NAME")
+        values = merge_dicts(values, update)
     return _build(Config, values).validate()
+
+
+def _file_preset(named: Any, preset: str | None, file: str | Path) -> str | None:
+    """The preset a config file names, when it agrees with the one asked for."""
+    if named is None:
+        return preset
+    if not isinstance(named, str) or not named:
+        raise LmforgeError(f"config file {file}: preset must be a preset name ({', '.join(preset_names())}), "
+                           f"got {shown(named)}")
+    if preset and preset != named:
+        raise LmforgeError(f"config file {file} names preset {shown(named)} but --preset is {shown(preset)}: "
+                           f"drop one of the two")
+    return named
 
 
 def sets_key(file: str | Path | None, overrides: list[str] | None, key: str) -> bool:

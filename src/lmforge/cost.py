@@ -475,6 +475,9 @@ def budget_flops(budget: str, hw: Hardware, mfu: float, precision: str,
 
 
 DEFAULT_PLAN_DAYS = 30.0  # `plan --days`: a month of wall-clock, the length of a typical large run
+# the smallest model a plan draws: shape_from_params never goes below 2 layers of width 64 (12 L d^2
+# parameters); a budget whose optimum is smaller has no model to plan ("0.6 parameters" on 1 FLOP)
+MIN_PLAN_PARAMS = 12 * 2 * 64**2
 
 
 def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: float = DEFAULT_MFU,
@@ -493,6 +496,10 @@ def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: flo
         raise LmforgeError(f"--days {days}: must be > 0")
     flops, described = budget_flops(budget, hw, mfu, precision, price_per_hour)
     n, d = law.optimal(flops)
+    if n < MIN_PLAN_PARAMS:
+        raise LmforgeError(f"--budget {budget}: {flops:.3g} FLOPs make a compute-optimal model of {n:.3g} parameters "
+                           f"under {law.name}; the smallest model a plan draws (2 layers of width 64, "
+                           f"{MIN_PLAN_PARAMS:,} parameters) needs at least {_round_up(min_plan_flops(law))} FLOPs")
     shape = shape_from_params(n, context=context)
     rate = hw.peak_flops(precision) * mfu  # FLOP/s per device
     def on(devices: int) -> tuple[Estimate, str]:
@@ -525,6 +532,18 @@ def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: flo
             "params": n, "tokens": d, "tokens_per_param": d / n, "predicted_loss": law.loss(n, d),
             "count": devices, "count_from": count_from, "days_limit": days, "recompute": recompute,
             "exact_over_budget": est.flops_exact / flops, "estimate": est.to_dict(), "warnings": warnings + est.notes}
+
+
+def min_plan_flops(law: ScalingLaw) -> float:
+    """The budget C whose compute-optimal N is MIN_PLAN_PARAMS: N = G (C/6)^a solved for C."""
+    alloc = law.allocation()
+    return 6 * (MIN_PLAN_PARAMS / alloc["G"]) ** (1 / alloc["a"])
+
+
+def _round_up(x: float) -> str:
+    """`x` to two significant digits, rounded up: a budget of the figure shown is then enough."""
+    unit = 10.0 ** (math.floor(math.log10(x)) - 1)
+    return f"{math.ceil(x / unit) * unit:.2g}"
 
 
 def _fitting_estimate(shape: Shape, tokens: float, hw: Hardware, count: int, mfu: float, precision: str,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
+from lmforge.errors import LmforgeError
 from lmforge.model import GPT, KVCache
 from lmforge.run_dir import RunDir
 from lmforge.tokenizer import EOT
@@ -72,8 +74,22 @@ def continue_text(model: GPT, tok, prompt: str, max_tokens: int = 100, temperatu
     return prompt + tok.decode(out)
 
 
+def check_sampling(max_tokens: int, temperature: float, top_k: int, top_p: float) -> None:
+    """Refuse, naming the flag, settings that would fail inside torch or sample nonsense: NaN
+    passes every comparison-based check, a negative k breaks topk, top-p 0 keeps no token."""
+    if not max_tokens >= 0:
+        raise LmforgeError(f"--max-tokens {max_tokens}: must be >= 0")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise LmforgeError(f"--temperature {temperature}: must be a finite number >= 0 (0 = greedy)")
+    if not top_k >= 0:
+        raise LmforgeError(f"--top-k {top_k}: must be >= 0 (0 = no top-k cut)")
+    if not 0 < top_p <= 1:  # NaN fails this too
+        raise LmforgeError(f"--top-p {top_p}: must be in (0, 1] (1 = no nucleus cut)")
+
+
 def generate(run_dir: str | Path, prompt: str, max_tokens: int = 100, temperature: float = 0.8, top_k: int = 50,
              top_p: float = 1.0, seed: int = 0, device: str = "cpu") -> str:
+    check_sampling(max_tokens, temperature, top_k, top_p)
     run = RunDir(run_dir).require()
     run.require_objective("causal", "generate")
     opened = run.open(device)

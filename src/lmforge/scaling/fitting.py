@@ -28,6 +28,7 @@ of the points), 95%; forecasts reflect each refit through the fit (the basic boo
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import math
 from pathlib import Path
@@ -49,26 +50,37 @@ CHINCHILLA_GRID = {
 
 def read_points_csv(path: str | Path) -> tuple[list[dict], list[dict]]:
     """Rows of a CSV with columns params, tokens, loss (flops optional; 6ND when absent).
-    Returns (usable points, excluded points with a reason)."""
+    Returns (usable points, excluded points with a reason). A file that is not such a CSV is
+    refused at its first bad line, as path:line."""
     path = Path(path)
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = {"params", "tokens", "loss"} - set(reader.fieldnames or [])
-            if missing:
-                raise LmforgeError(f"{path}: missing column(s) {', '.join(sorted(missing))}; "
-                                   f"give params, tokens, loss (and optionally flops)")
-            rows = list(reader)
+        data = path.read_bytes()
     except OSError as e:
         raise LmforgeError(f"{path}: cannot read it ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")  # a spreadsheet's export may start with a byte-order mark
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise LmforgeError(f"{path}:{line}: not text (not UTF-8): give a CSV with columns params, tokens, loss") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        missing = {"params", "tokens", "loss"} - set(reader.fieldnames or [])
+        if missing:
+            raise LmforgeError(f"{path}: missing column(s) {', '.join(sorted(missing))}; "
+                               f"give params, tokens, loss (and optionally flops)")
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as e:
+        raise LmforgeError(f"{path}:{reader.line_num}: not a CSV line ({e})") from None
     points, excluded = [], []
-    for i, row in enumerate(rows, start=2):
-        name = row.get("name") or f"line {i}"
+    for line, row in rows:
+        if None in row:  # DictReader files the fields past the header's under None
+            raise LmforgeError(f"{path}:{line}: more fields than the header's {len(reader.fieldnames)} columns")
+        name = row.get("name") or f"line {line}"
         try:
             n, d, loss = float(row["params"]), float(row["tokens"]), float(row["loss"])
             flops = float(row["flops"]) if row.get("flops") not in (None, "") else 6 * n * d
         except (TypeError, ValueError):
-            raise LmforgeError(f"{path}, line {i}: params, tokens, loss and flops must be numbers") from None
+            raise LmforgeError(f"{path}:{line}: params, tokens, loss and flops must be numbers") from None
         point = {"name": name, "params": n, "tokens": d, "loss": loss, "flops": flops}
         reason = bad_point_reason(point)
         if reason:

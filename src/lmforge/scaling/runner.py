@@ -19,6 +19,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import shlex
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import replace
@@ -28,7 +29,7 @@ from typing import Callable
 import yaml
 
 from lmforge.config import Config, config_from_dict
-from lmforge.errors import LmforgeError, TrainingDiverged
+from lmforge.errors import Interrupted, LmforgeError, TrainingDiverged
 from lmforge.files import inside
 from lmforge.processes import end_with_parent
 from lmforge.run_dir import TRAIN_LOG, RunDir
@@ -270,6 +271,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
         f"on {parallel} process(es) x {threads} thread(s)")
     todo.sort(key=lambda r: -r["flops_exact"])  # longest first packs the processes best
     failures: list[str] = []
+    stopped: list[str] = []  # runs a signal to their worker stopped part-way
     t0, last = time.time(), time.time()
     flops_at_start = sum(r["flops"] * min(1.0, r["step"] / r["steps"]) for r in rows)
     # Worker processes live for the whole sweep: importing torch costs seconds per process, more
@@ -302,6 +304,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
                     s = RunDir(run_dir).summary()
                     log(f"sweep: {name} done, val loss {s['val_loss']:.4f} in {s['train_time_s']:.0f}s")
                 else:
+                    stopped.append(name)
                     log(f"sweep: {name} stopped at step {_steps_done(run_dir)}; rerun lmforge scale run to continue it")
             if time.time() - last >= interval and active:
                 last = time.time()
@@ -317,6 +320,9 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     log(_progress_line(rows, [], t0, flops_at_start))
     if failures:
         raise LmforgeError(f"{len(failures)} run(s) failed: {failures[0]} (details in SWEEP/runs/<name>/{TRAIN_LOG})")
+    if stopped:
+        raise Interrupted(f"sweep: {len(stopped)} run(s) stopped part-way ({', '.join(stopped)}); continue with: "
+                          f"lmforge scale run {shlex.quote(str(sweep_dir))}")
     return rows
 
 
@@ -366,8 +372,9 @@ def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: i
         result = train_run(rcfg, RunDir(run_dir).train_log_path)
         if result.get("diverged"):
             raise LmforgeError(f"verify: the target run diverged: {result['diverged']}")
-        if not result.get("complete"):
-            raise LmforgeError(f"verify: {run['name']} stopped at step {result['step']}; rerun to continue it")
+        if not result.get("complete"):  # a signal stopped it, after a checkpoint
+            raise Interrupted(f"verify: {run['name']} stopped at step {result['step']}; rerun the same command "
+                              f"to continue it")
     else:
         log(f"verify: {run_dir} is already trained")
     return RunDir(run_dir).summary()

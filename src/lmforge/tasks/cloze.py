@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, shown
 from lmforge.run_dir import RunDir
 from lmforge.tokenizer import EOT, MASK, SPECIAL_TOKENS, token_bytes
 from lmforge.tokens import read_meta
@@ -220,14 +220,22 @@ def split_blank(text: str) -> tuple[str, str]:
     return before, after
 
 
-def check_choices(choices: list[str]) -> None:
+def check_choices(choices: list[str], where: str = "--choices") -> None:
+    """Refuse choices no ranking can use; `where` names them in the message (the option, or a
+    task file's FILE:LINE)."""
     if not choices:
-        raise LmforgeError("no choices given: pass --choices a,b,c or leave it out for the top fillers")
+        raise LmforgeError(f"{where}: no choices given: pass --choices a,b,c or leave it out for the top fillers")
+    first: dict[str, int] = {}
     for i, c in enumerate(choices):
         if not c.strip():
-            raise LmforgeError(f"choice {i + 1} is empty: every choice needs text (e.g. --choices Label,Model)")
+            raise LmforgeError(f"{where}: choice {i + 1} is empty: every choice needs text (e.g. --choices Label,Model)")
         if MARK in c:
-            raise LmforgeError(f"choice {c!r} holds {MARK}: a choice is the text that goes in the blank")
+            raise LmforgeError(f"{where}: choice {shown(c)} holds {MARK}: a choice is the text that goes in the blank")
+        # the same filler twice splits its probability in two and, in a task, makes the answer ambiguous
+        if c.strip() in first:
+            raise LmforgeError(f"{where}: choices {first[c.strip()] + 1} and {i + 1} are both {shown(c.strip())}: "
+                               f"give each choice once")
+        first[c.strip()] = i
 
 
 def rank(scored: list[Scored]) -> list[dict]:

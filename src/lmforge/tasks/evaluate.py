@@ -57,9 +57,9 @@ def read_tasks(tasks: str | Path) -> list[dict]:
             raise LmforgeError(f"{where}: a lone surrogate escape (\\ud800-\\udfff) is half a character, not text")
         try:
             split_blank(context)
-            check_choices(choices)
         except LmforgeError as e:
             raise LmforgeError(f"{where}: {e}") from None
+        check_choices(choices, where)
         out.append({"context": context, "choices": choices, "answer": answer})
     if not out:
         raise LmforgeError(f"task file {path} holds no tasks")

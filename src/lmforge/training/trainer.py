@@ -285,6 +285,7 @@ class Trainer:
         self.last_stop = min(self.tc.max_steps, stop_at) if stop_at is not None else self.tc.max_steps
         self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0
         self.dist, self.writer_lock = None, None
+        self.interrupted = False  # stopped by a signal, as opposed to reaching stop_at or max_steps
 
     # ---------------------------------------------------------------- phases: set up and build
 
@@ -475,7 +476,8 @@ class Trainer:
                 self._loop(stop)
                 self.checkpoint()
             if self.step < self.tc.max_steps:
-                result = {"step": self.step, "complete": False, "run_dir": str(self.run)}
+                result = {"step": self.step, "complete": False, "run_dir": str(self.run),
+                          "interrupted": self.interrupted}
             else:
                 result = self.finish()
             finished = True
@@ -506,6 +508,17 @@ class Trainer:
             bar = tqdm(total=tc.max_steps, initial=self.step, unit="step", dynamic_ncols=True, leave=True, mininterval=1.0)
         self.clock = StepClock(self, self.step + WARMUP_STEPS)
         self.model.train()
+        try:
+            self._steps(stop, bar)
+        finally:  # a second Ctrl-C ends the loop at once: the next line printed starts a line of its own
+            if bar is not None:
+                bar.close()
+        if self.interrupted:  # told after the bar has closed, or it would end the bar's line
+            # how to go on depends on the caller (train --resume, a rerun of lmforge run or scale run): it says
+            self.log_main(f"train: stop requested; saving step {self.step}")
+
+    def _steps(self, stop: "StopFlag", bar) -> None:
+        tc = self.tc
         self._follow_free_cores(bar, now=True)
         while self.step < self.last_stop:
             loss, norm = self.optimizer_step()
@@ -525,12 +538,10 @@ class Trainer:
                 self.checkpoint()
                 self.clock.restart()
             if stop.agreed(self.dist):
-                self.log_main(f"train: stop requested; saving step {self.step} (continue with --resume)")
+                self.interrupted = True
                 break
         self.clock.lap()
         self.guard.check(self.step)
-        if bar is not None:
-            bar.close()
 
     def _follow_free_cores(self, bar, now: bool = False) -> None:
         threads = self.governor.poll(now) if self.governor is not None else None
@@ -623,6 +634,8 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
     data: raw sources, or one tokenized folder (holding meta.json), overriding cfg.data.
     resume: continue from the newest checkpoint in cfg.run.out.
     stop_at: stop after this step with a checkpoint, as an interrupted run would.
+    A run stopped by SIGINT/SIGTERM saves a checkpoint and returns {"complete": False,
+    "interrupted": True, "step": ...}; one stopped at stop_at the same with "interrupted": False.
     """
     cfg = with_training_data(cfg, data, RunDir(cfg.run.out))
     return Trainer(cfg, resume, stop_at, log).fit()
