@@ -4,11 +4,14 @@ Pure arithmetic over a model shape, a token count and a hardware entry; nothing 
 Formulas and references (docs/cost.md has the derivations):
 - FLOPs: 6·N·D (Kaplan et al. 2020) and the exact per-token count of PaLM appendix B,
   6·N + 12·L·H·Q·T (H heads of size Q, context T), plus one extra forward (2·N + 4·L·H·Q·T)
-  under full activation recomputation, or of the attention core (4·L·H·Q·T) under selective.
+  under full activation recomputation; selective recomputes no matmul.
 - Memory of weights, gradients and optimizer state per parameter by precision and optimizer,
   sharded by ZeRO stage (Rajbhandari et al. 2020) over data-parallel ranks and by tensor parallelism.
-- Activations per layer (Korthikanti et al. 2022, 16-bit): s·b·h·(34 + 5·a·s/h) without
-  recomputation, s·b·h·34 with selective, 2·s·b·h with full; divided by tensor parallelism as there.
+- Activations: what autograd saves for lmforge's own model (fused attention, SwiGLU, grouped-query
+  attention, RMSNorm, no dropout, the chunked loss), tensor by tensor, under each recomputation
+  mode of `lmforge.model.run_block`, and the peak of a forward and backward above the weights and
+  gradients (`activation_memory`; checked against torch's own counts by tests/test_memory.py and
+  benchmarks/memory_check.py).
 - Energy = devices x power x hours x PUE; CO2e = energy x grid intensity.
 """
 
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from lmforge.config import RECOMPUTE
 from lmforge.errors import LmforgeError
 
 GB = 1e9
@@ -165,6 +169,8 @@ class Shape:
     context: int = 2048
     head_dim: int = 0  # 0 = width / heads
     params: float = 0.0  # 0 = counted from the shape (SwiGLU MLP at ~8/3 width, untied head)
+    mlp_hidden: int = 0  # 0 = the model's SwiGLU width, 8/3 width rounded up to a multiple of 64
+    tied: bool = False  # the output head shares the embedding's matrix (model.tie_embeddings)
 
     def __post_init__(self):
         for name in ("layers", "width", "heads", "vocab", "context"):
@@ -179,14 +185,17 @@ class Shape:
         if not self.head_dim and self.width % self.heads:
             raise LmforgeError(f"--width {self.width} must be divisible by --heads {self.heads}, or give --head-dim")
         self.head_dim = self.head_dim or self.width // self.heads
+        self.mlp_hidden = self.mlp_hidden or 64 * math.ceil(8 * self.width / 3 / 64)
         if self.params <= 0:
             self.params = float(self.counted_params())
 
     def counted_params(self) -> int:
+        return self.layers * self.layer_params() + 2 * self.vocab * self.width
+
+    def layer_params(self) -> int:
+        """Weights of one block: QKV, the output projection and the SwiGLU's three matrices."""
         d, hq, kv = self.width, self.heads * self.head_dim, self.kv_heads * self.head_dim
-        mlp = 64 * math.ceil(8 * d / 3 / 64)
-        per_layer = d * (hq + 2 * kv) + hq * d + 3 * d * mlp
-        return self.layers * per_layer + 2 * self.vocab * d
+        return d * (hq + 2 * kv) + hq * d + 3 * d * self.mlp_hidden
 
 
 def shape_from_model(cfg, vocab: int | None = None) -> Shape:
@@ -200,7 +209,8 @@ def shape_from_model(cfg, vocab: int | None = None) -> Shape:
     with torch.device("meta"):
         params = GPT(mcfg).num_params()
     return Shape(layers=mcfg.n_layer, width=mcfg.n_embd, heads=mcfg.n_head, kv_heads=mcfg.n_kv_head,
-                 vocab=mcfg.vocab_size, context=mcfg.seq_len, params=params)
+                 vocab=mcfg.vocab_size, context=mcfg.seq_len, params=params, mlp_hidden=mcfg.mlp_hidden,
+                 tied=mcfg.tie_embeddings)
 
 
 def shape_from_params(params: float, context: int = 2048, vocab: int = 50257) -> Shape:
@@ -213,14 +223,14 @@ def shape_from_params(params: float, context: int = 2048, vocab: int = 50257) ->
 def flops_per_token(shape: Shape, recompute: str = "none") -> float:
     """Training FLOPs per token, PaLM appendix B (`lmforge.model.training_flops_per_token`, the one
     formula lmforge counts with), plus recomputation's extra forward: a whole forward (a third of
-    training) under full recomputation, the attention core's under selective."""
+    training) under full recomputation; none under selective, which recomputes only elementwise ops
+    (norms, rotary, SwiGLU's gate: `lmforge.model.run_block`) and keeps every matmul's output."""
     from lmforge.model import training_flops_per_token  # imports torch: only when FLOPs are counted
 
     base = training_flops_per_token(shape.params, shape.layers, shape.heads, shape.head_dim, shape.context)
-    if recompute not in ("none", "selective", "full"):
-        raise LmforgeError(f"--recompute {recompute!r}: choose none, selective or full")
-    attention = base - 6 * shape.params
-    return base + {"none": 0.0, "selective": attention / 3, "full": base / 3}[recompute]
+    if recompute not in RECOMPUTE:
+        raise LmforgeError(f"--recompute {recompute!r}: choose {', '.join(RECOMPUTE)}")
+    return base + (base / 3 if recompute == "full" else 0.0)
 
 
 # ---------------------------------------------------------------- memory
@@ -247,18 +257,101 @@ def state_bytes(precision: str, optimizer: str) -> tuple[float, float, float]:
     return w, g, master + 4.0 * states
 
 
-def activation_bytes(shape: Shape, micro_batch: int, recompute: str, tensor_parallel: int = 1) -> float:
-    """Korthikanti et al. 2022, eq. 1-2 and section 5: 16-bit activations of all layers for one micro-batch."""
-    s, b, h, a, t = shape.context, micro_batch, shape.width, shape.heads, tensor_parallel
+# What one block saves for backward, per token, in bytes: d width, q = heads x head_dim, k = kv_heads
+# x head_dim, f the SwiGLU width, H heads; c the bytes of the compute dtype (2 in bf16, 4 in fp32), w
+# those of the weights as the forward reads them (4 under autocast over fp32 weights, which is also
+# the residual stream's dtype; 2 where FSDP gathers bf16 weights). Enumerated op by op from
+# lmforge.model.Block as autograd runs it (tests/test_memory.py counts the saved tensors):
+#
+#   op (forward order)        saves for backward                                     bytes per token
+#   rms_norm (attention)      its input x and 1/rms (float32)                        w·d + 4
+#   qkv matmul                its input, the normed x in the compute dtype           c·d
+#   rotary (x1·cos, ...)      q, k and v as the matmul wrote them: one storage       c·(q + 2k)
+#   fused attention (SDPA)    rotated q and k (one storage; v counted above), its    c·(q + k) + c·q + 4·H
+#                             output, the float32 log-sum-exp per head; no T x T
+#   output projection         its input: the attention output, a view of it          0
+#   rms_norm (MLP)            x and 1/rms                                            w·d + 4
+#   gate_up matmul            its input                                              c·d
+#   silu(gate)                gate: the gate_up output (up shares the storage)       2c·f
+#   silu(gate) · up           silu(gate)                                             c·f
+#   down matmul               its input, silu(gate) · up                             c·f
+#   (no dropout, no biases, no attention probabilities)
+#
+# Selective recomputation (lmforge.model's policy) keeps the block's input (w·d), the qkv output,
+# the attention output and log-sum-exp, the two projections' outputs (c·d each) and the gate_up
+# output; full keeps only the input. Autocast over fp32 weights holds a copy of every weight in the
+# compute dtype for the forward (c bytes a weight) unless the block is recomputed. After the last
+# block: the final rms_norm (w·d + 4), then the head and loss: one chunk keeps the head's input (c·d)
+# and the float32 log-probabilities (4·V) with the int64 targets; more chunks (linear_cross_entropy)
+# keep the input's gradient (c·d) and, per micro-batch, the head's float32 gradient (4·V·d).
+#
+# The peak of forward and backward, beyond what is held when the forward returns: at the loss, the
+# float32 gradients of the log-probabilities and of the logits (2 · 4·V a token; with chunks, one
+# chunk's float32 logits and their gradient in the compute dtype, and the head's gradient); in a
+# block's backward, what its recomputation brings back, the residual stream's gradient (w·d), the
+# two gradients of silu(gate)·up (2c·f) and the down weight's fresh gradient (4·d·f, before it is
+# added to .grad); with a tied head, the head's gradient waits there for the embedding's (4·V·d).
+
+def _block_bytes_per_token(shape: Shape, recompute: str, c: int, w: int, t: int) -> float:
+    """Bytes a block holds for backward per token (see the table above); tensor parallelism splits
+    the heads and the MLP's width, not the residual side."""
+    d, f, H = shape.width, shape.mlp_hidden / t, shape.heads / t
+    q, k = shape.heads * shape.head_dim / t, shape.kv_heads * shape.head_dim / t
+    qkv_out, attention = c * (q + 2 * k), c * q + 4 * H
     if recompute == "full":
-        per_layer = 2 * s * b * h
-    elif recompute == "selective":
-        per_layer = s * b * h * (10 + 24 / t)
-    elif recompute == "none":
-        per_layer = s * b * h * (10 + 24 / t + 5 * a * s / (h * t))
-    else:
-        raise LmforgeError(f"--recompute {recompute!r}: choose none, selective or full")
-    return shape.layers * per_layer
+        return w * d
+    if recompute == "selective":
+        return w * d + qkv_out + attention + c * d + 2 * c * f + c * d
+    norms = 2 * (4 * d + 4) + 2 * c * d
+    return norms + qkv_out + c * (q + k) + attention + 4 * c * f
+
+
+def activation_memory(shape: Shape, micro_batch: int, recompute: str = "none", compute_bytes: int = 2,
+                      weight_bytes: int = 4, tensor_parallel: int = 1) -> dict[str, float]:
+    """Bytes of activation memory for one micro-batch of `micro_batch` sequences of shape.context
+    tokens on one device, by the table above: held by the blocks ("blocks"), by the final norm, head
+    and loss ("head"), autocast's weight copies ("weight_copies"), their sum when the forward returns
+    ("held"), and the most allocated at once during forward and backward beyond the weights and
+    gradients ("peak")."""
+    from lmforge.model import loss_chunk_rows  # the loss's own chunking rule; imports torch
+
+    if recompute not in RECOMPUTE:
+        raise LmforgeError(f"--recompute {recompute!r}: choose {', '.join(RECOMPUTE)}")
+    c, w, t = compute_bytes, weight_bytes, tensor_parallel
+    n, d, v, f = micro_batch * shape.context, shape.width, shape.vocab, shape.mlp_hidden
+    blocks = shape.layers * n * _block_bytes_per_token(shape, recompute, c, w, t)
+    rows = loss_chunk_rows(v)
+    cast = c if c < 4 else 0  # the 16-bit tensor a float32 copy is made from, or none
+    recast = c if c != w else 0  # the loss's own compute-dtype copies of its float32 input and weight
+    block_copy = c * shape.layer_params() / t if w > c else 0.0
+    if n <= rows:  # one chunk: log-probabilities kept, their gradient and the logits' made in backward
+        head = n * (4 * d + 4 + c * d + 4 * v)
+        head_copy = c * v * d if w > c else 0.0
+        loss_forward, loss_backward = (4 + cast) * n * v, 2 * 4 * n * v
+    else:  # the input's gradient and the head's, made in the forward chunk by chunk
+        head, head_copy = n * (4 * d + 4 + c * d) + 4 * v * d, 0.0
+        loss_forward = recast * (n + v) * d + max((8 + cast) * rows * v, (4 + cast) * rows * v + c * v * d)
+        loss_backward = n * d * (c + recast) + 4 * v * d + (w * v * d if w != 4 else 0)
+    # autocast caches every weight copy until the forward returns; a recomputed block's copies are
+    # then dropped, and made again one block at a time in its backward
+    copies = (shape.layers * block_copy if recompute == "none" else 0.0) + head_copy
+    held = blocks + head + copies
+    forward_peak = loss_forward + (shape.layers * block_copy if recompute != "none" else 0.0)
+    recomputed = n * (_block_bytes_per_token(shape, "none", c, w, t) - _block_bytes_per_token(shape, recompute, c, w, t))
+    block_peak = (recomputed + (block_copy if recompute != "none" else 0.0) + n * (w * d + 2 * c * f / t)
+                  + w * d * f / t + (w * v * d if shape.tied else 0.0) - head - head_copy)
+    peak = held + max(forward_peak, loss_backward, block_peak)
+    return {"blocks": blocks, "head": head, "weight_copies": copies, "held": held, "peak": peak}
+
+
+def activation_bytes(shape: Shape, micro_batch: int, recompute: str, tensor_parallel: int = 1,
+                     precision: str = "bf16-mixed", zero_stage: int = 3) -> float:
+    """The peak activation memory a device needs beside its weights, gradients and optimizer
+    state (`activation_memory`), with the dtypes lmforge trains in at `precision`: autocast over
+    float32 weights, or bf16 weights where ZeRO-3/FSDP gathers them in bf16 (or pure bf16)."""
+    compute = 4 if precision == "fp32" else 2
+    weights = compute if precision == "bf16" or zero_stage >= 3 else 4
+    return activation_memory(shape, micro_batch, recompute, compute, weights, tensor_parallel)["peak"]
 
 
 def memory_per_device(params: float, precision: str, optimizer: str, zero_stage: int, data_parallel: int,
@@ -331,7 +424,7 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
     energy_kwh = device_hours * power * pue / 1000
     data_parallel = max(1, count // tensor_parallel)
     micro_batch = max(1, batch // data_parallel) if batch else 1
-    act = activation_bytes(shape, micro_batch, recompute, tensor_parallel)
+    act = activation_bytes(shape, micro_batch, recompute, tensor_parallel, precision, zero_stage)
     mem = memory_per_device(shape.params, precision, optimizer, zero_stage, data_parallel, tensor_parallel, act)
     min_devices = devices_needed(shape, precision, optimizer, zero_stage, recompute, hw, tensor_parallel)
     notes = []
@@ -354,7 +447,7 @@ def devices_needed(shape: Shape, precision: str, optimizer: str, zero_stage: int
                    tensor_parallel: int = 1) -> int | None:
     """Fewest devices (micro-batch 1 each) on which the model trains with its states sharded by ZeRO-3;
     None when one sequence's activations alone overflow a device."""
-    act = activation_bytes(shape, 1, recompute, tensor_parallel) / GB
+    act = activation_bytes(shape, 1, recompute, tensor_parallel, precision, zero_stage) / GB
     w, g, o = state_bytes(precision, optimizer)
     states = shape.params * (w + g + o) / tensor_parallel / GB
     room = hw.memory_gb - act
@@ -530,7 +623,7 @@ def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: flo
 def _fitting_estimate(shape: Shape, tokens: float, hw: Hardware, count: int, mfu: float, precision: str,
                       price_per_hour: float | None, pue: float, grid_kg_per_kwh: float) -> tuple[Estimate, str]:
     """The estimate on `count` devices with the least recomputation that fits (full where none does)."""
-    for recompute in ("none", "selective", "full"):
+    for recompute in RECOMPUTE:
         est = estimate(shape, tokens, hw, count, mfu, precision=precision, price_per_hour=price_per_hour, pue=pue,
                        grid_kg_per_kwh=grid_kg_per_kwh, recompute=recompute)
         if est.fits:

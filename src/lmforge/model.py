@@ -8,6 +8,8 @@ Features:
 - SwiGLU MLP, hidden width ~8/3 d so its FLOPs match a 4d GELU MLP
 - no biases; optional tying of the input embedding and the output head
 - a KV cache for incremental decoding
+- activation recomputation per block (`recompute`: none, selective or full), which
+  `lmforge.cost.activation_memory` accounts for tensor by tensor
 - for inspection: the residual stream after every block (`return_hidden`) and explicit attention
   probabilities (`attention_probs`), which the fused SDPA kernel does not expose
 - with `targets`, the summed cross-entropy instead of logits, the output head and the loss taken
@@ -27,8 +29,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts, noop_context_fn
 
-from lmforge.config import Config
+from lmforge.config import RECOMPUTE, Config
 
 IGNORE_INDEX = -100  # a target that is not scored (F.cross_entropy's default ignore_index)
 # Logits held at once by the chunked loss: 2^25 floats (128 MB in float32). GPT-2's 50,304-token
@@ -91,6 +94,36 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
 
 
+# ---------------------------------------------------------------- activation recomputation
+
+# Selective recomputation keeps the outputs of the ops that cost FLOPs (matmuls, attention) and
+# recomputes the elementwise rest (norms, rotary, SiLU, the gate product) in backward: torchtitan's
+# op-level policy, less its "every second matmul". Most of a block's activations at almost no FLOPs.
+_aten = torch.ops.aten
+_KEPT_BY_SELECTIVE = {
+    _aten.mm.default, _aten.addmm.default, _aten.bmm.default,
+    _aten._scaled_dot_product_flash_attention.default, _aten._scaled_dot_product_efficient_attention.default,
+    _aten._scaled_dot_product_cudnn_attention.default, _aten._scaled_dot_product_flash_attention_for_cpu.default,
+}
+
+
+def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _KEPT_BY_SELECTIVE else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _selective_contexts():
+    return create_selective_checkpoint_contexts(_selective_policy)
+
+
+def run_block(block: nn.Module, recompute: str, x: torch.Tensor, *args) -> torch.Tensor:
+    """block(x, *args), keeping for backward what `recompute` says: everything autograd saves
+    (none), the matmul and attention outputs (selective), or only the block's input (full)."""
+    if recompute == "none" or not torch.is_grad_enabled():
+        return block(x, *args)
+    context = _selective_contexts if recompute == "selective" else noop_context_fn
+    return checkpoint(block, x, *args, use_reentrant=False, context_fn=context)
+
+
 # ---------------------------------------------------------------- the loss, chunk by chunk
 
 def loss_chunk_rows(vocab: int) -> int:
@@ -143,6 +176,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_x.append((g @ w).mul_(valid))
             part = ((xc * valid).t() @ g).t()  # (V, d) as the transpose of (d, V): the faster layout on CPU BLAS
             grad_w = part.to(acc) if grad_w is None else grad_w.add_(part)
+            del logp, g, part  # or they would sit beside the next chunk's logits
         grad_x = grad_x[0] if len(grad_x) == 1 else torch.cat(grad_x)
         ctx.save_for_backward(grad_x, grad_w)
         ctx.dtypes = x.dtype, weight.dtype
@@ -297,6 +331,7 @@ class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
+        self.recompute = "none"  # one of RECOMPUTE, for training (train.recompute); generation never recomputes
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
@@ -342,8 +377,9 @@ class GPT(nn.Module):
         cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         x = self.wte(idx)  # (B, T, d)
         hidden = [x]
+        recompute = self.recompute if cache is None else "none"
         for block in self.blocks:
-            x = block(x, cos, sin, causal, cache)
+            x = run_block(block, recompute, x, cos, sin, causal, cache)
             hidden.append(x)
         if cache is not None:
             cache.pos += T

@@ -62,7 +62,7 @@ MAX_SKIPPED_IN_A_ROW = 5  # non-finite steps skipped in a row before the run is 
 # Keys that may differ between a run and its resumption: they change logging, not the math.
 RESUMABLE_CHANGES = {
     "train.progress", "train.log_interval", "train.eval_interval", "train.eval_tokens", "train.checkpoint_interval",
-    "train.keep_checkpoints", "train.threads", "train.final_eval_tokens", "train.init_from",
+    "train.keep_checkpoints", "train.threads", "train.final_eval_tokens", "train.init_from", "train.recompute",
 }
 
 
@@ -108,16 +108,19 @@ def checkpoint_to_resume(run: RunDir, cfg: Config, resume: bool):
     return ckpt
 
 
-def check_memory(mcfg, batch_size: int, params: int, device: torch.device) -> None:
+def check_memory(mcfg, batch_size: int, params: int, device: torch.device, recompute: str = "none",
+                 dtype: torch.dtype = torch.float32, fsdp: bool = False) -> None:
     """Refuse, before the first step, a context or batch whose activations cannot fit: with
     model.seq_len=100000 the first forward would otherwise be killed by the OS, or swap for hours."""
-    from lmforge.cost import Shape, activation_bytes
+    from lmforge.cost import Shape, activation_memory
 
-    shape = Shape(layers=mcfg.n_layer, width=mcfg.n_embd, heads=mcfg.n_head, vocab=mcfg.vocab_size,
-                  context=mcfg.seq_len, params=params)
-    # activations as fused attention keeps them (no context^2 term), in fp32; logits and their gradient; 16 B/param
-    need = 2 * activation_bytes(shape, batch_size, "selective") + 8 * batch_size * mcfg.seq_len * mcfg.vocab_size \
-        + 16 * params
+    shape = Shape(layers=mcfg.n_layer, width=mcfg.n_embd, heads=mcfg.n_head, kv_heads=mcfg.n_kv_head,
+                  vocab=mcfg.vocab_size, context=mcfg.seq_len, params=params, mlp_hidden=mcfg.mlp_hidden,
+                  tied=mcfg.tie_embeddings)
+    # FSDP gathers the weights in the compute dtype; otherwise autocast computes from float32 weights
+    compute = dtype.itemsize
+    activations = activation_memory(shape, batch_size, recompute, compute, compute if fsdp else 4)["peak"]
+    need = activations + 16 * params  # weights, gradients and AdamW's two moments in float32
     if device.type == "cuda":
         have = torch.cuda.get_device_properties(device).total_memory
     else:
@@ -126,7 +129,8 @@ def check_memory(mcfg, batch_size: int, params: int, device: torch.device) -> No
         raise LmforgeError(
             f"model.seq_len={mcfg.seq_len} with train.batch_size={batch_size} needs about {need / 1e9:,.0f} GB for one "
             f"step, and {device.type} memory is {have / 1e9:,.0f} GB: lower model.seq_len or train.batch_size "
-            f"(raise train.grad_accum to keep the tokens per step)")
+            f"(raise train.grad_accum to keep the tokens per step)"
+            + ("" if recompute == "full" else ", or set train.recompute=full"))
 
 
 def prepare_tokens(cfg: Config, run: RunDir, log: Callable[[str], None], resuming: bool = False) -> Path:
@@ -329,15 +333,16 @@ class Trainer:
         self.micro_batches = micro_batches_per_rank(tc.grad_accum, self.dist.world_size)
         self.loader = TrainLoader(self.train_shards, mcfg.seq_len, tc.batch_size, tc.seed, self.dist.rank,
                                   self.dist.world_size)
+        self.fsdp = self.dist.enabled and tc.data_parallel == "fsdp"
         with torch.device("meta"):  # counted, not allocated
-            check_memory(mcfg, tc.batch_size, GPT(mcfg).num_params(), device)
+            check_memory(mcfg, tc.batch_size, GPT(mcfg).num_params(), device, tc.recompute, self.dtype, self.fsdp)
         self.model = GPT(mcfg).to(device)
+        self.model.recompute = tc.recompute
         if tc.init_from and self.resume_from is None:
             from lmforge.export import init_from
 
             init_from(self.model, tc.init_from)
             self.log_main(f"train: weights from {tc.init_from}")
-        self.fsdp = self.dist.enabled and tc.data_parallel == "fsdp"
         if self.fsdp:  # before the optimizers: they must hold the sharded parameters
             distributed.shard_model(self.model, self.dtype, compile_blocks=tc.compile)
         self.objective = build_objective(tc, vocab_tables(self.tokenizer))
