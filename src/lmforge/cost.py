@@ -208,6 +208,11 @@ def shape_from_model(cfg, vocab: int | None = None) -> Shape:
     mcfg = model_config(cfg, vocab)
     with torch.device("meta"):
         params = GPT(mcfg).num_params()
+    return shape_from_gpt(mcfg, params)
+
+
+def shape_from_gpt(mcfg, params: float = 0.0) -> Shape:
+    """The Shape of a `lmforge.model.GPTConfig` (params 0: counted by `Shape.counted_params`)."""
     return Shape(layers=mcfg.n_layer, width=mcfg.n_embd, heads=mcfg.n_head, kv_heads=mcfg.n_kv_head,
                  vocab=mcfg.vocab_size, context=mcfg.seq_len, params=params, mlp_hidden=mcfg.mlp_hidden,
                  tied=mcfg.tie_embeddings)

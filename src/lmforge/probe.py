@@ -49,7 +49,7 @@ measured_matmul_flops.cache_clear = _measured.cache_clear  # measure again (a sa
 # ---------------------------------------------------------------- training memory, measured
 
 def measured_training_memory(model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor,
-                             amp_dtype: torch.dtype | None = None) -> dict[str, int]:
+                             amp_dtype: torch.dtype | None = None, peak: bool = True) -> dict[str, int]:
     """Bytes one forward and backward of `model(idx, targets=targets)` keeps, measured by torch, not
     by `lmforge.cost`'s formula (which these measurements check):
 
@@ -62,12 +62,12 @@ def measured_training_memory(model: torch.nn.Module, idx: torch.Tensor, targets:
     peak      the most bytes allocated at once during forward and backward beyond what was
               allocated before (the parameters, and gradients already allocated: as with
               gradient accumulation): `torch.cuda.max_memory_allocated` on CUDA, the profiler's
-              memory timeline on a CPU
+              memory timeline on a CPU (seconds where the rest takes milliseconds: `peak=False` skips it)
     """
     # gradients exist before the measured step, as from the second micro-batch on
     _forward_backward(model, idx, targets, amp_dtype)
     held, saved = _held_and_saved(model, idx, targets, amp_dtype)
-    return {"saved": saved, "held": held, "peak": _peak(model, idx, targets, amp_dtype)}
+    return {"saved": saved, "held": held} | ({"peak": _peak(model, idx, targets, amp_dtype)} if peak else {})
 
 
 def _forward(model, idx, targets, amp_dtype):

@@ -112,11 +112,9 @@ def check_memory(mcfg, batch_size: int, params: int, device: torch.device, recom
                  dtype: torch.dtype = torch.float32, fsdp: bool = False) -> None:
     """Refuse, before the first step, a context or batch whose activations cannot fit: with
     model.seq_len=100000 the first forward would otherwise be killed by the OS, or swap for hours."""
-    from lmforge.cost import Shape, activation_memory
+    from lmforge.cost import activation_memory, shape_from_gpt
 
-    shape = Shape(layers=mcfg.n_layer, width=mcfg.n_embd, heads=mcfg.n_head, kv_heads=mcfg.n_kv_head,
-                  vocab=mcfg.vocab_size, context=mcfg.seq_len, params=params, mlp_hidden=mcfg.mlp_hidden,
-                  tied=mcfg.tie_embeddings)
+    shape = shape_from_gpt(mcfg, params)
     # FSDP gathers the weights in the compute dtype; otherwise autocast computes from float32 weights
     compute = dtype.itemsize
     activations = activation_memory(shape, batch_size, recompute, compute, compute if fsdp else 4)["peak"]
