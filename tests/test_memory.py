@@ -11,6 +11,9 @@ import torch
 from lmforge import cost
 from lmforge.config import RECOMPUTE, load_config
 from lmforge.model import GPT, GPTConfig, model_config
+from lmforge.run_dir import RunDir
+from lmforge.training.trainer import train
+from conftest import tiny_overrides
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from memory_check import CASES, measure_case  # noqa: E402  (the benchmark's cases, shared)
@@ -73,3 +76,17 @@ def test_estimate_reports_the_real_architectures_activations():
     assert est.memory_gb["activations"] == pytest.approx(5.5, abs=0.1)
     full = cost.estimate(shape, "25B", cost.find_hardware("h100"), count=8, batch=8, recompute="full")
     assert full.memory_gb["activations"] < est.memory_gb["activations"] / 3
+
+
+def test_training_with_recomputation_reaches_the_same_weights(tmp_path, tokens_dir):
+    """train.recompute changes what is kept for backward, not the arithmetic: the same weights."""
+    from safetensors.torch import load_file
+
+    weights = {}
+    for recompute in ("none", "full"):
+        cfg = load_config("tiny", overrides=tiny_overrides(**{"train.max_steps": 4, "train.recompute": recompute})
+                          + [f"run.out={tmp_path / recompute}"])
+        train(cfg, data=[str(tokens_dir)], log=lambda *_: None)
+        weights[recompute] = load_file(str(RunDir(tmp_path / recompute).latest_checkpoint().model_file))
+    for name, w in weights["none"].items():
+        assert torch.equal(w, weights["full"][name]), name

@@ -519,7 +519,8 @@ def _args_estimate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="bf16-mixed", help="bf16-mixed (default), fp16-mixed, bf16-mixed-fp32-grads, fp32, bf16")
     p.add_argument("--optimizer", default="adamw", help="adamw, sgd or muon")
     p.add_argument("--zero-stage", type=int, default=3, help="ZeRO stage 0-3 (3 = FSDP), default 3")
-    p.add_argument("--recompute", default="none", help="activation recomputation: none, selective or full")
+    p.add_argument("--recompute", default="none", help="activation recomputation (as train.recompute): none, selective "
+                   "(norms, rotary, SwiGLU gate; no extra matmul) or full (each block again: one extra forward)")
     p.add_argument("--tensor-parallel", type=int, default=1)
     p.add_argument("--from-run", metavar="RUN", help="take the MFU measured by an lmforge run")
     p.add_argument("--json", action="store_true")
