@@ -269,13 +269,14 @@ def state_bytes(precision: str, optimizer: str) -> tuple[float, float, float]:
 # lmforge.model.Block as autograd runs it (tests/test_memory.py counts the saved tensors):
 #
 #   op (forward order)        saves for backward                                     bytes per token
-#   rms_norm (attention)      its input x and 1/rms (float32)                        w·d + 4
+#   rms_norm (attention)      its input x as float32 (a 16-bit x is upcast and the   4·d + 4
+#                             copy kept) and 1/rms
 #   qkv matmul                its input, the normed x in the compute dtype           c·d
 #   rotary (x1·cos, ...)      q, k and v as the matmul wrote them: one storage       c·(q + 2k)
 #   fused attention (SDPA)    rotated q and k (one storage; v counted above), its    c·(q + k) + c·q + 4·H
 #                             output, the float32 log-sum-exp per head; no T x T
 #   output projection         its input: the attention output, a view of it          0
-#   rms_norm (MLP)            x and 1/rms                                            w·d + 4
+#   rms_norm (MLP)            x as float32 and 1/rms                                 4·d + 4
 #   gate_up matmul            its input                                              c·d
 #   silu(gate)                gate: the gate_up output (up shares the storage)       2c·f
 #   silu(gate) · up           silu(gate)                                             c·f
@@ -286,16 +287,18 @@ def state_bytes(precision: str, optimizer: str) -> tuple[float, float, float]:
 # the attention output and log-sum-exp, the two projections' outputs (c·d each) and the gate_up
 # output; full keeps only the input. Autocast over fp32 weights holds a copy of every weight in the
 # compute dtype for the forward (c bytes a weight) unless the block is recomputed. After the last
-# block: the final rms_norm (w·d + 4), then the head and loss: one chunk keeps the head's input (c·d)
-# and the float32 log-probabilities (4·V) with the int64 targets; more chunks (linear_cross_entropy)
-# keep the input's gradient (c·d) and, per micro-batch, the head's float32 gradient (4·V·d).
+# block: the final rms_norm (4·d + 4), then the head and loss: one chunk keeps the head's input (c·d)
+# and the float32 log-probabilities (4·V); more chunks (linear_cross_entropy) keep the input's
+# gradient (c·d) and, per micro-batch, the head's float32 gradient (4·V·d). The token ids and
+# targets are the caller's batch, not counted.
 #
 # The peak of forward and backward, beyond what is held when the forward returns: at the loss, the
 # float32 gradients of the log-probabilities and of the logits (2 · 4·V a token; with chunks, one
-# chunk's float32 logits and their gradient in the compute dtype, and the head's gradient); in a
-# block's backward, what its recomputation brings back, the residual stream's gradient (w·d), the
-# two gradients of silu(gate)·up (2c·f) and the down weight's fresh gradient (4·d·f, before it is
-# added to .grad); with a tied head, the head's gradient waits there for the embedding's (4·V·d).
+# chunk's float32 logits and log-probabilities beside its 16-bit logits, and the head's gradient);
+# in a block's backward, what its recomputation brings back, the residual stream's gradient (w·d),
+# the two gradients of silu(gate)·up (2c·f) and the down weight's fresh gradient (w·d·f, before it
+# is added to .grad); with a tied head, the head's gradient waits there for the embedding's (w·V·d).
+# Under autocast with recomputation, every block's weight copy is alive at the end of the forward.
 
 def _block_bytes_per_token(shape: Shape, recompute: str, c: int, w: int, t: int) -> float:
     """Bytes a block holds for backward per token (see the table above); tensor parallelism splits
@@ -306,9 +309,27 @@ def _block_bytes_per_token(shape: Shape, recompute: str, c: int, w: int, t: int)
     if recompute == "full":
         return w * d
     if recompute == "selective":
-        return w * d + qkv_out + attention + c * d + 2 * c * f + c * d
+        return w * d + qkv_out + attention + 2 * c * d + 2 * c * f  # + the two projections' outputs
     norms = 2 * (4 * d + 4) + 2 * c * d
     return norms + qkv_out + c * (q + k) + attention + 4 * c * f
+
+
+def _loss_bytes(n: int, d: int, v: int, c: int, w: int) -> tuple[float, float, float, float]:
+    """Of the final norm, head and loss over n tokens (see the table above): bytes held for backward,
+    of them autocast's copy of the head, and the loss's transients in forward and in backward."""
+    from lmforge.model import loss_chunk_rows  # the loss's own chunking rule; imports torch
+
+    rows = loss_chunk_rows(v)
+    cast = c if c < 4 else 0  # the 16-bit tensor a float32 copy is made from, or none
+    if n <= rows:  # one chunk: log-probabilities kept, their gradient and the logits' made in backward
+        head_copy = c * v * d if w > c else 0.0
+        return n * (4 * d + 4 + c * d + 4 * v), head_copy, (4 + cast) * n * v, 2 * 4 * n * v
+    # more: the input's and the head's gradients made in the forward, chunk by chunk, from the
+    # loss's own compute-dtype copies of its input and the head's weight
+    recast = c if c != w else 0
+    forward = recast * (n + v) * d + max((8 + cast) * rows * v, (4 + cast) * rows * v + c * v * d)
+    backward = n * d * (c + recast) + 4 * v * d + (w * v * d if w != 4 else 0)
+    return n * (4 * d + 4 + c * d) + 4 * v * d, 0.0, forward, backward
 
 
 def activation_memory(shape: Shape, micro_batch: int, recompute: str = "none", compute_bytes: int = 2,
@@ -318,25 +339,13 @@ def activation_memory(shape: Shape, micro_batch: int, recompute: str = "none", c
     and loss ("head"), autocast's weight copies ("weight_copies"), their sum when the forward returns
     ("held"), and the most allocated at once during forward and backward beyond the weights and
     gradients ("peak")."""
-    from lmforge.model import loss_chunk_rows  # the loss's own chunking rule; imports torch
-
     if recompute not in RECOMPUTE:
         raise LmforgeError(f"--recompute {recompute!r}: choose {', '.join(RECOMPUTE)}")
     c, w, t = compute_bytes, weight_bytes, tensor_parallel
     n, d, v, f = micro_batch * shape.context, shape.width, shape.vocab, shape.mlp_hidden
     blocks = shape.layers * n * _block_bytes_per_token(shape, recompute, c, w, t)
-    rows = loss_chunk_rows(v)
-    cast = c if c < 4 else 0  # the 16-bit tensor a float32 copy is made from, or none
-    recast = c if c != w else 0  # the loss's own compute-dtype copies of its float32 input and weight
     block_copy = c * shape.layer_params() / t if w > c else 0.0
-    if n <= rows:  # one chunk: log-probabilities kept, their gradient and the logits' made in backward
-        head = n * (4 * d + 4 + c * d + 4 * v)
-        head_copy = c * v * d if w > c else 0.0
-        loss_forward, loss_backward = (4 + cast) * n * v, 2 * 4 * n * v
-    else:  # the input's gradient and the head's, made in the forward chunk by chunk
-        head, head_copy = n * (4 * d + 4 + c * d) + 4 * v * d, 0.0
-        loss_forward = recast * (n + v) * d + max((8 + cast) * rows * v, (4 + cast) * rows * v + c * v * d)
-        loss_backward = n * d * (c + recast) + 4 * v * d + (w * v * d if w != 4 else 0)
+    head, head_copy, loss_forward, loss_backward = _loss_bytes(n, d, v, c, w)
     # autocast caches every weight copy until the forward returns; a recomputed block's copies are
     # then dropped, and made again one block at a time in its backward
     copies = (shape.layers * block_copy if recompute == "none" else 0.0) + head_copy

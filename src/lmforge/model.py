@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts, noop_context_fn
 
-from lmforge.config import RECOMPUTE, Config
+from lmforge.config import Config
 
 IGNORE_INDEX = -100  # a target that is not scored (F.cross_entropy's default ignore_index)
 # Logits held at once by the chunked loss: 2^25 floats (128 MB in float32). GPT-2's 50,304-token
@@ -98,7 +99,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 # Selective recomputation keeps the outputs of the ops that cost FLOPs (matmuls, attention) and
 # recomputes the elementwise rest (norms, rotary, SiLU, the gate product) in backward: torchtitan's
-# op-level policy, less its "every second matmul". Most of a block's activations at almost no FLOPs.
+# op-level policy, less its "every second matmul". About half a block's activations for no matmul FLOPs.
 _aten = torch.ops.aten
 _KEPT_BY_SELECTIVE = {
     _aten.mm.default, _aten.addmm.default, _aten.bmm.default,
@@ -111,16 +112,13 @@ def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
     return CheckpointPolicy.MUST_SAVE if op in _KEPT_BY_SELECTIVE else CheckpointPolicy.PREFER_RECOMPUTE
 
 
-def _selective_contexts():
-    return create_selective_checkpoint_contexts(_selective_policy)
-
-
 def run_block(block: nn.Module, recompute: str, x: torch.Tensor, *args) -> torch.Tensor:
     """block(x, *args), keeping for backward what `recompute` says: everything autograd saves
     (none), the matmul and attention outputs (selective), or only the block's input (full)."""
     if recompute == "none" or not torch.is_grad_enabled():
         return block(x, *args)
-    context = _selective_contexts if recompute == "selective" else noop_context_fn
+    context = partial(create_selective_checkpoint_contexts, _selective_policy) if recompute == "selective" \
+        else noop_context_fn
     return checkpoint(block, x, *args, use_reentrant=False, context_fn=context)
 
 
@@ -331,7 +329,7 @@ class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
-        self.recompute = "none"  # one of RECOMPUTE, for training (train.recompute); generation never recomputes
+        self.recompute = "none"  # lmforge.config.RECOMPUTE: train.recompute sets it; a KV-cached forward never recomputes
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
