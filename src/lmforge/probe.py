@@ -1,6 +1,8 @@
-"""Measuring this machine: the dense matmul peak that CPU MFU is judged against.
+"""Measuring this machine: the dense matmul peak that CPU MFU is judged against, and the memory a
+training step takes as torch counts it (what `lmforge.cost.activation_memory` is checked against).
 
-Used by training (MFU on CPUs) and by the cost model (`--hardware cpu`); it imports neither.
+Used by training (MFU on CPUs), by the cost model (`--hardware cpu`) and by the memory checks
+(tests/test_memory.py, benchmarks/memory_check.py); it imports none of them.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ def measured_training_memory(model: torch.nn.Module, idx: torch.Tensor, targets:
     by `lmforge.cost`'s formula (which these measurements check):
 
     saved     the tensors autograd saves for backward (`saved_tensors_hooks`), each storage once,
-              the model's parameters and buffers apart; it cannot see what a selective
-              recomputation caches outside autograd
+              the model's parameters, buffers and the batch apart (saved too, but no activation:
+              "saved_parameters"); it cannot see what a selective recomputation caches outside autograd
     held      the storages the forward made that are still alive when it returns: everything
               kept for backward, however it is kept (saved tensors, checkpointed blocks' inputs,
               selective recomputation's cache, the autocast copies of the weights)
@@ -66,8 +68,9 @@ def measured_training_memory(model: torch.nn.Module, idx: torch.Tensor, targets:
     """
     # gradients exist before the measured step, as from the second micro-batch on
     _forward_backward(model, idx, targets, amp_dtype)
-    held, saved = _held_and_saved(model, idx, targets, amp_dtype)
-    return {"saved": saved, "held": held} | ({"peak": _peak(model, idx, targets, amp_dtype)} if peak else {})
+    held, saved, saved_parameters = _held_and_saved(model, idx, targets, amp_dtype)
+    measured = {"saved": saved, "saved_parameters": saved_parameters, "held": held}
+    return measured | ({"peak": _peak(model, idx, targets, amp_dtype)} if peak else {})
 
 
 def _forward(model, idx, targets, amp_dtype):
@@ -79,7 +82,7 @@ def _forward_backward(model, idx, targets, amp_dtype) -> None:
     _forward(model, idx, targets, amp_dtype).backward()
 
 
-def _held_and_saved(model, idx, targets, amp_dtype) -> tuple[int, int]:
+def _held_and_saved(model, idx, targets, amp_dtype) -> tuple[int, int, int]:
     from torch.multiprocessing.reductions import StorageWeakRef
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -88,10 +91,10 @@ def _held_and_saved(model, idx, targets, amp_dtype) -> tuple[int, int]:
 
     resident = {key(t) for t in [*model.parameters(), *model.buffers(), idx, targets]}  # not the forward's
     saved: dict[int, int] = {}
+    parameters: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        if key(t) not in resident:
-            saved[key(t)] = t.untyped_storage().nbytes()
+        (parameters if key(t) in resident else saved)[key(t)] = t.untyped_storage().nbytes()
         return t
 
     made: dict[int, tuple[StorageWeakRef, int]] = {}
@@ -108,7 +111,7 @@ def _held_and_saved(model, idx, targets, amp_dtype) -> tuple[int, int]:
         loss = _forward(model, idx, targets, amp_dtype)
     held = sum(n for ptr, (ref, n) in made.items() if not ref.expired() and ptr != key(loss))
     loss.backward()
-    return held, sum(saved.values())
+    return held, sum(saved.values()), sum(parameters.values())
 
 
 def _peak(model, idx, targets, amp_dtype) -> int:
