@@ -298,3 +298,30 @@ def test_a_repeated_sigterm_is_one_stop_request_a_second_ctrl_c_stops_at_once():
         assert stop.requested
         os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_masked_mfu_counts_the_head_rows_that_ran(tiny_config, tokens_dir, monkeypatch):
+    """Issue 24: on a CPU the masked loss takes only its targets (~15% of tokens) through the output head,
+    and MFU charged the whole head. The FLOPs per token MFU divides by are FlopCounterMode's over every
+    training step (SDPA on its math path, whose matmuls it counts)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lmforge.training import trainer
+
+    counted = []
+    step = trainer.forward_backward
+
+    def counting(*args, **kwargs):
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            out = step(*args, **kwargs)
+        counted.append(counter.get_total_flops())
+        return out
+
+    monkeypatch.setattr(trainer, "forward_backward", counting)
+    summary = trained(tiny_config(**{"train.max_steps": 8, "train.objective": "masked"}), tokens=tokens_dir)
+    assert summary["flops_per_token"] == pytest.approx(sum(counted) / summary["tokens_trained"], rel=0.01)
+    assert summary["mfu"] == pytest.approx(summary["tokens_per_s"] * summary["flops_per_token"] / summary["peak_flops"],
+                                           abs=1e-4)
+    assert summary["hfu"] == summary["mfu"]  # lmforge recomputes nothing
+    assert all(r["hfu"] == r["mfu"] for r in RunDir(tiny_config().run.out).metrics() if "loss" in r)

@@ -3,8 +3,10 @@
 Pure arithmetic over a model shape, a token count and a hardware entry; nothing here trains.
 Formulas and references (docs/cost.md has the derivations):
 - FLOPs: 6·N·D (Kaplan et al. 2020) and the exact per-token count of PaLM appendix B,
-  6·N + 12·L·H·Q·T (H heads of size Q, context T), plus one extra forward (2·N + 4·L·H·Q·T)
-  under full activation recomputation, or of the attention core (4·L·H·Q·T) under selective.
+  6·N + 12·L·H·Q·T (H heads of size Q, context T), counted by `lmforge.model_counts`. Time is the
+  model's FLOPs at the MFU (PaLM's definition, recomputation excluded); the blocks' forward that full
+  activation recomputation runs again, or the attention core's under selective, is reported apart
+  as hardware FLOPs and HFU.
 - Memory of weights, gradients and optimizer state per parameter by precision and optimizer,
   sharded by ZeRO stage (Rajbhandari et al. 2020) over data-parallel ranks and by tensor parallelism.
 - Activations per layer (Korthikanti et al. 2022, 16-bit): s·b·h·(34 + 5·a·s/h) without
@@ -24,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from lmforge.errors import LmforgeError
+from lmforge.model_counts import Shape, model_config, training_flops
 
 GB = 1e9
 
@@ -155,72 +158,17 @@ def local_cpu() -> Hardware:
 
 # ---------------------------------------------------------------- model shape and FLOPs
 
-@dataclass
-class Shape:
-    layers: int
-    width: int
-    heads: int
-    kv_heads: int = 0  # 0 = heads
-    vocab: int = 50257
-    context: int = 2048
-    head_dim: int = 0  # 0 = width / heads
-    params: float = 0.0  # 0 = counted from the shape (SwiGLU MLP at ~8/3 width, untied head)
-
-    def __post_init__(self):
-        for name in ("layers", "width", "heads", "vocab", "context"):
-            if getattr(self, name) <= 0:
-                raise LmforgeError(f"--{name}: {getattr(self, name)} must be > 0")
-        if self.kv_heads < 0 or self.head_dim < 0:
-            raise LmforgeError("--kv-heads and --head-dim must be >= 0")
-        self.kv_heads = self.kv_heads or self.heads
-        if self.heads % self.kv_heads:
-            raise LmforgeError(f"--kv-heads {self.kv_heads} must divide --heads {self.heads} "
-                               f"(each KV head serves a whole group of query heads)")
-        if not self.head_dim and self.width % self.heads:
-            raise LmforgeError(f"--width {self.width} must be divisible by --heads {self.heads}, or give --head-dim")
-        self.head_dim = self.head_dim or self.width // self.heads
-        if self.params <= 0:
-            self.params = float(self.counted_params())
-
-    def counted_params(self) -> int:
-        d, hq, kv = self.width, self.heads * self.head_dim, self.kv_heads * self.head_dim
-        mlp = 64 * math.ceil(8 * d / 3 / 64)
-        per_layer = d * (hq + 2 * kv) + hq * d + 3 * d * mlp
-        return self.layers * per_layer + 2 * self.vocab * d
-
-
 def shape_from_model(cfg, vocab: int | None = None) -> Shape:
-    """The shape of an lmforge config's model, its parameters counted by the model itself (tied
-    embeddings, SwiGLU width and all), built on the meta device so nothing is allocated."""
-    import torch
-
-    from lmforge.model import GPT, model_config
-
-    mcfg = model_config(cfg, vocab)
-    with torch.device("meta"):
-        params = GPT(mcfg).num_params()
-    return Shape(layers=mcfg.n_layer, width=mcfg.n_embd, heads=mcfg.n_head, kv_heads=mcfg.n_kv_head,
-                 vocab=mcfg.vocab_size, context=mcfg.seq_len, params=params)
+    """The shape of an lmforge config's model: the same `Shape` shape flags give."""
+    return model_config(cfg, vocab).shape()
 
 
-def shape_from_params(params: float, context: int = 2048, vocab: int = 50257) -> Shape:
+def shape_from_params(params: float, context: int = 2048, vocab: int = 50257, tie_embeddings: bool = True) -> Shape:
     """A plausible shape for a bare parameter count: aspect ratio width/layers ~ 128 (GPT-3, Llama)."""
     layers = max(2, round((params / (12 * 128**2)) ** (1 / 3)))
     width = max(64, 64 * round(128 * layers / 64))
-    return Shape(layers=layers, width=width, heads=max(1, width // 128), vocab=vocab, context=context, params=params)
-
-
-def flops_per_token(shape: Shape, recompute: str = "none") -> float:
-    """Training FLOPs per token, PaLM appendix B (`lmforge.model.training_flops_per_token`, the one
-    formula lmforge counts with), plus recomputation's extra forward: a whole forward (a third of
-    training) under full recomputation, the attention core's under selective."""
-    from lmforge.model import training_flops_per_token  # imports torch: only when FLOPs are counted
-
-    base = training_flops_per_token(shape.params, shape.layers, shape.heads, shape.head_dim, shape.context)
-    if recompute not in ("none", "selective", "full"):
-        raise LmforgeError(f"--recompute {recompute!r}: choose none, selective or full")
-    attention = base - 6 * shape.params
-    return base + {"none": 0.0, "selective": attention / 3, "full": base / 3}[recompute]
+    return Shape(layers=layers, width=width, heads=max(1, width // 128), vocab=vocab, context=context,
+                 tie_embeddings=tie_embeddings, params=params)
 
 
 # ---------------------------------------------------------------- memory
@@ -292,7 +240,7 @@ class Estimate:
     params: float
     tokens: float
     flops_6nd: float
-    flops_exact: float
+    flops_exact: float  # the model's FLOPs (PaLM appendix B): what MFU and the time count
     exact_over_6nd: float
     hardware: str
     count: int
@@ -306,6 +254,8 @@ class Estimate:
     fits: bool
     min_devices: int
     notes: list[str] = field(default_factory=list)
+    flops_hardware: float = 0.0  # flops_exact plus the forward that activation recomputation runs again
+    hfu: float = 0.0  # hardware FLOPs utilisation: the MFU given, with the recomputed FLOPs counted too
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -323,8 +273,11 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
         raise LmforgeError(f"--pue {pue} must be >= 1")
     tokens = parse_size(tokens, "--tokens")
     flops_6nd = 6 * shape.params * tokens
-    flops_exact = flops_per_token(shape, recompute) * tokens
+    per_token = training_flops(shape, recompute)
+    flops_exact, flops_hardware = per_token.model * tokens, per_token.hardware * tokens
+    # MFU counts the model's FLOPs only (PaLM): the time recomputation takes is already in it
     seconds = flops_exact / (count * hw.peak_flops(precision) * mfu)
+    hfu = mfu * flops_hardware / flops_exact
     device_hours = count * seconds / 3600
     price = hw.price_per_hour if price_per_hour is None else price_per_hour
     power = hw.power_w if power_watts is None else power_watts
@@ -335,6 +288,9 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
     mem = memory_per_device(shape.params, precision, optimizer, zero_stage, data_parallel, tensor_parallel, act)
     min_devices = devices_needed(shape, precision, optimizer, zero_stage, recompute, hw, tensor_parallel)
     notes = []
+    if hfu > 1:
+        notes.append(f"MFU {mfu:.0%} with {recompute} recomputation means HFU {hfu:.0%}, beyond the device's peak: "
+                     f"lower --mfu")
     if min_devices is None:
         if devices_needed(shape, precision, optimizer, 3, "full", hw, tensor_parallel) is None:
             raise LmforgeError(f"the model cannot fit on {hw.name} at all: even one sequence with full "
@@ -347,7 +303,8 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
                      f"needs >= {min_devices} devices with ZeRO-3, or recomputation / tensor parallelism")
     return Estimate(shape.params, tokens, flops_6nd, flops_exact, flops_exact / flops_6nd, hw.name, count, mfu,
                     device_hours, seconds / 86400, device_hours * price, energy_kwh,
-                    energy_kwh * grid_kg_per_kwh / 1000, mem, mem["total"] <= hw.memory_gb, min_devices, notes)
+                    energy_kwh * grid_kg_per_kwh / 1000, mem, mem["total"] <= hw.memory_gb, min_devices, notes,
+                    flops_hardware, hfu)
 
 
 def devices_needed(shape: Shape, precision: str, optimizer: str, zero_stage: int, recompute: str, hw: Hardware,
@@ -486,8 +443,9 @@ def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: flo
     Besiroglu et al. 2024 both allocate that way), so the answer reads as theirs. Then the
     engineering plan for that N and D: `count` devices, or else the fewest that finish within
     `days`; activation recomputation only when memory needs it (none, then selective, then full);
-    and its time, cost, energy and predicted loss. The plan pays the exact FLOPs (attention, any
-    recomputation), so it may cost a little more than the 6ND budget; `exact_over_budget` says how much.
+    and its time, cost, energy and predicted loss. The plan pays the model's exact FLOPs (attention
+    included; recomputation is within the MFU), so it may cost a little more than the 6ND budget;
+    `exact_over_budget` says how much.
     """
     if days <= 0:
         raise LmforgeError(f"--days {days}: must be > 0")

@@ -1,0 +1,174 @@
+"""Every count lmforge prints beside an independent measurement of it: the cost module's answer to
+"how do I know this is right?".
+
+    python benchmarks/figures.py [--presets tiny gpt2-small ...]   # about a minute on one CPU core
+
+One row per figure, formula (src/lmforge/model_counts.py, as `lmforge estimate`, MFU, the report
+and the scaling lab read it) against the measurement and their ratio, for every shipped preset
+(src/lmforge/configs/*.yaml), with tied and untied embeddings:
+
+- parameters and matmul parameters: counted against the model built on the meta device (the sum of
+  its unique tensors' elements, and of its nn.Linear weights);
+- training FLOPs per token, causal and masked: against torch.utils.flop_counter.FlopCounterMode on
+  one forward and backward of the real model through its loss, on the meta device (no memory and
+  no time, so the 1b preset runs at its full 2,048-token context). Attention runs SDPA's math path,
+  whose matmuls FlopCounterMode counts: it has no formula for the fused CPU kernel, and would miss
+  attention on a CPU. On meta the masked loss takes every row through the head, as a GPU does;
+- the masked objective on a CPU, where the loss drops the rows without a target before the head:
+  the same step on real tensors (the presets with under 10M parameters);
+- full and selective recomputation (the hardware FLOPs behind HFU): FlopCounterMode around the same
+  step with torch.utils.checkpoint around every block, or around the attention core only, each
+  region recomputed whole as Megatron does (torch's early stop would skip its last matmul);
+- `lmforge estimate` by shape flags against `--preset`: the same FLOPs to the last digit;
+- memory, from benchmarks/memory_check.py's `memory_rows()` where that file exists.
+
+The tests assert the same equalities (tests/test_model.py, tests/test_cost.py) within 1%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
+from torch.utils.flop_counter import FlopCounterMode
+
+from lmforge.config import load_config, preset_names
+from lmforge.model import GPT, IGNORE_INDEX, GPTConfig, model_config
+from lmforge.model_counts import training_flops
+
+MASK_SHARE = 0.15  # targets of a masked batch, as train.mask_prob's default
+REAL_TENSORS_UP_TO = 10_000_000  # parameters: the presets stepped on real CPU tensors too
+
+
+def preset_model(name: str, **changes) -> GPTConfig:
+    return replace(model_config(load_config(name)), **changes)
+
+
+def _checkpointed_blocks(model: GPT):
+    """Every block's forward run again in backward (full activation recomputation)."""
+    stack = contextlib.ExitStack()
+    for block in model.blocks:
+        run = block.forward
+        stack.enter_context(mock.patch.object(block, "forward", lambda *args, run=run: checkpoint(
+            run, *args, use_reentrant=False, preserve_rng_state=False)))
+    return stack
+
+
+def _checkpointed_attention_core():
+    """Only softmax(QK^T)V run again in backward (Korthikanti et al.'s selective recomputation)."""
+    sdpa = F.scaled_dot_product_attention
+    return mock.patch.object(F, "scaled_dot_product_attention", lambda *args, **kw: checkpoint(
+        sdpa, *args, use_reentrant=False, preserve_rng_state=False, **kw))
+
+
+def measured_step(cfg: GPTConfig, objective: str = "causal", device: str = "meta", recompute: str = "none",
+                  batch: int = 1, seed: int = 0) -> tuple[float, float]:
+    """FlopCounterMode's FLOPs per token of one forward and backward of a `cfg` model through its
+    loss, and the share of tokens that are targets. On "cpu" the tensors are real (so the masked
+    loss filters its rows, as in training); on "meta" nothing is allocated."""
+    with torch.device(device):
+        model = GPT(cfg)
+    generator = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len), generator=generator)
+    targets = idx.clone()
+    if objective == "masked":
+        targets[torch.rand(idx.shape, generator=generator) >= MASK_SHARE] = IGNORE_INDEX
+    share = (targets != IGNORE_INDEX).float().mean().item()
+    again = {"none": contextlib.nullcontext, "full": lambda: _checkpointed_blocks(model),
+             "selective": _checkpointed_attention_core}[recompute]
+    counter = FlopCounterMode(display=False)
+    # the whole region again, as Megatron recomputes it: torch's default stops once the tensors
+    # backward needs are back, which skips each region's last matmul (the MLP's down projection)
+    with sdpa_kernel(SDPBackend.MATH), set_checkpoint_early_stop(False), again(), counter:
+        model(idx.to(device), causal=objective == "causal", targets=targets.to(device)).backward()
+    return counter.get_total_flops() / idx.numel(), share
+
+
+def parameter_rows(name: str, cfg: GPTConfig) -> list[tuple]:
+    with torch.device("meta"):
+        model = GPT(cfg)
+    shape = cfg.shape()
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return [(f"{name}: parameters", shape.params, sum(p.numel() for p in model.parameters())),
+            (f"{name}: matmul parameters", shape.matmul_params, linear)]
+
+
+def flop_rows(name: str, cfg: GPTConfig) -> list[tuple]:
+    shape = cfg.shape()
+    rows = []
+    for objective in ("causal", "masked"):
+        measured, _ = measured_step(cfg, objective)
+        rows.append((f"{name}: FLOPs/token, {objective}", training_flops(shape).model, measured))
+    for recompute in ("full", "selective"):
+        measured, _ = measured_step(cfg, recompute=recompute)
+        rows.append((f"{name}: hardware FLOPs/token, {recompute} recompute",
+                     training_flops(shape, recompute).hardware, measured))
+    if shape.params <= REAL_TENSORS_UP_TO:
+        measured, share = measured_step(cfg, "masked", device="cpu", batch=4)
+        rows.append((f"{name}: FLOPs/token, masked on a CPU", training_flops(shape, head_rows=share).model, measured))
+    return rows
+
+
+def estimate_flops(*args: str) -> float:
+    """`lmforge estimate ARGS --json`'s FLOPs per token, from its own process."""
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "lmforge", "estimate", *args, "--tokens", "1B", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["flops_exact"] / 1e9
+
+
+def flags_of(cfg: GPTConfig) -> list[str]:
+    return ["--layers", str(cfg.n_layer), "--width", str(cfg.n_embd), "--heads", str(cfg.n_head), "--kv-heads",
+            str(cfg.n_kv_head), "--vocab", str(cfg.vocab_size), "--context", str(cfg.seq_len)]
+
+
+def memory_section() -> list[tuple]:
+    try:
+        from memory_check import memory_rows  # benchmarks/memory_check.py, beside this file
+    except ImportError:
+        print("memory: benchmarks/memory_check.py is absent; no memory rows")
+        return []
+    return list(memory_rows())
+
+
+def print_table(rows: list[tuple]) -> None:
+    width = max(len(r[0]) for r in rows)
+    print(f"{'figure':{width}s} {'formula':>16s} {'measured':>16s} {'ratio':>9s}")
+    for label, formula, measured in rows:
+        print(f"{label:{width}s} {formula:16,.0f} {measured:16,.0f} {formula / measured:9.6f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=preset_names())
+    args = ap.parse_args()
+    rows = []
+    for name in args.presets:
+        for tied in (True, False):
+            cfg = preset_model(name, tie_embeddings=tied)
+            label = f"{name}{'' if tied else ' untied'}"
+            rows += parameter_rows(label, cfg) + flop_rows(label, cfg)
+        cfg = preset_model(name)
+        rows.append((f"{name}: estimate FLOPs/token, flags / preset", estimate_flops(*flags_of(cfg)),
+                     estimate_flops("--preset", name)))
+    print_table(rows)
+    memory = memory_section()
+    if memory:
+        print()
+        print_table([(str(r[0]), float(r[1]), float(r[2])) for r in memory])
+    worst = max(abs(formula / measured - 1) for _, formula, measured in rows)
+    print(f"\nlargest difference: {worst:.4%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Parameter counts and FLOPs per token of lmforge's Transformer: the one owner of every count.
+
+`lmforge estimate` and `plan`, the trainer's MFU, the report and the scaling lab all read them from
+here; no other module counts. No torch: cost.py and the readers of a folder use it without it.
+
+The model's shape has one definition, `Shape`, whether it comes from shape flags, a preset, a
+config file or a trained model (`GPTConfig.shape()`): the same fields give the same counts.
+
+FLOPs follow PaLM (Chowdhery et al. 2022, appendix B), as nanochat's `estimate_flops` does: every
+weight that takes part in a matmul costs 2 FLOPs per token forward and 4 backward; the token
+embedding is a lookup and costs none (unless tied, when the same matrix is the output head); the
+attention core, QK^T and AV, costs 2 · 2 · T · H · Q per layer and token forward (H heads of size
+Q, context T) and twice that backward. The causal mask is not discounted, as in PaLM and in
+`torch.utils.flop_counter`. Norms, activations, RoPE and the softmax are left out (under 1%).
+tests/test_model.py checks each figure against torch's FlopCounterMode on a real training step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lmforge.errors import LmforgeError
+
+RECOMPUTE = ("none", "selective", "full")
+
+
+def swiglu_hidden(width: int) -> int:
+    """The SwiGLU MLP's hidden width: 8/3 of the model width rounded up to a multiple of 64, so its
+    three matrices cost what a 4x GELU MLP's two do."""
+    return 64 * math.ceil(8 * width / 3 / 64)
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int = 0  # 0 = n_head
+    n_embd: int = 128
+    seq_len: int = 256
+    mlp_hidden: int = 0  # 0 = 8/3 * n_embd rounded up to a multiple of 64
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        self.n_kv_head = self.n_kv_head or self.n_head
+        self.mlp_hidden = self.mlp_hidden or swiglu_hidden(self.n_embd)
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def shape(self) -> Shape:
+        """The shape this model is counted by."""
+        return Shape(layers=self.n_layer, width=self.n_embd, heads=self.n_head, kv_heads=self.n_kv_head,
+                     vocab=self.vocab_size, context=self.seq_len, mlp_hidden=self.mlp_hidden,
+                     tie_embeddings=self.tie_embeddings)
+
+
+def model_config(cfg, tokenizer_vocab: int | None = None) -> GPTConfig:
+    """The model shape of a config tree: the one place `model.*` becomes a GPTConfig.
+
+    The vocabulary is `model.vocab_size` when set (a padded size, e.g. 50,304), else the trained
+    tokenizer's size, else (planning before a tokenizer exists) `tokenizer.vocab_size`, which byte-level
+    BPE fills on any real corpus."""
+    m = cfg.model
+    return GPTConfig(
+        vocab_size=m.vocab_size or tokenizer_vocab or cfg.tokenizer.vocab_size, n_layer=m.n_layer, n_head=m.n_head,
+        n_kv_head=m.n_kv_head, n_embd=m.n_embd, seq_len=m.seq_len, mlp_hidden=m.mlp_hidden,
+        tie_embeddings=m.tie_embeddings, rope_theta=m.rope_theta, norm_eps=m.norm_eps,
+    )
+
+
+@dataclass
+class Shape:
+    """A model's shape in the terms of `lmforge estimate`'s flags. Defaults are lmforge's model:
+    SwiGLU MLP, tied input embedding and output head, head size width / heads.
+
+    `params` is the total parameter count: counted from the shape, unless given (a paper's N, or
+    `--params` alone); a given count stands for the same architecture, so the matmul weights are it
+    less an untied input embedding."""
+
+    layers: int
+    width: int
+    heads: int
+    kv_heads: int = 0  # 0 = heads
+    vocab: int = 50257
+    context: int = 2048
+    head_dim: int = 0  # 0 = width / heads
+    mlp_hidden: int = 0  # 0 = swiglu_hidden(width)
+    tie_embeddings: bool = True
+    params: float = 0.0  # 0 = counted from the shape
+
+    def __post_init__(self):
+        for name in ("layers", "width", "heads", "vocab", "context"):
+            if getattr(self, name) <= 0:
+                raise LmforgeError(f"--{name}: {getattr(self, name)} must be > 0")
+        if self.kv_heads < 0 or self.head_dim < 0 or self.mlp_hidden < 0:
+            raise LmforgeError("--kv-heads, --head-dim and --mlp-hidden must be >= 0")
+        self.kv_heads = self.kv_heads or self.heads
+        if self.heads % self.kv_heads:
+            raise LmforgeError(f"--kv-heads {self.kv_heads} must divide --heads {self.heads} "
+                               f"(each KV head serves a whole group of query heads)")
+        if not self.head_dim and self.width % self.heads:
+            raise LmforgeError(f"--width {self.width} must be divisible by --heads {self.heads}, or give --head-dim")
+        self.head_dim = self.head_dim or self.width // self.heads
+        self.mlp_hidden = self.mlp_hidden or swiglu_hidden(self.width)
+        vocabulary = self.head_params + self.input_embedding_params
+        if self.params <= 0:
+            self.params = self.block_params + vocabulary
+        elif self.params <= vocabulary:
+            raise LmforgeError(f"--params {self.params:.4g} is no more than the vocabulary's own {vocabulary:.4g} "
+                               f"parameters (vocab {self.vocab} x width {self.width}): give a larger --params, "
+                               f"a smaller --vocab, or the shape (--layers, --width, --heads)")
+
+    @property
+    def block_params(self) -> int:
+        """The weights of all blocks: attention's QKV and output projection, the MLP's three matrices."""
+        d, q, kv = self.width, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return self.layers * (d * (q + 2 * kv) + q * d + 3 * d * self.mlp_hidden)
+
+    @property
+    def head_params(self) -> int:
+        """The output head, vocab x width."""
+        return self.vocab * self.width
+
+    @property
+    def input_embedding_params(self) -> int:
+        """The token embedding's own parameters: none beyond the head's when the two are tied."""
+        return 0 if self.tie_embeddings else self.vocab * self.width
+
+    @property
+    def matmul_params(self) -> float:
+        """The weights that multiply every token (blocks and head): the N of 6·N·D."""
+        return self.params - self.input_embedding_params
+
+    @property
+    def non_embedding_params(self) -> float:
+        """Kaplan et al.'s N: all parameters less the vocabulary's (embedding and head)."""
+        return self.params - self.input_embedding_params - self.head_params
+
+
+@dataclass(frozen=True)
+class TokenFlops:
+    """FLOPs per token of one training step. `model` counts what the model needs (PaLM's MFU);
+    `hardware` adds the forward recomputed under activation checkpointing (PaLM's HFU)."""
+
+    forward: float
+    backward: float
+    recompute: float
+    attention: float  # the attention core's share of forward + backward
+
+    @property
+    def model(self) -> float:
+        return self.forward + self.backward
+
+    @property
+    def hardware(self) -> float:
+        return self.model + self.recompute
+
+
+def training_flops(shape: Shape, recompute: str = "none", head_rows: float = 1.0) -> TokenFlops:
+    """FLOPs per token of a training step of `shape` at its context.
+
+    head_rows: the share of tokens that go through the output head. 1 but for the masked objective
+    on a CPU, whose loss drops the rows without a target first (`model.head_skips_untargeted_rows`).
+    recompute: "full" runs every block's forward twice (the head and loss are not checkpointed),
+    "selective" only the attention core's (Korthikanti et al. 2022)."""
+    if recompute not in RECOMPUTE:
+        raise LmforgeError(f"--recompute {recompute!r}: choose none, selective or full")
+    if not 0 <= head_rows <= 1:
+        raise ValueError(f"head_rows {head_rows} must be a share in [0, 1]")
+    attention = 4 * shape.layers * shape.heads * shape.head_dim * shape.context
+    blocks = 2 * (shape.matmul_params - shape.head_params) + attention
+    forward = blocks + 2 * shape.head_params * head_rows
+    again = {"none": 0.0, "selective": attention, "full": blocks}[recompute]
+    return TokenFlops(forward=forward, backward=2 * forward, recompute=again, attention=3 * attention)
