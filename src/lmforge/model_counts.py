@@ -167,7 +167,8 @@ def training_flops(shape: Shape, recompute: str = "none", head_rows: float = 1.0
     head_rows: the share of tokens that go through the output head. 1 but for the masked objective
     on a CPU, whose loss drops the rows without a target first (`model.head_skips_untargeted_rows`).
     recompute: "full" runs every block's forward twice (the head and loss are not checkpointed),
-    "selective" only the attention core's (Korthikanti et al. 2022)."""
+    "selective" only the attention core's (Korthikanti et al. 2022); each region whole, as Megatron
+    recomputes it (torch.utils.checkpoint's default early stop skips a region's last matmul)."""
     if recompute not in RECOMPUTE:
         raise LmforgeError(f"--recompute {recompute!r}: choose none, selective or full")
     if not 0 <= head_rows <= 1:
