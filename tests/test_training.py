@@ -62,7 +62,7 @@ def _one_step_grads(tokens_dir, batch_size, grad_accum):
     loader = TrainLoader(load_shards(tokens_dir, "train"), 32, 8, seed=1)
     big = loader.next_batch()  # the same 8 windows, split differently
     windows = list(big.split(batch_size))
-    loss = forward_backward(model, CausalLM(), windows, torch.device("cpu"), contextlib.nullcontext(), DistInfo())
+    loss, _ = forward_backward(model, CausalLM(), windows, torch.device("cpu"), contextlib.nullcontext(), DistInfo())
     return loss, [p.grad.clone() for p in model.parameters()]
 
 
