@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from lmforge.errors import LmforgeError
-from lmforge.model_counts import Shape, model_config, training_flops
+from lmforge.model_counts import Shape, model_config, state_bytes, training_flops
 
 GB = 1e9
 
@@ -172,28 +172,6 @@ def shape_from_params(params: float, context: int = 2048, vocab: int = 50257, ti
 
 
 # ---------------------------------------------------------------- memory
-
-# bytes per parameter: (weights, gradients, optimizer state incl. fp32 master copy)
-PRECISIONS = {
-    "bf16-mixed": (2, 2), "fp16-mixed": (2, 2), "bf16-mixed-fp32-grads": (2, 4), "fp32": (4, 4), "bf16": (2, 2),
-}
-OPTIMIZER_STATES = {"adamw": 2, "sgd": 1, "muon": 1}  # fp32 tensors per parameter (Adam: m and v; momentum)
-
-
-def state_bytes(precision: str, optimizer: str) -> tuple[float, float, float]:
-    """(weights, gradients, optimizer) bytes per parameter. Mixed precision keeps an fp32 master copy in
-    the optimizer: AdamW = 2 + 2 + (4 + 4 + 4) = 16 bytes (ZeRO's K = 12), 18 with fp32 gradients."""
-    if precision not in PRECISIONS:
-        raise LmforgeError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if optimizer not in OPTIMIZER_STATES:
-        raise LmforgeError(f"--optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZER_STATES)}")
-    w, g = PRECISIONS[precision]
-    states = OPTIMIZER_STATES[optimizer]
-    if precision == "bf16":  # pure bf16 training: no master copy, states in bf16
-        return w, g, 2.0 * states
-    master = 4 if w == 2 else 0
-    return w, g, master + 4.0 * states
-
 
 def activation_bytes(shape: Shape, micro_batch: int, recompute: str, tensor_parallel: int = 1) -> float:
     """Korthikanti et al. 2022, eq. 1-2 and section 5: 16-bit activations of all layers for one micro-batch."""

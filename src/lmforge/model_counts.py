@@ -1,4 +1,5 @@
-"""Parameter counts and FLOPs per token of lmforge's Transformer: the one owner of every count.
+"""Parameter counts, FLOPs per token and bytes per parameter of lmforge's Transformer: the one
+owner of every count.
 
 `lmforge estimate` and `plan`, the trainer's MFU, the report and the scaling lab all read them from
 here; no other module counts. No torch: cost.py and the readers of a folder use it without it.
@@ -178,3 +179,25 @@ def training_flops(shape: Shape, recompute: str = "none", head_rows: float = 1.0
     forward = blocks + 2 * shape.head_params * head_rows
     again = {"none": 0.0, "selective": attention, "full": blocks}[recompute]
     return TokenFlops(forward=forward, backward=2 * forward, recompute=again, attention=3 * attention)
+
+
+# bytes per parameter: (weights, gradients, optimizer state incl. fp32 master copy)
+PRECISIONS = {
+    "bf16-mixed": (2, 2), "fp16-mixed": (2, 2), "bf16-mixed-fp32-grads": (2, 4), "fp32": (4, 4), "bf16": (2, 2),
+}
+OPTIMIZER_STATES = {"adamw": 2, "sgd": 1, "muon": 1}  # fp32 tensors per parameter (Adam: m and v; momentum)
+
+
+def state_bytes(precision: str, optimizer: str) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes per parameter. Mixed precision keeps an fp32 master copy in
+    the optimizer: AdamW = 2 + 2 + (4 + 4 + 4) = 16 bytes (ZeRO's K = 12), 18 with fp32 gradients."""
+    if precision not in PRECISIONS:
+        raise LmforgeError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if optimizer not in OPTIMIZER_STATES:
+        raise LmforgeError(f"--optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZER_STATES)}")
+    w, g = PRECISIONS[precision]
+    states = OPTIMIZER_STATES[optimizer]
+    if precision == "bf16":  # pure bf16 training: no master copy, states in bf16
+        return w, g, 2.0 * states
+    master = 4 if w == 2 else 0
+    return w, g, master + 4.0 * states
