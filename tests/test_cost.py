@@ -250,3 +250,12 @@ def test_an_untied_config_is_estimated_by_the_flops_that_run(tmp_path):
     flags = run_cli("estimate", "--layers", "2", "--width", "64", "--heads", "4", "--kv-heads", "2", "--context", "64",
                     "--vocab", "1000", "--untied", "--tokens", "1M", "--json")
     assert json.loads(flags.stdout) == out
+
+
+def test_counting_a_preset_needs_no_torch():
+    """Counts live beside the model without torch: cost.py and the folder readers start without it."""
+    code = ("import sys; from lmforge import cost; from lmforge.config import load_config; "
+            "cost.estimate(cost.shape_from_model(load_config('1b')), '1T', cost.find_hardware('h100'), 8); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
