@@ -22,6 +22,7 @@ The model knows nothing of data, training or files: it maps token ids to logits,
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

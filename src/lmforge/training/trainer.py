@@ -115,10 +115,9 @@ def check_memory(mcfg, batch_size: int, device: torch.device) -> None:
     from lmforge.cost import activation_bytes
 
     shape = mcfg.shape()
-    params = shape.params
     # activations as fused attention keeps them (no context^2 term), in fp32; logits and their gradient; 16 B/param
     need = 2 * activation_bytes(shape, batch_size, "selective") + 8 * batch_size * mcfg.seq_len * mcfg.vocab_size \
-        + 16 * params
+        + 16 * shape.params
     if device.type == "cuda":
         have = torch.cuda.get_device_properties(device).total_memory
     else:
@@ -184,7 +183,8 @@ class StopFlag:
 
 
 def forward_backward(model, objective, windows: list[torch.Tensor], device: torch.device, amp,
-                     dist: distributed.DistInfo, fsdp: bool = False, step: int = 0, seed: int = 0) -> torch.Tensor:
+                     dist: distributed.DistInfo, fsdp: bool = False, step: int = 0,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward over the micro-batches of one step; returns the mean loss per target token
     and the number of targets (over all ranks).
 
@@ -505,7 +505,7 @@ class Trainer:
     def _announce(self) -> None:
         m, tc = self.mcfg, self.tc
         self.log_main(
-            f"train: {tc.objective} objective, {int(self.mcfg.shape().params):,} parameters ({m.n_layer} layers, width {m.n_embd}, "
+            f"train: {tc.objective} objective, {int(m.shape().params):,} parameters ({m.n_layer} layers, width {m.n_embd}, "
             f"context {m.seq_len}), {self.tokens_per_step:,} tokens/step, {tc.max_steps} steps, device {self.device}, "
             f"{self.dtype}, {self.threads} threads, {self.dist.world_size} process(es){' (FSDP2)' if self.fsdp else ''}; "
             f"run folder {self.run}"
