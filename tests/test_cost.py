@@ -259,3 +259,8 @@ def test_counting_a_preset_needs_no_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_parameter_count_below_its_vocabulary_is_refused_in_one_line():
+    r = run_cli("estimate", "--params", "1M", "--tokens", "1B")
+    assert r.returncode == 2 and "cannot hold the vocabulary's own" in r.stderr and "Traceback" not in r.stderr

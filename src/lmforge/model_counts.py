@@ -117,9 +117,10 @@ class Shape:
         if self.params <= 0:
             self.params = self.block_params + vocabulary
         elif self.params <= vocabulary:
-            raise LmforgeError(f"--params {self.params:.4g} is no more than the vocabulary's own {vocabulary:.4g} "
-                               f"parameters (vocab {self.vocab} x width {self.width}): give a larger --params, "
-                               f"a smaller --vocab, or the shape (--layers, --width, --heads)")
+            # a count that leaves the blocks nothing has no FLOPs per token to give (nor a model)
+            raise LmforgeError(f"{self.params:.4g} parameters cannot hold the vocabulary's own {vocabulary:.4g} "
+                               f"(vocab {self.vocab} x width {self.width}): count more parameters (--params, "
+                               f"--budget), or give a smaller --vocab with the whole shape (--layers, --width, --heads)")
 
     @property
     def block_params(self) -> int:
