@@ -1,7 +1,7 @@
 """Every count lmforge prints beside an independent measurement of it: the cost module's answer to
 "how do I know this is right?".
 
-    python benchmarks/figures.py [--presets tiny gpt2-small ...]   # about a minute on one CPU core
+    python benchmarks/figures.py [--presets tiny gpt2-small ...]   # a few minutes on one CPU core
 
 One row per figure, formula (src/lmforge/model_counts.py, as `lmforge estimate`, MFU, the report
 and the scaling lab read it) against the measurement and their ratio, for every shipped preset
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -42,8 +43,8 @@ from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 from torch.utils.flop_counter import FlopCounterMode
 
 from lmforge.config import load_config, preset_names
-from lmforge.model import GPT, IGNORE_INDEX, GPTConfig, model_config
-from lmforge.model_counts import training_flops
+from lmforge.model import GPT, IGNORE_INDEX
+from lmforge.model_counts import GPTConfig, model_config, training_flops
 
 MASK_SHARE = 0.15  # targets of a masked batch, as train.mask_prob's default
 REAL_TENSORS_UP_TO = 10_000_000  # parameters: the presets stepped on real CPU tensors too
@@ -120,8 +121,6 @@ def flop_rows(name: str, cfg: GPTConfig) -> list[tuple]:
 
 def estimate_flops(*args: str) -> float:
     """`lmforge estimate ARGS --json`'s FLOPs per token, from its own process."""
-    import json
-
     out = subprocess.run([sys.executable, "-m", "lmforge", "estimate", *args, "--tokens", "1B", "--json"],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)["flops_exact"] / 1e9
@@ -159,6 +158,7 @@ def main() -> None:
             label = f"{name}{'' if tied else ' untied'}"
             rows += parameter_rows(label, cfg) + flop_rows(label, cfg)
         cfg = preset_model(name)
+        # here "formula" is estimate by shape flags, "measured" estimate by --preset
         rows.append((f"{name}: estimate FLOPs/token, flags / preset", estimate_flops(*flags_of(cfg)),
                      estimate_flops("--preset", name)))
     print_table(rows)
