@@ -252,15 +252,6 @@ def test_an_untied_config_is_estimated_by_the_flops_that_run(tmp_path):
     assert json.loads(flags.stdout) == out
 
 
-def test_counting_a_preset_needs_no_torch():
-    """Counts live beside the model without torch: cost.py and the folder readers start without it."""
-    code = ("import sys; from lmforge import cost; from lmforge.config import load_config; "
-            "cost.estimate(cost.shape_from_model(load_config('1b')), '1T', cost.find_hardware('h100'), 8); "
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 def test_a_parameter_count_below_its_vocabulary_is_refused_in_one_line():
     r = run_cli("estimate", "--params", "1M", "--tokens", "1B")
     assert r.returncode == 2 and "cannot hold the vocabulary's own" in r.stderr and "Traceback" not in r.stderr
