@@ -27,9 +27,9 @@ from contextlib import contextmanager
 
 import torch
 
-from lmforge import model as lmodel
+from lmforge import model_counts
 from lmforge.config import RECOMPUTE
-from lmforge.cost import activation_memory, shape_from_gpt
+from lmforge.cost import activation_memory
 from lmforge.model import GPT, GPTConfig
 from lmforge.probe import measured_training_memory
 
@@ -48,14 +48,14 @@ CASES = {
 
 @contextmanager
 def loss_chunk(logits: int | None):
-    """The loss's chunk size for a case (`lmforge.model.LOSS_CHUNK_LOGITS`), so that a small batch
+    """The loss's chunk size for a case (`lmforge.model_counts.LOSS_CHUNK_LOGITS`), so that a small batch
     takes the chunked path that a real vocabulary and batch take."""
-    before = lmodel.LOSS_CHUNK_LOGITS
-    lmodel.LOSS_CHUNK_LOGITS = logits or before
+    before = model_counts.LOSS_CHUNK_LOGITS
+    model_counts.LOSS_CHUNK_LOGITS = logits or before
     try:
         yield
     finally:
-        lmodel.LOSS_CHUNK_LOGITS = before
+        model_counts.LOSS_CHUNK_LOGITS = before
 
 
 def measure_case(name: str, recompute: str, device: str = "cpu", peak: bool = True) -> dict[str, dict[str, float]]:
@@ -70,7 +70,7 @@ def measure_case(name: str, recompute: str, device: str = "cpu", peak: bool = Tr
     with loss_chunk(chunk):
         amp = compute if compute != weights else None
         measured = measured_training_memory(model, idx, targets, amp, peak=peak)
-        formula = activation_memory(shape_from_gpt(mcfg), batch, recompute, compute.itemsize, weights.itemsize)
+        formula = activation_memory(mcfg.shape(), batch, recompute, compute.itemsize, weights.itemsize)
     return {"formula": formula, "measured": measured}
 
 

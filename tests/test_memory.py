@@ -62,7 +62,7 @@ def test_one_block_of_the_1b_preset_holds_what_the_planner_says():
     torch.manual_seed(0)
     idx = torch.randint(0, 512, (1, 32))
     measured = measured_training_memory(GPT(mcfg), idx, idx, torch.bfloat16, peak=False)["held"]
-    formula = cost.activation_memory(cost.shape_from_gpt(mcfg), 1, "none", 2, 4)
+    formula = cost.activation_memory(mcfg.shape(), 1, "none", 2, 4)
     assert formula["held"] == pytest.approx(measured, rel=0.01)
     # per token per unit of width a block holds 41 bytes, not Korthikanti et al.'s 34 + 5·a·s/h (114 here)
     assert formula["blocks"] / (32 * 2048) == pytest.approx(41.0, abs=0.1)

@@ -3,8 +3,10 @@
 Pure arithmetic over a model shape, a token count and a hardware entry; nothing here trains.
 Formulas and references (docs/cost.md has the derivations):
 - FLOPs: 6·N·D (Kaplan et al. 2020) and the exact per-token count of PaLM appendix B,
-  6·N + 12·L·H·Q·T (H heads of size Q, context T), plus one extra forward (2·N + 4·L·H·Q·T)
-  under full activation recomputation; selective recomputes no matmul.
+  6·N + 12·L·H·Q·T (H heads of size Q, context T), counted by `lmforge.model_counts`. Time is the
+  model's FLOPs at the MFU (PaLM's definition, recomputation excluded); what activation
+  recomputation runs again (under full, every block's forward but its last matmul; under
+  selective, no matmul) is reported apart as hardware FLOPs and HFU.
 - Memory of weights, gradients and optimizer state per parameter by precision and optimizer,
   sharded by ZeRO stage (Rajbhandari et al. 2020) over data-parallel ranks and by tensor parallelism.
 - Activations: what autograd saves for lmforge's own model (fused attention, SwiGLU, grouped-query
@@ -28,6 +30,7 @@ import yaml
 
 from lmforge.config import RECOMPUTE
 from lmforge.errors import LmforgeError
+from lmforge.model_counts import Shape, loss_chunk_rows, model_config, state_bytes, training_flops
 
 GB = 1e9
 
@@ -157,110 +160,22 @@ def local_cpu() -> Hardware:
     return Hardware(f"cpu ({torch.get_num_threads()} threads)", {"fp32": fp32, "bf16": bf16}, mem, 15.0 * (os.cpu_count() or 1))
 
 
-# ---------------------------------------------------------------- model shape and FLOPs
-
-@dataclass
-class Shape:
-    layers: int
-    width: int
-    heads: int
-    kv_heads: int = 0  # 0 = heads
-    vocab: int = 50257
-    context: int = 2048
-    head_dim: int = 0  # 0 = width / heads
-    params: float = 0.0  # 0 = counted from the shape (SwiGLU MLP at ~8/3 width, untied head)
-    mlp_hidden: int = 0  # 0 = the model's SwiGLU width, 8/3 width rounded up to a multiple of 64
-    tied: bool = False  # the output head shares the embedding's matrix (model.tie_embeddings)
-
-    def __post_init__(self):
-        for name in ("layers", "width", "heads", "vocab", "context"):
-            if getattr(self, name) <= 0:
-                raise LmforgeError(f"--{name}: {getattr(self, name)} must be > 0")
-        if self.kv_heads < 0 or self.head_dim < 0:
-            raise LmforgeError("--kv-heads and --head-dim must be >= 0")
-        self.kv_heads = self.kv_heads or self.heads
-        if self.heads % self.kv_heads:
-            raise LmforgeError(f"--kv-heads {self.kv_heads} must divide --heads {self.heads} "
-                               f"(each KV head serves a whole group of query heads)")
-        if not self.head_dim and self.width % self.heads:
-            raise LmforgeError(f"--width {self.width} must be divisible by --heads {self.heads}, or give --head-dim")
-        self.head_dim = self.head_dim or self.width // self.heads
-        self.mlp_hidden = self.mlp_hidden or 64 * math.ceil(8 * self.width / 3 / 64)
-        if self.params <= 0:
-            self.params = float(self.counted_params())
-
-    def counted_params(self) -> int:
-        return self.layers * self.layer_params() + 2 * self.vocab * self.width
-
-    def layer_params(self) -> int:
-        """Weights of one block: QKV, the output projection and the SwiGLU's three matrices."""
-        d, hq, kv = self.width, self.heads * self.head_dim, self.kv_heads * self.head_dim
-        return d * (hq + 2 * kv) + hq * d + 3 * d * self.mlp_hidden
-
+# ---------------------------------------------------------------- model shapes (counted by model_counts)
 
 def shape_from_model(cfg, vocab: int | None = None) -> Shape:
-    """The shape of an lmforge config's model, its parameters counted by the model itself (tied
-    embeddings, SwiGLU width and all), built on the meta device so nothing is allocated."""
-    import torch
-
-    from lmforge.model import GPT, model_config
-
-    mcfg = model_config(cfg, vocab)
-    with torch.device("meta"):
-        params = GPT(mcfg).num_params()
-    return shape_from_gpt(mcfg, params)
+    """The shape of an lmforge config's model: the same `Shape` shape flags give."""
+    return model_config(cfg, vocab).shape()
 
 
-def shape_from_gpt(mcfg, params: float = 0.0) -> Shape:
-    """The Shape of a `lmforge.model.GPTConfig` (params 0: counted by `Shape.counted_params`)."""
-    return Shape(layers=mcfg.n_layer, width=mcfg.n_embd, heads=mcfg.n_head, kv_heads=mcfg.n_kv_head,
-                 vocab=mcfg.vocab_size, context=mcfg.seq_len, params=params, mlp_hidden=mcfg.mlp_hidden,
-                 tied=mcfg.tie_embeddings)
-
-
-def shape_from_params(params: float, context: int = 2048, vocab: int = 50257) -> Shape:
+def shape_from_params(params: float, context: int = 2048, vocab: int = 50257, tie_embeddings: bool = True) -> Shape:
     """A plausible shape for a bare parameter count: aspect ratio width/layers ~ 128 (GPT-3, Llama)."""
     layers = max(2, round((params / (12 * 128**2)) ** (1 / 3)))
     width = max(64, 64 * round(128 * layers / 64))
-    return Shape(layers=layers, width=width, heads=max(1, width // 128), vocab=vocab, context=context, params=params)
-
-
-def flops_per_token(shape: Shape, recompute: str = "none") -> float:
-    """Training FLOPs per token, PaLM appendix B (`lmforge.model.training_flops_per_token`, the one
-    formula lmforge counts with), plus recomputation's extra forward: a whole forward (a third of
-    training) under full recomputation; none under selective, which recomputes only elementwise ops
-    (norms, rotary, SwiGLU's gate: `lmforge.model.run_block`) and keeps every matmul's output."""
-    from lmforge.model import training_flops_per_token  # imports torch: only when FLOPs are counted
-
-    base = training_flops_per_token(shape.params, shape.layers, shape.heads, shape.head_dim, shape.context)
-    if recompute not in RECOMPUTE:
-        raise LmforgeError(f"--recompute {recompute!r}: choose {', '.join(RECOMPUTE)}")
-    return base + (base / 3 if recompute == "full" else 0.0)
+    return Shape(layers=layers, width=width, heads=max(1, width // 128), vocab=vocab, context=context,
+                 tie_embeddings=tie_embeddings, params=params)
 
 
 # ---------------------------------------------------------------- memory
-
-# bytes per parameter: (weights, gradients, optimizer state incl. fp32 master copy)
-PRECISIONS = {
-    "bf16-mixed": (2, 2), "fp16-mixed": (2, 2), "bf16-mixed-fp32-grads": (2, 4), "fp32": (4, 4), "bf16": (2, 2),
-}
-OPTIMIZER_STATES = {"adamw": 2, "sgd": 1, "muon": 1}  # fp32 tensors per parameter (Adam: m and v; momentum)
-
-
-def state_bytes(precision: str, optimizer: str) -> tuple[float, float, float]:
-    """(weights, gradients, optimizer) bytes per parameter. Mixed precision keeps an fp32 master copy in
-    the optimizer: AdamW = 2 + 2 + (4 + 4 + 4) = 16 bytes (ZeRO's K = 12), 18 with fp32 gradients."""
-    if precision not in PRECISIONS:
-        raise LmforgeError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if optimizer not in OPTIMIZER_STATES:
-        raise LmforgeError(f"--optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZER_STATES)}")
-    w, g = PRECISIONS[precision]
-    states = OPTIMIZER_STATES[optimizer]
-    if precision == "bf16":  # pure bf16 training: no master copy, states in bf16
-        return w, g, 2.0 * states
-    master = 4 if w == 2 else 0
-    return w, g, master + 4.0 * states
-
 
 # What one block saves for backward, per token, in bytes: d width, q = heads x head_dim, k = kv_heads
 # x head_dim, f the SwiGLU width, H heads; c the bytes of the compute dtype (2 in bf16, 4 in fp32), w
@@ -317,8 +232,6 @@ def _block_bytes_per_token(shape: Shape, recompute: str, c: int, w: int, t: int)
 def _loss_bytes(n: int, d: int, v: int, c: int, w: int) -> tuple[float, float, float, float]:
     """Of the final norm, head and loss over n tokens (see the table above): bytes held for backward,
     of them autocast's copy of the head, and the loss's transients in forward and in backward."""
-    from lmforge.model import loss_chunk_rows  # the loss's own chunking rule; imports torch
-
     rows = loss_chunk_rows(v)
     cast = c if c < 4 else 0  # the 16-bit tensor a float32 copy is made from, or none
     if n <= rows:  # one chunk: log-probabilities kept, their gradient and the logits' made in backward
@@ -344,7 +257,7 @@ def activation_memory(shape: Shape, micro_batch: int, recompute: str = "none", c
     c, w, t = compute_bytes, weight_bytes, tensor_parallel
     n, d, v, f = micro_batch * shape.context, shape.width, shape.vocab, shape.mlp_hidden
     blocks = shape.layers * n * _block_bytes_per_token(shape, recompute, c, w, t)
-    block_copy = c * shape.layer_params() / t if w > c else 0.0
+    block_copy = c * shape.layer_params / t if w > c else 0.0
     head, head_copy, loss_forward, loss_backward = _loss_bytes(n, d, v, c, w)
     # autocast caches every weight copy until the forward returns; a recomputed block's copies are
     # then dropped, and made again one block at a time in its backward
@@ -353,7 +266,7 @@ def activation_memory(shape: Shape, micro_batch: int, recompute: str = "none", c
     forward_peak = loss_forward + (shape.layers * block_copy if recompute != "none" else 0.0)
     recomputed = n * (_block_bytes_per_token(shape, "none", c, w, t) - _block_bytes_per_token(shape, recompute, c, w, t))
     block_peak = (recomputed + (block_copy if recompute != "none" else 0.0) + n * (w * d + 2 * c * f / t)
-                  + w * d * f / t + (w * v * d if shape.tied else 0.0) - head - head_copy)
+                  + w * d * f / t + (w * v * d if shape.tie_embeddings else 0.0) - head - head_copy)
     peak = held + max(forward_peak, loss_backward, block_peak)
     return {"blocks": blocks, "head": head, "weight_copies": copies, "held": held, "peak": peak}
 
@@ -399,7 +312,7 @@ class Estimate:
     params: float
     tokens: float
     flops_6nd: float
-    flops_exact: float
+    flops_exact: float  # the model's FLOPs (PaLM appendix B): what MFU and the time count
     exact_over_6nd: float
     hardware: str
     count: int
@@ -413,6 +326,8 @@ class Estimate:
     fits: bool
     min_devices: int
     notes: list[str] = field(default_factory=list)
+    flops_hardware: float = 0.0  # flops_exact plus the forward that activation recomputation runs again
+    hfu: float = 0.0  # hardware FLOPs utilisation: the MFU given, with the recomputed FLOPs counted too
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -430,8 +345,11 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
         raise LmforgeError(f"--pue {pue} must be >= 1")
     tokens = parse_size(tokens, "--tokens")
     flops_6nd = 6 * shape.params * tokens
-    flops_exact = flops_per_token(shape, recompute) * tokens
+    per_token = training_flops(shape, recompute)
+    flops_exact, flops_hardware = per_token.model * tokens, per_token.hardware * tokens
+    # MFU counts the model's FLOPs only (PaLM): the time recomputation takes is already in it
     seconds = flops_exact / (count * hw.peak_flops(precision) * mfu)
+    hfu = mfu * flops_hardware / flops_exact
     device_hours = count * seconds / 3600
     price = hw.price_per_hour if price_per_hour is None else price_per_hour
     power = hw.power_w if power_watts is None else power_watts
@@ -442,6 +360,9 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
     mem = memory_per_device(shape.params, precision, optimizer, zero_stage, data_parallel, tensor_parallel, act)
     min_devices = devices_needed(shape, precision, optimizer, zero_stage, recompute, hw, tensor_parallel)
     notes = []
+    if hfu > 1:
+        notes.append(f"MFU {mfu:.0%} with {recompute} recomputation means HFU {hfu:.0%}, beyond the device's peak: "
+                     f"lower --mfu")
     if min_devices is None:
         if devices_needed(shape, precision, optimizer, 3, "full", hw, tensor_parallel) is None:
             raise LmforgeError(f"the model cannot fit on {hw.name} at all: even one sequence with full "
@@ -454,7 +375,8 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
                      f"needs >= {min_devices} devices with ZeRO-3, or recomputation / tensor parallelism")
     return Estimate(shape.params, tokens, flops_6nd, flops_exact, flops_exact / flops_6nd, hw.name, count, mfu,
                     device_hours, seconds / 86400, device_hours * price, energy_kwh,
-                    energy_kwh * grid_kg_per_kwh / 1000, mem, mem["total"] <= hw.memory_gb, min_devices, notes)
+                    energy_kwh * grid_kg_per_kwh / 1000, mem, mem["total"] <= hw.memory_gb, min_devices, notes,
+                    flops_hardware, hfu)
 
 
 def devices_needed(shape: Shape, precision: str, optimizer: str, zero_stage: int, recompute: str, hw: Hardware,
@@ -593,8 +515,9 @@ def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: flo
     Besiroglu et al. 2024 both allocate that way), so the answer reads as theirs. Then the
     engineering plan for that N and D: `count` devices, or else the fewest that finish within
     `days`; activation recomputation only when memory needs it (none, then selective, then full);
-    and its time, cost, energy and predicted loss. The plan pays the exact FLOPs (attention, any
-    recomputation), so it may cost a little more than the 6ND budget; `exact_over_budget` says how much.
+    and its time, cost, energy and predicted loss. The plan pays the model's exact FLOPs (attention
+    included; recomputation is within the MFU), so it may cost a little more than the 6ND budget;
+    `exact_over_budget` says how much.
     """
     if days <= 0:
         raise LmforgeError(f"--days {days}: must be > 0")
