@@ -10,6 +10,7 @@ import pytest
 
 from lmforge import cost
 from lmforge.errors import LmforgeError
+from lmforge.model_counts import training_flops
 
 PALM = cost.Shape(layers=118, width=18432, heads=48, head_dim=256, vocab=256000, context=2048, params=540e9)
 LLAMA2_70B = cost.Shape(layers=80, width=8192, heads=64, kv_heads=8, vocab=32000, context=4096)
@@ -25,14 +26,28 @@ def test_gpt3_training_flops():
 def test_palm_mfu_counts_attention():
     tokens_per_s, chips, peak = 238.3e3, 6144, 275e12
     # PaLM's appendix B: 46.2% MFU once attention's 12·L·H·Q·T is counted (45.7% at 6N alone)
-    assert tokens_per_s * cost.flops_per_token(PALM) / (chips * peak) == pytest.approx(0.462, abs=5e-4)
+    assert tokens_per_s * training_flops(PALM).model / (chips * peak) == pytest.approx(0.462, abs=5e-4)
     assert tokens_per_s * 6 * PALM.params / (chips * peak) < 0.458
 
 
-def test_recomputation_adds_an_extra_forward():
-    base = cost.flops_per_token(PALM)
-    assert cost.flops_per_token(PALM, "full") == pytest.approx(base * 4 / 3)
-    assert base < cost.flops_per_token(PALM, "selective") < cost.flops_per_token(PALM, "full")
+def test_recomputation_adds_hardware_flops_not_model_flops():
+    base, selective, full = (training_flops(PALM, r) for r in ("none", "selective", "full"))
+    assert base.model == selective.model == full.model  # MFU's numerator: PaLM leaves recomputation out
+    # selective recomputation keeps every matmul's output: it repeats only elementwise ops
+    assert selective.hardware == base.hardware
+    # full runs each block's forward again, less its down projection (torch's early stop) and the head
+    down = 2 * PALM.layers * PALM.width * PALM.mlp_hidden
+    assert full.hardware == base.hardware + base.forward - 2 * PALM.head_params - down < base.hardware * 4 / 3
+
+
+def test_time_is_model_flops_at_the_mfu():
+    """Issue 24: 7B on 1T tokens, 64 H100s at MFU 40% read 27.7 days with full recomputation, which
+    divided its FLOPs by an MFU that leaves them out; 20.8 days, as without it."""
+    args = ("--params", "7B", "--tokens", "1T", "--hardware", "h100", "--count", "64", "--mfu", "0.4", "--json")
+    plain, full = (json.loads(run_cli("estimate", *args, "--recompute", r).stdout) for r in ("none", "full"))
+    assert full["days"] == plain["days"] == pytest.approx(20.8, abs=0.05)
+    assert full["flops_exact"] == plain["flops_exact"] == plain["flops_hardware"] < full["flops_hardware"]
+    assert plain["hfu"] == 0.4 < full["hfu"] == pytest.approx(0.4 * full["flops_hardware"] / full["flops_exact"])
 
 
 @pytest.mark.parametrize("stage, gb", [(0, 120.0), (1, 31.4), (2, 16.6), (3, 1.9)])
@@ -60,14 +75,6 @@ def test_llama_65b_energy_and_co2():
     per_device_hour = 1_022_362 / est.device_hours  # our device-hours come from an assumed MFU: rescale to theirs
     assert est.energy_kwh * per_device_hour / 1000 == pytest.approx(449, abs=1)
     assert est.tco2e * per_device_hour == pytest.approx(173, abs=1)
-
-
-def test_activation_memory_korthikanti():
-    shape = cost.Shape(layers=1, width=1024, heads=16, context=2048)
-    s, b, h, a = 2048, 1, 1024, 16
-    assert cost.activation_bytes(shape, 1, "none") == s * b * h * (34 + 5 * a * s / h)
-    assert cost.activation_bytes(shape, 1, "selective") == s * b * h * 34
-    assert cost.activation_bytes(shape, 1, "full") == 2 * s * b * h
 
 
 def numeric_optimum(law: cost.ScalingLaw, flops: float) -> tuple[float, float]:
@@ -110,9 +117,11 @@ def test_plan_finishes_within_days_on_the_fewest_devices():
     fewer = cost.estimate(cost.shape_from_params(result["params"]), result["tokens"], hw, count - 1,
                           recompute=result["recompute"])
     assert fewer.days > 30  # one device fewer would not finish in time
-    # 72B at context 2048: one sequence's activations without recomputation (~150 GB) overflow 80 GB,
-    # so memory needs selective recomputation - and nothing more
-    assert result["recompute"] == "selective"
+    # 72B at context 2048: one sequence holds ~64 GB without recomputation (flash attention keeps no
+    # T x T scores; Korthikanti et al.'s formula for another model said ~150 GB), which fits in 80 GB
+    assert result["recompute"] == "none" and e["memory_gb"]["activations"] == pytest.approx(66.4, abs=0.1)
+    # twice the context does not fit without recomputation, and selective (no extra matmul) suffices
+    assert cost.plan("5.76e23flops", hw, None, cost.LAWS["epoch2024"], context=4096)["recompute"] == "selective"
     assert result["exact_over_budget"] == pytest.approx(e["flops_exact"] / 5.76e23)
     assert result["predicted_loss"] == pytest.approx(cost.LAWS["epoch2024"].loss(result["params"], result["tokens"]))
     small = cost.plan("1e20flops", hw, None, cost.LAWS["epoch2024"])
@@ -205,13 +214,46 @@ def test_unknown_devices_are_not_taken_for_a_similar_one():
         assert cost.hardware_for_device(name) is None, name
 
 
-def test_flop_formula_has_one_owner():
-    """cost.flops_per_token is the model's formula (training_flops_per_token) on a Shape."""
-    from lmforge.model import GPT, GPTConfig
+GPT2_FLAGS = ("--layers", "12", "--width", "768", "--heads", "12", "--vocab", "50304", "--context", "1024")
 
-    gpt = GPT(GPTConfig(vocab_size=512, n_layer=3, n_head=4, n_embd=64, seq_len=128, tie_embeddings=False))
-    shape = cost.Shape(layers=3, width=64, heads=4, vocab=512, context=128, params=gpt.matmul_params())
-    assert cost.flops_per_token(shape) == gpt.flops_per_token()
+
+def test_estimate_by_flags_is_estimate_by_preset():
+    """Issue 24: the gpt2-small shape by flags gave 1.0865e19 FLOPs for 10B tokens, the preset 8.5465e19:
+    the flags counted an untied head and embedding, 6·V·d FLOPs per token that do not run."""
+    by_flags = run_cli("estimate", *GPT2_FLAGS, "--tokens", "10B", "--json")
+    by_preset = run_cli("estimate", "--preset", "gpt2-small", "--tokens", "10B", "--json")
+    assert by_flags.returncode == 0 and by_preset.returncode == 0, by_flags.stderr + by_preset.stderr
+    assert json.loads(by_flags.stdout) == json.loads(by_preset.stdout)  # every figure, to the last digit
+    assert json.loads(by_preset.stdout)["flops_exact"] == pytest.approx(8.5465e18, rel=1e-4)
+
+
+def test_an_untied_config_is_estimated_by_the_flops_that_run(tmp_path):
+    """An untied head adds V·d parameters but no FLOPs: the embedding is a lookup. Against
+    FlopCounterMode on one training step of the real model (tests/test_model.py measures every preset)."""
+    import torch
+
+    from lmforge.config import load_config
+    from lmforge.model import GPT, model_config
+    from test_model import measured_flops_per_token
+
+    config = tmp_path / "untied.yaml"
+    config.write_text("model: {n_layer: 2, n_head: 4, n_kv_head: 2, n_embd: 64, seq_len: 64, tie_embeddings: false, "
+                      "vocab_size: 1000}\n")
+    r = run_cli("estimate", "--config", str(config), "--tokens", "1M", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    with torch.device("meta"):
+        gpt = GPT(model_config(load_config(None, config)))
+    assert out["params"] == sum(p.numel() for p in gpt.parameters())
+    assert out["flops_exact"] / 1e6 == pytest.approx(measured_flops_per_token(gpt.cfg), rel=0.01)
+    flags = run_cli("estimate", "--layers", "2", "--width", "64", "--heads", "4", "--kv-heads", "2", "--context", "64",
+                    "--vocab", "1000", "--untied", "--tokens", "1M", "--json")
+    assert json.loads(flags.stdout) == out
+
+
+def test_a_parameter_count_below_its_vocabulary_is_refused_in_one_line():
+    r = run_cli("estimate", "--params", "1M", "--tokens", "1B")
+    assert r.returncode == 2 and "cannot hold the vocabulary's own" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("law", ["chinchilla", "epoch2024"])

@@ -106,3 +106,37 @@ def test_fsdp2_on_one_gpu_matches_the_plain_model():
             assert torch.allclose(a, gather_full(b), rtol=1e-3, atol=1e-5), name
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("recompute", ["none", "selective", "full"])
+def test_activation_memory_formula_against_max_memory_allocated(recompute):
+    """`lmforge.cost.activation_memory` against torch.cuda.max_memory_allocated (the peak) and the
+    storages kept for backward (held), for the shapes of benchmarks/memory_check.py."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from memory_check import CASES, measure_case
+
+    for case in CASES:
+        both = measure_case(case, recompute, "cuda")
+        for figure in ("held", "peak"):
+            assert both["formula"][figure] == pytest.approx(both["measured"][figure], rel=0.15), (case, figure)
+
+
+@pytest.mark.parametrize("weights", [torch.float32, torch.bfloat16])
+def test_1b_preset_activations_are_what_estimate_plans(weights):
+    """The whole 1b preset, one 2,048-token sequence, no recomputation, bf16 compute: autocast over
+    float32 weights (DDP) or bf16 weights (as FSDP2 gathers them), measured against the planner."""
+    from lmforge import cost
+    from lmforge.model import model_config
+    from lmforge.probe import measured_training_memory
+
+    cfg = load_config("1b")
+    torch.manual_seed(0)
+    model = GPT(model_config(cfg)).to(CUDA, weights)
+    idx = torch.randint(0, model.cfg.vocab_size, (1, model.cfg.seq_len), device=CUDA)
+    amp = torch.bfloat16 if weights == torch.float32 else None
+    measured = measured_training_memory(model, idx, idx, amp)
+    planned = cost.activation_bytes(cost.shape_from_model(cfg), 1, "none", zero_stage=0 if amp else 3)
+    assert planned == pytest.approx(measured["peak"], rel=0.15)

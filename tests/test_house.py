@@ -109,12 +109,23 @@ def test_the_layering_check_sees_function_level_imports(tmp_path):
     assert {"lmforge.tasks.cloze", "lmforge.cli"} <= imports_of(path, "lmforge.training.x")
 
 
+def modules_loaded_by(code: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules under `prefixes` that running `code` in a fresh interpreter loads."""
+    probe = f"import sys; {code}; print(sorted(m for m in sys.modules if m.startswith({prefixes!r})))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return ast.literal_eval(out.stdout.strip())
+
+
 def test_loading_the_trainer_loads_no_task_scoring_or_inspection():
-    code = ("import sys, lmforge.training.trainer; "
-            "print(sorted(m for m in sys.modules if m.startswith(('lmforge.tasks', 'lmforge.inspection', "
-            "'lmforge.scaling', 'lmforge.cli', 'lmforge.evaluation'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert modules_loaded_by("import lmforge.training.trainer", ("lmforge.tasks", "lmforge.inspection",
+                             "lmforge.scaling", "lmforge.cli", "lmforge.evaluation")) == []
+
+
+def test_counting_a_preset_and_its_cost_loads_no_torch():
+    """Counts live beside the model without torch: cost.py and the folder readers start without it."""
+    code = ("from lmforge import cost; from lmforge.config import load_config; "
+            "cost.estimate(cost.shape_from_model(load_config('1b')), '1T', cost.find_hardware('h100'), 8)")
+    assert modules_loaded_by(code, ("torch",)) == []
 
 
 def test_every_command_is_in_the_table_and_the_readme():

@@ -62,7 +62,7 @@ def _one_step_grads(tokens_dir, batch_size, grad_accum):
     loader = TrainLoader(load_shards(tokens_dir, "train"), 32, 8, seed=1)
     big = loader.next_batch()  # the same 8 windows, split differently
     windows = list(big.split(batch_size))
-    loss = forward_backward(model, CausalLM(), windows, torch.device("cpu"), contextlib.nullcontext(), DistInfo())
+    loss, _ = forward_backward(model, CausalLM(), windows, torch.device("cpu"), contextlib.nullcontext(), DistInfo())
     return loss, [p.grad.clone() for p in model.parameters()]
 
 
@@ -298,3 +298,41 @@ def test_a_repeated_sigterm_is_one_stop_request_a_second_ctrl_c_stops_at_once():
         assert stop.requested
         os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_mfu_and_hfu_count_the_flops_that_ran(tiny_config, tokens_dir, tmp_path, monkeypatch):
+    """Issue 24: on a CPU the masked loss takes only its targets (~15% of tokens) through the output head,
+    and MFU charged the whole head; HFU adds what train.recompute runs again. Both against
+    FlopCounterMode over every training step (SDPA on its math path, whose matmuls it counts)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lmforge.training import trainer
+
+    counted = []
+    step = trainer.forward_backward
+
+    def counting(*args, **kwargs):
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            out = step(*args, **kwargs)
+        counted.append(counter.get_total_flops())
+        return out
+
+    monkeypatch.setattr(trainer, "forward_backward", counting)
+    summaries = {}
+    for recompute in ("none", "full"):
+        counted.clear()
+        cfg = tiny_config(**{"train.max_steps": 8, "train.objective": "masked", "train.recompute": recompute})
+        cfg.run.out = str(tmp_path / recompute)
+        summary = summaries[recompute] = trained(cfg, tokens=tokens_dir)
+        ran = sum(counted) / summary["tokens_trained"]  # FLOPs per token, recomputation included
+        per_flop = summary["tokens_per_s"] / summary["peak_flops"]
+        if recompute == "none":
+            assert summary["flops_per_token"] == pytest.approx(ran, rel=0.01)
+        assert summary["hfu"] == pytest.approx(per_flop * ran, rel=0.01, abs=1e-4)
+        assert summary["mfu"] == pytest.approx(per_flop * summary["flops_per_token"], abs=1e-4)
+        records = [r for r in RunDir(cfg.run.out).metrics() if "loss" in r]
+        assert all((r["hfu"] == r["mfu"]) == (recompute == "none") for r in records)
+    none, full = summaries["none"], summaries["full"]
+    assert full["flops_per_token"] == none["flops_per_token"]  # the model's FLOPs (the same masks): no recomputation
+    assert full["hfu"] / full["mfu"] > 1.2  # each block's forward again, less its down projection

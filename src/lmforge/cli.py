@@ -64,6 +64,9 @@ def _shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", help="parameter count N (e.g. 7B); with no shape flags a typical shape is assumed")
     for flag in ("layers", "width", "heads", "kv-heads", "vocab", "context", "head-dim"):
         p.add_argument(f"--{flag}", type=int)
+    p.add_argument("--mlp-hidden", type=int, help="SwiGLU hidden width (default: 8/3 width, a multiple of 64, as lmforge's model)")
+    p.add_argument("--untied", action="store_true", help="an output head apart from the input embedding "
+                                                          "(default: tied, as lmforge's model)")
 
 
 def _hardware_args(p: argparse.ArgumentParser, count_help: str = "number of devices", count_default: int | None = 1) -> None:
@@ -78,21 +81,22 @@ def _hardware_args(p: argparse.ArgumentParser, count_help: str = "number of devi
 
 
 def _shape(args: argparse.Namespace) -> cost.Shape:
-    flags = {k: getattr(args, k) for k in ("layers", "width", "heads", "kv_heads", "vocab", "context", "head_dim")}
+    flags = {k: getattr(args, k) for k in ("layers", "width", "heads", "kv_heads", "vocab", "context", "head_dim",
+                                           "mlp_hidden")}
     params = cost.parse_size(args.params, "--params") if args.params else 0.0
     if args.preset or args.config:
         cfg = load_config(args.preset, args.config)
         shape = cost.shape_from_model(cfg, flags["vocab"])
-        if any(flags.values()) or params:
+        if any(flags.values()) or params or args.untied:
             raise LmforgeError("give the model either as --preset/--config or by --params and shape flags, not both")
         return shape
     if flags["layers"] or flags["width"] or flags["heads"]:
         missing = [f"--{k}" for k in ("layers", "width", "heads") if not flags[k]]
         if missing:
             raise LmforgeError(f"a model shape needs {', '.join(missing)} too (or give only --params)")
-        return cost.Shape(**{k: v for k, v in flags.items() if v}, params=params)
+        return cost.Shape(**{k: v for k, v in flags.items() if v}, tie_embeddings=not args.untied, params=params)
     if params:
-        return cost.shape_from_params(params, flags["context"] or 2048, flags["vocab"] or 50257)
+        return cost.shape_from_params(params, flags["context"] or 2048, flags["vocab"] or 50257, not args.untied)
     raise LmforgeError("describe the model: --params 7B, or --layers/--width/--heads, or --preset NAME")
 
 
@@ -128,7 +132,9 @@ def _estimate(args: argparse.Namespace) -> int:
         ("model", f"{est.params:.4g} parameters, {shape.layers} layers, width {shape.width}, {shape.heads} heads "
                   f"({shape.kv_heads} KV), context {shape.context}"),
         ("tokens", f"{est.tokens:.4g}"),
-        ("compute", f"6ND {est.flops_6nd:.4g} FLOPs; exact {est.flops_exact:.4g} (x{est.exact_over_6nd:.3f})"),
+        ("compute", f"6ND {est.flops_6nd:.4g} FLOPs; exact {est.flops_exact:.4g} (x{est.exact_over_6nd:.3f})"
+                    + (f"; {args.recompute} recomputation runs {est.flops_hardware:.4g} (HFU {est.hfu:.0%})"
+                       if est.flops_hardware != est.flops_exact else "")),
         ("time", f"{est.days:,.2f} days on {est.count} x {est.hardware} at MFU {est.mfu:.0%}; "
                  f"{est.device_hours:,.0f} device-hours"),
         ("money", f"${est.cost_usd:,.0f}"),
@@ -543,7 +549,8 @@ def _args_estimate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="bf16-mixed", help="bf16-mixed (default), fp16-mixed, bf16-mixed-fp32-grads, fp32, bf16")
     p.add_argument("--optimizer", default="adamw", help="adamw, sgd or muon")
     p.add_argument("--zero-stage", type=int, default=3, help="ZeRO stage 0-3 (3 = FSDP), default 3")
-    p.add_argument("--recompute", default="none", help="activation recomputation: none, selective or full")
+    p.add_argument("--recompute", default="none", help="activation recomputation (as train.recompute): none, selective "
+                   "(norms, rotary, SwiGLU gate; no extra matmul) or full (each block's forward again, less its last matmul)")
     p.add_argument("--tensor-parallel", type=int, default=1)
     p.add_argument("--from-run", metavar="RUN", help="take the MFU measured by an lmforge run")
     p.add_argument("--json", action="store_true")

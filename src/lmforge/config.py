@@ -98,6 +98,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 = off
     dtype: str = "auto"  # auto | float32 | bfloat16 (auto: bf16 on CUDA/AMX CPUs, else fp32)
     compile: bool = False
+    # activation recomputation per block: none | selective (keep matmul and attention outputs,
+    # recompute norms, rotary and SwiGLU's elementwise ops) | full (keep only each block's input)
+    recompute: str = "none"
     data_parallel: str = "ddp"  # ddp (a full replica per rank) | fsdp (FSDP2: parameters, gradients, optimizer state sharded)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's count, fewer while other processes keep cores busy
@@ -283,7 +286,10 @@ class Config:
         return self
 
 
+RECOMPUTE = ("none", "selective", "full")  # train.recompute and `lmforge estimate --recompute`
+
 CHOICES = {
+    "train.recompute": RECOMPUTE,
     "train.objective": ("causal", "masked"),
     "train.optimizer": ("adamw", "muon"),
     "train.data_parallel": ("ddp", "fsdp"),

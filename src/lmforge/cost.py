@@ -3,12 +3,17 @@
 Pure arithmetic over a model shape, a token count and a hardware entry; nothing here trains.
 Formulas and references (docs/cost.md has the derivations):
 - FLOPs: 6·N·D (Kaplan et al. 2020) and the exact per-token count of PaLM appendix B,
-  6·N + 12·L·H·Q·T (H heads of size Q, context T), plus one extra forward (2·N + 4·L·H·Q·T)
-  under full activation recomputation, or of the attention core (4·L·H·Q·T) under selective.
+  6·N + 12·L·H·Q·T (H heads of size Q, context T), counted by `lmforge.model_counts`. Time is the
+  model's FLOPs at the MFU (PaLM's definition, recomputation excluded); what activation
+  recomputation runs again (under full, every block's forward but its last matmul; under
+  selective, no matmul) is reported apart as hardware FLOPs and HFU.
 - Memory of weights, gradients and optimizer state per parameter by precision and optimizer,
   sharded by ZeRO stage (Rajbhandari et al. 2020) over data-parallel ranks and by tensor parallelism.
-- Activations per layer (Korthikanti et al. 2022, 16-bit): s·b·h·(34 + 5·a·s/h) without
-  recomputation, s·b·h·34 with selective, 2·s·b·h with full; divided by tensor parallelism as there.
+- Activations: what autograd saves for lmforge's own model (fused attention, SwiGLU, grouped-query
+  attention, RMSNorm, no dropout, the chunked loss), tensor by tensor, under each recomputation
+  mode of `lmforge.model.run_block`, and the peak of a forward and backward above the weights and
+  gradients (`activation_memory`; checked against torch's own counts by tests/test_memory.py and
+  benchmarks/memory_check.py).
 - Energy = devices x power x hours x PUE; CO2e = energy x grid intensity.
 """
 
@@ -23,7 +28,9 @@ from pathlib import Path
 
 import yaml
 
+from lmforge.config import RECOMPUTE
 from lmforge.errors import LmforgeError
+from lmforge.model_counts import Shape, loss_chunk_rows, model_config, state_bytes, training_flops
 
 GB = 1e9
 
@@ -153,112 +160,125 @@ def local_cpu() -> Hardware:
     return Hardware(f"cpu ({torch.get_num_threads()} threads)", {"fp32": fp32, "bf16": bf16}, mem, 15.0 * (os.cpu_count() or 1))
 
 
-# ---------------------------------------------------------------- model shape and FLOPs
-
-@dataclass
-class Shape:
-    layers: int
-    width: int
-    heads: int
-    kv_heads: int = 0  # 0 = heads
-    vocab: int = 50257
-    context: int = 2048
-    head_dim: int = 0  # 0 = width / heads
-    params: float = 0.0  # 0 = counted from the shape (SwiGLU MLP at ~8/3 width, untied head)
-
-    def __post_init__(self):
-        for name in ("layers", "width", "heads", "vocab", "context"):
-            if getattr(self, name) <= 0:
-                raise LmforgeError(f"--{name}: {getattr(self, name)} must be > 0")
-        if self.kv_heads < 0 or self.head_dim < 0:
-            raise LmforgeError("--kv-heads and --head-dim must be >= 0")
-        self.kv_heads = self.kv_heads or self.heads
-        if self.heads % self.kv_heads:
-            raise LmforgeError(f"--kv-heads {self.kv_heads} must divide --heads {self.heads} "
-                               f"(each KV head serves a whole group of query heads)")
-        if not self.head_dim and self.width % self.heads:
-            raise LmforgeError(f"--width {self.width} must be divisible by --heads {self.heads}, or give --head-dim")
-        self.head_dim = self.head_dim or self.width // self.heads
-        if self.params <= 0:
-            self.params = float(self.counted_params())
-
-    def counted_params(self) -> int:
-        d, hq, kv = self.width, self.heads * self.head_dim, self.kv_heads * self.head_dim
-        mlp = 64 * math.ceil(8 * d / 3 / 64)
-        per_layer = d * (hq + 2 * kv) + hq * d + 3 * d * mlp
-        return self.layers * per_layer + 2 * self.vocab * d
-
+# ---------------------------------------------------------------- model shapes (counted by model_counts)
 
 def shape_from_model(cfg, vocab: int | None = None) -> Shape:
-    """The shape of an lmforge config's model, its parameters counted by the model itself (tied
-    embeddings, SwiGLU width and all), built on the meta device so nothing is allocated."""
-    import torch
-
-    from lmforge.model import GPT, model_config
-
-    mcfg = model_config(cfg, vocab)
-    with torch.device("meta"):
-        params = GPT(mcfg).num_params()
-    return Shape(layers=mcfg.n_layer, width=mcfg.n_embd, heads=mcfg.n_head, kv_heads=mcfg.n_kv_head,
-                 vocab=mcfg.vocab_size, context=mcfg.seq_len, params=params)
+    """The shape of an lmforge config's model: the same `Shape` shape flags give."""
+    return model_config(cfg, vocab).shape()
 
 
-def shape_from_params(params: float, context: int = 2048, vocab: int = 50257) -> Shape:
+def shape_from_params(params: float, context: int = 2048, vocab: int = 50257, tie_embeddings: bool = True) -> Shape:
     """A plausible shape for a bare parameter count: aspect ratio width/layers ~ 128 (GPT-3, Llama)."""
     layers = max(2, round((params / (12 * 128**2)) ** (1 / 3)))
     width = max(64, 64 * round(128 * layers / 64))
-    return Shape(layers=layers, width=width, heads=max(1, width // 128), vocab=vocab, context=context, params=params)
-
-
-def flops_per_token(shape: Shape, recompute: str = "none") -> float:
-    """Training FLOPs per token, PaLM appendix B (`lmforge.model.training_flops_per_token`, the one
-    formula lmforge counts with), plus recomputation's extra forward: a whole forward (a third of
-    training) under full recomputation, the attention core's under selective."""
-    from lmforge.model import training_flops_per_token  # imports torch: only when FLOPs are counted
-
-    base = training_flops_per_token(shape.params, shape.layers, shape.heads, shape.head_dim, shape.context)
-    if recompute not in ("none", "selective", "full"):
-        raise LmforgeError(f"--recompute {recompute!r}: choose none, selective or full")
-    attention = base - 6 * shape.params
-    return base + {"none": 0.0, "selective": attention / 3, "full": base / 3}[recompute]
+    return Shape(layers=layers, width=width, heads=max(1, width // 128), vocab=vocab, context=context,
+                 tie_embeddings=tie_embeddings, params=params)
 
 
 # ---------------------------------------------------------------- memory
 
-# bytes per parameter: (weights, gradients, optimizer state incl. fp32 master copy)
-PRECISIONS = {
-    "bf16-mixed": (2, 2), "fp16-mixed": (2, 2), "bf16-mixed-fp32-grads": (2, 4), "fp32": (4, 4), "bf16": (2, 2),
-}
-OPTIMIZER_STATES = {"adamw": 2, "sgd": 1, "muon": 1}  # fp32 tensors per parameter (Adam: m and v; momentum)
+# What one block saves for backward, per token, in bytes: d width, q = heads x head_dim, k = kv_heads
+# x head_dim, f the SwiGLU width, H heads; c the bytes of the compute dtype (2 in bf16, 4 in fp32), w
+# those of the weights as the forward reads them (4 under autocast over fp32 weights, which is also
+# the residual stream's dtype; 2 where FSDP gathers bf16 weights). Enumerated op by op from
+# lmforge.model.Block as autograd runs it (tests/test_memory.py counts the saved tensors):
+#
+#   op (forward order)        saves for backward                                     bytes per token
+#   rms_norm (attention)      its input x as float32 (a 16-bit x is upcast and the   4·d + 4
+#                             copy kept) and 1/rms
+#   qkv matmul                its input, the normed x in the compute dtype           c·d
+#   rotary (x1·cos, ...)      q, k and v as the matmul wrote them: one storage       c·(q + 2k)
+#   fused attention (SDPA)    rotated q and k (one storage; v counted above), its    c·(q + k) + c·q + 4·H
+#                             output, the float32 log-sum-exp per head; no T x T
+#   output projection         its input: the attention output, a view of it          0
+#   rms_norm (MLP)            x as float32 and 1/rms                                 4·d + 4
+#   gate_up matmul            its input                                              c·d
+#   silu(gate)                gate: the gate_up output (up shares the storage)       2c·f
+#   silu(gate) · up           silu(gate)                                             c·f
+#   down matmul               its input, silu(gate) · up                             c·f
+#   (no dropout, no biases, no attention probabilities)
+#
+# Selective recomputation (lmforge.model's policy) keeps the block's input (w·d), the qkv output,
+# the attention output and log-sum-exp, the two projections' outputs (c·d each) and the gate_up
+# output; full keeps only the input. Autocast over fp32 weights holds a copy of every weight in the
+# compute dtype for the forward (c bytes a weight) unless the block is recomputed. After the last
+# block: the final rms_norm (4·d + 4), then the head and loss: one chunk keeps the head's input (c·d)
+# and the float32 log-probabilities (4·V); more chunks (linear_cross_entropy) keep the input's
+# gradient (c·d) and, per micro-batch, the head's float32 gradient (4·V·d). The token ids and
+# targets are the caller's batch, not counted.
+#
+# The peak of forward and backward, beyond what is held when the forward returns: at the loss, the
+# float32 gradients of the log-probabilities and of the logits (2 · 4·V a token; with chunks, one
+# chunk's float32 logits and log-probabilities beside its 16-bit logits, and the head's gradient);
+# in a block's backward, what its recomputation brings back, the residual stream's gradient (w·d),
+# the two gradients of silu(gate)·up (2c·f) and the down weight's fresh gradient (w·d·f, before it
+# is added to .grad); with a tied head, the head's gradient waits there for the embedding's (w·V·d).
+# Under autocast with recomputation, every block's weight copy is alive at the end of the forward.
 
-
-def state_bytes(precision: str, optimizer: str) -> tuple[float, float, float]:
-    """(weights, gradients, optimizer) bytes per parameter. Mixed precision keeps an fp32 master copy in
-    the optimizer: AdamW = 2 + 2 + (4 + 4 + 4) = 16 bytes (ZeRO's K = 12), 18 with fp32 gradients."""
-    if precision not in PRECISIONS:
-        raise LmforgeError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if optimizer not in OPTIMIZER_STATES:
-        raise LmforgeError(f"--optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZER_STATES)}")
-    w, g = PRECISIONS[precision]
-    states = OPTIMIZER_STATES[optimizer]
-    if precision == "bf16":  # pure bf16 training: no master copy, states in bf16
-        return w, g, 2.0 * states
-    master = 4 if w == 2 else 0
-    return w, g, master + 4.0 * states
-
-
-def activation_bytes(shape: Shape, micro_batch: int, recompute: str, tensor_parallel: int = 1) -> float:
-    """Korthikanti et al. 2022, eq. 1-2 and section 5: 16-bit activations of all layers for one micro-batch."""
-    s, b, h, a, t = shape.context, micro_batch, shape.width, shape.heads, tensor_parallel
+def _block_bytes_per_token(shape: Shape, recompute: str, c: int, w: int, t: int) -> float:
+    """Bytes a block holds for backward per token (see the table above); tensor parallelism splits
+    the heads and the MLP's width, not the residual side."""
+    d, f, H = shape.width, shape.mlp_hidden / t, shape.heads / t
+    q, k = shape.heads * shape.head_dim / t, shape.kv_heads * shape.head_dim / t
+    qkv_out, attention = c * (q + 2 * k), c * q + 4 * H
     if recompute == "full":
-        per_layer = 2 * s * b * h
-    elif recompute == "selective":
-        per_layer = s * b * h * (10 + 24 / t)
-    elif recompute == "none":
-        per_layer = s * b * h * (10 + 24 / t + 5 * a * s / (h * t))
-    else:
-        raise LmforgeError(f"--recompute {recompute!r}: choose none, selective or full")
-    return shape.layers * per_layer
+        return w * d
+    if recompute == "selective":
+        return w * d + qkv_out + attention + 2 * c * d + 2 * c * f  # + the two projections' outputs
+    norms = 2 * (4 * d + 4) + 2 * c * d
+    return norms + qkv_out + c * (q + k) + attention + 4 * c * f
+
+
+def _loss_bytes(n: int, d: int, v: int, c: int, w: int) -> tuple[float, float, float, float]:
+    """Of the final norm, head and loss over n tokens (see the table above): bytes held for backward,
+    of them autocast's copy of the head, and the loss's transients in forward and in backward."""
+    rows = loss_chunk_rows(v)
+    cast = c if c < 4 else 0  # the 16-bit tensor a float32 copy is made from, or none
+    if n <= rows:  # one chunk: log-probabilities kept, their gradient and the logits' made in backward
+        head_copy = c * v * d if w > c else 0.0
+        return n * (4 * d + 4 + c * d + 4 * v), head_copy, (4 + cast) * n * v, 2 * 4 * n * v
+    # more: the input's and the head's gradients made in the forward, chunk by chunk, from the
+    # loss's own compute-dtype copies of its input and the head's weight
+    recast = c if c != w else 0
+    forward = recast * (n + v) * d + max((8 + cast) * rows * v, (4 + cast) * rows * v + c * v * d)
+    backward = n * d * (c + recast) + 4 * v * d + (w * v * d if w != 4 else 0)
+    return n * (4 * d + 4 + c * d) + 4 * v * d, 0.0, forward, backward
+
+
+def activation_memory(shape: Shape, micro_batch: int, recompute: str = "none", compute_bytes: int = 2,
+                      weight_bytes: int = 4, tensor_parallel: int = 1) -> dict[str, float]:
+    """Bytes of activation memory for one micro-batch of `micro_batch` sequences of shape.context
+    tokens on one device, by the table above: held by the blocks ("blocks"), by the final norm, head
+    and loss ("head"), autocast's weight copies ("weight_copies"), their sum when the forward returns
+    ("held"), and the most allocated at once during forward and backward beyond the weights and
+    gradients ("peak")."""
+    if recompute not in RECOMPUTE:
+        raise LmforgeError(f"--recompute {recompute!r}: choose {', '.join(RECOMPUTE)}")
+    c, w, t = compute_bytes, weight_bytes, tensor_parallel
+    n, d, v, f = micro_batch * shape.context, shape.width, shape.vocab, shape.mlp_hidden
+    blocks = shape.layers * n * _block_bytes_per_token(shape, recompute, c, w, t)
+    block_copy = c * shape.layer_params / t if w > c else 0.0
+    head, head_copy, loss_forward, loss_backward = _loss_bytes(n, d, v, c, w)
+    # autocast caches every weight copy until the forward returns; a recomputed block's copies are
+    # then dropped, and made again one block at a time in its backward
+    copies = (shape.layers * block_copy if recompute == "none" else 0.0) + head_copy
+    held = blocks + head + copies
+    forward_peak = loss_forward + (shape.layers * block_copy if recompute != "none" else 0.0)
+    recomputed = n * (_block_bytes_per_token(shape, "none", c, w, t) - _block_bytes_per_token(shape, recompute, c, w, t))
+    block_peak = (recomputed + (block_copy if recompute != "none" else 0.0) + n * (w * d + 2 * c * f / t)
+                  + w * d * f / t + (w * v * d if shape.tie_embeddings else 0.0) - head - head_copy)
+    peak = held + max(forward_peak, loss_backward, block_peak)
+    return {"blocks": blocks, "head": head, "weight_copies": copies, "held": held, "peak": peak}
+
+
+def activation_bytes(shape: Shape, micro_batch: int, recompute: str, tensor_parallel: int = 1,
+                     precision: str = "bf16-mixed", zero_stage: int = 3) -> float:
+    """The peak activation memory a device needs beside its weights, gradients and optimizer
+    state (`activation_memory`), with the dtypes lmforge trains in at `precision`: autocast over
+    float32 weights, or bf16 weights where ZeRO-3/FSDP gathers them in bf16 (or pure bf16)."""
+    compute = 4 if precision == "fp32" else 2
+    weights = compute if precision == "bf16" or zero_stage >= 3 else 4
+    return activation_memory(shape, micro_batch, recompute, compute, weights, tensor_parallel)["peak"]
 
 
 def memory_per_device(params: float, precision: str, optimizer: str, zero_stage: int, data_parallel: int,
@@ -292,7 +312,7 @@ class Estimate:
     params: float
     tokens: float
     flops_6nd: float
-    flops_exact: float
+    flops_exact: float  # the model's FLOPs (PaLM appendix B): what MFU and the time count
     exact_over_6nd: float
     hardware: str
     count: int
@@ -306,6 +326,8 @@ class Estimate:
     fits: bool
     min_devices: int
     notes: list[str] = field(default_factory=list)
+    flops_hardware: float = 0.0  # flops_exact plus the forward that activation recomputation runs again
+    hfu: float = 0.0  # hardware FLOPs utilisation: the MFU given, with the recomputed FLOPs counted too
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -323,18 +345,24 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
         raise LmforgeError(f"--pue {pue} must be >= 1")
     tokens = parse_size(tokens, "--tokens")
     flops_6nd = 6 * shape.params * tokens
-    flops_exact = flops_per_token(shape, recompute) * tokens
+    per_token = training_flops(shape, recompute)
+    flops_exact, flops_hardware = per_token.model * tokens, per_token.hardware * tokens
+    # MFU counts the model's FLOPs only (PaLM): the time recomputation takes is already in it
     seconds = flops_exact / (count * hw.peak_flops(precision) * mfu)
+    hfu = mfu * flops_hardware / flops_exact
     device_hours = count * seconds / 3600
     price = hw.price_per_hour if price_per_hour is None else price_per_hour
     power = hw.power_w if power_watts is None else power_watts
     energy_kwh = device_hours * power * pue / 1000
     data_parallel = max(1, count // tensor_parallel)
     micro_batch = max(1, batch // data_parallel) if batch else 1
-    act = activation_bytes(shape, micro_batch, recompute, tensor_parallel)
+    act = activation_bytes(shape, micro_batch, recompute, tensor_parallel, precision, zero_stage)
     mem = memory_per_device(shape.params, precision, optimizer, zero_stage, data_parallel, tensor_parallel, act)
     min_devices = devices_needed(shape, precision, optimizer, zero_stage, recompute, hw, tensor_parallel)
     notes = []
+    if hfu > 1:
+        notes.append(f"MFU {mfu:.0%} with {recompute} recomputation means HFU {hfu:.0%}, beyond the device's peak: "
+                     f"lower --mfu")
     if min_devices is None:
         if devices_needed(shape, precision, optimizer, 3, "full", hw, tensor_parallel) is None:
             raise LmforgeError(f"the model cannot fit on {hw.name} at all: even one sequence with full "
@@ -347,14 +375,15 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
                      f"needs >= {min_devices} devices with ZeRO-3, or recomputation / tensor parallelism")
     return Estimate(shape.params, tokens, flops_6nd, flops_exact, flops_exact / flops_6nd, hw.name, count, mfu,
                     device_hours, seconds / 86400, device_hours * price, energy_kwh,
-                    energy_kwh * grid_kg_per_kwh / 1000, mem, mem["total"] <= hw.memory_gb, min_devices, notes)
+                    energy_kwh * grid_kg_per_kwh / 1000, mem, mem["total"] <= hw.memory_gb, min_devices, notes,
+                    flops_hardware, hfu)
 
 
 def devices_needed(shape: Shape, precision: str, optimizer: str, zero_stage: int, recompute: str, hw: Hardware,
                    tensor_parallel: int = 1) -> int | None:
     """Fewest devices (micro-batch 1 each) on which the model trains with its states sharded by ZeRO-3;
     None when one sequence's activations alone overflow a device."""
-    act = activation_bytes(shape, 1, recompute, tensor_parallel) / GB
+    act = activation_bytes(shape, 1, recompute, tensor_parallel, precision, zero_stage) / GB
     w, g, o = state_bytes(precision, optimizer)
     states = shape.params * (w + g + o) / tensor_parallel / GB
     room = hw.memory_gb - act
@@ -489,8 +518,9 @@ def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: flo
     Besiroglu et al. 2024 both allocate that way), so the answer reads as theirs. Then the
     engineering plan for that N and D: `count` devices, or else the fewest that finish within
     `days`; activation recomputation only when memory needs it (none, then selective, then full);
-    and its time, cost, energy and predicted loss. The plan pays the exact FLOPs (attention, any
-    recomputation), so it may cost a little more than the 6ND budget; `exact_over_budget` says how much.
+    and its time, cost, energy and predicted loss. The plan pays the model's exact FLOPs (attention
+    included; recomputation is within the MFU), so it may cost a little more than the 6ND budget;
+    `exact_over_budget` says how much.
     """
     if days <= 0:
         raise LmforgeError(f"--days {days}: must be > 0")
@@ -549,7 +579,7 @@ def _round_up(x: float) -> str:
 def _fitting_estimate(shape: Shape, tokens: float, hw: Hardware, count: int, mfu: float, precision: str,
                       price_per_hour: float | None, pue: float, grid_kg_per_kwh: float) -> tuple[Estimate, str]:
     """The estimate on `count` devices with the least recomputation that fits (full where none does)."""
-    for recompute in ("none", "selective", "full"):
+    for recompute in RECOMPUTE:
         est = estimate(shape, tokens, hw, count, mfu, precision=precision, price_per_hour=price_per_hour, pue=pue,
                        grid_kg_per_kwh=grid_kg_per_kwh, recompute=recompute)
         if est.fits:

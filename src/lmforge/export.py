@@ -128,7 +128,7 @@ def export(run_dir: str | Path, out: str | Path, fmt: str = "hf") -> dict:
         "temperature": sampling.temperature if sampling else 0.8, "top_k": sampling.top_k if sampling else 50,
     }, indent=2))
     return {"out": str(out), "checkpoint": str(opened.checkpoint), "format": fmt, "architecture": "LlamaForCausalLM",
-            "files": sorted(p.name for p in out.iterdir()), "params": opened.model.num_params()}
+            "files": sorted(p.name for p in out.iterdir()), "params": int(opened.model.cfg.shape().params)}
 
 
 # ---------------------------------------------------------------- reading a Llama folder back

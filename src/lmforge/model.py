@@ -8,13 +8,15 @@ Features:
 - SwiGLU MLP, hidden width ~8/3 d so its FLOPs match a 4d GELU MLP
 - no biases; optional tying of the input embedding and the output head
 - a KV cache for incremental decoding
+- activation recomputation per block (`recompute`: none, selective or full): its memory counted
+  tensor by tensor by `lmforge.cost.activation_memory`, its FLOPs by `model_counts.training_flops`
 - for inspection: the residual stream after every block (`return_hidden`) and explicit attention
   probabilities (`attention_probs`), which the fused SDPA kernel does not expose
 - with `targets`, the summed cross-entropy instead of logits, the output head and the loss taken
   over slices of tokens (`linear_cross_entropy`), so a float32 (tokens x vocab) logits tensor
   never exists and `torch.compile` sees model and loss as one graph
-- one explicit `init_weights()`; `num_params()` and `flops_per_token()` for cost and MFU (the
-  FLOP formula's only home is `training_flops_per_token`, which `lmforge estimate` calls too)
+- one explicit `init_weights()`; its parameter counts and FLOPs are `model_counts`'s, from
+  `cfg.shape()`, where `lmforge estimate` reads them too
 
 The model knows nothing of data, training or files: it maps token ids to logits, or to a loss.
 """
@@ -22,55 +24,17 @@ The model knows nothing of data, training or files: it maps token ids to logits,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts, noop_context_fn
 
-from lmforge.config import Config
+# the shape and the loss's chunking live with their counts (torch-free, for the cost model)
+from lmforge.model_counts import GPTConfig, loss_chunk_rows, model_config  # noqa: F401
 
 IGNORE_INDEX = -100  # a target that is not scored (F.cross_entropy's default ignore_index)
-# Logits held at once by the chunked loss: 2^25 floats (128 MB in float32). GPT-2's 50,304-token
-# vocabulary gives 640-token chunks; a CPU-sized batch with a small vocabulary is one chunk.
-LOSS_CHUNK_LOGITS = 2**25
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int
-    n_layer: int = 4
-    n_head: int = 4
-    n_kv_head: int = 0  # 0 = n_head
-    n_embd: int = 128
-    seq_len: int = 256
-    mlp_hidden: int = 0  # 0 = 8/3 * n_embd rounded up to a multiple of 64
-    tie_embeddings: bool = True
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-6
-
-    def __post_init__(self) -> None:
-        self.n_kv_head = self.n_kv_head or self.n_head
-        if not self.mlp_hidden:
-            self.mlp_hidden = 64 * math.ceil(8 * self.n_embd / 3 / 64)
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-
-def model_config(cfg: Config, tokenizer_vocab: int | None = None) -> GPTConfig:
-    """The model shape of a config tree: the one place `model.*` becomes a GPTConfig.
-
-    The vocabulary is `model.vocab_size` when set (a padded size, e.g. 50,304), else the trained
-    tokenizer's size, else (planning before a tokenizer exists) `tokenizer.vocab_size`, which byte-level
-    BPE fills on any real corpus."""
-    m = cfg.model
-    return GPTConfig(
-        vocab_size=m.vocab_size or tokenizer_vocab or cfg.tokenizer.vocab_size, n_layer=m.n_layer, n_head=m.n_head,
-        n_kv_head=m.n_kv_head, n_embd=m.n_embd, seq_len=m.seq_len, mlp_hidden=m.mlp_hidden,
-        tie_embeddings=m.tie_embeddings, rope_theta=m.rope_theta, norm_eps=m.norm_eps,
-    )
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -91,12 +55,36 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
 
 
+# ---------------------------------------------------------------- activation recomputation
+
+# Selective recomputation keeps the outputs of the ops that cost FLOPs (matmuls, attention) and
+# recomputes the elementwise rest (norms, rotary, SiLU, the gate product) in backward: torchtitan's
+# op-level policy, less its "every second matmul". About half a block's activations for no matmul FLOPs.
+_aten = torch.ops.aten
+_KEPT_BY_SELECTIVE = {
+    _aten.mm.default, _aten.addmm.default, _aten.bmm.default,
+    _aten._scaled_dot_product_flash_attention.default, _aten._scaled_dot_product_efficient_attention.default,
+    _aten._scaled_dot_product_cudnn_attention.default, _aten._scaled_dot_product_flash_attention_for_cpu.default,
+}
+
+
+def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _KEPT_BY_SELECTIVE else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def run_block(block: nn.Module, recompute: str, x: torch.Tensor, *args) -> torch.Tensor:
+    """block(x, *args), keeping for backward what `recompute` says: everything autograd saves
+    (none), the matmul and attention outputs (selective), or only the block's input (full). Under
+    full, backward runs the block's forward again only up to the last tensor it saved (torch's early
+    stop), so not the MLP's down projection: `model_counts.training_flops` counts the same."""
+    if recompute == "none" or not torch.is_grad_enabled():
+        return block(x, *args)
+    context = partial(create_selective_checkpoint_contexts, _selective_policy) if recompute == "selective" \
+        else noop_context_fn
+    return checkpoint(block, x, *args, use_reentrant=False, context_fn=context)
+
+
 # ---------------------------------------------------------------- the loss, chunk by chunk
-
-def loss_chunk_rows(vocab: int) -> int:
-    """Tokens per chunk of the loss: LOSS_CHUNK_LOGITS logits, in whole multiples of 64 tokens."""
-    return max(64, LOSS_CHUNK_LOGITS // vocab // 64 * 64)
-
 
 def at_least_float32(t: torch.Tensor) -> torch.Tensor:
     """bf16/fp16 logits as float32 for the softmax; float32 and float64 as they are."""
@@ -106,7 +94,8 @@ def at_least_float32(t: torch.Tensor) -> torch.Tensor:
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype a matmul on `x` runs in here: autocast's when it is on, else x's own."""
     device = x.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)  # none on meta
+    return torch.get_autocast_dtype(device) if autocast else x.dtype
 
 
 def _chunk_nll(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor):
@@ -143,6 +132,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_x.append((g @ w).mul_(valid))
             part = ((xc * valid).t() @ g).t()  # (V, d) as the transpose of (d, V): the faster layout on CPU BLAS
             grad_w = part.to(acc) if grad_w is None else grad_w.add_(part)
+            del logp, g, part  # or they would sit beside the next chunk's logits
         grad_x = grad_x[0] if len(grad_x) == 1 else torch.cat(grad_x)
         ctx.save_for_backward(grad_x, grad_w)
         ctx.dtypes = x.dtype, weight.dtype
@@ -155,15 +145,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return (grad_x * grad_loss).to(x_dtype), (grad_w * grad_loss).to(w_dtype), None, None, None
 
 
+def head_skips_untargeted_rows(device_type: str, compiled: bool, tokens: int, chunk_rows: int) -> bool:
+    """Whether the loss of `tokens` rows drops those without a target before the output head (a
+    masked batch's 85%), so that only the rest cost head FLOPs: in one chunk on a CPU, uncompiled.
+    A data-dependent shape costs a GPU a wait and a compiled graph a break, but the CPU nothing."""
+    return device_type == "cpu" and not compiled and tokens <= chunk_rows
+
+
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          rows: int = 0) -> torch.Tensor:
     """Summed cross-entropy of the logits x @ weight.T against targets (IGNORE_INDEX is skipped),
     holding one chunk of `rows` tokens' logits at a time. x (N, d), weight (V, d), targets (N,)."""
     rows = rows or loss_chunk_rows(weight.size(0))
     if x.size(0) <= rows:  # one chunk: the plain head and loss, as autograd and inductor handle them
-        if x.device.type == "cpu" and not torch.compiler.is_compiling():
-            # only the rows with a target (a masked batch's 15%): a data-dependent shape costs a GPU
-            # a wait and a compiled graph a break, but the CPU nothing
+        if head_skips_untargeted_rows(x.device.type, torch.compiler.is_compiling(), x.size(0), rows):
             keep = targets != IGNORE_INDEX
             if not keep.all():
                 x, targets = x[keep], targets[keep]
@@ -189,13 +184,6 @@ def token_scores(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
         nlls.append(nll)
         firsts.append(logp.argmax(dim=-1) == tc)
     return torch.cat(nlls), torch.cat(firsts)
-
-
-def training_flops_per_token(matmul_params: float, n_layer: int, n_head: int, head_dim: int, seq_len: int) -> float:
-    """Training FLOPs per token, the PaLM convention (Chowdhery et al. 2022, appendix B): 6 per
-    matmul weight (forward 2, backward 4) plus attention's QK^T and AV, 2 * 2 * T * H * hd per layer
-    forward, x3 for training. lmforge's MFU and `lmforge estimate` both count with this."""
-    return 6 * matmul_params + 12 * n_layer * n_head * head_dim * seq_len
 
 
 class KVCache:
@@ -297,6 +285,7 @@ class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
+        self.recompute = "none"  # lmforge.config.RECOMPUTE: train.recompute sets it; a KV-cached forward never recomputes
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
@@ -342,8 +331,9 @@ class GPT(nn.Module):
         cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         x = self.wte(idx)  # (B, T, d)
         hidden = [x]
+        recompute = self.recompute if cache is None else "none"
         for block in self.blocks:
-            x = block(x, cos, sin, causal, cache)
+            x = run_block(block, recompute, x, cos, sin, causal, cache)
             hidden.append(x)
         if cache is not None:
             cache.pos += T
@@ -379,25 +369,6 @@ class GPT(nn.Module):
         """Generation past the training context: longer tables (quality beyond seq_len is not promised)."""
         cos, sin = rope_tables(length, self.cfg.head_dim, self.cfg.rope_theta, self.rope_cos.device)
         self.rope_cos, self.rope_sin = cos, sin
-
-    # ------------------------------------------------------------ accounting
-
-    def num_params(self, embedding: bool = True) -> int:
-        """Unique parameters; `embedding=False` leaves out the token embedding table
-        (but keeps the output head's matrix when it is tied, since it does a matmul)."""
-        n = sum(p.numel() for p in self.parameters())
-        if not embedding and not self.cfg.tie_embeddings:
-            n -= self.wte.weight.numel()
-        return n
-
-    def matmul_params(self) -> int:
-        """Weights that take part in a matrix multiply for every token (all Linear layers)."""
-        return sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
-
-    def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token of this model at context `seq_len` (`training_flops_per_token`)."""
-        c = self.cfg
-        return training_flops_per_token(self.matmul_params(), c.n_layer, c.n_head, c.head_dim, seq_len or c.seq_len)
 
     def stacked_matrices(self) -> dict[str, list[int]]:
         """Weights that stack several matrices along their rows, one matmul for all, and the rows of

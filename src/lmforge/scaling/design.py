@@ -21,7 +21,7 @@ Three designs (`scale.design`):
   pin beta, the largest sizes pin alpha.
 Runs outside [min, max] tokens per parameter or shorter than `scale.min_steps` are left out; for
 isoflop and grid the top level is the largest whose runs' exact training FLOPs
-(model.flops_per_token() x D) fit the budget. `scale.repeats` of the cheapest runs train once more
+(model_counts' FLOPs per token x D) fit the budget. `scale.repeats` of the cheapest runs train once more
 with other seeds, so that the fit measures run-to-run noise instead of assuming it.
 
 Every plan reports its identifiability before anything is trained: the 95% interval each constant
@@ -38,6 +38,7 @@ import numpy as np
 
 from lmforge.config import Config, ScaleConfig
 from lmforge.errors import LmforgeError
+from lmforge.model_counts import model_config, training_flops
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Size:
     n_head: int
     lr: float
     params: int  # all unique parameters, the tied embedding included (Chinchilla's N)
-    flops_per_token: int  # exact training FLOPs per token (model.flops_per_token)
+    flops_per_token: int  # exact training FLOPs per token (model_counts.training_flops)
 
 
 def shape_for(cfg: Config, knob: int) -> tuple[int, int, int]:
@@ -72,16 +73,11 @@ def size_config(cfg: Config, knob: int) -> Config:
 
 
 def make_size(cfg: Config, knob: int, vocab: int) -> Size:
-    """The model at `knob`, counted by building it on the meta device (nothing allocated)."""
-    import torch
-
-    from lmforge.model import GPT, model_config
-
+    """The model at `knob`, counted as training counts it."""
     sized = size_config(cfg, knob)
-    with torch.device("meta"):
-        model = GPT(model_config(sized, vocab))
+    shape = model_config(sized, vocab).shape()
     m = sized.model
-    return Size(knob, m.n_layer, m.n_embd, m.n_head, sized.train.lr, model.num_params(), model.flops_per_token())
+    return Size(knob, m.n_layer, m.n_embd, m.n_head, sized.train.lr, int(shape.params), int(training_flops(shape).model))
 
 
 def tokens_per_step(cfg: Config) -> int:
@@ -383,8 +379,6 @@ def sweep_sizes(cfg: Config, vocab: int) -> list[Size]:
 
 def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct: float | None = None) -> dict:
     """The sweep for `budget` FLOPs: its runs, their FLOPs and the estimated wall-clock on this machine."""
-    from lmforge.model import model_config
-
     vocab = model_config(cfg).vocab_size
     parallel = cfg.scale.parallel
     threads = cfg.train.threads or max(1, available_cpus() // parallel)

@@ -41,7 +41,8 @@ import torch
 from lmforge.config import Config, with_data
 from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.locks import describe_holder
-from lmforge.model import GPT, model_config
+from lmforge.model import GPT, head_skips_untargeted_rows, model_config
+from lmforge.model_counts import TokenFlops, loss_chunk_rows, training_flops
 from lmforge.figures import fmt
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
 from lmforge.run_dir import RunDir
@@ -62,7 +63,7 @@ MAX_SKIPPED_IN_A_ROW = 5  # non-finite steps skipped in a row before the run is 
 # Keys that may differ between a run and its resumption: they change logging, not the math.
 RESUMABLE_CHANGES = {
     "train.progress", "train.log_interval", "train.eval_interval", "train.eval_tokens", "train.checkpoint_interval",
-    "train.keep_checkpoints", "train.threads", "train.final_eval_tokens", "train.init_from",
+    "train.keep_checkpoints", "train.threads", "train.final_eval_tokens", "train.init_from", "train.recompute",
 }
 
 
@@ -109,16 +110,17 @@ def checkpoint_to_resume(run: RunDir, cfg: Config, resume: bool):
     return ckpt
 
 
-def check_memory(mcfg, batch_size: int, params: int, device: torch.device) -> None:
+def check_memory(mcfg, batch_size: int, device: torch.device, recompute: str = "none",
+                 dtype: torch.dtype = torch.float32, fsdp: bool = False) -> None:
     """Refuse, before the first step, a context or batch whose activations cannot fit: with
     model.seq_len=100000 the first forward would otherwise be killed by the OS, or swap for hours."""
-    from lmforge.cost import Shape, activation_bytes
+    from lmforge.cost import activation_memory
 
-    shape = Shape(layers=mcfg.n_layer, width=mcfg.n_embd, heads=mcfg.n_head, vocab=mcfg.vocab_size,
-                  context=mcfg.seq_len, params=params)
-    # activations as fused attention keeps them (no context^2 term), in fp32; logits and their gradient; 16 B/param
-    need = 2 * activation_bytes(shape, batch_size, "selective") + 8 * batch_size * mcfg.seq_len * mcfg.vocab_size \
-        + 16 * params
+    shape = mcfg.shape()
+    # FSDP gathers the weights in the compute dtype; otherwise autocast computes from float32 weights
+    compute = dtype.itemsize
+    activations = activation_memory(shape, batch_size, recompute, compute, compute if fsdp else 4)["peak"]
+    need = activations + 16 * shape.params  # weights, gradients and AdamW's two moments in float32
     if device.type == "cuda":
         have = torch.cuda.get_device_properties(device).total_memory
     else:
@@ -127,7 +129,8 @@ def check_memory(mcfg, batch_size: int, params: int, device: torch.device) -> No
         raise LmforgeError(
             f"model.seq_len={mcfg.seq_len} with train.batch_size={batch_size} needs about {need / 1e9:,.0f} GB for one "
             f"step, and {device.type} memory is {have / 1e9:,.0f} GB: lower model.seq_len or train.batch_size "
-            f"(raise train.grad_accum to keep the tokens per step)")
+            f"(raise train.grad_accum to keep the tokens per step)"
+            + ("" if recompute == "full" else ", or set train.recompute=full"))
 
 
 def prepare_tokens(cfg: Config, run: RunDir, log: Callable[[str], None], resuming: bool = False) -> Path:
@@ -185,8 +188,10 @@ class StopFlag:
 
 
 def forward_backward(model, objective, windows: list[torch.Tensor], device: torch.device, amp,
-                     dist: distributed.DistInfo, fsdp: bool = False, step: int = 0, seed: int = 0) -> torch.Tensor:
-    """Forward and backward over the micro-batches of one step; returns the mean loss per target token.
+                     dist: distributed.DistInfo, fsdp: bool = False, step: int = 0,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward over the micro-batches of one step; returns the mean loss per target token
+    and the number of targets (over all ranks).
 
     Batches are made on the CPU; a random objective (masking) draws from a generator seeded by
     (seed, step, rank, micro-batch), so a resumed run draws the same masks."""
@@ -211,7 +216,7 @@ def forward_backward(model, objective, windows: list[torch.Tensor], device: torc
             (loss_sum * scale).backward()
         total += loss_sum.detach()
     distributed.all_reduce_sum(total, dist)
-    return total / n_targets
+    return total / n_targets, n_targets
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -332,15 +337,15 @@ class Trainer:
         self.micro_batches = micro_batches_per_rank(tc.grad_accum, self.dist.world_size)
         self.loader = TrainLoader(self.train_shards, mcfg.seq_len, tc.batch_size, tc.seed, self.dist.rank,
                                   self.dist.world_size)
-        with torch.device("meta"):  # counted, not allocated
-            check_memory(mcfg, tc.batch_size, GPT(mcfg).num_params(), device)
+        self.fsdp = self.dist.enabled and tc.data_parallel == "fsdp"
+        check_memory(mcfg, tc.batch_size, device, tc.recompute, self.dtype, self.fsdp)
         self.model = GPT(mcfg).to(device)
+        self.model.recompute = tc.recompute
         if tc.init_from and self.resume_from is None:
             from lmforge.export import init_from
 
             init_from(self.model, tc.init_from, self.tokens_dir / TOKENIZER_FILE)
             self.log_main(f"train: weights from {tc.init_from}")
-        self.fsdp = self.dist.enabled and tc.data_parallel == "fsdp"
         if self.fsdp:  # before the optimizers: they must hold the sharded parameters
             distributed.shard_model(self.model, self.dtype, compile_blocks=tc.compile)
         self.objective = build_objective(tc, vocab_tables(self.tokenizer))
@@ -356,7 +361,11 @@ class Trainer:
                                    self.objective, self.dist)
         self.tokens_per_step = tc.batch_size * mcfg.seq_len * self.micro_batches * self.dist.world_size
         self.guard = NonFiniteGuard(device)
-        self.flops_per_token = self.model.flops_per_token()
+        # the masked objective's CPU loss takes only the rows with a target through the head: MFU
+        # counts the head FLOPs that ran, by the share of targets among the tokens of this start
+        self.head_filtered = self.objective.name == "masked" and head_skips_untargeted_rows(
+            device.type, tc.compile and not self.fsdp, tc.batch_size * mcfg.seq_len, loss_chunk_rows(mcfg.vocab_size))
+        self.targets_run, self.tokens_run = 0.0, 0
         self.peak = peak_flops(device, self.dtype) * self.dist.world_size
 
     def _restore(self, ckpt) -> None:
@@ -381,7 +390,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- phases: one step
 
-    def train_step(self, windows: list[torch.Tensor]) -> torch.Tensor:
+    def train_step(self, windows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return forward_backward(self.train_model, self.objective, windows, self.device, self.amp, self.dist,
                                 self.fsdp, self.step, self.tc.seed)
 
@@ -393,11 +402,19 @@ class Trainer:
         loss and the gradient norm stay on the device (reading them would make the host wait)."""
         set_lr(self.optimizers, lr_factor(self.step, self.tc))
         windows = [self.loader.next_batch() for _ in range(self.micro_batches)]
-        loss = self.train_step(windows)
+        loss, targets = self.train_step(windows)
         norm = self.update(loss)
         self.step += 1
         self.tokens_seen += self.tokens_per_step
+        self.tokens_run += self.tokens_per_step
+        if self.head_filtered:  # a CPU tensor: adding it costs no wait
+            self.targets_run += targets
         return loss, norm
+
+    def token_flops(self) -> TokenFlops:
+        """FLOPs per token of the steps run so far (`model_counts.training_flops`)."""
+        head_rows = float(self.targets_run / self.tokens_run) if self.head_filtered and self.tokens_run else 1.0
+        return training_flops(self.mcfg.shape(), self.tc.recompute, head_rows)
 
     # ---------------------------------------------------------------- phases: evaluate, checkpoint, finish
 
@@ -425,15 +442,18 @@ class Trainer:
         if not steady_tokens:  # a run too short for a steady state: all of it
             steady_s, steady_tokens = elapsed, tokens
         tps = steady_tokens / steady_s if steady_s else None
+        flops = self.token_flops()
         summary = {
             "objective": self.tc.objective,
             "val_loss": final["val_loss"], "perplexity": final["perplexity"], "bits_per_byte": final["bits_per_byte"],
             "val_accuracy": final["accuracy"], "val_tokens": final["tokens"], "unigram_val_loss": baseline,
-            "steps": self.step, "tokens_trained": tokens, "params": self.model.num_params(),
-            "flops_per_token": self.flops_per_token, "train_time_s": round(elapsed, 3),
+            "steps": self.step, "tokens_trained": tokens, "params": int(self.mcfg.shape().params),
+            "flops_per_token": round(flops.model), "train_time_s": round(elapsed, 3),
             # steady state: the steps after each start's first WARMUP_STEPS (compilation and warm-up)
             "tokens_per_s": round(tps, 1) if tps else None,
-            "mfu": round(tps * self.flops_per_token / self.peak, 4) if tps else None,
+            # PaLM's model and hardware FLOPs utilisation: they differ by what train.recompute runs again
+            "mfu": round(tps * flops.model / self.peak, 4) if tps else None,
+            "hfu": round(tps * flops.hardware / self.peak, 4) if tps else None,
             "warmup_s": round(self.clock.warmup_s, 3), "warmup_steps": self.clock.warmup_steps,
             "skipped_steps": self.guard.check(self.step),
             "peak_flops": self.peak, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
@@ -493,7 +513,7 @@ class Trainer:
     def _announce(self) -> None:
         m, tc = self.mcfg, self.tc
         self.log_main(
-            f"train: {tc.objective} objective, {self.model.num_params():,} parameters ({m.n_layer} layers, width {m.n_embd}, "
+            f"train: {tc.objective} objective, {int(m.shape().params):,} parameters ({m.n_layer} layers, width {m.n_embd}, "
             f"context {m.seq_len}), {self.tokens_per_step:,} tokens/step, {tc.max_steps} steps, device {self.device}, "
             f"{self.dtype}, {self.threads} threads, {self.dist.world_size} process(es){' (FSDP2)' if self.fsdp else ''}; "
             f"run folder {self.run}"
@@ -556,11 +576,13 @@ class Trainer:
         skipped = self.guard.check(self.step)
         self.clock.lap()
         tps = self.clock.take_tokens_per_s()
-        self.peak = remeasured_peak(self.device, self.dtype, tps * self.flops_per_token / world, self.peak / world,
+        flops = self.token_flops()
+        self.peak = remeasured_peak(self.device, self.dtype, tps * flops.hardware / world, self.peak / world,
                                     self.threads) * world
-        mfu = tps * self.flops_per_token / self.peak
+        mfu = tps * flops.model / self.peak
         record = {"step": self.step, "loss": round(loss_value, 5), "lr": self.optimizers[0].param_groups[0]["lr"],
-                  "grad_norm": round(norm.item(), 5), "tokens": self.tokens_seen, "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4),
+                  "grad_norm": round(norm.item(), 5), "tokens": self.tokens_seen, "tokens_per_s": round(tps, 1),
+                  "mfu": round(mfu, 4), "hfu": round(tps * flops.hardware / self.peak, 4),
                   "train_time_s": round(self.elapsed, 3), "skipped_steps": skipped, "threads": torch.get_num_threads()}
         self.log_metrics(record)
         if bar is not None:
@@ -653,8 +675,8 @@ def measure_step_seconds(cfg: Config, vocab_size: int, steps: int = 3) -> float:
     times = []
     for step in range(steps + 1):  # the first step warms up allocators and kernels
         t0 = time.perf_counter()
-        loss = forward_backward(model, objective, [x] * cfg.train.grad_accum, device, contextlib.nullcontext(),
-                                distributed.DistInfo())
+        loss, _ = forward_backward(model, objective, [x] * cfg.train.grad_accum, device, contextlib.nullcontext(),
+                                   distributed.DistInfo())
         apply_update(model, optimizers, loss, cfg.train.grad_clip, NonFiniteGuard(device))
         loss.item()  # wait for the step
         times.append(time.perf_counter() - t0)
