@@ -167,10 +167,20 @@ def shape_from_model(cfg, vocab: int | None = None) -> Shape:
     return model_config(cfg, vocab).shape()
 
 
+def _plan_width(layers: int) -> int:
+    return max(64, 64 * round(128 * layers / 64))
+
+
+def _params_range(layers: int) -> tuple[float, float]:
+    """The counts shape_from_params gives `layers` layers (rounding the cube root of N / 12·128²)."""
+    low = 0.0 if layers == 2 else 12 * 128**2 * (layers - 0.5) ** 3
+    return low, 12 * 128**2 * (layers + 0.5) ** 3
+
+
 def shape_from_params(params: float, context: int = 2048, vocab: int = 50257, tie_embeddings: bool = True) -> Shape:
     """A plausible shape for a bare parameter count: aspect ratio width/layers ~ 128 (GPT-3, Llama)."""
     layers = max(2, round((params / (12 * 128**2)) ** (1 / 3)))
-    width = max(64, 64 * round(128 * layers / 64))
+    width = _plan_width(layers)
     return Shape(layers=layers, width=width, heads=max(1, width // 128), vocab=vocab, context=context,
                  tie_embeddings=tie_embeddings, params=params)
 
@@ -504,9 +514,27 @@ def budget_flops(budget: str, hw: Hardware, mfu: float, precision: str,
 
 
 DEFAULT_PLAN_DAYS = 30.0  # `plan --days`: a month of wall-clock, the length of a typical large run
-# the smallest model a plan draws: shape_from_params never goes below 2 layers of width 64 (12 L d^2
-# parameters); a budget whose optimum is smaller has no model to plan ("0.6 parameters" on 1 FLOP)
-MIN_PLAN_PARAMS = 12 * 2 * 64**2
+
+
+def min_plan_params(context: int = 2048, vocab: int = 50257) -> int:
+    """The parameter count from which a plan can draw a model for every budget: the shape that
+    shape_from_params picks must hold its own vocabulary (V·d) besides its blocks. V·d grows with
+    the width that the count picks, so small counts alternate between shapes that do and shapes
+    that do not; past the last gap every count does. A budget whose optimum is smaller has no model
+    to plan ("0.6 parameters" on 1 FLOP)."""
+    start = None  # where the current run of plannable counts began
+    for layers in range(2, 1000):
+        low, high = _params_range(layers)
+        width = _plan_width(layers)
+        shape = Shape(layers=layers, width=width, heads=max(1, width // 128), vocab=vocab, context=context)
+        first = max(math.ceil(low), shape.params - shape.block_params + 1)
+        if first >= high:  # no count in this range holds the vocabulary
+            start = None
+        elif first > math.ceil(low) or start is None:
+            start = first
+        if first == math.ceil(low) and start is not None:
+            return start  # V·d grows linearly in the layers, the range cubically: no gap after this one
+    raise AssertionError("unreachable: the blocks outgrow the vocabulary")
 
 
 def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: float = DEFAULT_MFU,
@@ -526,10 +554,11 @@ def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: flo
         raise LmforgeError(f"--days {days}: must be > 0")
     flops, described = budget_flops(budget, hw, mfu, precision, price_per_hour)
     n, d = law.optimal(flops)
-    if n < MIN_PLAN_PARAMS:
+    least = min_plan_params(context)
+    if n < least:
         raise LmforgeError(f"--budget {budget}: {flops:.3g} FLOPs make a compute-optimal model of {n:.3g} parameters "
-                           f"under {law.name}; the smallest model a plan draws (2 layers of width 64, "
-                           f"{MIN_PLAN_PARAMS:,} parameters) needs at least {_round_up(min_plan_flops(law))} FLOPs")
+                           f"under {law.name}; the smallest model a plan draws ({least:,} parameters, its "
+                           f"vocabulary included) needs at least {_round_up(min_plan_flops(law, least))} FLOPs")
     shape = shape_from_params(n, context=context)
     rate = hw.peak_flops(precision) * mfu  # FLOP/s per device
     def on(devices: int) -> tuple[Estimate, str]:
@@ -564,10 +593,10 @@ def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: flo
             "exact_over_budget": est.flops_exact / flops, "estimate": est.to_dict(), "warnings": warnings + est.notes}
 
 
-def min_plan_flops(law: ScalingLaw) -> float:
-    """The budget C whose compute-optimal N is MIN_PLAN_PARAMS: N = G (C/6)^a solved for C."""
+def min_plan_flops(law: ScalingLaw, params: float) -> float:
+    """The budget C whose compute-optimal N is `params`: N = G (C/6)^a solved for C."""
     alloc = law.allocation()
-    return 6 * (MIN_PLAN_PARAMS / alloc["G"]) ** (1 / alloc["a"])
+    return 6 * (params / alloc["G"]) ** (1 / alloc["a"])
 
 
 def _round_up(x: float) -> str:
