@@ -440,6 +440,7 @@ def sweep_flags(corpus_dir) -> list[str]:
         "data.val_fraction": 0.1, "model.seq_len": 32, "model.n_embd": 32, "train.batch_size": 8, "train.lr": 1e-2,
         "train.final_eval_tokens": 4096, "train.checkpoint_interval": 50, "scale.head_dim": 8, "scale.depth": 2,
         "scale.min_tokens_per_param": 0.1, "scale.max_tokens_per_param": 1000, "scale.min_steps": 10,
+        "scale.min_warmup_steps": 20,
     }
     return [x for k, v in values.items() for x in ("--set", f"{k}={v}")] + ["--threads", "1"]
 
