@@ -169,8 +169,20 @@ def test_schedules():
     factors = [lr_factor(s, cfg) for s in range(10, 100)]
     assert factors == sorted(factors, reverse=True)
     cfg.schedule, cfg.decay_fraction = "wsd", 0.2
-    assert lr_factor(50, cfg) == 1.0 and lr_factor(79, cfg) == 1.0
-    assert lr_factor(90, cfg) == pytest.approx(0.55) and lr_factor(100, cfg) == pytest.approx(0.1)
+    assert lr_factor(50, cfg) == 1.0 and lr_factor(80, cfg) == 1.0
+    decay = np.array([lr_factor(s, cfg) for s in range(80, 100)])  # a straight line from the peak to the floor
+    assert np.diff(decay) == pytest.approx(np.full(19, -0.9 / 19))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+@pytest.mark.parametrize("warmup_steps", [0, 10])
+@pytest.mark.parametrize("max_steps", [2, 37, 100])
+def test_schedule_ends_at_min_lr_ratio_on_the_last_step(schedule, warmup_steps, max_steps):
+    """The last optimizer step a run takes (max_steps - 1, counted from 0) has lr = lr * min_lr_ratio."""
+    cfg = load_config("tiny", overrides=[f"train.max_steps={max_steps}", f"train.warmup_steps={min(warmup_steps, max_steps - 1)}",
+                                         "train.min_lr_ratio=0.1", f"train.schedule={schedule}"]).train
+    assert lr_factor(max_steps - 1, cfg) == 0.1
+    assert lr_factor(max_steps - 2, cfg) > 0.1
 
 
 def test_muon_takes_hidden_matrices_only():
