@@ -185,13 +185,27 @@ def test_schedule_ends_at_min_lr_ratio_on_the_last_step(schedule, warmup_steps, 
     assert lr_factor(max_steps - 2, cfg) > 0.1
 
 
+def decay_of(optimizers) -> dict[int, float]:
+    return {id(p): g["weight_decay"] for opt in optimizers for g in opt.param_groups for p in g["params"]}
+
+
 def test_muon_takes_hidden_matrices_only():
-    cfg = load_config("tiny", overrides=["train.optimizer=muon"])
+    cfg = load_config("tiny", overrides=["train.optimizer=muon", "train.weight_decay=0.1"])
     model = GPT(model_config(cfg, 512))
     adam, muon = build_optimizers(model, cfg.train)
     muon_params = {id(p) for g in muon.param_groups for p in g["params"]}
     assert id(model.wte.weight) not in muon_params
     assert id(model.blocks[0].attn.qkv.weight) in muon_params and id(model.blocks[0].mlp.down.weight) in muon_params
+    # the rule the config reference states: Muon's matrices decay, the embedding and head do not (nanochat)
+    decay = decay_of([adam, muon])
+    assert decay[id(model.blocks[0].attn.qkv.weight)] == 0.1 and decay[id(model.wte.weight)] == 0.0
+
+
+def test_adamw_decays_every_matrix():
+    cfg = load_config("tiny", overrides=["train.weight_decay=0.1"])
+    model = GPT(model_config(cfg, 512))
+    decay = decay_of(build_optimizers(model, cfg.train))
+    assert decay[id(model.wte.weight)] == decay[id(model.lm_head.weight)] == decay[id(model.blocks[0].mlp.down.weight)] == 0.1
 
 
 def test_update_reports_the_gradient_norm_before_clipping():

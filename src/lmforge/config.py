@@ -80,10 +80,12 @@ class TrainConfig:
     max_steps: int = 1000
     optimizer: str = "adamw"  # adamw | muon (Muon for hidden matrices, AdamW for the rest)
     lr: float = 3e-3
-    min_lr_ratio: float = 0.1  # final lr as a fraction of lr
+    min_lr_ratio: float = 0.1  # lr of the last step (max_steps - 1) as a fraction of lr: where cosine and wsd end
     warmup_steps: int = 50
     schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant
     decay_fraction: float = 0.2  # wsd: share of steps spent decaying
+    # decoupled, on matrices only: adamw decays embeddings, head and block matrices; muon decays the
+    # block matrices it updates, not the embeddings and head (AdamW's under muon, as in nanochat)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95

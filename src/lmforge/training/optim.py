@@ -1,10 +1,12 @@
 """Optimizers and the learning-rate schedule.
 
-AdamW: weight decay on matrices only (embeddings included, as in nanoGPT), the fused
-implementation (one kernel for all parameters, CPU and CUDA alike). Muon: orthogonalised
-momentum for the hidden weight matrices of the blocks, each of Q, K, V, gate and up on its own
-(as nanochat keeps them) although the model stacks them into one matmul; AdamW for the
-embedding, output head and anything not 2-D.
+AdamW: weight decay on matrices only (embeddings and output head included, as in nanoGPT), the
+fused implementation (one kernel for all parameters, CPU and CUDA alike). Muon: orthogonalised momentum, with weight decay, for the hidden weight matrices of the
+blocks, each of Q, K, V, gate and up on its own (as nanochat keeps them) although the model
+stacks them into one matmul; AdamW without weight decay for the embedding, output head and
+anything not 2-D. That split is nanochat's ("weight decay ... only used in Muon"), the recipe this
+Muon follows: decoupled decay shrinks every embedding row each step while a row learns only on the
+steps its token appears, so rare tokens decay towards zero; Keller Jordan's README decays all groups.
 """
 
 from __future__ import annotations
