@@ -324,3 +324,28 @@ def test_a_repeated_sigterm_is_one_stop_request_a_second_ctrl_c_stops_at_once():
         assert stop.requested
         os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_final_figure_is_the_curves_last_point_and_the_baseline_is_on_its_windows(tiny_config, tokens_dir):
+    """Periodic evaluations on 2,048 tokens, final_eval_tokens 1,024: the final evaluation still
+    covers the curve's windows, is logged as its last point, and the unigram baseline beside it is
+    taken over exactly its targets (counted here from the shards, independently of lmforge)."""
+    cfg = tiny_config(**{"train.max_steps": 20, "train.eval_interval": 10, "train.eval_tokens": 2048,
+                         "train.final_eval_tokens": 1024})
+    summary = trained(cfg, tokens=tokens_dir)
+    curve = [r for r in RunDir(cfg.run.out).metrics() if "val_loss" in r]
+    assert [r["step"] for r in curve] == [10, 20]
+    assert curve[-1]["val_loss"] == summary["val_loss"] and curve[-1]["val_tokens"] == summary["val_tokens"] == 2048
+    assert curve[0]["val_tokens"] == 2048
+
+    seq_len, vocab = cfg.model.seq_len, 512
+    train_tokens = np.concatenate([np.asarray(s) for s in load_shards(tokens_dir, "train")])
+    logp = np.log(np.bincount(train_tokens, minlength=vocab) + 1.0) - np.log(len(train_tokens) + vocab)
+    targets = []  # each shard cut into windows of seq_len + 1 at stride seq_len; a window's targets are all but its first
+    for shard in load_shards(tokens_dir, "val"):
+        shard = np.asarray(shard)
+        targets += [shard[start + 1:start + seq_len + 1] for start in range(0, len(shard) - seq_len, seq_len)]
+    scored = np.concatenate(targets[:2048 // seq_len])
+    assert summary["unigram_val_loss"] == pytest.approx(-logp[scored].mean(), rel=1e-12)
+    whole = np.concatenate(targets)
+    assert abs(-logp[whole].mean() - summary["unigram_val_loss"]) > 1e-3  # the split's other windows differ

@@ -101,7 +101,9 @@ class TrainConfig:
     log_interval: int = 10
     eval_interval: int = 250  # 0 = only at the end
     eval_tokens: int = 100_000  # validation tokens per periodic evaluation (0 = all)
-    final_eval_tokens: int = 2_000_000  # validation tokens for the final figures (0 = all)
+    # validation tokens for the final figures and the unigram baseline (0 = all); raised to eval_tokens
+    # where that is larger: the final evaluation is the curve's last point and holds its windows
+    final_eval_tokens: int = 2_000_000
     checkpoint_interval: int = 500  # 0 = only at the end
     keep_checkpoints: int = 2
     progress: bool = True
