@@ -577,7 +577,7 @@ def test_plan_names_a_size_it_leaves_out(corpus_dir, capsys):
 
 @pytest.mark.parametrize("loss, side", [([2.8, 2.9, 3.0000001], "below"), ([3.0, 2.9, 2.8000001], "above")])
 def test_a_nearly_flat_level_is_left_out_and_named_not_a_crash(loss, side):
-    """Three sizes whose losses are nearly a line: the parabola's vertex is ~1e7 decades away. The
+    """Three sizes whose losses are nearly a line: the parabola's vertex is ~3e5 decades away. The
     level is left out, named, before N_opt = exp(vertex) overflows or rounds to 0."""
     n = np.array([1e6, 2e6, 4e6])
     iso = fitting.fit_isoflop(n, 1e15 / (6 * n), np.full(3, 1e15), np.array(loss))
