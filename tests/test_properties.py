@@ -256,14 +256,15 @@ def test_a_damaged_run_file_is_read_or_refused_never_a_traceback(finished_run, t
 
 # Sweeps as `lmforge scale fit` meets them: IsoFLOP levels (sizes around each level's optimum, or
 # off to one side of it) or a grid of sizes by token counts, losses from a drawn law with noise
-# from none to 5%, or nearly flat profiles (a loss that barely moves with size)
+# from none to 5%, or nearly straight profiles (a loss linear in log N but for a 1e-7 curvature,
+# whose parabola has its vertex ~1e5 or more e-folds of N away)
 sweeps = st.fixed_dictionaries({
     "design": st.sampled_from(["isoflop", "grid"]), "seed": st.integers(0, 2**32 - 1),
     "law": st.tuples(st.floats(0.5, 3.0), st.floats(0.0, 4.0), st.floats(0.0, 4.0), st.floats(0.01, 0.8),
                      st.floats(0.01, 0.8)),  # E, log10 A, log10 B, alpha, beta
     "levels": st.integers(1, 5), "sizes": st.integers(2, 7), "counts": st.integers(2, 7),
     "spread": st.floats(0.05, 2.0), "offset": st.floats(-2.0, 2.0),  # decades
-    "noise": st.sampled_from([0.0, 1e-9, 1e-5, 1e-3, 0.01, 0.05]), "flat": st.booleans()})
+    "noise": st.sampled_from([0.0, 1e-9, 1e-5, 1e-3, 0.01, 0.05]), "flat": st.booleans(), "slope": st.floats(-0.2, 0.2)})
 
 
 def sweep_points(s: dict) -> list[dict]:
@@ -279,7 +280,8 @@ def sweep_points(s: dict) -> list[dict]:
     else:
         runs = [(n, d) for n in 1e6 * window for d in np.geomspace(1e8, 1e8 * 10 ** s["spread"], s["counts"])]
     n, d = np.array(runs).T
-    loss = 3.0 + 1e-9 * np.log(n) ** 2 if s["flat"] else law.loss(n, d)
+    x = np.log(n) - np.log(n).mean()
+    loss = 3.0 + s["slope"] * x + 1e-7 * x**2 if s["flat"] else law.loss(n, d)
     loss = loss * np.exp(rng.normal(0, s["noise"], len(n)))
     return [{"params": a, "tokens": b, "flops": 6 * a * b, "loss": c} for a, b, c in zip(n, d, loss)]
 
