@@ -630,3 +630,12 @@ def test_epoch2024_law_is_one_fit():
     log B, log E, alpha, beta), not E of their Chinchilla-recipe refit (1.8172) beside A, B of this one."""
     theirs = [6.17795598, 7.64273236, 0.59711196, 0.34781303, 0.36585412]
     assert fitting.theta_of(cost.LAWS["epoch2024"]) == pytest.approx(theirs, abs=2e-5)
+
+
+def test_losses_that_do_not_fall_are_refused_in_one_line(tmp_path, capsys):
+    """Every run at the same loss (runs that learned nothing): the fit puts alpha and beta at 0,
+    where no allocation exists; `scale fit` says so in one line, exit 2, no traceback."""
+    rows = [{"params": n, "tokens": c / (6 * n), "loss": 3.0} for c in (1e15, 1e16, 1e17) for n in (1e5, 3e5, 1e6)]
+    assert main(["scale", "fit", str(write_csv(rows, tmp_path / "flat.csv")), "--bootstrap", "10", "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "barely fall with model size or tokens" in err and len(err.splitlines()) == 1
