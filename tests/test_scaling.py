@@ -638,4 +638,4 @@ def test_losses_that_do_not_fall_are_refused_in_one_line(tmp_path, capsys):
     rows = [{"params": n, "tokens": c / (6 * n), "loss": 3.0} for c in (1e15, 1e16, 1e17) for n in (1e5, 3e5, 1e6)]
     assert main(["scale", "fit", str(write_csv(rows, tmp_path / "flat.csv")), "--bootstrap", "10", "--no-plots"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "barely fall with model size or tokens" in err and len(err.splitlines()) == 1
+    assert "barely fall with model size and tokens" in err and len(err.splitlines()) == 1

@@ -533,9 +533,12 @@ def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: fl
         objective = _objective(theta, *_logs(P), delta, chosen)[0]
     law = law_from_theta(theta, source or "fit", chosen)
     if not has_allocation(theta, chosen):
-        raise LmforgeError(f"the fitted law has alpha {law.alpha:.3g} and beta {law.beta:.3g}: the losses (from "
-                           f"{P['loss'].min():.4g} to {P['loss'].max():.4g}) barely fall with model size or tokens, "
-                           f"so there is no compute-optimal allocation to fit; check that the runs trained")
+        flat = " and ".join(name for name, exponent in (("model size", law.alpha), ("tokens", law.beta))
+                            if exponent < MIN_EXPONENT)
+        why = (f"the losses (from {P['loss'].min():.4g} to {P['loss'].max():.4g}) barely fall with {flat}" if flat
+               else "its allocation N_opt = G (C/6)^a overflows")
+        raise LmforgeError(f"the fitted law has alpha {law.alpha:.3g} and beta {law.beta:.3g}: {why}, so there is "
+                           f"no compute-optimal allocation to fit; check that the runs trained")
     alloc = law.allocation()
     fitted = law.loss(P["params"], P["tokens"])
     rel = (P["loss"] - fitted) / P["loss"]
