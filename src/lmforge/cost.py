@@ -410,11 +410,11 @@ class ScalingLaw:
 LAWS = {
     # Hoffmann et al. 2022, approach 3, as published (rounded)
     "chinchilla": ScalingLaw("chinchilla", 1.69, 406.4, 410.7, 0.34, 0.28),
-    # Besiroglu et al. 2024 ("Chinchilla scaling: a replication attempt"), their re-fit, all five
-    # constants from the one fit: epoch-research/analyzing-chinchilla, data_analysis.ipynb, the
-    # estimates it prints (A 482.00572, B 2085.43420, E 1.81686, alpha 0.34781, beta 0.36585; the
-    # paper rounds E to 1.82). 1.8172 is the E of their refit by Chinchilla's recipe, whose A and B differ.
-    "epoch2024": ScalingLaw("epoch2024", 1.81686, 482.00572, 2085.4342, 0.34781, 0.36585),
+    # Besiroglu et al. 2024 ("Chinchilla scaling: a replication attempt"), their re-fit as the paper
+    # rounds it, all five constants from the one fit: epoch-research/analyzing-chinchilla,
+    # data_analysis.ipynb prints A 482.00572, B 2085.43420, E 1.81686, alpha 0.34781, beta 0.36585.
+    # (E 1.8172 belongs to their refit by Chinchilla's recipe, whose A is 477.8 and B 2143.9.)
+    "epoch2024": ScalingLaw("epoch2024", 1.8169, 482.01, 2085.43, 0.3478, 0.3658),
 }
 
 
