@@ -625,9 +625,9 @@ def test_bootstrap_draws_refit_only_the_law_in_use(monkeypatch):
 
 
 def test_epoch2024_law_is_one_fit():
-    """Besiroglu et al. 2024's own fit, all five constants from it: the maximum-likelihood estimate
-    in their notebook (epoch-research/analyzing-chinchilla, data_analysis.ipynb, printed as log A,
-    log B, log E, alpha, beta), not E of their Chinchilla-recipe refit (1.8172) beside A, B of this one."""
+    """Besiroglu et al. 2024's own fit, all five constants from it: the estimate their notebook holds
+    (epoch-research/analyzing-chinchilla, data_analysis.ipynb, as log A, log B, log E, alpha, beta),
+    not the E of their Chinchilla-recipe refit (1.8172) beside this fit's A, B, alpha, beta."""
     theirs = [6.17795598, 7.64273236, 0.59711196, 0.34781303, 0.36585412]
     assert fitting.theta_of(cost.LAWS["epoch2024"]) == pytest.approx(theirs, abs=1e-4)  # as rounded in the paper
 
