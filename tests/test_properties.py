@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
+import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -247,3 +250,78 @@ def test_a_damaged_run_file_is_read_or_refused_never_a_traceback(finished_run, t
         if target in ("model", "state_tensors", "state_json"):  # the damaged newest is skipped for the older one
             assert opened.checkpoint.step in (2, 4)
             assert opened.checkpoint.step == 2 or path.read_bytes() == original
+
+
+# ---------------------------------------------------------------- scaling fits
+
+# Sweeps as `lmforge scale fit` meets them: IsoFLOP levels (sizes around each level's optimum, or
+# off to one side of it) or a grid of sizes by token counts, losses from a drawn law with noise
+# from none to 5%, or nearly straight profiles (a loss linear in log N but for a 1e-7 curvature,
+# whose parabola has its vertex ~1e5 or more e-folds of N away)
+sweeps = st.fixed_dictionaries({
+    "design": st.sampled_from(["isoflop", "grid"]), "seed": st.integers(0, 2**32 - 1),
+    "law": st.tuples(st.floats(0.5, 3.0), st.floats(0.0, 4.0), st.floats(0.0, 4.0), st.floats(0.01, 0.8),
+                     st.floats(0.01, 0.8)),  # E, log10 A, log10 B, alpha, beta
+    "levels": st.integers(1, 5), "sizes": st.integers(2, 7), "counts": st.integers(2, 7),
+    "spread": st.floats(0.05, 2.0), "offset": st.floats(-2.0, 2.0),  # decades
+    "noise": st.sampled_from([0.0, 1e-9, 1e-5, 1e-3, 0.01, 0.05]), "flat": st.booleans(), "slope": st.floats(-0.2, 0.2)})
+
+
+def sweep_points(s: dict) -> list[dict]:
+    from lmforge.cost import ScalingLaw
+
+    e, log_a, log_b, alpha, beta = s["law"]
+    law = ScalingLaw("drawn", e, 10**log_a, 10**log_b, alpha, beta)
+    rng = np.random.default_rng(s["seed"])
+    window = 10 ** (s["offset"] + np.linspace(-s["spread"], s["spread"], s["sizes"]))
+    if s["design"] == "isoflop":
+        runs = [(n, c / (6 * n)) for c in np.geomspace(1e15, 1e15 * 10 ** s["levels"], s["levels"])
+                for n in law.optimal(c)[0] * window]
+    else:
+        runs = [(n, d) for n in 1e6 * window for d in np.geomspace(1e8, 1e8 * 10 ** s["spread"], s["counts"])]
+    n, d = np.array(runs).T
+    x = np.log(n) - np.log(n).mean()
+    loss = 3.0 + s["slope"] * x + 1e-7 * x**2 if s["flat"] else law.loss(n, d)
+    loss = loss * np.exp(rng.normal(0, s["noise"], len(n)))
+    return [{"params": a, "tokens": b, "flops": 6 * a * b, "loss": c} for a, b, c in zip(n, d, loss)]
+
+
+# 300 here; LMFORGE_FIT_EXAMPLES=2000 runs the acceptance check (0 exceptions in 2,000 sweeps)
+@settings(max_examples=int(os.environ.get("LMFORGE_FIT_EXAMPLES", 300)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(sweep=sweeps)
+def test_scale_profiles_never_raise_and_name_every_level_they_leave_out(sweep):
+    """The IsoFLOP and L(C) fits that `scale fit` runs on its points and again on every bootstrap
+    draw: each compute level is fitted with its optimum among the sizes trained there, or left
+    out and named; nothing raises, nothing is infinite."""
+    from lmforge.scaling import fitting
+
+    points = sweep_points(sweep)
+    P = {k: np.array([p[k] for p in points]) for k in ("params", "tokens", "flops", "loss")}
+    iso, lc = fitting._profiles(P)
+    labels = fitting.group_levels(P["flops"])
+    assert len(iso["levels"]) + len(iso["skipped_levels"]) == len(np.unique(labels))
+    for level in iso["levels"]:
+        sizes = P["params"][np.isclose(P["flops"], level["flops"], rtol=0.3)]
+        assert sizes.min() * (1 - 1e-9) <= level["n_opt"] <= sizes.max() * (1 + 1e-9)
+        assert np.isfinite([level["d_opt"], level["loss_opt"]]).all() and level["loss_opt"] > 0
+    for note in iso["skipped_levels"]:
+        assert "FLOPs: " in note  # names its level
+    assert ("a" in iso) != ("skipped" in iso) and ("a" in lc) != ("skipped" in lc)
+    if "a" in lc:
+        assert np.isfinite([lc["a"], lc["b"], lc["c"]]).all()
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sweep=sweeps)
+def test_a_whole_scale_fit_with_bootstrap_never_raises(sweep):
+    """The whole fit, bootstrap draws included, on the same kinds of sweeps: a result or a one-line
+    refusal (too few points or sizes)."""
+    from lmforge.scaling import fitting
+
+    try:
+        result = fitting.fit_points(sweep_points(sweep), bootstrap=20, seed=sweep["seed"] % 1000)
+    except LmforgeError as e:
+        one_line(e)
+        return
+    assert math.isfinite(result["E"]) and math.isfinite(result["alpha"])

@@ -591,3 +591,71 @@ def test_plan_names_a_size_it_leaves_out(corpus_dir, capsys):
                                           *sweep_flags(corpus_dir)]))
     assert {r["knob"] for r in plan["runs"]} == {8, 16}
     assert any(w.startswith("width 256: left out") for w in plan["warnings"])
+
+
+# ---------------------------------------------------------------- a fit never raises
+
+@pytest.mark.parametrize("loss, side", [([2.8, 2.9, 3.0000001], "below"), ([3.0, 2.9, 2.8000001], "above")])
+def test_a_nearly_flat_level_is_left_out_and_named_not_a_crash(loss, side):
+    """Three sizes whose losses are nearly a line: the parabola's vertex is ~3e5 decades away. The
+    level is left out, named, before N_opt = exp(vertex) overflows or rounds to 0."""
+    n = np.array([1e6, 2e6, 4e6])
+    iso = fitting.fit_isoflop(n, 1e15 / (6 * n), np.full(3, 1e15), np.array(loss))
+    assert iso["levels"] == []
+    (note,) = iso["skipped_levels"]
+    assert note.startswith("1e+15 FLOPs: ") and f"the minimum lies {side} the sizes trained" in note
+
+
+def isoflop_points(law: cost.ScalingLaw, levels, offsets) -> list[dict]:
+    """Five sizes a factor 2 apart per compute level, centred `offset` decades from its optimum."""
+    points = []
+    for c, offset in zip(levels, offsets):
+        for n in law.optimal(c)[0] * 10**offset * np.geomspace(0.25, 4, 5):
+            points.append({"name": f"{c:.0e}-{n:.3g}", "params": n, "tokens": c / (6 * n), "flops": c,
+                           "loss": law.loss(n, c / (6 * n))})
+    return points
+
+
+def test_scale_fit_names_the_levels_it_leaves_out(tmp_path, capsys):
+    """Levels trained only on sizes far above, or far below, their optimum are left out of the
+    IsoFLOP fit, and `scale fit` says which and why, in what it prints and in fit.json, also when
+    too few levels remain for the power laws."""
+    path = write_csv(isoflop_points(CHINCHILLA, [1e18, 1e19, 1e20], [0, 1.5, -1.5]), tmp_path / "p.csv")
+    assert main(["scale", "fit", str(path), "--bootstrap", "10", "--out", str(tmp_path / "fit"), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "IsoFLOP: skipped (1 usable compute level(s)" in out
+    assert "level left out: 1e+19 FLOPs: the loss still rises from the smallest size" in out
+    assert "level left out: 1e+20 FLOPs: the loss still falls at the largest size" in out
+    iso = json.loads((tmp_path / "fit" / "fit.json").read_text())["isoflop"]
+    assert [lv["flops"] for lv in iso["levels"]] == pytest.approx([1e18])
+    assert [note.split(":")[0] for note in iso["skipped_levels"]] == ["1e+19 FLOPs", "1e+20 FLOPs"]
+
+
+def test_bootstrap_draws_refit_only_the_law_in_use(monkeypatch):
+    """A parametric draw refits the chosen law by Gauss-Newton and the profiles; the L-BFGS fit
+    (of either form) runs for the points alone, however many draws."""
+    calls = []
+    real = fitting.fit_law
+    monkeypatch.setattr(fitting, "fit_law", lambda *a, **k: calls.append(k.get("form")) or real(*a, **k))
+    points = isoflop_points(CHINCHILLA, [1e18, 1e19, 1e20], [0, 0, 0])
+    fitting.fit_points(points, bootstrap=0, compare=False, form="kaplan")
+    without = len(calls)
+    result = fitting.fit_points(points, bootstrap=15, compare=False, form="kaplan")
+    assert len(calls) == 2 * without and result["method"]["bootstrap"] == 15
+
+
+def test_epoch2024_law_is_one_fit():
+    """Besiroglu et al. 2024's own fit, all five constants from it: the estimate their notebook holds
+    (epoch-research/analyzing-chinchilla, data_analysis.ipynb, as log A, log B, log E, alpha, beta),
+    not the E of their Chinchilla-recipe refit (1.8172) beside this fit's A, B, alpha, beta."""
+    theirs = [6.17795598, 7.64273236, 0.59711196, 0.34781303, 0.36585412]
+    assert fitting.theta_of(cost.LAWS["epoch2024"]) == pytest.approx(theirs, abs=1e-4)  # as rounded in the paper
+
+
+def test_losses_that_do_not_fall_are_refused_in_one_line(tmp_path, capsys):
+    """Every run at the same loss (runs that learned nothing): the fit puts alpha and beta at 0,
+    where no allocation exists; `scale fit` says so in one line, exit 2, no traceback."""
+    rows = [{"params": n, "tokens": c / (6 * n), "loss": 3.0} for c in (1e15, 1e16, 1e17) for n in (1e5, 3e5, 1e6)]
+    assert main(["scale", "fit", str(write_csv(rows, tmp_path / "flat.csv")), "--bootstrap", "10", "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "barely fall with model size and tokens" in err and len(err.splitlines()) == 1

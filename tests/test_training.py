@@ -169,17 +169,43 @@ def test_schedules():
     factors = [lr_factor(s, cfg) for s in range(10, 100)]
     assert factors == sorted(factors, reverse=True)
     cfg.schedule, cfg.decay_fraction = "wsd", 0.2
-    assert lr_factor(50, cfg) == 1.0 and lr_factor(79, cfg) == 1.0
-    assert lr_factor(90, cfg) == pytest.approx(0.55) and lr_factor(100, cfg) == pytest.approx(0.1)
+    assert lr_factor(50, cfg) == 1.0 and lr_factor(80, cfg) == 1.0
+    decay = np.array([lr_factor(s, cfg) for s in range(80, 100)])  # a straight line from the peak to the floor
+    assert np.diff(decay) == pytest.approx(np.full(19, -0.9 / 19))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+@pytest.mark.parametrize("warmup_steps", [0, 10])
+@pytest.mark.parametrize("max_steps", [2, 37, 100])
+def test_schedule_ends_at_min_lr_ratio_on_the_last_step(schedule, warmup_steps, max_steps):
+    """The last optimizer step a run takes (max_steps - 1, counted from 0) has lr = lr * min_lr_ratio."""
+    cfg = load_config("tiny", overrides=[f"train.max_steps={max_steps}", f"train.warmup_steps={min(warmup_steps, max_steps - 1)}",
+                                         "train.min_lr_ratio=0.1", f"train.schedule={schedule}"]).train
+    assert lr_factor(max_steps - 1, cfg) == 0.1
+    assert lr_factor(max_steps - 2, cfg) > 0.1
+
+
+def decay_of(optimizers) -> dict[int, float]:
+    return {id(p): g["weight_decay"] for opt in optimizers for g in opt.param_groups for p in g["params"]}
 
 
 def test_muon_takes_hidden_matrices_only():
-    cfg = load_config("tiny", overrides=["train.optimizer=muon"])
+    cfg = load_config("tiny", overrides=["train.optimizer=muon", "train.weight_decay=0.1"])
     model = GPT(model_config(cfg, 512))
     adam, muon = build_optimizers(model, cfg.train)
     muon_params = {id(p) for g in muon.param_groups for p in g["params"]}
     assert id(model.wte.weight) not in muon_params
     assert id(model.blocks[0].attn.qkv.weight) in muon_params and id(model.blocks[0].mlp.down.weight) in muon_params
+    # the rule the config reference states: Muon's matrices decay, the embedding and head do not (nanochat)
+    decay = decay_of([adam, muon])
+    assert decay[id(model.blocks[0].attn.qkv.weight)] == 0.1 and decay[id(model.wte.weight)] == 0.0
+
+
+def test_adamw_decays_every_matrix():
+    cfg = load_config("tiny", overrides=["train.weight_decay=0.1"])
+    model = GPT(model_config(cfg, 512))
+    decay = decay_of(build_optimizers(model, cfg.train))
+    assert decay[id(model.wte.weight)] == decay[id(model.lm_head.weight)] == decay[id(model.blocks[0].mlp.down.weight)] == 0.1
 
 
 def test_update_reports_the_gradient_norm_before_clipping():
@@ -336,3 +362,28 @@ def test_mfu_and_hfu_count_the_flops_that_ran(tiny_config, tokens_dir, tmp_path,
     none, full = summaries["none"], summaries["full"]
     assert full["flops_per_token"] == none["flops_per_token"]  # the model's FLOPs (the same masks): no recomputation
     assert full["hfu"] / full["mfu"] > 1.2  # each block's forward again, less its down projection
+
+
+def test_final_figure_is_the_curves_last_point_and_the_baseline_is_on_its_windows(tiny_config, tokens_dir):
+    """Periodic evaluations on 2,048 tokens, final_eval_tokens 1,024: the final evaluation still
+    covers the curve's windows, is logged as its last point, and the unigram baseline beside it is
+    taken over exactly its targets (counted here from the shards, independently of lmforge)."""
+    cfg = tiny_config(**{"train.max_steps": 20, "train.eval_interval": 10, "train.eval_tokens": 2048,
+                         "train.final_eval_tokens": 1024})
+    summary = trained(cfg, tokens=tokens_dir)
+    curve = [r for r in RunDir(cfg.run.out).metrics() if "val_loss" in r]
+    assert [r["step"] for r in curve] == [10, 20]
+    assert curve[-1]["val_loss"] == summary["val_loss"] and curve[-1]["val_tokens"] == summary["val_tokens"] == 2048
+    assert curve[0]["val_tokens"] == 2048
+
+    seq_len, vocab = cfg.model.seq_len, 512
+    train_tokens = np.concatenate([np.asarray(s) for s in load_shards(tokens_dir, "train")])
+    logp = np.log(np.bincount(train_tokens, minlength=vocab) + 1.0) - np.log(len(train_tokens) + vocab)
+    targets = []  # each shard cut into windows of seq_len + 1 at stride seq_len; a window's targets are all but its first
+    for shard in load_shards(tokens_dir, "val"):
+        shard = np.asarray(shard)
+        targets += [shard[start + 1:start + seq_len + 1] for start in range(0, len(shard) - seq_len, seq_len)]
+    scored = np.concatenate(targets[:2048 // seq_len])
+    assert summary["unigram_val_loss"] == pytest.approx(-logp[scored].mean(), rel=1e-12)
+    whole = np.concatenate(targets)
+    assert abs(-logp[whole].mean() - summary["unigram_val_loss"]) > 1e-3  # the split's other windows differ

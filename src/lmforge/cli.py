@@ -442,11 +442,10 @@ def _scale_fit_print(r: dict) -> None:
     if "a" in iso:
         print(f"IsoFLOP ({len(iso['levels'])} levels): N_opt ~ C^{iso['a']:.3f}, D_opt ~ C^{iso['b']:.3f}; "
               f"tokens/parameter " + ", ".join(f"{t:.1f}" for t in iso["tokens_per_param"]))
-        for note in iso.get("skipped_levels", []):
-            print(f"  level skipped: {note}")
     else:
-        n_skipped = len(iso.get("skipped_levels", []))
-        print(f"IsoFLOP: skipped ({iso['skipped']}; {n_skipped} FLOP level(s) with too few sizes or no minimum)")
+        print(f"IsoFLOP: skipped ({iso['skipped']})")
+    for note in iso.get("skipped_levels", []):
+        print(f"  level left out: {note}")
     lc = r["loss_vs_compute"]
     if "a" in lc:
         print(f"L(C) = {lc['a']:.4g} C^{lc['b']:.4f} + {lc['c']:.4f}")

@@ -86,10 +86,12 @@ class TrainConfig:
     max_steps: int = 1000
     optimizer: str = "adamw"  # adamw | muon (Muon for hidden matrices, AdamW for the rest)
     lr: float = 3e-3
-    min_lr_ratio: float = 0.1  # final lr as a fraction of lr
+    min_lr_ratio: float = 0.1  # lr of the last step (max_steps - 1) as a fraction of lr: where cosine and wsd end
     warmup_steps: int = 50
     schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant
     decay_fraction: float = 0.2  # wsd: share of steps spent decaying
+    # decoupled, on matrices only: adamw decays embeddings, head and block matrices; muon decays the
+    # block matrices it updates, not the embeddings and head (AdamW's under muon, as in nanochat)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -108,7 +110,9 @@ class TrainConfig:
     log_interval: int = 10
     eval_interval: int = 250  # 0 = only at the end
     eval_tokens: int = 100_000  # validation tokens per periodic evaluation (0 = all)
-    final_eval_tokens: int = 2_000_000  # validation tokens for the final figures (0 = all)
+    # validation tokens for the final figures and the unigram baseline (0 = all); raised to eval_tokens
+    # where that is larger: the final evaluation is the curve's last point and holds its windows
+    final_eval_tokens: int = 2_000_000
     checkpoint_interval: int = 500  # 0 = only at the end
     keep_checkpoints: int = 2
     progress: bool = True

@@ -449,8 +449,11 @@ class ScalingLaw:
 LAWS = {
     # Hoffmann et al. 2022, approach 3, as published (rounded)
     "chinchilla": ScalingLaw("chinchilla", 1.69, 406.4, 410.7, 0.34, 0.28),
-    # Besiroglu et al. 2024 ("Chinchilla scaling: a replication attempt"), their re-fit
-    "epoch2024": ScalingLaw("epoch2024", 1.8172, 482.01, 2085.43, 0.3478, 0.3658),
+    # Besiroglu et al. 2024 ("Chinchilla scaling: a replication attempt"), their re-fit as the paper
+    # rounds it, all five constants from the one fit: epoch-research/analyzing-chinchilla,
+    # data_analysis.ipynb prints A 482.00572, B 2085.43420, E 1.81686, alpha 0.34781, beta 0.36585.
+    # (E 1.8172 belongs to their refit by Chinchilla's recipe, whose A is 477.8 and B 2143.9.)
+    "epoch2024": ScalingLaw("epoch2024", 1.8169, 482.01, 2085.43, 0.3478, 0.3658),
 }
 
 

@@ -39,6 +39,8 @@ from lmforge.cost import FORMS, ScalingLaw
 from lmforge.errors import LmforgeError
 
 MIN_POINTS = 6  # five constants need more points than that to be a fit at all
+# an exponent below this is a loss that does not fall with N (or D): a 100-fold step moves its term < 0.5%
+MIN_EXPONENT = 1e-3
 LEVEL_TOLERANCE = 0.1  # points within 26% (0.1 decades) of a level's first point share it
 CHINCHILLA_GRID = {
     "a": np.arange(0, 30, 5.0), "b": np.arange(0, 30, 5.0), "e": np.arange(-1, 1.5, 0.5),
@@ -98,8 +100,8 @@ def bad_point_reason(point: dict, unigram: float | None = None) -> str | None:
         return f"diverged: loss is {loss}"
     if unigram is not None and loss >= unigram:
         return f"loss {loss:.4f} is not below the unigram baseline {unigram:.4f} (diverged, or too short to learn)"
-    if loss <= 0 or point["params"] <= 0 or point["tokens"] <= 0:
-        return "params, tokens and loss must be > 0"
+    if not all(0 < point[k] < math.inf for k in ("params", "tokens", "loss", "flops") if k in point):
+        return "params, tokens, flops and loss must be finite numbers > 0"
     return None
 
 
@@ -228,6 +230,17 @@ def linear_covariance(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, n
     return np.linalg.pinv(info + 1e-12 * np.trace(info) * np.eye(5))
 
 
+def has_allocation(theta, form: str = "additive") -> bool:
+    """Whether the law of theta has a compute-optimal allocation that floating point can hold: both
+    exponents clear of 0 (with alpha = 0 no size is better than another) and
+    log G = (log A - log B - log(beta / alpha) / p) / (alpha + beta) within exp()'s range."""
+    a, b, _, alpha, beta = (float(v) for v in theta)
+    if not min(alpha, beta) >= MIN_EXPONENT:
+        return False
+    p = 1 / beta if form == "kaplan" else 1.0
+    return abs((a - b - math.log(beta / alpha) / p) / (alpha + beta)) < 700
+
+
 def law_from_theta(theta: np.ndarray, name: str = "fit", form: str = "additive") -> ScalingLaw:
     a, b, e, alpha, beta = (float(v) for v in theta)
     return ScalingLaw(name, math.exp(e), math.exp(a), math.exp(b), alpha, beta, form)
@@ -254,8 +267,33 @@ def group_levels(flops: np.ndarray) -> np.ndarray:
     return labels
 
 
+def _level_vertex(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float | None, str | None]:
+    """A compute level's parabola in x = log N and its vertex x_opt, or the reason it has none worth
+    using. Whether the vertex lies among the sizes trained is read off the parabola's slope at the
+    smallest and the largest size, before any division: a nearly flat profile puts -p1 / (2 p2)
+    at +-1e300 or beyond, and exp() of it overflows (or N_opt rounds to 0 and C / 6N divides by it)."""
+    coefficients = np.polyfit(x, y, 2)
+    p2, p1, _ = coefficients
+    if not np.all(np.isfinite(coefficients)):
+        return coefficients, None, "the parabola through these losses is not finite"
+    if p2 <= 0:
+        return coefficients, None, "the losses curve downwards or lie on a line (no minimum among these sizes)"
+    slope_low, slope_high = 2 * p2 * x.min() + p1, 2 * p2 * x.max() + p1
+    if slope_high < 0:
+        return coefficients, None, (f"the loss still falls at the largest size ({math.exp(x.max()):.3g}): the minimum "
+                                    f"lies above the sizes trained (add larger models at this compute)")
+    if slope_low > 0:
+        return coefficients, None, (f"the loss still rises from the smallest size ({math.exp(x.min()):.3g}): the "
+                                    f"minimum lies below the sizes trained (add smaller models at this compute)")
+    with np.errstate(over="ignore"):  # p2 may be tiny where the slopes bracket 0: clip to the sizes
+        return coefficients, float(np.clip(-p1 / (2 * p2), x.min(), x.max())), None
+
+
 def fit_isoflop(params: np.ndarray, tokens: np.ndarray, flops: np.ndarray, loss: np.ndarray) -> dict:
-    """A parabola in log N per compute level with >= 3 sizes, then power laws through the vertices."""
+    """A parabola in log N per compute level with >= 3 sizes, then power laws through the vertices.
+    A level whose vertex is not bracketed by the sizes trained there is left out and named in
+    `skipped_levels`: outside them it is an extrapolated guess (and with a design that is not IsoFLOP,
+    a level is often three runs that merely happen to share a compute)."""
     labels = group_levels(flops)
     levels, skipped = [], []
     for k in np.unique(labels):
@@ -265,21 +303,17 @@ def fit_isoflop(params: np.ndarray, tokens: np.ndarray, flops: np.ndarray, loss:
         if len(np.unique(x)) < 3:
             skipped.append(f"{c:.3g} FLOPs: {len(np.unique(x))} size(s), a parabola needs 3")
             continue
-        p2, p1, p0 = np.polyfit(x, y, 2)
-        if p2 <= 0:
-            skipped.append(f"{c:.3g} FLOPs: the losses curve downwards (no minimum among these sizes)")
+        coefficients, x_opt, reason = _level_vertex(x, y)
+        loss_opt = None if reason else float(np.polyval(coefficients, x_opt))
+        if not reason and not loss_opt > 0:  # three noisy points can bend a parabola below zero
+            reason = f"the parabola's minimum loss {loss_opt:.3g} is not positive (noise, not a profile)"
+        if reason:
+            skipped.append(f"{c:.3g} FLOPs: {reason}")
             continue
-        x_opt = -p1 / (2 * p2)
-        n_opt = float(math.exp(x_opt))
-        levels.append({"flops": c, "n_opt": n_opt, "d_opt": c / (6 * n_opt), "loss_opt": float(np.polyval([p2, p1, p0], x_opt)),
-                       "coefficients": [float(p2), float(p1), float(p0)], "points": int(sel.sum()),
-                       "bracketed": bool(x.min() <= x_opt <= x.max()),
-                       "rmse": float(np.sqrt(np.mean((np.polyval([p2, p1, p0], x) - y) ** 2)))})
-    # a vertex outside the sizes trained is an extrapolated guess (and with a design that is not
-    # IsoFLOP, a level is often three runs that merely happen to share a compute): leave it out
-    for lv in [lv for lv in levels if not lv["bracketed"]]:
-        skipped.append(f"{lv['flops']:.3g} FLOPs: the minimum lies outside the sizes trained at this level")
-    levels = [lv for lv in levels if lv["bracketed"]]
+        n_opt = math.exp(x_opt)  # x_opt lies among the log sizes trained: finite, and > 0
+        levels.append({"flops": c, "n_opt": n_opt, "d_opt": c / (6 * n_opt), "loss_opt": loss_opt,
+                       "coefficients": [float(v) for v in coefficients], "points": int(sel.sum()), "bracketed": True,
+                       "rmse": float(np.sqrt(np.mean((np.polyval(coefficients, x) - y) ** 2)))})
     out: dict = {"levels": levels, "skipped_levels": skipped}
     if len(levels) < 2:
         out["skipped"] = f"{len(levels)} usable compute level(s): power laws N_opt(C), D_opt(C) need 2"
@@ -318,7 +352,7 @@ def fit_loss_vs_compute(flops: np.ndarray, loss: np.ndarray) -> dict:
     hi = float(loss.min())
     best = None
     for c0, b0 in itertools.product((0.0, 0.8 * hi), (-0.1, -0.4)):
-        la0 = math.log(max(float(np.exp(y).mean()) - c0, 1e-6))
+        la0 = min(math.log(max(float(np.exp(y).mean()) - c0, 1e-6)), 50.0)  # inside the bounds below
         res = least_squares(resid, [c0, la0, b0], jac=jac, bounds=([0, -50, -3], [hi * 0.999, 50, 0]),
                             xtol=1e-12, ftol=1e-12, gtol=1e-12)
         if best is None or res.cost < best.cost:
@@ -331,16 +365,18 @@ def fit_loss_vs_compute(flops: np.ndarray, loss: np.ndarray) -> dict:
 
 # ---------------------------------------------------------------- everything, with bootstrap intervals
 
+def _profiles(P: dict) -> tuple[dict, dict]:
+    """Approaches 2 and 3 on a set of points: the IsoFLOP profiles, and L(C) through their minima."""
+    iso = fit_isoflop(P["params"], P["tokens"], P["flops"], P["loss"])
+    lc = fit_loss_vs_compute(np.array([lv["flops"] for lv in iso["levels"]]),
+                             np.array([lv["loss_opt"] for lv in iso["levels"]]))
+    return iso, lc
+
+
 def _fit_once(P: dict, delta: float, starts: int, extra_start=None, profiles: bool = True,
               form: str = "additive") -> tuple[np.ndarray, float, dict, dict]:
-    theta, f = fit_law(*_logs(P), delta, starts, extra_start,
-                       form=form)
-    if not profiles:
-        return theta, f, {}, {}
-    iso = fit_isoflop(P["params"], P["tokens"], P["flops"], P["loss"])
-    lc = (fit_loss_vs_compute(np.array([lv["flops"] for lv in iso["levels"]]),
-                              np.array([lv["loss_opt"] for lv in iso["levels"]])))
-    return theta, f, iso, lc
+    theta, f = fit_law(*_logs(P), delta, starts, extra_start, form=form)
+    return (theta, f, *_profiles(P)) if profiles else (theta, f, {}, {})
 
 
 def _interval(samples: list[float]) -> list[float] | None:
@@ -449,7 +485,9 @@ def _bootstrap(P: dict, theta: np.ndarray, delta: float, count: int, rng, method
             Q = dict(P, loss=np.exp(fitted + rng.normal(0, s_b, n)))
             # new noise around the fit moves the optimum a little: Gauss-Newton from the fit finds it
             t = refit_law(*_logs(Q), theta, delta, form)
-            qlc = _fit_once(Q, delta, 0, theta, True)[3] if profiles else {}
+            qlc = _profiles(Q)[1] if profiles else {}
+        if not has_allocation(t, form):  # a draw in which the loss stops falling with N or D: no law to keep
+            continue
         thetas.append([float(v) for v in t])
         sigmas.append(float(s_b))
         if "a" in qlc:
@@ -506,6 +544,13 @@ def fit_points(points: list[dict], excluded: list[dict] | None = None, delta: fl
                  fit_law(*_logs(P), delta, starts, theta, form=chosen)[0])
         objective = _objective(theta, *_logs(P), delta, chosen)[0]
     law = law_from_theta(theta, source or "fit", chosen)
+    if not has_allocation(theta, chosen):
+        flat = " and ".join(name for name, exponent in (("model size", law.alpha), ("tokens", law.beta))
+                            if exponent < MIN_EXPONENT)
+        why = (f"the losses (from {P['loss'].min():.4g} to {P['loss'].max():.4g}) barely fall with {flat}" if flat
+               else "its allocation N_opt = G (C/6)^a overflows")
+        raise LmforgeError(f"the fitted law has alpha {law.alpha:.3g} and beta {law.beta:.3g}: {why}, so there is "
+                           f"no compute-optimal allocation to fit; check that the runs trained")
     alloc = law.allocation()
     fitted = law.loss(P["params"], P["tokens"])
     rel = (P["loss"] - fitted) / P["loss"]

@@ -1,10 +1,12 @@
 """Optimizers and the learning-rate schedule.
 
-AdamW: weight decay on matrices only (embeddings included, as in nanoGPT), the fused
-implementation (one kernel for all parameters, CPU and CUDA alike). Muon: orthogonalised
-momentum for the hidden weight matrices of the blocks, each of Q, K, V, gate and up on its own
-(as nanochat keeps them) although the model stacks them into one matmul; AdamW for the
-embedding, output head and anything not 2-D.
+AdamW: weight decay on matrices only (embeddings and output head included, as in nanoGPT), the
+fused implementation (one kernel for all parameters, CPU and CUDA alike). Muon: orthogonalised momentum, with weight decay, for the hidden weight matrices of the
+blocks, each of Q, K, V, gate and up on its own (as nanochat keeps them) although the model
+stacks them into one matmul; AdamW without weight decay for the embedding, output head and
+anything not 2-D. That split is nanochat's ("weight decay ... only used in Muon"), the recipe this
+Muon follows: decoupled decay shrinks every embedding row each step while a row learns only on the
+steps its token appears, so rare tokens decay towards zero; Keller Jordan's README decays all groups.
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Multiplier on each group's base lr at optimizer step `step` (0-based).
 
     Linear warmup over `warmup_steps`, then cosine to `min_lr_ratio`, or warmup-stable-decay
-    (constant, then a linear decay over the last `decay_fraction` of steps), or constant.
+    (constant, then a linear decay over the last `decay_fraction` of steps), or constant. The
+    decay ends at the last step the run takes, max_steps - 1: its lr is min_lr_ratio exactly.
     """
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
@@ -135,10 +138,14 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
         decay_start = int(cfg.max_steps * (1 - cfg.decay_fraction))
         if step < decay_start:
             return 1.0
-        progress = (step - decay_start) / max(1, cfg.max_steps - decay_start)
-        return 1.0 - (1.0 - floor) * min(progress, 1.0)
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return floor + (1.0 - floor) * (1.0 - _progress(step, decay_start, cfg.max_steps - 1))
+    progress = _progress(step, cfg.warmup_steps, cfg.max_steps - 1)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _progress(step: int, start: int, last: int) -> float:
+    """How far `step` is from `start` (0) to `last` (1, and after it); a decay of one step is all the way."""
+    return 1.0 if step >= last else max(0.0, (step - start) / (last - start))
 
 
 def set_lr(optimizers: list[torch.optim.Optimizer], factor: float) -> None:

@@ -9,7 +9,7 @@ It runs in phases, each a method small enough to read alone:
                   device), stop with TrainingDiverged after several in a row; step the optimizers
     validate()    the validation split under the run's objective (training/loss_eval.py)
     checkpoint()  weights, optimizer, RNG and loader position (training/checkpoint.py)
-    finish()      final evaluation, unigram baseline, summary.json
+    finish()      final evaluation (the curve's last point), unigram baseline on its windows, summary.json
 
 One optimizer step takes `grad_accum` micro-batches in all: under torchrun each of W ranks
 runs grad_accum / W of them, so a config means the same batch on any number of processes.
@@ -54,7 +54,7 @@ from lmforge.training.data import TrainLoader
 from lmforge.training.events import MetricsLog
 from lmforge.training.device import (autocast, keep_freed_memory, peak_flops, remeasured_peak, resolve_device,
                                      resolve_dtype, set_threads, ThreadGovernor)
-from lmforge.training.loss_eval import Validator, unigram_baseline
+from lmforge.training.loss_eval import Validator, final_eval_tokens, unigram_baseline
 from lmforge.training.optim import build_optimizers, lr_factor, set_lr
 
 WARMUP_STEPS = 3  # steps after a (re)start timed apart: compilation and warm-up, not training speed
@@ -432,11 +432,13 @@ class Trainer:
 
     def finish(self) -> dict:
         """Final figures on the validation split, the unigram baseline, summary.json."""
-        final = self.validate(self.tc.final_eval_tokens)
+        scored = final_eval_tokens(self.tc)
+        final = self.validate(scored)
         if final["val_loss"] is not None and not math.isfinite(final["val_loss"]):
             raise TrainingDiverged(f"training diverged: the final validation loss is {final['val_loss']}; no summary "
                                    f"written. Lower train.lr or raise train.warmup_steps and train again")
-        baseline = unigram_baseline(self.train_shards, self.val_shards, self.mcfg.vocab_size, self.mcfg.seq_len)
+        baseline = unigram_baseline(self.train_shards, self.val_shards, self.mcfg.vocab_size, self.mcfg.seq_len,
+                                    eval_tokens=scored)
         elapsed, tokens = self.elapsed, self.tokens_seen
         steady_s, steady_tokens = self.clock.steady_s, self.clock.steady_steps * self.tokens_per_step
         if not steady_tokens:  # a run too short for a steady state: all of it
