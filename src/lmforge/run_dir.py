@@ -77,6 +77,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def enclosing_run(path: str | Path) -> Path | None:
+    """The run folder that `path` is, or lies inside (links resolved), or None. A run folder is known
+    by its checkpoints/ beside its config.yaml or metrics.jsonl."""
+    for folder in (Path(path).resolve(), *Path(path).resolve().parents):
+        if (folder / CHECKPOINTS).is_dir() and ((folder / CONFIG_FILE).is_file() or (folder / METRICS_FILE).is_file()):
+            return folder
+    return None
+
+
 def warn(message: str) -> None:
     print(f"lmforge: warning: {message}", file=sys.stderr)
 
