@@ -41,7 +41,7 @@ from typing import Any
 from lmforge import figures
 from lmforge.config import Config, read_config, save_config
 from lmforge.errors import LmforgeError
-from lmforge.files import atomic_write_text
+from lmforge.files import append_text, atomic_write_text, refuse_link
 from lmforge.locks import FolderLock
 from lmforge.tokenizer import TOKENIZER_FILE
 
@@ -227,6 +227,12 @@ class RunDir:
         name = f"{CHECKPOINT_PREFIX}{step:06d}" + (".tmp" if temporary else "")
         return CheckpointDir(self.checkpoints_dir / name)
 
+    def refuse_links(self) -> None:
+        """Training's check: the folders it writes files into are real folders, never links to elsewhere
+        (its files themselves are replaced, or appended to, without following links)."""
+        for folder in (self.checkpoints_dir, self.tensorboard_dir):
+            refuse_link(folder)
+
     def lock(self) -> FolderLock:
         """The writer's lock: a second `lmforge train` on this folder is refused, naming the first."""
         return FolderLock(self.path / LOCK_FILE, f"run folder {self.path}")
@@ -354,8 +360,7 @@ class RunDir:
         return [r for r in records if isinstance(r, dict)]
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(figures.dumps(record) + "\n")
+        append_text(self.metrics_path, figures.dumps(record) + "\n")
 
     def has_validation_at(self, step: int) -> bool:
         return any(r.get("step") == step and "val_loss" in r for r in self.metrics())
@@ -364,7 +369,7 @@ class RunDir:
         """Drop events logged after `step` (the checkpoint a run resumes from), so the file reads as one run."""
         if self.metrics_path.is_file():
             kept = [r for r in self.metrics() if r.get("step", 0) <= step]
-            self.metrics_path.write_text("".join(figures.dumps(r) + "\n" for r in kept))
+            atomic_write_text(self.metrics_path, "".join(figures.dumps(r) + "\n" for r in kept))
 
     def clear_metrics(self) -> None:
         self.metrics_path.unlink(missing_ok=True)
