@@ -53,11 +53,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     tmp = _tmp_name(path)
     try:
-        with os.fdopen(open_new(tmp), "wb") as f:
+        with naming(path), os.fdopen(open_new(tmp), "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """A failed write names no file (disk full, a file size limit): name `path` for the one-line error."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
 
 
@@ -143,6 +154,9 @@ def claim_output(folder: str | Path, kind: OutputKind, force: bool = False, opti
     folder = Path(folder)
     refuse_link(folder)
     if not folder.exists():
+        nearest = next((p for p in folder.parents if p.exists()), None)
+        if nearest is not None and not nearest.is_dir():
+            raise LmforgeError(f"{option} {folder}: {nearest} is a file, not a folder: choose another {option}")
         return False
     if not folder.is_dir():
         raise LmforgeError(f"{option} {folder} is a file, not a folder: give a new or empty folder")

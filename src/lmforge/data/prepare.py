@@ -48,8 +48,8 @@ from lmforge.data.pii import RedactPII
 from lmforge.data.sources import Skip, SourceStats, check_sources, iter_documents, skip_hint
 from lmforge.errors import LmforgeError
 from lmforge.files import (OutputKind, atomic_write_json, atomic_write_text, building_folder, claim_output,
-                           fingerprint, install, is_complete, json_format_is, open_new, output_errors, read_own_bytes,
-                           refuse_inside_sources, refuse_link, remove_own)
+                           fingerprint, install, is_complete, json_format_is, naming, open_new, output_errors,
+                           read_own_bytes, refuse_inside_sources, refuse_link, remove_own)
 from lmforge.locks import FolderLock
 from lmforge.processes import end_with_parent
 
@@ -71,7 +71,8 @@ PREPARED = OutputKind("prepared folder", ("clean", "rejected", "work", REPORT), 
 def _write_jsonl_gz(path: Path, records: list[dict]) -> None:
     """Atomically: a shard file is either complete or absent."""
     tmp = path.with_name(path.name + ".tmp")
-    with os.fdopen(open_new(tmp), "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as f:
+    with naming(path), os.fdopen(open_new(tmp), "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as f:
         for r in records:  # mtime=0: the same records give the same bytes, run after run
             f.write((json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8"))
     os.replace(tmp, path)
@@ -423,7 +424,7 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
     refuse_inside_sources(out, sources)
     claim_output(out, PREPARED, force)
     # beside the folder, not in it: the lock must outlive a rebuild of the folder's contents
-    with FolderLock(out.parent / f".{out.name}.lock", f"prepare output folder {out}"), output_errors("prepare", out):
+    with output_errors("prepare", out), FolderLock(out.parent / f".{out.name}.lock", f"prepare output folder {out}"):
         return _prepare(sources, out, cfg, data, log, executor, progress)
 
 
