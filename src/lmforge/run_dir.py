@@ -140,7 +140,12 @@ class CheckpointDir:
             path = self.path / str(name)
             if not path.is_file():
                 return f"{name} is missing"
-            if file_sha256(path) != digest:
+            try:
+                intact = file_sha256(path) == digest
+            except PermissionError:  # another user's run: not damaged, and no older checkpoint would read either
+                raise LmforgeError(f"cannot read {path}: permission denied; ask the run's owner to make its files "
+                                   f"readable (chmod -R a+rX {self.path.parent.parent}), or copy the run") from None
+            if not intact:
                 return f"{name} does not match its checksum (truncated or overwritten)"
         return None
 
