@@ -140,6 +140,14 @@ def test_train_on_raw_sources_never_wipes_a_users_run_tokens_folder(tmp_path, co
     assert (run / "tokens" / "data.bin").read_bytes() == b"mine"
 
 
+def test_train_into_a_users_folder_is_refused_and_its_config_yaml_kept(tmp_path, tokens_dir):
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my: settings\n")
+    one_line_error(lmforge("train", "--data", tokens_dir, "--out", mine, *sets()), "not empty", "no lmforge run")
+    assert snapshot(mine) == {"config.yaml": b"my: settings\n"}
+
+
 # ---------------------------------------------------------------- export
 
 def test_export_into_a_run_folder_is_refused_and_the_weights_are_untouched(run_copy):

@@ -232,6 +232,23 @@ class RunDir:
         name = f"{CHECKPOINT_PREFIX}{step:06d}" + (".tmp" if temporary else "")
         return CheckpointDir(self.checkpoints_dir / name)
 
+    def is_run(self) -> bool:
+        """Whether the folder holds something only lmforge writes into a run (its tokenizer.json and
+        config.yaml alone could be anyone's)."""
+        return any(os.path.lexists(self.path / name) for name in
+                   (CHECKPOINTS, METRICS_FILE, SUMMARY_FILE, LOCK_FILE, TRAIN_LOG, ERROR_FILE, DIVERGED_FILE,
+                    PREPARED, f".{PREPARED}.lock", TOKENS))
+
+    def claim(self) -> None:
+        """A writer's check before anything is written: the run folder is new, empty or a run; never
+        a user's folder, whose config.yaml or metrics.jsonl a run would replace."""
+        refuse_link(self.path)
+        if self.path.exists() and not self.path.is_dir():
+            raise LmforgeError(f"run folder {self.path} is a file: give a new or empty --out")
+        if self.path.is_dir() and not self.is_run() and any(self.path.iterdir()):
+            raise LmforgeError(f"run folder {self.path} is not empty and holds no lmforge run: give a new or empty "
+                               f"--out (lmforge never writes among your files)")
+
     def refuse_links(self) -> None:
         """Training's check: the folders it writes files into are real folders, never links to elsewhere
         (its files themselves are replaced, or appended to, without following links)."""

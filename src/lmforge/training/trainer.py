@@ -299,6 +299,7 @@ class Trainer:
         self.dist, self.device = distributed.setup(device)
         self.log_main = self.log if self.dist.is_main else (lambda *_: None)
         if self.dist.is_main:  # before anything is read or written: one writer per run folder
+            self.run.claim()
             self.writer_lock = self.run.lock().acquire()
             if self.writer_lock.taken_over:
                 self.log_main(f"train: {self.run} was left locked by {describe_holder(self.writer_lock.taken_over)}, "
