@@ -44,7 +44,6 @@ alternating local attention), so exporting one is refused rather than approximat
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -142,15 +141,13 @@ def export(run_dir: str | Path, out: str | Path, fmt: str = "hf", force: bool = 
     files.refuse_link(build)
     files.remove(build)  # a killed export's leftover: lmforge's own, by its name
     with files.output_errors("export", out):
-        try:
-            build.mkdir(parents=True)
-            _write_hf(build, opened, tokenizer)
-        except SafetensorError as e:  # the Rust writer's disk full or permission error
-            raise LmforgeError(f"export: cannot write {build / MODEL_FILE} ({e}): free disk space or choose another "
-                               f"OUT") from None
-        finally:
-            if build.is_dir() and not (build / HF_CONFIG).is_file():
-                shutil.rmtree(build)
+        with files.discarded_on_error(build):
+            try:
+                build.mkdir(parents=True)
+                _write_hf(build, opened, tokenizer)
+            except SafetensorError as e:  # the Rust writer's disk full or permission error
+                raise LmforgeError(f"export: cannot write {build / MODEL_FILE} ({e}): free disk space or choose "
+                                   f"another OUT") from None
         files.install(build, out, EXPORT)
     return {"out": str(out), "checkpoint": str(opened.checkpoint), "format": fmt, "architecture": "LlamaForCausalLM",
             "files": sorted(EXPORT.entries), "params": opened.model.num_params()}

@@ -202,6 +202,16 @@ def building_folder(folder: Path, stage: str) -> Path:
     return folder.with_name(f".{folder.name}.{stage}-building")
 
 
+@contextmanager
+def discarded_on_error(build: Path) -> Iterator[Path]:
+    """The temporary sibling `build`, removed when building it fails: a failed build leaves nothing."""
+    try:
+        yield build
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+
+
 def remove(path: Path) -> None:
     """Remove lmforge's own entry `path`: a link itself (never what it points to), a file or a folder."""
     if path.is_symlink() or path.is_file():

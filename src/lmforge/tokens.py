@@ -172,11 +172,8 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
     files.remove(tmp)  # a killed run's leftover: lmforge's own, by its name
     stats = SourceStats()
     with files.output_errors("tokenize", out):
-        try:
+        with files.discarded_on_error(tmp):
             meta = _write_tokens(data, tk, tok, tmp, docs(data.max_bytes, stats), stats)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         files.install(tmp, out, TOKENS)
     splits = meta["splits"]
     log(f"tokenize: {stats.summary()} -> {splits['train']['tokens']:,} train / {splits['val']['tokens']:,} val tokens "
