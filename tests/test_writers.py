@@ -239,6 +239,14 @@ def test_resume_never_writes_through_a_linked_metrics_file(tmp_path, tokens_dir)
     assert not (run / "metrics.jsonl").is_symlink() and '"val_loss"' in (run / "metrics.jsonl").read_text()
 
 
+def test_a_linked_lock_file_is_refused_and_its_target_kept(tmp_path, corpus_dir):
+    target = tmp_path / "mine.txt"
+    target.write_text("mine")
+    (tmp_path / ".prep.lock").symlink_to(target)
+    one_line_error(lmforge("prepare", corpus_dir, "--out", tmp_path / "prep", "--workers", 1), "symbolic link")
+    assert target.read_text() == "mine"
+
+
 # ---------------------------------------------------------------- a full disk
 
 @pytest.mark.parametrize("stage", ["prepare", "tokenize"])
