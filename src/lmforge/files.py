@@ -199,6 +199,7 @@ def refuse_inside_sources(out: Path, sources: list[str], option: str = "--out") 
 
 def building_folder(folder: Path, stage: str) -> Path:
     """The temporary sibling a stage builds its output in before `install` moves it into place."""
+    folder = folder.absolute()  # '.' has no name to build a sibling's from
     return folder.with_name(f".{folder.name}.{stage}-building")
 
 
