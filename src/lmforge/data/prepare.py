@@ -441,7 +441,8 @@ def _prepare(sources: list[str], out: Path, cfg: PrepareConfig, data: DataConfig
     build = building_folder(out, "prepare") if json_format_is(out, REPORT, FORMAT) else out
     work = build / "work"
     marker_fp = work / "fingerprint"
-    refuse_link(build)
+    for folder in (build, build / "clean", build / "rejected", work):  # a resumed build's shards go into them
+        refuse_link(folder)
     if (read_own_bytes(marker_fp) or b"").decode(errors="replace") != fp:
         remove_own(build, PREPARED)  # a different config (or none yet): earlier shard results do not apply
     work.mkdir(parents=True, exist_ok=True)
