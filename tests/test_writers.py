@@ -178,6 +178,20 @@ def test_export_never_overwrites_or_lists_a_users_files(trained, tmp_path):
     assert (out / "README.md").is_file()
 
 
+def test_export_never_writes_through_a_link_in_its_target(trained, tmp_path):
+    out = tmp_path / "hf"
+    assert lmforge("export", trained, out).returncode == 0
+    mine = tmp_path / "mine.json"
+    mine.write_text("mine")
+    for name in ("tokenizer.json", "config.json"):
+        (out / name).unlink()
+        (out / name).symlink_to(mine)
+    r = lmforge("export", trained, out)
+    assert r.returncode == 0, r.stderr
+    assert mine.read_text() == "mine"
+    assert not any(p.is_symlink() for p in out.iterdir())
+
+
 def test_export_onto_a_file_is_one_line(trained, tmp_path):
     target = tmp_path / "model.bin"
     target.write_bytes(b"mine")
