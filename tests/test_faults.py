@@ -333,9 +333,11 @@ def test_a_context_that_cannot_fit_is_refused_before_training():
 
 
 def test_garbage_zst_is_skipped_and_counted(tmp_path):
-    (tmp_path / "good.txt").write_text("A sentence of ordinary text, long enough to tokenize. " * 20)
-    (tmp_path / "bad.txt.zst").write_bytes(b"\x28\xb5\x2f\xfd" + os.urandom(500))
-    for command in (["tokenize", tmp_path, "--out", tmp_path / "tok", *sets()],):
+    sources = tmp_path / "sources"  # the output beside the sources, never inside them
+    sources.mkdir()
+    (sources / "good.txt").write_text("A sentence of ordinary text, long enough to tokenize. " * 20)
+    (sources / "bad.txt.zst").write_bytes(b"\x28\xb5\x2f\xfd" + os.urandom(500))
+    for command in (["tokenize", sources, "--out", tmp_path / "tok", *sets()],):
         r = lmforge(*command)
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
         assert "1 unreadable or truncated files" in r.stdout + r.stderr

@@ -197,7 +197,8 @@ def test_a_link_to_a_folder_is_counted_not_followed(tmp_path, corpus):
 def test_a_killed_tokenize_leaves_a_folder_that_is_refused_as_a_source(tmp_path, corpus):
     tok = tmp_path / "tok"
     tokenize(corpus, "--out", tok)
-    tok.rename(tmp_path / "tok.tmp")  # what a tokenize killed while encoding leaves: no meta.json yet
-    (tmp_path / "tok.tmp" / "meta.json").unlink()
-    r = lmforge("train", "--data", tmp_path / "tok.tmp", "--out", tmp_path / "run", "--max-steps", 2, *sets())
+    building = tmp_path / ".tok.tokenize-building"
+    tok.rename(building)  # what a tokenize killed while encoding leaves: no meta.json yet
+    (building / "meta.json").unlink()
+    r = lmforge("train", "--data", building, "--out", tmp_path / "run", "--max-steps", 2, *sets())
     one_line_error(r, "half-written tokenized folder", "lmforge tokenize")

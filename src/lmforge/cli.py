@@ -259,7 +259,7 @@ def _prepare(args: argparse.Namespace) -> int:
     import lmforge
 
     cfg = _resolve(args, None, args.sources or None)
-    lmforge.prepare(cfg.data.sources, args.out, cfg.prepare, cfg.data, progress=not args.no_progress)
+    lmforge.prepare(cfg.data.sources, args.out, cfg.prepare, cfg.data, progress=not args.no_progress, force=args.force)
     return 0
 
 
@@ -267,7 +267,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     import lmforge
 
     cfg = _resolve(args, None, args.sources or None)
-    lmforge.tokenize(cfg.data, cfg.tokenizer, args.out)
+    lmforge.tokenize(cfg.data, cfg.tokenizer, args.out, force=args.force)
     return 0
 
 
@@ -284,7 +284,7 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from lmforge.export import export
 
-    result = export(args.run_dir, args.out, args.format)
+    result = export(args.run_dir, args.out, args.format, force=args.force)
     print(json.dumps(result) if args.json else
           f"export: {result['checkpoint']} -> {result['out']} ({result['architecture']}, {result['params']:,} parameters; "
           f"{', '.join(result['files'])}); load it with transformers.AutoModelForCausalLM.from_pretrained")
@@ -307,8 +307,10 @@ def _args_report(p: argparse.ArgumentParser) -> None:
 
 def _args_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN")
-    p.add_argument("out", metavar="OUT", help="folder to write")
+    p.add_argument("out", metavar="OUT", help="folder to write (new, empty or an earlier export; never inside a run folder)")
     p.add_argument("--format", default="hf", choices=["hf"], help="hf: a Hugging Face transformers Llama folder")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty OUT that holds no export: lmforge's files go beside yours, never over them")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -514,16 +516,23 @@ def _args_run(p: argparse.ArgumentParser) -> None:
     _config_args(p)
 
 
+def _force_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--force", action="store_true",
+                   help=f"write into a non-empty --out that holds no {what}: lmforge's files go beside yours, never over them")
+
+
 def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders, globs: text, JSONL, Parquet, WARC (default: built-in)")
     p.add_argument("--out", required=True, help="prepared folder to write (clean/, rejected/, report.json)")
     p.add_argument("--workers", type=int, help="processes (prepare.workers; default one per core)")
+    _force_arg(p, "prepared folder")
     _config_args(p)
 
 
 def _args_tokenize(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders or globs (default: the built-in corpus)")
     p.add_argument("--out", required=True, help="tokenized folder to write")
+    _force_arg(p, "tokenized folder")
     _config_args(p)
 
 

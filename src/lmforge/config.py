@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from lmforge.errors import LmforgeError, shown
+from lmforge.files import atomic_write_text
 
 BUILTIN_SOURCE = "builtin"
 # tiktoken's largest vocabulary (o200k) holds ~200k tokens; beyond 2**20 an embedding table is a
@@ -698,7 +699,7 @@ def with_data(cfg: Config, **changes: Any) -> Config:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # replaces a link, never writes through it
 
 
 def read_config(path: str | Path) -> Config:

@@ -46,6 +46,7 @@ def prepare_sources(cfg: Config, run: RunDir, log: Callable[[str], None], resumi
 
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     run_dir = RunDir(cfg.run.out)
+    run_dir.claim()  # before prepare writes RUN/prepared
     resumable = run_dir.latest_checkpoint() is not None
     prepared = prepared_config(cfg, run_dir)
     if run_dir.config is not None and resumable:

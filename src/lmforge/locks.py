@@ -11,6 +11,7 @@ file conflict even inside one process.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -57,7 +58,13 @@ class FolderLock:
             _held[key] = (fd, depth + 1)
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:  # the holder's name is written into the file: never into one a link points to
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise LmforgeError(f"lock file {self.path} is a symbolic link and lmforge never writes through one: "
+                               f"remove the link") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

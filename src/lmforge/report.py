@@ -25,9 +25,11 @@ from pathlib import Path
 
 from lmforge.data.pii import redacted
 from lmforge.errors import LmforgeError
+from lmforge.files import atomic_write_text, output_errors, read_own_bytes
 from lmforge.run_dir import RunDir, looks_like
 
 FORMATS = ("html", "md")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXAMPLES_SHOWN = 2
 EXAMPLE_CHARS = 240
 LENS_TEXT = "The next word in a sentence"
@@ -201,9 +203,10 @@ def _inside(run: RunDir, summary: dict | None) -> Section | None:
     word_map = run.inspect_dir / "map-static.png"
     if ((summary or {}).get("map") or {}).get("png"):
         word_map = run.inspect_dir / Path(summary["map"]["png"]).name
-    if word_map.is_file():
+    picture = own_png(word_map)
+    if picture is not None:
         blocks += [("p", "The word map: each word's vector squeezed to two dimensions; related words sit together."),
-                   ("png", word_map.read_bytes(), "map of word vectors")]
+                   ("png", picture, "map of word vectors")]
     if run.latest_checkpoint() is not None:
         from lmforge.inspection import Inspector
 
@@ -213,9 +216,9 @@ def _inside(run: RunDir, summary: dict | None) -> Section | None:
         blocks += [("p", f"The logit lens on {LENS_TEXT!r}: after each layer, the token the model would predict "
                          f"{'next' if lens['predicts'] == 'next' else 'at each position'} if it stopped there."),
                    ("table", rows)]
-        png = Path(lens["png"])
-        if png.is_file():
-            blocks.append(("png", png.read_bytes(), "logit lens heat-map"))
+        picture = own_png(Path(lens["png"]))
+        if picture is not None:
+            blocks.append(("png", picture, "logit lens heat-map"))
     if not blocks:
         return None
     return Section("Inside the model", (
@@ -267,7 +270,9 @@ def _sweep(path: Path) -> list[Section]:
             rows.append((k, f"{fit[k]:.4g}", f"{ci[0]:.4g} – {ci[1]:.4g}" if ci else ""))
         blocks: list = [("table", rows)]
         for png in sorted((path / "plots").glob("*.png")):
-            blocks.append(("png", png.read_bytes(), png.stem))
+            picture = own_png(png)
+            if picture is not None:
+                blocks.append(("png", picture, png.stem))
         sections.append(Section("The scaling-law fit", (
             "A sweep trains many small models of different sizes N on different numbers of tokens D and fits "
             "L(N, D) = E + A/N^alpha + B/D^beta to their final losses: E is the loss no model can beat, the "
@@ -294,7 +299,7 @@ def sections_of(path: Path) -> tuple[str, list[Section]]:
     if (path / SWEEP_FILE).is_file() or (path / FIT_FILE).is_file():
         return f"Sweep {path.name}", _sweep(path)
     run = RunDir(path)
-    if not run.is_run:
+    if not run.is_run():
         raise LmforgeError(f"report: {path} is not a run or sweep folder ({looks_like(path)}): give the --out of "
                            "lmforge train, lmforge run or lmforge scale plan")
     summary = run.summary()
@@ -317,14 +322,15 @@ def report(path: str | Path, fmt: str = "html", open_page: bool = False) -> Path
         raise LmforgeError(f"report: {path} holds nothing to report yet (no metrics, summary or fit); train it first")
     run = RunDir(path)
     out = run.report_path(fmt)
-    if fmt == "md":
-        from lmforge.report_render import write_markdown
+    with output_errors("report", path):
+        if fmt == "md":
+            from lmforge.report_render import write_markdown
 
-        write_markdown(title, sections, out, run.report_files_dir)
-    else:
-        from lmforge.report_render import render_html
+            write_markdown(title, sections, out, run.report_files_dir)
+        else:
+            from lmforge.report_render import render_html
 
-        out.write_text(render_html(title, sections), encoding="utf-8")
+            atomic_write_text(out, render_html(title, sections))
     if open_page:
         webbrowser.open(out.resolve().as_uri())
     return out
@@ -332,6 +338,13 @@ def report(path: str | Path, fmt: str = "html", open_page: bool = False) -> Path
 
 def escape(text: str) -> str:
     return html.escape(str(text), quote=True)
+
+
+def own_png(path: Path) -> bytes | None:
+    """The PNG lmforge wrote at `path`, or None: a missing file, a symbolic link (the page would carry
+    whatever file it points to) or anything that is not a PNG is left out."""
+    data = read_own_bytes(path)
+    return data if data is not None and data.startswith(PNG_SIGNATURE) else None
 
 
 def png_data_uri(data: bytes) -> str:

@@ -9,11 +9,15 @@ written as \\u escapes, so a text can never end the script element.
 from __future__ import annotations
 
 import html
+import io
 import json
-import shutil
+import re
 from pathlib import Path
 
+from lmforge.files import atomic_write_bytes, atomic_write_text, refuse_link
 from lmforge.report import Chart, Section, png_data_uri
+
+PICTURE_NAME = re.compile(r"\d\d+-.*\.png")  # what write_markdown names its pictures: all it ever removes
 
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
@@ -202,7 +206,7 @@ def _table_md(rows) -> str:
     return "\n".join(lines)
 
 
-def _chart_png(chart: Chart, path: Path) -> None:
+def _chart_png(chart: Chart) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,13 +221,19 @@ def _chart_png(chart: Chart, path: Path) -> None:
     if len(chart.series) > 1:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    return png.getvalue()
 
 
 def write_markdown(title: str, sections: list[Section], out: Path, files: Path) -> None:
-    shutil.rmtree(files, ignore_errors=True)
-    files.mkdir(parents=True)
+    """`out` and its pictures in `files`, whose earlier pictures (and nothing else) are replaced."""
+    refuse_link(files)
+    files.mkdir(parents=True, exist_ok=True)
+    for old in files.iterdir():
+        if PICTURE_NAME.fullmatch(old.name) and (old.is_file() or old.is_symlink()):
+            old.unlink()
     parts = [f"# {_md_cell(title)}", ""]
     n = 0
     for s in sections:
@@ -241,10 +251,7 @@ def write_markdown(title: str, sections: list[Section], out: Path, files: Path) 
             elif kind in ("png", "chart"):
                 n += 1
                 name = f"{n:02d}-{block[2] if kind == 'png' else block[1].key}".replace(" ", "-") + ".png"
-                if kind == "png":
-                    (files / name).write_bytes(block[1])
-                else:
-                    _chart_png(block[1], files / name)
+                atomic_write_bytes(files / name, block[1] if kind == "png" else _chart_png(block[1]))
                 parts.append(f"![{esc(name)}]({files.name}/{name})")
             parts.append("")
-    out.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write_text(out, "\n".join(parts))

@@ -42,7 +42,7 @@ from typing import Any
 from lmforge import figures
 from lmforge.config import Config, read_config, save_config
 from lmforge.errors import LmforgeError
-from lmforge.files import atomic_write_text, inside
+from lmforge.files import append_text, atomic_write_text, inside, refuse_link
 from lmforge.locks import FolderLock
 from lmforge.tokenizer import TOKENIZER_FILE
 
@@ -89,6 +89,15 @@ def looks_like(folder: Path) -> str:
              (HF_CONFIG, "an exported model folder")]
     found = next((f"it looks like {kind}: it holds {name}" for name, kind in marks if (folder / name).is_file()), None)
     return found or f"it holds none of {CONFIG_FILE}, {METRICS_FILE}, {SUMMARY_FILE}, {CHECKPOINTS}/"
+
+
+def enclosing_run(path: str | Path) -> Path | None:
+    """The run folder that `path` is, or lies inside (links resolved), or None. A run folder is known
+    by its checkpoints/ beside its config.yaml or metrics.jsonl."""
+    for folder in (Path(path).resolve(), *Path(path).resolve().parents):
+        if (folder / CHECKPOINTS).is_dir() and ((folder / CONFIG_FILE).is_file() or (folder / METRICS_FILE).is_file()):
+            return folder
+    return None
 
 
 def warn(message: str) -> None:
@@ -174,7 +183,12 @@ class CheckpointDir:
                 return f"{STATE_JSON} names {name!r}, which is not a file inside the checkpoint"
             if not path.is_file():
                 return f"{name} is missing"
-            if file_sha256(path) != digest:
+            try:
+                intact = file_sha256(path) == digest
+            except PermissionError:  # another user's run: not damaged, and no older checkpoint would read either
+                raise LmforgeError(f"cannot read {path}: permission denied; ask the run's owner to make its files "
+                                   f"readable (chmod -R a+rX {self.path.parent.parent}), or copy the run") from None
+            if not intact:
                 return f"{name} does not match its checksum (truncated or overwritten)"
         return None
 
@@ -261,6 +275,29 @@ class RunDir:
         name = f"{CHECKPOINT_PREFIX}{step:06d}" + (".tmp" if temporary else "")
         return CheckpointDir(self.checkpoints_dir / name)
 
+    def is_run(self) -> bool:
+        """Whether the folder holds something only lmforge writes into a run (its tokenizer.json and
+        config.yaml alone could be anyone's)."""
+        return any(os.path.lexists(self.path / name) for name in
+                   (CHECKPOINTS, METRICS_FILE, SUMMARY_FILE, LOCK_FILE, TRAIN_LOG, ERROR_FILE, DIVERGED_FILE,
+                    PREPARED, f".{PREPARED}.lock", TOKENS))
+
+    def claim(self) -> None:
+        """A writer's check before anything is written: the run folder is new, empty or a run; never
+        a user's folder, whose config.yaml or metrics.jsonl a run would replace."""
+        refuse_link(self.path)
+        if self.path.exists() and not self.path.is_dir():
+            raise LmforgeError(f"run folder {self.path} is a file: give a new or empty --out")
+        if self.path.is_dir() and not self.is_run() and any(self.path.iterdir()):
+            raise LmforgeError(f"run folder {self.path} is not empty and holds no lmforge run: give a new or empty "
+                               f"--out (lmforge never writes among your files)")
+
+    def refuse_links(self) -> None:
+        """Training's check: the folders it writes files into are real folders, never links to elsewhere
+        (its files themselves are replaced, or appended to, without following links)."""
+        for folder in (self.checkpoints_dir, self.tensorboard_dir):
+            refuse_link(folder)
+
     def lock(self) -> FolderLock:
         """The writer's lock: a second `lmforge train` on this folder is refused, naming the first."""
         return FolderLock(self.path / LOCK_FILE, f"run folder {self.path}")
@@ -272,15 +309,10 @@ class RunDir:
                  TENSORBOARD, REPORT_HTML, REPORT_MD, REPORT_FILES, DIVERGED_FILE, ERROR_FILE, TRAIN_LOG, LOCK_FILE)
         return [self.path / name for name in names]
 
-    @property
-    def is_run(self) -> bool:
-        """Holds what training writes (a folder of weights copied by hand has its checkpoints/)."""
-        return any((self.path / name).exists() for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINTS))
-
     def require(self) -> "RunDir":
         if not self.path.is_dir():
             raise LmforgeError(f"run folder {self.path} does not exist: train first (lmforge train or lmforge run)")
-        if not self.is_run:
+        if not (self.is_run() or (self.path / CONFIG_FILE).is_file()):  # a reader may name what a config lacks
             raise LmforgeError(f"{self.path} is not a run folder ({looks_like(self.path)}): give the --out "
                                f"of lmforge train or lmforge run")
         return self
@@ -415,8 +447,7 @@ class RunDir:
         return [r for r in records if isinstance(r, dict)]
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(figures.dumps(record) + "\n")
+        append_text(self.metrics_path, figures.dumps(record) + "\n")
 
     def has_validation_at(self, step: int) -> bool:
         return any(r.get("step") == step and "val_loss" in r for r in self.metrics())
@@ -425,7 +456,7 @@ class RunDir:
         """Drop events logged after `step` (the checkpoint a run resumes from), so the file reads as one run."""
         if self.metrics_path.is_file():
             kept = [r for r in self.metrics() if r.get("step", 0) <= step]
-            self.metrics_path.write_text("".join(figures.dumps(r) + "\n" for r in kept))
+            atomic_write_text(self.metrics_path, "".join(figures.dumps(r) + "\n" for r in kept))
 
     def clear_metrics(self) -> None:
         self.metrics_path.unlink(missing_ok=True)

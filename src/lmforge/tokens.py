@@ -13,6 +13,9 @@ Format of a tokenized folder (TOK/):
                           bytes per token, the shard list, the split rule, and a fingerprint of
                           the config used and of the input files (path, size, modification time)
 
+TOK must be new, empty or a tokenized folder (files.claim_output). It is built in a sibling,
+`.TOK.tokenize-building/`, whose entries then replace only lmforge's own (meta.json last).
+
 Every document is preceded by one `<|endoftext|>` token, so the stream reads
 `EOT doc EOT doc ...` and a model always sees where a document begins.
 """
@@ -37,6 +40,9 @@ from lmforge.locks import FolderLock
 from lmforge.tokenizer import EOT, SPECIAL_TOKENS, TOKENIZER_FILE, load_tokenizer, train_tokenizer
 
 META = "meta.json"
+FORMAT = "lmforge-tokens-v1"
+TOKENS = files.OutputKind("tokenized folder", (TOKENIZER_FILE, "train", "val", META), META,
+                          lambda folder: files.json_format_is(folder, META, FORMAT))
 
 
 def is_validation(doc_id: str, val_fraction: float) -> bool:
@@ -59,8 +65,7 @@ def source_prefixes(sources: list[str]) -> list[str]:
     prefixes = set()
     for source in sources:
         path = Path(source)
-        magic = next((i for i, part in enumerate(path.parts) if any(c in part for c in "*?[")), None)
-        folder = Path(*path.parts[:magic]) if magic is not None else path if path.is_dir() else path.parent
+        folder = files.glob_root(source) or (path if path.is_dir() else path.parent)
         prefixes.add(str(folder).rstrip(os.sep) + os.sep)
     return sorted(prefixes, key=len, reverse=True)
 
@@ -115,14 +120,10 @@ def fingerprint(data: DataConfig, tk: TokenizerConfig, inputs: Inputs) -> str:
     return files.fingerprint({"data": asdict(data), "tokenizer": asdict(tk), "inputs": inputs.identity()})
 
 
-def temporary_folder(out: Path) -> Path:
-    return out.with_name(out.name + ".tmp")
-
-
 def list_tokenize_inputs(data: DataConfig, out: Path, exclude: Iterable[Path] = ()) -> Inputs:
     """The files tokenize reads: never its own output or temporary folder (`tokenize SRC --out
     SRC/tok`), nor `exclude`, what the caller writes (the run folder around RUN/tokens)."""
-    return list_inputs(data.sources, [out, temporary_folder(out), *exclude])
+    return list_inputs(data.sources, [out, files.building_folder(out, "tokenize"), *exclude])
 
 
 SPLITS = ("train", "val")
@@ -227,16 +228,19 @@ def _batched(docs: Iterator[Document], n: int) -> Iterator[list[Document]]:
 
 
 def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=print,
-                    exclude: Iterable[Path] = ()) -> dict:
+                    exclude: Iterable[Path] = (), force: bool = False) -> dict:
     """Train the tokenizer on a prefix of the stream, then encode the whole stream into shards.
 
-    The folder is built under a temporary name and renamed at the end, so an interrupted run
-    never leaves something that looks complete. One tokenize per folder at a time (a lock beside
-    it); `exclude`: paths the caller writes, never read as input.
+    The folder is built under a temporary name and moved into place at the end, so an interrupted
+    run never leaves something that looks complete. One tokenize per folder at a time (a lock beside
+    it). `exclude`: paths the caller writes, never read as input. `force`: write into a non-empty
+    folder that is not a tokenized one, beside (never over) what is there.
     """
     out = Path(out)
     inputs = list_tokenize_inputs(data, out, exclude)  # first: a missing source is refused before anything is written
-    # beside the folder, not in it: the folder is replaced whole, and the lock must outlive that
+    files.refuse_inside_sources(out, data.sources)
+    files.claim_output(out, TOKENS, force)
+    # beside the folder, not in it: the lock must outlive a rebuild of the folder's contents
     with FolderLock(out.parent / f".{out.name}.lock", f"tokenize output folder {out}"):
         return _tokenize(data, tk, out, log, inputs)
 
@@ -264,19 +268,32 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
     )
     if train_stats.documents == 0:
         raise LmforgeError(f"no text found in {', '.join(data.sources)} ({train_stats.summary()}): give text files")
+    tmp = files.building_folder(out, "tokenize")
+    files.refuse_link(tmp)
+    files.remove(tmp)  # a killed run's leftover: lmforge's own, by its name
+    stats = SourceStats()
+    with files.output_errors("tokenize", out):
+        with files.discarded_on_error(tmp):
+            meta = _write_tokens(data, tk, tok, tmp, docs(data.max_bytes, stats), stats, fp)
+        files.install(tmp, out, TOKENS)
+    splits = meta["splits"]
+    log(f"tokenize: {stats.summary()} -> {splits['train']['tokens']:,} train / {splits['val']['tokens']:,} val tokens "
+        f"({meta['bytes_per_token']['train']:.2f} bytes/token) in {out}")
+    return meta
+
+
+def _write_tokens(data: DataConfig, tk: TokenizerConfig, tok, tmp: Path, docs: Iterator[Document],
+                  stats: SourceStats, fp: str) -> dict:
+    """Encode `docs` (read with `stats`) into `tmp`, made here: tokenizer.json, train/, val/, meta.json."""
     vocab = tok.get_vocab_size()
     eot = tok.token_to_id(EOT)
     dtype = token_dtype(vocab)
-
-    tmp = temporary_folder(out)
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    tok.save(str(tmp / TOKENIZER_FILE))
+    files.atomic_write_text(tmp / TOKENIZER_FILE, tok.to_str(pretty=True))
     writers = {s: ShardWriter(tmp / s, dtype, tk.shard_tokens) for s in ("train", "val")}
     prefixes = source_prefixes(data.sources)  # the split keys on ids relative to their source folder
-    stats = SourceStats()
     long_documents = 0
-    for batch in _batched(docs(data.max_bytes, stats), tk.encode_batch_documents):
+    for batch in _batched(docs, tk.encode_batch_documents):
         encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
         for doc, enc in zip(batch, encodings):
             ids = np.empty(len(enc.ids) + 1, dtype=np.int64)
@@ -294,7 +311,7 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
     splits = {s: w.close() for s, w in writers.items()}
     val_split = _hold_out_tail(tmp, splits, data.val_fraction, eot, dtype, tk.shard_tokens, long_documents)
     meta = {
-        "format": "lmforge-tokens-v1",
+        "format": FORMAT,
         "dtype": dtype.name,
         "vocab_size": vocab,
         "special_tokens": {t: tok.token_to_id(t) for t in SPECIAL_TOKENS},
@@ -307,14 +324,9 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
         "bytes_per_token": {s: (v["bytes"] / v["tokens"] if v["tokens"] else 0.0) for s, v in splits.items()},
         "fingerprint": fp,
     }
-    (tmp / META).write_text(json.dumps(meta, indent=2))
     if stats.documents == 0:
-        shutil.rmtree(tmp)
         raise LmforgeError(f"no text found in {', '.join(data.sources)} ({stats.summary()}): give text files")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    log(f"tokenize: {stats.summary()} -> {splits['train']['tokens']:,} train / {splits['val']['tokens']:,} val tokens "
-        f"({meta['bytes_per_token']['train']:.2f} bytes/token) in {out}")
+    files.atomic_write_text(tmp / META, json.dumps(meta, indent=2))
     return meta
 
 

@@ -17,6 +17,9 @@ The input stream is cut into shards of `shard_documents` items in a fixed order.
   3. per shard, in the pool: drop duplicates and boilerplate lines (never from code), write clean/ and rejected/.
 A killed run started again skips every shard whose marker exists; since every output is a
 function of its shard's input alone (and of phase 2), it ends with exactly the same files.
+PREP must be new, empty or a prepared folder (files.claim_output). A finished PREP of other
+settings is rebuilt in a sibling, `.PREP.prepare-building/`, whose entries then replace only
+lmforge's own (clean/, rejected/, work/, report.json, the report last).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 from pathlib import Path
 import time
 from collections import Counter, defaultdict
@@ -46,12 +48,23 @@ from lmforge.data.pii import RedactPII, redacted
 from lmforge.data.sources import (PREPARED_MARKER, PREPARED_PARTS, Inputs, Skip, SourceStats, iter_documents,
                                   list_inputs, skip_hint)
 from lmforge.errors import LmforgeError
-from lmforge.files import atomic_write_json, fingerprint, is_complete
+from lmforge.files import (OutputKind, atomic_write_json, atomic_write_text, building_folder, claim_output,
+                           fingerprint, install, is_complete, json_format_is, naming, open_new, output_errors,
+                           read_own_bytes, refuse_inside_sources, refuse_link, remove_own)
 from lmforge.locks import FolderLock
 from lmforge.processes import end_with_parent
 
 FORMAT = "lmforge-prepared-v1"
 EXAMPLES_PER_REASON = 3
+REPORT = "report.json"
+
+
+def _is_prepared(folder: Path) -> bool:
+    """A finished prepare (its report.json), or one under way (work/fingerprint)."""
+    return json_format_is(folder, REPORT, FORMAT) or read_own_bytes(folder / "work" / "fingerprint") is not None
+
+
+PREPARED = OutputKind("prepared folder", ("clean", "rejected", "work", REPORT), REPORT, _is_prepared)
 
 
 # ---------------------------------------------------------------- small file helpers
@@ -59,7 +72,8 @@ EXAMPLES_PER_REASON = 3
 def _write_jsonl_gz(path: Path, records: list[dict]) -> None:
     """Atomically: a shard file is either complete or absent."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as f:
+    with naming(path), os.fdopen(open_new(tmp), "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as f:
         for r in records:  # mtime=0: the same records give the same bytes, run after run
             f.write((json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8"))
     os.replace(tmp, path)
@@ -314,7 +328,7 @@ def prepare_fingerprint(inputs: Inputs, cfg: PrepareConfig, data: DataConfig) ->
 
 def written_paths(out: Path) -> list[Path]:
     """What prepare writes in `out`: all it may delete there, and never read as input."""
-    return [out / name for name in (*PREPARED_PARTS, PREPARED_MARKER)]
+    return [out / name for name in PREPARED.entries]
 
 
 def list_prepare_inputs(sources: list[str], out: Path, exclude: Iterable[Path] = ()) -> Inputs:
@@ -413,7 +427,7 @@ def prepared_otherwise(sources: list[str], out: str | Path, cfg: PrepareConfig, 
                        exclude: Iterable[Path] = ()) -> bool:
     """Whether `out` holds a finished prepare (report.json is written last) of other settings or
     other inputs (sources edited or gone since)."""
-    report = Path(out) / "report.json"
+    report = Path(out) / REPORT
     if not report.is_file():
         return False
     try:
@@ -425,13 +439,16 @@ def prepared_otherwise(sources: list[str], out: str | Path, cfg: PrepareConfig, 
 
 def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig,
             log: Callable[[str], None] = print, executor=None, progress: bool = True,
-            exclude: Iterable[Path] = ()) -> dict:
-    """Clean `sources` into `out` (see the module docstring) and return the report. `exclude`: paths
-    the caller writes, never read as input."""
+            exclude: Iterable[Path] = (), force: bool = False) -> dict:
+    """Clean `sources` into `out` (see the module docstring) and return the report. `out` must be new,
+    empty or an earlier prepared folder (`force`: any folder, lmforge's entries added beside the others).
+    `exclude`: paths the caller writes, never read as input."""
     out = Path(out)
     inputs = list_prepare_inputs(sources, out, exclude)  # first: a missing source is refused before anything is written
-    # beside the folder, not in it: a changed config deletes the folder, and the lock must outlive that
-    with FolderLock(out.parent / f".{out.name}.lock", f"prepare output folder {out}"):
+    refuse_inside_sources(out, sources)
+    claim_output(out, PREPARED, force)
+    # beside the folder, not in it: the lock must outlive a rebuild of the folder's contents
+    with output_errors("prepare", out), FolderLock(out.parent / f".{out.name}.lock", f"prepare output folder {out}"):
         return _prepare(inputs, out, cfg, data, log, executor, progress)
 
 
@@ -439,24 +456,23 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
              log: Callable[[str], None], executor, progress: bool) -> dict:
     sources = inputs.sources
     fp = prepare_fingerprint(inputs, cfg, data)
-    if is_complete(out / "report.json", fp):
-        report = json.loads((out / "report.json").read_text())
+    if is_complete(out / REPORT, fp):
+        report = json.loads((out / REPORT).read_text())
         log(f"prepare: {out} is complete, skipping")
         return report
     export_models(cfg.filters)
-    work = out / "work"
+    # a finished prepare of other settings stays whole (and usable) until the new one replaces it
+    build = building_folder(out, "prepare") if json_format_is(out, REPORT, FORMAT) else out
+    work = build / "work"
     marker_fp = work / "fingerprint"
-    if marker_fp.is_file() and marker_fp.read_text() != fp:
-        # other settings or inputs: earlier shard results do not apply (and only prepare's own entries
-        # go: `prepare X --out X` keeps the user's files)
-        for path in written_paths(out):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-    for sub in ("clean", "rejected", "work"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    marker_fp.write_text(fp)
+    for folder in (build, build / "clean", build / "rejected", work):  # a resumed build's shards go into them
+        refuse_link(folder)
+    if (read_own_bytes(marker_fp) or b"").decode(errors="replace") != fp:
+        remove_own(build, PREPARED)  # a different config (or none yet): earlier shard results do not apply
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker_fp, fp)  # first: from now on the folder is recognisably lmforge's
+    for sub in ("clean", "rejected"):
+        (build / sub).mkdir(exist_ok=True)
 
     started = time.perf_counter()
     stats = SourceStats(record_skips=True)
@@ -468,7 +484,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
         for index, items in enumerate(_shards(inputs, data, cfg.shard_documents, stats)):
             n_shards = index + 1
             if not (work / f"shard_{index:05d}.done").is_file():
-                executor.submit(filter_shard, index, items, cfg, work, out / "rejected")
+                executor.submit(filter_shard, index, items, cfg, work, build / "rejected")
             bar.update(len(items))  # documents read and handed to the workers, per second
         executor.wait()
         bar.close()
@@ -488,18 +504,20 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
             atomic_write_json(decisions_path, decide_duplicates(work, n_shards, cfg))
         for index in range(n_shards):
             if not (work / f"shard_{index:05d}.written").is_file():
-                executor.submit(write_shard, index, work, out, decisions_path)
+                executor.submit(write_shard, index, work, build, decisions_path)
         executor.wait()
     finally:
         if owns_executor:
             executor.close()
-    report = build_report(out, n_shards, stats, fp, time.perf_counter() - started)
+    report = build_report(build, n_shards, stats, fp, time.perf_counter() - started)
     log(summary_text(report, out))  # before an error too: what was rejected, and why
     if report["documents_kept"] == 0:
         reason, n = next(iter(report["rejected_by_reason"].items()), ("", 0))
         raise LmforgeError(f"nothing usable remains in {', '.join(sources)}: every document was rejected, "
-                           f"{n:,} as {reason!r}{skip_hint(reason)} (see {out / 'report.json'}); loosen the "
+                           f"{n:,} as {reason!r}{skip_hint(reason)} (see {build / REPORT}); loosen the "
                            f"prepare.* filters or give other text")
+    if build != out:
+        install(build, out, PREPARED)
     return report
 
 
@@ -558,7 +576,7 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
         "seconds": round(seconds, 2),
         "fingerprint": fp,
     }
-    atomic_write_json(out / "report.json", report)
+    atomic_write_json(out / REPORT, report)
     return report
 
 

@@ -507,8 +507,8 @@ class _Lister:
         tokenizer, meta = TOKENIZED_PARTS
         if has(tokenizer, False) and has(meta, False):
             return "tokenized"
-        if has(tokenizer, False) and folder.name.endswith(".tmp"):
-            return "tokenizing"  # a tokenize still writing (or killed) in its temporary folder, OUT.tmp
+        if has(tokenizer, False) and folder.name.endswith((".tmp", ".tokenize-building")):
+            return "tokenizing"  # a tokenize still writing (or killed) in its building folder (OUT.tmp before 0.2)
         if has(PREPARED_MARKER, False) and has("clean", True):
             return "prepared"
         if all(has(name, False) for name in _run_parts()):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.files import atomic_write_bytes, output_errors, refuse_link
 from lmforge.inspection.pictures import (MAP_PIXELS, attention_pixels, lens_pixels, plot_attention, plot_lens,
                                          plot_map, project_2d, write_map_html)
 from lmforge.inspection.vectors import WordVectors
@@ -131,7 +133,10 @@ class Inspector(WordVectors):
         i, j = torch.triu_indices(len(lines), len(lines), offset=1)
         order = sims[i, j].argsort(descending=True)[:max(top, 0)]
         folder = self._out(out)
-        np.save(folder / "sentences.npy", emb.numpy(), allow_pickle=False)
+        array = io.BytesIO()
+        np.save(array, emb.numpy(), allow_pickle=False)
+        with output_errors("inspect", folder):
+            atomic_write_bytes(folder / "sentences.npy", array.getvalue())
         return {"layer": layer, "sentences": len(lines), "embeddings": str(folder / "sentences.npy"),
                 "truncated": truncated,
                 "pairs": [{"a": lines[i[n]], "b": lines[j[n]], "similarity": round(float(sims[i[n], j[n]]), 6)}
@@ -161,6 +166,7 @@ class Inspector(WordVectors):
 
     def _out(self, out: str | Path | None) -> Path:
         folder = Path(out) if out else self.run.inspect_dir
+        refuse_link(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -4,6 +4,7 @@ terminal formatting and JSON."""
 from __future__ import annotations
 
 import html
+import io
 import math
 import unicodedata
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 
 from lmforge import figures
 from lmforge.errors import LmforgeError
+from lmforge.files import atomic_write_bytes, atomic_write_text, output_errors
 
 DPI = 100
 
@@ -70,6 +72,15 @@ def _pyplot():
 MAP_PIXELS = (1200, 900)
 
 
+def save_figure(plt, fig, path: Path) -> None:
+    """The figure as a PNG at `path`, replaced in one rename (a link there is replaced, never followed)."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI)
+    plt.close(fig)
+    with output_errors("inspect", path.parent):
+        atomic_write_bytes(path, png.getvalue())
+
+
 def plot_map(words: list[str], xy: np.ndarray, title: str, path: Path) -> Path:
     plt = _pyplot()
     with plt.rc_context({"text.parse_math": False}):
@@ -79,8 +90,7 @@ def plot_map(words: list[str], xy: np.ndarray, title: str, path: Path) -> Path:
             ax.annotate(w, (x, y), xytext=(3, 2), textcoords="offset points", fontsize=8)
         ax.set_title(title)
         ax.set_xticks([]), ax.set_yticks([])
-        fig.savefig(path, dpi=DPI)
-        plt.close(fig)
+        save_figure(plt, fig, path)
     return path
 
 
@@ -97,7 +107,8 @@ def write_map_html(words: list[str], xy: np.ndarray, title: str, path: Path) -> 
         f'<text x="{x + 4:.1f}" y="{y - 4:.1f}">{html.escape(word)}</text><title>{html.escape(word)}</title></g>'
         for word, (x, y) in zip(words, px))
     page = _MAP_PAGE.replace("{title}", html.escape(title)).replace("{w}", str(w)).replace("{h}", str(h))
-    path.write_text(page.replace("{points}", points), encoding="utf-8")
+    with output_errors("inspect", path.parent):
+        atomic_write_text(path, page.replace("{points}", points))
     return path
 
 
@@ -168,8 +179,7 @@ def plot_lens(tokens: list[str], top1: list[list[str]], prob: np.ndarray, predic
                             color="white" if prob[layer, t] < 0.6 else "black")
         ax.set_title(f"logit lens: top-1 prediction ({predicts}) and its probability")
         fig.colorbar(im, ax=ax, fraction=0.02, pad=0.01)
-        fig.savefig(path, dpi=DPI)
-        plt.close(fig)
+        save_figure(plt, fig, path)
     return path
 
 
@@ -197,8 +207,7 @@ def plot_attention(tokens: list[str], probs: np.ndarray, heads: list[int], layer
             ax.set_xticks(range(len(tokens)) if labels else [], labels, rotation=90, fontsize=6)
             ax.set_yticks(range(len(tokens)) if labels else [], labels, fontsize=6)
         fig.subplots_adjust(left=0.12, right=0.98, bottom=0.12, top=0.93, wspace=0.6, hspace=0.6)
-        fig.savefig(path, dpi=DPI)
-        plt.close(fig)
+        save_figure(plt, fig, path)
     return path
 
 

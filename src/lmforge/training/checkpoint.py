@@ -37,6 +37,7 @@ from safetensors.torch import save_file
 
 from lmforge.config import Config
 from lmforge.errors import LmforgeError, TrainingDiverged
+from lmforge.files import as_readable_as_any
 from lmforge.model import GPT, GPTConfig
 from lmforge.run_dir import CONFIG_FILE, CheckpointDir, RunDir, file_sha256
 from lmforge.training.distributed import gather_full, shard_like
@@ -175,6 +176,8 @@ def save_checkpoint(run: RunDir, step: int, model: GPT, optimizers: list[torch.o
         tmp.path.mkdir(parents=True)
         save_file(weights, str(tmp.model_file), metadata={"lmforge_model": json.dumps(asdict(model.cfg))})
         save_file(tensors, str(tmp.state_tensors))
+        for path in (tmp.model_file, tmp.state_tensors):
+            as_readable_as_any(path)
         files = {p.name: file_sha256(p) for p in (tmp.model_file, tmp.state_tensors)}
         _write_synced(tmp.state_json, json.dumps({"step": step, "optimizers": opt_info, **extra, "files": files},
                                                  indent=1))

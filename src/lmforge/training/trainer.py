@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import signal
 import time
 from collections import Counter
@@ -40,6 +39,7 @@ import torch
 
 from lmforge.config import Config, with_data
 from lmforge.errors import LmforgeError, TrainingDiverged
+from lmforge.files import atomic_write_bytes
 from lmforge.locks import describe_holder
 from lmforge.model import GPT, head_skips_untargeted_rows, model_config
 from lmforge.model_counts import TokenFlops, loss_chunk_rows, training_flops
@@ -307,10 +307,12 @@ class Trainer:
         self.dist, self.device = distributed.setup(device)
         self.log_main = self.log if self.dist.is_main else (lambda *_: None)
         if self.dist.is_main:  # before anything is read or written: one writer per run folder
+            self.run.claim()
             self.writer_lock = self.run.lock().acquire()
             if self.writer_lock.taken_over:
                 self.log_main(f"train: {self.run} was left locked by {describe_holder(self.writer_lock.taken_over)}, "
                               f"which is gone; taking it over")
+        self.run.refuse_links()
         self.resume_from = checkpoint_to_resume(self.run, self.cfg, self.resume)
         self.run.path.mkdir(parents=True, exist_ok=True)
         distributed.main_first(self.dist, lambda: prepare_tokens(self.cfg, self.run, self.log_main, self.resume_from is not None),
@@ -320,7 +322,7 @@ class Trainer:
         self.tokenizer = load_tokenizer(self.tokens_dir)
         if self.dist.is_main:
             self.run.save_config(self.cfg)
-            shutil.copyfile(self.tokens_dir / TOKENIZER_FILE, self.run.tokenizer_path)
+            atomic_write_bytes(self.run.tokenizer_path, (self.tokens_dir / TOKENIZER_FILE).read_bytes())
         self.log_metrics = MetricsLog(self.run, write=self.dist.is_main)
 
     def build(self) -> None:
