@@ -174,7 +174,7 @@ def claim_output(folder: str | Path, kind: OutputKind, force: bool = False, opti
     return False
 
 
-def inside(path: Path, folder: Path) -> bool:
+def is_within(path: Path, folder: Path) -> bool:
     """Whether `path` is `folder` or lies inside it (both resolved: links and '..' cannot hide it)."""
     path, folder = path.resolve(), folder.resolve()
     return path == folder or folder in path.parents
@@ -192,7 +192,7 @@ def refuse_inside_sources(out: Path, sources: list[str], option: str = "--out") 
     refused: lmforge would write among the files it reads, and read back what it wrote."""
     for source in sources:
         folder = glob_root(source) if "**" in source else Path(source)
-        if folder is not None and folder.is_dir() and inside(out, folder):
+        if folder is not None and folder.is_dir() and is_within(out, folder):
             raise LmforgeError(f"{option} {out} is inside the source folder {folder}: lmforge never writes among "
                                f"the files it reads; give an {option} outside it")
 
