@@ -188,13 +188,14 @@ def glob_root(source: str) -> Path | None:
 
 
 def refuse_inside_sources(out: Path, sources: list[str], option: str = "--out") -> None:
-    """An output folder that is, or lies inside, a source folder (or the root of a recursive glob) is
-    refused: lmforge would write among the files it reads, and read back what it wrote."""
+    """An output folder that is a source folder (or the root of a recursive glob) is refused: lmforge
+    would write among the files it reads. A folder *inside* a source is allowed: the listing leaves
+    out what the command writes (data/sources.py), so `tokenize SRC --out SRC/tok` reads your files only."""
     for source in sources:
         folder = glob_root(source) if "**" in source else Path(source)
-        if folder is not None and folder.is_dir() and is_within(out, folder):
-            raise LmforgeError(f"{option} {out} is inside the source folder {folder}: lmforge never writes among "
-                               f"the files it reads; give an {option} outside it")
+        if folder is not None and folder.is_dir() and Path(out).resolve() == folder.resolve():
+            raise LmforgeError(f"{option} {out} is the source folder {folder}: lmforge never writes among the files "
+                               f"it reads; give an {option} outside it, or a new folder inside it")
 
 
 def building_folder(folder: Path, stage: str) -> Path:
