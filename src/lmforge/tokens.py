@@ -30,7 +30,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from lmforge.config import DataConfig, TokenizerConfig
-from lmforge.data.sources import Document, Inputs, SourceStats, iter_documents, list_inputs
+from lmforge.data.sources import Document, Inputs, SourceStats, batched, iter_documents, list_inputs
 from lmforge import files
 from lmforge.errors import LmforgeError
 from lmforge.locks import FolderLock
@@ -111,8 +111,14 @@ class ShardWriter:
         return {"tokens": self.tokens, "documents": self.documents, "bytes": self.bytes, "shards": self.shards}
 
 
+# how documents are grouped to be encoded sets memory and speed, never the tokens: a change of these
+# alone leaves a tokenized folder complete
+BATCHING_KEYS = ("encode_batch_documents", "encode_batch_bytes")
+
+
 def fingerprint(data: DataConfig, tk: TokenizerConfig, inputs: Inputs) -> str:
-    return files.fingerprint({"data": asdict(data), "tokenizer": asdict(tk), "inputs": inputs.identity()})
+    tokenizer = {k: v for k, v in asdict(tk).items() if k not in BATCHING_KEYS}
+    return files.fingerprint({"data": asdict(data), "tokenizer": tokenizer, "inputs": inputs.identity()})
 
 
 def temporary_folder(out: Path) -> Path:
@@ -215,17 +221,6 @@ def is_complete(folder: Path, data: DataConfig, tk: TokenizerConfig, exclude: It
     return files.is_complete(Path(folder) / META, fingerprint(data, tk, inputs))
 
 
-def _batched(docs: Iterator[Document], n: int) -> Iterator[list[Document]]:
-    batch: list[Document] = []
-    for d in docs:
-        batch.append(d)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=print,
                     exclude: Iterable[Path] = ()) -> dict:
     """Train the tokenizer on a prefix of the stream, then encode the whole stream into shards.
@@ -276,7 +271,7 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
     prefixes = source_prefixes(data.sources)  # the split keys on ids relative to their source folder
     stats = SourceStats()
     long_documents = 0
-    for batch in _batched(docs(data.max_bytes, stats), tk.encode_batch_documents):
+    for batch in batched(docs(data.max_bytes, stats), tk.encode_batch_documents, tk.encode_batch_bytes):
         encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
         for doc, enc in zip(batch, encodings):
             ids = np.empty(len(enc.ids) + 1, dtype=np.int64)

@@ -745,5 +745,25 @@ def iter_documents(
             return
 
 
+def batched(items: Iterable[Document | Skip], max_items: int, max_bytes: int) -> Iterator[list[Document | Skip]]:
+    """Consecutive runs of `items` of at most `max_items` items and `max_bytes` bytes of text (UTF-8),
+    so that what a run holds in memory follows the settings, not the documents: an item larger than
+    `max_bytes` goes alone. A run is handed on as soon as it is full."""
+    batch: list[Document | Skip] = []
+    size = 0
+    for item in items:
+        n = len(item.text.encode("utf-8"))
+        if batch and size + n > max_bytes:
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += n
+        if len(batch) == max_items or size >= max_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
 def _builtin_files() -> list[Path]:
     return _stdlib_files() + _usr_share_doc()
