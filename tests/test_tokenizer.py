@@ -183,8 +183,8 @@ def test_one_large_document_does_not_take_the_validation_split(tmp_path):
 
 
 def test_batches_cut_by_bytes_give_the_same_token_shards(tmp_path, tokens_dir, corpus_dir):
-    """Documents encoded five at a time and at most 10 KB at a time (a larger one alone) give the folder
-    that one batch of all 60 gives, byte for byte: batching bounds memory and changes no token."""
+    """Documents encoded five at a time and at most 10 KB at a time (a longer one in pieces) give the
+    folder that one batch of all 60 gives, byte for byte: batching bounds memory and changes no token."""
     from conftest import tiny_overrides
     from lmforge.config import load_config
     from lmforge.data.sources import batched
@@ -201,3 +201,23 @@ def test_batches_cut_by_bytes_give_the_same_token_shards(tmp_path, tokens_dir, c
     assert made == sorted(p.relative_to(tokens_dir) for p in tokens_dir.rglob("*") if p.is_file())
     for path in made:
         assert (tmp_path / "tok" / path).read_bytes() == (tokens_dir / path).read_bytes(), path
+
+
+def test_a_long_document_encoded_in_pieces_gives_the_whole_documents_ids(tokens_dir):
+    """Real long documents (every pydoc topic: prose and code; the same with Windows line ends; the
+    source of argparse) cut into pieces of about 500 characters encode, piece after piece, to the ids of
+    the whole document: tokenize may encode a book a piece at a time."""
+    import argparse
+    from pathlib import Path
+
+    from pydoc_data.topics import topics
+
+    from lmforge.tokens import text_pieces
+
+    tok = load_tokenizer(tokens_dir)
+    prose = "\n".join(topics[name] for name in sorted(topics))
+    for text in (prose, prose.replace("\n", "\r\n"), Path(argparse.__file__).read_text(encoding="utf-8")):
+        pieces = text_pieces(text, 500)
+        assert "".join(pieces) == text and len(pieces) > len(text) / 1000
+        encoded = [i for enc in tok.encode_batch_fast(pieces, add_special_tokens=False) for i in enc.ids]
+        assert encoded == tok.encode(text, add_special_tokens=False).ids

@@ -57,8 +57,8 @@ class TokenizerConfig:
     train_bytes: int = 30_000_000  # text used to learn the merges (a prefix of the stream)
     min_frequency: int = 2
     shard_tokens: int = 100_000_000  # tokens per shard file
-    # documents encoded at once: at most this many, and at most encode_batch_bytes of text (encodings
-    # take ~100x their text in memory while a batch is encoded); batching never changes the tokens
+    # documents encoded at once: at most this many, and at most encode_batch_bytes of text (a longer document
+    # goes in pieces); encodings hold ~40x their text while a batch is encoded; batching never changes the tokens
     encode_batch_documents: int = 512
     encode_batch_bytes: int = 16_000_000
 
