@@ -242,14 +242,22 @@ def text_pieces(text: str, max_chars: int) -> list[str]:
     pieces: list[str] = []
     start = 0
     while len(text) - start > max_chars:
-        fits = bisect.bisect_right(cuts, start + max_chars) - 1
-        cut = cuts[fits] if fits >= 0 and cuts[fits] > start else next((c for c in cuts[fits + 1:] if c > start), None)
+        cut = _next_cut(cuts, start, max_chars)
         if cut is None:
             break
         pieces.append(text[start:cut])
         start = cut
     pieces.append(text[start:])
     return pieces
+
+
+def _next_cut(cuts: list[int], start: int, max_chars: int) -> int | None:
+    """The last of the sorted `cuts` within `max_chars` after `start`, else the first one beyond."""
+    last_fitting = bisect.bisect_right(cuts, start + max_chars) - 1
+    if last_fitting >= 0 and cuts[last_fitting] > start:
+        return cuts[last_fitting]
+    first_after = bisect.bisect_right(cuts, start)
+    return cuts[first_after] if first_after < len(cuts) else None
 
 
 @dataclass
@@ -269,7 +277,7 @@ def _pieces(docs: Iterable[Document], max_chars: int) -> Iterator[_Piece]:
 def encoded_documents(tok, docs: Iterable[Document], max_documents: int, max_bytes: int
                       ) -> Iterator[tuple[Document, np.ndarray]]:
     """Each document with its ids, in order. Encodings hold ~40x their text in memory while a batch is
-    encoded (ids, offsets, token strings), so a batch holds at most `max_documents` documents or pieces
+    encoded, so a batch holds at most `max_documents` documents or pieces
     and `max_bytes` of text, and a document longer than PIECE_CHARS is encoded in pieces (`text_pieces`,
     the batch encodes them in parallel): memory follows the settings, not the longest document."""
     held: list[np.ndarray] = []  # the ids of a document's pieces so far

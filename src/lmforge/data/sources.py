@@ -753,9 +753,9 @@ def iter_documents(
 
 def batched(items: Iterable[Texted], max_items: int, max_bytes: int) -> Iterator[list[Texted]]:
     """Consecutive runs of `items` (each with a `.text`: documents, skips, pieces of documents) of at
-    most `max_items` items and `max_bytes` bytes of text (UTF-8),
-    so that what a run holds in memory follows the settings, not the documents: an item larger than
-    `max_bytes` goes alone. A run is handed on as soon as it is full."""
+    most `max_items` items and `max_bytes` bytes of text (UTF-8), so that what a run holds in memory
+    follows the settings, not the documents: an item larger than `max_bytes` goes alone. A run is
+    handed on as soon as it is full."""
     batch: list[Texted] = []
     size = 0
     for item in items:
