@@ -8,7 +8,8 @@ import numpy as np
 from lmforge.config import DataConfig, TokenizerConfig
 from lmforge.data.sources import iter_documents
 from lmforge.tokenizer import EOT, MASK, PAD, load_tokenizer, token_byte_lengths, train_tokenizer
-from lmforge.tokens import is_validation, load_shards, read_meta, source_prefixes, split_key, tokenize_corpus
+from lmforge.tokens import (is_complete, is_validation, load_shards, read_meta, source_prefixes, split_key,
+                            tokenize_corpus)
 
 SAMPLES = ["Hello, world!", "def f(x):\n    return x ** 2\n", "naïve café — 東京 🚀", "  spaces\t\ttabs\n\n"]
 
@@ -201,6 +202,7 @@ def test_batches_cut_by_bytes_give_the_same_token_shards(tmp_path, tokens_dir, c
     assert made == sorted(p.relative_to(tokens_dir) for p in tokens_dir.rglob("*") if p.is_file())
     for path in made:
         assert (tmp_path / "tok" / path).read_bytes() == (tokens_dir / path).read_bytes(), path
+    assert is_complete(tokens_dir, cfg.data, cfg.tokenizer)  # other batching alone: nothing to tokenize again
 
 
 def test_a_long_document_encoded_in_pieces_gives_the_whole_documents_ids(tokens_dir):
