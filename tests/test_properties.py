@@ -165,6 +165,34 @@ def test_tokenizer_round_trips_any_text(tokenizer, text):
     assert tokenizer.decode(ids, skip_special_tokens=False) == text
 
 
+# every kind of whitespace the pre-tokenizer and Python may disagree on, beside words, digits and marks
+TEXT_PARTS = ["a", "Word", "1", "23", ".", "'s", "é", "日本", " ", "  ", "\n", "\r\n", "\r", "\t", "\n\n", "\xa0",
+              "\u3000", "\x1c", "\x0b", "\x85", "\u2028", "<|endoftext|>"]
+
+
+@pytest.fixture(scope="module")
+def whitespace_tokenizer():
+    """Trained on such text, so that it merges runs of whitespace: a cut that splits a pre-token differently
+    changes its ids (a vocabulary without those merges could hide it)."""
+    import random
+
+    from lmforge.tokenizer import train_tokenizer
+
+    rng = random.Random(0)
+    return train_tokenizer(["".join(rng.choice(TEXT_PARTS) for _ in range(200)) for _ in range(300)], 600)
+
+
+@FAST
+@given(text=st.one_of(st.lists(st.sampled_from(TEXT_PARTS), max_size=120).map("".join), st.text(max_size=300)))
+def test_a_text_cut_at_every_safe_place_encodes_to_the_whole_texts_ids(whitespace_tokenizer, text):
+    from lmforge.tokens import text_pieces
+
+    pieces = text_pieces(text, 1)  # a cut wherever one is safe
+    assert "".join(pieces) == text
+    encoded = [i for enc in whitespace_tokenizer.encode_batch_fast(pieces, add_special_tokens=False) for i in enc.ids]
+    assert encoded == whitespace_tokenizer.encode(text, add_special_tokens=False).ids
+
+
 # ---------------------------------------------------------------- config
 
 config_values = st.recursive(

@@ -8,7 +8,8 @@ import numpy as np
 from lmforge.config import DataConfig, TokenizerConfig
 from lmforge.data.sources import iter_documents
 from lmforge.tokenizer import EOT, MASK, PAD, load_tokenizer, token_byte_lengths, train_tokenizer
-from lmforge.tokens import is_validation, load_shards, read_meta, source_prefixes, split_key, tokenize_corpus
+from lmforge.tokens import (is_complete, is_validation, load_shards, read_meta, source_prefixes, split_key,
+                            tokenize_corpus)
 
 SAMPLES = ["Hello, world!", "def f(x):\n    return x ** 2\n", "naïve café — 東京 🚀", "  spaces\t\ttabs\n\n"]
 
@@ -180,3 +181,45 @@ def test_one_large_document_does_not_take_the_validation_split(tmp_path):
     notes_in_val = sum(is_validation(f"note{i:02d}.txt", 0.1) for i in range(40))
     assert metas[512]["splits"]["val"]["documents"] == notes_in_val
     assert "1 long one" in metas[512]["val_split"]["detail"]
+
+
+def test_batches_cut_by_bytes_give_the_same_token_shards(tmp_path, tokens_dir, corpus_dir):
+    """Documents encoded five at a time and at most 10 KB at a time (a longer one in pieces) give the
+    folder that one batch of all 60 gives, byte for byte: batching bounds memory and changes no token."""
+    from conftest import tiny_overrides
+    from lmforge.config import load_config
+    from lmforge.data.sources import batched
+
+    cfg = load_config("tiny", overrides=tiny_overrides(**{"tokenizer.encode_batch_documents": 5,
+                                                          "tokenizer.encode_batch_bytes": 10_000}))
+    cfg.data.sources = [str(corpus_dir)]
+    batches = list(batched(iter_documents([str(corpus_dir)]), 5, 10_000))
+    size = lambda batch: sum(len(d.text.encode("utf-8")) for d in batch)  # noqa: E731
+    assert all(len(b) <= 5 and (size(b) <= 10_000 or len(b) == 1) for b in batches)
+    assert any(len(b) == 1 and size(b) > 10_000 for b in batches) and any(len(b) == 5 for b in batches)
+    tokenize_corpus(cfg.data, cfg.tokenizer, tmp_path / "tok", log=lambda *_: None)
+    made = sorted(p.relative_to(tmp_path / "tok") for p in (tmp_path / "tok").rglob("*") if p.is_file())
+    assert made == sorted(p.relative_to(tokens_dir) for p in tokens_dir.rglob("*") if p.is_file())
+    for path in made:
+        assert (tmp_path / "tok" / path).read_bytes() == (tokens_dir / path).read_bytes(), path
+    assert is_complete(tokens_dir, cfg.data, cfg.tokenizer)  # other batching alone: nothing to tokenize again
+
+
+def test_a_long_document_encoded_in_pieces_gives_the_whole_documents_ids(tokens_dir):
+    """Real long documents (every pydoc topic: prose and code; the same with Windows line ends; the
+    source of argparse) cut into pieces of about 500 characters encode, piece after piece, to the ids of
+    the whole document: tokenize may encode a book a piece at a time."""
+    import argparse
+    from pathlib import Path
+
+    from pydoc_data.topics import topics
+
+    from lmforge.tokens import text_pieces
+
+    tok = load_tokenizer(tokens_dir)
+    prose = "\n".join(topics[name] for name in sorted(topics))
+    for text in (prose, prose.replace("\n", "\r\n"), Path(argparse.__file__).read_text(encoding="utf-8")):
+        pieces = text_pieces(text, 500)
+        assert "".join(pieces) == text and len(pieces) > len(text) / 1000
+        encoded = [i for enc in tok.encode_batch_fast(pieces, add_special_tokens=False) for i in enc.ids]
+        assert encoded == tok.encode(text, add_special_tokens=False).ids

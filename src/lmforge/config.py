@@ -58,7 +58,10 @@ class TokenizerConfig:
     train_bytes: int = 30_000_000  # text used to learn the merges (a prefix of the stream)
     min_frequency: int = 2
     shard_tokens: int = 100_000_000  # tokens per shard file
+    # documents encoded at once: at most this many, and at most encode_batch_bytes of text (a longer document
+    # goes in pieces); encodings hold ~40x their text while a batch is encoded; batching never changes the tokens
     encode_batch_documents: int = 512
+    encode_batch_bytes: int = 16_000_000
 
 
 @dataclass
@@ -208,6 +211,9 @@ class PrepareConfig:
     workers: int = 0  # processes (0 = one per core)
     executor: str = "local"  # local (a process pool) | ray (a Ray cluster, for corpora beyond one machine)
     shard_documents: int = 1000  # documents per shard: the unit of parallelism and of resume
+    # ...and at most this many bytes of text per shard (a larger document goes alone): the main process holds
+    # 2 x workers shards in flight, and a worker one, so memory follows these settings, not the corpus
+    shard_bytes: int = 16_000_000
     repair: bool = True
     pii: bool = True
     boilerplate: bool = True  # drop lines repeated verbatim across many documents
@@ -343,6 +349,7 @@ def _validate_ranges(cfg: Config) -> None:
         "train.grad_accum": t.grad_accum, "train.max_steps": t.max_steps,
         "tokenizer.shard_tokens": tk.shard_tokens, "train.log_interval": t.log_interval,
         "tokenizer.encode_batch_documents": tk.encode_batch_documents,
+        "tokenizer.encode_batch_bytes": tk.encode_batch_bytes,
         "data.max_document_bytes": d.max_document_bytes, "train.keep_checkpoints": t.keep_checkpoints,
         "data.long_document_tokens": d.long_document_tokens,
         "prepare.gopher_repetition.window_words": cfg.prepare.gopher_repetition.window_words,
@@ -394,6 +401,7 @@ def _validate_train(t: TrainConfig) -> None:
 def _validate_prepare(p: PrepareConfig) -> None:
     _check(p.workers >= 0, "prepare.workers", p.workers, "must be >= 0 (0 = one per core)")
     _check(p.shard_documents > 0, "prepare.shard_documents", p.shard_documents, "must be > 0")
+    _check(p.shard_bytes > 0, "prepare.shard_bytes", p.shard_bytes, "must be > 0")
     _check(p.minhash_bands > 0 and p.minhash_rows > 0, "prepare.minhash_bands", p.minhash_bands,
            "bands and rows must be > 0")
     _check(p.ngram_words > 0, "prepare.ngram_words", p.ngram_words, "must be > 0")

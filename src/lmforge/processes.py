@@ -1,4 +1,4 @@
-"""Processes: the CPUs this one may use, and workers that end with the process that started them.
+"""Processes: the CPUs this one may use, its peak memory, and workers that end with the process that started them.
 
 A pool worker waits for its next task on a pipe from its parent. When the parent dies by SIGKILL
 (the OOM killer, `kill -9`, a job scheduler's hard stop) no handler runs, nothing closes the pool,
@@ -11,6 +11,7 @@ child when its parent dies; the pools ask for that in their initializer.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import sys
 
@@ -18,6 +19,12 @@ import sys
 def usable_cpus() -> set[int]:
     """The CPUs this process may run on (a container's or taskset's mask), not all the machine's."""
     return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def peak_rss_bytes() -> int:
+    """The most resident memory this process has held so far (its high-water mark, not its use now)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux kilobytes
 
 
 def end_with_parent(parent: int, signum: int = signal.SIGTERM) -> None:

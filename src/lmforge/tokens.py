@@ -22,18 +22,20 @@ Every document is preceded by one `<|endoftext|>` token, so the stream reads
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
+import re
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from lmforge.config import DataConfig, TokenizerConfig
-from lmforge.data.sources import Document, Inputs, SourceStats, iter_documents, list_inputs
+from lmforge.data.sources import Document, Inputs, SourceStats, batched, iter_documents, list_inputs
 from lmforge import files
 from lmforge.errors import LmforgeError
 from lmforge.locks import FolderLock
@@ -116,8 +118,14 @@ class ShardWriter:
         return {"tokens": self.tokens, "documents": self.documents, "bytes": self.bytes, "shards": self.shards}
 
 
+# how documents are grouped to be encoded sets memory and speed, never the tokens: a change of these
+# alone leaves a tokenized folder complete
+BATCHING_KEYS = ("encode_batch_documents", "encode_batch_bytes")
+
+
 def fingerprint(data: DataConfig, tk: TokenizerConfig, inputs: Inputs) -> str:
-    return files.fingerprint({"data": asdict(data), "tokenizer": asdict(tk), "inputs": inputs.identity()})
+    tokenizer = {k: v for k, v in asdict(tk).items() if k not in BATCHING_KEYS}
+    return files.fingerprint({"data": asdict(data), "tokenizer": tokenizer, "inputs": inputs.identity()})
 
 
 def list_tokenize_inputs(data: DataConfig, out: Path, exclude: Iterable[Path] = ()) -> Inputs:
@@ -216,15 +224,70 @@ def is_complete(folder: Path, data: DataConfig, tk: TokenizerConfig, exclude: It
     return files.is_complete(Path(folder) / META, fingerprint(data, tk, inputs))
 
 
-def _batched(docs: Iterator[Document], n: int) -> Iterator[list[Document]]:
-    batch: list[Document] = []
-    for d in docs:
-        batch.append(d)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+PIECE_CHARS = 1 << 16  # a longer document is encoded in pieces of about this many characters
+# Where the byte-level pre-tokenizer (the GPT-2 pattern) ends a pre-token whether or not the text goes on,
+# so that pieces cut there encode to the ids of the whole (BPE never merges across pre-tokens):
+# - before the last character of a whitespace run: `\s+(?!\S)` takes the run but its last character,
+#   which starts the next pre-token (" word", "\nword"); a piece ending there takes the same run at its end;
+# - after a newline standing alone between two non-spaces: the newline is a pre-token of its own.
+# The characters named are ASCII (the pattern's \s and Python's agree on them); any other \s stays uncut.
+SAFE_CUT = re.compile(r"(?<=[ \t\n\r])(?=[ \t\n\r]\S)|(?<=\S\n)(?=\S)")
+
+
+def text_pieces(text: str, max_chars: int) -> list[str]:
+    """`text` cut at SAFE_CUT places into pieces of at most `max_chars` characters where a place allows
+    (a piece runs on to the next place otherwise), which encode, one after another, to the whole's ids."""
+    if len(text) <= max_chars:
+        return [text]
+    cuts = [m.start() for m in SAFE_CUT.finditer(text)]
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > max_chars:
+        cut = _next_cut(cuts, start, max_chars)
+        if cut is None:
+            break
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def _next_cut(cuts: list[int], start: int, max_chars: int) -> int | None:
+    """The last of the sorted `cuts` within `max_chars` after `start`, else the first one beyond."""
+    last_fitting = bisect.bisect_right(cuts, start + max_chars) - 1
+    if last_fitting >= 0 and cuts[last_fitting] > start:
+        return cuts[last_fitting]
+    first_after = bisect.bisect_right(cuts, start)
+    return cuts[first_after] if first_after < len(cuts) else None
+
+
+@dataclass
+class _Piece:
+    text: str
+    document: Document
+    last: bool  # the document's last piece: its ids are complete
+
+
+def _pieces(docs: Iterable[Document], max_chars: int) -> Iterator[_Piece]:
+    for doc in docs:
+        parts = text_pieces(doc.text, max_chars)
+        for i, part in enumerate(parts):
+            yield _Piece(part, doc, last=i == len(parts) - 1)
+
+
+def encoded_documents(tok, docs: Iterable[Document], max_documents: int, max_bytes: int
+                      ) -> Iterator[tuple[Document, np.ndarray]]:
+    """Each document with its ids, in order. Encodings hold ~40x their text in memory while a batch is
+    encoded, so a batch holds at most `max_documents` documents or pieces
+    and `max_bytes` of text, and a document longer than PIECE_CHARS is encoded in pieces (`text_pieces`,
+    the batch encodes them in parallel): memory follows the settings, not the longest document."""
+    held: list[np.ndarray] = []  # the ids of a document's pieces so far
+    for batch in batched(_pieces(docs, min(PIECE_CHARS, max_bytes)), max_documents, max_bytes):
+        for piece, enc in zip(batch, tok.encode_batch_fast([p.text for p in batch], add_special_tokens=False)):
+            held.append(np.asarray(enc.ids, dtype=np.int64))
+            if piece.last:
+                yield piece.document, np.concatenate(held)
+                held = []
 
 
 def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=print,
@@ -293,21 +356,20 @@ def _write_tokens(data: DataConfig, tk: TokenizerConfig, tok, tmp: Path, docs: I
     writers = {s: ShardWriter(tmp / s, dtype, tk.shard_tokens) for s in ("train", "val")}
     prefixes = source_prefixes(data.sources)  # the split keys on ids relative to their source folder
     long_documents = 0
-    for batch in _batched(docs, tk.encode_batch_documents):
-        encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
-        for doc, enc in zip(batch, encodings):
-            ids = np.empty(len(enc.ids) + 1, dtype=np.int64)
-            ids[0] = eot
-            ids[1:] = enc.ids
-            n_bytes = len(doc.text.encode("utf-8"))
-            if len(ids) > data.long_document_tokens:
-                (train_ids, train_bytes), (val_ids, val_bytes) = split_document(ids, n_bytes, data.val_fraction)
-                writers["train"].write(train_ids, train_bytes)
-                writers["val"].write(val_ids, val_bytes, starts_document=False)
-                long_documents += 1
-            else:
-                split = "val" if is_validation(split_key(doc.id, prefixes), data.val_fraction) else "train"
-                writers[split].write(ids, n_bytes)
+    encoded = encoded_documents(tok, docs, tk.encode_batch_documents, tk.encode_batch_bytes)
+    for doc, doc_ids in encoded:
+        ids = np.empty(len(doc_ids) + 1, dtype=np.int64)
+        ids[0] = eot
+        ids[1:] = doc_ids
+        n_bytes = len(doc.text.encode("utf-8"))
+        if len(ids) > data.long_document_tokens:
+            (train_ids, train_bytes), (val_ids, val_bytes) = split_document(ids, n_bytes, data.val_fraction)
+            writers["train"].write(train_ids, train_bytes)
+            writers["val"].write(val_ids, val_bytes, starts_document=False)
+            long_documents += 1
+        else:
+            split = "val" if is_validation(split_key(doc.id, prefixes), data.val_fraction) else "train"
+            writers[split].write(ids, n_bytes)
     splits = {s: w.close() for s, w in writers.items()}
     val_split = _hold_out_tail(tmp, splits, data.val_fraction, eot, dtype, tk.shard_tokens, long_documents)
     meta = {

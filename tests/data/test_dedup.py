@@ -1,4 +1,5 @@
 import random
+import tracemalloc
 
 import numpy as np
 
@@ -36,3 +37,30 @@ def test_exact_key_ignores_case_and_spacing_only():
 def test_short_documents_have_no_shingles_not_a_shared_empty_signature():
     assert len(shingle_hashes("only four words here", 5)) == 0
     assert MinHasher(16).signature(shingle_hashes("tiny", 5)) is None
+
+
+def test_signature_in_chunks_is_the_whole_documents_signature_in_bounded_memory():
+    """A real long document (every pydoc topic, ~50,000 distinct shingles, several chunks): its
+    signature equals the minimum over all shingles computed one permutation at a time, and hashing
+    it holds one chunk's shingles x permutations table at a time, never the whole (~45 MB here,
+    ~1 GB for a book)."""
+    from pydoc_data.topics import topics
+
+    from lmforge.data import dedup
+
+    text = "\n".join(topics[name] for name in sorted(topics))
+    shingles = shingle_hashes(text, 5)
+    hasher = MinHasher(112, seed=1)
+    assert len(shingles) > 3 * dedup.SIGNATURE_CHUNK
+    with np.errstate(over="ignore"):
+        whole = np.array([((shingles * a + b) >> np.uint64(32)).min() for a, b in zip(hasher.a, hasher.b)],
+                         dtype=np.uint32)
+    tracemalloc.start()
+    try:
+        signature = hasher.signature(shingles)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert signature.tobytes() == whole.tobytes()
+    chunk_table = dedup.SIGNATURE_CHUNK * len(hasher.a) * 8
+    assert peak < 1.25 * chunk_table, f"signature peaked at {peak:,} bytes; one chunk's table is {chunk_table:,}"

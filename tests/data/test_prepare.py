@@ -2,6 +2,9 @@
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -494,3 +497,69 @@ def test_report_counts_every_step(messy, tmp_path):
     assert steps["language"]["documents"] >= steps["gopher_quality"]["documents"]
     filtered = report["documents_in"] - report["rejected_by_stage"]["read"]
     assert steps["repair"]["documents"] == filtered
+
+
+def _shard_texts(folder) -> list[list[str]]:
+    return [[r["text"] for r in read_jsonl_gz(p)] for p in sorted((folder / "clean").glob("shard_*.jsonl.gz"))]
+
+
+def test_shards_are_cut_by_bytes_and_a_larger_document_goes_alone(tmp_path):
+    """Real documents of 1-50 KB and one of ~470 KB (every pydoc topic), under a 40 KB cap: each shard
+    holds at most the cap unless it is one larger document alone, each is cut only where the next
+    document would not fit, and together they are the input stream in order."""
+    from pydoc_data.topics import topics
+
+    from conftest import corpus_texts
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, text in enumerate(corpus_texts()[:40]):
+        (src / f"doc{i:03d}.txt").write_text(text)
+    (src / "doc020_all_topics.txt").write_text("\n".join(topics[name] for name in sorted(topics)))
+    cap = 40_000
+    c = cfg(**{"prepare.shard_documents": 1000, "prepare.shard_bytes": cap})
+    c.prepare.filters, c.prepare.repair, c.prepare.pii, c.prepare.boilerplate = [], False, False, False
+    c.prepare.exact_dedup = c.prepare.near_dedup = False  # every document kept as read: shards show the cut
+    prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=quiet, progress=False)
+
+    shards = _shard_texts(tmp_path / "out")
+    size = lambda texts: sum(len(t.encode("utf-8")) for t in texts)  # noqa: E731
+    stream = [d.text for d in iter_documents([str(src)])]
+    assert [t for s in shards for t in s] == stream
+    larger = [[t] for t in stream if size([t]) > cap]
+    assert [s for s in shards if size(s) > cap] == larger
+    assert [(src / "doc020_all_topics.txt").read_text()] in larger
+    for shard, following in zip(shards, shards[1:]):
+        assert size(shard) + len(following[0].encode("utf-8")) > cap  # full: the next document did not fit
+    assert len(shards) > len(larger) + 1  # 1,000 documents a shard alone would give one
+
+
+def test_a_byte_cap_on_shards_changes_no_decision(messy, tmp_path):
+    """The same documents kept, edited, rejected and deduplicated whether the stream is cut every few
+    kilobytes or every four documents."""
+    by_documents, by_bytes = cfg(), cfg(**{"prepare.shard_bytes": 3_000})
+    prepare([str(messy)], tmp_path / "docs", by_documents.prepare, by_documents.data, log=quiet, progress=False)
+    prepare([str(messy)], tmp_path / "bytes", by_bytes.prepare, by_bytes.data, log=quiet, progress=False)
+    reports = [json.loads((tmp_path / name / "report.json").read_text()) for name in ("docs", "bytes")]
+    assert reports[1]["shards"] > reports[0]["shards"]
+    key = lambda r: r["id"]  # noqa: E731
+    (clean_a, rejected_a), (clean_b, rejected_b) = outputs(tmp_path / "docs"), outputs(tmp_path / "bytes")
+    assert clean_a == clean_b
+    assert sorted(rejected_a, key=key) == sorted(rejected_b, key=key)
+
+
+def test_report_holds_the_peak_memory_of_the_workers(messy, tmp_path):
+    """report.json and the printed summary give the largest peak resident memory of a worker: at most
+    the largest the kernel saw in the process tree (the main process and its two workers, as their
+    parent sees them when they exit), and at least what a Python process with numpy holds."""
+    tree = [sys.executable, "-c", "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024); sys.exit(r.returncode)"]  # Linux: KiB
+    out = tmp_path / "out"
+    r = subprocess.run([*tree, sys.executable, "-m", "lmforge", "prepare", str(messy), "--out", str(out),
+                        "--workers", "2", "--no-progress"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    tree_peak = int(r.stdout.strip().splitlines()[-1])
+    peak = json.loads((out / "report.json").read_text())["worker_peak_rss_bytes"]
+    assert 20e6 < peak <= tree_peak
+    assert f"peak memory per worker: {peak / 1e6:,.0f} MB" in r.stdout

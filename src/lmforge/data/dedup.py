@@ -27,6 +27,9 @@ import numpy as np
 from lmforge.data.clean import normalise_for_hash
 
 MASK32 = np.uint64(0xFFFFFFFF)
+# shingles hashed at once by MinHasher.signature: a table of 8,192 x num_perm uint64 (~7 MB at the
+# default 112 permutations) per worker, whatever the document's length
+SIGNATURE_CHUNK = 8_192
 
 
 def exact_key(text: str) -> str:
@@ -58,12 +61,24 @@ class MinHasher:
         self.b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
 
     def signature(self, shingles: np.ndarray) -> np.ndarray | None:
-        """(num_perm,) uint32 minimum hash per permutation; None for a document without shingles."""
+        """(num_perm,) uint32 minimum hash per permutation; None for a document without shingles.
+
+        A minimum over shingles is the minimum of the chunks' minima, so the shingles are hashed
+        SIGNATURE_CHUNK at a time: the same signature, in memory bounded by the chunk (one
+        shingle x num_perm table of a whole book would take ~1 GB), not by the document."""
         if len(shingles) == 0:
             return None
-        with np.errstate(over="ignore"):
-            values = (shingles[:, None] * self.a[None, :] + self.b[None, :]) >> np.uint64(32)
-        return values.min(axis=0).astype(np.uint32)
+        lowest = np.full(len(self.a), np.iinfo(np.uint64).max, dtype=np.uint64)
+        table = np.empty((min(len(shingles), SIGNATURE_CHUNK), len(self.a)), dtype=np.uint64)  # reused by every chunk
+        for start in range(0, len(shingles), SIGNATURE_CHUNK):
+            chunk = shingles[start:start + SIGNATURE_CHUNK, None]
+            values = table[:len(chunk)]
+            with np.errstate(over="ignore"):
+                np.multiply(chunk, self.a[None, :], out=values)
+                values += self.b[None, :]
+            values >>= np.uint64(32)
+            np.minimum(lowest, values.min(axis=0), out=lowest)
+        return lowest.astype(np.uint32)
 
 
 def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:

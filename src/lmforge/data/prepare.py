@@ -10,7 +10,10 @@
                                         redactions per kind, and what a byte cap left unread
       work/                             per-shard intermediate files and completion markers
 
-The input stream is cut into shards of `shard_documents` items in a fixed order. Three phases:
+The input stream is cut into shards of at most `shard_documents` items and `shard_bytes` bytes of text
+(a longer document alone), in a fixed order: the text that workers and the main process hold follows
+these settings, not the documents' sizes (report.json's `worker_peak_rss_bytes` says what it came to).
+Three phases:
   1. per shard, in a process pool: repair, filter, redact; exact key, MinHash signature and
      line statistics of what survives (`work/filtered/shard_N.*`, marker `shard_N.done`);
   2. once: exact and near-duplicate decisions, and the set of boilerplate lines (`work/dedup.json`);
@@ -45,14 +48,14 @@ from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc, kind_of
 from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
 from lmforge.data.pii import RedactPII, redacted
-from lmforge.data.sources import (PREPARED_MARKER, PREPARED_PARTS, Inputs, Skip, SourceStats, iter_documents,
-                                  list_inputs, skip_hint)
+from lmforge.data.sources import (PREPARED_MARKER, PREPARED_PARTS, Document, Inputs, Skip, SourceStats, batched,
+                                  iter_documents, list_inputs, skip_hint)
 from lmforge.errors import LmforgeError
 from lmforge.files import (OutputKind, atomic_write_json, atomic_write_text, building_folder, claim_output,
                            fingerprint, install, is_complete, json_format_is, naming, open_new, output_errors,
                            read_own_bytes, refuse_inside_sources, refuse_link, remove_own)
 from lmforge.locks import FolderLock
-from lmforge.processes import end_with_parent
+from lmforge.processes import end_with_parent, peak_rss_bytes
 
 FORMAT = "lmforge-prepared-v1"
 EXAMPLES_PER_REASON = 3
@@ -202,7 +205,7 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
     np.save(base.with_suffix(".sig.npy"), np.array(signatures, dtype=np.uint32).reshape(len(kept), len(hasher.a)))
     stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected),
              "exact_keys": keys, "has_signature": has_sig, "lines": dict(lines), "repairs": stack.counts(),
-             "steps": stack.step_stats(), "redaction_examples": dict(redacted)}
+             "steps": stack.step_stats(), "redaction_examples": dict(redacted), "peak_rss_bytes": peak_rss_bytes()}
     atomic_write_json(base.with_suffix(".done"), stats)  # the completion marker, written last
 
 
@@ -315,7 +318,8 @@ def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None
     _write_jsonl_gz(out / "rejected" / f"dedup_{index:05d}.jsonl.gz", rejected)
     _write_jsonl_gz(out / "clean" / f"shard_{index:05d}.jsonl.gz", kept)
     atomic_write_json(work / f"shard_{index:05d}.written", {"kept": len(kept), "rejected": len(rejected),
-                                                            "boilerplate_lines_removed": removed_lines})
+                                                            "boilerplate_lines_removed": removed_lines,
+                                                            "peak_rss_bytes": peak_rss_bytes()})
 
 
 # ---------------------------------------------------------------- driver
@@ -337,21 +341,23 @@ def list_prepare_inputs(sources: list[str], out: Path, exclude: Iterable[Path] =
     return list_inputs(sources, [*written_paths(out), *exclude])
 
 
-def _shards(inputs: Inputs, data: DataConfig, size: int, stats: SourceStats) -> Iterator[list]:
-    """The input stream (documents and skips, in order) cut into lists of `size` items."""
-    chunk: list = []
+def _items(inputs: Inputs, data: DataConfig, stats: SourceStats) -> Iterator[Document | Skip]:
+    """The input stream: documents and the reader's skips, in order."""
     for doc in iter_documents(inputs, stats, data.text_field, data.max_bytes, data.max_document_bytes):
-        chunk.extend(stats.pending)
-        stats.pending.clear()
-        chunk.append(doc)
-        while len(chunk) >= size:
-            yield chunk[:size]
-            chunk = chunk[size:]
-    chunk.extend(stats.pending)
+        yield from _skipped(stats)
+        yield doc
+    yield from _skipped(stats)
+
+
+def _skipped(stats: SourceStats) -> list[Skip]:
+    skips = stats.pending[:]
     stats.pending.clear()
-    while chunk:
-        yield chunk[:size]
-        chunk = chunk[size:]
+    return skips
+
+
+def _shards(inputs: Inputs, data: DataConfig, cfg: PrepareConfig, stats: SourceStats) -> Iterator[list]:
+    """The input stream cut into shards of at most `shard_documents` items and `shard_bytes` bytes of text."""
+    return batched(_items(inputs, data, stats), cfg.shard_documents, cfg.shard_bytes)
 
 
 class LocalExecutor:
@@ -481,7 +487,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     n_shards = 0
     bar = tqdm(unit="doc", desc="prepare", mininterval=1.0, disable=not progress, dynamic_ncols=True)
     try:
-        for index, items in enumerate(_shards(inputs, data, cfg.shard_documents, stats)):
+        for index, items in enumerate(_shards(inputs, data, cfg, stats)):
             n_shards = index + 1
             if not (work / f"shard_{index:05d}.done").is_file():
                 executor.submit(filter_shard, index, items, cfg, work, build / "rejected")
@@ -544,7 +550,7 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
     repairs: Counter = Counter()
     steps: dict[str, Counter] = defaultdict(Counter)
     redaction_examples: dict[str, list[str]] = defaultdict(list)
-    boiler = 0
+    boiler = peak_rss = 0
     for index in range(n_shards):
         done = json.loads((out / "work" / f"shard_{index:05d}.done").read_text())
         repairs.update(done["repairs"])
@@ -552,7 +558,9 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
             steps[name].update(counts)
         for rule, ids in done["redaction_examples"].items():
             redaction_examples[rule] = (redaction_examples[rule] + [redacted(i) for i in ids])[:EXAMPLES_PER_REASON]
-        boiler += json.loads((out / "work" / f"shard_{index:05d}.written").read_text())["boilerplate_lines_removed"]
+        written = json.loads((out / "work" / f"shard_{index:05d}.written").read_text())
+        boiler += written["boilerplate_lines_removed"]
+        peak_rss = max(peak_rss, done["peak_rss_bytes"], written["peak_rss_bytes"])
     rejected = sum(reasons.values())
     report = {
         "format": FORMAT,
@@ -573,6 +581,9 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
         "steps": {name: dict(steps[name]) for name in steps},  # per filter step: documents, dropped (by reason), edited
         "reader": stats.reader_report(),
         "shards": n_shards,
+        # the most resident memory any process that cleaned or wrote a shard reached (with one worker,
+        # the main process itself); bounded by prepare.shard_bytes and data.max_document_bytes
+        "worker_peak_rss_bytes": peak_rss,
         "seconds": round(seconds, 2),
         "fingerprint": fp,
     }
@@ -597,4 +608,5 @@ def summary_text(report: dict, out: Path) -> str:
     if reader.get("capped"):
         lines.append(f"  byte cap data.max_bytes={reader['max_bytes']:,}: {reader['unread_files']:,} files "
                      f"({reader['unread_bytes'] / 1e6:,.1f} MB) left unread")
+    lines.append(f"  peak memory per worker: {report['worker_peak_rss_bytes'] / 1e6:,.0f} MB")
     return "\n".join(lines)

@@ -45,7 +45,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterable, Iterator, Protocol, TypeVar
 
 from lmforge.config import BUILTIN_SOURCE
 from lmforge.errors import LmforgeError
@@ -68,6 +68,12 @@ class Skip:
     source: str
     text: str = ""
 
+
+class HasText(Protocol):
+    text: str
+
+
+Texted = TypeVar("Texted", bound=HasText)
 
 MAX_SKIPPED_TEXT = 10_000  # raw text kept with a skipped item (enough to audit it)
 MISSING_FIELD = "records without a '{}' string"
@@ -743,6 +749,27 @@ def iter_documents(
                 stats.count_unread(inputs.all_files())
             del stats.pending[pending:]  # what the look-ahead skipped lies beyond the cap too
             return
+
+
+def batched(items: Iterable[Texted], max_items: int, max_bytes: int) -> Iterator[list[Texted]]:
+    """Consecutive runs of `items` (each with a `.text`: documents, skips, pieces of documents) of at
+    most `max_items` items and `max_bytes` bytes of text (UTF-8), so that what a run holds in memory
+    follows the settings, not the documents: an item larger than `max_bytes` goes alone. A run is
+    handed on as soon as it is full."""
+    batch: list[Texted] = []
+    size = 0
+    for item in items:
+        n = len(item.text.encode("utf-8"))
+        if batch and size + n > max_bytes:
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += n
+        if len(batch) == max_items or size >= max_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def _builtin_files() -> list[Path]:
