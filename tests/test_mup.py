@@ -131,6 +131,19 @@ def test_mup_without_a_base_width_is_refused():
         load_config("tiny", overrides=["model.parametrization=mu"])
 
 
+def test_a_mup_sweep_leaves_the_width_rule_to_mup():
+    """The sweep's lr ~ width^-1/2 rule is the standard parameterisation's; under muP every run
+    keeps train.lr and its optimizer divides the hidden groups' lr by width / base width."""
+    from lmforge.scaling.design import size_config
+
+    standard = load_config("scaling")
+    mup = load_config("scaling", overrides=["model.parametrization=mup", f"model.mup_base_width={standard.model.n_embd}"])
+    wide = 4 * standard.model.n_embd
+    assert size_config(standard, wide).train.lr == pytest.approx(standard.train.lr / 2)
+    sized = size_config(mup, wide)
+    assert sized.train.lr == mup.train.lr and sized.model.mup_base_width == standard.model.n_embd
+
+
 def test_a_mup_run_records_its_base_width_and_group_learning_rates(tiny_config, tokens_dir):
     cfg = tiny_config(**{"model.parametrization": "mup", "model.mup_base_width": 16, "train.max_steps": 4})
     summary = train(cfg, data=[str(tokens_dir)], log=lambda *_: None)
