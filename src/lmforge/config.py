@@ -246,7 +246,7 @@ class ScaleConfig:
     depth: int = 4  # layers of every model when the knob is width
     aspect: int = 32  # width per layer when the knob is depth
     head_dim: int = 16  # heads = width / head_dim
-    lr_exponent: float = 0.5  # lr = train.lr * (model.n_embd / width) ** lr_exponent
+    lr_exponent: float = 0.5  # lr = train.lr * (model.n_embd / width) ** lr_exponent (standard; muP keeps train.lr)
     warmup_fraction: float = 0.05  # warmup steps as a share of each run's own steps
     # ... and never fewer than this many: the early instability a short warmup lets in comes at a fixed
     # step count, not a share of the run (docs/LOG.md 2026-12-02, issue 17 fifth attempt)
