@@ -150,7 +150,7 @@ def test_a_mup_run_records_its_base_width_and_group_learning_rates(tiny_config, 
     assert summary["parametrization"] == "mup" and summary["mup_base_width"] == 16
     groups = {g["name"]: g for g in summary["param_groups"]}
     assert groups["hidden"]["lr"] == pytest.approx(3e-3 / 2)  # width 32 over base 16
-    assert groups["embedding"]["lr"] == pytest.approx(3e-3)
+    assert groups["embedding+head"]["lr"] == pytest.approx(3e-3)
     run = RunDir(cfg.run.out)
     assert json.loads(run.summary_path.read_text())["param_groups"] == summary["param_groups"]
     assert (run.config.model.parametrization, run.config.model.mup_base_width) == ("mup", 16)

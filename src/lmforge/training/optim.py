@@ -43,7 +43,7 @@ def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.opt
                     lr=cfg.muon_lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum)
         hidden_ids = {id(p) for p in hidden.values()}
         rest = [p for p in params.values() if id(p) not in hidden_ids]
-        return [_adamw([{"params": rest, "weight_decay": 0.0, "name": "embedding"}], cfg), muon]
+        return [_adamw([{"params": rest, "weight_decay": 0.0, "name": "embedding+head"}], cfg), muon]
     if model.cfg.parametrization == "mup":
         return [_adamw(_mup_adamw_groups(params, hidden, cfg, model.cfg.width_multiplier), cfg)]
     decay = [p for p in params.values() if p.dim() >= 2]
@@ -63,7 +63,7 @@ def _mup_adamw_groups(params: dict[str, torch.nn.Parameter], hidden: dict[str, t
     no_decay = [p for p in params.values() if p.dim() < 2]
     groups = [{"params": list(hidden.values()), "weight_decay": cfg.weight_decay, "lr": cfg.lr / width_multiplier,
                "name": "hidden"},
-              {"params": vocab, "weight_decay": cfg.weight_decay, "name": "embedding"}]
+              {"params": vocab, "weight_decay": cfg.weight_decay, "name": "embedding+head"}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0, "name": "vectors"})
     return groups
