@@ -29,6 +29,7 @@ from lmforge.config import Config
 from lmforge.errors import LmforgeError
 from lmforge.files import atomic_write_bytes, atomic_write_json
 from lmforge.model import GPT, model_config
+from lmforge.training.device import resolve_device
 from lmforge.training.optim import build_optimizers
 
 SWEEP_FOLDER = "coordcheck"  # SWEEP/coordcheck/ when the check reads a sweep
@@ -58,9 +59,10 @@ def measure(model: GPT, idx: torch.Tensor) -> list[float]:
 
 
 def trace(cfg: Config, vocab: int, batches: list[torch.Tensor]) -> list[list[float]]:
-    """Scales at init and after each step on `batches` (each (B, T + 1)), measured on the first batch."""
+    """Scales at init and after each step on `batches` (each (B, T + 1), on the model's device),
+    measured on the first batch."""
     torch.manual_seed(cfg.train.seed)
-    model = GPT(model_config(cfg, vocab))
+    model = GPT(model_config(cfg, vocab)).to(batches[0].device)
     optimizers = build_optimizers(model, cfg.train)
     probe = batches[0][:, :-1]
     scales = [measure(model, probe)]
@@ -110,10 +112,12 @@ def coordinate_check(cfg: Config, widths: list[int], steps: int = 10, layers: in
         raise LmforgeError(f"scale coordcheck: width {odd[0]} must be a positive multiple of model.n_head={heads} "
                            f"with an even head size (rotary embedding); choose other --widths or --set model.n_head")
     base = cfg.model.mup_base_width or widths[0]
-    batches = zipf_batches(vocab, batch, context, steps, cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    batches = [b.to(device) for b in zipf_batches(vocab, batch, context, steps, cfg.train.seed)]
     names = tensor_names(layers)
-    result = {"widths": widths, "steps": steps, "layers": layers, "heads": heads, "context": context, "batch": batch,
-              "vocab": vocab, "lr": cfg.train.lr, "optimizer": cfg.train.optimizer, "mup_base_width": base,
+    result = {"device": str(device), "widths": widths, "steps": steps, "layers": layers, "heads": heads,
+              "context": context, "batch": batch, "vocab": vocab, "lr": cfg.train.lr, "optimizer": cfg.train.optimizer,
+              "mup_base_width": base,
               "tensors": names, "scale": "mean |x| per coordinate, on the first batch, at init and after each step",
               "parametrizations": {}}
     for parametrization in PARAMETRIZATIONS:
@@ -165,7 +169,7 @@ def plot(result: dict, path: Path) -> Path:
 def format_check(result: dict) -> str:
     lines = [f"coordinate check: widths {', '.join(map(str, result['widths']))}, {result['layers']} layers, "
              f"{result['heads']} heads, {result['steps']} steps of {result['optimizer']} at lr {result['lr']:g} "
-             f"(muP base width {result['mup_base_width']}); scale = mean |x|, widest over narrowest after the last step"]
+             f"on {result['device']} (muP base width {result['mup_base_width']}); scale = mean |x|, widest over narrowest after the last step"]
     for name, part in result["parametrizations"].items():
         ratios = ", ".join(f"{t} x{r:.2f}" for t, r in part["growth"].items())
         lines.append(f"  {name:<8} largest change x{part['max_growth']:.2f}: {ratios}")
