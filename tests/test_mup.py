@@ -172,7 +172,10 @@ def test_coordcheck_separates_the_parametrizations(tmp_path):
     assert len(mup["scales"]["256"]) == 11  # init and after each of the 10 steps
 
 
-def test_coordcheck_bad_widths_are_one_line(tmp_path):
+def test_coordcheck_bad_input_is_one_line(tmp_path):
     assert_user_error(lmforge("scale", "coordcheck", "--widths", "32,abc"), "--widths", "abc")
     assert_user_error(lmforge("scale", "coordcheck", "--widths", "32,66"), "66", "model.n_head")
     assert_user_error(lmforge("scale", "coordcheck", "--widths", "64"), "at least two widths")
+    assert_user_error(lmforge("scale", "coordcheck", "--steps", 0), "--steps")
+    assert_user_error(lmforge("scale", "coordcheck", tmp_path), "not a sweep")
+    assert not list(tmp_path.iterdir())  # nothing written into a folder that is not a sweep

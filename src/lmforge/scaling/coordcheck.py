@@ -117,7 +117,7 @@ def coordinate_check(cfg: Config, widths: list[int], steps: int = 10, layers: in
     names = tensor_names(layers)
     result = {"device": str(device), "widths": widths, "steps": steps, "layers": layers, "heads": heads,
               "context": context, "batch": batch, "vocab": vocab, "lr": cfg.train.lr, "optimizer": cfg.train.optimizer,
-              "mup_base_width": base,
+              "muon_lr": cfg.train.muon_lr if cfg.train.optimizer == "muon" else None, "mup_base_width": base,
               "tensors": names, "scale": "mean |x| per coordinate, on the first batch, at init and after each step",
               "parametrizations": {}}
     for parametrization in PARAMETRIZATIONS:
@@ -167,12 +167,14 @@ def plot(result: dict, path: Path) -> Path:
 
 
 def format_check(result: dict) -> str:
-    lines = [f"coordinate check: widths {', '.join(map(str, result['widths']))}, {result['layers']} layers, "
-             f"{result['heads']} heads, {result['steps']} steps of {result['optimizer']} at lr {result['lr']:g} "
-             f"on {result['device']} (muP base width {result['mup_base_width']}); scale = mean |x|, widest over narrowest after the last step"]
-    for name, part in result["parametrizations"].items():
-        ratios = ", ".join(f"{t} x{r:.2f}" for t, r in part["growth"].items())
+    r = result
+    lr = f"lr {r['lr']:g}" + (f" (Muon's {r['muon_lr']:g})" if r["muon_lr"] else "")
+    lines = [f"coordinate check: widths {', '.join(map(str, r['widths']))}, {r['layers']} layers, {r['heads']} heads, "
+             f"{r['steps']} steps of {r['optimizer']} at {lr} on {r['device']} (muP base width {r['mup_base_width']}); "
+             f"scale = mean |x|, widest over narrowest after the last step"]
+    for name, part in r["parametrizations"].items():
+        ratios = ", ".join(f"{t} x{g:.2f}" for t, g in part["growth"].items())
         lines.append(f"  {name:<8} largest change x{part['max_growth']:.2f}: {ratios}")
-    if "plot" in result:
-        lines.append(f"plot: {result['plot']}\nnumbers: {result['file']}")
+    if "plot" in r:
+        lines.append(f"plot: {r['plot']}\nnumbers: {r['file']}")
     return "\n".join(lines)
