@@ -218,7 +218,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.n_kv_head) * hd, bias=False)
         self.proj = nn.Linear(cfg.n_head * hd, cfg.n_embd, bias=False)
         # muP divides q.k by d_head, not sqrt(d_head): after training q and k are correlated, and their
-        # product grows as d_head, not as its root (Tensor Programs V, section 4). None: SDPA's 1/sqrt(d_head).
+        # product grows as d_head, not as its root (Tensor Programs V). None: SDPA's 1/sqrt(d_head).
         self.scale = 1.0 / hd if cfg.parametrization == "mup" else None
 
     def _qkv(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""The coordinate check (Yang et al. 2022, "Tensor Programs V", section 5 and appendix D): does a
+"""The coordinate check (Yang et al. 2022, "Tensor Programs V"): does a
 parameterisation keep every activation's size independent of the width as training starts?
 
 The same small model is built at each width under each parameterisation and trained for a few steps
