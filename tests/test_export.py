@@ -47,6 +47,19 @@ def tied_run(tmp_path_factory, tokens_dir):
     return RunDir(out)
 
 
+@pytest.fixture(scope="module")
+def mup_run(tmp_path_factory, tokens_dir):
+    """A tied muP run at twice its base width: its attention scale and output multiplier must be folded."""
+    from lmforge.config import load_config
+    from conftest import tiny_overrides
+
+    out = tmp_path_factory.mktemp("export") / "mup"
+    cfg = load_config("tiny", overrides=tiny_overrides(**{
+        "model.parametrization": "mup", "model.mup_base_width": 16, "train.max_steps": 30}) + [f"run.out={out}"])
+    train(cfg, data=[str(tokens_dir)], log=quiet)
+    return RunDir(out)
+
+
 def load_hf(folder):
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -56,7 +69,7 @@ def load_hf(folder):
     return model.eval(), tok
 
 
-@pytest.mark.parametrize("which", ["gqa_run", "tied_run"])
+@pytest.mark.parametrize("which", ["gqa_run", "tied_run", "mup_run"])
 def test_transformers_computes_the_same_logits_and_tokens(which, request, tmp_path):
     run = request.getfixturevalue(which)
     result = export(run.path, tmp_path / "hf")
@@ -97,6 +110,15 @@ def test_init_from_an_export_starts_from_identical_weights(gqa_run, tmp_path, to
     x = torch.randint(0, 512, (2, 32))
     with torch.no_grad():
         assert torch.equal(again(x), original(x))
+
+
+def test_init_from_refuses_a_mup_model(mup_run, tmp_path, tokens_dir):
+    export(mup_run.path, tmp_path / "hf")
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["tie_word_embeddings"] is False
+    cfg = mup_run.config
+    cfg.run.out, cfg.train.init_from = str(tmp_path / "again"), str(tmp_path / "hf")
+    with pytest.raises(LmforgeError, match="model.parametrization=standard"):
+        train(cfg, data=[str(tokens_dir)], stop_at=0, log=quiet)
 
 
 def test_llama_norm_weights_are_folded_exactly(gqa_run, tmp_path):

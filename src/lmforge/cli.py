@@ -461,12 +461,49 @@ def _scale_fit_print(r: dict) -> None:
         print(f"fit: {r['fit_file']}")
 
 
+def _scale_coordcheck(args: argparse.Namespace) -> int:
+    from lmforge.scaling.coordcheck import SWEEP_FOLDER, coordinate_check, format_check
+    from lmforge.scaling.runner import load_sweep
+    from lmforge.training.device import set_threads
+
+    out = args.out
+    if args.sweep:
+        if args.preset or args.config or args.overrides:
+            raise LmforgeError("scale coordcheck: the config comes from SWEEP/sweep.yaml; drop --preset, --config "
+                               "and --set, or the SWEEP")
+        cfg = load_sweep(args.sweep)[0]
+        out = out or str(Path(args.sweep) / SWEEP_FOLDER)
+    else:
+        cfg = _resolve(args, None)
+    widths = [32, 64, 128, 256, 512]
+    if args.widths:
+        widths = [_positive_int(w, "--widths") for w in args.widths.split(",")]
+    elif args.sweep and cfg.scale.knob == "width":
+        widths = list(cfg.scale.sizes)
+    set_threads(cfg.train.threads)
+    result = coordinate_check(cfg, widths, args.steps, args.layers, args.context, args.batch, args.vocab, out)
+    print(figures.dumps(result) if args.json else format_check(result))
+    return 0
+
+
+def _positive_int(text: str, flag: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise LmforgeError(f"{flag}: {text.strip()!r} is not a positive whole number (give e.g. 32,64,128)")
+    return value
+
+
 def _scale(args: argparse.Namespace) -> int:
     import lmforge.scaling as scaling
     from lmforge.scaling.runner import format_status, sweep_status
 
     if args.action == "plan":
         return _scale_plan(args)
+    if args.action == "coordcheck":
+        return _scale_coordcheck(args)
     if args.action == "run":
         rows = scaling.run(args.sweep, args.parallel, args.threads, interval=args.interval, device=args.device)
         print(format_status(rows))
@@ -597,6 +634,21 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
     q.add_argument("--out", metavar="SWEEP", help="write SWEEP/sweep.yaml")
     q.add_argument("--json", action="store_true")
     _config_args(q, default_preset="scaling")
+    q = ssub.add_parser("coordcheck", help="coordinate check: activation and logit scales over the first steps "
+                        "across widths, standard vs muP parameterisation (flat under muP)")
+    q.add_argument("sweep", nargs="?", metavar="SWEEP", help="take the config (and widths, for a width knob) from "
+                   "SWEEP/sweep.yaml and write into SWEEP/coordcheck/")
+    q.add_argument("--widths", help="model widths, comma-separated (default 32,64,128,256,512; each a multiple of "
+                   "model.n_head)")
+    q.add_argument("--steps", type=int, default=10, help="training steps, at train.lr held constant (default 10)")
+    q.add_argument("--layers", type=int, default=2, help="depth of the probe models (default 2)")
+    q.add_argument("--context", type=int, default=64, help="tokens per sequence (default 64)")
+    q.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
+    q.add_argument("--vocab", type=int, default=512, help="vocabulary of the Zipf-distributed tokens (default 512)")
+    q.add_argument("--out", metavar="DIR", help="write coordcheck.json and coordcheck.png here (default: "
+                   "SWEEP/coordcheck with a SWEEP, else nothing written)")
+    q.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+    _config_args(q)
     q = ssub.add_parser("run", help="train every unfinished run of a sweep (resumes; skips finished runs)")
     q.add_argument("sweep", metavar="SWEEP")
     q.add_argument("--parallel", type=int, help="processes at once (default: the sweep's scale.parallel)")

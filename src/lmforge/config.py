@@ -76,6 +76,11 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     vocab_size: int = 0  # 0 = taken from the tokenizer
+    # standard (GPT-2: one init scale and lr for every width) | mup (maximal update parameterisation:
+    # init, per-group lr, attention and output scales follow the width, so train.lr and the init
+    # tuned at mup_base_width stay right at any width; see lmforge/model.py and training/optim.py)
+    parametrization: str = "standard"
+    mup_base_width: int = 0  # mup: the model.n_embd the hyperparameters were tuned at (required under mup)
 
 
 @dataclass
@@ -252,7 +257,7 @@ class ScaleConfig:
     depth: int = 4  # layers of every model when the knob is width
     aspect: int = 32  # width per layer when the knob is depth
     head_dim: int = 16  # heads = width / head_dim
-    lr_exponent: float = 0.5  # lr = train.lr * (model.n_embd / width) ** lr_exponent
+    lr_exponent: float = 0.5  # lr = train.lr * (model.n_embd / width) ** lr_exponent (standard; muP keeps train.lr)
     warmup_fraction: float = 0.05  # warmup steps as a share of each run's own steps
     # ... and never fewer than this many: the early instability a short warmup lets in comes at a fixed
     # step count, not a share of the run (docs/LOG.md 2026-12-02, issue 17 fifth attempt)
@@ -300,6 +305,7 @@ class Config:
 RECOMPUTE = ("none", "selective", "full")  # train.recompute and `lmforge estimate --recompute`
 
 CHOICES = {
+    "model.parametrization": ("standard", "mup"),
     "train.recompute": RECOMPUTE,
     "train.objective": ("causal", "masked"),
     "train.optimizer": ("adamw", "muon"),
@@ -358,6 +364,7 @@ def _validate_ranges(cfg: Config) -> None:
         _check(value > 0, key, value, "must be > 0")
     non_negative = {
         "model.n_kv_head": m.n_kv_head, "model.mlp_hidden": m.mlp_hidden, "model.vocab_size": m.vocab_size,
+        "model.mup_base_width": m.mup_base_width,
         "train.warmup_steps": t.warmup_steps, "train.weight_decay": t.weight_decay,
         "train.grad_clip": t.grad_clip, "train.threads": t.threads, "train.eval_interval": t.eval_interval,
         "train.eval_tokens": t.eval_tokens, "train.final_eval_tokens": t.final_eval_tokens,
@@ -378,6 +385,10 @@ def _validate_model(m: ModelConfig) -> None:
     _check(m.rope_theta > 0, "model.rope_theta", m.rope_theta, "must be > 0")
     _check(m.vocab_size <= MAX_VOCAB_SIZE, "model.vocab_size", m.vocab_size,
            f"must be <= {MAX_VOCAB_SIZE} (0 = the tokenizer's)")
+    # no default base: one taken from the model's own width would make every width its own base,
+    # and nothing would transfer
+    _check(m.parametrization != "mup" or m.mup_base_width > 0, "model.mup_base_width", m.mup_base_width,
+           "model.parametrization=mup needs the width train.lr was tuned at: set model.mup_base_width")
 
 
 def _validate_train(t: TrainConfig) -> None:

@@ -32,6 +32,10 @@ offline with no custom code. lmforge's decoder is a Llama in all but two details
   `head_dim` is written explicitly. No biases anywhere (`attention_bias`, `mlp_bias` false).
 - **Embeddings.** A tied head is stored once (`model.embed_tokens.weight`, `tie_word_embeddings`
   true); an untied one as `lm_head.weight`.
+- **muP** (`model.parametrization=mup`). Its two scales are folded into the weights, exactly: the
+  attention's 1/head_dim as the queries times 1/sqrt(head_dim) (RoPE is linear, so it commutes), and
+  the output multiplier as the head times it, which unties a tied head (`lm_head.weight` apart).
+  Reading a Llama back into a muP model is refused: its weights are of the standard scales.
 - **Tokens.** <|endoftext|> is bos, eos and the document separator (lmforge's samples start after
   one, as training documents do; so feed it first to reproduce them); <|pad|> is pad. The tokenizer
   adds no special tokens on encode, as lmforge's does not.
@@ -44,6 +48,7 @@ alternating local attention), so exporting one is refused rather than approximat
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -89,22 +94,31 @@ def llama_config(cfg: GPTConfig, eot_id: int | None, pad_id: int | None) -> dict
         "max_position_embeddings": cfg.seq_len, "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta, "rope_scaling": None, "hidden_act": "silu",
         "attention_bias": False, "attention_dropout": 0.0, "mlp_bias": False,
-        "tie_word_embeddings": cfg.tie_embeddings, "initializer_range": 0.02, "use_cache": True,
+        "tie_word_embeddings": exports_tied(cfg), "initializer_range": 0.02, "use_cache": True,
         "bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": pad_id, "torch_dtype": "float32",
     }
 
 
+def exports_tied(cfg: GPTConfig) -> bool:
+    """Whether the Llama folder stores one matrix for embedding and head: not under muP, whose head
+    reads the embedding times the output multiplier."""
+    return cfg.tie_embeddings and cfg.parametrization == "standard"
+
+
 def to_llama_state(model: GPT) -> dict[str, torch.Tensor]:
-    """lmforge weights -> Llama's names and layout (float32, contiguous, a tied head stored once)."""
+    """lmforge weights -> Llama's names and layout (float32, contiguous, a tied head stored once),
+    muP's attention scale and output multiplier folded into the queries and the head."""
     cfg = model.cfg
     H, KV, hd, d = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_embd
     ones = torch.ones(d, dtype=torch.float32)
     out = {"model.embed_tokens.weight": model.wte.weight, "model.norm.weight": ones}
-    if not cfg.tie_embeddings:
-        out["lm_head.weight"] = model.lm_head.weight
+    if not exports_tied(cfg):
+        out["lm_head.weight"] = model.lm_head.weight / cfg.width_multiplier
     for i, block in enumerate(model.blocks):
         p = f"model.layers.{i}."
         q, k, v = block.attn.qkv.weight.split([H * hd, KV * hd, KV * hd], dim=0)
+        if block.attn.scale is not None:  # Llama divides q.k by sqrt(hd): the rest of the scale goes into q
+            q = q * (block.attn.scale * math.sqrt(hd))
         gate, up = block.mlp.gate_up.weight.chunk(2, dim=0)
         out.update({
             p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v,
@@ -260,6 +274,9 @@ def init_from(model: GPT, folder: str | Path, data_tokenizer: str | Path | None 
     """Load a Hugging Face Llama folder's weights into `model` (same shape), in place; with the
     training data's tokenizer.json, only when the folder's tokenizer is that one."""
     folder = Path(folder)
+    if model.cfg.parametrization != "standard":
+        raise _refuse(folder, "a Llama's weights are of the standard parameterisation and this run's model is "
+                              "muP, whose scales would read them wrongly: train with --set model.parametrization=standard")
     config_path, weights = folder / HF_CONFIG, folder / MODEL_FILE
     if not config_path.is_file() or not weights.is_file():
         raise _refuse(folder, f"needs {HF_CONFIG} and {MODEL_FILE} (a folder written by lmforge export or a "

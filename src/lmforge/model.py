@@ -15,6 +15,10 @@ Features:
 - with `targets`, the summed cross-entropy instead of logits, the output head and the loss taken
   over slices of tokens (`linear_cross_entropy`), so a float32 (tokens x vocab) logits tensor
   never exists and `torch.compile` sees model and loss as one graph
+- two parameterisations (`cfg.parametrization`): standard (GPT-2's initialisation, SDPA's
+  1/sqrt(d_head)) and muP (Yang et al. 2022, "Tensor Programs V"): hidden init, attention scale
+  and output multiplier that follow the width, so hyperparameters tuned at one width transfer
+  (the per-group learning rates are the optimizer's: training/optim.py)
 - one explicit `init_weights()`; its parameter counts and FLOPs are `model_counts`'s, from
   `cfg.shape()`, where `lmforge estimate` reads them too
 
@@ -213,6 +217,9 @@ class Attention(nn.Module):
         hd = cfg.head_dim
         self.qkv = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.n_kv_head) * hd, bias=False)
         self.proj = nn.Linear(cfg.n_head * hd, cfg.n_embd, bias=False)
+        # muP divides q.k by d_head, not sqrt(d_head): after training q and k are correlated, and their
+        # product grows as d_head, not as its root (Tensor Programs V). None: SDPA's 1/sqrt(d_head).
+        self.scale = 1.0 / hd if cfg.parametrization == "mup" else None
 
     def _qkv(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # x (B, T, d) -> q (B, H, T, hd), k and v (B, KV, T, hd), rotary applied to q and k
@@ -236,20 +243,22 @@ class Attention(nn.Module):
                 causal = False
                 if T > 1:
                     mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=KV != H)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale,
+                                           enable_gqa=KV != H)
         return self.proj(y.transpose(1, 2).reshape(B, T, H * hd))
 
     def explicit(self, x, cos, sin, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The same attention written out, for inspection: (output (B, T, d), probabilities (B, H, T, T)).
 
-        SDPA never materialises softmax(QK^T / sqrt(hd) + mask); this does, at O(T^2) memory.
+        SDPA never materialises softmax(QK^T / sqrt(hd) + mask) (QK^T / hd under muP); this does, at O(T^2) memory.
         Training and generation keep the fused kernel; no cache here."""
         B, T, _ = x.shape
         H, KV, hd = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim
         q, k, v = self._qkv(x, cos, sin)
         if KV != H:  # grouped-query: query head h reads key/value head h // (H / KV), as SDPA's enable_gqa
             k, v = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
-        scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(hd)  # (B, H, T, T)
+        scores = (q @ k.transpose(-2, -1)).float()  # (B, H, T, T)
+        scores = scores / math.sqrt(hd) if self.scale is None else scores * self.scale
         if causal:
             future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(diagonal=1)
             scores = scores.masked_fill(future, float("-inf"))
@@ -300,8 +309,13 @@ class GPT(nn.Module):
     def init_weights(self) -> None:
         """GPT-2 initialisation: N(0, 0.02) everywhere, residual output projections scaled by
         1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth. Drawn from
-        torch's global generator, so `torch.manual_seed` (train.seed) fixes the initial weights."""
+        torch's global generator, so `torch.manual_seed` (train.seed) fixes the initial weights.
+
+        Under muP the hidden matrices' std is divided by sqrt(width / base width), a variance
+        proportional to 1/fan_in, as at the base width; the embedding and output head, whose other
+        dimension is the vocabulary, keep 0.02 (the muP table of Cerebras-GPT, Dey et al. 2023)."""
         std = 0.02
+        hidden_std = std / math.sqrt(self.cfg.width_multiplier)
 
         def normal_(t: torch.Tensor, s: float) -> None:
             t.copy_(torch.randn(t.shape, dtype=torch.float32).mul_(s).to(t))
@@ -310,10 +324,20 @@ class GPT(nn.Module):
         if not self.cfg.tie_embeddings:
             normal_(self.lm_head.weight, std)
         for block in self.blocks:
-            normal_(block.attn.qkv.weight, std)
-            normal_(block.mlp.gate_up.weight, std)
-            normal_(block.attn.proj.weight, std / math.sqrt(2 * self.cfg.n_layer))
-            normal_(block.mlp.down.weight, std / math.sqrt(2 * self.cfg.n_layer))
+            normal_(block.attn.qkv.weight, hidden_std)
+            normal_(block.mlp.gate_up.weight, hidden_std)
+            normal_(block.attn.proj.weight, hidden_std / math.sqrt(2 * self.cfg.n_layer))
+            normal_(block.mlp.down.weight, hidden_std / math.sqrt(2 * self.cfg.n_layer))
+
+    def head_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the output head reads: the final norm of the residual stream, times muP's output
+        multiplier 1 / m_d. Under muP the head's update and the features it reads are both
+        correlated and of size 1, so their product grows as the width: the multiplier holds the
+        logits at the base width's scale. A tied head takes it too (the microsoft/mup package's
+        MuSharedReadout): the matrix keeps the embedding's init and learning rate, and only the
+        logits are scaled."""
+        x = rms_norm(x, self.cfg.norm_eps)
+        return x if self.cfg.parametrization == "standard" else x * (1.0 / self.cfg.width_multiplier)
 
     def forward(self, idx: torch.Tensor, causal: bool = True, cache: KVCache | None = None,
                 return_hidden: bool = False, targets: torch.Tensor | None = None, reduction: str = "sum"):
@@ -337,7 +361,7 @@ class GPT(nn.Module):
             hidden.append(x)
         if cache is not None:
             cache.pos += T
-        x = rms_norm(x, self.cfg.norm_eps)
+        x = self.head_input(x)
         if targets is None:
             out = at_least_float32(self.lm_head(x))  # (B, T, vocab)
         elif reduction == "sum":

@@ -58,6 +58,8 @@ class GPTConfig:
     tie_embeddings: bool = True
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
+    parametrization: str = "standard"  # standard | mup (model.parametrization)
+    mup_base_width: int = 0  # mup: the width its hyperparameters were tuned at
 
     def __post_init__(self) -> None:
         self.n_kv_head = self.n_kv_head or self.n_head
@@ -66,6 +68,12 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def width_multiplier(self) -> float:
+        """muP's m_d = width / base width, by which the hidden init, hidden lr and output scale
+        follow the width; 1 under the standard parameterisation."""
+        return self.n_embd / self.mup_base_width if self.parametrization == "mup" else 1.0
 
     def shape(self) -> Shape:
         """The shape this model is counted by."""
@@ -85,6 +93,7 @@ def model_config(cfg: Config, tokenizer_vocab: int | None = None) -> GPTConfig:
         vocab_size=m.vocab_size or tokenizer_vocab or cfg.tokenizer.vocab_size, n_layer=m.n_layer, n_head=m.n_head,
         n_kv_head=m.n_kv_head, n_embd=m.n_embd, seq_len=m.seq_len, mlp_hidden=m.mlp_hidden,
         tie_embeddings=m.tie_embeddings, rope_theta=m.rope_theta, norm_eps=m.norm_eps,
+        parametrization=m.parametrization, mup_base_width=m.mup_base_width,
     )
 
 

@@ -13,7 +13,6 @@ from lmforge.files import atomic_write_bytes, output_errors, refuse_link
 from lmforge.inspection.pictures import (MAP_PIXELS, attention_pixels, lens_pixels, plot_attention, plot_lens,
                                          plot_map, project_2d, write_map_html)
 from lmforge.inspection.vectors import WordVectors
-from lmforge.model import rms_norm
 from lmforge.tokenizer import PAD
 
 
@@ -86,7 +85,7 @@ class Inspector(WordVectors):
 
     def lens_logits(self, stream: torch.Tensor) -> torch.Tensor:
         """Residual states (..., d) -> logits (..., vocab): the model's own final norm and output head."""
-        return self.model.lm_head(rms_norm(stream, self.model.cfg.norm_eps)).float()
+        return self.model.lm_head(self.model.head_input(stream)).float()
 
     @torch.no_grad()
     def attention(self, text: str, layer: int | None = None, head: int | None = None,

@@ -5,8 +5,9 @@
     fit      L(N, D) by Chinchilla's approach 3, IsoFLOP profiles, L(C) (fitting.py); fit.json and plots
     predict  the loss at (N, D), or at the compute-optimal point of C, with its interval
     verify   train the target model and compare prediction and measurement
+    coordcheck  activation scales across widths under the standard parameterisation and muP (coordcheck.py)
 
-    SWEEP/sweep.yaml  tokens/  runs/<name>/  points.csv  fit.json  plots/  verify/<name>/  verify.json
+    SWEEP/sweep.yaml  tokens/  runs/<name>/  points.csv  fit.json  plots/  verify/<name>/  verify.json  coordcheck/
 """
 
 from __future__ import annotations

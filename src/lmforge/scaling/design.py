@@ -6,7 +6,9 @@ One size knob makes every model (`scale.knob`):
 The rest follows the width by fixed rules, so that only N and D vary between runs:
 - heads = width / `scale.head_dim` (constant head size, as in GPT-3's and Chinchilla's families);
 - lr = train.lr * (model.n_embd / width) ** `scale.lr_exponent` (AdamW lr ~ 1/sqrt(width), as in
-  nanochat; model.n_embd of the base config is the width at which train.lr was tuned);
+  nanochat; model.n_embd of the base config is the width at which train.lr was tuned); under muP
+  (model.parametrization=mup) lr = train.lr, as each run's optimizer scales its groups' lr by the
+  width itself (training/optim.py), from model.mup_base_width;
 - batch: train.batch_size x model.seq_len tokens per step for every run;
 - schedule: train.schedule decayed over each run's own steps, warmup a fixed share of them but
   at least `scale.min_warmup_steps` (at most a quarter of the run).
@@ -67,7 +69,9 @@ def shape_for(cfg: Config, knob: int) -> tuple[int, int, int]:
 def size_config(cfg: Config, knob: int) -> Config:
     """`cfg` with the model shape and lr of knob value `knob`."""
     layers, width, heads = shape_for(cfg, knob)
-    lr = cfg.train.lr * (cfg.model.n_embd / width) ** cfg.scale.lr_exponent
+    lr = cfg.train.lr
+    if cfg.model.parametrization == "standard":
+        lr *= (cfg.model.n_embd / width) ** cfg.scale.lr_exponent
     return replace(cfg, model=replace(cfg.model, n_layer=layers, n_embd=width, n_head=heads, n_kv_head=0),
                    train=replace(cfg.train, lr=lr))
 

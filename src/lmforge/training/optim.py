@@ -1,12 +1,21 @@
 """Optimizers and the learning-rate schedule.
 
 AdamW: weight decay on matrices only (embeddings and output head included, as in nanoGPT), the
-fused implementation (one kernel for all parameters, CPU and CUDA alike). Muon: orthogonalised momentum, with weight decay, for the hidden weight matrices of the
-blocks, each of Q, K, V, gate and up on its own (as nanochat keeps them) although the model
+fused implementation (one kernel for all parameters, CPU and CUDA alike). Muon: orthogonalised
+momentum, with weight decay, for the hidden weight matrices of the blocks, each of Q, K, V, gate and up on its own (as nanochat keeps them) although the model
 stacks them into one matmul; AdamW without weight decay for the embedding, output head and
 anything not 2-D. That split is nanochat's ("weight decay ... only used in Muon"), the recipe this
 Muon follows: decoupled decay shrinks every embedding row each step while a row learns only on the
 steps its token appears, so rare tokens decay towards zero; Keller Jordan's README decays all groups.
+
+Under muP (`model.parametrization=mup`) the learning rate of each group follows the width, as
+Tensor Programs V's Table 3 and Cerebras-GPT's muP table give it for Adam: the hidden matrices'
+AdamW lr is train.lr / m_d (m_d = width / model.mup_base_width), while the embedding and output
+head, whose other dimension is the vocabulary, keep train.lr. Muon's lr needs no such factor: its
+update of a fan_out x fan_in matrix has spectral norm ~lr * sqrt(max(1, fan_out / fan_in)), which
+is already the spectral condition of Yang, Simon and Bernstein (2023) for every width, since each
+hidden matrix keeps its aspect ratio as the model widens. torch's AdamW decays each weight by
+lr * weight_decay, so a hidden matrix's decay shrinks with its lr.
 """
 
 from __future__ import annotations
@@ -24,24 +33,51 @@ def _adamw(groups: list[dict], cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 def build_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """The optimizers of `model`, each parameter group named ("name") for `describe_groups`."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    hidden = {n: p for n, p in params.items() if p.dim() == 2 and n.startswith("blocks.")}
     if cfg.optimizer == "muon":
-        hidden = {n: p for n, p in params.items() if p.dim() == 2 and n.startswith("blocks.")}
         stacked = model.stacked_matrices()
         groups: dict[tuple, list] = {}  # one group per way of splitting rows
         for n, p in hidden.items():
             groups.setdefault(tuple(stacked.get(n, ())), []).append(p)
-        muon = Muon([{"params": ps, "splits": list(splits)} for splits, ps in groups.items()], lr=cfg.muon_lr,
-                    weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum)
+        muon = Muon([{"params": ps, "splits": list(splits), "name": "hidden"} for splits, ps in groups.items()],
+                    lr=cfg.muon_lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum)
         hidden_ids = {id(p) for p in hidden.values()}
         rest = [p for p in params.values() if id(p) not in hidden_ids]
-        return [_adamw([{"params": rest, "weight_decay": 0.0}], cfg), muon]
+        return [_adamw([{"params": rest, "weight_decay": 0.0, "name": "embedding+head"}], cfg), muon]
+    if model.cfg.parametrization == "mup":
+        return [_adamw(_mup_adamw_groups(params, hidden, cfg, model.cfg.width_multiplier), cfg)]
     decay = [p for p in params.values() if p.dim() >= 2]
     no_decay = [p for p in params.values() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "name": "matrices"}]
     if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "vectors"})
     return [_adamw(groups, cfg)]
+
+
+def _mup_adamw_groups(params: dict[str, torch.nn.Parameter], hidden: dict[str, torch.nn.Parameter],
+                      cfg: TrainConfig, width_multiplier: float) -> list[dict]:
+    """muP's AdamW groups: the hidden matrices at train.lr / m_d, the embedding and output head at
+    train.lr (both decayed, as in the standard groups), anything not 2-D undecayed at train.lr."""
+    hidden_ids = {id(p) for p in hidden.values()}
+    vocab = [p for p in params.values() if p.dim() >= 2 and id(p) not in hidden_ids]
+    no_decay = [p for p in params.values() if p.dim() < 2]
+    groups = [{"params": list(hidden.values()), "weight_decay": cfg.weight_decay, "lr": cfg.lr / width_multiplier,
+               "name": "hidden"},
+              {"params": vocab, "weight_decay": cfg.weight_decay, "name": "embedding+head"}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "vectors"})
+    return groups
+
+
+def describe_groups(optimizers: list[torch.optim.Optimizer]) -> list[dict]:
+    """Each parameter group's optimizer, name, peak lr (before the schedule's factor), weight decay
+    and parameter count: what a run records of how it was optimised."""
+    return [{"optimizer": type(opt).__name__.lower(), "name": group.get("name", ""),
+             "lr": group.get("base_lr", group["lr"]), "weight_decay": group["weight_decay"],
+             "params": sum(p.numel() for p in group["params"])}
+            for opt in optimizers for group in opt.param_groups]
 
 
 def orthogonalise(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:

@@ -55,7 +55,7 @@ from lmforge.training.events import MetricsLog
 from lmforge.training.device import (autocast, keep_freed_memory, peak_flops, remeasured_peak, resolve_device,
                                      resolve_dtype, set_threads, ThreadGovernor)
 from lmforge.training.loss_eval import Validator, final_eval_tokens, unigram_baseline
-from lmforge.training.optim import build_optimizers, lr_factor, set_lr
+from lmforge.training.optim import build_optimizers, describe_groups, lr_factor, set_lr
 
 WARMUP_STEPS = 3  # steps after a (re)start timed apart: compilation and warm-up, not training speed
 MAX_SKIPPED_IN_A_ROW = 5  # non-finite steps skipped in a row before the run is stopped
@@ -352,6 +352,7 @@ class Trainer:
             distributed.shard_model(self.model, self.dtype, compile_blocks=tc.compile)
         self.objective = build_objective(tc, vocab_tables(self.tokenizer))
         self.optimizers = build_optimizers(self.model, tc)
+        self.param_groups = describe_groups(self.optimizers)  # before a resumed run's groups replace these
         if self.resume_from is not None:
             self._restore(self.resume_from)
         elif self.dist.is_main:
@@ -465,7 +466,11 @@ class Trainer:
             # this start's steps by thread count: fewer while other processes held cores (ThreadGovernor)
             "steps_by_threads": {str(k): v for k, v in sorted(self.steps_by_threads.items())},
             "checkpoint": str(self.run.latest_checkpoint()), "complete": True, "run_dir": str(self.run),
+            # the peak lr each group trained at: under muP they differ by group and follow the width
+            "parametrization": self.mcfg.parametrization, "param_groups": self.param_groups,
         }
+        if self.mcfg.parametrization == "mup":
+            summary["mup_base_width"] = self.mcfg.mup_base_width
         if "reason" in final:
             summary["val_reason"] = final["reason"]
         if not self.run.has_validation_at(self.step):  # a run killed after this line and resumed
