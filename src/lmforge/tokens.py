@@ -11,7 +11,9 @@ Format of a tokenized folder (TOK/):
                           `val_split` says which)
     meta.json             dtype, vocab size, special ids, token/byte/document counts per split,
                           bytes per token, the shard list, the split rule, and a fingerprint of
-                          the config used and of the input files (path, size, modification time)
+                          the config used and of the input files (path, size, modification time),
+                          and `tokenizer_sample`: the documents and bytes the tokenizer learned from,
+                          per kind (prose, web, code), beside the corpus's
 
 Every document is preceded by one `<|endoftext|>` token, so the stream reads
 `EOT doc EOT doc ...` and a model always sees where a document begins.
@@ -20,9 +22,12 @@ Every document is preceded by one `<|endoftext|>` token, so the stream reads
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import os
 import shutil
+import time
+from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -30,10 +35,12 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from lmforge.config import DataConfig, TokenizerConfig
+from lmforge.data.clean import KINDS, kind_of
 from lmforge.data.sources import Document, Inputs, SourceStats, iter_documents, list_inputs
 from lmforge import files
 from lmforge.errors import LmforgeError
 from lmforge.locks import FolderLock
+from lmforge.progress import Meter
 from lmforge.tokenizer import EOT, SPECIAL_TOKENS, TOKENIZER_FILE, load_tokenizer, train_tokenizer
 
 META = "meta.json"
@@ -67,6 +74,87 @@ def source_prefixes(sources: list[str]) -> list[str]:
 
 def split_key(doc_id: str, prefixes: list[str]) -> str:
     return next((doc_id[len(p):] for p in prefixes if doc_id.startswith(p)), doc_id)
+
+
+SAMPLE_KEY = b"lmforge tokenizer sample"  # keys the sample's hash apart from the train/val split's
+
+
+def sample_rank(key: str) -> int:
+    """A stable hash of a document's split key; keyed, so the lowest ranks are not the val documents."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8, key=SAMPLE_KEY).digest()
+    return int.from_bytes(digest, "little")
+
+
+def document_kind(doc: Document) -> str:
+    """prepare's classification (prose, web, code); a record of a prepared clean/ says its own."""
+    return doc.recorded_kind if doc.recorded_kind in KINDS else kind_of(doc.source, doc.kind)
+
+
+class TokenizerSample:
+    """The documents the tokenizer learns from: of the whole corpus, those whose id hashes lowest, just
+    enough of them to reach `train_bytes` (0: every document).
+
+    A prefix of the stream is whatever sorts first (at 300 MB: 7.6 MB of books, no docs); a hash of
+    the id draws from every source in proportion to its size, wherever it lies in reading order. The
+    hash is of the id relative to its source folder, so the same corpus, even copied elsewhere, gives
+    the same sample and the same tokenizer. One pass over the corpus; the lowest hashes are known only
+    at its end, so the sample (train_bytes of text, what the trainer reads anyway) is held until then.
+    """
+
+    def __init__(self, train_bytes: int, prefixes: list[str]):
+        self.train_bytes, self.prefixes = train_bytes, prefixes
+        self.corpus: dict[str, Counter] = defaultdict(Counter)  # kind -> documents, bytes
+        self.taken: dict[str, Counter] = defaultdict(Counter)
+
+    def texts(self, docs: Iterable[Document]) -> Iterator[str]:
+        """The sample's texts in reading order, for the trainer; `report` is complete once they are read."""
+        if not self.train_bytes:
+            for doc in docs:
+                kind, n = self._count(doc)
+                self.taken[kind].update(documents=1, bytes=n)
+                yield doc.text
+            return
+        heap: list[tuple[int, int, str, str, int]] = []  # (-rank, position, kind, text, bytes): highest rank on top
+        held = 0
+        for position, doc in enumerate(docs):
+            kind, n = self._count(doc)
+            heapq.heappush(heap, (-sample_rank(split_key(doc.id, self.prefixes)), position, kind, doc.text, n))
+            held += n
+            while held - heap[0][4] >= self.train_bytes:  # the highest rank is not needed to reach train_bytes
+                held -= heapq.heappop(heap)[4]
+        heap.sort(key=lambda item: item[1])
+        for _, _, kind, text, n in heap:
+            self.taken[kind].update(documents=1, bytes=n)
+        for item in heap:
+            yield item[3]
+
+    def _count(self, doc: Document) -> tuple[str, int]:
+        kind, n = document_kind(doc), len(doc.text.encode("utf-8"))
+        self.corpus[kind].update(documents=1, bytes=n)
+        return kind, n
+
+    def report(self) -> dict:
+        """meta.json's `tokenizer_sample`: what the tokenizer learned from, per kind, against the corpus."""
+        def total(counts: dict[str, Counter], key: str) -> int:
+            return sum(c[key] for c in counts.values())
+
+        return {
+            "rule": "lowest hash of the document id" if self.train_bytes else "every document",
+            "train_bytes": self.train_bytes,
+            "documents": total(self.taken, "documents"), "bytes": total(self.taken, "bytes"),
+            "corpus_documents": total(self.corpus, "documents"), "corpus_bytes": total(self.corpus, "bytes"),
+            "by_kind": {kind: {"documents": self.taken[kind]["documents"], "bytes": self.taken[kind]["bytes"],
+                               "corpus_documents": c["documents"], "corpus_bytes": c["bytes"]}
+                        for kind, c in sorted(self.corpus.items())},
+        }
+
+
+def sample_summary(sample: dict) -> str:
+    """One line: how much of the corpus, and of which kinds, the tokenizer learned from."""
+    kinds = ", ".join(f"{k} {v['bytes'] / 1e6:,.1f} of {v['corpus_bytes'] / 1e6:,.1f} MB"
+                      for k, v in sample["by_kind"].items())
+    return (f"{sample['bytes'] / 1e6:,.1f} MB in {sample['documents']:,} of {sample['corpus_documents']:,} documents "
+            f"({sample['rule']}): {kinds}")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -228,7 +316,7 @@ def _batched(docs: Iterator[Document], n: int) -> Iterator[list[Document]]:
 
 def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=print,
                     exclude: Iterable[Path] = ()) -> dict:
-    """Train the tokenizer on a prefix of the stream, then encode the whole stream into shards.
+    """Train the tokenizer on a sample of the whole stream (`TokenizerSample`), then encode the stream into shards.
 
     The folder is built under a temporary name and renamed at the end, so an interrupted run
     never leaves something that looks complete. One tokenize per folder at a time (a lock beside
@@ -251,19 +339,22 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
         except LmforgeError as e:  # made with this config, but its files have changed since
             log(f"tokenize: {out} no longer reads ({e}); tokenizing again")
 
-    def docs(max_bytes: int, stats: SourceStats) -> Iterator[Document]:
+    def docs(stats: SourceStats) -> Iterator[Document]:
         # both passes read the one listing: a file that appears meanwhile (our own shards) is not read
-        return iter_documents(inputs, stats, data.text_field, max_bytes, data.max_document_bytes)
+        return iter_documents(inputs, stats, data.text_field, data.max_bytes, data.max_document_bytes)
 
-    def capped(a: int, b: int) -> int:
-        return min(x for x in (a, b) if x) if (a or b) else 0
-
+    prefixes = source_prefixes(data.sources)  # the split and the sample key on ids relative to their source folder
+    started = time.perf_counter()
+    log(f"tokenize: reading the corpus for the tokenizer's "
+        f"{f'sample of {tk.train_bytes:,} bytes' if tk.train_bytes else 'text (all of it: tokenizer.train_bytes=0)'}")
     train_stats = SourceStats()
-    tok = train_tokenizer(
-        (d.text for d in docs(capped(tk.train_bytes, data.max_bytes), train_stats)), tk.vocab_size, tk.min_frequency
-    )
+    sample = TokenizerSample(tk.train_bytes, prefixes)
+    tok = train_tokenizer(sample.texts(docs(train_stats)), tk.vocab_size, tk.min_frequency)
     if train_stats.documents == 0:
         raise LmforgeError(f"no text found in {', '.join(data.sources)} ({train_stats.summary()}): give text files")
+    drawn = sample.report()
+    log(f"tokenize: learned {tok.get_vocab_size():,} tokens from {sample_summary(drawn)} "
+        f"in {time.perf_counter() - started:.0f}s")
     vocab = tok.get_vocab_size()
     eot = tok.token_to_id(EOT)
     dtype = token_dtype(vocab)
@@ -273,10 +364,12 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
     tmp.mkdir(parents=True)
     tok.save(str(tmp / TOKENIZER_FILE))
     writers = {s: ShardWriter(tmp / s, dtype, tk.shard_tokens) for s in ("train", "val")}
-    prefixes = source_prefixes(data.sources)  # the split keys on ids relative to their source folder
     stats = SourceStats()
     long_documents = 0
-    for batch in _batched(docs(data.max_bytes, stats), tk.encode_batch_documents):
+    log(f"tokenize: encoding the corpus into {tmp}")
+    meter = Meter("tokenize: encoded", "document", log)
+    for batch in _batched(docs(stats), tk.encode_batch_documents):
+        meter.update(len(batch))
         encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
         for doc, enc in zip(batch, encodings):
             ids = np.empty(len(enc.ids) + 1, dtype=np.int64)
@@ -291,6 +384,7 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
             else:
                 split = "val" if is_validation(split_key(doc.id, prefixes), data.val_fraction) else "train"
                 writers[split].write(ids, n_bytes)
+    meter.close()
     splits = {s: w.close() for s, w in writers.items()}
     val_split = _hold_out_tail(tmp, splits, data.val_fraction, eot, dtype, tk.shard_tokens, long_documents)
     meta = {
@@ -305,6 +399,7 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
         "splits": splits,
         "val_split": val_split,
         "bytes_per_token": {s: (v["bytes"] / v["tokens"] if v["tokens"] else 0.0) for s, v in splits.items()},
+        "tokenizer_sample": drawn,
         "fingerprint": fp,
     }
     (tmp / META).write_text(json.dumps(meta, indent=2))

@@ -57,6 +57,7 @@ class Document:
     text: str
     source: str
     kind: str = ""  # "web" for web pages and records (JSONL, Parquet); "" = decided by the file's suffix
+    recorded_kind: str = ""  # a record's own "kind" field (prepare's clean/ writes one), for reports only
 
 
 @dataclass
@@ -299,7 +300,8 @@ def _record_document(record, where: str, path: Path, stats: SourceStats, text_fi
     if LONE_SURROGATE.search(text) or LONE_SURROGATE.search(doc_id):
         stats.skip("records with a lone surrogate escape (not UTF-8)", where, str(path), json.dumps(record))
         return None
-    return Document(doc_id, text, str(path), "web")
+    kind = record.get("kind")
+    return Document(doc_id, text, str(path), "web", kind if isinstance(kind, str) else "")
 
 
 def _read_jsonl(path: Path, stats: SourceStats, text_field: str, max_line_bytes: int) -> Iterator[Document]:
