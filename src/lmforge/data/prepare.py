@@ -8,7 +8,8 @@
       rejected/dedup_00000.jsonl.gz     duplicates: ... plus "duplicate_of" (the kept id) and "jaccard"
       report.json                       counts in / kept / rejected, per stage, reason and filter step, examples,
                                         redactions per kind, and what a byte cap left unread
-      work/                             per-shard intermediate files and completion markers
+      work/                             per-shard intermediate files and completion markers, removed once
+                                        report.json is written (nothing reads them after that)
 
 The input stream is cut into shards of `shard_documents` items in a fixed order. Three phases:
   1. per shard, in a process pool: repair, filter, redact; exact key, MinHash signature and
@@ -16,7 +17,8 @@ The input stream is cut into shards of `shard_documents` items in a fixed order.
   2. once: exact and near-duplicate decisions, and the set of boilerplate lines (`work/dedup.json`);
   3. per shard, in the pool: drop duplicates and boilerplate lines (never from code), write clean/ and rejected/.
 A killed run started again skips every shard whose marker exists; since every output is a
-function of its shard's input alone (and of phase 2), it ends with exactly the same files.
+function of its shard's input alone (and of phase 2), it ends with exactly the same files, whatever
+the number of workers or the executor (neither is in the fingerprint).
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from dataclasses import asdict
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from lmforge.config import FILTERS, DataConfig, PrepareConfig
 from lmforge.data import clean
@@ -49,6 +50,7 @@ from lmforge.errors import LmforgeError
 from lmforge.files import atomic_write_json, fingerprint, is_complete
 from lmforge.locks import FolderLock
 from lmforge.processes import end_with_parent
+from lmforge.progress import Meter
 
 FORMAT = "lmforge-prepared-v1"
 EXAMPLES_PER_REASON = 3
@@ -306,8 +308,12 @@ def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None
 
 # ---------------------------------------------------------------- driver
 
+HOW_NOT_WHAT = ("workers", "executor")  # how the shards are run: the same files either way
+
+
 def prepare_fingerprint(inputs: Inputs, cfg: PrepareConfig, data: DataConfig) -> str:
-    return fingerprint({"sources": inputs.sources, "inputs": inputs.identity(), "prepare": asdict(cfg),
+    settings = {k: v for k, v in asdict(cfg).items() if k not in HOW_NOT_WHAT}
+    return fingerprint({"sources": inputs.sources, "inputs": inputs.identity(), "prepare": settings,
                         "text_field": data.text_field, "max_bytes": data.max_bytes,
                         "max_document_bytes": data.max_document_bytes})
 
@@ -429,6 +435,7 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
     """Clean `sources` into `out` (see the module docstring) and return the report. `exclude`: paths
     the caller writes, never read as input."""
     out = Path(out)
+    log(f"prepare: listing {', '.join(sources)}")
     inputs = list_prepare_inputs(sources, out, exclude)  # first: a missing source is refused before anything is written
     # beside the folder, not in it: a changed config deletes the folder, and the lock must outlive that
     with FolderLock(out.parent / f".{out.name}.lock", f"prepare output folder {out}"):
@@ -439,14 +446,15 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
              log: Callable[[str], None], executor, progress: bool) -> dict:
     sources = inputs.sources
     fp = prepare_fingerprint(inputs, cfg, data)
+    work = out / "work"
     if is_complete(out / "report.json", fp):
         report = json.loads((out / "report.json").read_text())
+        _remove_work(work)  # left by a prepare killed just after its report
         log(f"prepare: {out} is complete, skipping")
         return report
     export_models(cfg.filters)
-    work = out / "work"
     marker_fp = work / "fingerprint"
-    if marker_fp.is_file() and marker_fp.read_text() != fp:
+    if (marker_fp.is_file() and marker_fp.read_text() != fp) or _finished_report(out):
         # other settings or inputs: earlier shard results do not apply (and only prepare's own entries
         # go: `prepare X --out X` keeps the user's files)
         for path in written_paths(out):
@@ -463,15 +471,18 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     owns_executor = executor is None
     executor = executor or make_executor(cfg.executor, cfg.workers)
     n_shards = 0
-    bar = tqdm(unit="doc", desc="prepare", mininterval=1.0, disable=not progress, dynamic_ncols=True)
+    log(f"prepare: reading and filtering {sum(1 for _ in inputs.all_files()):,} files, "
+        f"{cfg.shard_documents:,} documents a shard")
+    meter = Meter("prepare: read", "document", log, enabled=progress)  # read and handed to the workers
     try:
         for index, items in enumerate(_shards(inputs, data, cfg.shard_documents, stats)):
             n_shards = index + 1
             if not (work / f"shard_{index:05d}.done").is_file():
                 executor.submit(filter_shard, index, items, cfg, work, out / "rejected")
-            bar.update(len(items))  # documents read and handed to the workers, per second
+            meter.update(len(items))
+        meter.close()
+        log(f"prepare: waiting for the last shards' filters ({_seconds(started)} so far)")
         executor.wait()
-        bar.close()
         if stats.capped:
             log(f"prepare: {stats.cap_note()}")
         if n_shards == 0:
@@ -485,7 +496,9 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
             atomic_write_json(path, shard_stats)
         decisions_path = work / "dedup.json"
         if not decisions_path.is_file():
+            log(f"prepare: deciding exact and near duplicates and boilerplate lines ({_seconds(started)} so far)")
             atomic_write_json(decisions_path, decide_duplicates(work, n_shards, cfg))
+        log(f"prepare: writing clean/ and rejected/, {n_shards:,} shards ({_seconds(started)} so far)")
         for index in range(n_shards):
             if not (work / f"shard_{index:05d}.written").is_file():
                 executor.submit(write_shard, index, work, out, decisions_path)
@@ -493,7 +506,9 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     finally:
         if owns_executor:
             executor.close()
+    log(f"prepare: counting the report ({_seconds(started)} so far)")
     report = build_report(out, n_shards, stats, fp, time.perf_counter() - started)
+    _remove_work(work)
     log(summary_text(report, out))  # before an error too: what was rejected, and why
     if report["documents_kept"] == 0:
         reason, n = next(iter(report["rejected_by_reason"].items()), ("", 0))
@@ -501,6 +516,25 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
                            f"{n:,} as {reason!r}{skip_hint(reason)} (see {out / 'report.json'}); loosen the "
                            f"prepare.* filters or give other text")
     return report
+
+
+def _seconds(started: float) -> str:
+    return f"{time.perf_counter() - started:.0f}s"
+
+
+def _finished_report(out: Path) -> bool:
+    """Whether `out` holds a finished prepare's report.json (of whatever settings): the folder is ours."""
+    try:
+        return json.loads((out / "report.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _remove_work(work: Path) -> None:
+    """Once report.json is written nothing reads work/ (at 300 MB it was half the folder's disk); only
+    prepare's own, the one holding its fingerprint marker, goes."""
+    if work.is_dir() and not work.is_symlink() and (work / "fingerprint").is_file():
+        shutil.rmtree(work)
 
 
 def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds: float) -> dict:
@@ -535,6 +569,7 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
         for rule, ids in done["redaction_examples"].items():
             redaction_examples[rule] = (redaction_examples[rule] + [redacted(i) for i in ids])[:EXAMPLES_PER_REASON]
         boiler += json.loads((out / "work" / f"shard_{index:05d}.written").read_text())["boilerplate_lines_removed"]
+    decisions = json.loads((out / "work" / "dedup.json").read_text())
     rejected = sum(reasons.values())
     report = {
         "format": FORMAT,
@@ -549,6 +584,7 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
         "examples": dict(examples),
         "duplicate_clusters": len(clusters),
         "largest_duplicate_cluster": max(clusters.values(), default=0) + (1 if clusters else 0),
+        "candidate_pairs_checked": decisions["candidate_pairs_checked"],  # near-duplicate checks, by true Jaccard
         "repairs_and_redactions": dict(sorted(repairs.items())),
         "redaction_examples": dict(sorted(redaction_examples.items())),  # pii:<kind> -> ids of documents redacted
         "boilerplate_lines_removed": boiler,
