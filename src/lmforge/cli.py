@@ -267,7 +267,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     import lmforge
 
     cfg = _resolve(args, None, args.sources or None)
-    lmforge.tokenize(cfg.data, cfg.tokenizer, args.out)
+    lmforge.tokenize(cfg.data, cfg.tokenizer, args.out, progress=not args.no_progress)
     return 0
 
 

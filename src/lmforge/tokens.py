@@ -303,6 +303,12 @@ def is_complete(folder: Path, data: DataConfig, tk: TokenizerConfig, exclude: It
     return files.is_complete(Path(folder) / META, fingerprint(data, tk, inputs))
 
 
+def _counted(docs: Iterator[Document], meter: Meter) -> Iterator[Document]:
+    for doc in docs:
+        meter.update(1)
+        yield doc
+
+
 def _batched(docs: Iterator[Document], n: int) -> Iterator[list[Document]]:
     batch: list[Document] = []
     for d in docs:
@@ -315,21 +321,22 @@ def _batched(docs: Iterator[Document], n: int) -> Iterator[list[Document]]:
 
 
 def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=print,
-                    exclude: Iterable[Path] = ()) -> dict:
+                    exclude: Iterable[Path] = (), progress: bool = True) -> dict:
     """Train the tokenizer on a sample of the whole stream (`TokenizerSample`), then encode the stream into shards.
 
     The folder is built under a temporary name and renamed at the end, so an interrupted run
     never leaves something that looks complete. One tokenize per folder at a time (a lock beside
-    it); `exclude`: paths the caller writes, never read as input.
+    it); `exclude`: paths the caller writes, never read as input; `progress`: count the documents
+    encoded (a bar on a terminal, else a dated line every 30 s).
     """
     out = Path(out)
     inputs = list_tokenize_inputs(data, out, exclude)  # first: a missing source is refused before anything is written
     # beside the folder, not in it: the folder is replaced whole, and the lock must outlive that
     with FolderLock(out.parent / f".{out.name}.lock", f"tokenize output folder {out}"):
-        return _tokenize(data, tk, out, log, inputs)
+        return _tokenize(data, tk, out, log, inputs, progress)
 
 
-def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inputs) -> dict:
+def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inputs, progress: bool) -> dict:
     fp = fingerprint(data, tk, inputs)
     if files.is_complete(out / META, fp):
         try:
@@ -349,7 +356,14 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
         f"{f'sample of {tk.train_bytes:,} bytes' if tk.train_bytes else 'text (all of it: tokenizer.train_bytes=0)'}")
     train_stats = SourceStats()
     sample = TokenizerSample(tk.train_bytes, prefixes)
-    tok = train_tokenizer(sample.texts(docs(train_stats)), tk.vocab_size, tk.min_frequency)
+    meter = Meter("tokenize: read", "document", log, enabled=progress)
+    texts: Iterable[str] = sample.texts(_counted(docs(train_stats), meter))
+    if tk.train_bytes:  # the sample is known once the whole corpus is read: say what it is before learning
+        texts = list(texts)
+        meter.close()
+        log(f"tokenize: learning {tk.vocab_size:,} tokens from {sample_summary(sample.report())}")
+    tok = train_tokenizer(texts, tk.vocab_size, tk.min_frequency)
+    meter.close()
     if train_stats.documents == 0:
         raise LmforgeError(f"no text found in {', '.join(data.sources)} ({train_stats.summary()}): give text files")
     drawn = sample.report()
@@ -367,7 +381,7 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
     stats = SourceStats()
     long_documents = 0
     log(f"tokenize: encoding the corpus into {tmp}")
-    meter = Meter("tokenize: encoded", "document", log)
+    meter = Meter("tokenize: encoded", "document", log, enabled=progress)
     for batch in _batched(docs(stats), tk.encode_batch_documents):
         meter.update(len(batch))
         encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
