@@ -151,10 +151,10 @@ class TokenizerSample:
 
 def sample_summary(sample: dict) -> str:
     """One line: how much of the corpus, and of which kinds, the tokenizer learned from."""
-    kinds = ", ".join(f"{k} {v['bytes'] / 1e6:,.1f} of {v['corpus_bytes'] / 1e6:,.1f} MB"
-                      for k, v in sample["by_kind"].items())
-    return (f"{sample['bytes'] / 1e6:,.1f} MB in {sample['documents']:,} of {sample['corpus_documents']:,} documents "
-            f"({sample['rule']}): {kinds}")
+    kinds = ", ".join(f"{k} {v['documents']:,} of {v['corpus_documents']:,} ({v['bytes'] / 1e6:,.2f} of "
+                      f"{v['corpus_bytes'] / 1e6:,.1f} MB)" for k, v in sample["by_kind"].items())
+    return (f"{sample['bytes'] / 1e6:,.1f} of {sample['corpus_bytes'] / 1e6:,.1f} MB, {sample['documents']:,} of "
+            f"{sample['corpus_documents']:,} documents ({sample['rule']}); by kind, documents: {kinds}")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
