@@ -188,7 +188,7 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
     _write_jsonl_gz(base.with_suffix(".kept.jsonl.gz"), kept)
     _write_jsonl_gz(rejected_dir / f"filter_{index:05d}.jsonl.gz", rejected)
     np.save(base.with_suffix(".sig.npy"), np.array(signatures, dtype=np.uint32).reshape(len(kept), len(hasher.a)))
-    stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected),
+    stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected), "ids": [r["id"] for r in kept],
              "exact_keys": keys, "has_signature": has_sig, "lines": dict(lines), "repairs": stack.counts(),
              "steps": stack.step_stats(), "redaction_examples": dict(redacted)}
     atomic_write_json(base.with_suffix(".done"), stats)  # the completion marker, written last
@@ -208,8 +208,7 @@ def decide_duplicates(work: Path, n_shards: int, cfg: PrepareConfig) -> dict:
         stats = json.loads((work / f"shard_{shard:05d}.done").read_text())
         sigs = np.load(work / f"shard_{shard:05d}.sig.npy")
         line_docs.update(stats["lines"])
-        for row, record in enumerate(read_jsonl_gz(work / f"shard_{shard:05d}.kept.jsonl.gz")):
-            doc_id = record["id"]
+        for row, doc_id in enumerate(stats["ids"]):  # the ids, not the texts: those only of candidates, later
             if doc_id in location:  # two sources gave the same id: keep ids unique in the output
                 doc_id = f"{doc_id}@{shard}:{row}"
             ids.append(doc_id)
