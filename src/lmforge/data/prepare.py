@@ -189,6 +189,7 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
     _write_jsonl_gz(rejected_dir / f"filter_{index:05d}.jsonl.gz", rejected)
     np.save(base.with_suffix(".sig.npy"), np.array(signatures, dtype=np.uint32).reshape(len(kept), len(hasher.a)))
     stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected), "ids": [r["id"] for r in kept],
+             "rejected_tally": tally_rejected(rejected),
              "exact_keys": keys, "has_signature": has_sig, "lines": dict(lines), "repairs": stack.counts(),
              "steps": stack.step_stats(), "redaction_examples": dict(redacted)}
     atomic_write_json(base.with_suffix(".done"), stats)  # the completion marker, written last
@@ -301,8 +302,27 @@ def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None
         kept.append(record)
     _write_jsonl_gz(out / "rejected" / f"dedup_{index:05d}.jsonl.gz", rejected)
     _write_jsonl_gz(out / "clean" / f"shard_{index:05d}.jsonl.gz", kept)
-    atomic_write_json(work / f"shard_{index:05d}.written", {"kept": len(kept), "rejected": len(rejected),
-                                                            "boilerplate_lines_removed": removed_lines})
+    atomic_write_json(work / f"shard_{index:05d}.written", {
+        "kept": len(kept), "kept_bytes": sum(len(r["text"].encode("utf-8")) for r in kept), "rejected": len(rejected),
+        "rejected_tally": tally_rejected(rejected), "boilerplate_lines_removed": removed_lines})
+
+
+def tally_rejected(records: list[dict]) -> dict:
+    """What report.json counts of a shard's rejected records, taken as they are written: the report then
+    adds shards up instead of reading rejected/ (and clean/) again. Reasons in the order first met."""
+    reasons: Counter = Counter()
+    stages: Counter = Counter()
+    examples: dict[str, list[str]] = defaultdict(list)
+    clusters: Counter = Counter()
+    for r in records:
+        reasons[r["reason"]] += 1
+        stages[r["stage"]] += 1
+        if len(examples[r["reason"]]) < EXAMPLES_PER_REASON:  # an id read from a record is its content too
+            examples[r["reason"]].append(redacted(r["id"]))
+        if "duplicate_of" in r:
+            clusters[r["duplicate_of"]] += 1
+    return {"reasons": dict(reasons), "stages": dict(stages), "examples": dict(examples), "clusters": dict(clusters),
+            "bytes": sum(len(r["text"].encode("utf-8")) for r in records)}
 
 
 # ---------------------------------------------------------------- driver
@@ -537,37 +557,34 @@ def _remove_work(work: Path) -> None:
 
 
 def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds: float) -> dict:
+    done = [json.loads((out / "work" / f"shard_{i:05d}.done").read_text()) for i in range(n_shards)]
+    written = [json.loads((out / "work" / f"shard_{i:05d}.written").read_text()) for i in range(n_shards)]
     reasons: Counter = Counter()
     stages: Counter = Counter()
     examples: dict[str, list[str]] = defaultdict(list)
-    bytes_in = bytes_kept = 0
+    bytes_in = 0
     clusters: Counter = Counter()
-    for path in sorted((out / "rejected").glob("*.jsonl.gz")):
-        for r in read_jsonl_gz(path):
-            reasons[r["reason"]] += 1
-            stages[r["stage"]] += 1
-            bytes_in += len(r["text"].encode("utf-8"))
-            if len(examples[r["reason"]]) < EXAMPLES_PER_REASON:  # an id read from a record is its content too
-                examples[r["reason"]].append(redacted(r["id"]))
-            if "duplicate_of" in r:
-                clusters[r["duplicate_of"]] += 1
-    kept = 0
-    for path in sorted((out / "clean").glob("*.jsonl.gz")):
-        for r in read_jsonl_gz(path):
-            kept += 1
-            bytes_kept += len(r["text"].encode("utf-8"))
+    # rejected/'s files in name order, dedup_* before filter_*: examples and tied reasons come out as they are met there
+    for tally in [w["rejected_tally"] for w in written] + [d["rejected_tally"] for d in done]:
+        reasons.update(tally["reasons"])
+        stages.update(tally["stages"])
+        bytes_in += tally["bytes"]
+        clusters.update(tally["clusters"])
+        for reason, ids in tally["examples"].items():
+            examples[reason] = (examples[reason] + ids)[:EXAMPLES_PER_REASON]
+    kept = sum(w["kept"] for w in written)
+    bytes_kept = sum(w["kept_bytes"] for w in written)
     repairs: Counter = Counter()
     steps: dict[str, Counter] = defaultdict(Counter)
     redaction_examples: dict[str, list[str]] = defaultdict(list)
     boiler = 0
-    for index in range(n_shards):
-        done = json.loads((out / "work" / f"shard_{index:05d}.done").read_text())
-        repairs.update(done["repairs"])
-        for name, counts in done["steps"].items():
+    for shard_done, shard_written in zip(done, written):
+        repairs.update(shard_done["repairs"])
+        for name, counts in shard_done["steps"].items():
             steps[name].update(counts)
-        for rule, ids in done["redaction_examples"].items():
+        for rule, ids in shard_done["redaction_examples"].items():
             redaction_examples[rule] = (redaction_examples[rule] + [redacted(i) for i in ids])[:EXAMPLES_PER_REASON]
-        boiler += json.loads((out / "work" / f"shard_{index:05d}.written").read_text())["boilerplate_lines_removed"]
+        boiler += shard_written["boilerplate_lines_removed"]
     decisions = json.loads((out / "work" / "dedup.json").read_text())
     rejected = sum(reasons.values())
     report = {
