@@ -58,10 +58,10 @@ EXAMPLES_PER_REASON = 3
 
 # ---------------------------------------------------------------- small file helpers
 
-def _write_jsonl_gz(path: Path, records: list[dict]) -> None:
+def _write_jsonl_gz(path: Path, records: list[dict], compresslevel: int = 6) -> None:
     """Atomically: a shard file is either complete or absent."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as f:
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0) as f:
         for r in records:  # mtime=0: the same records give the same bytes, run after run
             f.write((json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8"))
     os.replace(tmp, path)
@@ -185,7 +185,7 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
         if cfg.boilerplate and doc.kind != "code":  # a line repeated across source files is code, not boilerplate
             lines.update(boilerplate_candidates(doc.text))
     base = work / f"shard_{index:05d}"
-    _write_jsonl_gz(base.with_suffix(".kept.jsonl.gz"), kept)
+    _write_jsonl_gz(base.with_suffix(".kept.jsonl.gz"), kept, compresslevel=1)  # work/: read once more, then gone
     _write_jsonl_gz(rejected_dir / f"filter_{index:05d}.jsonl.gz", rejected)
     np.save(base.with_suffix(".sig.npy"), np.array(signatures, dtype=np.uint32).reshape(len(kept), len(hasher.a)))
     stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected), "ids": [r["id"] for r in kept],
