@@ -95,7 +95,8 @@ class TokenizerSample:
     enough of them to reach `train_bytes` (0: every document).
 
     A prefix of the stream is whatever sorts first (at 300 MB: 7.6 MB of books, no docs); a hash of
-    the id draws from every source in proportion to its size, wherever it lies in reading order. The
+    the id draws from every source in proportion to its size (in expectation: documents are drawn
+    whole, so a small sample of large documents varies), wherever it lies in reading order. The
     hash is of the id relative to its source folder, so the same corpus, even copied elsewhere, gives
     the same sample and the same tokenizer. One pass over the corpus; the lowest hashes are known only
     at its end, so the sample (train_bytes of text, what the trainer reads anyway) is held until then.
