@@ -262,3 +262,19 @@ def test_the_sample_compresses_held_out_text_better_than_a_prefix_of_the_same_si
 
     sampled = bytes_per_token(load_tokenizer(tmp_path / "tok"))
     assert sampled > bytes_per_token(train_tokenizer(prefix, vocab_size=400)) * 1.05
+
+
+def test_a_document_larger_than_the_sample_gives_it_pieces_not_all_of_itself(tmp_path):
+    from conftest import make_prose
+    from lmforge.tokens import SAMPLE_PIECE_CHARS, sample_rank
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    # named so that its id hashes lowest: drawn whole, it alone would be 20 times train_bytes
+    big = next(f"big{i}.txt" for i in range(10_000) if sample_rank(f"big{i}.txt") < 2**64 // 1000)
+    (corpus / big).write_text("\n\n".join(make_prose(i, 8) for i in range(450)))
+    for i in range(40):
+        (corpus / f"note{i:02d}.txt").write_text(make_prose(1000 + i, 2))
+    assert (corpus / big).stat().st_size > 20 * SAMPLE_BYTES
+    sample = tokenize_sampled(corpus, tmp_path / "tok")["tokenizer_sample"]
+    assert SAMPLE_BYTES <= sample["bytes"] < SAMPLE_BYTES + SAMPLE_PIECE_CHARS + 10_000  # one piece past it at most

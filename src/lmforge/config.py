@@ -54,7 +54,7 @@ class DataConfig:
 @dataclass
 class TokenizerConfig:
     vocab_size: int = 4096
-    train_bytes: int = 30_000_000  # text used to learn the merges, drawn across the whole corpus by a hash of each document id (0 = all)
+    train_bytes: int = 30_000_000  # text used to learn the merges, drawn across the whole corpus by a hash of each document's id, in 64K-character pieces (0 = all)
     min_frequency: int = 2
     shard_tokens: int = 100_000_000  # tokens per shard file
     encode_batch_documents: int = 512

@@ -90,16 +90,34 @@ def document_kind(doc: Document) -> str:
     return doc.recorded_kind if doc.recorded_kind in KINDS else kind_of(doc.source, doc.kind)
 
 
+SAMPLE_PIECE_CHARS = 1 << 16
+
+
+def pieces(text: str, size: int = SAMPLE_PIECE_CHARS) -> list[str]:
+    """`text` cut at line ends into pieces of about `size` characters (a longer line stays whole)."""
+    if len(text) <= size:
+        return [text]
+    out, start = [], 0
+    while start < len(text):
+        end = text.find("\n", start + size)
+        end = len(text) if end < 0 else end + 1
+        out.append(text[start:end])
+        start = end
+    return out
+
+
 class TokenizerSample:
-    """The documents the tokenizer learns from: of the whole corpus, those whose id hashes lowest, just
-    enough of them to reach `train_bytes` (0: every document).
+    """The text the tokenizer learns from: of the whole corpus, the pieces whose id hashes lowest, just
+    enough of them to reach `train_bytes` (0: every document). A piece is a document, or ~64K characters
+    of a longer one (id `ID#N`, cut at a line end).
 
     A prefix of the stream is whatever sorts first (at 300 MB: 7.6 MB of books, no docs); a hash of
-    the id draws from every source in proportion to its size (in expectation: documents are drawn
-    whole, so a small sample of large documents varies), wherever it lies in reading order. The
-    hash is of the id relative to its source folder, so the same corpus, even copied elsewhere, gives
-    the same sample and the same tokenizer. One pass over the corpus; the lowest hashes are known only
-    at its end, so the sample (train_bytes of text, what the trainer reads anyway) is held until then.
+    the id draws from every source in proportion to its size, wherever it lies in reading order. In
+    pieces, because whole documents made a lumpy sample: 8 MB of /usr/share/doc was 121 documents, a
+    few changelogs a large share of it. The hash is of the id relative to its source folder, so the
+    same corpus, even copied elsewhere, gives the same sample and the same tokenizer. One pass over
+    the corpus; the lowest hashes are known only at its end, so the sample (train_bytes of text, what
+    the trainer reads anyway) is held until then.
     """
 
     def __init__(self, train_bytes: int, prefixes: list[str]):
@@ -111,28 +129,30 @@ class TokenizerSample:
         """The sample's texts in reading order, for the trainer; `report` is complete once they are read."""
         if not self.train_bytes:
             for doc in docs:
-                kind, n = self._count(doc)
+                kind, n = document_kind(doc), len(doc.text.encode("utf-8"))
+                self.corpus[kind].update(documents=1, bytes=n)
                 self.taken[kind].update(documents=1, bytes=n)
                 yield doc.text
             return
-        heap: list[tuple[int, int, str, str, int]] = []  # (-rank, position, kind, text, bytes): highest rank on top
+        heap: list[tuple[int, int, int, str, str, int]] = []  # (-rank, position, piece, kind, text, bytes)
         held = 0
         for position, doc in enumerate(docs):
-            kind, n = self._count(doc)
-            heapq.heappush(heap, (-sample_rank(split_key(doc.id, self.prefixes)), position, kind, doc.text, n))
-            held += n
-            while held - heap[0][4] >= self.train_bytes:  # the highest rank is not needed to reach train_bytes
-                held -= heapq.heappop(heap)[4]
-        heap.sort(key=lambda item: item[1])
-        for _, _, kind, text, n in heap:
-            self.taken[kind].update(documents=1, bytes=n)
+            kind, key = document_kind(doc), split_key(doc.id, self.prefixes)
+            self.corpus[kind]["documents"] += 1
+            for i, piece in enumerate(pieces(doc.text)):
+                n = len(piece.encode("utf-8"))
+                self.corpus[kind]["bytes"] += n
+                heapq.heappush(heap, (-sample_rank(f"{key}#{i}" if i else key), position, i, kind, piece, n))
+                held += n
+                while held - heap[0][5] >= self.train_bytes:  # the highest rank is not needed to reach train_bytes
+                    held -= heapq.heappop(heap)[5]
+        heap.sort(key=lambda item: item[1:3])  # reading order
+        for kind, position in {(item[3], item[1]) for item in heap}:
+            self.taken[kind]["documents"] += 1
         for item in heap:
-            yield item[3]
-
-    def _count(self, doc: Document) -> tuple[str, int]:
-        kind, n = document_kind(doc), len(doc.text.encode("utf-8"))
-        self.corpus[kind].update(documents=1, bytes=n)
-        return kind, n
+            self.taken[item[3]]["bytes"] += item[5]
+        for item in heap:
+            yield item[4]
 
     def report(self) -> dict:
         """meta.json's `tokenizer_sample`: what the tokenizer learned from, per kind, against the corpus."""
@@ -140,7 +160,7 @@ class TokenizerSample:
             return sum(c[key] for c in counts.values())
 
         return {
-            "rule": "lowest hash of the document id" if self.train_bytes else "every document",
+            "rule": "lowest hash of the id, in pieces of 64K characters" if self.train_bytes else "every document",
             "train_bytes": self.train_bytes,
             "documents": total(self.taken, "documents"), "bytes": total(self.taken, "bytes"),
             "corpus_documents": total(self.corpus, "documents"), "corpus_bytes": total(self.corpus, "bytes"),
