@@ -86,7 +86,7 @@ def test_every_phase_of_prepare_and_tokenize_says_when_it_starts(tmp_path, corpu
     said = tokenize(tmp_path / "prep", "--out", tmp_path / "tok").stdout
     phases = ["tokenize: reading the corpus for the tokenizer", "tokenize: learned", "tokenize: encoding"]
     assert [p for line in said.splitlines() for p in phases if line.startswith(p)] == phases, said
-    assert "prose" in next(line for line in said.splitlines() if line.startswith("tokenize: learned"))
+    assert "prose" in next(line for line in said.splitlines() if line.startswith("tokenize: learned"))  # train_bytes=0
 
 
 def test_a_count_off_a_terminal_is_dated_lines():

@@ -388,7 +388,8 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
     if train_stats.documents == 0:
         raise LmforgeError(f"no text found in {', '.join(data.sources)} ({train_stats.summary()}): give text files")
     drawn = sample.report()
-    log(f"tokenize: learned {tok.get_vocab_size():,} tokens from {sample_summary(drawn)} "
+    said_before = bool(tk.train_bytes)  # a drawn sample is described before learning begins
+    log(f"tokenize: learned {tok.get_vocab_size():,} tokens{'' if said_before else ' from ' + sample_summary(drawn)} "
         f"in {time.perf_counter() - started:.0f}s")
     vocab = tok.get_vocab_size()
     eot = tok.token_to_id(EOT)
