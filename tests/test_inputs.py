@@ -67,6 +67,41 @@ def test_prepare_again_after_a_source_is_edited_redoes_it(tmp_path, corpus):
     assert report["reader"]["files"] == N_DOCS + 1
 
 
+def test_prepare_again_with_other_workers_skips_and_leaves_no_work_folder(tmp_path, corpus):
+    """How many processes clean the shards changes no output file, so a finished prepare is not redone
+    for it; and its intermediate work/ is gone once report.json is written."""
+    prep = tmp_path / "prep"
+    prepare(corpus, "--out", prep)  # --workers 1
+    assert not (prep / "work").exists()
+    again = lmforge("prepare", corpus, "--out", prep, "--workers", 2, "--no-progress", *sets())
+    assert again.returncode == 0, again.stderr
+    assert "is complete, skipping" in again.stdout
+
+
+def test_every_phase_of_prepare_and_tokenize_says_when_it_starts(tmp_path, corpus):
+    said = prepare(corpus, "--out", tmp_path / "prep").stdout
+    phases = ["prepare: listing", "prepare: reading and filtering", "prepare: deciding exact and near duplicates",
+              "prepare: writing clean/", "prepare: counting the report"]
+    assert [p for line in said.splitlines() for p in phases if line.startswith(p)] == phases, said
+    said = tokenize(tmp_path / "prep", "--out", tmp_path / "tok").stdout
+    phases = ["tokenize: reading the corpus for the tokenizer", "tokenize: learned", "tokenize: encoding"]
+    assert [p for line in said.splitlines() for p in phases if line.startswith(p)] == phases, said
+    assert "prose" in next(line for line in said.splitlines() if line.startswith("tokenize: learned"))  # train_bytes=0
+
+
+def test_a_count_off_a_terminal_is_dated_lines():
+    import re
+
+    from lmforge.progress import Meter
+
+    lines = []
+    meter = Meter("prepare: read", "document", lines.append, interval=0)  # stdout is a pipe under pytest
+    meter.update(1000)
+    meter.update(500)
+    meter.close()
+    assert len(lines) == 2 and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d prepare: read 1,500 documents", lines[1])
+
+
 # ---------------------------------------------------------------- never an output folder as input
 
 def test_a_half_written_prepared_folder_is_refused_and_a_complete_one_read_as_its_clean_part(tmp_path, corpus):

@@ -223,3 +223,101 @@ def test_a_long_document_encoded_in_pieces_gives_the_whole_documents_ids(tokens_
         assert "".join(pieces) == text and len(pieces) > len(text) / 1000
         encoded = [i for enc in tok.encode_batch_fast(pieces, add_special_tokens=False) for i in enc.ids]
         assert encoded == tok.encode(text, add_special_tokens=False).ids
+
+
+# ---------------------------------------------------------------- what the tokenizer learns from
+
+SAMPLE_BYTES = 40_000
+
+
+def three_sources(root):
+    """Books that sort first and alone exceed the sample, then code, then web records; each kind with a
+    word of its own, frequent enough to be one token when that kind is learned from."""
+    import json
+
+    from conftest import make_prose
+
+    books, code, web = root / "a_books", root / "b_code", root / "c_web"
+    for folder in (books, code, web):
+        folder.mkdir(parents=True)
+    for i in range(40):
+        (books / f"book{i:02d}.txt").write_text(make_prose(i, 8))
+    for i in range(30):
+        (code / f"mod{i:02d}.py").write_text("".join(f"def frobnicate_{j}(quux):\n    return quux * {i + j}\n\n"
+                                                     for j in range(40)))
+    (web / "pages.jsonl").write_text("".join(
+        json.dumps({"id": f"page{i}", "text": f"Zorblat page {i}. {make_prose(100 + i, 2)}" + " zorblat" * 20}) + "\n"
+        for i in range(60)))
+    assert sum(p.stat().st_size for p in books.iterdir()) > SAMPLE_BYTES
+    return root
+
+
+def tokenize_sampled(corpus, out):
+    return tokenize_corpus(DataConfig(sources=[str(corpus)], val_fraction=0.1),
+                           TokenizerConfig(vocab_size=400, train_bytes=SAMPLE_BYTES), out, log=lambda *_: None)
+
+
+def test_the_tokenizer_learns_from_every_source_not_the_first_in_sorted_order(tmp_path):
+    corpus = three_sources(tmp_path / "corpus")
+    meta = tokenize_sampled(corpus, tmp_path / "tok")
+    tok = load_tokenizer(tmp_path / "tok")
+    for word in (" frobnicate", " zorblat"):  # code's and the web pages' own words: learned, so one token each
+        assert len(tok.encode(word, add_special_tokens=False).ids) == 1, word
+    sample = meta["tokenizer_sample"]
+    assert set(sample["by_kind"]) == {"prose", "code", "web"}
+    assert all(k["documents"] > 0 for k in sample["by_kind"].values())
+    largest = max(len(d.text.encode()) for d in iter_documents([str(corpus)]))
+    assert SAMPLE_BYTES <= sample["bytes"] < SAMPLE_BYTES + largest  # just enough documents to reach train_bytes
+    assert sample["corpus_bytes"] == meta["reader"]["bytes"]
+    assert sample["bytes"] == sum(k["bytes"] for k in sample["by_kind"].values())
+
+
+def test_the_sample_is_the_same_every_time_and_wherever_the_corpus_lies(tmp_path):
+    import shutil
+
+    corpus = three_sources(tmp_path / "corpus")
+    shutil.copytree(corpus, tmp_path / "elsewhere" / "copy")
+    metas = [tokenize_sampled(source, tmp_path / f"tok{i}")
+             for i, source in enumerate((corpus, corpus, tmp_path / "elsewhere" / "copy"))]
+    tokenizers = {(tmp_path / f"tok{i}" / "tokenizer.json").read_bytes() for i in range(3)}
+    assert len(tokenizers) == 1
+    assert metas[0]["tokenizer_sample"] == metas[1]["tokenizer_sample"] == metas[2]["tokenizer_sample"]
+
+
+def test_the_sample_compresses_held_out_text_better_than_a_prefix_of_the_same_size(tmp_path):
+    """The rule before the sample, trained on the first train_bytes in reading order, against the
+    tokenizer tokenize trains, on the documents the split holds out."""
+    corpus = three_sources(tmp_path / "corpus")
+    tokenize_sampled(corpus, tmp_path / "tok")
+    docs = list(iter_documents([str(corpus)]))
+    prefix, size = [], 0
+    for d in docs:
+        if size >= SAMPLE_BYTES:
+            break
+        prefix.append(d.text)
+        size += len(d.text.encode())
+    prefixes = source_prefixes([str(corpus)])
+    held_out = [d.text for d in docs if is_validation(split_key(d.id, prefixes), 0.1)]
+    held_bytes = sum(len(t.encode()) for t in held_out)
+
+    def bytes_per_token(tok) -> float:
+        return held_bytes / sum(len(e.ids) for e in tok.encode_batch(held_out, add_special_tokens=False))
+
+    sampled = bytes_per_token(load_tokenizer(tmp_path / "tok"))
+    assert sampled > bytes_per_token(train_tokenizer(prefix, vocab_size=400)) * 1.05
+
+
+def test_a_document_larger_than_the_sample_gives_it_pieces_not_all_of_itself(tmp_path):
+    from conftest import make_prose
+    from lmforge.tokens import SAMPLE_PIECE_CHARS, sample_rank
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    # named so that its id hashes lowest: drawn whole, it alone would be 20 times train_bytes
+    big = next(f"big{i}.txt" for i in range(10_000) if sample_rank(f"big{i}.txt") < 2**64 // 1000)
+    (corpus / big).write_text("\n\n".join(make_prose(i, 8) for i in range(450)))
+    for i in range(40):
+        (corpus / f"note{i:02d}.txt").write_text(make_prose(1000 + i, 2))
+    assert (corpus / big).stat().st_size > 20 * SAMPLE_BYTES
+    sample = tokenize_sampled(corpus, tmp_path / "tok")["tokenizer_sample"]
+    assert SAMPLE_BYTES <= sample["bytes"] < SAMPLE_BYTES + SAMPLE_PIECE_CHARS + 10_000  # one piece past it at most

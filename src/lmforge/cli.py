@@ -33,7 +33,8 @@ def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny"
     p.add_argument("--seed", type=int, help="train.seed")
     p.add_argument("--threads", type=int, help="torch threads (train.threads); default: torch's count, lowered while other processes keep cores busy")
     p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:N")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (nor, when stdout is not a terminal, its dated count lines)")
 
 
 def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | None = None) -> Config:
@@ -267,7 +268,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     import lmforge
 
     cfg = _resolve(args, None, args.sources or None)
-    lmforge.tokenize(cfg.data, cfg.tokenizer, args.out, force=args.force)
+    lmforge.tokenize(cfg.data, cfg.tokenizer, args.out, force=args.force, progress=not args.no_progress)
     return 0
 
 

@@ -55,7 +55,7 @@ class DataConfig:
 @dataclass
 class TokenizerConfig:
     vocab_size: int = 4096
-    train_bytes: int = 30_000_000  # text used to learn the merges (a prefix of the stream)
+    train_bytes: int = 30_000_000  # text used to learn the merges, drawn across the whole corpus by a hash of each document's id, in 64K-character pieces (0 = all)
     min_frequency: int = 2
     shard_tokens: int = 100_000_000  # tokens per shard file
     # documents encoded at once: at most this many, and at most encode_batch_bytes of text (a longer document

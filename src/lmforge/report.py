@@ -109,7 +109,7 @@ def _tokens(run: RunDir) -> Section | None:
     tok_dir = run.tokens_dir
     if not run.tokenizer_path.is_file():
         return None
-    from lmforge.tokens import load_shards, read_meta
+    from lmforge.tokens import load_shards, read_meta, sample_summary
 
     tok = run.tokenizer()
     rows = [("vocabulary", f"{tok.get_vocab_size():,} tokens")]
@@ -119,6 +119,8 @@ def _tokens(run: RunDir) -> Section | None:
         for split, v in meta["splits"].items():
             rows.append((f"{split} split", f"{v['tokens']:,} tokens from {v['bytes']:,} bytes "
                                            f"({meta['bytes_per_token'][split]:.2f} bytes per token)"))
+        if "tokenizer_sample" in meta:  # a folder tokenized before the sample was recorded has none
+            rows.append(("tokenizer learned from", sample_summary(meta["tokenizer_sample"])))
         val = load_shards(tok_dir, "val")
         if val:
             ids = [int(i) for i in val[0][:400] if int(i) != meta["eot_id"]][:40]

@@ -11,7 +11,9 @@ Format of a tokenized folder (TOK/):
                           `val_split` says which)
     meta.json             dtype, vocab size, special ids, token/byte/document counts per split,
                           bytes per token, the shard list, the split rule, and a fingerprint of
-                          the config used and of the input files (path, size, modification time)
+                          the config used and of the input files (path, size, modification time),
+                          and `tokenizer_sample`: the documents and bytes the tokenizer learned from,
+                          per kind (prose, web, code), beside the corpus's
 
 TOK must be new, empty or a tokenized folder (files.claim_output). It is built in a sibling,
 `.TOK.tokenize-building/`, whose entries then replace only lmforge's own (meta.json last).
@@ -24,10 +26,13 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 import json
 import os
 import re
 import shutil
+import time
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -35,10 +40,12 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from lmforge.config import DataConfig, TokenizerConfig
+from lmforge.data.clean import KINDS, kind_of
 from lmforge.data.sources import Document, Inputs, SourceStats, batched, iter_documents, list_inputs
 from lmforge import files
 from lmforge.errors import LmforgeError
 from lmforge.locks import FolderLock
+from lmforge.progress import Meter
 from lmforge.tokenizer import EOT, SPECIAL_TOKENS, TOKENIZER_FILE, load_tokenizer, train_tokenizer
 
 META = "meta.json"
@@ -74,6 +81,108 @@ def source_prefixes(sources: list[str]) -> list[str]:
 
 def split_key(doc_id: str, prefixes: list[str]) -> str:
     return next((doc_id[len(p):] for p in prefixes if doc_id.startswith(p)), doc_id)
+
+
+SAMPLE_KEY = b"lmforge tokenizer sample"  # keys the sample's hash apart from the train/val split's
+
+
+def sample_rank(key: str) -> int:
+    """A stable hash of a document's split key; keyed, so the lowest ranks are not the val documents."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8, key=SAMPLE_KEY).digest()
+    return int.from_bytes(digest, "little")
+
+
+def document_kind(doc: Document) -> str:
+    """prepare's classification (prose, web, code); a record of a prepared clean/ says its own."""
+    return doc.recorded_kind if doc.recorded_kind in KINDS else kind_of(doc.source, doc.kind)
+
+
+SAMPLE_PIECE_CHARS = 1 << 16
+
+
+def pieces(text: str, size: int = SAMPLE_PIECE_CHARS) -> list[str]:
+    """`text` cut at line ends into pieces of about `size` characters (a longer line stays whole)."""
+    if len(text) <= size:
+        return [text]
+    out, start = [], 0
+    while start < len(text):
+        end = text.find("\n", start + size)
+        end = len(text) if end < 0 else end + 1
+        out.append(text[start:end])
+        start = end
+    return out
+
+
+class TokenizerSample:
+    """The text the tokenizer learns from: of the whole corpus, the pieces whose id hashes lowest, just
+    enough of them to reach `train_bytes` (0: every document). A piece is a document, or ~64K characters
+    of a longer one (id `ID#N`, cut at a line end).
+
+    A prefix of the stream is whatever sorts first (at 300 MB: 7.6 MB of books, no docs); a hash of
+    the id draws from every source in proportion to its size, wherever it lies in reading order. In
+    pieces, because whole documents made a lumpy sample: 8 MB of /usr/share/doc was 121 documents, a
+    few changelogs a large share of it. The hash is of the id relative to its source folder, so the
+    same corpus, even copied elsewhere, gives the same sample and the same tokenizer. One pass over
+    the corpus; the lowest hashes are known only at its end, so the sample (train_bytes of text, what
+    the trainer reads anyway) is held until then.
+    """
+
+    def __init__(self, train_bytes: int, prefixes: list[str]):
+        self.train_bytes, self.prefixes = train_bytes, prefixes
+        self.corpus: dict[str, Counter] = defaultdict(Counter)  # kind -> documents, bytes
+        self.taken: dict[str, Counter] = defaultdict(Counter)
+
+    def texts(self, docs: Iterable[Document]) -> Iterator[str]:
+        """The sample's texts in reading order, for the trainer; `report` is complete once they are read."""
+        if not self.train_bytes:
+            for doc in docs:
+                kind, n = document_kind(doc), len(doc.text.encode("utf-8"))
+                self.corpus[kind].update(documents=1, bytes=n)
+                self.taken[kind].update(documents=1, bytes=n)
+                yield doc.text
+            return
+        heap: list[tuple[int, int, int, str, str, int]] = []  # (-rank, position, piece, kind, text, bytes)
+        held = 0
+        for position, doc in enumerate(docs):
+            kind, key = document_kind(doc), split_key(doc.id, self.prefixes)
+            self.corpus[kind]["documents"] += 1
+            for i, piece in enumerate(pieces(doc.text)):
+                n = len(piece.encode("utf-8"))
+                self.corpus[kind]["bytes"] += n
+                heapq.heappush(heap, (-sample_rank(f"{key}#{i}" if i else key), position, i, kind, piece, n))
+                held += n
+                while held - heap[0][5] >= self.train_bytes:  # the highest rank is not needed to reach train_bytes
+                    held -= heapq.heappop(heap)[5]
+        heap.sort(key=lambda item: item[1:3])  # reading order
+        for kind, position in {(item[3], item[1]) for item in heap}:
+            self.taken[kind]["documents"] += 1
+        for item in heap:
+            self.taken[item[3]]["bytes"] += item[5]
+        for item in heap:
+            yield item[4]
+
+    def report(self) -> dict:
+        """meta.json's `tokenizer_sample`: what the tokenizer learned from, per kind, against the corpus."""
+        def total(counts: dict[str, Counter], key: str) -> int:
+            return sum(c[key] for c in counts.values())
+
+        return {
+            "rule": "lowest hash of the id, in pieces of 64K characters" if self.train_bytes else "every document",
+            "train_bytes": self.train_bytes,
+            "documents": total(self.taken, "documents"), "bytes": total(self.taken, "bytes"),
+            "corpus_documents": total(self.corpus, "documents"), "corpus_bytes": total(self.corpus, "bytes"),
+            "by_kind": {kind: {"documents": self.taken[kind]["documents"], "bytes": self.taken[kind]["bytes"],
+                               "corpus_documents": c["documents"], "corpus_bytes": c["bytes"]}
+                        for kind, c in sorted(self.corpus.items())},
+        }
+
+
+def sample_summary(sample: dict) -> str:
+    """One line: how much of the corpus, and of which kinds, the tokenizer learned from."""
+    kinds = ", ".join(f"{k} {v['documents']:,} of {v['corpus_documents']:,} ({v['bytes'] / 1e6:,.2f} of "
+                      f"{v['corpus_bytes'] / 1e6:,.1f} MB)" for k, v in sample["by_kind"].items())
+    return (f"{sample['bytes'] / 1e6:,.1f} of {sample['corpus_bytes'] / 1e6:,.1f} MB, {sample['documents']:,} of "
+            f"{sample['corpus_documents']:,} documents ({sample['rule']}); by kind, documents: {kinds}")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -290,14 +399,21 @@ def encoded_documents(tok, docs: Iterable[Document], max_documents: int, max_byt
                 held = []
 
 
-def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=print,
-                    exclude: Iterable[Path] = (), force: bool = False) -> dict:
-    """Train the tokenizer on a prefix of the stream, then encode the whole stream into shards.
+def _counted(docs: Iterator[Document], meter: Meter) -> Iterator[Document]:
+    for doc in docs:
+        meter.update(1)
+        yield doc
 
-    The folder is built under a temporary name and moved into place at the end, so an interrupted
-    run never leaves something that looks complete. One tokenize per folder at a time (a lock beside
-    it). `exclude`: paths the caller writes, never read as input. `force`: write into a non-empty
-    folder that is not a tokenized one, beside (never over) what is there.
+
+def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=print,
+                    exclude: Iterable[Path] = (), force: bool = False, progress: bool = True) -> dict:
+    """Train the tokenizer on a sample of the whole stream (`TokenizerSample`), then encode the stream into shards.
+
+    The folder is built in a sibling and moved into place at the end, so an interrupted run never
+    leaves something that looks complete. One tokenize per folder at a time (a lock beside it).
+    `exclude`: paths the caller writes, never read as input. `force`: write into a non-empty folder
+    that is not a tokenized one, beside (never over) what is there. `progress`: count the documents
+    (a bar on a terminal, else a dated line every 30 s).
     """
     out = Path(out)
     inputs = list_tokenize_inputs(data, out, exclude)  # first: a missing source is refused before anything is written
@@ -305,10 +421,10 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
     files.claim_output(out, TOKENS, force)
     # beside the folder, not in it: the lock must outlive a rebuild of the folder's contents
     with FolderLock(out.parent / f".{out.name}.lock", f"tokenize output folder {out}"):
-        return _tokenize(data, tk, out, log, inputs)
+        return _tokenize(data, tk, out, log, inputs, progress)
 
 
-def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inputs) -> dict:
+def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inputs, progress: bool) -> dict:
     fp = fingerprint(data, tk, inputs)
     if files.is_complete(out / META, fp):
         try:
@@ -318,27 +434,41 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
         except LmforgeError as e:  # made with this config, but its files have changed since
             log(f"tokenize: {out} no longer reads ({e}); tokenizing again")
 
-    def docs(max_bytes: int, stats: SourceStats) -> Iterator[Document]:
+    def docs(stats: SourceStats) -> Iterator[Document]:
         # both passes read the one listing: a file that appears meanwhile (our own shards) is not read
-        return iter_documents(inputs, stats, data.text_field, max_bytes, data.max_document_bytes)
+        return iter_documents(inputs, stats, data.text_field, data.max_bytes, data.max_document_bytes)
 
-    def capped(a: int, b: int) -> int:
-        return min(x for x in (a, b) if x) if (a or b) else 0
-
+    prefixes = source_prefixes(data.sources)  # the split and the sample key on ids relative to their source folder
+    started = time.perf_counter()
+    log(f"tokenize: reading the corpus for the tokenizer's "
+        f"{f'sample of {tk.train_bytes:,} bytes' if tk.train_bytes else 'text (all of it: tokenizer.train_bytes=0)'}")
     train_stats = SourceStats()
-    tok = train_tokenizer(
-        (d.text for d in docs(capped(tk.train_bytes, data.max_bytes), train_stats)), tk.vocab_size, tk.min_frequency
-    )
+    sample = TokenizerSample(tk.train_bytes, prefixes)
+    meter = Meter("tokenize: read", "document", log, enabled=progress)
+    texts: Iterable[str] = sample.texts(_counted(docs(train_stats), meter))
+    if tk.train_bytes:  # the sample is known once the whole corpus is read: say what it is before learning
+        texts = list(texts)
+        meter.close()
+        log(f"tokenize: learning {tk.vocab_size:,} tokens from {sample_summary(sample.report())}")
+    tok = train_tokenizer(texts, tk.vocab_size, tk.min_frequency)
+    meter.close()
     if train_stats.documents == 0:
         raise LmforgeError(f"no text found in {', '.join(data.sources)} ({train_stats.summary()}): give text files")
+    drawn = sample.report()
+    said_before = bool(tk.train_bytes)  # a drawn sample is described before learning begins
+    log(f"tokenize: learned {tok.get_vocab_size():,} tokens{'' if said_before else ' from ' + sample_summary(drawn)} "
+        f"in {time.perf_counter() - started:.0f}s")
     tmp = files.building_folder(out, "tokenize")
     files.refuse_link(tmp)
     files.remove(tmp)  # a killed run's leftover: lmforge's own, by its name
     stats = SourceStats()
+    log(f"tokenize: encoding the corpus into {tmp}")
+    meter = Meter("tokenize: encoded", "document", log, enabled=progress)
     with files.output_errors("tokenize", out):
         with files.discarded_on_error(tmp):
-            meta = _write_tokens(data, tk, tok, tmp, docs(data.max_bytes, stats), stats, fp)
+            meta = _write_tokens(data, tk, tok, tmp, _counted(docs(stats), meter), stats, fp, prefixes, drawn)
         files.install(tmp, out, TOKENS)
+    meter.close()
     splits = meta["splits"]
     log(f"tokenize: {stats.summary()} -> {splits['train']['tokens']:,} train / {splits['val']['tokens']:,} val tokens "
         f"({meta['bytes_per_token']['train']:.2f} bytes/token) in {out}")
@@ -346,7 +476,7 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
 
 
 def _write_tokens(data: DataConfig, tk: TokenizerConfig, tok, tmp: Path, docs: Iterator[Document],
-                  stats: SourceStats, fp: str) -> dict:
+                  stats: SourceStats, fp: str, prefixes, drawn: dict) -> dict:
     """Encode `docs` (read with `stats`) into `tmp`, made here: tokenizer.json, train/, val/, meta.json."""
     vocab = tok.get_vocab_size()
     eot = tok.token_to_id(EOT)
@@ -354,7 +484,6 @@ def _write_tokens(data: DataConfig, tk: TokenizerConfig, tok, tmp: Path, docs: I
     tmp.mkdir(parents=True)
     files.atomic_write_text(tmp / TOKENIZER_FILE, tok.to_str(pretty=True))
     writers = {s: ShardWriter(tmp / s, dtype, tk.shard_tokens) for s in ("train", "val")}
-    prefixes = source_prefixes(data.sources)  # the split keys on ids relative to their source folder
     long_documents = 0
     encoded = encoded_documents(tok, docs, tk.encode_batch_documents, tk.encode_batch_bytes)
     for doc, doc_ids in encoded:
@@ -384,6 +513,7 @@ def _write_tokens(data: DataConfig, tk: TokenizerConfig, tok, tmp: Path, docs: I
         "splits": splits,
         "val_split": val_split,
         "bytes_per_token": {s: (v["bytes"] / v["tokens"] if v["tokens"] else 0.0) for s, v in splits.items()},
+        "tokenizer_sample": drawn,
         "fingerprint": fp,
     }
     if stats.documents == 0:

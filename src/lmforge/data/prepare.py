@@ -8,7 +8,8 @@
       rejected/dedup_00000.jsonl.gz     duplicates: ... plus "duplicate_of" (the kept id) and "jaccard"
       report.json                       counts in / kept / rejected, per stage, reason and filter step, examples,
                                         redactions per kind, and what a byte cap left unread
-      work/                             per-shard intermediate files and completion markers
+      work/                             per-shard intermediate files and completion markers, removed once
+                                        report.json is written (nothing reads them after that)
 
 The input stream is cut into shards of at most `shard_documents` items and `shard_bytes` bytes of text
 (a longer document alone), in a fixed order: the text that workers and the main process hold follows
@@ -19,10 +20,11 @@ Three phases:
   2. once: exact and near-duplicate decisions, and the set of boilerplate lines (`work/dedup.json`);
   3. per shard, in the pool: drop duplicates and boilerplate lines (never from code), write clean/ and rejected/.
 A killed run started again skips every shard whose marker exists; since every output is a
-function of its shard's input alone (and of phase 2), it ends with exactly the same files.
+function of its shard's input alone (and of phase 2), it ends with exactly the same files, whatever
+the number of workers or the executor (neither is in the fingerprint).
 PREP must be new, empty or a prepared folder (files.claim_output). A finished PREP of other
 settings is rebuilt in a sibling, `.PREP.prepare-building/`, whose entries then replace only
-lmforge's own (clean/, rejected/, work/, report.json, the report last).
+lmforge's own (clean/, rejected/, report.json, the report last).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ from dataclasses import asdict
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from lmforge.config import FILTERS, DataConfig, PrepareConfig
 from lmforge.data import clean
@@ -48,14 +49,15 @@ from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc, kind_of
 from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
 from lmforge.data.pii import RedactPII, redacted
-from lmforge.data.sources import (PREPARED_MARKER, PREPARED_PARTS, Document, Inputs, Skip, SourceStats, batched,
+from lmforge.data.sources import (Document, Inputs, Skip, SourceStats, batched,
                                   iter_documents, list_inputs, skip_hint)
 from lmforge.errors import LmforgeError
 from lmforge.files import (OutputKind, atomic_write_json, atomic_write_text, building_folder, claim_output,
                            fingerprint, install, is_complete, json_format_is, naming, open_new, output_errors,
-                           read_own_bytes, refuse_inside_sources, refuse_link, remove_own)
+                           read_own_bytes, refuse_inside_sources, refuse_link, remove, remove_own)
 from lmforge.locks import FolderLock
 from lmforge.processes import end_with_parent, peak_rss_bytes
+from lmforge.progress import Meter
 
 FORMAT = "lmforge-prepared-v1"
 EXAMPLES_PER_REASON = 3
@@ -72,11 +74,11 @@ PREPARED = OutputKind("prepared folder", ("clean", "rejected", "work", REPORT), 
 
 # ---------------------------------------------------------------- small file helpers
 
-def _write_jsonl_gz(path: Path, records: list[dict]) -> None:
+def _write_jsonl_gz(path: Path, records: list[dict], compresslevel: int = 6) -> None:
     """Atomically: a shard file is either complete or absent."""
     tmp = path.with_name(path.name + ".tmp")
     with naming(path), os.fdopen(open_new(tmp), "wb") as raw, \
-            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as f:
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0) as f:
         for r in records:  # mtime=0: the same records give the same bytes, run after run
             f.write((json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8"))
     os.replace(tmp, path)
@@ -200,10 +202,11 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
         if cfg.boilerplate and doc.kind != "code":  # a line repeated across source files is code, not boilerplate
             lines.update(boilerplate_candidates(doc.text))
     base = work / f"shard_{index:05d}"
-    _write_jsonl_gz(base.with_suffix(".kept.jsonl.gz"), kept)
+    _write_jsonl_gz(base.with_suffix(".kept.jsonl.gz"), kept, compresslevel=1)  # work/: read once more, then gone
     _write_jsonl_gz(rejected_dir / f"filter_{index:05d}.jsonl.gz", rejected)
     np.save(base.with_suffix(".sig.npy"), np.array(signatures, dtype=np.uint32).reshape(len(kept), len(hasher.a)))
-    stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected),
+    stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected), "ids": [r["id"] for r in kept],
+             "rejected_tally": tally_rejected(rejected),
              "exact_keys": keys, "has_signature": has_sig, "lines": dict(lines), "repairs": stack.counts(),
              "steps": stack.step_stats(), "redaction_examples": dict(redacted), "peak_rss_bytes": peak_rss_bytes()}
     atomic_write_json(base.with_suffix(".done"), stats)  # the completion marker, written last
@@ -223,8 +226,7 @@ def decide_duplicates(work: Path, n_shards: int, cfg: PrepareConfig) -> dict:
         stats = json.loads((work / f"shard_{shard:05d}.done").read_text())
         sigs = np.load(work / f"shard_{shard:05d}.sig.npy")
         line_docs.update(stats["lines"])
-        for row, record in enumerate(read_jsonl_gz(work / f"shard_{shard:05d}.kept.jsonl.gz")):
-            doc_id = record["id"]
+        for row, doc_id in enumerate(stats["ids"]):  # the ids, not the texts: those only of candidates, later
             if doc_id in location:  # two sources gave the same id: keep ids unique in the output
                 doc_id = f"{doc_id}@{shard}:{row}"
             ids.append(doc_id)
@@ -317,15 +319,38 @@ def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None
         kept.append(record)
     _write_jsonl_gz(out / "rejected" / f"dedup_{index:05d}.jsonl.gz", rejected)
     _write_jsonl_gz(out / "clean" / f"shard_{index:05d}.jsonl.gz", kept)
-    atomic_write_json(work / f"shard_{index:05d}.written", {"kept": len(kept), "rejected": len(rejected),
-                                                            "boilerplate_lines_removed": removed_lines,
-                                                            "peak_rss_bytes": peak_rss_bytes()})
+    atomic_write_json(work / f"shard_{index:05d}.written", {
+        "kept": len(kept), "kept_bytes": sum(len(r["text"].encode("utf-8")) for r in kept), "rejected": len(rejected),
+        "rejected_tally": tally_rejected(rejected), "boilerplate_lines_removed": removed_lines,
+        "peak_rss_bytes": peak_rss_bytes()})
+
+
+def tally_rejected(records: list[dict]) -> dict:
+    """What report.json counts of a shard's rejected records, taken as they are written: the report then
+    adds shards up instead of reading rejected/ (and clean/) again. Reasons in the order first met."""
+    reasons: Counter = Counter()
+    stages: Counter = Counter()
+    examples: dict[str, list[str]] = defaultdict(list)
+    clusters: Counter = Counter()
+    for r in records:
+        reasons[r["reason"]] += 1
+        stages[r["stage"]] += 1
+        if len(examples[r["reason"]]) < EXAMPLES_PER_REASON:  # an id read from a record is its content too
+            examples[r["reason"]].append(redacted(r["id"]))
+        if "duplicate_of" in r:
+            clusters[r["duplicate_of"]] += 1
+    return {"reasons": dict(reasons), "stages": dict(stages), "examples": dict(examples), "clusters": dict(clusters),
+            "bytes": sum(len(r["text"].encode("utf-8")) for r in records)}
 
 
 # ---------------------------------------------------------------- driver
 
+HOW_NOT_WHAT = ("workers", "executor")  # how the shards are run: the same files either way
+
+
 def prepare_fingerprint(inputs: Inputs, cfg: PrepareConfig, data: DataConfig) -> str:
-    return fingerprint({"sources": inputs.sources, "inputs": inputs.identity(), "prepare": asdict(cfg),
+    settings = {k: v for k, v in asdict(cfg).items() if k not in HOW_NOT_WHAT}
+    return fingerprint({"sources": inputs.sources, "inputs": inputs.identity(), "prepare": settings,
                         "text_field": data.text_field, "max_bytes": data.max_bytes,
                         "max_document_bytes": data.max_document_bytes})
 
@@ -450,6 +475,7 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
     empty or an earlier prepared folder (`force`: any folder, lmforge's entries added beside the others).
     `exclude`: paths the caller writes, never read as input."""
     out = Path(out)
+    log(f"prepare: listing {', '.join(sources)}")
     inputs = list_prepare_inputs(sources, out, exclude)  # first: a missing source is refused before anything is written
     refuse_inside_sources(out, sources)
     claim_output(out, PREPARED, force)
@@ -464,6 +490,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     fp = prepare_fingerprint(inputs, cfg, data)
     if is_complete(out / REPORT, fp):
         report = json.loads((out / REPORT).read_text())
+        _remove_work(out / "work")  # left by a prepare killed just after its report
         log(f"prepare: {out} is complete, skipping")
         return report
     export_models(cfg.filters)
@@ -485,15 +512,18 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     owns_executor = executor is None
     executor = executor or make_executor(cfg.executor, cfg.workers)
     n_shards = 0
-    bar = tqdm(unit="doc", desc="prepare", mininterval=1.0, disable=not progress, dynamic_ncols=True)
+    log(f"prepare: reading and filtering {sum(1 for _ in inputs.all_files()):,} files, "
+        f"{cfg.shard_documents:,} documents a shard")
+    meter = Meter("prepare: read", "document", log, enabled=progress)  # read and handed to the workers
     try:
         for index, items in enumerate(_shards(inputs, data, cfg, stats)):
             n_shards = index + 1
             if not (work / f"shard_{index:05d}.done").is_file():
                 executor.submit(filter_shard, index, items, cfg, work, build / "rejected")
-            bar.update(len(items))  # documents read and handed to the workers, per second
+            meter.update(len(items))
+        meter.close()
+        log(f"prepare: waiting for the last shards' filters ({_seconds(started)} so far)")
         executor.wait()
-        bar.close()
         if stats.capped:
             log(f"prepare: {stats.cap_note()}")
         if n_shards == 0:
@@ -507,7 +537,9 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
             atomic_write_json(path, shard_stats)
         decisions_path = work / "dedup.json"
         if not decisions_path.is_file():
+            log(f"prepare: deciding exact and near duplicates and boilerplate lines ({_seconds(started)} so far)")
             atomic_write_json(decisions_path, decide_duplicates(work, n_shards, cfg))
+        log(f"prepare: writing clean/ and rejected/, {n_shards:,} shards ({_seconds(started)} so far)")
         for index in range(n_shards):
             if not (work / f"shard_{index:05d}.written").is_file():
                 executor.submit(write_shard, index, work, build, decisions_path)
@@ -515,7 +547,9 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     finally:
         if owns_executor:
             executor.close()
+    log(f"prepare: counting the report ({_seconds(started)} so far)")
     report = build_report(build, n_shards, stats, fp, time.perf_counter() - started)
+    _remove_work(build / "work")
     log(summary_text(report, out))  # before an error too: what was rejected, and why
     if report["documents_kept"] == 0:
         reason, n = next(iter(report["rejected_by_reason"].items()), ("", 0))
@@ -527,40 +561,48 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     return report
 
 
+def _seconds(started: float) -> str:
+    return f"{time.perf_counter() - started:.0f}s"
+
+
+def _remove_work(work: Path) -> None:
+    """Once report.json is written nothing reads work/ (at 300 MB it was half the folder's disk); only
+    prepare's own, the one holding its fingerprint marker, goes."""
+    if work.is_dir() and not work.is_symlink() and (work / "fingerprint").is_file():
+        remove(work)
+
+
 def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds: float) -> dict:
+    done = [json.loads((out / "work" / f"shard_{i:05d}.done").read_text()) for i in range(n_shards)]
+    written = [json.loads((out / "work" / f"shard_{i:05d}.written").read_text()) for i in range(n_shards)]
     reasons: Counter = Counter()
     stages: Counter = Counter()
     examples: dict[str, list[str]] = defaultdict(list)
-    bytes_in = bytes_kept = 0
+    bytes_in = 0
     clusters: Counter = Counter()
-    for path in sorted((out / "rejected").glob("*.jsonl.gz")):
-        for r in read_jsonl_gz(path):
-            reasons[r["reason"]] += 1
-            stages[r["stage"]] += 1
-            bytes_in += len(r["text"].encode("utf-8"))
-            if len(examples[r["reason"]]) < EXAMPLES_PER_REASON:  # an id read from a record is its content too
-                examples[r["reason"]].append(redacted(r["id"]))
-            if "duplicate_of" in r:
-                clusters[r["duplicate_of"]] += 1
-    kept = 0
-    for path in sorted((out / "clean").glob("*.jsonl.gz")):
-        for r in read_jsonl_gz(path):
-            kept += 1
-            bytes_kept += len(r["text"].encode("utf-8"))
+    # rejected/'s files in name order, dedup_* before filter_*: examples and tied reasons come out as they are met there
+    for tally in [w["rejected_tally"] for w in written] + [d["rejected_tally"] for d in done]:
+        reasons.update(tally["reasons"])
+        stages.update(tally["stages"])
+        bytes_in += tally["bytes"]
+        clusters.update(tally["clusters"])
+        for reason, ids in tally["examples"].items():
+            examples[reason] = (examples[reason] + ids)[:EXAMPLES_PER_REASON]
+    kept = sum(w["kept"] for w in written)
+    bytes_kept = sum(w["kept_bytes"] for w in written)
     repairs: Counter = Counter()
     steps: dict[str, Counter] = defaultdict(Counter)
     redaction_examples: dict[str, list[str]] = defaultdict(list)
     boiler = peak_rss = 0
-    for index in range(n_shards):
-        done = json.loads((out / "work" / f"shard_{index:05d}.done").read_text())
-        repairs.update(done["repairs"])
-        for name, counts in done["steps"].items():
+    for shard_done, shard_written in zip(done, written):
+        repairs.update(shard_done["repairs"])
+        for name, counts in shard_done["steps"].items():
             steps[name].update(counts)
-        for rule, ids in done["redaction_examples"].items():
+        for rule, ids in shard_done["redaction_examples"].items():
             redaction_examples[rule] = (redaction_examples[rule] + [redacted(i) for i in ids])[:EXAMPLES_PER_REASON]
-        written = json.loads((out / "work" / f"shard_{index:05d}.written").read_text())
-        boiler += written["boilerplate_lines_removed"]
-        peak_rss = max(peak_rss, done["peak_rss_bytes"], written["peak_rss_bytes"])
+        boiler += shard_written["boilerplate_lines_removed"]
+        peak_rss = max(peak_rss, shard_done["peak_rss_bytes"], shard_written["peak_rss_bytes"])
+    decisions = json.loads((out / "work" / "dedup.json").read_text())
     rejected = sum(reasons.values())
     report = {
         "format": FORMAT,
@@ -575,6 +617,7 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
         "examples": dict(examples),
         "duplicate_clusters": len(clusters),
         "largest_duplicate_cluster": max(clusters.values(), default=0) + (1 if clusters else 0),
+        "candidate_pairs_checked": decisions["candidate_pairs_checked"],  # near-duplicate checks, by true Jaccard
         "repairs_and_redactions": dict(sorted(repairs.items())),
         "redaction_examples": dict(sorted(redaction_examples.items())),  # pii:<kind> -> ids of documents redacted
         "boilerplate_lines_removed": boiler,

@@ -57,6 +57,7 @@ class Document:
     text: str
     source: str
     kind: str = ""  # "web" for web pages and records (JSONL, Parquet); "" = decided by the file's suffix
+    recorded_kind: str = ""  # a record's own "kind" field (prepare's clean/ writes one), for reports only
 
 
 @dataclass
@@ -305,7 +306,8 @@ def _record_document(record, where: str, path: Path, stats: SourceStats, text_fi
     if LONE_SURROGATE.search(text) or LONE_SURROGATE.search(doc_id):
         stats.skip("records with a lone surrogate escape (not UTF-8)", where, str(path), json.dumps(record))
         return None
-    return Document(doc_id, text, str(path), "web")
+    kind = record.get("kind")
+    return Document(doc_id, text, str(path), "web", kind if isinstance(kind, str) else "")
 
 
 def _read_jsonl(path: Path, stats: SourceStats, text_field: str, max_line_bytes: int) -> Iterator[Document]:
@@ -429,6 +431,7 @@ def _read_path(path: Path, stats: SourceStats, text_field: str, max_doc_bytes: i
 # but import this module, so it names the few entries it looks for itself; run_dir.py names a run's).
 PREPARED_MARKER = "report.json"  # written last: a prepared folder without it is half written
 PREPARED_PARTS = ("clean", "rejected", "work")
+HALF_WRITTEN_PARTS = ("clean", "rejected")  # work/ goes when report.json is written, and may be gone before it
 TOKENIZED_PARTS = ("tokenizer.json", "meta.json")
 SKIPPED_FOLDERS = {"prepared": "lmforge prepared folders inside a source (name one as a source to read "
                                "its clean/)",
@@ -519,7 +522,7 @@ class _Lister:
             return "prepared"
         if all(has(name, False) for name in _run_parts()):
             return "run"
-        if all(has(name, True) for name in PREPARED_PARTS):
+        if all(has(name, True) for name in HALF_WRITTEN_PARTS):
             raise LmforgeError(f"{folder} is a half-written prepared folder (no {PREPARED_MARKER}): finish it by "
                                f"running the same lmforge prepare again, or give its sources instead")
         return ""
