@@ -75,7 +75,7 @@ def test_prepare_rerun_with_other_settings_keeps_the_users_files(tmp_path, corpu
     assert r.returncode == 0, r.stderr
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "report.json").read_text())["fingerprint"] != first
-    assert sorted(p.name for p in out.iterdir()) == ["clean", "notes.txt", "rejected", "report.json", "work"]
+    assert sorted(p.name for p in out.iterdir()) == ["clean", "notes.txt", "rejected", "report.json"]  # work/ goes once the report is written
     assert sorted(p.name for p in tmp_path.iterdir()) == [".prep.lock", "prep"]  # the building sibling is gone
 
 
@@ -205,6 +205,19 @@ def test_checkpoint_weights_are_as_readable_as_every_other_file(trained):
     ckpt = RunDir(trained).latest_checkpoint()
     for path in (ckpt.model_file, ckpt.state_tensors, ckpt.state_json):
         assert stat.S_IMODE(path.stat().st_mode) == readable_mode(), path
+
+
+def test_inspect_out_never_replaces_a_users_file_of_the_same_name(trained, tmp_path):
+    """The probe's `inspect map --out FOLDER` replaced the user's map-static.png, exit 0."""
+    mine = tmp_path / "pictures"
+    mine.mkdir()
+    (mine / "map-static.png").write_bytes(b"mine")
+    one_line_error(lmforge("inspect", "map", trained, "--top", 5, "--out", mine), "map-static.png", "is in the way")
+    assert [p.name for p in mine.iterdir()] == ["map-static.png"] and (mine / "map-static.png").read_bytes() == b"mine"
+    ours = tmp_path / "ours"
+    for _ in range(2):  # new, then lmforge's own: written, then replaced
+        assert lmforge("inspect", "map", trained, "--top", 5, "--out", ours).returncode == 0
+    assert (ours / "map-static.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # ---------------------------------------------------------------- symbolic links

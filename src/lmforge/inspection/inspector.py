@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.files import atomic_write_bytes, output_errors, refuse_link
+from lmforge.files import atomic_write_bytes, output_errors, read_own_bytes, refuse_link
 from lmforge.inspection.pictures import (MAP_PIXELS, attention_pixels, lens_pixels, plot_attention, plot_lens,
                                          plot_map, project_2d, write_map_html)
 from lmforge.inspection.vectors import WordVectors
 from lmforge.tokenizer import PAD
+
+INSPECT_MARKER = ".lmforge-inspect"  # in an --out folder: the pictures there are lmforge's to replace
 
 
 class Inspector(WordVectors):
@@ -34,8 +37,8 @@ class Inspector(WordVectors):
             raise LmforgeError(f"inspect: a map needs at least 3 words, got {len(rows)}")
         chosen = [all_words[i] for i in rows]
         xy, used = project_2d(mat[rows].numpy(), method)
-        folder = self._out(out)
         tag = f"map-{vectors}" + (f"-L{self._layer(layer)}" if vectors == "contextual" else "")
+        folder = self._out(out, f"{tag}.png", f"{tag}.html")
         title = f"{self.run_dir.name}: {vectors} word vectors" + (
             f" (layer {self._layer(layer)})" if vectors == "contextual" else "") + f", {used.upper()}"
         png = plot_map(chosen, xy, title, folder / f"{tag}.png")
@@ -70,7 +73,7 @@ class Inspector(WordVectors):
         tokens = [self.token_text[i] for i in ids]
         top1 = top.values[..., 0].numpy()
         png = plot_lens(tokens, [[self.token_text[i] for i in row] for row in top.indices[..., 0].tolist()], top1,
-                        "next token" if self.causal else "this position", self._out(out) / "layers.png")
+                        "next token" if self.causal else "this position", self._out(out, "layers.png") / "layers.png")
         return {
             "text": text, "tokens": tokens, "predicts": "next" if self.causal else "same",
             "layers": [{"layer": layer, "top": [[{"token": self.token_text[i], "prob": round(float(p), 6)}
@@ -103,7 +106,7 @@ class Inspector(WordVectors):
         heads = list(range(H)) if head is None else [head]
         tokens = [self.token_text[i] for i in ids]
         name = f"attention-L{layer}" + ("" if head is None else f"-H{head}") + ".png"
-        png = plot_attention(tokens, probs[heads].numpy(), heads, layer, self._out(out) / name)
+        png = plot_attention(tokens, probs[heads].numpy(), heads, layer, self._out(out, name) / name)
         return {"text": text, "tokens": tokens, "layer": layer, "heads": heads, "causal": self.causal,
                 "attention": probs[heads].round(decimals=6).tolist(), "png": str(png),
                 "png_size": list(attention_pixels(len(tokens), len(heads)))}
@@ -131,7 +134,7 @@ class Inspector(WordVectors):
         sims = emb @ emb.T
         i, j = torch.triu_indices(len(lines), len(lines), offset=1)
         order = sims[i, j].argsort(descending=True)[:max(top, 0)]
-        folder = self._out(out)
+        folder = self._out(out, "sentences.npy")
         array = io.BytesIO()
         np.save(array, emb.numpy(), allow_pickle=False)
         with output_errors("inspect", folder):
@@ -163,11 +166,20 @@ class Inspector(WordVectors):
                 pooled[n] = states[r, 1:1 + len(encoded[n])].mean(0)
         return pooled
 
-    def _out(self, out: str | Path | None) -> Path:
+    def _out(self, out: str | Path | None, *names: str) -> Path:
+        """RUN/inspect, or an --out folder. The pictures have fixed `names`: in an --out that is not an
+        earlier inspect's (its marker file), a user's file of one of those names is never replaced."""
         folder = Path(out) if out else self.run.inspect_dir
         refuse_link(folder)
+        if out and read_own_bytes(folder / INSPECT_MARKER) is None:
+            taken = next((name for name in names if os.path.lexists(folder / name)), None)
+            if taken is not None:
+                raise LmforgeError(f"inspect: {folder / taken} is in the way and is not lmforge's: move it away or "
+                                   f"give another --out")
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            if out and read_own_bytes(folder / INSPECT_MARKER) is None:
+                atomic_write_bytes(folder / INSPECT_MARKER, b"lmforge inspect writes its pictures here\n")
         except OSError as e:
             raise LmforgeError(f"inspect: cannot write to {folder}: {e.strerror}") from None
         return folder
