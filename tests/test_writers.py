@@ -344,3 +344,14 @@ def test_claim_refuses_a_link_and_a_users_folder(tmp_path):
     with pytest.raises(LmforgeError, match="not empty"):
         claim_output(real, KIND)
     assert not claim_output(real, KIND, force=True)
+
+
+def test_a_run_whose_files_are_another_users_is_one_line(run_copy):
+    """The probe's "run made by another user": summary.json and metrics.jsonl unreadable to the reader."""
+    from test_inputs import unprivileged
+
+    for name in ("summary.json", "metrics.jsonl"):
+        (run_copy / name).chmod(0)
+    r = subprocess.run([*unprivileged(), sys.executable, "-m", "lmforge", "report", str(run_copy)],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    one_line_error(r, "permission denied")

@@ -885,6 +885,12 @@ def main(argv: list[str] | None = None) -> int:
         # Python's final flush at exit would fail again and print a warning (Python's signal docs).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except PermissionError as e:
+        # a folder or file of another user's (a run whose files are 0600, a read-only --out or cache):
+        # the user's to fix, whichever reader or writer met it first
+        print(f"lmforge: error: cannot {'open' if e.filename else 'use'} {e.filename or 'a file'}: permission "
+              f"denied; make it readable (and its folder writable where lmforge writes), or copy it", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
