@@ -71,6 +71,15 @@ def test_run_writes_a_self_contained_page_with_every_section(tiny_run):
     assert {"loss", "lr", "tokens_per_s", "mfu"} <= set(json.loads(data[len('id="report-data">'):data.index("</script>")])["charts"])
 
 
+def test_this_runs_energy_is_its_measured_time_at_its_power(tiny_run):
+    """Issue 24: the report took this run's energy from the shape's FLOPs over the MFU; a masked run's
+    MFU counts only the head rows that ran, so it read ~35% high. Measured time x power is no estimate."""
+    summary = json.loads(tiny_run.summary_path.read_text())
+    watts = 15.0 * summary["threads"]  # a CPU: 15 W per thread
+    md_rows = report(tiny_run.path, fmt="md").read_text()
+    assert f"{watts * summary['train_time_s'] / 3600:.3g} Wh (at {watts:.0f} W)" in md_rows
+
+
 def test_sections_without_data_are_left_out(tiny_run, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(tiny_run.path, bare, ignore=shutil.ignore_patterns("prepared", "inspect", "summary.json"))

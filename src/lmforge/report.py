@@ -235,20 +235,19 @@ def _cost(run: RunDir, summary: dict | None) -> Section | None:
     from lmforge import cost
     from lmforge.config import load_config
 
-    shape = cost.shape_from_model(run.config, summary.get("vocab_size") or run.tokenizer().get_vocab_size())
-    precision = "bf16" if summary.get("dtype") == "bfloat16" else "fp32"
-    # the run's own measured peak; memory is not what is asked here, so no limit; 15 W per CPU thread
-    here = cost.Hardware(summary.get("device", "cpu"), {precision: summary["peak_flops"] / summary.get("world_size", 1)},
-                         math.inf, 15.0 * max(1, summary.get("threads") or 1))
-    this = cost.estimate(shape, summary["tokens_trained"], here, summary.get("world_size", 1),
-                         min(1.0, max(summary.get("mfu") or cost.DEFAULT_MFU, 1e-6)), precision=precision)
+    # the run's own time, measured, at 15 W per CPU thread or the device's catalogue power: no MFU in
+    # between (a masked run's MFU counts only the head rows that ran, the shape's FLOPs all of them)
+    device = summary.get("device", "cpu")
+    known = cost.hardware_for_device(summary.get("device_name", "cpu"))
+    power_w = known.power_w * summary.get("world_size", 1) if known else 15.0 * max(1, summary.get("threads") or 1)
+    energy_wh = power_w * summary["train_time_s"] / 3600
     big_shape = cost.shape_from_model(load_config("gpt2-small"))
     big_tokens = 20 * big_shape.params  # Chinchilla's compute-optimal ratio
     big = cost.estimate(big_shape, big_tokens, cost.find_hardware("h100"), 8)
     rows = [("", "this run", f"forecast: {big_shape.params / 1e6:.0f}M parameters on {big_tokens / 1e9:.1f}B tokens"),
             ("training FLOPs", f"{summary['flops_per_token'] * summary['tokens_trained']:.3g}", f"{big.flops_exact:.3g}"),
-            ("time", f"{summary['train_time_s']:.0f} s on {here.name}", f"{big.days * 24:.1f} hours on 8 x {big.hardware} at MFU {big.mfu:.0%}"),
-            ("energy", f"{this.energy_kwh * 1000:.2f} Wh (at {here.power_w:.0f} W)", f"{big.energy_kwh:,.0f} kWh"),
+            ("time", f"{summary['train_time_s']:.0f} s on {device}", f"{big.days * 24:.1f} hours on 8 x {big.hardware} at MFU {big.mfu:.0%}"),
+            ("energy", f"{energy_wh:.3g} Wh (at {power_w:.0f} W)", f"{big.energy_kwh:,.0f} kWh"),
             ("money", "—", f"${big.cost_usd:,.0f}")]
     return Section("Cost", (
         "Training cost is arithmetic: about 6 floating-point operations per parameter per token, plus "

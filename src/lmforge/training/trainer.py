@@ -462,6 +462,7 @@ class Trainer:
             "warmup_s": round(self.clock.warmup_s, 3), "warmup_steps": self.clock.warmup_steps,
             "skipped_steps": self.guard.check(self.step),
             "peak_flops": self.peak, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "threads": self.threads, "world_size": self.dist.world_size,
             # this start's steps by thread count: fewer while other processes held cores (ThreadGovernor)
             "steps_by_threads": {str(k): v for k, v in sorted(self.steps_by_threads.items())},
