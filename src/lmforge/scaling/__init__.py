@@ -94,7 +94,9 @@ def fit(source: str | Path, bootstrap: int | None = None, out: str | Path | None
         out_dir.mkdir(parents=True, exist_ok=True)
         fitting.write_points_csv(points, out_dir / "points.csv")
         if plots:
-            result["plots"] = fitting.plot_fit(result, points, out_dir / "plots", _verified(out_dir))
+            from lmforge.scaling.plots import plot_fit
+
+            result["plots"] = plot_fit(result, points, out_dir / "plots", _verified(out_dir))
         (out_dir / FIT_FILE).write_text(json.dumps(result, indent=1))
         result["fit_file"] = str(out_dir / FIT_FILE)
     return result
@@ -148,5 +150,7 @@ def verify(sweep_dir: str | Path, params: float | None = None, tokens: float | N
         tmp.replace(sweep_dir / VERIFY_FILE)
         if (sweep_dir / "points.csv").is_file():  # redraw with the target on the extrapolation plot
             points, _ = fitting.read_points_csv(sweep_dir / "points.csv")
-            fitting.plot_fit(fit_result, points, sweep_dir / "plots", done)
+            from lmforge.scaling.plots import plot_fit
+
+            plot_fit(fit_result, points, sweep_dir / "plots", done)
     return result

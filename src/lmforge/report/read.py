@@ -1,56 +1,29 @@
-"""`lmforge report RUN|SWEEP [--open] [--format html|md]`: the run's story on one page.
-
-    RUN/report.html                  one self-contained page: inline CSS, script, SVG charts and PNGs
-    RUN/report.md + report-files/    --format md: Markdown with the charts as PNGs beside it
+"""Reading a run or sweep folder into the report's page model (`report.model.Page`).
 
 Sections follow the order the model was made: corpus (RUN/prepared/report.json and its rejected
-examples), tokens, training curves (metrics.jsonl: hover for values, drag to zoom, double-click to
-reset; steps or wall-clock), results (summary.json), inside the model (neighbours, the word map, a
-logit-lens example), cost (lmforge.cost). A SWEEP folder gets its fit, plots and verified run.
-A section whose data does not exist is left out. Every piece of text that comes from the user's
-corpus, prompts or model output is HTML-escaped, and chart data travels as JSON with '<' escaped,
-so no document can close the script element it sits in. The run is read only through RunDir.
+examples), tokens, training curves (metrics.jsonl), results (summary.json), inside the model
+(neighbours, the word map, a logit-lens example), cost (lmforge.cost). A SWEEP folder gets its fit,
+plots and verified run. A section whose data does not exist is left out. The run is read only
+through RunDir. Text is kept as it was: escaping is the renderer's.
 """
 
 from __future__ import annotations
 
-import base64
 import gzip
-import html
 import json
 import math
-import webbrowser
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.data.pii import redacted
 from lmforge.errors import LmforgeError
-from lmforge.files import atomic_write_text, output_errors, read_own_bytes
+from lmforge.files import read_own_bytes
+from lmforge.report.model import Chart, Page, Section
 from lmforge.run_dir import RunDir, looks_like
 
-FORMATS = ("html", "md")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXAMPLES_SHOWN = 2
 EXAMPLE_CHARS = 240
 LENS_TEXT = "The next word in a sentence"
-
-
-@dataclass
-class Chart:
-    """A line chart: series of (x, y) against steps and, when known, wall-clock seconds."""
-
-    key: str
-    title: str
-    y_label: str
-    series: list[dict]  # {"name", "steps": [...], "seconds": [...], "values": [...], "dashed": bool}
-    log_y: bool = False
-
-
-@dataclass
-class Section:
-    title: str
-    explanation: str
-    blocks: list = field(default_factory=list)  # ("table", rows) | ("pre", text) | ("chart", Chart) | ("png", bytes, alt) | ("tokens", [str]) | ("p", text)
 
 
 # ---------------------------------------------------------------- reading the run
@@ -63,19 +36,19 @@ def _corpus(run: RunDir) -> Section | None:
     rows = [("documents in", f"{rep['documents_in']:,}", f"{rep['bytes_in']:,} bytes")]
     rows += [(f"removed by {stage}", f"{n:,}", "") for stage, n in rep["rejected_by_stage"].items()]
     rows += [("kept", f"{rep['documents_kept']:,}", f"{rep['bytes_kept']:,} bytes")]
-    blocks: list = [("funnel", [(r[0], int(r[1].replace(",", ""))) for r in rows]), ("table", [("", "documents", "bytes")] + rows)]
+    funnel = [("documents in", rep["documents_in"])] + list(rep["rejected_by_stage"].items())
+    blocks: list = [("funnel", funnel + [("kept", rep["documents_kept"])]), ("table", ("", "documents", "bytes"), rows)]
     examples = _rejected_examples(run, rep)
-    reasons = [("reason", "documents", "example")]
-    for reason, n in rep["rejected_by_reason"].items():
-        shown = examples.get(reason) or [""]
-        reasons.append((reason, f"{n:,}", " | ".join(shown)))
-    if len(reasons) > 1:
-        blocks += [("p", "Why documents were removed, with a few of them (cut short):"), ("table", reasons)]
+    reasons = [(reason, f"{n:,}", " | ".join(examples.get(reason) or [""]))
+               for reason, n in rep["rejected_by_reason"].items()]
+    if reasons:
+        blocks += [("p", "Why documents were removed, with a few of them (cut short):"),
+                   ("table", ("reason", "documents", "example"), reasons)]
     extra = [("duplicate clusters", f"{rep['duplicate_clusters']:,}"),
              ("largest duplicate cluster", f"{rep['largest_duplicate_cluster']:,}"),
              ("boilerplate lines removed", f"{rep['boilerplate_lines_removed']:,}")]
     extra += [(k.replace("_", " "), f"{v:,}") for k, v in rep["repairs_and_redactions"].items()]
-    blocks.append(("table", [("duplicates, repairs and redactions", "count")] + extra))
+    blocks.append(("table", ("duplicates, repairs and redactions", "count"), extra))
     return Section("The corpus", (
         "Before a model can learn, the raw text is cleaned. Every document is read, repaired (broken "
         "encodings, stray control characters), checked by quality filters (too short, mostly symbols, the "
@@ -125,7 +98,7 @@ def _tokens(run: RunDir) -> Section | None:
         if val:
             ids = [int(i) for i in val[0][:400] if int(i) != meta["eot_id"]][:40]
             pieces = [tok.decode([i]) for i in ids]
-    blocks: list = [("table", [("", "")] + rows)]
+    blocks: list = [("table", None, rows)]
     if pieces:
         blocks += [("p", "A piece of the validation text, cut into the tokens the model sees (each box is one token):"),
                    ("tokens", pieces)]
@@ -144,28 +117,45 @@ def _series(records: list[dict], key: str, name: str, dashed: bool = False) -> d
             "values": [r[key] for r in rows], "dashed": dashed}
 
 
+def _objective(run: RunDir, summary: dict | None) -> str:
+    if summary and summary.get("objective"):
+        return summary["objective"]
+    return run.config.train.objective if run.config is not None else "causal"
+
+
 def _training(run: RunDir, summary: dict | None) -> Section | None:
     records = run.metrics()
     if not records:
         return None
+    masked = _objective(run, summary) == "masked"
     loss = [s for s in (_series(records, "loss", "train loss"), _series(records, "val_loss", "validation loss")) if s]
     if loss and summary and summary.get("unigram_val_loss"):
         xs = [min(s["steps"][0] for s in loss), max(s["steps"][-1] for s in loss)]
         secs = [min(s["seconds"][0] or 0 for s in loss), max(s["seconds"][-1] or 0 for s in loss)]
         loss.append({"name": "unigram baseline", "steps": xs, "seconds": secs,
                      "values": [summary["unigram_val_loss"]] * 2, "dashed": True})
-    charts = [Chart("loss", "Loss", "nats per token", loss)] if loss else []
-    for key, title, unit in (("lr", "Learning rate", "lr"), ("grad_norm", "Gradient norm", "norm"),
-                             ("tokens_per_s", "Throughput", "tokens per second"), ("mfu", "MFU", "fraction of peak")):
+    charts = [Chart("loss", "Loss", f"nats per {'masked ' if masked else ''}token", loss)] if loss else []
+    for key, title, unit, bounds in (
+            ("val_accuracy", "Masked-token accuracy", "share predicted first", (0.0, 1.0)),
+            ("lr", "Learning rate", "lr", (0.0, None)), ("grad_norm", "Gradient norm", "norm", (0.0, None)),
+            ("tokens_per_s", "Throughput", "tokens per second", (0.0, None)),
+            ("mfu", "MFU", "fraction of peak", (0.0, 1.0))):
         s = _series(records, key, title.lower())
         if s:
-            charts.append(Chart(key, title, unit, [s]))
+            charts.append(Chart(key, title, unit, [s], bounds))
     if not charts:
         return None
-    return Section("Training", (
-        "Training shows the model windows of text and nudges its weights so the next token gets a higher "
-        "probability. The loss is the average surprise, in nats per token: it starts near log(vocabulary) "
-        "(guessing uniformly) and falls as the model learns. The dashed unigram baseline is what a model that "
+    if masked:
+        task = ("Training shows the model windows of text with some tokens hidden and nudges its weights so "
+                "that it gives the hidden tokens a higher probability, reading the text on both sides. The loss "
+                "is the average surprise at a hidden token, in nats: it starts near log(vocabulary) (guessing "
+                "uniformly) and falls as the model learns; the accuracy is the share of hidden tokens it ranks first. ")
+    else:
+        task = ("Training shows the model windows of text and nudges its weights so the next token gets a higher "
+                "probability. The loss is the average surprise, in nats per token: it starts near log(vocabulary) "
+                "(guessing uniformly) and falls as the model learns. ")
+    return Section("Training", task + (
+        "The dashed unigram baseline is what a model that "
         "knows only each token's frequency would score; a useful model ends well below it. Validation loss "
         "is measured on text held out from training. The learning rate warms up, then decays; throughput "
         "and MFU (the share of the machine's peak arithmetic used) say how fast it went. Hover a chart for "
@@ -175,23 +165,35 @@ def _training(run: RunDir, summary: dict | None) -> Section | None:
 def _results(summary: dict | None) -> Section | None:
     if not summary or not summary.get("complete"):
         return None
-    rows = [("validation loss", f"{summary['val_loss']:.4f} nats per token"),
-            ("unigram baseline", f"{summary['unigram_val_loss']:.4f} nats per token"),
-            ("perplexity", f"{summary['perplexity']:.2f}"), ("bits per byte", f"{summary['bits_per_byte']:.4f}")]
+    if summary.get("objective") == "masked":
+        # bits per byte of a masked run divides the hidden tokens' loss by their bytes: a figure that
+        # reads like a causal run's and does not compare with it, so it is not shown
+        rows = [("masked-token loss", f"{summary['val_loss']:.4f} nats per hidden token"),
+                ("unigram baseline", f"{summary['unigram_val_loss']:.4f} nats per token"),
+                ("masked-token accuracy", f"{summary['val_accuracy']:.3f} of {summary['val_tokens']:,} hidden tokens "
+                                          "predicted first")]
+        why = ("The masked-token loss and accuracy are measured on hidden tokens of held-out text, the model seeing "
+               "both sides of each gap: they do not compare with a left-to-right model's loss or bits per byte, "
+               "which see one side only. ")
+    else:
+        rows = [("validation loss", f"{summary['val_loss']:.4f} nats per token"),
+                ("unigram baseline", f"{summary['unigram_val_loss']:.4f} nats per token"),
+                ("perplexity", f"{summary['perplexity']:.2f}"), ("bits per byte", f"{summary['bits_per_byte']:.4f}")]
+        why = ("Perplexity is e to the loss: the number of equally likely tokens the model is, on average, choosing "
+               "between. Bits per byte divides the loss by the bytes each token covers, so models with different "
+               "tokenizers can be compared. ")
     cloze = summary.get("cloze")
     if cloze:
         lo, hi = cloze["accuracy_ci95"]
         rows.append(("fill-in-the-blank accuracy", f"{cloze['accuracy']:.3f} (95% interval {lo:.3f}–{hi:.3f}; "
                                                     f"chance {cloze['chance']:.3f}; {cloze['tasks']} tasks)"))
-    blocks: list = [("table", [("", "")] + rows)]
+    blocks: list = [("table", None, rows)]
     for text in summary.get("samples", []):
         blocks.append(("pre", text))
     if summary.get("samples"):
         blocks.insert(1, ("p", "Texts the model wrote, starting from a short prompt:"))
-    return Section("Results", (
-        "Perplexity is e to the loss: the number of equally likely tokens the model is, on average, choosing "
-        "between. Bits per byte divides the loss by the bytes each token covers, so models with different "
-        "tokenizers can be compared. Fill-in-the-blank accuracy asks the model to pick the right word for a gap "
+    return Section("Results", why + (
+        "Fill-in-the-blank accuracy asks the model to pick the right word for a gap "
         "among a few choices; the interval says how much that figure could move with other questions."), blocks)
 
 
@@ -199,9 +201,8 @@ def _inside(run: RunDir, summary: dict | None) -> Section | None:
     blocks: list = []
     neighbours = (summary or {}).get("neighbours") or {}
     if neighbours:
-        rows = [("word", "nearest words (cosine similarity)")]
-        rows += [(w, ", ".join(f"{n['word']} {n['similarity']:.2f}" for n in found)) for w, found in neighbours.items()]
-        blocks.append(("table", rows))
+        rows = [(w, ", ".join(f"{n['word']} {n['similarity']:.2f}" for n in found)) for w, found in neighbours.items()]
+        blocks.append(("table", ("word", "nearest words (cosine similarity)"), rows))
     word_map = run.inspect_dir / "map-static.png"
     if ((summary or {}).get("map") or {}).get("png"):
         word_map = run.inspect_dir / Path(summary["map"]["png"]).name
@@ -214,10 +215,10 @@ def _inside(run: RunDir, summary: dict | None) -> Section | None:
 
         lens = Inspector(run.path).logit_lens(LENS_TEXT, k=1)
         header = ("layer",) + tuple(lens["tokens"])
-        rows = [header] + [(str(layer["layer"]),) + tuple(p[0]["token"] for p in layer["top"]) for layer in lens["layers"]]
+        rows = [(str(layer["layer"]),) + tuple(p[0]["token"] for p in layer["top"]) for layer in lens["layers"]]
         blocks += [("p", f"The logit lens on {LENS_TEXT!r}: after each layer, the token the model would predict "
                          f"{'next' if lens['predicts'] == 'next' else 'at each position'} if it stopped there."),
-                   ("table", rows)]
+                   ("table", header, rows)]
         picture = own_png(Path(lens["png"]))
         if picture is not None:
             blocks.append(("png", picture, "logit lens heat-map"))
@@ -244,8 +245,8 @@ def _cost(run: RunDir, summary: dict | None) -> Section | None:
     big_shape = cost.shape_from_model(load_config("gpt2-small"))
     big_tokens = 20 * big_shape.params  # Chinchilla's compute-optimal ratio
     big = cost.estimate(big_shape, big_tokens, cost.find_hardware("h100"), 8)
-    rows = [("", "this run", f"forecast: {big_shape.params / 1e6:.0f}M parameters on {big_tokens / 1e9:.1f}B tokens"),
-            ("training FLOPs", f"{summary['flops_per_token'] * summary['tokens_trained']:.3g}", f"{big.flops_exact:.3g}"),
+    header = ("", "this run", f"forecast: {big_shape.params / 1e6:.0f}M parameters on {big_tokens / 1e9:.1f}B tokens")
+    rows = [("training FLOPs", f"{summary['flops_per_token'] * summary['tokens_trained']:.3g}", f"{big.flops_exact:.3g}"),
             ("time", f"{summary['train_time_s']:.0f} s on {device}", f"{big.days * 24:.1f} hours on 8 x {big.hardware} at MFU {big.mfu:.0%}"),
             ("energy", f"{energy_wh:.3g} Wh (at {power_w:.0f} W)", f"{big.energy_kwh:,.0f} kWh"),
             ("money", "—", f"${big.cost_usd:,.0f}")]
@@ -254,7 +255,7 @@ def _cost(run: RunDir, summary: dict | None) -> Section | None:
         "attention. Divide by what the hardware actually sustains (its peak times MFU) for the time, multiply "
         "by its power for the energy. The same arithmetic forecasts a bigger run — here the gpt2-small preset "
         "trained on 20 tokens per parameter, as Chinchilla recommends (lmforge estimate does this for any shape)."),
-        [("table", rows)])
+        [("table", header, rows)])
 
 
 def _sweep(path: Path) -> list[Section]:
@@ -265,11 +266,11 @@ def _sweep(path: Path) -> list[Section]:
     fit_path = path / FIT_FILE
     if fit_path.is_file():
         fit = read_fit(fit_path)  # the one reader of fit.json
-        rows = [("constant", "value", "95% interval")]
+        rows = []
         for k in ("E", "A", "B", "alpha", "beta", "a", "b"):
             ci = (fit.get("ci") or {}).get(k)
             rows.append((k, f"{fit[k]:.4g}", f"{ci[0]:.4g} – {ci[1]:.4g}" if ci else ""))
-        blocks: list = [("table", rows)]
+        blocks: list = [("table", ("constant", "value", "95% interval"), rows)]
         for png in sorted((path / "plots").glob("*.png")):
             picture = own_png(png)
             if picture is not None:
@@ -283,22 +284,25 @@ def _sweep(path: Path) -> list[Section]:
     if verify_path.is_file():
         v = json.loads(verify_path.read_text())
         items = v if isinstance(v, list) else [v]
-        rows = [("target", "predicted", "actual", "relative error")]
+        rows = []
         for r in items:
             rows.append((f"{r['params']:,} parameters, {r['tokens']:,} tokens", f"{r['predicted']:.4f}",
                          f"{r['actual']:.4f}", f"{100 * r['relative_error']:+.2f}%"))
         sections.append(Section("Prediction against the verified run", (
             "The point of a law is to predict a run before paying for it. A bigger model was trained and its "
-            "loss compared with the prediction made from the small ones."), [("table", rows)]))
+            "loss compared with the prediction made from the small ones."),
+            [("table", ("target", "predicted", "actual", "relative error"), rows)]))
     return sections
 
 
-def sections_of(path: Path) -> tuple[str, list[Section]]:
+def read_page(path: Path) -> Page:
+    """The page of a run or sweep folder; LmforgeError for anything else."""
     from lmforge.scaling import FIT_FILE
     from lmforge.scaling.runner import SWEEP_FILE
 
     if (path / SWEEP_FILE).is_file() or (path / FIT_FILE).is_file():
-        return f"Sweep {path.name}", _sweep(path)
+        return Page(f"Sweep {path.name}", "What a sweep of small models says about bigger ones: the scaling law "
+                    "fitted to their losses, and how well it predicted a run it had not seen", _sweep(path))
     run = RunDir(path)
     if not run.is_run():
         raise LmforgeError(f"report: {path} is not a run or sweep folder ({looks_like(path)}): give the --out of "
@@ -306,39 +310,8 @@ def sections_of(path: Path) -> tuple[str, list[Section]]:
     summary = run.summary()
     found = [_corpus(run), _tokens(run), _training(run, summary), _results(summary), _inside(run, summary),
              _cost(run, summary)]
-    return f"Run {path.name}", [s for s in found if s is not None]
-
-
-# ---------------------------------------------------------------- writing
-
-def report(path: str | Path, fmt: str = "html", open_page: bool = False) -> Path:
-    """Write RUN/report.html (or report.md with report-files/) and return its path."""
-    if fmt not in FORMATS:
-        raise LmforgeError(f"report: unknown --format {fmt!r}; choose html or md")
-    path = Path(path)
-    if not path.is_dir():
-        raise LmforgeError(f"report: {path} is not a run or sweep folder")
-    title, sections = sections_of(path)
-    if not sections:
-        raise LmforgeError(f"report: {path} holds nothing to report yet (no metrics, summary or fit); train it first")
-    run = RunDir(path)
-    out = run.report_path(fmt)
-    with output_errors("report", path):
-        if fmt == "md":
-            from lmforge.report_render import write_markdown
-
-            write_markdown(title, sections, out, run.report_files_dir)
-        else:
-            from lmforge.report_render import render_html
-
-            atomic_write_text(out, render_html(title, sections))
-    if open_page:
-        webbrowser.open(out.resolve().as_uri())
-    return out
-
-
-def escape(text: str) -> str:
-    return html.escape(str(text), quote=True)
+    return Page(f"Run {path.name}", "How this language model was made, stage by stage",
+                [s for s in found if s is not None])
 
 
 def own_png(path: Path) -> bytes | None:
@@ -346,7 +319,3 @@ def own_png(path: Path) -> bytes | None:
     whatever file it points to) or anything that is not a PNG is left out."""
     data = read_own_bytes(path)
     return data if data is not None and data.startswith(PNG_SIGNATURE) else None
-
-
-def png_data_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
