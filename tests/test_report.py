@@ -3,6 +3,7 @@ page itself in a real headless Chromium (Debian's chromium + chromium-driver, dr
 
 import gzip
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -134,7 +135,7 @@ def test_report_refuses_what_is_not_a_run(tmp_path, capsys):
     assert "not a run or sweep folder" in capsys.readouterr().err
 
 
-def _browser():
+def _browser(width: int = 1100):
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a test extra: pip install -e '.[test]'")
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -144,10 +145,114 @@ def _browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,900", "--disable-dev-shm-usage"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", f"--window-size={width},900", "--disable-dev-shm-usage"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=options)
+
+
+# what a reader would see as broken, measured in the page: anything wider than the viewport or sticking
+# out of the text column (a table's content may be wider only inside its own scrolling box), text cut
+# by its box, a chart label beyond its picture, a funnel bar beyond its track
+LAYOUT_PROBLEMS = r"""
+var out = [], doc = document.documentElement, vw = doc.clientWidth;
+if (doc.scrollWidth > vw) out.push('the page is ' + doc.scrollWidth + ' px wide in a ' + vw + ' px viewport');
+var body = document.body.getBoundingClientRect(), cs = getComputedStyle(document.body);
+var left = body.left + parseFloat(cs.paddingLeft), right = body.right - parseFloat(cs.paddingRight);
+function name(e) {
+  var cls = typeof e.className === 'string' && e.className ? '.' + e.className.replace(/ /g, '.') : '';
+  return e.tagName.toLowerCase() + cls + ' "' + (e.textContent || '').trim().slice(0, 50) + '"';
+}
+document.body.querySelectorAll('*').forEach(function (e) {
+  if (e.tagName === 'SCRIPT' || (e.parentElement && e.parentElement.closest('.scroll, svg'))) return;
+  var r = e.getBoundingClientRect();
+  if (r.width && (r.right > right + 1 || r.left < left - 1)) out.push('outside the column: ' + name(e) + ' ' + r.left + '-' + r.right);
+});
+document.querySelectorAll('.funnel div, th, td, h1, h2, h3, .tok, .legend span, p').forEach(function (e) {
+  if (e.scrollWidth > e.clientWidth + 1) out.push('text cut by its box: ' + name(e));
+});
+document.querySelectorAll('.chart svg').forEach(function (svg) {
+  var vb = svg.viewBox.baseVal;
+  svg.querySelectorAll('text').forEach(function (t) {
+    var b = t.getBBox();
+    if (b.x < -0.5 || b.x + b.width > vb.width + 0.5) out.push('chart label cut off: ' + t.textContent);
+  });
+});
+document.querySelectorAll('.funnel .bar').forEach(function (b) {
+  if (b.getBoundingClientRect().right > b.parentElement.getBoundingClientRect().right + 0.5) out.push('bar beyond its track');
+});
+return out;
+"""
+
+# each chart's tick labels: x labels sit on one line under the plot, y labels at its left
+CHART_TICKS = r"""
+var out = {};
+document.querySelectorAll('.chart[data-chart]').forEach(function (box) {
+  var texts = [].slice.call(box.querySelectorAll('svg text[font-size="10"]'));
+  out[box.getAttribute('data-chart')] = {
+    x: texts.filter(function (t) { return t.getAttribute('y') === '220'; }).map(function (t) { return t.textContent; }),
+    y: texts.filter(function (t) { return t.getAttribute('y') !== '220'; }).map(function (t) { return t.textContent; })};
+});
+return out;
+"""
+
+
+def at_width(browser, width: int) -> None:
+    """The viewport of a phone (375 px, as a phone reports it) or a laptop, whatever the window."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600})
+    browser.refresh()
+
+
+def full_page_screenshot(browser, path: Path) -> None:
+    height = min(browser.execute_script("return document.documentElement.scrollHeight"), 12000)
+    width = browser.execute_script("return document.documentElement.clientWidth")
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+    browser.save_screenshot(str(path))
+
+
+def round_ticks(labels: list[str]) -> str | None:
+    """Why these axis labels are not round values in one notation (1, 2 or 5 x 10^k apart), or None."""
+    if len(labels) < 2:
+        return f"{labels}: fewer than two ticks"
+    if len({"e" in t for t in labels}) > 1:
+        return f"{labels}: two notations on one axis"
+    values = [float(t) for t in labels]
+    step = values[1] - values[0]
+    mantissa = step / 10 ** math.floor(math.log10(step) + 1e-9)
+    if not any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (1, 2, 5, 10)):
+        return f"{labels}: step {step:g} is not 1, 2 or 5 times a power of ten"
+    for a, b in zip(values, values[1:]):
+        if not math.isclose(b - a, step, rel_tol=1e-6, abs_tol=step * 1e-6):
+            return f"{labels}: uneven steps"
+    if any(abs(v / step - round(v / step)) > 1e-6 for v in values):
+        return f"{labels}: not multiples of {step:g}"
+    return None
+
+
+def check_layout(browser, url: str, shots: Path, name: str) -> dict:
+    """The page at a phone's and a laptop's width: no layout problem, round ticks on both x axes
+    (steps and wall-clock seconds); screenshots of each in `shots`. Returns the ticks at 1280 px."""
+    browser.get(url)
+    ticks = {}
+    for width in WIDTHS:
+        at_width(browser, width)
+        for axis in ("steps", "seconds"):
+            browser.execute_script("var r = document.querySelector('input[name=xaxis][value=' + arguments[0] + ']');"
+                                   "if (r) { r.checked = true; r.dispatchEvent(new Event('change')); }", axis)
+            problems = browser.execute_script(LAYOUT_PROBLEMS)
+            assert not problems, f"{name} at {width} px, x axis {axis}: {problems}"
+            ticks = browser.execute_script(CHART_TICKS)
+            for key, t in ticks.items():
+                for which in ("x", "y"):
+                    assert round_ticks(t[which]) is None, (name, width, axis, key, which, round_ticks(t[which]))
+            full_page_screenshot(browser, shots / f"{name}-{width}px-{axis}.png")
+            at_width(browser, width)
+    return ticks
+
+
+WIDTHS = (375, 1280)
 
 
 def test_the_page_in_a_real_browser(tiny_run):
@@ -206,3 +311,77 @@ def test_a_fitted_sweep_reports_its_law_and_plots(tmp_path):
     assert "<h2>The scaling-law fit</h2>" in page and "<h2>Training</h2>" not in page
     assert f"<td>{fit['alpha']:.4g}</td>" in page and abs(fit["alpha"] - 0.34) < 0.02
     assert page.count("data:image/png;base64,") == len(fit["plots"]) >= 3
+
+
+def empty_header_rows(browser) -> int:
+    return browser.execute_script("return [].filter.call(document.querySelectorAll('tr'), function (tr) {"
+                                  "  return tr.querySelector('th') && !tr.textContent.trim(); }).length")
+
+
+def test_the_page_at_a_phones_and_a_laptops_width(tiny_run, tmp_path):
+    """Issue 28: ticks were the data range cut in quarters (7.9146), the last wall-clock label was cut
+    off, funnel labels ran off short bars and full-width bars out of the column, header-less tables
+    had an empty grey row, white-space tokens were blank boxes, tables overflowed a phone's screen."""
+    browser = _browser()
+    try:
+        ticks = check_layout(browser, tiny_run.report_path().resolve().as_uri(), tmp_path, "run")
+        assert {"loss", "lr", "mfu"} <= set(ticks)
+        assert max(float(v) for v in ticks["mfu"]["y"]) <= 1
+        assert empty_header_rows(browser) == 0
+        tokens = browser.execute_script("return [].map.call(document.querySelectorAll('.tok'), function (t) { return t.textContent; })")
+        assert tokens and all(t.strip() for t in tokens), tokens
+    finally:
+        browser.quit()
+
+
+def stress_page():
+    """A page with what broke the layout: long labels on tiny funnel bars, an example that is one
+    unbroken run of characters, white-space tokens, a wide table, MFU close to 1, seconds to 1,234.5."""
+    from lmforge.report.model import Chart, Page, Section
+
+    steps = list(range(0, 201, 10))
+    seconds = [1234.5 * i / 20 for i in range(21)]
+    charts = [Chart("mfu", "MFU", "fraction of peak", [{"name": "mfu", "steps": steps, "seconds": seconds,
+                                                         "values": [0.9 + 0.09 * (i % 3) / 2 for i in steps],
+                                                         "dashed": False}], (0.0, 1.0)),
+              Chart("loss", "Loss", "nats per token", [{"name": "train loss", "steps": steps, "seconds": seconds,
+                                                        "values": [7.9146 - 0.0123 * i for i in steps], "dashed": False}]),
+              Chart("lr", "Learning rate", "lr", [{"name": "lr", "steps": steps, "seconds": seconds,
+                                                   "values": [8.941e-4 + 1e-5 * i for i in steps], "dashed": False}])]
+    funnel = [("documents in", 100_000), ("removed by fineweb:duplicate_line_chars", 3),
+              ("removed by gopher_repetition:duplicate_5_grams", 1), ("kept", 99_996)]
+    wide = tuple(f"position {i}" for i in range(14))
+    return Page("Run with-a-rather-long-name-that-does-not-break-anywhere-at-all-ever", "How this model was made", [
+        Section("The corpus", "Why.", [("funnel", funnel),
+                                       ("table", ("reason", "documents", "example"),
+                                        [("fineweb:duplicate_line_chars", "3", "x" * 240 + " | " + "https://example.com/" + "a" * 200)]),
+                                       ("table", None, [("vocabulary", "512 tokens"), ("val split", "3,687 tokens")]),
+                                       ("table", ("layer",) + wide, [("0",) + wide])]),
+        Section("Tokens", "Why.", [("tokens", [" ", "\n", "\n\n", "\t", " the", "a\r\n"])]),
+        Section("Training", "Why.", [("chart", c) for c in charts])])
+
+
+def test_a_page_of_long_labels_odd_tokens_and_a_busy_mfu_fits_both_widths(tmp_path):
+    from lmforge.report.render import render_html
+
+    page = tmp_path / "stress.html"
+    page.write_text(render_html(stress_page()))
+    browser = _browser()
+    try:
+        ticks = check_layout(browser, page.as_uri(), tmp_path, "stress")
+        assert max(float(v) for v in ticks["mfu"]["y"]) <= 1  # the axis of a share stops at 1
+        assert float(ticks["mfu"]["x"][-1]) > 1000  # on the wall-clock axis, its last label drawn whole
+        assert empty_header_rows(browser) == 0
+        tokens = browser.execute_script("return [].map.call(document.querySelectorAll('.tok'), function (t) { return t.textContent; })")
+        assert tokens == ["␣", "↵", "↵↵", "⇥", "␣the", "a\\r↵"]
+    finally:
+        browser.quit()
+
+
+def test_round_ticks_tells_round_from_quartered():
+    assert round_ticks(["0", "50", "100", "150", "200"]) is None
+    assert round_ticks(["0.0008", "0.0010", "0.0012"]) is None
+    assert round_ticks(["2.0e+4", "4.0e+4", "6.0e+4"]) is None
+    assert round_ticks(["7.9146", "82.5", "155", "227.5"]) is not None  # main's quarters
+    assert round_ticks(["8.941e-4", "0.00165"]) is not None  # two notations
+    assert round_ticks(["0", "30", "60"]) is not None  # a step of 3

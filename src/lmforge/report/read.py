@@ -36,7 +36,7 @@ def _corpus(run: RunDir) -> Section | None:
     rows = [("documents in", f"{rep['documents_in']:,}", f"{rep['bytes_in']:,} bytes")]
     rows += [(f"removed by {stage}", f"{n:,}", "") for stage, n in rep["rejected_by_stage"].items()]
     rows += [("kept", f"{rep['documents_kept']:,}", f"{rep['bytes_kept']:,} bytes")]
-    funnel = [("documents in", rep["documents_in"])] + list(rep["rejected_by_stage"].items())
+    funnel = [("documents in", rep["documents_in"])] + [(f"removed by {k}", n) for k, n in rep["rejected_by_stage"].items()]
     blocks: list = [("funnel", funnel + [("kept", rep["documents_kept"])]), ("table", ("", "documents", "bytes"), rows)]
     examples = _rejected_examples(run, rep)
     reasons = [(reason, f"{n:,}", " | ".join(examples.get(reason) or [""]))

@@ -22,15 +22,18 @@ from lmforge.files import atomic_write_bytes, atomic_write_text, refuse_link
 from lmforge.report.model import Chart, Page
 
 PICTURE_NAME = re.compile(r"\d\d+-.*\.png")  # what write_markdown names its pictures: all it ever removes
-# a token that is, or holds, white space or a control character would show as a blank box
-VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"} | {chr(c): chr(0x2400 + c) for c in range(32) if chr(c) not in "\n\t\r"}
+LONG_CELL = 60  # characters
+# a token that is, or holds, white space or a control character would show as a blank box: the three
+# common ones as symbols fonts carry (DejaVu has no U+240D, for one), any other as its escape
+VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥"} | {chr(c): f"\\x{c:02x}" for c in range(32) if chr(c) not in "\n\t"} | {"\r": "\\r"}
 
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222;overflow-wrap:anywhere}
 h1{font-size:1.7em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 p.why{color:#444;background:#f6f8fa;border-left:4px solid #8ab;padding:.6em .9em}
 .scroll{overflow-x:auto;max-width:100%;margin:.6em 0}
-table{border-collapse:collapse;font-size:.92em} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+table{border-collapse:collapse;font-size:.92em} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top;overflow-wrap:normal}
+td.long{overflow-wrap:anywhere;width:50%}
 th{background:#f3f3f3} pre{background:#f6f8fa;padding:.7em;white-space:pre-wrap;word-break:break-word}
 .tok{display:inline-block;white-space:pre;padding:0 .15em;margin:.1em .05em;border-radius:3px;font-family:monospace}
 .tok:nth-child(odd){background:#dbe9f6}.tok:nth-child(even){background:#f6e3c7}
@@ -40,7 +43,7 @@ th{background:#f3f3f3} pre{background:#f6f8fa;padding:.7em;white-space:pre-wrap;
 .chart{position:relative;display:inline-block;width:442px;max-width:100%;margin:.4em .6em .4em 0;vertical-align:top}
 .chart h3{font-size:.95em;margin:.2em 0} .chart svg{display:block;box-sizing:border-box;width:100%;height:auto;background:#fff;border:1px solid #e3e3e3;cursor:crosshair}
 .tip{position:absolute;pointer-events:none;background:rgba(255,255,255,.95);border:1px solid #999;padding:2px 6px;font-size:12px;display:none;white-space:pre}
-img{max-width:100%;height:auto;border:1px solid #eee}
+img{box-sizing:border-box;max-width:100%;height:auto;border:1px solid #eee}
 .legend span{margin-right:1em;font-size:.85em}
 """
 
@@ -191,11 +194,20 @@ def _token_html(token: str) -> str:
     return f"<span class=\"tok\">{inner}</span>"
 
 
+def _cell(text) -> str:
+    """A long text (an example document) wraps anywhere, so one unbroken run of characters cannot
+    widen the table past the page; a short one keeps its words whole."""
+    text = str(text)
+    if len(text) > LONG_CELL:
+        return f"<td class=\"long\">{esc(text)}</td>"
+    return "<td>" + re.sub(r"([:_/])", r"\1<wbr>", esc(text)) + "</td>"  # a filter's name may break after : or _
+
+
 def _table_html(header, rows) -> str:
     out = "<div class=\"scroll\"><table>"
     if header is not None:
         out += "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in header) + "</tr>"
-    out += "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    out += "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     return out + "</table></div>"
 
 
