@@ -385,3 +385,62 @@ def test_round_ticks_tells_round_from_quartered():
     assert round_ticks(["7.9146", "82.5", "155", "227.5"]) is not None  # main's quarters
     assert round_ticks(["8.941e-4", "0.00165"]) is not None  # two notations
     assert round_ticks(["0", "30", "60"]) is not None  # a step of 3
+
+
+def test_a_masked_runs_page_tells_its_own_figures_in_its_own_words(tiny_run, tmp_path):
+    """Issue 28: a masked run's page had no masked-token accuracy, said the model learns so "the next
+    token gets a higher probability" and called its masked loss bits per byte, which does not compare
+    with a causal run's. Its MFU (issue 24: the head rows that ran) stays within [0, 1]."""
+    from lmforge.training.trainer import train
+
+    out = tmp_path / "masked"
+    cfg = load_config("tiny", overrides=tiny_overrides(**{"train.objective": "masked", "train.max_steps": 20,
+                                                          "train.eval_interval": 10}) + [f"run.out={out}"])
+    summary = train(cfg, data=[str(tiny_run.tokens_dir)], log=lambda *_: None)
+    assert summary["objective"] == "masked"
+    page = report(out).read_text()
+    training = page[page.index("<h2>Training</h2>"):page.index("<h2>Results</h2>")]
+    results = page[page.index("<h2>Results</h2>"):]
+    assert "next token" not in training and "hidden tokens a higher probability" in training
+    assert f"{summary['val_accuracy']:.3f} of {summary['val_tokens']:,} hidden tokens" in results
+    assert "<td>masked-token loss</td>" in results
+    assert not re.search(r"<td>(bits per byte|perplexity|validation loss)</td>", page)
+    data = json.loads(page[page.index('id="report-data">') + len('id="report-data">'):].split("</script>")[0])
+    assert data["charts"]["val_accuracy"]["series"][0]["values"]  # the accuracy at each evaluation, drawn
+    assert data["charts"]["mfu"]["y_bounds"] == [0.0, 1.0]
+    assert all(0 < v <= 1 for v in data["charts"]["mfu"]["series"][0]["values"])
+    md = report(out, fmt="md").read_text()
+    assert "- masked-token accuracy: " in md and "- bits per byte" not in md
+
+
+def test_a_sweeps_page_is_titled_for_a_sweep(tmp_path):
+    import itertools
+
+    from lmforge import scaling
+
+    rows = ["params,tokens,loss"] + [f"{n:.0f},{d:.0f},{1.8 + 400 / n ** 0.34 + 2000 / d ** 0.37:.6f}"
+                                     for n, d in itertools.product([1e5, 3e5, 1e6, 3e6], [1e6, 3e6, 1e7])]
+    (tmp_path / "points.csv").write_text("\n".join(rows) + "\n")
+    scaling.fit(tmp_path / "points.csv", bootstrap=2, out=tmp_path / "sweep")
+    page = report(tmp_path / "sweep").read_text()
+    assert "<h1>Sweep sweep</h1>" in page and "language model was made" not in page
+    assert "What a sweep of small models says about bigger ones" in page
+
+
+def test_the_report_package_imports_one_way():
+    """Issue 25: report.py and report_render.py imported each other (the page model lived in the
+    reader). Now model <- read, model <- render, and only the package joins the two."""
+    import ast
+
+    import lmforge.report
+
+    root = Path(lmforge.report.__file__).parent
+
+    def imports(name: str) -> set[str]:
+        tree = ast.parse((root / f"{name}.py").read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | \
+               {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+    assert not {m for m in imports("model") if m.startswith("lmforge")}
+    assert "lmforge.report.render" not in imports("read") and "lmforge.report.read" not in imports("render")
+    assert not {m for m in imports("read") | imports("render") if m in ("lmforge.report", "lmforge.report.__init__")}
