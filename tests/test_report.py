@@ -238,7 +238,8 @@ def check_layout(browser, url: str, shots: Path, name: str) -> dict:
     ticks = {}
     for width in WIDTHS:
         at_width(browser, width)
-        for axis in ("steps", "seconds"):
+        charts = browser.execute_script("return !!document.querySelector('input[name=xaxis]')")
+        for axis in ("steps", "seconds") if charts else ("steps",):
             browser.execute_script("var r = document.querySelector('input[name=xaxis][value=' + arguments[0] + ']');"
                                    "if (r) { r.checked = true; r.dispatchEvent(new Event('change')); }", axis)
             problems = browser.execute_script(LAYOUT_PROBLEMS)
@@ -413,7 +414,7 @@ def test_a_masked_runs_page_tells_its_own_figures_in_its_own_words(tiny_run, tmp
     assert "- masked-token accuracy: " in md and "- bits per byte" not in md
 
 
-def test_a_sweeps_page_is_titled_for_a_sweep(tmp_path):
+def test_a_sweeps_page_is_titled_for_a_sweep_and_fits_both_widths(tmp_path):
     import itertools
 
     from lmforge import scaling
@@ -421,10 +422,18 @@ def test_a_sweeps_page_is_titled_for_a_sweep(tmp_path):
     rows = ["params,tokens,loss"] + [f"{n:.0f},{d:.0f},{1.8 + 400 / n ** 0.34 + 2000 / d ** 0.37:.6f}"
                                      for n, d in itertools.product([1e5, 3e5, 1e6, 3e6], [1e6, 3e6, 1e7])]
     (tmp_path / "points.csv").write_text("\n".join(rows) + "\n")
-    scaling.fit(tmp_path / "points.csv", bootstrap=2, out=tmp_path / "sweep")
+    scaling.fit(tmp_path / "points.csv", bootstrap=2, out=tmp_path / "sweep", form="kaplan")
     page = report(tmp_path / "sweep").read_text()
+    assert ("fits L(N, D) = E + ((A / N^alpha)^(1/beta) + (B / D^beta)^(1/beta))^beta to their final losses "
+            "(Kaplan et al.&#x27;s form, as asked)") in page
     assert "<h1>Sweep sweep</h1>" in page and "language model was made" not in page
     assert "What a sweep of small models says about bigger ones" in page
+    browser = _browser()
+    try:
+        check_layout(browser, (tmp_path / "sweep" / "report.html").as_uri(), tmp_path, "sweep")
+        assert empty_header_rows(browser) == 0
+    finally:
+        browser.quit()
 
 
 def test_the_report_package_imports_one_way():

@@ -275,9 +275,15 @@ def _sweep(path: Path) -> list[Section]:
             picture = own_png(png)
             if picture is not None:
                 blocks.append(("png", picture, png.stem))
+        # the form the fit used (fit.json's "law" spells it out), and whether it was given or chosen
+        law = fit.get("law") or "L(N, D) = E + A / N^alpha + B / D^beta"
+        given = "(given)" in (fit.get("form_choice") or {}).get("rule", "")
+        form = {"kaplan": " (Kaplan et al.'s form", "additive": " (Chinchilla's additive form"}.get(fit.get("form"), "")
+        form += (", as asked" if given else ", chosen because it extrapolated better in the backtests") + ")" if form else ""
         sections.append(Section("The scaling-law fit", (
-            "A sweep trains many small models of different sizes N on different numbers of tokens D and fits "
-            "L(N, D) = E + A/N^alpha + B/D^beta to their final losses: E is the loss no model can beat, the "
+            f"A sweep trains many small models of different sizes N on different numbers of tokens D and fits "
+            f"{law} to their final losses{form}: "
+            "E is the loss no model can beat, the "
             "other terms shrink as the model and the data grow. From the law follows the best split of a "
             "compute budget between parameters and tokens (N_opt ~ C^a, D_opt ~ C^b)."), blocks))
     verify_path = path / VERIFY_FILE
