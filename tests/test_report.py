@@ -329,8 +329,9 @@ def test_the_page_at_a_phones_and_a_laptops_width(tiny_run, tmp_path):
         assert {"loss", "lr", "mfu"} <= set(ticks)
         assert max(float(v) for v in ticks["mfu"]["y"]) <= 1
         assert empty_header_rows(browser) == 0
-        tokens = browser.execute_script("return [].map.call(document.querySelectorAll('.tok'), function (t) { return t.textContent; })")
-        assert tokens and all(t.strip() for t in tokens), tokens
+        tokens = browser.execute_script("return [].map.call(document.querySelectorAll('.tok, .tokcell'), "
+                                        "function (t) { return t.textContent; })")
+        assert len(tokens) > 40 and all(t.strip() for t in tokens), tokens  # the piece of text and the logit lens
     finally:
         browser.quit()
 

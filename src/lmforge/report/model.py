@@ -2,6 +2,7 @@
 
 A section's blocks are tuples, by kind:
     ("table", header, rows)   header None for a two-column list of facts (drawn without a header row)
+    ("token_table", header, rows)   a table whose cells, but the first column's, are tokens
     ("funnel", [(label, n)])  the corpus from documents read to documents kept
     ("chart", Chart)          ("png", bytes, alt)   ("tokens", [str])   ("p", text)   ("pre", text)
 """

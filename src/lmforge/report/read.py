@@ -218,7 +218,7 @@ def _inside(run: RunDir, summary: dict | None) -> Section | None:
         rows = [(str(layer["layer"]),) + tuple(p[0]["token"] for p in layer["top"]) for layer in lens["layers"]]
         blocks += [("p", f"The logit lens on {LENS_TEXT!r}: after each layer, the token the model would predict "
                          f"{'next' if lens['predicts'] == 'next' else 'at each position'} if it stopped there."),
-                   ("table", header, rows)]
+                   ("token_table", header, rows)]
         picture = own_png(Path(lens["png"]))
         if picture is not None:
             blocks.append(("png", picture, "logit lens heat-map"))

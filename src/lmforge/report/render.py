@@ -25,7 +25,7 @@ PICTURE_NAME = re.compile(r"\d\d+-.*\.png")  # what write_markdown names its pic
 LONG_CELL = 60  # characters
 # a token that is, or holds, white space or a control character would show as a blank box: the three
 # common ones as symbols fonts carry (DejaVu has no U+240D, for one), any other as its escape
-VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥"} | {chr(c): f"\\x{c:02x}" for c in range(32) if chr(c) not in "\n\t"} | {"\r": "\\r"}
+VISIBLE = {chr(c): f"\\x{c:02x}" for c in range(32)} | {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "\\r"}
 
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222;overflow-wrap:anywhere}
@@ -37,7 +37,7 @@ td.long{overflow-wrap:anywhere;width:50%}
 th{background:#f3f3f3} pre{background:#f6f8fa;padding:.7em;white-space:pre-wrap;word-break:break-word}
 .tok{display:inline-block;white-space:pre;padding:0 .15em;margin:.1em .05em;border-radius:3px;font-family:monospace}
 .tok:nth-child(odd){background:#dbe9f6}.tok:nth-child(even){background:#f6e3c7}
-.tok .ws{color:#888}
+.tok .ws,.tokcell .ws{color:#888} .tokcell{font-family:monospace;white-space:pre}
 .funnel{display:grid;grid-template-columns:minmax(0,max-content) minmax(4em,1fr);gap:3px .7em;align-items:center;margin:.6em 0}
 .funnel .label{font-size:.9em} .funnel .bar{box-sizing:border-box;background:#8ab;height:1.1em;min-width:2px}
 .chart{position:relative;display:inline-block;width:442px;max-width:100%;margin:.4em .6em .4em 0;vertical-align:top}
@@ -189,9 +189,12 @@ def visible(token: str) -> str:
     return "".join(VISIBLE.get(c, c) for c in token)
 
 
+def _visible_html(token: str) -> str:
+    return "".join(f"<span class=\"ws\">{VISIBLE[c]}</span>" if c in VISIBLE else esc(c) for c in token)
+
+
 def _token_html(token: str) -> str:
-    inner = "".join(f"<span class=\"ws\">{VISIBLE[c]}</span>" if c in VISIBLE else esc(c) for c in token)
-    return f"<span class=\"tok\">{inner}</span>"
+    return f"<span class=\"tok\">{_visible_html(token)}</span>"
 
 
 def _cell(text) -> str:
@@ -211,10 +214,21 @@ def _table_html(header, rows) -> str:
     return out + "</table></div>"
 
 
+def _token_table_html(header, rows) -> str:
+    def line(cells, tag):
+        first, *tokens = cells
+        return (f"<tr><{tag}>{esc(first)}</{tag}>"
+                + "".join(f"<{tag} class=\"tokcell\">{_visible_html(t)}</{tag}>" for t in tokens) + "</tr>")
+
+    return "<div class=\"scroll\"><table>" + line(header, "th") + "".join(line(r, "td") for r in rows) + "</table></div>"
+
+
 def _block_html(block, charts: dict) -> str:
     kind = block[0]
     if kind == "table":
         return _table_html(block[1], block[2])
+    if kind == "token_table":
+        return _token_table_html(block[1], block[2])
     if kind == "p":
         return f"<p>{esc(block[1])}</p>"
     if kind == "pre":
@@ -309,6 +323,9 @@ def write_markdown(page: Page, out: Path, files: Path) -> None:
             kind = block[0]
             if kind == "table":
                 parts.append(_table_md(block[1], block[2]))
+            elif kind == "token_table":
+                header, *rows = ([c[0], *map(visible, c[1:])] for c in (block[1], *block[2]))
+                parts.append(_table_md(header, rows))
             elif kind == "p":
                 parts.append(esc(block[1]))
             elif kind == "pre":
