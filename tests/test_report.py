@@ -349,7 +349,10 @@ def stress_page():
               Chart("loss", "Loss", "nats per token", [{"name": "train loss", "steps": steps, "seconds": seconds,
                                                         "values": [7.9146 - 0.0123 * i for i in steps], "dashed": False}]),
               Chart("lr", "Learning rate", "lr", [{"name": "lr", "steps": steps, "seconds": seconds,
-                                                   "values": [8.941e-4 + 1e-5 * i for i in steps], "dashed": False}])]
+                                                   "values": [8.941e-4 + 1e-5 * i for i in steps], "dashed": False}]),
+              Chart("beyond", "A share measured above its bound", "fraction", [
+                  {"name": "share", "steps": steps, "seconds": seconds, "values": [0.95 + i / 2000 for i in steps],
+                   "dashed": False}], (0.0, 1.0))]
     funnel = [("documents in", 100_000), ("removed by fineweb:duplicate_line_chars", 3),
               ("removed by gopher_repetition:duplicate_5_grams", 1), ("kept", 99_996)]
     wide = tuple(f"position {i}" for i in range(14))
@@ -372,6 +375,7 @@ def test_a_page_of_long_labels_odd_tokens_and_a_busy_mfu_fits_both_widths(tmp_pa
     try:
         ticks = check_layout(browser, page.as_uri(), tmp_path, "stress")
         assert max(float(v) for v in ticks["mfu"]["y"]) <= 1  # the axis of a share stops at 1
+        assert max(float(v) for v in ticks["beyond"]["y"]) > 1  # ... unless a value passed it: never hidden
         assert float(ticks["mfu"]["x"][-1]) > 1000  # on the wall-clock axis, its last label drawn whole
         assert empty_header_rows(browser) == 0
         tokens = browser.execute_script("return [].map.call(document.querySelectorAll('.tok'), function (t) { return t.textContent; })")

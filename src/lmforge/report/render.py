@@ -96,11 +96,12 @@ SCRIPT = r"""
     if (x1 === x0) x1 = x0 + 1;
     var vis = flat.filter(function (p) { return p[0] >= x0 && p[0] <= x1; }).map(function (p) { return p[1]; });
     if (!vis.length) vis = flat.map(function (p) { return p[1]; });
-    var y0 = Math.min.apply(null, vis), y1 = Math.max.apply(null, vis), pad = (y1 - y0) * 0.06 || Math.abs(y1) * 0.1 || 1;
-    y0 -= pad; y1 += pad;
-    var lim = chart.y_bounds || [null, null];  // MFU cannot pass 1: neither can its axis
-    if (lim[0] !== null && y0 < lim[0] && y1 > lim[0]) y0 = lim[0];
-    if (lim[1] !== null && y1 > lim[1] && y0 < lim[1]) y1 = lim[1];
+    var lo = Math.min.apply(null, vis), hi = Math.max.apply(null, vis), pad = (hi - lo) * 0.06 || Math.abs(hi) * 0.1 || 1;
+    // the margin around the data never passes a bound the quantity has (MFU 0.99 drew a tick at 1.038);
+    // a value beyond it is still drawn, not hidden
+    var lim = chart.y_bounds || [null, null];
+    var y0 = lim[0] === null ? lo - pad : Math.min(lo, Math.max(lo - pad, lim[0]));
+    var y1 = lim[1] === null ? hi + pad : Math.max(hi, Math.min(hi + pad, lim[1]));
     function sx(x) { return L + (x - x0) / (x1 - x0) * (W - L - R); }
     function sy(y) { return T + (y1 - y) / (y1 - y0) * (H - T - B); }
     el('rect', {x: L, y: T, width: W - L - R, height: H - T - B, fill: 'none', stroke: '#ccc'}, svg);
@@ -296,9 +297,11 @@ def _chart_png(chart: Chart) -> bytes:
     ax.set_xlabel("step")
     ax.set_ylabel(chart.y_label)
     ax.set_title(chart.title)
-    lo, hi = ax.get_ylim()
+    lo, hi = ax.get_ylim()  # the margin stops at the quantity's bounds; a value beyond one stays in view
+    values = [v for s in chart.series for v in s["values"]]
     b_lo, b_hi = chart.y_bounds
-    ax.set_ylim(lo if b_lo is None else max(lo, b_lo), hi if b_hi is None else min(hi, b_hi))
+    ax.set_ylim(lo if b_lo is None else min(min(values), max(lo, b_lo)),
+                hi if b_hi is None else max(max(values), min(hi, b_hi)))
     if len(chart.series) > 1:
         ax.legend()
     fig.tight_layout()
