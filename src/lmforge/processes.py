@@ -1,4 +1,4 @@
-"""Processes: the CPUs this one may use, its peak memory, and workers that end with the process that started them.
+"""Processes: this one's peak memory, and workers that end with the process that started them.
 
 A pool worker waits for its next task on a pipe from its parent. When the parent dies by SIGKILL
 (the OOM killer, `kill -9`, a job scheduler's hard stop) no handler runs, nothing closes the pool,
@@ -14,11 +14,6 @@ import os
 import resource
 import signal
 import sys
-
-
-def usable_cpus() -> set[int]:
-    """The CPUs this process may run on (a container's or taskset's mask), not all the machine's."""
-    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
 
 def peak_rss_bytes() -> int:

@@ -1,4 +1,5 @@
-"""Where and in what precision training runs, and how fast that hardware could go."""
+"""Where and in what precision training runs, the peak its MFU is judged against (the figures come
+from `lmforge.hardware`; here only what needs torch's device and dtype objects), and its CPU threads."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ import time
 
 import torch
 
-from lmforge.cost import hardware_for_device
-from lmforge.processes import usable_cpus
 from lmforge.errors import LmforgeError
-from lmforge.probe import measured_matmul_flops
+from lmforge.hardware import catalogued_training_peak, cpu_has_bf16, cpu_training_peak, measured_matmul_flops, usable_cpus
 
 
 def resolve_device(name: str) -> torch.device:
@@ -39,15 +38,6 @@ def enable_tf32() -> None:
         matmul.allow_tf32 = True
 
 
-def cpu_has_bf16() -> bool:
-    """Native bf16 matmuls on this CPU (AMX or AVX512-BF16); elsewhere bf16 is emulated and slow."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "float32":
         return torch.float32
@@ -66,23 +56,12 @@ def autocast(device: torch.device, dtype: torch.dtype):
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """The peak MFU is measured against: a catalogued accelerator's data-sheet figure
-    (lmforge/hardware.yaml, the table `lmforge estimate` uses), at bf16, or at TF32 for float32
-    training, which `resolve_device` turns on; otherwise this device's matmul rate, measured."""
+    """The peak MFU is measured against: a catalogued accelerator's data-sheet figure (the table
+    `lmforge estimate` uses), otherwise this device's matmul rate, measured."""
     if device.type == "cuda":
-        hw = hardware_for_device(torch.cuda.get_device_name(device))
-        if hw is not None:
-            precision = "bf16" if dtype == torch.bfloat16 else ("tf32" if "tf32" in hw.peak else "fp32")
-            return hw.peak_flops(precision)
-        return measured_matmul_flops(device.type, dtype)
-    return _cpu_peak(dtype)
-
-
-def _cpu_peak(dtype: torch.dtype) -> float:
-    """One core's matmul rate times the threads training starts with. Measured on one thread, a busy
-    neighbour takes at most that thread's core; on all threads every sample waits for the slowest
-    one (2 cores beside other jobs: 27.7 GFLOP/s on 2 threads, 39.3 on 1; a run's MFU read 99.9%)."""
-    return measured_matmul_flops("cpu", dtype, threads=1) * torch.get_num_threads()
+        peak = catalogued_training_peak(torch.cuda.get_device_name(device), dtype == torch.bfloat16)
+        return peak if peak is not None else measured_matmul_flops(device.type, dtype)
+    return cpu_training_peak(dtype, torch.get_num_threads())
 
 
 def remeasured_peak(device: torch.device, dtype: torch.dtype, achieved: float, peak: float, threads: int) -> float:
@@ -90,8 +69,7 @@ def remeasured_peak(device: torch.device, dtype: torch.dtype, achieved: float, p
     measure again when a step beats the peak, and keep the larger value."""
     if device.type == "cuda" or achieved <= peak:
         return peak
-    measured_matmul_flops.cache_clear()
-    return max(peak, measured_matmul_flops("cpu", dtype, threads=1) * threads)
+    return max(peak, cpu_training_peak(dtype, threads, again=True))
 
 
 @functools.lru_cache(maxsize=None)

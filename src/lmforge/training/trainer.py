@@ -115,6 +115,7 @@ def check_memory(mcfg, batch_size: int, device: torch.device, recompute: str = "
     """Refuse, before the first step, a context or batch whose activations cannot fit: with
     model.seq_len=100000 the first forward would otherwise be killed by the OS, or swap for hours."""
     from lmforge.cost import activation_memory
+    from lmforge.hardware import physical_memory_bytes
 
     shape = mcfg.shape()
     # FSDP gathers the weights in the compute dtype; otherwise autocast computes from float32 weights
@@ -124,7 +125,7 @@ def check_memory(mcfg, batch_size: int, device: torch.device, recompute: str = "
     if device.type == "cuda":
         have = torch.cuda.get_device_properties(device).total_memory
     else:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        have = physical_memory_bytes()
     if need > have:
         raise LmforgeError(
             f"model.seq_len={mcfg.seq_len} with train.batch_size={batch_size} needs about {need / 1e9:,.0f} GB for one "
