@@ -110,14 +110,14 @@ def test_chinchilla_approach3_allocation():
 def test_plan_finishes_within_days_on_the_fewest_devices():
     hw = hardware.find_hardware("h100")
     result = cost.plan_run("5.76e23flops", hw, None, LAWS["epoch2024"], days=30)
-    e, count = result["estimate"], result["count"]
-    assert e["days"] <= 30 and e["fits"]
+    planned, count = result["estimate"], result["count"]
+    assert planned["days"] <= 30 and planned["fits"]
     fewer = cost.estimate(cost.shape_from_params(result["params"]), result["tokens"], hw, count - 1,
                           recompute=result["recompute"])
     assert fewer.days > 30  # one device fewer would not finish in time
     # 72B at context 2048: one sequence holds ~64 GB without recomputation (flash attention keeps no
     # T x T scores; Korthikanti et al.'s formula for another model said ~150 GB), which fits in 80 GB
-    assert result["recompute"] == "none" and e["memory_gb"]["activations"] == pytest.approx(66.4, abs=0.1)
+    assert result["recompute"] == "none" and planned["memory_gb"]["activations"] == pytest.approx(66.4, abs=0.1)
     # twice the context does not fit without recomputation, and selective (no extra matmul) suffices
     assert cost.plan_run("5.76e23flops", hw, None, LAWS["epoch2024"], context=4096)["recompute"] == "selective"
     # by hand, PaLM appendix B: 6N + 12·L·d·T per token for 72B drawn as 72 layers of width 9216 (aspect

@@ -211,15 +211,15 @@ def memory_per_device(params: float, precision: str, optimizer: str, zero_stage:
     """GB per device; ZeRO 1 shards optimizer state, 2 also gradients, 3 also weights (FSDP = 3)."""
     if zero_stage not in (0, 1, 2, 3):
         raise LmforgeError(f"--zero-stage {zero_stage}: choose 0, 1, 2 or 3")
-    w, g, o = state_bytes(precision, optimizer)
-    p = params / tensor_parallel
-    dp = max(1, data_parallel)
-    weights = p * w / (dp if zero_stage >= 3 else 1)
-    grads = p * g / (dp if zero_stage >= 2 else 1)
-    opt = p * o / (dp if zero_stage >= 1 else 1)
-    out = {"weights": weights / GB, "gradients": grads / GB, "optimizer": opt / GB, "activations": activations / GB}
-    out["total"] = sum(out.values())
-    return out
+    weight_bytes, grad_bytes, optimizer_bytes = state_bytes(precision, optimizer)
+    local = params / tensor_parallel  # a tensor-parallel rank's share
+    ranks = max(1, data_parallel)
+    memory = {"weights": local * weight_bytes / (ranks if zero_stage >= 3 else 1) / GB,
+              "gradients": local * grad_bytes / (ranks if zero_stage >= 2 else 1) / GB,
+              "optimizer": local * optimizer_bytes / (ranks if zero_stage >= 1 else 1) / GB,
+              "activations": activations / GB}
+    memory["total"] = sum(memory.values())
+    return memory
 
 
 def kv_cache_bytes(shape: Shape, batch: int, context: int, bytes_per_value: float = 2) -> float:
@@ -263,12 +263,10 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
              recompute: str = "none", tensor_parallel: int = 1, price_per_hour: float | None = None,
              power_watts: float | None = None, pue: float = DEFAULT_PUE,
              grid_kg_per_kwh: float = DEFAULT_GRID_KG_PER_KWH) -> Estimate:
-    if count <= 0:
-        raise LmforgeError(f"--count {count} must be > 0")
-    if not 0 < mfu <= 1:
-        raise LmforgeError(f"--mfu {mfu} must be in (0, 1]")
-    if pue < 1:
-        raise LmforgeError(f"--pue {pue} must be >= 1")
+    """Training `shape` on `tokens` tokens on `count` devices of `hw` at `mfu`: its FLOPs, time, money,
+    energy, CO2e and memory per device (None for price or power: the catalogue's)."""
+    check_cost_flags({"count": count, "mfu": mfu, "pue": pue, "grid_kg_per_kwh": grid_kg_per_kwh, "batch": batch,
+                      "tensor_parallel": tensor_parallel, "price_per_hour": price_per_hour, "power_watts": power_watts})
     tokens = parse_size(tokens, "--tokens")
     flops_6nd = 6 * shape.params * tokens
     per_token = training_flops(shape, recompute)
@@ -282,8 +280,9 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
     energy_kwh = device_hours * power * pue / 1000
     data_parallel = max(1, count // tensor_parallel)
     micro_batch = max(1, batch // data_parallel) if batch else 1
-    act = activation_bytes(shape, micro_batch, recompute, tensor_parallel, precision, zero_stage)
-    mem = memory_per_device(shape.params, precision, optimizer, zero_stage, data_parallel, tensor_parallel, act)
+    activations = activation_bytes(shape, micro_batch, recompute, tensor_parallel, precision, zero_stage)
+    memory = memory_per_device(shape.params, precision, optimizer, zero_stage, data_parallel, tensor_parallel,
+                               activations)
     min_devices = devices_needed(shape, precision, optimizer, zero_stage, recompute, hw, tensor_parallel)
     notes = []
     if hfu > 1:
@@ -296,12 +295,12 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
                                f"(--tensor-parallel), a shorter --context or a larger device")
         notes.append(f"one sequence's activations alone exceed {hw.memory_gb:g} GB: use --recompute full")
         min_devices = 0
-    elif mem["total"] > hw.memory_gb:
-        notes.append(f"does not fit: {mem['total']:.1f} GB per device > {hw.memory_gb:g} GB; "
+    elif memory["total"] > hw.memory_gb:
+        notes.append(f"does not fit: {memory['total']:.1f} GB per device > {hw.memory_gb:g} GB; "
                      f"needs >= {min_devices} devices with ZeRO-3, or recomputation / tensor parallelism")
     return Estimate(shape.params, tokens, flops_6nd, flops_exact, flops_exact / flops_6nd, hw.name, count, mfu,
                     device_hours, seconds / 86400, device_hours * price, energy_kwh,
-                    energy_kwh * grid_kg_per_kwh / 1000, mem, mem["total"] <= hw.memory_gb, min_devices, notes,
+                    energy_kwh * grid_kg_per_kwh / 1000, memory, memory["total"] <= hw.memory_gb, min_devices, notes,
                     flops_hardware, hfu)
 
 
@@ -309,10 +308,9 @@ def devices_needed(shape: Shape, precision: str, optimizer: str, zero_stage: int
                    tensor_parallel: int = 1) -> int | None:
     """Fewest devices (micro-batch 1 each) on which the model trains with its states sharded by ZeRO-3;
     None when one sequence's activations alone overflow a device."""
-    act = activation_bytes(shape, 1, recompute, tensor_parallel, precision, zero_stage) / GB
-    w, g, o = state_bytes(precision, optimizer)
-    states = shape.params * (w + g + o) / tensor_parallel / GB
-    room = hw.memory_gb - act
+    activations = activation_bytes(shape, 1, recompute, tensor_parallel, precision, zero_stage) / GB
+    states = shape.params * sum(state_bytes(precision, optimizer)) / tensor_parallel / GB
+    room = hw.memory_gb - activations
     if room <= 0:
         return None
     return max(1, math.ceil(states / room)) * tensor_parallel
