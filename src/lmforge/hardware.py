@@ -153,6 +153,23 @@ def cpu_has_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def cpu_seconds() -> tuple[float, float, float] | None:
+    """(busy seconds of the CPUs this process may use, of this process, wall clock), or None without
+    /proc/stat. Its per-CPU lines are read, so other containers' cores do not count."""
+    usable, busy = usable_cpus(), 0
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in usable:
+                    user, nice, system, _idle, _iowait, irq, softirq, steal = ([int(x) for x in fields] + [0] * 8)[:8]
+                    busy += user + nice + system + irq + softirq + steal
+    except (OSError, ValueError):
+        return None
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
+
+
 def measured_matmul_flops(device_type: str, dtype: torch.dtype, size: int = 1536, reps: int = 6,
                           threads: int | None = None) -> float:
     """Best-of-`reps` dense matmul throughput on this device, FLOP/s (what MFU is measured against on CPUs),

@@ -4,17 +4,14 @@ from `lmforge.hardware`; here only what needs torch's device and dtype objects),
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import math
-import os
-import sys
 import time
 
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.hardware import catalogued_training_peak, cpu_has_bf16, cpu_training_peak, measured_matmul_flops, usable_cpus
+from lmforge.hardware import (catalogued_training_peak, cpu_has_bf16, cpu_seconds, cpu_training_peak,
+                              measured_matmul_flops, usable_cpus)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,46 +69,10 @@ def remeasured_peak(device: torch.device, dtype: torch.dtype, achieved: float, p
     return max(peak, cpu_training_peak(dtype, threads, again=True))
 
 
-@functools.lru_cache(maxsize=None)
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed blocks instead of unmapping them.
-
-    Each CPU training step frees and reallocates the same large activations (the logits alone are
-    batch x seq x vocab floats); above glibc's mmap threshold every such allocation is a fresh mmap
-    whose pages fault in again. Measured on the tiny preset: 5.1 s -> 1.2 s of system time and
-    7.2k -> 8.2k tokens/s. A training process reuses its memory, so holding on to it is free.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl): nothing to tune
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30))
-
-
 def set_threads(threads: int) -> int:
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
-
-
-def _cpu_seconds() -> tuple[float, float, float] | None:
-    """(busy seconds of the CPUs this process may use, of this process, wall clock), or None without
-    /proc/stat. Its per-CPU lines are read, so other containers' cores do not count."""
-    usable, busy = usable_cpus(), 0
-    try:
-        with open("/proc/stat") as f:
-            for line in f:
-                name, *fields = line.split()
-                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in usable:
-                    user, nice, system, _idle, _iowait, irq, softirq, steal = ([int(x) for x in fields] + [0] * 8)[:8]
-                    busy += user + nice + system + irq + softirq + steal
-    except (OSError, ValueError):
-        return None
-    own = os.times()
-    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
 
 
 class ThreadGovernor:
@@ -128,7 +89,7 @@ class ThreadGovernor:
     def __init__(self, most: int, every_s: float = 2.0):
         self.most, self.threads, self.every_s = most, most, every_s
         self.others = 0.0  # cores other processes kept busy at the last look
-        self.last = _cpu_seconds()
+        self.last = cpu_seconds()
         self.next_look = time.monotonic() + every_s
 
     @property
@@ -136,7 +97,7 @@ class ThreadGovernor:
         return self.most > 1 and self.last is not None
 
     def free_cores(self) -> float:
-        now = _cpu_seconds()
+        now = cpu_seconds()
         machine, own, wall = (b - a for a, b in zip(self.last, now))
         self.last = now
         others = self.others = max(0.0, machine - own) / max(wall, 1e-3)

@@ -45,6 +45,7 @@ from lmforge.model import GPT, head_skips_untargeted_rows, model_config
 from lmforge.model_counts import TokenFlops, loss_chunk_rows, training_flops
 from lmforge.figures import fmt
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
+from lmforge.processes import keep_freed_memory
 from lmforge.run_dir import RunDir
 from lmforge.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, vocab_tables
 from lmforge.tokens import META, is_complete, load_shards, read_meta, tokenize_corpus
@@ -52,8 +53,8 @@ from lmforge.training import distributed
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.data import TrainLoader
 from lmforge.training.events import MetricsLog
-from lmforge.training.device import (autocast, keep_freed_memory, peak_flops, remeasured_peak, resolve_device,
-                                     resolve_dtype, set_threads, ThreadGovernor)
+from lmforge.training.device import (autocast, peak_flops, remeasured_peak, resolve_device, resolve_dtype,
+                                     set_threads, ThreadGovernor)
 from lmforge.training.loss_eval import Validator, final_eval_tokens, unigram_baseline
 from lmforge.training.optim import build_optimizers, describe_groups, lr_factor, set_lr
 
