@@ -3,7 +3,8 @@
 - Accelerators: the catalogue (lmforge/hardware.yaml, plus a user's --hardware-file), looked up by
   name, alias or the device name torch reports, and the peak that training's MFU is judged against.
 - This CPU: its dense matmul rate, measured (a CPU has no data-sheet peak lmforge could trust),
-  whether it multiplies bf16 natively, the CPUs this process may use, its physical memory.
+  whether it multiplies bf16 natively, the CPUs this process may use and how busy they are, its
+  physical memory.
 - Power and its cost to the climate: a catalogued device's board power, or CPU_WATTS_PER_THREAD;
   the data centre's PUE and the grid's carbon intensity that energy and CO2e default to.
 
@@ -147,7 +148,8 @@ def physical_memory_bytes() -> int:
 def cpu_has_bf16() -> bool:
     """Native bf16 matmuls on this CPU (AMX or AVX512-BF16); elsewhere bf16 is emulated and slow."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
