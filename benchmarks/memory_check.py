@@ -3,7 +3,7 @@ for a real forward and backward of the model, several shapes x every recompute m
 
     python benchmarks/memory_check.py [--device cpu|cuda] [--json]
 
-For each case, two figures (`lmforge.probe.measured_training_memory`):
+For each case, two figures (`lmforge.measured_memory.measured_training_memory`):
   held   bytes still allocated for backward when the forward returns: the storages the forward
          made that are alive then (saved tensors, each storage once; checkpointed blocks' inputs;
          selective recomputation's kept outputs; autocast's weight copies); parameters apart
@@ -31,7 +31,7 @@ from lmforge import model_counts
 from lmforge.config import RECOMPUTE
 from lmforge.cost import activation_memory
 from lmforge.model import GPT, GPTConfig
-from lmforge.probe import measured_training_memory
+from lmforge.measured_memory import measured_training_memory
 
 # name -> (model shape, micro-batch, compute dtype, weights dtype, logits per loss chunk or None)
 CASES = {

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from lmforge.config import load_config
-from lmforge.cost import ScalingLaw
+from lmforge.scaling.law import ScalingLaw
 from lmforge.errors import LmforgeError
 from lmforge.scaling import design
 from lmforge.scaling import fitting

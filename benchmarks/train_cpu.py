@@ -269,7 +269,7 @@ def main() -> int:
 
     import torch
 
-    from lmforge.probe import measured_matmul_flops
+    from lmforge.hardware import measured_matmul_flops
 
     checkouts = {"lmforge": ROOT / "src"} | ({"baseline": args.baseline / "src"} if args.baseline else {})
     imported = {who: check_checkout(src) for who, src in checkouts.items()}

@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
 
 # higher number = higher layer; a call upwards is a climb
 LAYERS = {
-    "errors": 0, "files": 0, "config": 0, "probe": 0,
+    "errors": 0, "files": 0, "config": 0, "hardware": 0,
     "model": 1, "tokenizer": 1, "shards": 1, "objectives": 1, "data": 1, "cost": 1, "sampling": 1,
     "run_dir": 2, "training": 2, "evaluation": 3, "loss_eval": 2,
     "trainer": 3, "training.loop": 3, "training.trainer": 3,

@@ -130,7 +130,7 @@ def test_1b_preset_activations_are_what_estimate_plans(weights):
     float32 weights (DDP) or bf16 weights (as FSDP2 gathers them), measured against the planner."""
     from lmforge import cost
     from lmforge.model import model_config
-    from lmforge.probe import measured_training_memory
+    from lmforge.measured_memory import measured_training_memory
 
     cfg = load_config("1b")
     torch.manual_seed(0)

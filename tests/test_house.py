@@ -123,8 +123,10 @@ def test_loading_the_trainer_loads_no_task_scoring_or_inspection():
 
 def test_counting_a_preset_and_its_cost_loads_no_torch():
     """Counts live beside the model without torch: cost.py and the folder readers start without it."""
-    code = ("from lmforge import cost; from lmforge.config import load_config; "
-            "cost.estimate(cost.shape_from_model(load_config('1b')), '1T', cost.find_hardware('h100'), 8)")
+    code = ("from lmforge import cost, hardware; from lmforge.config import load_config; "
+            "from lmforge.scaling.law import LAWS; "
+            "cost.estimate(cost.shape_from_model(load_config('1b')), '1T', hardware.find_hardware('h100'), 8); "
+            "cost.plan_run('1e22flops', hardware.find_hardware('h100'), None, LAWS['chinchilla'])")
     assert modules_loaded_by(code, ("torch",)) == []
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmforge import cost
+from lmforge import cost, hardware
 from lmforge.config import RECOMPUTE, load_config
 from lmforge.model import GPT, GPTConfig, model_config
 from lmforge.run_dir import RunDir
@@ -55,14 +55,14 @@ def test_recomputation_keeps_the_gradients_and_frees_memory():
 def test_one_block_of_the_1b_preset_holds_what_the_planner_says():
     """The 1b preset's block (width 2048, 16 heads, 4 KV heads, SwiGLU 5504) in bf16 autocast, measured
     on 32 tokens (activations grow linearly with tokens: fused attention keeps no T x T scores)."""
-    from lmforge.probe import measured_training_memory
+    from lmforge.measured_memory import measured_training_memory
 
-    mcfg = model_config(load_config("1b"), 512)
-    mcfg.n_layer, mcfg.seq_len = 1, 32
+    model_cfg = model_config(load_config("1b"), 512)
+    model_cfg.n_layer, model_cfg.seq_len = 1, 32
     torch.manual_seed(0)
     idx = torch.randint(0, 512, (1, 32))
-    measured = measured_training_memory(GPT(mcfg), idx, idx, torch.bfloat16, peak=False)["held"]
-    formula = cost.activation_memory(mcfg.shape(), 1, "none", 2, 4)
+    measured = measured_training_memory(GPT(model_cfg), idx, idx, torch.bfloat16, peak=False)["held"]
+    formula = cost.activation_memory(model_cfg.shape(), 1, "none", 2, 4)
     assert formula["held"] == pytest.approx(measured, rel=0.01)
     # per token per unit of width a block holds 41 bytes, not Korthikanti et al.'s 34 + 5·a·s/h (114 here)
     assert formula["blocks"] / (32 * 2048) == pytest.approx(41.0, abs=0.1)
@@ -72,9 +72,9 @@ def test_estimate_reports_the_real_architectures_activations():
     """`estimate --preset 1b`: one 2,048-token sequence without recomputation needs ~5.5 GB of
     activations under FSDP (bf16 weights), not the 11.5 GB of the formula for another model."""
     shape = cost.shape_from_model(load_config("1b"))
-    est = cost.estimate(shape, "25B", cost.find_hardware("h100"), count=8, batch=8, recompute="none")
+    est = cost.estimate(shape, "25B", hardware.find_hardware("h100"), count=8, batch=8, recompute="none")
     assert est.memory_gb["activations"] == pytest.approx(5.5, abs=0.1)
-    full = cost.estimate(shape, "25B", cost.find_hardware("h100"), count=8, batch=8, recompute="full")
+    full = cost.estimate(shape, "25B", hardware.find_hardware("h100"), count=8, batch=8, recompute="full")
     assert full.memory_gb["activations"] < est.memory_gb["activations"] / 3
 
 

@@ -296,7 +296,7 @@ sweeps = st.fixed_dictionaries({
 
 
 def sweep_points(s: dict) -> list[dict]:
-    from lmforge.cost import ScalingLaw
+    from lmforge.scaling.law import ScalingLaw
 
     e, log_a, log_b, alpha, beta = s["law"]
     law = ScalingLaw("drawn", e, 10**log_a, 10**log_b, alpha, beta)

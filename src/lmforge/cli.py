@@ -15,10 +15,11 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
-from lmforge import cost, figures
+from lmforge import cost, figures, hardware
 from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
 from lmforge.errors import Interrupted, LmforgeError
 from lmforge.run_dir import warn
+from lmforge.scaling.law import load_law
 
 
 def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny") -> None:
@@ -77,8 +78,8 @@ def _hardware_args(p: argparse.ArgumentParser, count_help: str = "number of devi
     p.add_argument("--mfu", type=float, help=f"model FLOPs utilisation (default {cost.DEFAULT_MFU})")
     p.add_argument("--price-per-hour", type=float, help="USD per device-hour (default: the catalogue's)")
     p.add_argument("--power-watts", type=float, help="watts per device (default: the catalogue's)")
-    p.add_argument("--pue", type=float, default=1.1, help="data-centre power usage effectiveness")
-    p.add_argument("--grid-kg-per-kwh", type=float, default=0.385, help="grid carbon intensity, kg CO2e/kWh")
+    p.add_argument("--pue", type=float, default=hardware.DEFAULT_PUE, help="data-centre power usage effectiveness")
+    p.add_argument("--grid-kg-per-kwh", type=float, default=hardware.DEFAULT_GRID_KG_PER_KWH, help="grid carbon intensity, kg CO2e/kWh")
 
 
 def _shape(args: argparse.Namespace) -> cost.Shape:
@@ -121,7 +122,7 @@ def _estimate(args: argparse.Namespace) -> int:
             warn(f"--from-run {args.from_run}: its MFU ({measured['mfu']:.1%}) was measured on a CPU, and a "
                  f"{args.hardware} reaches another; train a step there (or pass --mfu) for a calibrated estimate")
         mfu = mfu or measured["mfu"]
-    hw = cost.find_hardware(args.hardware, args.hardware_file)
+    hw = hardware.find_hardware(args.hardware, args.hardware_file)
     est = cost.estimate(shape, args.tokens, hw, args.count, mfu or cost.DEFAULT_MFU, args.batch, args.precision,
                         args.optimizer, args.zero_stage, args.recompute, args.tensor_parallel, args.price_per_hour,
                         args.power_watts, args.pue, args.grid_kg_per_kwh)
@@ -153,10 +154,10 @@ def _estimate(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     cost.check_cost_flags(vars(args))
-    law = cost.load_law(args.law)
-    hw = cost.find_hardware(args.hardware, args.hardware_file)
-    result = cost.plan(args.budget, hw, args.count, law, args.mfu or cost.DEFAULT_MFU, args.precision,
-                       args.price_per_hour, args.context, args.pue, args.grid_kg_per_kwh, args.days)
+    law = load_law(args.law)
+    hw = hardware.find_hardware(args.hardware, args.hardware_file)
+    result = cost.plan_run(args.budget, hw, args.count, law, args.mfu or cost.DEFAULT_MFU, args.precision,
+                           args.price_per_hour, args.context, args.pue, args.grid_kg_per_kwh, args.days)
     if args.json:
         print(figures.dumps(result))
         return 0

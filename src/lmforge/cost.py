@@ -1,7 +1,9 @@
-"""What a training run costs: FLOPs, time, money, energy, CO2 and memory per device.
+"""What a training run would cost, estimated: FLOPs, time, money, energy, CO2 and memory per device,
+and the compute-optimal run a budget buys under a scaling law (`plan_run`).
 
-Pure arithmetic over a model shape, a token count and a hardware entry; nothing here trains.
-Formulas and references (docs/cost.md has the derivations):
+Estimates, not measurements: functions of a model shape, a token count, a hardware entry
+(`lmforge.hardware`) and, for a plan, a law (`lmforge.scaling.law`); nothing here trains or
+imports torch. Formulas and references (docs/cost.md has the derivations):
 - FLOPs: 6·N·D (Kaplan et al. 2020) and the exact per-token count of PaLM appendix B,
   6·N + 12·L·H·Q·T (H heads of size Q, context T), counted by `lmforge.model_counts`. Time is the
   model's FLOPs at the MFU (PaLM's definition, recomputation excluded); what activation
@@ -15,24 +17,23 @@ Formulas and references (docs/cost.md has the derivations):
   gradients (`activation_memory`; checked against torch's own counts by tests/test_memory.py and
   benchmarks/memory_check.py).
 - Energy = devices x power x hours x PUE; CO2e = energy x grid intensity.
+- Calibration: `from_run` takes the MFU a finished run measured (`estimate --from-run`).
 """
 
 from __future__ import annotations
 
-import difflib
 import math
-import re
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
-
-import yaml
+from typing import TYPE_CHECKING
 
 from lmforge.config import RECOMPUTE
 from lmforge.errors import LmforgeError
+from lmforge.hardware import DEFAULT_GRID_KG_PER_KWH, DEFAULT_PUE, GB, Hardware
 from lmforge.model_counts import Shape, loss_chunk_rows, model_config, state_bytes, training_flops
 
-GB = 1e9
+if TYPE_CHECKING:
+    from lmforge.scaling.law import ScalingLaw
 
 
 def parse_size(text: str | float | int, what: str) -> float:
@@ -40,10 +41,10 @@ def parse_size(text: str | float | int, what: str) -> float:
     if isinstance(text, (int, float)):
         value = float(text)
     else:
-        s = str(text).strip().replace("_", "").replace(",", "")
-        scale = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}.get(s[-1:].upper(), None)
+        digits = str(text).strip().replace("_", "").replace(",", "")
+        scale = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}.get(digits[-1:].upper(), None)
         try:
-            value = float(s[:-1]) * scale if scale else float(s)
+            value = float(digits[:-1]) * scale if scale else float(digits)
         except ValueError:
             raise LmforgeError(f"{what}: {text!r} is not a size (use e.g. 7B, 1.4T, 5e21)") from None
     if not math.isfinite(value) or value <= 0:
@@ -51,41 +52,7 @@ def parse_size(text: str | float | int, what: str) -> float:
     return value
 
 
-# ---------------------------------------------------------------- hardware
-
-@dataclass
-class Hardware:
-    name: str
-    peak: dict[str, float]
-    memory_gb: float
-    power_w: float
-    price_per_hour: float = 0.0
-
-    def peak_flops(self, precision: str) -> float:
-        key = {"bf16-mixed": "bf16", "fp16-mixed": "fp16", "bf16": "bf16", "fp16": "fp16", "fp32": "fp32",
-               "fp8": "fp8", "tf32": "tf32"}.get(precision, precision)
-        if key in self.peak:
-            return self.peak[key]
-        for fallback in ("bf16", "fp16", "tf32", "fp32"):  # the precision this device runs fastest at
-            if fallback in self.peak:
-                return self.peak[fallback]
-        raise LmforgeError(f"hardware {self.name} lists no peak FLOP/s")
-
-
-def load_catalogue(extra_file: str | None = None) -> dict[str, dict]:
-    data = yaml.safe_load((resources.files("lmforge") / "hardware.yaml").read_text())
-    if extra_file:
-        try:
-            user = yaml.safe_load(Path(extra_file).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise LmforgeError(f"--hardware-file {extra_file}: cannot read it ({str(e).splitlines()[0]})") from None
-        except ValueError:  # not UTF-8 text
-            raise LmforgeError(f"--hardware-file {extra_file}: not a text file; give a YAML file like hardware.yaml") from None
-        if not isinstance(user, dict) or not all(isinstance(v, dict) for v in user.values()):
-            raise LmforgeError(f"--hardware-file {extra_file}: must map names to entries like hardware.yaml")
-        data.update(user)
-    return data
-
+# ---------------------------------------------------------------- what a user gives
 
 # every number a user gives the cost commands, and what it must be: the one place they are checked
 COST_FLAGS = {
@@ -106,58 +73,6 @@ def check_cost_flags(values: dict) -> None:
         value = values.get(name)
         if value is not None and not (math.isfinite(value) and ok(value)):
             raise LmforgeError(f"--{name.replace('_', '-')} {value:g}: {requirement}")
-
-
-def _hardware(entry_name: str, entry: dict) -> Hardware:
-    try:
-        return Hardware(entry_name, {k: float(v) for k, v in entry["peak"].items()}, float(entry["memory_gb"]),
-                        float(entry["power_w"]), float(entry.get("price_per_hour", 0.0)))
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise LmforgeError(f"hardware entry {entry_name!r} is incomplete ({e}): it needs peak, memory_gb, power_w") from None
-
-
-def find_hardware(name: str, extra_file: str | None = None) -> Hardware:
-    """A catalogue entry by name, alias or device name (torch.cuda.get_device_name's string);
-    `cpu` measures this machine's matmul peak."""
-    key = name.lower()
-    if key == "cpu":
-        return local_cpu()
-    catalogue = load_catalogue(extra_file)
-    for entry_name, entry in catalogue.items():
-        if key == entry_name or key in [a.lower() for a in entry.get("aliases", [])]:
-            return _hardware(entry_name, entry)
-    by_device = hardware_for_device(name, extra_file)
-    if by_device is not None:
-        return by_device
-    names = list(catalogue) + [a for e in catalogue.values() for a in e.get("aliases", [])] + ["cpu"]
-    close = difflib.get_close_matches(key, names, n=3, cutoff=0.4)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(catalogue))}, cpu"
-    raise LmforgeError(f"unknown hardware {name!r}{hint}")
-
-
-def hardware_for_device(device_name: str, extra_file: str | None = None) -> Hardware | None:
-    """The entry whose `device_names` match the whole of a device's name as torch reports it
-    ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", ...), or None for a device not catalogued.
-    Whole-name matching keeps apart what substrings confuse: H100 SXM, PCIe and NVL; L4 and L40S."""
-    name = device_name.strip()
-    for entry_name, entry in load_catalogue(extra_file).items():
-        if any(re.fullmatch(pattern, name, flags=re.IGNORECASE) for pattern in entry.get("device_names", [])):
-            return _hardware(entry_name, entry)
-    return None
-
-
-def local_cpu() -> Hardware:
-    """This machine's CPU, its peak measured now (fp32 and bf16 matmuls, all torch threads)."""
-    import os
-
-    import torch
-
-    from lmforge.probe import measured_matmul_flops
-
-    fp32 = measured_matmul_flops("cpu", torch.float32)
-    bf16 = measured_matmul_flops("cpu", torch.bfloat16, 512, 3)
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
-    return Hardware(f"cpu ({torch.get_num_threads()} threads)", {"fp32": fp32, "bf16": bf16}, mem, 15.0 * (os.cpu_count() or 1))
 
 
 # ---------------------------------------------------------------- model shapes (counted by model_counts)
@@ -296,15 +211,15 @@ def memory_per_device(params: float, precision: str, optimizer: str, zero_stage:
     """GB per device; ZeRO 1 shards optimizer state, 2 also gradients, 3 also weights (FSDP = 3)."""
     if zero_stage not in (0, 1, 2, 3):
         raise LmforgeError(f"--zero-stage {zero_stage}: choose 0, 1, 2 or 3")
-    w, g, o = state_bytes(precision, optimizer)
-    p = params / tensor_parallel
-    dp = max(1, data_parallel)
-    weights = p * w / (dp if zero_stage >= 3 else 1)
-    grads = p * g / (dp if zero_stage >= 2 else 1)
-    opt = p * o / (dp if zero_stage >= 1 else 1)
-    out = {"weights": weights / GB, "gradients": grads / GB, "optimizer": opt / GB, "activations": activations / GB}
-    out["total"] = sum(out.values())
-    return out
+    weight_bytes, grad_bytes, optimizer_bytes = state_bytes(precision, optimizer)
+    local = params / tensor_parallel  # a tensor-parallel rank's share
+    ranks = max(1, data_parallel)
+    memory = {"weights": local * weight_bytes / (ranks if zero_stage >= 3 else 1) / GB,
+              "gradients": local * grad_bytes / (ranks if zero_stage >= 2 else 1) / GB,
+              "optimizer": local * optimizer_bytes / (ranks if zero_stage >= 1 else 1) / GB,
+              "activations": activations / GB}
+    memory["total"] = sum(memory.values())
+    return memory
 
 
 def kv_cache_bytes(shape: Shape, batch: int, context: int, bytes_per_value: float = 2) -> float:
@@ -346,13 +261,12 @@ class Estimate:
 def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: float = DEFAULT_MFU,
              batch: int = 0, precision: str = "bf16-mixed", optimizer: str = "adamw", zero_stage: int = 3,
              recompute: str = "none", tensor_parallel: int = 1, price_per_hour: float | None = None,
-             power_watts: float | None = None, pue: float = 1.1, grid_kg_per_kwh: float = 0.385) -> Estimate:
-    if count <= 0:
-        raise LmforgeError(f"--count {count} must be > 0")
-    if not 0 < mfu <= 1:
-        raise LmforgeError(f"--mfu {mfu} must be in (0, 1]")
-    if pue < 1:
-        raise LmforgeError(f"--pue {pue} must be >= 1")
+             power_watts: float | None = None, pue: float = DEFAULT_PUE,
+             grid_kg_per_kwh: float = DEFAULT_GRID_KG_PER_KWH) -> Estimate:
+    """Training `shape` on `tokens` tokens on `count` devices of `hw` at `mfu`: its FLOPs, time, money,
+    energy, CO2e and memory per device (None for price or power: the catalogue's)."""
+    check_cost_flags({"count": count, "mfu": mfu, "pue": pue, "grid_kg_per_kwh": grid_kg_per_kwh, "batch": batch,
+                      "tensor_parallel": tensor_parallel, "price_per_hour": price_per_hour, "power_watts": power_watts})
     tokens = parse_size(tokens, "--tokens")
     flops_6nd = 6 * shape.params * tokens
     per_token = training_flops(shape, recompute)
@@ -366,8 +280,9 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
     energy_kwh = device_hours * power * pue / 1000
     data_parallel = max(1, count // tensor_parallel)
     micro_batch = max(1, batch // data_parallel) if batch else 1
-    act = activation_bytes(shape, micro_batch, recompute, tensor_parallel, precision, zero_stage)
-    mem = memory_per_device(shape.params, precision, optimizer, zero_stage, data_parallel, tensor_parallel, act)
+    activations = activation_bytes(shape, micro_batch, recompute, tensor_parallel, precision, zero_stage)
+    memory = memory_per_device(shape.params, precision, optimizer, zero_stage, data_parallel, tensor_parallel,
+                               activations)
     min_devices = devices_needed(shape, precision, optimizer, zero_stage, recompute, hw, tensor_parallel)
     notes = []
     if hfu > 1:
@@ -380,12 +295,12 @@ def estimate(shape: Shape, tokens: float, hw: Hardware, count: int = 1, mfu: flo
                                f"(--tensor-parallel), a shorter --context or a larger device")
         notes.append(f"one sequence's activations alone exceed {hw.memory_gb:g} GB: use --recompute full")
         min_devices = 0
-    elif mem["total"] > hw.memory_gb:
-        notes.append(f"does not fit: {mem['total']:.1f} GB per device > {hw.memory_gb:g} GB; "
+    elif memory["total"] > hw.memory_gb:
+        notes.append(f"does not fit: {memory['total']:.1f} GB per device > {hw.memory_gb:g} GB; "
                      f"needs >= {min_devices} devices with ZeRO-3, or recomputation / tensor parallelism")
     return Estimate(shape.params, tokens, flops_6nd, flops_exact, flops_exact / flops_6nd, hw.name, count, mfu,
                     device_hours, seconds / 86400, device_hours * price, energy_kwh,
-                    energy_kwh * grid_kg_per_kwh / 1000, mem, mem["total"] <= hw.memory_gb, min_devices, notes,
+                    energy_kwh * grid_kg_per_kwh / 1000, memory, memory["total"] <= hw.memory_gb, min_devices, notes,
                     flops_hardware, hfu)
 
 
@@ -393,105 +308,15 @@ def devices_needed(shape: Shape, precision: str, optimizer: str, zero_stage: int
                    tensor_parallel: int = 1) -> int | None:
     """Fewest devices (micro-batch 1 each) on which the model trains with its states sharded by ZeRO-3;
     None when one sequence's activations alone overflow a device."""
-    act = activation_bytes(shape, 1, recompute, tensor_parallel, precision, zero_stage) / GB
-    w, g, o = state_bytes(precision, optimizer)
-    states = shape.params * (w + g + o) / tensor_parallel / GB
-    room = hw.memory_gb - act
+    activations = activation_bytes(shape, 1, recompute, tensor_parallel, precision, zero_stage) / GB
+    states = shape.params * sum(state_bytes(precision, optimizer)) / tensor_parallel / GB
+    room = hw.memory_gb - activations
     if room <= 0:
         return None
     return max(1, math.ceil(states / room)) * tensor_parallel
 
 
 # ---------------------------------------------------------------- compute-optimal planning
-
-FORMS = ("additive", "kaplan")
-
-
-@dataclass
-class ScalingLaw:
-    """L(N, D) = E + A / N^alpha + B / D^beta (form "additive", Chinchilla's approach 3), or
-    L(N, D) = E + ((A / N^alpha)^(1/beta) + (B / D^beta)^(1/beta))^beta (form "kaplan": Kaplan et
-    al. 2020, eq. 1.5, with an irreducible loss E). Both have the same limits (D -> inf: E + A / N^alpha;
-    N -> inf: E + B / D^beta); they differ where both terms matter: in Kaplan's the two add as a
-    (1/beta)-norm, so the loss a model gains from more data grows with its size, which the
-    additive form cannot express."""
-
-    name: str
-    E: float
-    A: float
-    B: float
-    alpha: float
-    beta: float
-    form: str = "additive"
-
-    def loss(self, n, d):
-        if self.form == "kaplan":
-            p = 1 / self.beta
-            return self.E + ((self.A / n**self.alpha) ** p + (self.B / d**self.beta) ** p) ** self.beta
-        return self.E + self.A / n**self.alpha + self.B / d**self.beta
-
-    def allocation(self) -> dict:
-        """N_opt = G (C/6)^a, D_opt = G^-1 (C/6)^b. With the two terms x = A/N^alpha, y = B/D^beta
-        combined as a p-norm, the optimum on 6ND = C has alpha x^p = beta y^p (Hoffmann et al. 2022,
-        eq. 4, is p = 1), so x/y = (beta/alpha)^(1/p) whatever C, and both forms share the exponents."""
-        s = self.alpha + self.beta
-        p = 1 / self.beta if self.form == "kaplan" else 1.0
-        ratio = (self.beta / self.alpha) ** (1 / p)
-        return {"a": self.beta / s, "b": self.alpha / s, "G": (self.A / (ratio * self.B)) ** (1 / s)}
-
-    def optimal(self, flops: float) -> tuple[float, float]:
-        """N, D minimising L subject to 6·N·D = C."""
-        alloc = self.allocation()
-        n = alloc["G"] * (flops / 6) ** alloc["a"]
-        return n, flops / (6 * n)
-
-
-LAWS = {
-    # Hoffmann et al. 2022, approach 3, as published (rounded)
-    "chinchilla": ScalingLaw("chinchilla", 1.69, 406.4, 410.7, 0.34, 0.28),
-    # Besiroglu et al. 2024 ("Chinchilla scaling: a replication attempt"), their re-fit as the paper
-    # rounds it, all five constants from the one fit: epoch-research/analyzing-chinchilla,
-    # data_analysis.ipynb prints A 482.00572, B 2085.43420, E 1.81686, alpha 0.34781, beta 0.36585.
-    # (E 1.8172 belongs to their refit by Chinchilla's recipe, whose A is 477.8 and B 2143.9.)
-    "epoch2024": ScalingLaw("epoch2024", 1.8169, 482.01, 2085.43, 0.3478, 0.3658),
-}
-
-
-def read_fit(source: str | Path) -> dict:
-    """The fit written by `lmforge scale fit` (SWEEP/fit.json; a sweep folder stands for its fit.json),
-    checked to hold the law's five numbers. The one reader of that file: `load_law` and the scaling
-    lab both come here."""
-    import json
-
-    path = Path(source)
-    if path.is_dir():
-        path = path / "fit.json"
-    if not path.is_file():
-        raise LmforgeError(f"{source}: no fit.json; run lmforge scale fit {source} first")
-    try:
-        fit = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise LmforgeError(f"{path}: not readable as JSON ({e}); rerun lmforge scale fit") from None
-    try:
-        if not isinstance(fit, dict) or not all(math.isfinite(float(fit[k])) for k in ("E", "A", "B", "alpha", "beta")):
-            raise ValueError
-    except (KeyError, TypeError, ValueError):
-        raise LmforgeError(f"{path} is not a scaling-law fit (needs numbers E, A, B, alpha, beta)") from None
-    if fit.get("form", "additive") not in FORMS:
-        raise LmforgeError(f"{path}: unknown law form {fit['form']!r} (one of {', '.join(FORMS)}); rerun lmforge scale fit")
-    return fit
-
-
-def load_law(name: str) -> ScalingLaw:
-    """A published law by name, or a fitted one (see `read_fit`)."""
-    if name in LAWS:
-        return LAWS[name]
-    if not Path(name).exists():
-        raise LmforgeError(f"--law {name!r}: choose one of {', '.join(LAWS)}, or give a fit.json from lmforge scale fit")
-    d = read_fit(name)
-    return ScalingLaw(str(name), float(d["E"]), float(d["A"]), float(d["B"]), float(d["alpha"]), float(d["beta"]),
-                      d.get("form", "additive"))
-
 
 def budget_flops(budget: str, hw: Hardware, mfu: float, precision: str,
                  price_per_hour: float | None) -> tuple[float, str]:
@@ -540,9 +365,10 @@ def min_plan_params(context: int = 2048, vocab: int = 50257) -> int:
     raise AssertionError("unreachable: the blocks outgrow the vocabulary")
 
 
-def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: float = DEFAULT_MFU,
-         precision: str = "bf16-mixed", price_per_hour: float | None = None, context: int = 2048, pue: float = 1.1,
-         grid_kg_per_kwh: float = 0.385, days: float = DEFAULT_PLAN_DAYS) -> dict:
+def plan_run(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: float = DEFAULT_MFU,
+             precision: str = "bf16-mixed", price_per_hour: float | None = None, context: int = 2048,
+             pue: float = DEFAULT_PUE, grid_kg_per_kwh: float = DEFAULT_GRID_KG_PER_KWH,
+             days: float = DEFAULT_PLAN_DAYS) -> dict:
     """The compute-optimal model for a budget, then the run that trains it.
 
     First the law's optimum in the papers' convention, C = 6·N·D (Hoffmann et al. 2022 and
@@ -561,7 +387,7 @@ def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: flo
     if n < least:
         raise LmforgeError(f"--budget {budget}: {flops:.3g} FLOPs make a compute-optimal model of {n:.3g} parameters "
                            f"under {law.name}; the smallest model a plan draws ({least:,} parameters, its "
-                           f"vocabulary included) needs at least {_round_up(min_plan_flops(law, least))} FLOPs")
+                           f"vocabulary included) needs at least {_round_up(law.budget_for(least))} FLOPs")
     shape = shape_from_params(n, context=context)
     rate = hw.peak_flops(precision) * mfu  # FLOP/s per device
     def on(devices: int) -> tuple[Estimate, str]:
@@ -582,7 +408,7 @@ def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: flo
         devices, count_from = count, "given (--count)"
         est, recompute = on(devices)
     warnings = []
-    if d / n > 40 and LAWS.get(law.name) is law:  # a note on the published fits; a fitted law speaks for itself
+    if d / n > 40 and law.published:  # a note on the published fits; a fitted law speaks for itself
         warnings.append(f"the {law.name} fit recommends {d / n:,.0f} tokens per parameter; Chinchilla's published "
                         f"allocations (e.g. 70B on 1.4T tokens) use ~20 - the rounded constants of the published "
                         f"fit are known to over-weight data (Besiroglu et al. 2024); compare --law epoch2024")
@@ -594,12 +420,6 @@ def plan(budget: str, hw: Hardware, count: int | None, law: ScalingLaw, mfu: flo
             "params": n, "tokens": d, "tokens_per_param": d / n, "predicted_loss": law.loss(n, d),
             "count": devices, "count_from": count_from, "days_limit": days, "recompute": recompute,
             "exact_over_budget": est.flops_exact / flops, "estimate": est.to_dict(), "warnings": warnings + est.notes}
-
-
-def min_plan_flops(law: ScalingLaw, params: float) -> float:
-    """The budget C whose compute-optimal N is `params`: N = G (C/6)^a solved for C."""
-    alloc = law.allocation()
-    return 6 * (params / alloc["G"]) ** (1 / alloc["a"])
 
 
 def _round_up(x: float) -> str:
@@ -620,12 +440,13 @@ def _fitting_estimate(shape: Shape, tokens: float, hw: Hardware, count: int, mfu
 
 
 def from_run(run_dir: str | Path) -> dict:
-    """Measured throughput of a finished lmforge run: tokens/s, MFU, FLOPs per token, devices (its summary)."""
+    """What a finished lmforge run measured, to calibrate an estimate by (`estimate --from-run`):
+    tokens/s, MFU, FLOPs per token, devices, read from its summary through the run folder's owner."""
     from lmforge.run_dir import RunDir
 
-    s = RunDir(run_dir).summary()
-    if not s or not s.get("complete"):
+    summary = RunDir(run_dir).summary()
+    if not summary or not summary.get("complete"):
         raise LmforgeError(f"--from-run {run_dir}: not a finished lmforge run (no complete summary); "
                            "give a run folder that lmforge train finished")
-    return {"tokens_per_s": s["tokens_per_s"], "mfu": s["mfu"], "flops_per_token": s["flops_per_token"],
-            "devices": s.get("world_size", 1), "device": s.get("device", "cpu"), "params": s["params"]}
+    return {"tokens_per_s": summary["tokens_per_s"], "mfu": summary["mfu"], "flops_per_token": summary["flops_per_token"],
+            "devices": summary.get("world_size", 1), "device": summary.get("device", "cpu"), "params": summary["params"]}

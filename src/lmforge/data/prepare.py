@@ -55,6 +55,7 @@ from lmforge.errors import LmforgeError
 from lmforge.files import (OutputKind, atomic_write_json, atomic_write_text, building_folder, claim_output,
                            fingerprint, install, is_complete, json_format_is, naming, open_new, output_errors,
                            read_own_bytes, refuse_inside_sources, refuse_link, remove, remove_own)
+from lmforge.hardware import usable_cpus
 from lmforge.locks import FolderLock
 from lmforge.processes import end_with_parent, peak_rss_bytes
 from lmforge.progress import Meter
@@ -451,7 +452,7 @@ def make_executor(name: str, workers: int):
         return RayExecutor(num_cpus=workers or None)
     if name != "local":
         raise LmforgeError(f"prepare.executor={name!r}: choose local or ray")
-    return LocalExecutor(workers or os.cpu_count() or 1)
+    return LocalExecutor(workers or len(usable_cpus()))
 
 
 def prepared_otherwise(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig,

@@ -233,18 +233,18 @@ def _inside(run: RunDir, summary: dict | None) -> Section | None:
 def _cost(run: RunDir, summary: dict | None) -> Section | None:
     if not summary or not summary.get("complete") or run.config is None:
         return None
-    from lmforge import cost
+    from lmforge import cost, hardware
     from lmforge.config import load_config
 
-    # the run's own time, measured, at 15 W per CPU thread or the device's catalogue power: no MFU in
-    # between (a masked run's MFU counts only the head rows that ran, the shape's FLOPs all of them)
+    # the run's own time, measured, at its devices' power: no MFU in between (a masked run's MFU
+    # counts only the head rows that ran, the shape's FLOPs all of them)
     device = summary.get("device", "cpu")
-    known = cost.hardware_for_device(summary.get("device_name", "cpu"))
-    power_w = known.power_w * summary.get("world_size", 1) if known else 15.0 * max(1, summary.get("threads") or 1)
+    power_w = hardware.power_watts(summary.get("device_name", "cpu"), summary.get("world_size", 1),
+                                   summary.get("threads") or 1)
     energy_wh = power_w * summary["train_time_s"] / 3600
     big_shape = cost.shape_from_model(load_config("gpt2-small"))
     big_tokens = 20 * big_shape.params  # Chinchilla's compute-optimal ratio
-    big = cost.estimate(big_shape, big_tokens, cost.find_hardware("h100"), 8)
+    big = cost.estimate(big_shape, big_tokens, hardware.find_hardware("h100"), 8)
     header = ("", "this run", f"forecast: {big_shape.params / 1e6:.0f}M parameters on {big_tokens / 1e9:.1f}B tokens")
     rows = [("training FLOPs", f"{summary['flops_per_token'] * summary['tokens_trained']:.3g}", f"{big.flops_exact:.3g}"),
             ("time", f"{summary['train_time_s']:.0f} s on {device}", f"{big.days * 24:.1f} hours on 8 x {big.hardware} at MFU {big.mfu:.0%}"),
@@ -259,7 +259,7 @@ def _cost(run: RunDir, summary: dict | None) -> Section | None:
 
 
 def _sweep(path: Path) -> list[Section]:
-    from lmforge.cost import read_fit
+    from lmforge.scaling.law import read_fit
     from lmforge.scaling import FIT_FILE, VERIFY_FILE
 
     sections = []

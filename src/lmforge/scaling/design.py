@@ -203,7 +203,7 @@ DEFAULT_PRIOR = (1.92, 63.6, 27.3, 0.39, 0.18)  # E, A, B, alpha, beta: this lab
 def prior_law(cfg: Config):
     """The law a design is judged under: scale.prior (a published name, fit.json or sweep), or a
     rough CPU-scale law when none is given (a starting guess for the design, never a result)."""
-    from lmforge.cost import ScalingLaw, load_law
+    from lmforge.scaling.law import ScalingLaw, load_law
 
     if cfg.scale.prior:
         return load_law(cfg.scale.prior)
@@ -428,6 +428,6 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
 
 def available_cpus() -> int:
     """Cores this process may run on (its affinity mask, which containers and taskset narrow)."""
-    from lmforge.processes import usable_cpus
+    from lmforge.hardware import usable_cpus
 
     return len(usable_cpus())

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.cost import FORMS, ScalingLaw
 from lmforge.errors import LmforgeError
+from lmforge.scaling.law import FORMS, ScalingLaw
 
 MIN_POINTS = 6  # five constants need more points than that to be a fit at all
 # an exponent below this is a loss that does not fall with N (or D): a 100-fold step moves its term < 0.5%
@@ -621,8 +621,8 @@ def _others(P: dict, theta: np.ndarray, delta: float, fixed_e: float, lc: dict, 
 # ---------------------------------------------------------------- prediction
 
 def load_fit(source: str | Path) -> dict:
-    """fit.json, or the fit.json of a sweep folder (read by `cost.read_fit`, the file's one reader)."""
-    from lmforge.cost import read_fit
+    """fit.json, or the fit.json of a sweep folder (read by `law.read_fit`, the file's one reader)."""
+    from lmforge.scaling.law import read_fit
 
     return read_fit(source)
 

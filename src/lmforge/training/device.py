@@ -1,21 +1,17 @@
-"""Where and in what precision training runs, and how fast that hardware could go."""
+"""Where and in what precision training runs, the peak its MFU is judged against (the figures come
+from `lmforge.hardware`; here only what needs torch's device and dtype objects), and its CPU threads."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import math
-import os
-import sys
 import time
 
 import torch
 
-from lmforge.cost import hardware_for_device
-from lmforge.processes import usable_cpus
 from lmforge.errors import LmforgeError
-from lmforge.probe import measured_matmul_flops
+from lmforge.hardware import (catalogued_training_peak, cpu_has_bf16, cpu_seconds, cpu_training_peak,
+                              measured_matmul_flops, usable_cpus)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -39,15 +35,6 @@ def enable_tf32() -> None:
         matmul.allow_tf32 = True
 
 
-def cpu_has_bf16() -> bool:
-    """Native bf16 matmuls on this CPU (AMX or AVX512-BF16); elsewhere bf16 is emulated and slow."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "float32":
         return torch.float32
@@ -66,23 +53,12 @@ def autocast(device: torch.device, dtype: torch.dtype):
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """The peak MFU is measured against: a catalogued accelerator's data-sheet figure
-    (lmforge/hardware.yaml, the table `lmforge estimate` uses), at bf16, or at TF32 for float32
-    training, which `resolve_device` turns on; otherwise this device's matmul rate, measured."""
+    """The peak MFU is measured against: a catalogued accelerator's data-sheet figure (the table
+    `lmforge estimate` uses), otherwise this device's matmul rate, measured."""
     if device.type == "cuda":
-        hw = hardware_for_device(torch.cuda.get_device_name(device))
-        if hw is not None:
-            precision = "bf16" if dtype == torch.bfloat16 else ("tf32" if "tf32" in hw.peak else "fp32")
-            return hw.peak_flops(precision)
-        return measured_matmul_flops(device.type, dtype)
-    return _cpu_peak(dtype)
-
-
-def _cpu_peak(dtype: torch.dtype) -> float:
-    """One core's matmul rate times the threads training starts with. Measured on one thread, a busy
-    neighbour takes at most that thread's core; on all threads every sample waits for the slowest
-    one (2 cores beside other jobs: 27.7 GFLOP/s on 2 threads, 39.3 on 1; a run's MFU read 99.9%)."""
-    return measured_matmul_flops("cpu", dtype, threads=1) * torch.get_num_threads()
+        peak = catalogued_training_peak(torch.cuda.get_device_name(device), dtype == torch.bfloat16)
+        return peak if peak is not None else measured_matmul_flops(device.type, dtype)
+    return cpu_training_peak(dtype, torch.get_num_threads())
 
 
 def remeasured_peak(device: torch.device, dtype: torch.dtype, achieved: float, peak: float, threads: int) -> float:
@@ -90,50 +66,13 @@ def remeasured_peak(device: torch.device, dtype: torch.dtype, achieved: float, p
     measure again when a step beats the peak, and keep the larger value."""
     if device.type == "cuda" or achieved <= peak:
         return peak
-    measured_matmul_flops.cache_clear()
-    return max(peak, measured_matmul_flops("cpu", dtype, threads=1) * threads)
-
-
-@functools.lru_cache(maxsize=None)
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed blocks instead of unmapping them.
-
-    Each CPU training step frees and reallocates the same large activations (the logits alone are
-    batch x seq x vocab floats); above glibc's mmap threshold every such allocation is a fresh mmap
-    whose pages fault in again. Measured on the tiny preset: 5.1 s -> 1.2 s of system time and
-    7.2k -> 8.2k tokens/s. A training process reuses its memory, so holding on to it is free.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl): nothing to tune
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30))
+    return max(peak, cpu_training_peak(dtype, threads, again=True))
 
 
 def set_threads(threads: int) -> int:
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
-
-
-def _cpu_seconds() -> tuple[float, float, float] | None:
-    """(busy seconds of the CPUs this process may use, of this process, wall clock), or None without
-    /proc/stat. Its per-CPU lines are read, so other containers' cores do not count."""
-    usable, busy = usable_cpus(), 0
-    try:
-        with open("/proc/stat") as f:
-            for line in f:
-                name, *fields = line.split()
-                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in usable:
-                    user, nice, system, _idle, _iowait, irq, softirq, steal = ([int(x) for x in fields] + [0] * 8)[:8]
-                    busy += user + nice + system + irq + softirq + steal
-    except (OSError, ValueError):
-        return None
-    own = os.times()
-    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
 
 
 class ThreadGovernor:
@@ -150,7 +89,7 @@ class ThreadGovernor:
     def __init__(self, most: int, every_s: float = 2.0):
         self.most, self.threads, self.every_s = most, most, every_s
         self.others = 0.0  # cores other processes kept busy at the last look
-        self.last = _cpu_seconds()
+        self.last = cpu_seconds()
         self.next_look = time.monotonic() + every_s
 
     @property
@@ -158,7 +97,7 @@ class ThreadGovernor:
         return self.most > 1 and self.last is not None
 
     def free_cores(self) -> float:
-        now = _cpu_seconds()
+        now = cpu_seconds()
         machine, own, wall = (b - a for a, b in zip(self.last, now))
         self.last = now
         others = self.others = max(0.0, machine - own) / max(wall, 1e-3)

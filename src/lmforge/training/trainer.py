@@ -45,6 +45,7 @@ from lmforge.model import GPT, head_skips_untargeted_rows, model_config
 from lmforge.model_counts import TokenFlops, loss_chunk_rows, training_flops
 from lmforge.figures import fmt
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
+from lmforge.processes import keep_freed_memory
 from lmforge.run_dir import RunDir
 from lmforge.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, vocab_tables
 from lmforge.tokens import META, is_complete, load_shards, read_meta, tokenize_corpus
@@ -52,8 +53,8 @@ from lmforge.training import distributed
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.data import TrainLoader
 from lmforge.training.events import MetricsLog
-from lmforge.training.device import (autocast, keep_freed_memory, peak_flops, remeasured_peak, resolve_device,
-                                     resolve_dtype, set_threads, ThreadGovernor)
+from lmforge.training.device import (autocast, peak_flops, remeasured_peak, resolve_device, resolve_dtype,
+                                     set_threads, ThreadGovernor)
 from lmforge.training.loss_eval import Validator, final_eval_tokens, unigram_baseline
 from lmforge.training.optim import build_optimizers, describe_groups, lr_factor, set_lr
 
@@ -115,6 +116,7 @@ def check_memory(mcfg, batch_size: int, device: torch.device, recompute: str = "
     """Refuse, before the first step, a context or batch whose activations cannot fit: with
     model.seq_len=100000 the first forward would otherwise be killed by the OS, or swap for hours."""
     from lmforge.cost import activation_memory
+    from lmforge.hardware import physical_memory_bytes
 
     shape = mcfg.shape()
     # FSDP gathers the weights in the compute dtype; otherwise autocast computes from float32 weights
@@ -124,7 +126,7 @@ def check_memory(mcfg, batch_size: int, device: torch.device, recompute: str = "
     if device.type == "cuda":
         have = torch.cuda.get_device_properties(device).total_memory
     else:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        have = physical_memory_bytes()
     if need > have:
         raise LmforgeError(
             f"model.seq_len={mcfg.seq_len} with train.batch_size={batch_size} needs about {need / 1e9:,.0f} GB for one "
