@@ -191,7 +191,10 @@ class Scorer:
         (continuing = starting with a word character, no space): while it does, that token is
         appended (causal: the next token after the filler; masked: at one more <|mask|> between
         the filler and the text after the blank), up to WORD_TOKENS tokens; a word still going on
-        after that is dropped. The words found are then scored whole, exactly as --choices are."""
+        after that is dropped. The words found are then scored whole, exactly as --choices are.
+        The boundary is the model's judgement: a piece it never saw end a word (" ma" where it only
+        saw " many") may be followed there by a new word and so pass as finished; scored whole it
+        ranks low (on the 40-word corpus of tests/test_cloze.py, below 1%)."""
         blank = self.blank(text)
         shortlist = max(SHORTLIST, 5 * top_k)
         prefix, suffix, _ = self.fit(blank, WORD_TOKENS + 1)
