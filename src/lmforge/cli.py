@@ -219,16 +219,17 @@ def _fill(args: argparse.Namespace) -> int:
     if args.json:
         print(figures.dumps(result))
         return 0
-    how = {"masked-token": "masked model: probability of each single token at the blank",
-           "masked-pll": "masked model: pseudo-log-likelihood, one mask per choice token",
+    how = {"masked-pll": "masked model: pseudo-log-likelihood, one mask per filler token",
            "causal-sentence": "causal model: log-likelihood of the whole completed sentence"}[result["scoring"]]
+    how += ", ranked per byte"
     if "shortlist" in result:
-        how += f", for the {result['shortlist']} likeliest next tokens after the text before the blank"
+        how += f"; whole words grown from the {result['shortlist']} likeliest first tokens at the blank"
     print(f"scoring: {result['scoring']} ({how})" + (" [text trimmed to the model's context]" if result["truncated"] else ""))
     shown = [json.dumps(c["text"], ensure_ascii=False) for c in result["candidates"]]  # quoted: spaces show
     width = max(map(len, shown))
     for text, c in zip(shown, result["candidates"]):
-        print(f"  {text:<{width}}  {100 * c['probability']:6.2f}%  log-prob {c['score']:.3f}")
+        print(f"  {text:<{width}}  {100 * c['probability']:6.2f}%  log-prob {c['score']:.3f} "
+              f"({c['per_byte']:.3f} per byte)")
     return 0
 
 

@@ -133,13 +133,14 @@ class RunConfig:
     out: str = "runs/tiny"
     samples: int = 3
     sample_tokens: int = 80
-    sample_prompts: list[str] = field(
-        default_factory=lambda: ["def ", "The ", "import "]
-    )
+    sample_prompts: list[str] = field(default_factory=list)  # [] = the first words of validation documents
     temperature: float = 0.8
     top_k: int = 50
     inspect_words: int = 4  # lmforge run prints the nearest neighbours of this many frequent words (0 = none)
     map_words: int = 150  # ...and maps this many frequent words to RUN/inspect/map-static.{png,html} (0 = no map)
+    # the fill-in-the-blank tasks lmforge run scores: "" = the built-in ones on the built-in corpus, else
+    # ones made from the run's validation text; or "builtin", "validation", "none", or a task file
+    tasks: str = ""
 
 
 # ---------------------------------------------------------------- prepare (cleaning) thresholds

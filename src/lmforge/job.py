@@ -1,8 +1,13 @@
 """`lmforge run`: the whole pipeline on one config, skipping stages whose output is complete.
 
     sources -> RUN/prepared/ (clean) -> RUN/tokens/ (tokenize) -> RUN/ (train, checkpoints) -> eval -> samples
-            -> accuracy on the built-in cloze tasks (summary.json "cloze")
+            -> fill-in-the-blank accuracy (summary.json "cloze")
             -> a first look inside (nearest neighbours of a few words, RUN/inspect/map-static.{png,html})
+
+Samples and blanks come from the user's corpus: the prompts are the first words of validation
+documents, and the blanks are made from the validation text (lmforge/tasks/validation.py, tasks
+written to RUN/cloze_tasks.jsonl); the built-in Python-documentation tasks are scored on the
+built-in corpus only, unless run.tasks names them.
 
 A rerun of the same command finds the tokenized folder complete (its fingerprint matches),
 resumes training from the newest checkpoint if it was interrupted, and skips training when
@@ -11,15 +16,20 @@ resumes training from the newest checkpoint if it was interrupted, and skips tra
 
 from __future__ import annotations
 
+import json
 from typing import Callable
 
-from lmforge.config import Config, with_data
+from lmforge.config import BUILTIN_SOURCE, Config, with_data
 from lmforge.data.prepare import prepare, prepared_otherwise
 from lmforge.figures import fmt
+from lmforge.files import atomic_write_text
 from lmforge.run_dir import RunDir
 from lmforge.sampling import continue_text
-from lmforge.tasks.evaluate import BUILTIN_TASKS, evaluate_tasks
+from lmforge.tasks.evaluate import BUILTIN_TASKS, evaluate_tasks, read_tasks
+from lmforge.tasks.validation import cloze_tasks, sample_prompts, validation_passages
 from lmforge.training.trainer import check_resumable, train
+
+CLOZE_TASKS = "cloze_tasks.jsonl"  # in the run folder: the blanks made from its validation text
 
 
 def prepared_config(cfg: Config, run: RunDir) -> Config:
@@ -47,6 +57,9 @@ def prepare_sources(cfg: Config, run: RunDir, log: Callable[[str], None], resumi
 def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     run_dir = RunDir(cfg.run.out)
     run_dir.claim()  # before prepare writes RUN/prepared
+    builtin_corpus = cfg.data.sources == [BUILTIN_SOURCE] and not cfg.data.tokenized
+    if cfg.run.tasks not in ("", "builtin", "validation", "none"):
+        read_tasks(cfg.run.tasks)  # a task file that cannot be read fails before training, not after
     resumable = run_dir.latest_checkpoint() is not None
     prepared = prepared_config(cfg, run_dir)
     if run_dir.config is not None and resumable:
@@ -66,10 +79,9 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
             log("sample: " + text.replace("\n", "\n        ") + "\n")
     else:
         log("run: no samples (a masked model fills blanks rather than continuing text: try lmforge fill)")
-    summary["cloze"] = cloze = evaluate_tasks(run_dir.path, BUILTIN_TASKS)
-    lo, hi = cloze["accuracy_ci95"]
-    log(f"cloze: accuracy {cloze['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}; per byte {cloze['accuracy_norm']:.3f}, "
-        f"chance {cloze['chance']:.3f}) on {cloze['tasks']} built-in tasks, scoring {cloze['scoring']}")
+    cloze = fill_in_the_blank(run_dir, cfg, builtin_corpus, log)
+    if cloze is not None:
+        summary["cloze"] = cloze
     summary.update(first_look(run_dir, cfg, log))
     run_dir.write_summary(summary)
     from lmforge.report import report  # after the summary: the page shows it
@@ -85,10 +97,41 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
 
 def samples(run: RunDir, cfg: Config) -> list[str]:
     opened = run.open()
-    prompts = cfg.run.sample_prompts or [""]
+    prompts = cfg.run.sample_prompts or sample_prompts(
+        validation_passages(run.tokens_dir_for(cfg), opened.tokenizer), cfg.run.samples, cfg.train.seed) or [""]
     return [continue_text(opened.model, opened.tokenizer, prompts[i % len(prompts)], cfg.run.sample_tokens,
                           cfg.run.temperature, cfg.run.top_k, seed=cfg.train.seed + i)
             for i in range(cfg.run.samples)]
+
+
+def fill_in_the_blank(run: RunDir, cfg: Config, builtin_corpus: bool, log: Callable[[str], None]) -> dict | None:
+    """Accuracy on the tasks run.tasks names (summary.json "cloze", with a `label` saying what they
+    are), or None, with the reason logged, where there are none."""
+    which = cfg.run.tasks or ("builtin" if builtin_corpus else "validation")
+    if which == "none":
+        return None
+    if which == "validation":
+        tasks, why = cloze_tasks(validation_passages(run.tokens_dir_for(cfg), run.tokenizer()), cfg.train.seed)
+        if not tasks:
+            log(f"cloze: no fill-in-the-blank accuracy: {why}")
+            return None
+        path = run.path / CLOZE_TASKS
+        atomic_write_text(path, "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in tasks))
+        label = f"fill-in-the-blank accuracy on {len(tasks)} blanks from your validation text"
+    elif which == BUILTIN_TASKS:
+        path = BUILTIN_TASKS
+        mine = "" if builtin_corpus else ", not from your corpus"
+        label = f"fill-in-the-blank accuracy on {len(read_tasks(path))} blanks from Python's documentation{mine}"
+    else:
+        path = which
+        label = f"fill-in-the-blank accuracy on {len(read_tasks(path))} tasks from {path}"
+    cloze = evaluate_tasks(run.path, path)
+    cloze["label"] = label
+    lo, hi = cloze["accuracy_norm_ci95"]
+    log(f"cloze: {label}: {cloze['accuracy_norm']:.3f} (95% CI {lo:.3f}-{hi:.3f}, chance {cloze['chance']:.3f}) "
+        f"ranked per byte as lmforge fill ranks; {cloze['accuracy']:.3f} by summed log-probability; "
+        f"scoring {cloze['scoring']}; tasks in {cloze['tasks_file']}")
+    return cloze
 
 
 def first_look(run: RunDir, cfg: Config, log: Callable[[str], None] = print) -> dict:

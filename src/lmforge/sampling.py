@@ -10,7 +10,7 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.model import GPT, KVCache
 from lmforge.run_dir import RunDir
-from lmforge.tokenizer import EOT
+from lmforge.tokenizer import EOT, token_bytes
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -34,8 +34,10 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
 
 @torch.no_grad()
 def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int, temperature: float = 0.8, top_k: int = 50,
-                 top_p: float = 1.0, seed: int = 0, use_cache: bool = True, stop_id: int | None = None) -> list[int]:
-    """Continue `prompt`; with `use_cache` each step feeds one token and reuses cached keys/values."""
+                 top_p: float = 1.0, seed: int = 0, use_cache: bool = True, stop_id: int | None = None,
+                 first: torch.Tensor | None = None) -> list[int]:
+    """Continue `prompt`; with `use_cache` each step feeds one token and reuses cached keys/values.
+    `first` (V,) bool, where given, is the tokens the first new one may be."""
     model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -54,6 +56,10 @@ def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int, temperature
         if cache is None:
             step_input = ids[:, -limit:]
         logits = model(step_input, cache=cache)[:, -1, :]
+        if first is not None and not out:  # a model's vocabulary may be padded past the tokenizer's
+            allowed = torch.zeros(logits.size(-1), dtype=torch.bool, device=logits.device)
+            allowed[: len(first)] = first[: logits.size(-1)].to(logits.device)
+            logits = logits.masked_fill(~allowed, float("-inf"))
         nxt = sample_next(logits, temperature, top_k, top_p, gen)
         token = int(nxt.item())
         if stop_id is not None and token == stop_id:
@@ -67,11 +73,28 @@ def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int, temperature
 def continue_text(model: GPT, tok, prompt: str, max_tokens: int = 100, temperature: float = 0.8, top_k: int = 50,
                   top_p: float = 1.0, seed: int = 0) -> str:
     """`prompt` and its sampled continuation, read after <|endoftext|> as training documents are,
-    stopping at the next <|endoftext|>."""
+    stopping at the next <|endoftext|>.
+
+    Spaces that end the prompt are taken off it and asked of the first new token instead (token
+    healing, for spaces only): byte-level BPE spells a word with the space before it (" boy"), so
+    "The " encodes as "The", " ", after which the model has rarely seen a word and writes a second
+    space ("The  boy")."""
     eot = tok.token_to_id(EOT)
-    ids = tok.encode(prompt, add_special_tokens=False).ids
-    out = generate_ids(model, [eot] + ids, max_tokens, temperature, top_k, top_p, seed, stop_id=eot)
-    return prompt + tok.decode(out)
+    head, first = heal_trailing_spaces(tok, prompt)
+    ids = tok.encode(head, add_special_tokens=False).ids
+    out = generate_ids(model, [eot] + ids, max_tokens, temperature, top_k, top_p, seed, stop_id=eot, first=first)
+    return head + tok.decode(out) if out else prompt
+
+
+def heal_trailing_spaces(tok, prompt: str) -> tuple[str, torch.Tensor | None]:
+    """(`prompt` less its trailing spaces, the tokens whose text starts with them), or (`prompt`,
+    None) where it ends otherwise or no token starts so."""
+    head = prompt.rstrip(" ")
+    tail = prompt[len(head):].encode()
+    if not tail:
+        return prompt, None
+    starts = torch.tensor([b.startswith(tail) for b in token_bytes(tok)])
+    return (head, starts) if starts.any() else (prompt, None)
 
 
 def check_sampling(max_tokens: int, temperature: float, top_k: int, top_p: float) -> None:

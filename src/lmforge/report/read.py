@@ -184,9 +184,12 @@ def _results(summary: dict | None) -> Section | None:
                "tokenizers can be compared. ")
     cloze = summary.get("cloze")
     if cloze:
-        lo, hi = cloze["accuracy_ci95"]
-        rows.append(("fill-in-the-blank accuracy", f"{cloze['accuracy']:.3f} (95% interval {lo:.3f}–{hi:.3f}; "
-                                                    f"chance {cloze['chance']:.3f}; {cloze['tasks']} tasks)"))
+        # `label` and the per-byte figure (what lmforge fill ranks by) since issue 28; older summaries lack them
+        key = "accuracy_norm" if "label" in cloze else "accuracy"
+        lo, hi = cloze[f"{key}_ci95"]
+        rows.append((cloze.get("label", "fill-in-the-blank accuracy"),
+                     f"{cloze[key]:.3f} (95% interval {lo:.3f}–{hi:.3f}; chance {cloze['chance']:.3f}; "
+                     f"{cloze['tasks']} tasks)"))
     blocks: list = [("table", None, rows)]
     for text in summary.get("samples", []):
         blocks.append(("pre", text))
