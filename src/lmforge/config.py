@@ -237,6 +237,9 @@ class PrepareConfig:
     language_min_probability: float = 0.65
     offensive_threshold: float = 0.9
     offensive_max_fraction: float = 0.2  # share of offensive paragraphs that removes a document
+    # ...a paragraph counting only when one of its words weighs this much in the model: a profanity or an
+    # insult ("fool" 2.5, "idiot" 6.2), not a sum of mild words ("dirty" 1.9, "mom" 1.6); 0: the score alone
+    offensive_min_word_weight: float = 2.5
     blocklist: str = ""  # file of words / URL fragments, one per line ("" = none)
     exact_dedup: bool = True
     near_dedup: bool = True
@@ -416,6 +419,8 @@ def _validate_prepare(p: PrepareConfig) -> None:
     _check(p.minhash_bands > 0 and p.minhash_rows > 0, "prepare.minhash_bands", p.minhash_bands,
            "bands and rows must be > 0")
     _check(p.ngram_words > 0, "prepare.ngram_words", p.ngram_words, "must be > 0")
+    _check(0 <= p.offensive_min_word_weight < math.inf, "prepare.offensive_min_word_weight",
+           p.offensive_min_word_weight, "must be a finite number >= 0 (0 = the score alone decides)")
     _check(0 < p.near_dedup_threshold <= 1, "prepare.near_dedup_threshold", p.near_dedup_threshold, "must be in (0, 1]")
     for name in p.filters:
         _check(name in FILTERS, "prepare.filters", name, f"choose from {', '.join(FILTERS)}")

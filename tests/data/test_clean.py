@@ -7,7 +7,8 @@ import pytest
 
 from conftest import corpus_texts
 
-from lmforge.config import C4Config, CodeConfig, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
+from lmforge.config import (C4Config, CodeConfig, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig,
+                            PrepareConfig)
 from lmforge.data import clean
 from lmforge.data.clean import Doc
 from lmforge.data.pii import RedactPII
@@ -293,6 +294,25 @@ def test_offensive_document_removed_clean_kept():
     rude = prose("You are a fucking idiot and a piece of shit.\n\nShut the fuck up, asshole.")
     assert flt(rude) == "offensive_language"
     assert flt(prose()) is None
+
+
+CHILDRENS_STORIES = [  # issue 28's two false positives, retold: each paragraph scores 0.9 or more
+    "Once upon a time, there was a boy named Timmy. He loved to ride his red bike in the park.\n\n"
+    "Timmy wanted a smelly flavor, like stinky cheese. His mom said no, so he chose chocolate. They drove home "
+    "laughing.\n\nThat night Timmy dreamed of a big ice cream shop. He smiled in his sleep.",
+    "Once upon a time, there was a wet dog. He was very dirty, and he was all alone.\n\n"
+    "The lady washed him with warm water and soap. Soon the dog was clean and happy, and they became friends.",
+]
+
+
+def test_mild_words_do_not_make_a_childrens_story_offensive():
+    flt = clean.Offensive.from_config(PrepareConfig())
+    for story in CHILDRENS_STORIES:
+        assert flt(prose(story)) is None, story
+    for insult in ("You are a fucking idiot.", "Shut up, you stupid fool.", "Go away, you dirty stinky loser."):
+        assert flt(prose(insult)) == "offensive_language", insult
+    old_rule = clean.Offensive(threshold=0.9, max_fraction=0.2, min_word_weight=0.0)  # the score alone, as before
+    assert [old_rule(prose(s)) for s in CHILDRENS_STORIES] == ["offensive_language"] * 2
 
 
 def test_language_kept_and_dropped():
