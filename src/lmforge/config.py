@@ -34,6 +34,8 @@ from lmforge.errors import LmforgeError, shown
 from lmforge.files import atomic_write_text
 
 BUILTIN_SOURCE = "builtin"
+# what cleaning treats a document as (README "Cleaning policy"): a book, a play, docs are all prose
+KINDS = ("prose", "web", "code")
 # tiktoken's largest vocabulary (o200k) holds ~200k tokens; beyond 2**20 an embedding table is a
 # mistake in the number, and the tokenizer trainer would try to allocate it before saying so
 MAX_VOCAB_SIZE = 2**20
@@ -50,6 +52,9 @@ class DataConfig:
     long_document_tokens: int = 16_384
     max_document_bytes: int = 8_000_000  # longer files are read as several documents, never whole
     tokenized: str = ""  # a tokenized folder to train on ("" = RUN/tokens, built from sources)
+    # documents' kinds, as "SOURCE=KIND" (one source, written as in `sources`) or "KIND" (every other
+    # source); a source with none is guessed per document (clean.kind_of)
+    kinds: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -343,6 +348,9 @@ def _validate(cfg: Config) -> None:
            f"must be in [259, {MAX_VOCAB_SIZE}] (256 bytes + 3 special tokens; the largest vocabularies in use hold ~200k)")
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "must be in (0, 1)")
     _check(len(cfg.data.sources) > 0, "data.sources", cfg.data.sources, "name at least one source")
+    for entry in cfg.data.kinds:
+        _check(entry.rpartition("=")[2] in KINDS, "data.kinds", entry,
+               f"give SOURCE=KIND or KIND (every source), the kind one of {', '.join(KINDS)}")
     for key, seed in (("train.seed", cfg.train.seed), ("prepare.seed", cfg.prepare.seed)):
         _check(0 <= seed < 2**32, key, seed, "must be in [0, 2**32)")
     _check(0 <= cfg.run.temperature < math.inf, "run.temperature", cfg.run.temperature,

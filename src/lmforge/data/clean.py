@@ -8,7 +8,8 @@ numbers the papers define their thresholds on.
 
 What runs on what (the policy; README "Cleaning policy" says the same):
 - kinds: `code` (source files, by suffix), `web` (web pages from WARC/HTML, and JSONL/Parquet
-  records, the form web crawls ship in), `prose` (every other text file: books, docs, READMEs);
+  records, the form web crawls ship in, unless their lines are a play's, a poem's or a hard-wrapped
+  book's), `prose` (every other text file: books, plays, docs, READMEs); `data.kinds` sets a source's;
 - `code` is never edited into invalid code: no repairs, no line removal, no boilerplate removal,
   and of the PII rules only e-mail and public IP addresses (a Python file whose redaction would
   not parse keeps its text); StarCoder's rules decide whether it stays;
@@ -39,16 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.config import (FILTERS, C4Config, CodeConfig, FineWebConfig, GopherQualityConfig,
+from lmforge.config import (FILTERS, KINDS, C4Config, CodeConfig, FineWebConfig, GopherQualityConfig,
                             GopherRepetitionConfig, PrepareConfig)
-from lmforge.data.sources import WEB_SUFFIXES
+from lmforge.data.sources import CODE_SUFFIXES, RECORD, WEB_SUFFIXES
 from lmforge.errors import LmforgeError
 
-CODE_SUFFIXES = {
-    ".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".java", ".js", ".ts", ".go", ".rs", ".rb", ".php", ".sh", ".pl",
-    ".lua", ".scala", ".kt", ".swift", ".cs", ".m", ".r", ".sql", ".el", ".hs", ".ml", ".jl", ".tex", ".css",
-}
-KINDS = ("prose", "web", "code")
 
 
 @dataclass
@@ -90,14 +86,22 @@ class Doc:
         self.edits.append({"rule": rule, **detail})
 
 
-def kind_of(source: str, hint: str = "") -> str:
-    """`code` by suffix, `web` for pages and records (the reader's hint), else `prose`."""
+def kind_of(source: str, hint: str = "", text: str = "") -> str:
+    """The kind the reader's `hint` names (a source's data.kinds, a record's own "kind", `web` for a
+    page); for a record that names none (`RECORD`), `prose` when its `text` is laid out as a play, a
+    poem or a hard-wrapped book (`Layout`) and `web` otherwise (how crawls ship); for a file, `code`
+    by suffix, `web` for a saved page, else `prose`."""
+    if hint in KINDS:
+        return hint
+    if hint == RECORD:
+        layout = Layout(text.split("\n"))
+        return "prose" if layout.verse or layout.wrapped else "web"  # a script is verse too
     suffix = Path(source).suffix.lower()
     if suffix in (".gz", ".zst"):
         suffix = Path(Path(source).stem).suffix.lower()
     if suffix in CODE_SUFFIXES:
         return "code"
-    return "web" if hint == "web" or suffix in WEB_SUFFIXES else "prose"
+    return "web" if suffix in WEB_SUFFIXES else "prose"
 
 
 # ---------------------------------------------------------------- the base class and the registry
