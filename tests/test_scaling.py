@@ -457,7 +457,7 @@ def plan_too_small_to_fit(args: list[str]) -> int:
     """`scale plan` writing a sweep of fewer runs than a fit needs: the runner's tests train a few runs
     and exclude some on purpose (the plan refuses such a design to a user: `refuse_unfittable`)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(design, "refuse_unfittable", lambda cfg, runs: None)
+        mp.setattr(design, "refuse_unfittable", lambda runs: None)
         return main(args)
 
 

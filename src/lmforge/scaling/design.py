@@ -383,7 +383,7 @@ SHORT_RUN_STEPS = 500  # below this the CPU lab's runs misfit the law (docs/LOG.
 EARLY_STEPS = 100
 
 
-def refuse_unfittable(cfg: Config, runs: list[dict]) -> None:
+def refuse_unfittable(runs: list[dict]) -> None:
     """Refuse a design that `scale fit` could not fit: it needs fitting.MIN_POINTS points of at least
     2 sizes and 2 token counts, and leaves out every run no better than the unigram baseline, which
     the shortest runs (under EARLY_STEPS steps) may be. So the design must hold that many runs
@@ -402,6 +402,8 @@ def refuse_unfittable(cfg: Config, runs: list[dict]) -> None:
         need = f"at least {MIN_POINTS} points (L(N, D) has 5 constants)"
     raise LmforgeError(f"this design cannot be fitted: {what}; `scale fit` needs {need}: raise "
                        f"--budget, add --sizes or --levels, or raise scale.min_steps")
+
+
 RUN_OVERHEAD_S = 4.0  # process start, model build, unigram baseline, checkpoint: measured ~3-5 s here
 
 
@@ -434,9 +436,11 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
     vocab = model_config(cfg).vocab_size
     parallel = cfg.scale.parallel
     threads = cfg.train.threads or max(1, available_cpus() // parallel)
+    if cfg.scale.design != "optimal":  # its runs do not depend on the calibration: refused before it
+        refuse_unfittable(design(cfg, budget, vocab))
     cal = calibrate(cfg, sweep_sizes(cfg, vocab), vocab, threads, calibrate_steps, parallel)
     runs = design(cfg, budget, vocab, cal["seconds_per_step_fixed"] / cal["seconds_per_flop"])
-    refuse_unfittable(cfg, runs)
+    refuse_unfittable(runs)
     for r in runs:
         r["estimated_s"] = round(run_seconds(r, cfg, cal), 1)
     warnings = []
