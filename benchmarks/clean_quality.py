@@ -10,9 +10,14 @@ Corpora (read in place, none of it written for lmforge):
   planted    a PII set built here: real-shaped positives of every kind and the look-alikes that are
              not personal data (versions, years, decimals, private IPs, file names, UUIDs): true and
              false positives per kind;
-  offensive  one insulting paragraph planted in book chunks of 2 and of 10 paragraphs: removal rate.
+  offensive  one insulting paragraph planted in book chunks of 2 and of 10 paragraphs: removal rate;
+  precision  the offensive filter on text with known labels: TinyStories' children's stories (every one
+             clean), War and Peace and Shakespeare chunks, and the labelled lines below (30 abusive,
+             30 clean ones holding "dirty", "stinky", "mom"...): documents each filter removes and the
+             offensive filter's precision and recall, under the rule before issue 28 (the score alone,
+             prepare.offensive_min_word_weight=0) and the current one, side by side in one run.
 
-    python benchmarks/clean_quality.py [--workers 2]
+    python benchmarks/clean_quality.py [--workers 2] [--only precision]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 import lmforge
+from lmforge.data.classifiers import BatchOffensiveScorer
 from lmforge.data.clean import Doc
 from lmforge.data.pii import PLACEHOLDERS, RedactPII, luhn_ok
 from lmforge.data.prepare import read_jsonl_gz
@@ -197,16 +203,157 @@ def offensive(workers: int, tmp: Path) -> dict:
     return {"1_of_2": gone["p02"] / 20, "1_of_10": gone["p10"] / 20, "kept_max_score": max(top, default=0)}
 
 
+OFFENSIVE_LINES = [  # insults, threats, slurs, as abusive comments write them: each one document
+
+    "You are a fucking idiot and nobody wants you here.",
+    "Shut the fuck up, you worthless piece of shit.",
+    "What a stupid bitch, go back to your kitchen.",
+    "Fuck off and die, you pathetic loser.",
+    "This guy is a complete moron, what an asshole.",
+    "You dumb cunt, learn to read before you post.",
+    "Eat shit, you ugly fat pig.",
+    "He is a lying sack of shit and everyone knows it.",
+    "Go kill yourself, nobody would miss you.",
+    "I will find where you live and beat the crap out of you.",
+    "Your mother is a whore and your father is a bastard.",
+    "Suck my dick, you little faggot.",
+    "All of you retards should be banned from the internet.",
+    "Stop whining like a little pussy and grow a pair.",
+    "What a pile of bullshit from a clueless dickhead.",
+    "You're a disgusting pig and a total waste of oxygen.",
+    "Nobody asked for your opinion, you stupid twat.",
+    "Get lost, you brainless idiot, you make me sick.",
+    "This admin is a power-tripping asshole and a hypocrite.",
+    "Fuck you and fuck your stupid article.",
+    "You are the dumbest person I have ever met, a real imbecile.",
+    "Shove it up your ass, motherfucker.",
+    "People like you are scum and deserve to be beaten.",
+    "Piss off, you smug little prick.",
+    "You ignorant dumbass, nothing you say makes sense.",
+    "Die in a fire, you miserable bastard.",
+    "What a dick move, you selfish jerk.",
+    "Your edits are garbage and you are a worthless troll.",
+    "Keep your filthy hands off my page, you creep.",
+    "I hope you choke on it, you spineless coward.",
+]
+CLEAN_LINES = [  # ordinary sentences holding words the model weighs as offensive on their own
+    "The dog came home wet and dirty after playing in the mud.",
+    "She washed the dirty dishes while her mom read a story.",
+    "Timmy wanted a smelly flavor, like stinky cheese.",
+    "His stinky socks were left under the bed again.",
+    "The little pig rolled in the mud and squealed with joy.",
+    "A fat squirrel sat on the branch eating nuts.",
+    "The rat ran away when the girl waved her stick.",
+    "Mom and dad drove us to the beach on Sunday.",
+    "The ugly duckling grew up to be a beautiful swan.",
+    "I hate rainy days because we cannot play outside.",
+    "Use the kill command to stop the process.",
+    "The old tree will die if nobody waters it.",
+    "The black cat slept in the sun all afternoon.",
+    "The farmer's cock crowed at dawn.",
+    "The donkey, an ass in the old books, carried the load.",
+    "The hunter's bitch gave birth to six puppies.",
+    "It was a silly mistake, and we laughed about it.",
+    "The monster in the story was big and scary.",
+    "He felt sick after eating too much candy.",
+    "The garbage truck comes every Tuesday morning.",
+    "We cleaned the filthy garage over the weekend.",
+    "The baby made a mess with her poop and her food.",
+    "The soldiers fought a bloody battle at the river.",
+    "She said the joke was stupid, but she smiled.",
+    "The wolf howled at the moon and the sheep were scared.",
+    "Grandma makes the best cookies in the world.",
+    "The slimy frog jumped into the pond.",
+    "The kids played in the dirt until dinner time.",
+    "The boy fell and hurt his knee, and he cried.",
+    "The teacher told them not to be rude to each other.",
+]
+
+
+def stories() -> list[str]:
+    """TinyStories' validation sample, one story a document: its paragraphs are blank-line separated with
+    nothing between stories, so a story starts at each "Once upon a time" paragraph (a few documents
+    hold two stories)."""
+    out: list[list[str]] = []
+    for paragraph in (SHARED / "tinystories_val_sample.txt").read_text().split("\n\n"):
+        if paragraph.strip():
+            if paragraph.startswith("Once upon a time") or not out:
+                out.append([])
+            out[-1].append(paragraph.strip())
+    return ["\n\n".join(story) + "\n" for story in out]
+
+
+def precision(tmp: Path, workers: int) -> dict:
+    folder = tmp / "precision-src"
+    folder.mkdir()
+    corpora = {"story": stories(),
+               "war_and_peace": chunks((SHARED / "war_and_peace_gutenberg.txt").read_text()),
+               "shakespeare": chunks((SHARED / "tinyshakespeare.txt").read_text()),
+               "offensive": OFFENSIVE_LINES, "clean": CLEAN_LINES}
+    for name, texts in corpora.items():
+        for i, text in enumerate(texts):
+            (folder / f"{name}_{i:04d}.txt").write_text(text)
+    result = {"documents": {name: len(texts) for name, texts in corpora.items()}}
+    scorer = BatchOffensiveScorer()  # to show the paragraph that removed a document
+    for rule, weight in (("old", 0.0), ("new", None)):
+        over = [] if weight is None else [f"prepare.offensive_min_word_weight={weight}"]
+        _, _, rejected = run_prepare([str(folder)], tmp / f"precision-{rule}", workers, *over)
+        removed: dict[str, Counter] = {name: Counter() for name in corpora}
+        examples = []
+        for r in rejected:
+            name = Path(r["source"]).name.rsplit("_", 1)[0]
+            removed[name][r["reason"].split(":")[0]] += 1
+            if r["reason"] == "offensive:offensive_language" and name in ("story", "clean"):
+                paragraphs = [p for p in r["text"].split("\n\n") if p.strip()]
+                worst = paragraphs[int(scorer.predict_prob(paragraphs).argmax())]
+                examples.append(f"{name}: {worst[:90]}")
+        tp = removed["offensive"]["offensive"]
+        fp_known = removed["story"]["offensive"] + removed["clean"]["offensive"]
+        fp_books = removed["war_and_peace"]["offensive"] + removed["shakespeare"]["offensive"]
+        result[rule] = {"removed": {k: dict(v) for k, v in removed.items()}, "tp": tp, "fp_known": fp_known,
+                        "fp_books": fp_books, "examples": sorted(examples, key=lambda e: not e.startswith("story"))}
+    return result
+
+
+def print_precision(p: dict) -> None:
+    n = p["documents"]
+    print(f"\noffensive filter precision: {n['story']:,} TinyStories stories, {n['war_and_peace']:,} War and Peace and "
+          f"{n['shakespeare']:,} Shakespeare chunks, {n['offensive']} abusive and {n['clean']} clean labelled lines")
+    print(f"  {'rule':<34} {'corpus':<14} {'docs':>5}  removed by filter")
+    for rule, label in (("old", "old: score >= 0.9 alone"), ("new", "new: and a word of weight >= 2.5")):
+        for name, count in n.items():
+            removed = p[rule]["removed"][name]
+            print(f"  {label:<34} {name:<14} {count:>5}  " + (", ".join(f"{k} {v}" for k, v in sorted(removed.items()))
+                                                             or "none"))
+    print(f"  {'rule':<34} {'TP':>4} {'FP stories+clean':>17} {'FP books':>9} {'precision':>10} {'(books as FP)':>14} {'recall':>7}")
+    for rule in ("old", "new"):
+        r = p[rule]
+        prec = r["tp"] / max(r["tp"] + r["fp_known"], 1)
+        prec_books = r["tp"] / max(r["tp"] + r["fp_known"] + r["fp_books"], 1)
+        print(f"  {rule:<34} {r['tp']:>4} {r['fp_known']:>17} {r['fp_books']:>9} {prec:>10.3f} {prec_books:>14.3f} "
+              f"{r['tp'] / n['offensive']:>7.3f}")
+        for e in r["examples"]:
+            print(f"      removed ({rule}): {e!r}")
+
+
 def main() -> int:
+    global SHARED  # --data: a checkout elsewhere than beside ../shared
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--only", choices=["precision"], help="run only this part")
+    ap.add_argument("--data", type=Path, default=SHARED, help="the benchmark corpora (default: ../shared/data)")
     args = ap.parse_args()
+    SHARED = args.data
     if not SHARED.is_dir():
         print(f"benchmark data {SHARED} not found: this benchmark needs ../shared/data next to the checkout")
         return 2
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.only == "precision":
+            print_precision(precision(tmp, args.workers))
+            print(f"\n{time.perf_counter() - started:.0f}s with {args.workers} workers")
+            return 0
         code = stdlib(tmp, args.workers)
         print(f"stdlib: {code['files']:,} .py files, {code['kept']:,} kept; of the kept files that parsed before, "
               f"{100 * code['parse_share']:.1f}% parse after ({code['parsed_before']:,}); kept files changed other "
@@ -231,6 +378,7 @@ def main() -> int:
         print(f"\noffensive: one insulting paragraph in 2 -> {100 * off['1_of_2']:.0f}% of documents removed; "
               f"in 10 -> {100 * off['1_of_10']:.0f}% removed (share {1 / 10:.2f} < prepare.offensive_max_fraction); "
               f"highest score among kept documents {off['kept_max_score']:.3f}")
+        print_precision(precision(tmp, args.workers))
     print(f"\n{time.perf_counter() - started:.0f}s with {args.workers} workers")
     return 0 if code["parse_share"] == 1.0 else 1
 

@@ -335,3 +335,20 @@ def test_a_hostile_config_is_one_line_and_exit_2(tmp_path):
     deep.write_text("model: " + "[" * 10_000 + "]" * 10_000 + "\n")
     assert_user_error(lmforge("train", "--config", deep, "--out", tmp_path / "run"),
                       f"config file {deep}:1: nested deeper than 32 levels")
+
+
+def test_prepare_kind_flag_sets_a_sources_kind(tmp_path):
+    """`--kind [SOURCE=]KIND` (data.kinds): a folder of records read as prose; a kind that is none, one line."""
+    from conftest import make_prose
+
+    (tmp_path / "stories.jsonl").write_text("".join(json.dumps({"id": f"s{i}", "text": make_prose(i)}) + "\n"
+                                                    for i in range(6)))
+    done = lmforge("prepare", tmp_path / "stories.jsonl", "--out", tmp_path / "p", "--kind", "prose",
+                   "--workers", 1, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "kinds: prose 6 of 6 kept" in done.stdout
+    assert json.loads((tmp_path / "p" / "report.json").read_text())["documents_by_kind"] == {"prose": {"in": 6, "kept": 6}}
+    assert_user_error(lmforge("prepare", tmp_path / "stories.jsonl", "--out", tmp_path / "q", "--kind", "novel"),
+                      "data.kinds", "prose, web, code")
+    assert_user_error(lmforge("prepare", tmp_path / "stories.jsonl", "--out", tmp_path / "q", "--kind", "x.jsonl=web"),
+                      "data.kinds", "names no source")

@@ -54,6 +54,8 @@ def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | Non
         extra.setdefault("data", {})["sources"] = list(sources)
         if list(sources) != [BUILTIN_SOURCE] and not sets_key(args.config, args.overrides, "data.max_bytes"):
             extra["data"]["max_bytes"] = 0  # named sources are read whole unless the user caps them
+    if getattr(args, "kind", None):
+        extra.setdefault("data", {})["kinds"] = list(args.kind)
     cfg = load_config(args.preset, args.config, overrides, default_preset=args.default_preset)
     if extra:
         cfg = config_from_dict(merge_dicts(cfg.to_dict(), extra))
@@ -549,8 +551,15 @@ def _scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kind_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", action="append", metavar="[SOURCE=]KIND",
+                   help="clean a source's documents as prose (books, plays, docs), web or code (data.kinds; "
+                        "repeatable; without SOURCE= every source); default: guessed per file or record")
+
+
 def _args_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders or globs (default: the built-in corpus)")
+    _kind_arg(p)
     p.add_argument("--out", help="run folder (default: run.out of the preset, runs/tiny)")
     _objective_arg(p)
     _config_args(p)
@@ -563,6 +572,7 @@ def _force_arg(p: argparse.ArgumentParser, what: str) -> None:
 
 def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders, globs: text, JSONL, Parquet, WARC (default: built-in)")
+    _kind_arg(p)
     p.add_argument("--out", required=True, help="prepared folder to write (clean/, rejected/, report.json)")
     p.add_argument("--workers", type=int, help="processes (prepare.workers; default one per core)")
     _force_arg(p, "prepared folder")

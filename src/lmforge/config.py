@@ -34,6 +34,8 @@ from lmforge.errors import LmforgeError, shown
 from lmforge.files import atomic_write_text
 
 BUILTIN_SOURCE = "builtin"
+# what cleaning treats a document as (README "Cleaning policy"): a book, a play, docs are all prose
+KINDS = ("prose", "web", "code")
 # tiktoken's largest vocabulary (o200k) holds ~200k tokens; beyond 2**20 an embedding table is a
 # mistake in the number, and the tokenizer trainer would try to allocate it before saying so
 MAX_VOCAB_SIZE = 2**20
@@ -50,6 +52,9 @@ class DataConfig:
     long_document_tokens: int = 16_384
     max_document_bytes: int = 8_000_000  # longer files are read as several documents, never whole
     tokenized: str = ""  # a tokenized folder to train on ("" = RUN/tokens, built from sources)
+    # documents' kinds, as "SOURCE=KIND" (one source, written as in `sources`) or "KIND" (every other
+    # source); a source with none is guessed per document (clean.kind_of)
+    kinds: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -238,6 +243,9 @@ class PrepareConfig:
     language_min_probability: float = 0.65
     offensive_threshold: float = 0.9
     offensive_max_fraction: float = 0.2  # share of offensive paragraphs that removes a document
+    # ...a paragraph counting only when one of its words weighs this much in the model: a profanity or an
+    # insult ("fool" 2.5, "idiot" 6.2), not a sum of mild words ("dirty" 1.9, "mom" 1.6); 0: the score alone
+    offensive_min_word_weight: float = 2.5
     blocklist: str = ""  # file of words / URL fragments, one per line ("" = none)
     exact_dedup: bool = True
     near_dedup: bool = True
@@ -341,6 +349,9 @@ def _validate(cfg: Config) -> None:
            f"must be in [259, {MAX_VOCAB_SIZE}] (256 bytes + 3 special tokens; the largest vocabularies in use hold ~200k)")
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "must be in (0, 1)")
     _check(len(cfg.data.sources) > 0, "data.sources", cfg.data.sources, "name at least one source")
+    for entry in cfg.data.kinds:
+        _check(entry.rpartition("=")[2] in KINDS, "data.kinds", entry,
+               f"give SOURCE=KIND or KIND (every source), the kind one of {', '.join(KINDS)}")
     for key, seed in (("train.seed", cfg.train.seed), ("prepare.seed", cfg.prepare.seed)):
         _check(0 <= seed < 2**32, key, seed, "must be in [0, 2**32)")
     _check(0 <= cfg.run.temperature < math.inf, "run.temperature", cfg.run.temperature,
@@ -417,6 +428,8 @@ def _validate_prepare(p: PrepareConfig) -> None:
     _check(p.minhash_bands > 0 and p.minhash_rows > 0, "prepare.minhash_bands", p.minhash_bands,
            "bands and rows must be > 0")
     _check(p.ngram_words > 0, "prepare.ngram_words", p.ngram_words, "must be > 0")
+    _check(0 <= p.offensive_min_word_weight < math.inf, "prepare.offensive_min_word_weight",
+           p.offensive_min_word_weight, "must be a finite number >= 0 (0 = the score alone decides)")
     _check(0 < p.near_dedup_threshold <= 1, "prepare.near_dedup_threshold", p.near_dedup_threshold, "must be in (0, 1]")
     for name in p.filters:
         _check(name in FILTERS, "prepare.filters", name, f"choose from {', '.join(FILTERS)}")

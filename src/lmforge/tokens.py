@@ -40,7 +40,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from lmforge.config import DataConfig, TokenizerConfig
-from lmforge.data.clean import KINDS, kind_of
+from lmforge.data.clean import kind_of
 from lmforge.data.sources import Document, Inputs, SourceStats, batched, iter_documents, list_inputs
 from lmforge import files
 from lmforge.errors import LmforgeError
@@ -94,7 +94,7 @@ def sample_rank(key: str) -> int:
 
 def document_kind(doc: Document) -> str:
     """prepare's classification (prose, web, code); a record of a prepared clean/ says its own."""
-    return doc.recorded_kind if doc.recorded_kind in KINDS else kind_of(doc.source, doc.kind)
+    return kind_of(doc.source, doc.kind, doc.text)
 
 
 SAMPLE_PIECE_CHARS = 1 << 16
@@ -240,7 +240,7 @@ def fingerprint(data: DataConfig, tk: TokenizerConfig, inputs: Inputs) -> str:
 def list_tokenize_inputs(data: DataConfig, out: Path, exclude: Iterable[Path] = ()) -> Inputs:
     """The files tokenize reads: never its own output or temporary folder (`tokenize SRC --out
     SRC/tok`), nor `exclude`, what the caller writes (the run folder around RUN/tokens)."""
-    return list_inputs(data.sources, [out, files.building_folder(out, "tokenize"), *exclude])
+    return list_inputs(data.sources, [out, files.building_folder(out, "tokenize"), *exclude], data.kinds)
 
 
 SPLITS = ("train", "val")

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import corpus_texts
 
-from lmforge.config import C4Config, CodeConfig, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
+from lmforge.config import (C4Config, CodeConfig, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig,
+                            PrepareConfig)
 from lmforge.data import clean
 from lmforge.data.clean import Doc
 from lmforge.data.pii import RedactPII
@@ -236,6 +237,13 @@ PII_FOUND = [  # the issue's misses and the ordinary cases
     ("my address is 73.12.44.5.", "my address is <IP_ADDRESS>."),
     ("Card 4111-1111-1111-1111 expired", "Card <CREDIT_CARD> expired"),
     ("Mail bob@mail.co.uk, or x@example.org.", "Mail <EMAIL>, or <EMAIL>."),
+    # an address in its usual company: a section number's rule must not let these through
+    ("from 93.184.216.34 at noon", "from <IP_ADDRESS> at noon"),
+    ("X-Forwarded-For: 93.184.216.34, 8.8.4.4", "X-Forwarded-For: <IP_ADDRESS>, <IP_ADDRESS>"),
+    ("http://93.184.216.34:8080/index.html", "http://<IP_ADDRESS>:8080/index.html"),
+    ("[1.2.3.4] (7.1.1.1) ip=8.8.8.8", "[<IP_ADDRESS>] (<IP_ADDRESS>) ip=<IP_ADDRESS>"),
+    ("range 8.8.8.0-8.8.8.255 blocked", "range <IP_ADDRESS>-<IP_ADDRESS> blocked"),
+    ("see section 3 for 7.1.1.1", "see section 3 for <IP_ADDRESS>"),
 ]
 PII_LEFT = [  # the issue's false positives: none of these is personal data
     "Upgrade to version 3.10.2.1 now.", "Git 2.39.2 Release Notes", "See Release 1.2.3.4 for details.",
@@ -244,6 +252,9 @@ PII_LEFT = [  # the issue's false positives: none of these is personal data
     "id 550e8400-e29b-41d4-a716-446655440000", "std::vector<int> a::b;", "at 12:30:45 sharp",
     "order 1234567890123 and 4111 1111 1111 1112", "Version: 2.0.0.1", "ISBN 978-0-14-044417-2",
     "About 9 060 487 536 people.",
+    # section numbers (issue 28): an RFC's anchor, the word before it, a hyphenated name
+    "See rfc7231#section-7.1.1.1 for the date format.", "as section 7.1.1.1 says", "under § 4.2.1.3 of the act",
+    "in sec. 5.1.2.3 and chapter 2.1.1.4", "draft-ietf-7.1.1.1",
 ]
 
 
@@ -283,6 +294,25 @@ def test_offensive_document_removed_clean_kept():
     rude = prose("You are a fucking idiot and a piece of shit.\n\nShut the fuck up, asshole.")
     assert flt(rude) == "offensive_language"
     assert flt(prose()) is None
+
+
+CHILDRENS_STORIES = [  # issue 28's two false positives, retold: each paragraph scores 0.9 or more
+    "Once upon a time, there was a boy named Timmy. He loved to ride his red bike in the park.\n\n"
+    "Timmy wanted a smelly flavor, like stinky cheese. His mom said no, so he chose chocolate. They drove home "
+    "laughing.\n\nThat night Timmy dreamed of a big ice cream shop. He smiled in his sleep.",
+    "Once upon a time, there was a wet dog. He was very dirty, and he was all alone.\n\n"
+    "The lady washed him with warm water and soap. Soon the dog was clean and happy, and they became friends.",
+]
+
+
+def test_mild_words_do_not_make_a_childrens_story_offensive():
+    flt = clean.Offensive.from_config(PrepareConfig())
+    for story in CHILDRENS_STORIES:
+        assert flt(prose(story)) is None, story
+    for insult in ("You are a fucking idiot.", "Shut up, you stupid fool.", "Go away, you dirty stinky loser."):
+        assert flt(prose(insult)) == "offensive_language", insult
+    old_rule = clean.Offensive(threshold=0.9, max_fraction=0.2, min_word_weight=0.0)  # the score alone, as before
+    assert [old_rule(prose(s)) for s in CHILDRENS_STORIES] == ["offensive_language"] * 2
 
 
 def test_language_kept_and_dropped():

@@ -562,3 +562,52 @@ def test_report_holds_the_peak_memory_of_the_workers(messy, tmp_path):
     peak = json.loads((out / "report.json").read_text())["worker_peak_rss_bytes"]
     assert 20e6 < peak <= tree_peak
     assert f"peak memory per worker: {peak / 1e6:,.0f} MB" in r.stdout
+
+
+# a play's scene as JSONL and Parquet record it: its lines repeat ("We know't, we know't."), as a play's do
+PLAY = "\n\n".join(f"{who}:\n{line}" for who, line in [
+    ("First Citizen", "Before we proceed any further, hear me speak."), ("All", "Speak, speak."),
+    ("First Citizen", "You are all resolved rather to die than to famish?"), ("All", "Resolved. resolved."),
+    ("First Citizen", "First, you know Caius Marcius is chief enemy to the people."), ("All", "We know't, we know't."),
+    ("First Citizen", "Let us kill him, and we'll have corn at our own price.\nIs't a verdict?"),
+    ("All", "No more talking on't; let it be done: away, away!"), ("Second Citizen", "One word, good citizens."),
+    ("First Citizen", "We are accounted poor citizens, the patricians good."), ("All", "We know't, we know't."),
+    ("Second Citizen", "Would you proceed especially against Caius Marcius?"),
+    ("All", "No more talking on't; let it be done: away, away!")]) + "\n"
+
+
+@pytest.mark.parametrize("form", ["jsonl", "parquet"])
+def test_a_play_as_records_is_cleaned_as_prose_and_a_web_record_as_web(tmp_path, form):
+    """Issue 28: records were always web pages, so FineWeb's duplicate-line rule (web only) removed
+    plays; a record is now guessed from its layout, as a file is from its suffix, and counted per kind."""
+    records = [{"id": "coriolanus", "text": PLAY}, {"id": "page", "text": make_prose(3, 4)},
+               {"id": "tool", "text": "def main():\n    return 0\n", "path": "src/tool.py"}]
+    source = tmp_path / f"corpus.{form}"
+    if form == "jsonl":
+        source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist([{"path": "", **r} for r in records]), source)
+    report = prepare([str(source)], tmp_path / "p", cfg().prepare, cfg().data, log=quiet, progress=False)
+    clean, rejected = outputs(tmp_path / "p")
+    assert rejected == []
+    assert {r["id"]: r["kind"] for r in clean} == {"coriolanus": "prose", "page": "web", "tool": "code"}
+    assert report["documents_by_kind"] == {k: {"in": 1, "kept": 1} for k in ("prose", "web", "code")}
+
+
+def test_data_kinds_set_a_sources_kind(tmp_path):
+    (tmp_path / "plays.jsonl").write_text(json.dumps({"id": "coriolanus", "text": PLAY}) + "\n")
+    (tmp_path / "notes.txt").write_text(make_prose(5, 4))
+    sources = [str(tmp_path / "plays.jsonl"), str(tmp_path / "notes.txt")]
+    c = cfg(**{"data.kinds": f"[{tmp_path / 'plays.jsonl'}=web]"})
+    report = prepare(sources, tmp_path / "p", c.prepare, c.data, log=quiet, progress=False)
+    assert report["rejected_by_reason"] == {"fineweb:duplicate_line_chars": 1}  # judged as the web page it was said to be
+    assert report["documents_by_kind"] == {"web": {"in": 1, "kept": 0}, "prose": {"in": 1, "kept": 1}}
+    every = cfg(**{"data.kinds": "[web]"}).data
+    assert [d.kind for d in iter_documents(prepare_module.list_prepare_inputs(sources, tmp_path / "q", kinds=every.kinds))] == ["web", "web"]
+    with pytest.raises(LmforgeError, match=r"data.kinds: 'other.txt=web' names no source"):
+        prepare_module.list_prepare_inputs(sources, tmp_path / "q", kinds=["other.txt=web"])
+    with pytest.raises(LmforgeError, match=r"data.kinds=.*book.*prose, web, code"):
+        cfg(**{"data.kinds": "[book]"})

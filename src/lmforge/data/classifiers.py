@@ -193,14 +193,22 @@ class BatchOffensiveScorer:
         self.sigmoid_a, self.sigmoid_b = arrays["sigmoid_a"], arrays["sigmoid_b"]  # (K,)
         words = json.loads((folder / "vocabulary.json").read_text())
         self.vocabulary = {w: i for i, w in enumerate(words)}
+        self.word_weight = self.coef.mean(axis=0)  # (V,) each word's coefficient, averaged over the folds
 
     def predict_prob(self, texts: list[str]) -> np.ndarray:
+        return self.score(texts)[0]
+
+    def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) probabilities as `predict_prob`, and (n,) the largest weight (the folds' mean
+        coefficient) of any word of each text that the model knows (0 for none): how much of the
+        score one word carries, which tells a profanity from a sum of mildly weighted words."""
         n = len(texts)
         per_text = [tokens(t) for t in texts]
         flat = list(chain.from_iterable(per_text))
         term = np.fromiter(map(self.vocabulary.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
         owner = np.repeat(np.arange(n), [len(t) for t in per_text])
         known = term >= 0
+        strongest = np.zeros(n)
         if not known.any():
             decision = np.zeros((n, len(self.intercept)))
         else:
@@ -210,8 +218,9 @@ class BatchOffensiveScorer:
             norm = np.sqrt(np.bincount(doc, weights=weight * weight, minlength=n))
             weight = weight / norm[doc]
             decision = np.stack([np.bincount(doc, weights=weight * c[word], minlength=n) for c in self.coef], axis=1)
+            np.maximum.at(strongest, doc, self.word_weight[word])
         decision = decision + self.intercept  # (n, K)
-        return (1.0 / (1.0 + np.exp(self.sigmoid_a * decision + self.sigmoid_b))).mean(axis=1)
+        return (1.0 / (1.0 + np.exp(self.sigmoid_a * decision + self.sigmoid_b))).mean(axis=1), strongest
 
 
 def _export_profanity(folder: Path) -> None:

@@ -6,7 +6,8 @@ Each pattern is written for precision, since every false hit damages text that w
 - IP addresses: only public ones (`ipaddress`'s `is_global`; for IPv6 also the documentation
   prefix 2001:db8::/32, which is how addresses appear in prose), never a dotted number with more
   than four parts (an OID) or one that follows "version"/"v"/"release" or a product's name
-  ("Git 2.39.2", "Python 3.10.2.1");
+  ("Git 2.39.2", "Python 3.10.2.1"), a section word ("Section 7.1.1.1", "§ 4.2.1.3") or a word it is
+  hyphenated to (`rfc7231#section-7.1.1.1`);
 - cards: 13-19 digits in groups of four (or Amex's 4-6-5) with one separator throughout, passing
   the Luhn check, not inside a longer number or after a decimal point; only the digits are
   replaced, the text around them stays;
@@ -50,6 +51,10 @@ IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:
 DOCUMENTATION_V6 = ipaddress.ip_network("2001:db8::/32")
 # what makes a dotted number a version: a version word right before it, or a product's name
 VERSION_WORD = re.compile(r"\b(?:version|ver|release|rel|revision|rev|build|update|patch|firmware|v)\.?:?\s*$", re.I)
+# what makes a dotted number a section number: "section-7.1.1.1" (an RFC's anchor), "Section 7.1.1.1", "§ 4.2.1.3"
+SECTION_WORD = re.compile(r"(?:§|\b(?:sections?|sect?|chapter|clause|paragraph|para|figure|fig|"
+                          r"article|appendix)\.?)[\s:#-]*$", re.I)
+HYPHENATED = re.compile(r"[A-Za-z]-$")  # "rfc-7.1.1.1", "sec-4.2.2.1": a word's numbered suffix, not an address
 PRODUCT_NAME = re.compile(r"\b([A-Z][\w+-]*)\s$")  # "Git 2.39.2", "Python 3.10.2.1", "OpenSSL 1.1.1.4"
 NETWORK_WORDS = frozenset("ip address server host from to at gateway dns proxy router client peer node via".split())
 CARD = re.compile(r"(?<![\w.,-])(?<!\d[ -])(?:\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,7}|3[47]\d{2}([ -]?)\d{6}\2\d{5})(?!\w|[.,-]\d)")
@@ -89,9 +94,11 @@ def _public(address: str) -> bool:
     return ip.is_global or (ip.version == 6 and ip in DOCUMENTATION_V6)
 
 
-def _is_version(text: str, start: int) -> bool:
+def _is_numbering(text: str, start: int) -> bool:
+    """A version or section number, by what precedes it: a version word, a product's name, a
+    section word, or a word it is hyphenated to."""
     window = text[max(0, start - 30):start]
-    if VERSION_WORD.search(window):
+    if VERSION_WORD.search(window) or SECTION_WORD.search(window) or HYPHENATED.search(window):
         return True
     product = PRODUCT_NAME.search(window)
     return product is not None and product.group(1).lower() not in NETWORK_WORDS
@@ -102,7 +109,7 @@ def _email(m: re.Match, text: str) -> bool:
 
 
 def _ipv4(m: re.Match, text: str) -> bool:
-    return _public(m.group()) and not _is_version(text, m.start())
+    return _public(m.group()) and not _is_numbering(text, m.start())
 
 
 def _ipv6(m: re.Match, text: str) -> bool:

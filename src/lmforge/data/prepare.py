@@ -176,7 +176,7 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
     kept, rejected, keys, signatures, has_sig = [], [], [], [], []
     lines: Counter = Counter()
     redacted: dict[str, list[str]] = defaultdict(list)  # pii kind -> a few document ids, for report.json
-    docs = [Doc(i.id, i.text, i.source, kind_of(i.source, i.kind)) for i in items if not isinstance(i, Skip)]
+    docs = [Doc(i.id, i.text, i.source, kind_of(i.source, i.kind, i.text)) for i in items if not isinstance(i, Skip)]
     verdicts = iter(stack.run(docs))
     docs_iter = iter(docs)
     for item in items:
@@ -209,7 +209,8 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
     stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected), "ids": [r["id"] for r in kept],
              "rejected_tally": tally_rejected(rejected),
              "exact_keys": keys, "has_signature": has_sig, "lines": dict(lines), "repairs": stack.counts(),
-             "steps": stack.step_stats(), "redaction_examples": dict(redacted), "peak_rss_bytes": peak_rss_bytes()}
+             "steps": stack.step_stats(), "redaction_examples": dict(redacted), "peak_rss_bytes": peak_rss_bytes(),
+             "kinds_in": dict(Counter(d.kind for d in docs))}
     atomic_write_json(base.with_suffix(".done"), stats)  # the completion marker, written last
 
 
@@ -323,7 +324,7 @@ def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None
     atomic_write_json(work / f"shard_{index:05d}.written", {
         "kept": len(kept), "kept_bytes": sum(len(r["text"].encode("utf-8")) for r in kept), "rejected": len(rejected),
         "rejected_tally": tally_rejected(rejected), "boilerplate_lines_removed": removed_lines,
-        "peak_rss_bytes": peak_rss_bytes()})
+        "peak_rss_bytes": peak_rss_bytes(), "kinds_kept": dict(Counter(r["kind"] for r in kept))})
 
 
 def tally_rejected(records: list[dict]) -> dict:
@@ -351,7 +352,7 @@ HOW_NOT_WHAT = ("workers", "executor")  # how the shards are run: the same files
 
 def prepare_fingerprint(inputs: Inputs, cfg: PrepareConfig, data: DataConfig) -> str:
     settings = {k: v for k, v in asdict(cfg).items() if k not in HOW_NOT_WHAT}
-    return fingerprint({"sources": inputs.sources, "inputs": inputs.identity(), "prepare": settings,
+    return fingerprint({"sources": inputs.sources, "inputs": inputs.identity(), "prepare": settings,  # kinds in inputs
                         "text_field": data.text_field, "max_bytes": data.max_bytes,
                         "max_document_bytes": data.max_document_bytes})
 
@@ -361,10 +362,10 @@ def written_paths(out: Path) -> list[Path]:
     return [out / name for name in PREPARED.entries]
 
 
-def list_prepare_inputs(sources: list[str], out: Path, exclude: Iterable[Path] = ()) -> Inputs:
+def list_prepare_inputs(sources: list[str], out: Path, exclude: Iterable[Path] = (), kinds: list[str] = ()) -> Inputs:
     """The files prepare reads: never its own output (`prepare X --out X/prep` reads the user's files
-    only), nor `exclude`, what the caller writes (lmforge run's run folder)."""
-    return list_inputs(sources, [*written_paths(out), *exclude])
+    only), nor `exclude`, what the caller writes (lmforge run's run folder); `kinds`: data.kinds."""
+    return list_inputs(sources, [*written_paths(out), *exclude], kinds)
 
 
 def _items(inputs: Inputs, data: DataConfig, stats: SourceStats) -> Iterator[Document | Skip]:
@@ -463,7 +464,7 @@ def prepared_otherwise(sources: list[str], out: str | Path, cfg: PrepareConfig, 
     if not report.is_file():
         return False
     try:
-        inputs = list_prepare_inputs(sources, Path(out), exclude)
+        inputs = list_prepare_inputs(sources, Path(out), exclude, data.kinds)
     except LmforgeError:
         return True
     return not is_complete(report, prepare_fingerprint(inputs, cfg, data))
@@ -477,7 +478,7 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
     `exclude`: paths the caller writes, never read as input."""
     out = Path(out)
     log(f"prepare: listing {', '.join(sources)}")
-    inputs = list_prepare_inputs(sources, out, exclude)  # first: a missing source is refused before anything is written
+    inputs = list_prepare_inputs(sources, out, exclude, data.kinds)  # first: a missing source is refused before anything is written
     refuse_inside_sources(out, sources)
     claim_output(out, PREPARED, force)
     # beside the folder, not in it: the lock must outlive a rebuild of the folder's contents
@@ -595,7 +596,11 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
     steps: dict[str, Counter] = defaultdict(Counter)
     redaction_examples: dict[str, list[str]] = defaultdict(list)
     boiler = peak_rss = 0
+    kinds_in: Counter = Counter()
+    kinds_kept: Counter = Counter()
     for shard_done, shard_written in zip(done, written):
+        kinds_in.update(shard_done["kinds_in"])
+        kinds_kept.update(shard_written["kinds_kept"])
         repairs.update(shard_done["repairs"])
         for name, counts in shard_done["steps"].items():
             steps[name].update(counts)
@@ -613,6 +618,8 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
         "bytes_in": bytes_kept + bytes_in,  # kept bytes counted after repairs and redaction, rejected as read
         "bytes_kept": bytes_kept,
         "bytes_rejected": bytes_in,
+        # documents read (reader skips aside) and kept, per kind (clean.kind_of: prose, web, code)
+        "documents_by_kind": {k: {"in": n, "kept": kinds_kept[k]} for k, n in kinds_in.most_common()},
         "rejected_by_stage": dict(stages.most_common()),
         "rejected_by_reason": dict(reasons.most_common()),
         "examples": dict(examples),
@@ -640,6 +647,8 @@ def summary_text(report: dict, out: Path) -> str:
              f"{report['documents_kept']:,} kept "
              f"({report['bytes_kept'] / 1e6:,.1f} MB), {report['documents_rejected']:,} rejected, "
              f"in {report['seconds']:.0f}s -> {out}/clean"]
+    lines.append("  kinds: " + ", ".join(f"{k} {c['kept']:,} of {c['in']:,} kept"
+                                         for k, c in report["documents_by_kind"].items()))
     for reason, n in list(report["rejected_by_reason"].items())[:12]:
         lines.append(f"  {n:>8,}  {reason}   e.g. {report['examples'][reason][0]}{skip_hint(reason)}")
     if report["duplicate_clusters"]:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Protocol, TypeVar
 
-from lmforge.config import BUILTIN_SOURCE
+from lmforge.config import BUILTIN_SOURCE, KINDS
 from lmforge.errors import LmforgeError
 
 
@@ -56,8 +56,9 @@ class Document:
     id: str
     text: str
     source: str
-    kind: str = ""  # "web" for web pages and records (JSONL, Parquet); "" = decided by the file's suffix
-    recorded_kind: str = ""  # a record's own "kind" field (prepare's clean/ writes one), for reports only
+    # what the reader knows of its kind (clean.kind_of decides): one of KINDS (data.kinds, a record's own
+    # "kind", "web" for a page), RECORD (a record naming none: its layout decides), "" (the file's suffix)
+    kind: str = ""
 
 
 @dataclass
@@ -78,6 +79,9 @@ Texted = TypeVar("Texted", bound=HasText)
 
 MAX_SKIPPED_TEXT = 10_000  # raw text kept with a skipped item (enough to audit it)
 MISSING_FIELD = "records without a '{}' string"
+RECORD = "record"  # Document.kind of a JSONL or Parquet record that names no kind of its own
+# fields that name a record's file (The Stack's "max_stars_repo_path"): its suffix tells code from text
+PATH_FIELDS = ("path", "file_path", "filepath", "filename", "file_name", "max_stars_repo_path")
 
 
 def skip_hint(reason: str) -> str:
@@ -306,8 +310,18 @@ def _record_document(record, where: str, path: Path, stats: SourceStats, text_fi
     if LONE_SURROGATE.search(text) or LONE_SURROGATE.search(doc_id):
         stats.skip("records with a lone surrogate escape (not UTF-8)", where, str(path), json.dumps(record))
         return None
-    kind = record.get("kind")
-    return Document(doc_id, text, str(path), "web", kind if isinstance(kind, str) else "")
+    return Document(doc_id, text, str(path), _record_kind(record))
+
+
+def _record_kind(record: dict) -> str:
+    """A record's own kind (prepare's clean/ writes one), its file name's suffix (`path` and the like:
+    ".py" is code), else RECORD: its text's layout decides."""
+    if record.get("kind") in KINDS:
+        return record["kind"]
+    name = next((record[f] for f in PATH_FIELDS if isinstance(record.get(f), str)), "")
+    if Path(name).suffix.lower() in CODE_SUFFIXES:
+        return "code"
+    return RECORD
 
 
 def _read_jsonl(path: Path, stats: SourceStats, text_field: str, max_line_bytes: int) -> Iterator[Document]:
@@ -349,7 +363,7 @@ def _read_parquet(path: Path, stats: SourceStats, text_field: str) -> Iterator[D
         if text_field not in names:
             stats.skip(f"parquet files without a '{text_field}' column", str(path), str(path))
             return
-        columns = [text_field] + (["id"] if "id" in names else [])
+        columns = [text_field] + [c for c in ("id", "kind", *PATH_FIELDS) if c in names and c != text_field]
         row = 0
         for batch in pf.iter_batches(batch_size=1024, columns=columns):
             for record in batch.to_pylist():
@@ -406,6 +420,10 @@ def _web_page(body: bytes, where: str, source: str, stats: SourceStats) -> Docum
 
 
 WEB_SUFFIXES = {".html", ".htm", ".xhtml"}  # a saved web page: its main text is the document
+CODE_SUFFIXES = {  # a source file: cleaned as code (clean.kind_of)
+    ".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".java", ".js", ".ts", ".go", ".rs", ".rb", ".php", ".sh", ".pl",
+    ".lua", ".scala", ".kt", ".swift", ".cs", ".m", ".r", ".sql", ".el", ".hs", ".ml", ".jl", ".tex", ".css",
+}
 
 
 def _read_path(path: Path, stats: SourceStats, text_field: str, max_doc_bytes: int) -> Iterator[Document]:
@@ -583,6 +601,7 @@ class Inputs:
     sources: list[str]
     files: list[list[Path]]  # per source, in reading order (the built-in corpus lists its own)
     skipped: list[list[tuple[str, str]]]  # per source: (reason, where) of what the listing could not read
+    kinds: list[str]  # per source: its documents' kind from data.kinds, "" = guessed per document
 
     def all_files(self) -> Iterator[Path]:
         for source, files in zip(self.sources, self.files):
@@ -597,8 +616,8 @@ class Inputs:
             digest.update(("\t".join(map(str, fields)) + "\n").encode("utf-8", "surrogateescape"))
 
         count = size = 0
-        for source, skipped in zip(self.sources, self.skipped):
-            record("source", source, sys.version if source == BUILTIN_SOURCE else "")
+        for source, skipped, kind in zip(self.sources, self.skipped, self.kinds):
+            record("source", source, sys.version if source == BUILTIN_SOURCE else "", *([kind] if kind else []))
             for reason, where in skipped:
                 record("skipped", reason, where)
         for path in self.all_files():
@@ -612,15 +631,36 @@ class Inputs:
         return {"files": count, "bytes": size, "digest": digest.hexdigest()[:16]}
 
 
-def list_inputs(sources: list[str], exclude: Iterable[str | Path] = ()) -> Inputs:
-    """The files `sources` name, never inside `exclude` (the paths the running command writes).
-    Fails fast, before any work, on a source that does not exist or is no text."""
+def list_inputs(sources: list[str], exclude: Iterable[str | Path] = (), kinds: list[str] = ()) -> Inputs:
+    """The files `sources` name, never inside `exclude` (the paths the running command writes), with
+    each source's kind from `kinds` (data.kinds). Fails fast, before any work, on a source that does
+    not exist or is no text."""
+    per_source = source_kinds(sources, kinds)
     files, skipped = [], []
     for source in sources:
         lister = _Lister(exclude)
         files.append([] if source == BUILTIN_SOURCE else lister.source(source))
         skipped.append(lister.skipped)
-    return Inputs(list(sources), files, skipped)
+    return Inputs(list(sources), files, skipped, per_source)
+
+
+def source_kinds(sources: list[str], kinds: list[str]) -> list[str]:
+    """Each source's kind from data.kinds' entries ("" where none is set): "SOURCE=KIND" for one
+    source (written as in data.sources, or the same path otherwise written), "KIND" for every other."""
+    every, named = "", {}
+    for entry in kinds:
+        source, _, kind = entry.rpartition("=")
+        if kind not in KINDS:
+            raise LmforgeError(f"data.kinds: {entry!r}: give SOURCE=KIND or KIND, the kind one of {', '.join(KINDS)}")
+        if not source:
+            every = kind
+            continue
+        match = [s for s in sources if os.path.normpath(s) == os.path.normpath(source)]
+        if not match:
+            raise LmforgeError(f"data.kinds: {entry!r} names no source of this command ({', '.join(sources)}): "
+                               "write the source as the sources are written")
+        named[match[0]] = kind
+    return [named.get(s, every) for s in sources]
 
 
 # ---------------------------------------------------------------- the built-in corpus
@@ -731,14 +771,16 @@ def iter_documents(
     inputs = sources if isinstance(sources, Inputs) else list_inputs(sources)
 
     def stream() -> Iterator[Document]:
-        for source, files, skipped in zip(inputs.sources, inputs.files, inputs.skipped):
+        for source, files, skipped, kind in zip(inputs.sources, inputs.files, inputs.skipped, inputs.kinds):
             for reason, where in skipped:
                 stats.skip(reason, where)
             if source == BUILTIN_SOURCE:
-                yield from builtin_corpus(stats, max_document_bytes)
+                docs = builtin_corpus(stats, max_document_bytes)
             else:
-                for path in files:
-                    yield from _read_path(path, stats, text_field, max_document_bytes)
+                docs = (d for path in files for d in _read_path(path, stats, text_field, max_document_bytes))
+            for doc in docs:
+                doc.kind = kind or doc.kind  # the user's word over the reader's guess
+                yield doc
 
     docs = stream()
     for doc in docs:
