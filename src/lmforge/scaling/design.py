@@ -342,7 +342,7 @@ def calibrate(cfg: Config, sizes: list[Size], vocab: int, threads: int, steps: i
     processes put on its cores meanwhile (/proc/stat) says whether the runs will get that speed."""
     import torch
 
-    from lmforge.training.device import _cpu_seconds
+    from lmforge.hardware import cpu_seconds
     from lmforge.training.trainer import measure_step_seconds
 
     old = torch.get_num_threads()
@@ -350,14 +350,14 @@ def calibrate(cfg: Config, sizes: list[Size], vocab: int, threads: int, steps: i
     tps = tokens_per_step(cfg)
     ends = list({sizes[0].knob: sizes[0], sizes[-1].knob: sizes[-1]}.values())
     fastest = [math.inf] * len(ends)
-    before = _cpu_seconds()
+    before = cpu_seconds()
     try:
         for _ in range(rounds):
             for i, s in enumerate(ends):
                 fastest[i] = min(fastest[i], measure_step_seconds(size_config(cfg, s.knob), vocab, steps))
     finally:
         torch.set_num_threads(old)
-    after = _cpu_seconds()
+    after = cpu_seconds()
     load = None
     if before is not None and after is not None:
         machine, own, wall = (b - a for a, b in zip(before, after))
