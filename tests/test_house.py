@@ -53,60 +53,152 @@ def test_the_run_file_check_catches_a_literal():
     assert run_files_spelled(source) == [(2, "summary.json")]
 
 
-def imports_of(path: Path, name: str) -> set[str]:
-    """Every lmforge module `path` imports, at the top or inside a function."""
-    out = set()
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.startswith("lmforge")}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                mod = f"{base}.{node.module}" if node.module else base
-            else:
-                mod = node.module or ""
-            if mod.startswith("lmforge"):
-                out.add(mod)
-                out |= {f"{mod}.{a.name}" for a in node.names}
-    return out
+ARCHITECTURE = SRC.parents[1] / "docs" / "ARCHITECTURE.md"
+PACKAGE = {name: path for name, path in modules()}
+
+# Imports the layering and circle checks pass over for now, each named with the change under way that
+# removes it (issue 25); once one is gone, its test below fails until the line here goes too.
+BEING_REMOVED = {
+    ("lmforge.run_dir", "lmforge.training.checkpoint"): "folders: opening a run's model moves above training",
+    ("lmforge.run_dir", "lmforge.export"): "folders: the exported folder's name gets its owner under folders/",
+    ("lmforge.run_dir", "lmforge.scaling.runner"): "folders: the sweep folder's names get their owner",
+    ("lmforge.run_dir", "lmforge.tokens"): "folders: the tokenized folder's names get their owner",
+    ("lmforge.report_render", "lmforge.report"): "report: the page model moves out of the reader",
+}
 
 
-# (importer prefix, forbidden prefixes): ARCHITECTURE.md's "which way imports go"
-FORBIDDEN = [
-    ("lmforge.model", ["lmforge.training", "lmforge.data", "lmforge.tokens", "lmforge.run_dir", "lmforge.cli"]),
-    ("lmforge.data", ["lmforge.training", "lmforge.model", "lmforge.tasks", "lmforge.inspection", "lmforge.scaling",
-                      "lmforge.cli", "lmforge.job"]),
-    ("lmforge.training", ["lmforge.tasks", "lmforge.inspection", "lmforge.scaling", "lmforge.cli", "lmforge.job",
-                          "lmforge.evaluation", "lmforge.report"]),
-    ("lmforge.objectives", ["lmforge.training", "lmforge.cli"]),
-    ("lmforge.cost", ["lmforge.training", "lmforge.cli"]),
-    ("lmforge.config", ["lmforge.model", "lmforge.training", "lmforge.cli"]),
-]
+def layers(text: str | None = None) -> list[list[list[str]]]:
+    """ARCHITECTURE.md's ```layers block, bottom first: each layer its parts, each part its names."""
+    text = ARCHITECTURE.read_text() if text is None else text
+    block = text[text.index("```layers\n") + len("```layers\n"):]
+    block = block[:block.index("```")]
+    return [[part.split() for part in line.split(None, 1)[1].split("|")] for line in block.splitlines() if line.strip()]
 
 
-def layering_violations() -> list[str]:
-    bad = []
-    for name, path in modules():
-        imported = imports_of(path, name)
-        if name not in ("lmforge.cli", "lmforge.__main__") and "lmforge.cli" in imported:
-            bad.append(f"{name} imports lmforge.cli")
-        for prefix, forbidden in FORBIDDEN:
-            if name == prefix or name.startswith(prefix + "."):
-                for mod in imported:
-                    if any(mod == f or mod.startswith(f + ".") for f in forbidden):
-                        bad.append(f"{name} imports {mod}")
+def place(rel: str, stated: list[list[list[str]]]) -> tuple[int, int] | None:
+    """(layer, part) of the module at `rel` (a path under src/lmforge/): the longest name that fits it."""
+    fits = [(len(name), i, j) for i, layer in enumerate(stated) for j, part in enumerate(layer) for name in part
+            if rel == name or (name.endswith("/") and rel.startswith(name))]
+    return max(fits)[1:] if fits else None
+
+
+def imports_of(path: Path, name: str, top_only: bool = False, package: dict[str, Path] = PACKAGE) -> set[str]:
+    """The lmforge modules `path` imports (`from lmforge import files` names lmforge.files), inside
+    functions too unless `top_only`; `if TYPE_CHECKING:` imports count as function-level."""
+    here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+
+    def module(dotted: str) -> str:
+        while dotted and dotted not in package:
+            dotted = dotted.rpartition(".")[0]
+        return dotted
+
+    def visit(node: ast.AST, deferred: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import) and not (top_only and deferred):
+                found.update(module(a.name) for a in child.names if a.name.startswith("lmforge"))
+            elif isinstance(child, ast.ImportFrom) and not (top_only and deferred):
+                base = here.rsplit(".", child.level - 1)[0] if child.level else ""
+                mod = ".".join(p for p in (base, child.module) if p)
+                if mod.startswith("lmforge"):
+                    found.update(f"{mod}.{a.name}" if f"{mod}.{a.name}" in package else module(mod) for a in child.names)
+            visit(child, deferred or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                  or (isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test)))
+
+    visit(ast.parse(path.read_text()), False)
+    return found - {name, ""}
+
+
+def import_graph(top_only: bool = False, package: dict[str, Path] = PACKAGE) -> dict[str, set[str]]:
+    return {name: imports_of(path, name, top_only, package) - {b for a, b in BEING_REMOVED if a == name}
+            for name, path in package.items()}
+
+
+def layering_violations(stated: list[list[list[str]]] | None = None, package: dict[str, Path] = PACKAGE,
+                        root: Path = SRC) -> list[str]:
+    stated = layers() if stated is None else stated
+    where = {name: place(path.relative_to(root).as_posix(), stated) for name, path in package.items()}
+    bad = [f"{name} has no layer" for name, at in where.items() if at is None]
+    for name, imported in import_graph(package=package).items():
+        for mod in sorted(imported) if where[name] else ():
+            (i, j), (k, m) = where[name], where[mod] or (-1, -1)
+            if k > i or (k == i and m != j):
+                bad.append(f"{name} imports {mod}")
     return bad
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of `graph`: each strongly connected set of two or more modules (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            ring = []
+            while not ring or ring[-1] != v:
+                ring.append(stack.pop())
+            if len(ring) > 1:
+                found.append(sorted(ring))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_every_module_has_a_place_in_the_layers():
+    assert not [bad for bad in layering_violations() if bad.endswith("has no layer")]
 
 
 def test_imports_only_go_down():
     assert not layering_violations()
 
 
-def test_the_layering_check_sees_function_level_imports(tmp_path):
-    path = tmp_path / "x.py"
-    path.write_text("def f():\n    from lmforge.tasks.cloze import fill\n    import lmforge.cli\n")
-    assert {"lmforge.tasks.cloze", "lmforge.cli"} <= imports_of(path, "lmforge.training.x")
+@pytest.mark.parametrize("top_only", [True, False], ids=["module-level", "function-level"])
+def test_no_import_circle(top_only):
+    found = circles(import_graph(top_only))
+    assert not found, "import circles:\n" + "\n".join(" <-> ".join(ring) for ring in found)
+
+
+def test_each_import_being_removed_is_still_there():
+    """An entry of BEING_REMOVED whose import has gone would hide its return: delete the entry."""
+    gone = [f"{a} -> {b} ({why})" for (a, b), why in BEING_REMOVED.items()
+            if a not in PACKAGE or b not in imports_of(PACKAGE[a], a)]
+    assert not gone, "no longer imported; delete from BEING_REMOVED:\n" + "\n".join(gone)
+
+
+def write_package(tmp_path: Path, files: dict[str, str]) -> dict[str, Path]:
+    out = {}
+    for rel, text in files.items():
+        path = tmp_path / "lmforge" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        out[("lmforge." + ".".join(Path(rel).with_suffix("").parts)).removesuffix(".__init__")] = path
+    return out
+
+
+def test_the_checks_see_a_climb_a_sibling_a_stray_and_a_circle(tmp_path):
+    package = write_package(tmp_path, {
+        "config.py": "from lmforge.model import GPT\n",        # a climb, at the top
+        "model.py": "def f():\n    from lmforge.data import clean\n",  # a sibling, inside a function
+        "data/clean.py": "from lmforge import config\n",
+        "stray.py": "", "data/__init__.py": "", "__init__.py": ""})
+    stated = layers("```layers\nbase config.py data/__init__.py __init__.py\nup data/ | model.py\n```\n")
+    assert place("data/__init__.py", stated) == (0, 0) and place("data/clean.py", stated) == (1, 0)
+    assert sorted(layering_violations(stated, package, tmp_path / "lmforge")) == [
+        "lmforge.config imports lmforge.model", "lmforge.model imports lmforge.data.clean", "lmforge.stray has no layer"]
+    assert circles(import_graph(package=package)) == [["lmforge.config", "lmforge.data.clean", "lmforge.model"]]
+    assert circles(import_graph(top_only=True, package=package)) == []
 
 
 def modules_loaded_by(code: str, prefixes: tuple[str, ...]) -> list[str]:
@@ -126,6 +218,20 @@ def test_counting_a_preset_and_its_cost_loads_no_torch():
     code = ("from lmforge import cost; from lmforge.config import load_config; "
             "cost.estimate(cost.shape_from_model(load_config('1b')), '1T', cost.find_hardware('h100'), 8)")
     assert modules_loaded_by(code, ("torch",)) == []
+
+
+def test_the_data_stages_and_the_folder_readers_load_no_torch():
+    """Cleaning workers and readers of a folder start without torch (the formats layer of ARCHITECTURE.md)."""
+    stated = layers()
+    formats = sorted(name for name, path in PACKAGE.items() if place(path.relative_to(SRC).as_posix(), stated) == (1, 0))
+    assert "lmforge.data.prepare" in formats  # the part the test means
+    assert modules_loaded_by("; ".join(f"import {name}" for name in formats), ("torch",)) == []
+
+
+def test_the_config_checks_filter_names_without_loading_the_cleaning_code():
+    """The filter names have one owner, data/__init__.py, which imports nothing: checking them loads no cleaner."""
+    code = "from lmforge.config import load_config; load_config('tiny', overrides=['prepare.filters=[c4, code]'])"
+    assert modules_loaded_by(code, ("lmforge.data.", "numpy", "torch")) == []
 
 
 def test_every_command_is_in_the_table_and_the_readme():

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from lmforge.data import FILTERS  # the filter registry's names (data/__init__.py imports nothing)
 from lmforge.errors import LmforgeError, shown
 from lmforge.files import atomic_write_text
 
@@ -146,11 +147,6 @@ class RunConfig:
 # Published defaults: Gopher (Rae et al. 2021), C4 (Raffel et al. 2020), FineWeb (Penedo et al. 2024)
 # as implemented in datatrove, and StarCoder's code filters (Li et al. 2023).
 
-# The filter registry: every filter `prepare` knows, in the order the stack runs them. Language
-# identification comes first (the word rules after it read the language it found); the cheap
-# whole-document verdicts come before the line rules that edit. data/clean.py registers one class
-# under each name and refuses to import if the two disagree; validation and the default read this.
-FILTERS = ("language", "blocklist", "offensive", "gopher_quality", "gopher_repetition", "c4", "fineweb", "code")
 
 @dataclass
 class GopherQualityConfig:

@@ -39,8 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.config import (FILTERS, C4Config, CodeConfig, FineWebConfig, GopherQualityConfig,
-                            GopherRepetitionConfig, PrepareConfig)
+from lmforge.config import (C4Config, CodeConfig, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig,
+                            PrepareConfig)
+from lmforge.data import FILTERS
 from lmforge.data.sources import WEB_SUFFIXES
 from lmforge.errors import LmforgeError
 
@@ -155,7 +156,7 @@ REGISTRY: dict[str, type[Filter]] = {}
 
 def register(cls: type[Filter]) -> type[Filter]:
     if cls.name not in FILTERS:
-        raise ImportError(f"filter {cls.name!r} is not in lmforge.config.FILTERS: add it there")
+        raise ImportError(f"filter {cls.name!r} is not in lmforge.data.FILTERS: add it there")
     REGISTRY[cls.name] = cls
     return cls
 
@@ -924,7 +925,7 @@ class Blocklist(Filter):
 
 
 if set(REGISTRY) != set(FILTERS):
-    raise ImportError(f"lmforge.config.FILTERS names {sorted(set(FILTERS) - set(REGISTRY))} with no filter class")
+    raise ImportError(f"lmforge.data.FILTERS names {sorted(set(FILTERS) - set(REGISTRY))} with no filter class")
 
 
 def normalise_for_hash(text: str) -> str:

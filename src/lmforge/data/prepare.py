@@ -43,8 +43,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from lmforge.config import FILTERS, DataConfig, PrepareConfig
-from lmforge.data import clean
+from lmforge.config import DataConfig, PrepareConfig
+from lmforge.data import FILTERS, clean
 from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc, kind_of
 from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
@@ -104,7 +104,7 @@ def boilerplate_candidates(text: str) -> set[str]:
 
 class FilterStack:
     """The configured repairs and filters, built once per worker process: repair, then the chosen
-    filters in registry order (config.FILTERS: language first), then PII redaction."""
+    filters in registry order (data.FILTERS: language first), then PII redaction."""
 
     def __init__(self, cfg: PrepareConfig):
         self.repair = clean.Repair() if cfg.repair else None
