@@ -234,6 +234,67 @@ def test_the_config_checks_filter_names_without_loading_the_cleaning_code():
     assert modules_loaded_by(code, ("lmforge.data.", "numpy", "torch")) == []
 
 
+def test_only_with_data_redirects_what_a_run_reads():
+    """config.with_data is the one way a stage changes a config's data section: no `replace(x.data, ...)`
+    or `replace(cfg, data=...)` elsewhere."""
+    found = []
+    for name, path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (name != "lmforge.config" and isinstance(node, ast.Call) and ast.unparse(node.func).endswith("replace")
+                    and (any(k.arg == "data" for k in node.keywords)
+                         or any(isinstance(a, ast.Attribute) and a.attr == "data" for a in node.args))):
+                found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not found, f"the data section replaced outside config.with_data: {found}"
+
+
+def test_docstrings_name_every_preset_and_every_data_module():
+    from lmforge import config, data
+
+    assert not [p for p in config.preset_names() if f"`{p}`" not in config.__doc__]
+    assert not [p.name for p in (SRC / "data").glob("*.py") if p.name != "__init__.py" and p.name not in data.__doc__]
+
+
+# Defined for use outside the package only, each with who uses it.
+USED_OUTSIDE = {
+    "measured_training_memory": "benchmarks/memory_check.py and the memory tests measure what torch holds with it",
+    "mark_complete": "folders: the tokenize and prepare stages are to write their markers through it",
+}
+
+
+def unused_definitions(package: dict[str, Path] = PACKAGE) -> list[str]:
+    """Top-level functions and classes no module of the package names (a decorator's registration
+    counts; a string naming it counts, as the API's lazy table does)."""
+    defined, named = {}, set()
+    for name, path in package.items():
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.decorator_list:
+                defined[node.name] = f"{name}.{node.name}"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name):
+                named.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                named.add(node.attr)
+            elif isinstance(node, ast.alias):
+                named.add(node.name.rpartition(".")[2])
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                named.update(re.findall(r"\w+", node.value))
+    return sorted(where for short, where in defined.items() if short not in named and not short.startswith("__"))
+
+
+def test_no_dead_code():
+    unused = [where for where in unused_definitions() if where.rpartition(".")[2] not in USED_OUTSIDE]
+    assert not unused, f"defined, never used by the package (remove, or name its user in USED_OUTSIDE): {unused}"
+    stale = [name for name in USED_OUTSIDE if not any(w.endswith("." + name) for w in unused_definitions())]
+    assert not stale, f"used by the package now, or gone: delete from USED_OUTSIDE: {stale}"
+
+
+def test_the_dead_code_check_sees_an_unused_function(tmp_path):
+    (tmp_path / "a.py").write_text("def used():\n    pass\n\ndef unused():\n    used()\n\n@register\nclass Filter:\n    pass\n")
+    (tmp_path / "b.py").write_text('LAZY = {"x": ("a", "lazy")}\n\ndef lazy():\n    pass\n')
+    assert unused_definitions({"lmforge.a": tmp_path / "a.py", "lmforge.b": tmp_path / "b.py"}) == ["lmforge.a.unused"]
+
+
 def test_every_command_is_in_the_table_and_the_readme():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -9,8 +9,8 @@
       prepare    cleaning thresholds (lmforge prepare)
       scale      scaling-law sweeps: the size knob and how the other hyperparameters follow it
 
-Presets are YAML files in `lmforge/configs/` (`tiny`, `gpt2-small`, `1b`); any field can then be
-overridden with `section.field=value` (values parsed as YAML). Unknown keys, wrong types and
+Presets are YAML files in `lmforge/configs/` (`tiny`, `scaling`, `gpt2-small`, `1b`); any field can
+then be overridden with `section.field=value` (values parsed as YAML). Unknown keys, wrong types and
 out-of-range values raise `LmforgeError` naming the key, quoting at most a short excerpt of the
 value. YAML is read safely and strictly (`StrictLoader`: no key twice, no explicit null, bounded
 nesting and alias expansion), a refusal naming FILE:LINE. The fully resolved tree is saved as

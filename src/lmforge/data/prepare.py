@@ -16,7 +16,7 @@ The input stream is cut into shards of at most `shard_documents` items and `shar
 these settings, not the documents' sizes (report.json's `worker_peak_rss_bytes` says what it came to).
 Three phases:
   1. per shard, in a process pool: repair, filter, redact; exact key, MinHash signature and
-     line statistics of what survives (`work/filtered/shard_N.*`, marker `shard_N.done`);
+     line statistics of what survives (`work/shard_N.kept.jsonl.gz`, `.sig.npy`, then marker `.done`);
   2. once: exact and near-duplicate decisions, and the set of boilerplate lines (`work/dedup.json`);
   3. per shard, in the pool: drop duplicates and boilerplate lines (never from code), write clean/ and rejected/.
 A killed run started again skips every shard whose marker exists; since every output is a
