@@ -15,7 +15,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
-from lmforge import cost, jsonio
+from lmforge import cost, figures
 from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
 from lmforge.errors import Interrupted, LmforgeError
 from lmforge.run_dir import warn
@@ -109,7 +109,7 @@ def _estimate(args: argparse.Namespace) -> int:
                                      4 if args.precision == "fp32" else 2)
         result = {"kv_cache_bytes": nbytes, "kv_cache_gib": nbytes / 2**30, "batch": max(args.batch, 1),
                   "context": shape.context, "layers": shape.layers, "kv_heads": shape.kv_heads, "head_dim": shape.head_dim}
-        print(jsonio.dumps(result) if args.json else
+        print(figures.dumps(result) if args.json else
               f"KV cache: {nbytes / 2**30:.3f} GiB for batch {result['batch']} x {shape.context} tokens")
         return 0
     if not args.tokens:
@@ -126,7 +126,7 @@ def _estimate(args: argparse.Namespace) -> int:
                         args.optimizer, args.zero_stage, args.recompute, args.tensor_parallel, args.price_per_hour,
                         args.power_watts, args.pue, args.grid_kg_per_kwh)
     if args.json:
-        print(jsonio.dumps(est.to_dict()))
+        print(figures.dumps(est.to_dict()))
         return 0
     m = est.memory_gb
     rows = [
@@ -158,7 +158,7 @@ def _plan(args: argparse.Namespace) -> int:
     result = cost.plan(args.budget, hw, args.count, law, args.mfu or cost.DEFAULT_MFU, args.precision,
                        args.price_per_hour, args.context, args.pue, args.grid_kg_per_kwh, args.days)
     if args.json:
-        print(jsonio.dumps(result))
+        print(figures.dumps(result))
         return 0
     e = result["estimate"]
     print(f"budget {args.budget} = {result['budget_flops']:.3g} FLOPs ({result['budget_as']})")
@@ -187,7 +187,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.tasks:
         result = lmforge.evaluate_tasks(args.run_dir, args.tasks, device=args.device)
         if args.json:
-            print(jsonio.dumps(result))
+            print(figures.dumps(result))
             return 0
         lo, hi = result["accuracy_ci95"]
         nlo, nhi = result["accuracy_norm_ci95"]
@@ -198,7 +198,7 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     result = lmforge.evaluate(args.run_dir, max_tokens=args.max_tokens, device=args.device, objective=args.objective)
     if args.json:
-        print(jsonio.dumps(result))
+        print(figures.dumps(result))
     elif "reason" in result:
         print(f"{args.run_dir}: no validation figures: {result['reason']}")
     elif result["objective"] == "masked":
@@ -216,7 +216,7 @@ def _fill(args: argparse.Namespace) -> int:
     choices = [c.strip() for c in args.choices.split(",")] if args.choices is not None else None
     result = lmforge.fill(args.run_dir, args.text, choices, args.top_k, args.device)
     if args.json:
-        print(jsonio.dumps(result))
+        print(figures.dumps(result))
         return 0
     how = {"masked-token": "masked model: probability of each single token at the blank",
            "masked-pll": "masked model: pseudo-log-likelihood, one mask per choice token",
@@ -355,7 +355,7 @@ def _scale_plan(args: argparse.Namespace) -> int:
     cfg = _resolve(args, None)
     result = scaling.plan(cfg, _flops_arg(args.budget, "--budget"), args.out, args.within)
     if args.json:
-        print(jsonio.dumps(result))
+        print(figures.dumps(result))
         return 0
     print(f"{'run':<18} {'params':>10} {'tokens':>11} {'tok/param':>9} {'steps':>6} {'6ND':>9} {'FLOPs':>9} {'est.':>7}")
     for r in result["runs"]:
@@ -483,7 +483,7 @@ def _scale_coordcheck(args: argparse.Namespace) -> int:
         widths = list(cfg.scale.sizes)
     set_threads(cfg.train.threads)
     result = coordinate_check(cfg, widths, args.steps, args.layers, args.context, args.batch, args.vocab, out)
-    print(jsonio.dumps(result) if args.json else format_check(result))
+    print(figures.dumps(result) if args.json else format_check(result))
     return 0
 
 
@@ -510,12 +510,12 @@ def _scale(args: argparse.Namespace) -> int:
         print(format_status(rows))
     elif args.action == "status":
         rows = sweep_status(args.sweep)
-        print(jsonio.dumps(rows) if args.json else format_status(rows))
+        print(figures.dumps(rows) if args.json else format_status(rows))
     elif args.action == "fit":
         result = scaling.fit(args.source, args.bootstrap, args.out, plots=not args.no_plots, interval=args.interval,
                              fixed_e=args.fixed_e, form=args.form)
         if args.json:
-            print(jsonio.dumps({k: v for k, v in result.items() if k != "bootstrap_samples"}))
+            print(figures.dumps({k: v for k, v in result.items() if k != "bootstrap_samples"}))
         else:
             _scale_fit_print(result)
     elif args.action == "predict":
@@ -523,7 +523,7 @@ def _scale(args: argparse.Namespace) -> int:
         tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
         r = scaling.predict(args.source, params, tokens, _flops_arg(args.flops, "--flops"), args.within)
         if args.json:
-            print(jsonio.dumps(r))
+            print(figures.dumps(r))
             return 0
         print(f"predicted loss {r['loss']:.4f}{_fmt_ci(r['interval'])} for {r['params']:.4g} parameters on "
               f"{r['tokens']:.4g} tokens ({r['tokens_per_param']:.1f} tokens/parameter, {r['flops']:.3g} FLOPs, "
@@ -537,7 +537,7 @@ def _scale(args: argparse.Namespace) -> int:
         r = scaling.verify(args.sweep, params, tokens, _flops_arg(args.flops, "--flops"), args.threads,
                            device=args.device, within_pct=args.within)
         if args.json:
-            print(jsonio.dumps(r))
+            print(figures.dumps(r))
             return 0
         print(f"target {r['params']:,} parameters on {r['tokens']:,} tokens = {r['flops']:.3g} FLOPs "
               f"({r['times_largest_run']:.1f}x the largest sweep run)")

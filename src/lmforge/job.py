@@ -15,7 +15,7 @@ from typing import Callable
 
 from lmforge.config import Config, with_data
 from lmforge.data.prepare import prepare, prepared_otherwise
-from lmforge.jsonio import fmt
+from lmforge.figures import fmt
 from lmforge.run_dir import RunDir
 from lmforge.sampling import continue_text
 from lmforge.tasks.evaluate import BUILTIN_TASKS, evaluate_tasks

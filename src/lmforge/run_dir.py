@@ -40,7 +40,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from lmforge import jsonio
+from lmforge import figures
 from lmforge.config import Config, read_config, save_config
 from lmforge.errors import LmforgeError
 from lmforge.files import append_text, atomic_write_text, inside, refuse_link
@@ -428,7 +428,7 @@ class RunDir:
             raise LmforgeError(f"{self.summary_path} is damaged ({e}): delete it and resume the run with --resume") from None
 
     def write_summary(self, summary: dict) -> None:
-        atomic_write_text(self.summary_path, jsonio.dumps(summary, indent=2))
+        atomic_write_text(self.summary_path, figures.dumps(summary, indent=2))
 
     @property
     def is_complete(self) -> bool:
@@ -448,7 +448,7 @@ class RunDir:
         return [r for r in records if isinstance(r, dict)]
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        append_text(self.metrics_path, jsonio.dumps(record) + "\n")
+        append_text(self.metrics_path, figures.dumps(record) + "\n")
 
     def has_validation_at(self, step: int) -> bool:
         return any(r.get("step") == step and "val_loss" in r for r in self.metrics())
@@ -457,7 +457,7 @@ class RunDir:
         """Drop events logged after `step` (the checkpoint a run resumes from), so the file reads as one run."""
         if self.metrics_path.is_file():
             kept = [r for r in self.metrics() if r.get("step", 0) <= step]
-            atomic_write_text(self.metrics_path, "".join(jsonio.dumps(r) + "\n" for r in kept))
+            atomic_write_text(self.metrics_path, "".join(figures.dumps(r) + "\n" for r in kept))
 
     def clear_metrics(self) -> None:
         self.metrics_path.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge import jsonio
+from lmforge import figures
 from lmforge.errors import LmforgeError
 from lmforge.files import atomic_write_bytes, atomic_write_text, output_errors
 
@@ -237,4 +237,4 @@ def format_lens(result: dict) -> str:
 
 
 def to_json(result: dict) -> str:
-    return jsonio.dumps(result, ensure_ascii=False)
+    return figures.dumps(result, ensure_ascii=False)

@@ -51,7 +51,7 @@ def evaluate_loss(model, shards: list[np.ndarray], seq_len: int, batch_size: int
     nll, nll_with_bytes, n_tokens, n_bytes, n_correct = all_reduce_sum(sums, dist).tolist()
     n_tokens, n_bytes, n_correct = int(n_tokens), int(n_bytes), int(n_correct)
     model.train(was_training)
-    if n_tokens == 0:  # no figure exists: None and the reason, never NaN (lmforge/jsonio.py)
+    if n_tokens == 0:  # no figure exists: None and the reason, never NaN (lmforge/figures.py)
         n_val = sum(len(s) for s in shards)
         return {"val_loss": None, "perplexity": None, "bits_per_byte": None, "accuracy": None, "tokens": 0,
                 "bytes": 0, "reason": f"no validation targets: the split holds {n_val:,} tokens, fewer than one "

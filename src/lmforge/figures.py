@@ -1,4 +1,4 @@
-"""JSON any parser reads, and figures that may not exist.
+"""Figures that may not exist, and JSON any parser reads.
 
 A figure that cannot be computed (a loss over no validation tokens, an interval over no trials) is
 `None` beside a `*_reason` saying why, never NaN: NaN and Infinity are not JSON (RFC 8259), and
