@@ -130,7 +130,9 @@ class TrainConfig:
 
 
 @dataclass
-class RunConfig:
+class OutputConfig:
+    """The `run` section: the run folder, and what lmforge run shows of the model at the end."""
+
     out: str = "runs/tiny"
     samples: int = 3
     sample_tokens: int = 80
@@ -286,7 +288,7 @@ class Config:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    run: OutputConfig = field(default_factory=OutputConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 

@@ -18,7 +18,7 @@ from lmforge.data.prepare import prepare, prepared_otherwise
 from lmforge.figures import fmt
 from lmforge.run_dir import RunDir
 from lmforge.sampling import continue_text
-from lmforge.tasks.evaluate import BUILTIN_TASKS, evaluate_tasks
+from lmforge.tasks.accuracy import BUILTIN_TASKS, evaluate_tasks
 from lmforge.training.trainer import check_resumable, train
 
 
