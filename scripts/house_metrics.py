@@ -5,9 +5,9 @@
 
 The walk records every call between two lmforge modules, in order, from `cli.main` until
 `GPT.__init__` runs: `files` is the number of distinct modules visited, `steps` the number of
-cross-module calls, `climbs` the calls from a lower layer into a higher one (the layers below,
-from ARCHITECTURE.md), and `re-entries` the times control comes back into the trainer module
-after leaving it.
+cross-module calls, `climbs` the calls from a lower layer into a higher one (the layers of
+docs/ARCHITECTURE.md, read as tests/test_house.py reads them), and `re-entries` the times control
+comes back into the trainer module after leaving it.
 """
 
 from __future__ import annotations
@@ -18,34 +18,26 @@ import sys
 import tempfile
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
-
-# higher number = higher layer; a call upwards is a climb
-LAYERS = {
-    "errors": 0, "files": 0, "config": 0, "hardware": 0,
-    "model": 1, "tokenizer": 1, "shards": 1, "objectives": 1, "data": 1, "cost": 1, "sampling": 1,
-    "run_dir": 2, "training": 2, "evaluation": 3, "loss_eval": 2,
-    "trainer": 3, "training.loop": 3, "training.trainer": 3,
-    "cloze": 4, "tasks": 4, "inspection": 4, "scaling": 4, "pipeline": 4, "job": 4, "report": 4,
-    "cli": 5, "__init__": 5, "__main__": 5,
-}
-TRAINER = ("training.loop", "training.trainer")
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "lmforge"
+TRAINER = "training/trainer.py"
+sys.path.insert(0, str(ROOT / "tests"))
+from test_house import layers, place  # noqa: E402  (the one reading of the layers ARCHITECTURE.md states)
 
 
 def module_of(filename: str) -> str | None:
-    path = Path(filename).resolve()
+    """A path under src/lmforge/ ("training/trainer.py"), or None outside the package."""
     try:
-        rel = path.relative_to(SRC)
+        return Path(filename).resolve().relative_to(SRC).as_posix()
     except ValueError:
         return None
-    return ".".join(rel.with_suffix("").parts)
 
 
-def layer(mod: str) -> int:
-    for key in (mod, mod.split(".")[0]):
-        if key in LAYERS:
-            return LAYERS[key]
-    return 2
+def layer(mod: str, stated=layers()) -> int:
+    found = place(mod, stated)
+    if found is None:
+        raise SystemExit(f"{mod} has no layer in docs/ARCHITECTURE.md: place it there")
+    return found[0]
 
 
 def walk() -> dict:
@@ -66,7 +58,7 @@ def walk() -> dict:
         caller = module_of(caller_frame.f_code.co_filename) if caller_frame else None
         if caller and caller != callee:
             calls.append((caller, callee, frame.f_code.co_name))
-        if callee == "model" and frame.f_code.co_name == "__init__" and "GPT" in frame.f_code.co_qualname:
+        if callee.startswith("model") and frame.f_code.co_name == "__init__" and "GPT" in frame.f_code.co_qualname:
             done.append(True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,9 +79,9 @@ def walk() -> dict:
             if m not in modules:
                 modules.append(m)
     climbs = sum(layer(b) > layer(a) for a, b, _ in calls)
-    reentries = sum(b in TRAINER for a, b, _ in calls if a not in TRAINER)
+    reentries = sum(b == TRAINER for a, b, _ in calls if a != TRAINER)
     return {"files": len(modules), "steps": len(calls), "climbs": climbs, "re-entries": reentries,
-            "modules": modules, "calls": [f"{a} -> {b}.{f}" for a, b, f in calls]}
+            "modules": modules, "calls": [f"{a} -> {b}:{f}" for a, b, f in calls]}
 
 
 def sizes(top: int = 12) -> list[tuple[int, str]]:

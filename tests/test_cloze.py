@@ -19,7 +19,7 @@ from lmforge import cli
 from lmforge.tasks.cloze import Scorer, fill
 from lmforge.config import load_config
 from lmforge.evaluation import evaluate_run
-from lmforge.tasks.evaluate import evaluate_tasks, read_tasks, wilson_interval
+from lmforge.tasks.accuracy import evaluate_tasks, read_tasks, wilson_interval
 from lmforge.tokens import tokenize_corpus
 from lmforge.training.trainer import train
 

@@ -277,7 +277,7 @@ BAD_TASK_LINES = {
 
 @pytest.mark.parametrize("case", BAD_TASK_LINES)
 def test_a_task_line_no_reader_can_take_is_refused_with_its_line(tmp_path, case):
-    from lmforge.tasks.evaluate import read_tasks
+    from lmforge.tasks.accuracy import read_tasks
 
     path = tmp_path / "tasks.jsonl"
     path.write_text('{"context": "a [MASK] c", "choices": ["b", "d"], "answer": 0}\n' + BAD_TASK_LINES[case] + "\n")
@@ -286,7 +286,7 @@ def test_a_task_line_no_reader_can_take_is_refused_with_its_line(tmp_path, case)
 
 
 def test_a_binary_task_file_is_refused(tmp_path):
-    from lmforge.tasks.evaluate import read_tasks
+    from lmforge.tasks.accuracy import read_tasks
 
     path = tmp_path / "tasks.jsonl"
     path.write_bytes(b'{"context": "\xff\xfe"}\n')

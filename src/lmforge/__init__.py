@@ -29,7 +29,7 @@ from lmforge.errors import LmforgeError
 # Stages load on first use: a data-cleaning worker process should not pay for importing torch.
 _LAZY = {
     "evaluate": ("lmforge.evaluation", "evaluate_run"),
-    "evaluate_tasks": ("lmforge.tasks.evaluate", "evaluate_tasks"),
+    "evaluate_tasks": ("lmforge.tasks.accuracy", "evaluate_tasks"),
     "fill": ("lmforge.tasks.cloze", "fill"),
     "generate": ("lmforge.sampling", "generate"),
     "inspect": ("lmforge.inspection", "Inspector"),

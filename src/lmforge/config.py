@@ -9,8 +9,8 @@
       prepare    cleaning thresholds (lmforge prepare)
       scale      scaling-law sweeps: the size knob and how the other hyperparameters follow it
 
-Presets are YAML files in `lmforge/configs/` (`tiny`, `gpt2-small`, `1b`); any field can then be
-overridden with `section.field=value` (values parsed as YAML). Unknown keys, wrong types and
+Presets are YAML files in `lmforge/configs/` (`tiny`, `scaling`, `gpt2-small`, `1b`); any field can
+then be overridden with `section.field=value` (values parsed as YAML). Unknown keys, wrong types and
 out-of-range values raise `LmforgeError` naming the key, quoting at most a short excerpt of the
 value. YAML is read safely and strictly (`StrictLoader`: no key twice, no explicit null, bounded
 nesting and alias expansion), a refusal naming FILE:LINE. The fully resolved tree is saved as
@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from lmforge.data import FILTERS  # the filter registry's names (data/__init__.py imports nothing)
 from lmforge.errors import LmforgeError, shown
 from lmforge.files import atomic_write_text
 
@@ -134,7 +135,9 @@ class TrainConfig:
 
 
 @dataclass
-class RunConfig:
+class OutputConfig:
+    """The `run` section: the run folder, and what lmforge run shows of the model at the end."""
+
     out: str = "runs/tiny"
     samples: int = 3
     sample_tokens: int = 80
@@ -152,11 +155,6 @@ class RunConfig:
 # Published defaults: Gopher (Rae et al. 2021), C4 (Raffel et al. 2020), FineWeb (Penedo et al. 2024)
 # as implemented in datatrove, and StarCoder's code filters (Li et al. 2023).
 
-# The filter registry: every filter `prepare` knows, in the order the stack runs them. Language
-# identification comes first (the word rules after it read the language it found); the cheap
-# whole-document verdicts come before the line rules that edit. data/clean.py registers one class
-# under each name and refuses to import if the two disagree; validation and the default read this.
-FILTERS = ("language", "blocklist", "offensive", "gopher_quality", "gopher_repetition", "c4", "fineweb", "code")
 
 @dataclass
 class GopherQualityConfig:
@@ -299,7 +297,7 @@ class Config:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    run: OutputConfig = field(default_factory=OutputConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 

@@ -174,12 +174,6 @@ def claim_output(folder: str | Path, kind: OutputKind, force: bool = False, opti
     return False
 
 
-def is_within(path: Path, folder: Path) -> bool:
-    """Whether `path` is `folder` or lies inside it (both resolved: links and '..' cannot hide it)."""
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
 def glob_root(source: str) -> Path | None:
     """The fixed folder part of a glob source ('data/**/*.txt' -> data), or None for a plain path."""
     parts = Path(source).parts

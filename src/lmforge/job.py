@@ -25,7 +25,7 @@ from lmforge.figures import fmt
 from lmforge.files import atomic_write_text
 from lmforge.run_dir import RunDir
 from lmforge.sampling import continue_text
-from lmforge.tasks.evaluate import BUILTIN_TASKS, evaluate_tasks, read_tasks
+from lmforge.tasks.accuracy import BUILTIN_TASKS, evaluate_tasks, read_tasks
 from lmforge.tasks.validation import cloze_tasks, sample_prompts, validation_passages
 from lmforge.training.trainer import check_resumable, train
 

@@ -126,14 +126,6 @@ class MaskedLM:
         return loss, (targets != IGNORE_INDEX).sum()
 
 
-OBJECTIVES = {"causal": CausalLM, "masked": MaskedLM}
-
-
-def get_objective(name: str, **kwargs):
-    """An objective by name; the masked one takes its vocabulary tables (see `MaskedLM`)."""
-    return OBJECTIVES[name](**kwargs)
-
-
 def build_objective(train_cfg, vocab: dict | None = None):
     """The objective a TrainConfig names; `vocab` is `tokenizer.vocab_tables(tok)` (masked only)."""
     if train_cfg.objective == "causal":

@@ -1,4 +1,5 @@
-"""The run folder as one object: every file of a run is named here and nowhere else.
+"""The run folder as one object: every file of a run is named here, but for tokenizer.json (tokenizer.py)
+and what lies inside prepared/ and tokens/ (their own formats: data/prepare.py, tokens.py).
 
     RUN/
       config.yaml            the fully resolved config (a resumed run must match it)

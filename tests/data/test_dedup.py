@@ -4,7 +4,8 @@ import tracemalloc
 import numpy as np
 
 from conftest import make_prose
-from lmforge.data.dedup import MinHasher, candidate_probability, exact_key, jaccard, shingle_hashes
+from lmforge.config import PrepareConfig
+from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
 
 
 def edit_words(text: str, rate: float, seed: int) -> str:
@@ -12,9 +13,22 @@ def edit_words(text: str, rate: float, seed: int) -> str:
     return " ".join(w if rng.random() > rate else "zzz" + str(rng.randint(0, 9999)) for w in text.split())
 
 
-def test_default_bands_find_80_percent_similar_pairs():
-    assert candidate_probability(0.8, 14, 8) >= 0.9
-    assert candidate_probability(0.3, 14, 8) < 0.01
+def test_default_bands_find_80_percent_similar_pairs_and_not_dissimilar_ones():
+    """prepare's bands (14 x 8) on real signatures: pairs at Jaccard >= 0.8 share a bucket (the theory,
+    1 - (1 - J^8)^14, says 92% at 0.8), pairs at <= 0.4 do not."""
+    cfg = PrepareConfig()
+    hasher = MinHasher(cfg.minhash_bands * cfg.minhash_rows, seed=cfg.seed)
+    near, far = [], []
+    for seed in range(100):
+        a = make_prose(seed, 6)
+        for rate in (0.02, 0.15):
+            ha, hb = (shingle_hashes(t, cfg.ngram_words) for t in (a, edit_words(a, rate, seed)))
+            keys_a, keys_b = (set(band_keys(hasher.signature(h), cfg.minhash_bands, cfg.minhash_rows)) for h in (ha, hb))
+            similarity = jaccard(ha, hb)
+            if similarity >= 0.8 or similarity <= 0.4:
+                (near if similarity >= 0.8 else far).append(bool(keys_a & keys_b))
+    assert len(near) > 50 and len(far) > 50
+    assert np.mean(near) >= 0.9 and np.mean(far) <= 0.01
 
 
 def test_minhash_estimates_jaccard():

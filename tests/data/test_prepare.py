@@ -478,7 +478,8 @@ def test_named_sources_are_read_whole_unless_the_user_caps_them(tmp_path):
 
 
 def test_filter_registry_is_the_one_list_config_and_stack_read():
-    from lmforge.config import FILTERS, PrepareConfig
+    from lmforge.config import PrepareConfig
+    from lmforge.data import FILTERS
     from lmforge.data.clean import REGISTRY
 
     assert PrepareConfig().filters == list(FILTERS) and set(REGISTRY) == set(FILTERS)

@@ -40,8 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.config import (FILTERS, KINDS, C4Config, CodeConfig, FineWebConfig, GopherQualityConfig,
+from lmforge.config import (KINDS, C4Config, CodeConfig, FineWebConfig, GopherQualityConfig,
                             GopherRepetitionConfig, PrepareConfig)
+from lmforge.data import FILTERS
 from lmforge.data.sources import CODE_SUFFIXES, RECORD, WEB_SUFFIXES
 from lmforge.errors import LmforgeError
 
@@ -159,7 +160,7 @@ REGISTRY: dict[str, type[Filter]] = {}
 
 def register(cls: type[Filter]) -> type[Filter]:
     if cls.name not in FILTERS:
-        raise ImportError(f"filter {cls.name!r} is not in lmforge.config.FILTERS: add it there")
+        raise ImportError(f"filter {cls.name!r} is not in lmforge.data.FILTERS: add it there")
     REGISTRY[cls.name] = cls
     return cls
 
@@ -939,7 +940,7 @@ class Blocklist(Filter):
 
 
 if set(REGISTRY) != set(FILTERS):
-    raise ImportError(f"lmforge.config.FILTERS names {sorted(set(FILTERS) - set(REGISTRY))} with no filter class")
+    raise ImportError(f"lmforge.data.FILTERS names {sorted(set(FILTERS) - set(REGISTRY))} with no filter class")
 
 
 def normalise_for_hash(text: str) -> str:

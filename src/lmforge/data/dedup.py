@@ -87,11 +87,6 @@ def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
     return [hashlib.blake2b(bytes([b]) + sig[b].tobytes(), digest_size=8).digest() for b in range(bands)]
 
 
-def candidate_probability(similarity: float, bands: int, rows: int) -> float:
-    """Chance that two documents of this Jaccard similarity share at least one band."""
-    return 1.0 - (1.0 - similarity**rows) ** bands
-
-
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) == 0 or len(b) == 0:
         return 0.0

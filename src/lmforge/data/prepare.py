@@ -16,7 +16,7 @@ The input stream is cut into shards of at most `shard_documents` items and `shar
 these settings, not the documents' sizes (report.json's `worker_peak_rss_bytes` says what it came to).
 Three phases:
   1. per shard, in a process pool: repair, filter, redact; exact key, MinHash signature and
-     line statistics of what survives (`work/filtered/shard_N.*`, marker `shard_N.done`);
+     line statistics of what survives (`work/shard_N.kept.jsonl.gz`, `.sig.npy`, then marker `.done`);
   2. once: exact and near-duplicate decisions, and the set of boilerplate lines (`work/dedup.json`);
   3. per shard, in the pool: drop duplicates and boilerplate lines (never from code), write clean/ and rejected/.
 A killed run started again skips every shard whose marker exists; since every output is a
@@ -43,8 +43,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from lmforge.config import FILTERS, DataConfig, PrepareConfig
-from lmforge.data import clean
+from lmforge.config import DataConfig, PrepareConfig
+from lmforge.data import FILTERS, clean
 from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc, kind_of
 from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
@@ -105,7 +105,7 @@ def boilerplate_candidates(text: str) -> set[str]:
 
 class FilterStack:
     """The configured repairs and filters, built once per worker process: repair, then the chosen
-    filters in registry order (config.FILTERS: language first), then PII redaction."""
+    filters in registry order (data.FILTERS: language first), then PII redaction."""
 
     def __init__(self, cfg: PrepareConfig):
         self.repair = clean.Repair() if cfg.repair else None

@@ -219,10 +219,6 @@ def _base_suffix(path: Path) -> str:
     return Path(path.stem).suffix if path.suffix in COMPRESSED else path.suffix
 
 
-def looks_binary(head: bytes) -> bool:
-    return text_encoding(head) is None
-
-
 def text_encoding(head: bytes) -> str | None:
     """utf-8; cp1252 for a legacy 8-bit text file (Latin-1 prose is not valid UTF-8); None for binary."""
     if b"\x00" in head:

@@ -28,7 +28,7 @@ from typing import Callable
 
 import yaml
 
-from lmforge.config import Config, config_from_dict
+from lmforge.config import Config, config_from_dict, with_data
 from lmforge.errors import Interrupted, LmforgeError, TrainingDiverged
 from lmforge.files import inside
 from lmforge.processes import end_with_parent
@@ -82,8 +82,7 @@ def run_config(cfg: Config, sweep_dir: Path, run: dict, folder: str = "runs", th
                     progress=False, threads=threads or sized.train.threads, seed=run.get("seed", sized.train.seed),
                     device=device or sized.train.device)
     # relative to the run folder, so a sweep folder can be moved or copied whole
-    data = replace(sized.data, tokenized=f"../../{TOKENS}")
-    return replace(sized, model=model, train=train, data=data,
+    return replace(with_data(sized, tokenized=f"../../{TOKENS}"), model=model, train=train,
                    run=replace(sized.run, out=str(sweep_dir / folder / run["name"])))
 
 

@@ -6,7 +6,8 @@ It runs in phases, each a method small enough to read alone:
     build()       data loader, model, objective, optimizers, validation; state of a resumed run
     train_step()  forward and backward over the micro-batches of one optimizer step
     update()      clip; skip a step whose loss or gradient norm is not finite (decided on the
-                  device), stop with TrainingDiverged after several in a row; step the optimizers
+                  device); step the optimizers. Several skipped in a row raise TrainingDiverged
+                  where the host next reads the guard: a log line, or the loop's end
     validate()    the validation split under the run's objective (training/loss_eval.py)
     checkpoint()  weights, optimizer, RNG and loader position (training/checkpoint.py)
     finish()      final evaluation (the curve's last point), unigram baseline on its windows, summary.json
