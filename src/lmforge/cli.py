@@ -7,18 +7,80 @@ command exits with 130 (see `main`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
 from pathlib import Path
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from lmforge import cost, figures
 from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
 from lmforge.errors import Interrupted, LmforgeError
 from lmforge.run_dir import warn
+
+
+@dataclass(frozen=True)
+class ConfigFlag:
+    """A flag that sets one config key: `--max-steps 200` is `--set train.max_steps=200`. The key is
+    named here only; `help` may show it as {key}."""
+
+    flag: str
+    key: str
+    help: str
+    options: dict = field(default_factory=dict)  # argparse's type, choices, action, metavar
+    value: Callable[[Any], Any] = lambda given: given  # the parsed value as the override writes it; None: unset
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def add_to(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument(self.flag, help=self.help.format(key=self.key), **self.options)
+
+    def override(self, args: argparse.Namespace) -> str | None:
+        given = getattr(args, self.dest, None)
+        value = None if given is None else self.value(given)
+        return None if value is None else f"{self.key}={value}"
+
+
+CONFIG_FLAGS = {f.flag: f for f in [
+    ConfigFlag("--max-steps", "train.max_steps", "optimizer steps to train for ({key})", {"type": int}),
+    ConfigFlag("--seed", "train.seed", "seed of the initial weights and the data order ({key})", {"type": int}),
+    ConfigFlag("--threads", "train.threads", "torch threads ({key}); default: torch's count, lowered while other "
+               "processes keep cores busy", {"type": int}),
+    ConfigFlag("--device", "train.device", "{key}: auto, cpu, cuda, cuda:N"),
+    ConfigFlag("--no-progress", "train.progress", "no progress bar (nor, when stdout is not a terminal, its dated "
+               "count lines)", {"action": "store_true"}, value=lambda on: "false" if on else None),
+    ConfigFlag("--objective", "train.objective", "{key}: causal (next token) or masked (missing tokens, "
+               "bidirectional)", {"choices": ["causal", "masked"]}),
+    ConfigFlag("--init-from", "train.init_from", "start from the weights of a Hugging Face Llama folder (lmforge "
+               "export, or a Llama of this shape) whose tokenizer.json is the data's", {"metavar": "HF_FOLDER"},
+               value=lambda folder: Path(folder).resolve()),
+    ConfigFlag("--workers", "prepare.workers", "processes ({key}; default one per core)", {"type": int}),
+    ConfigFlag("--sizes", "scale.sizes", "knob values, comma-separated ({key}), e.g. 32,48,64,96,128",
+               value=lambda sizes: f"[{sizes}]"),
+    ConfigFlag("--knob", "scale.knob", "the size knob ({key})", {"choices": ["width", "depth"]}),
+    ConfigFlag("--design", "scale.design", "IsoFLOP profiles, a sizes x tokens grid, or the runs that pin alpha and "
+               "beta most per FLOP", {"choices": ["isoflop", "grid", "optimal"]}),
+    ConfigFlag("--levels", "scale.levels", "isoflop: compute levels ({key})", {"type": int}),
+    ConfigFlag("--points-per-size", "scale.points_per_size", "grid: token counts per size ({key})", {"type": int}),
+    ConfigFlag("--parallel", "scale.parallel", "training processes at once ({key})", {"type": int}),
+    ConfigFlag("--max-run-flops", "scale.max_run_flops", "optimal: no run above this 6ND ({key})",
+               value=lambda text: _flops_arg(text, "--max-run-flops")),
+    ConfigFlag("--repeats", "scale.repeats", "cheapest runs trained again with another seed ({key})", {"type": int}),
+    ConfigFlag("--prior", "scale.prior", "law the design is judged under: chinchilla, epoch2024, SWEEP or fit.json "
+               "({key})"),
+    ConfigFlag("--noise", "scale.noise", "assumed run-to-run noise of a final loss, relative ({key})", {"type": float}),
+    ConfigFlag("--target", "scale.targets", "report the forecast interval at N params on D tokens, e.g. 350k:4M "
+               "(repeatable; {key})", {"action": "append", "metavar": "N:D"},
+               value=lambda targets: f"[{','.join(targets)}]"),
+]}
+
+
+def _flags(p: argparse.ArgumentParser, *flags: str) -> None:
+    for flag in flags:
+        CONFIG_FLAGS[flag].add_to(p)
 
 
 def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny") -> None:
@@ -29,23 +91,12 @@ def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny"
     p.set_defaults(default_preset=default_preset)
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any field, e.g. --set train.lr=1e-3 --set model.n_layer=6 (repeatable)")
-    p.add_argument("--max-steps", type=int, help="train.max_steps")
-    p.add_argument("--seed", type=int, help="train.seed")
-    p.add_argument("--threads", type=int, help="torch threads (train.threads); default: torch's count, lowered while other processes keep cores busy")
-    p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:N")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (nor, when stdout is not a terminal, its dated count lines)")
+    _flags(p, "--max-steps", "--seed", "--threads", "--device", "--no-progress")
 
 
 def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | None = None) -> Config:
-    overrides = list(args.overrides)
-    for flag, key in (("max_steps", "train.max_steps"), ("seed", "train.seed"), ("threads", "train.threads"),
-                      ("device", "train.device"), ("workers", "prepare.workers"), ("objective", "train.objective")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if args.no_progress:
-        overrides.append("train.progress=false")
+    """The config a command runs with: preset, then --config, then --set, then the flags of CONFIG_FLAGS."""
+    overrides = [*args.overrides, *filter(None, (f.override(args) for f in CONFIG_FLAGS.values()))]
     extra: dict = {}
     if out:
         extra.setdefault("run", {})["out"] = out
@@ -101,17 +152,18 @@ def _shape(args: argparse.Namespace) -> cost.Shape:
     raise LmforgeError("describe the model: --params 7B, or --layers/--width/--heads, or --preset NAME")
 
 
+def _show(result: figures.Shown, as_json: bool = False) -> int:
+    print(result.to_json() if as_json else result)
+    return 0
+
+
 def _estimate(args: argparse.Namespace) -> int:
+    from lmforge.cost_results import KvCache, TrainingEstimate
+
     cost.check_cost_flags(vars(args))
     shape = _shape(args)
     if args.what == "kv-cache":
-        nbytes = cost.kv_cache_bytes(shape, max(args.batch, 1), shape.context,
-                                     4 if args.precision == "fp32" else 2)
-        result = {"kv_cache_bytes": nbytes, "kv_cache_gib": nbytes / 2**30, "batch": max(args.batch, 1),
-                  "context": shape.context, "layers": shape.layers, "kv_heads": shape.kv_heads, "head_dim": shape.head_dim}
-        print(figures.dumps(result) if args.json else
-              f"KV cache: {nbytes / 2**30:.3f} GiB for batch {result['batch']} x {shape.context} tokens")
-        return 0
+        return _show(KvCache(shape, max(args.batch, 1), 4 if args.precision == "fp32" else 2), args.json)
     if not args.tokens:
         raise LmforgeError("--tokens is required (e.g. --tokens 300B)")
     mfu = args.mfu
@@ -125,110 +177,37 @@ def _estimate(args: argparse.Namespace) -> int:
     est = cost.estimate(shape, args.tokens, hw, args.count, mfu or cost.DEFAULT_MFU, args.batch, args.precision,
                         args.optimizer, args.zero_stage, args.recompute, args.tensor_parallel, args.price_per_hour,
                         args.power_watts, args.pue, args.grid_kg_per_kwh)
-    if args.json:
-        print(figures.dumps(est.to_dict()))
-        return 0
-    m = est.memory_gb
-    rows = [
-        ("model", f"{est.params:.4g} parameters, {shape.layers} layers, width {shape.width}, {shape.heads} heads "
-                  f"({shape.kv_heads} KV), context {shape.context}"),
-        ("tokens", f"{est.tokens:.4g}"),
-        ("compute", f"6ND {est.flops_6nd:.4g} FLOPs; exact {est.flops_exact:.4g} (x{est.exact_over_6nd:.3f})"
-                    + (f"; {args.recompute} recomputation runs {est.flops_hardware:.4g} (HFU {est.hfu:.0%})"
-                       if est.flops_hardware != est.flops_exact else "")),
-        ("time", f"{est.days:,.2f} days on {est.count} x {est.hardware} at MFU {est.mfu:.0%}; "
-                 f"{est.device_hours:,.0f} device-hours"),
-        ("money", f"${est.cost_usd:,.0f}"),
-        ("energy", f"{est.energy_kwh:,.0f} kWh (PUE {args.pue}); {est.tco2e:,.1f} tCO2e at {args.grid_kg_per_kwh} kg/kWh"),
-        ("memory/device", f"weights {m['weights']:.2f} + gradients {m['gradients']:.2f} + optimizer {m['optimizer']:.2f} "
-                          f"+ activations {m['activations']:.2f} = {m['total']:.2f} GB of {hw.memory_gb:g} "
-                          f"({'fits' if est.fits else 'does NOT fit'}); fewest devices: {est.min_devices or 'n/a'}"),
-    ]
-    for k, v in rows:
-        print(f"{k:>14}  {v}")
-    for note in est.notes:
-        print(f"{'note':>14}  {note}")
-    return 0
+    return _show(TrainingEstimate(est, shape, hw, args.recompute, args.pue, args.grid_kg_per_kwh), args.json)
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from lmforge.cost_results import Plan
+
     cost.check_cost_flags(vars(args))
     law = cost.load_law(args.law)
     hw = cost.find_hardware(args.hardware, args.hardware_file)
     result = cost.plan(args.budget, hw, args.count, law, args.mfu or cost.DEFAULT_MFU, args.precision,
                        args.price_per_hour, args.context, args.pue, args.grid_kg_per_kwh, args.days)
-    if args.json:
-        print(figures.dumps(result))
-        return 0
-    e = result["estimate"]
-    print(f"budget {args.budget} = {result['budget_flops']:.3g} FLOPs ({result['budget_as']})")
-    print(f"compute-optimal ({args.law}, C = 6ND as in the papers): {result['params']:.3g} parameters on "
-          f"{result['tokens']:.3g} tokens ({result['tokens_per_param']:.1f} tokens/parameter), "
-          f"predicted loss {result['predicted_loss']:.3f}")
-    print(f"plan: {result['count']:,} x {hw.name} ({result['count_from']}), recompute {result['recompute']}, "
-          f"MFU {e['mfu']:.0%}: {e['days']:,.1f} days, {e['device_hours']:,.0f} device-hours, ${e['cost_usd']:,.0f}, "
-          f"{e['energy_kwh']:,.0f} kWh, {e['tco2e']:,.1f} tCO2e")
-    print(f"      exact FLOPs {e['flops_exact']:.3g} (x{result['exact_over_budget']:.3f} the 6ND budget: attention"
-          f"{' and recomputation' if result['recompute'] != 'none' else ''}); memory "
-          f"{e['memory_gb']['total']:.1f} of {hw.memory_gb:g} GB/device, fewest devices {e['min_devices'] or 'n/a'}")
-    for w in result["warnings"]:
-        print(f"warning: {w}")
-    return 0
-
-
-def _objective_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--objective", choices=["causal", "masked"],
-                   help="train.objective: causal (next token) or masked (missing tokens, bidirectional)")
+    return _show(Plan(result, args.law, hw), args.json)
 
 
 def _eval(args: argparse.Namespace) -> int:
     import lmforge
+    from lmforge.evaluation import Evaluation
+    from lmforge.tasks.results import TaskScores
 
     if args.tasks:
-        result = lmforge.evaluate_tasks(args.run_dir, args.tasks, device=args.device)
-        if args.json:
-            print(figures.dumps(result))
-            return 0
-        lo, hi = result["accuracy_ci95"]
-        nlo, nhi = result["accuracy_norm_ci95"]
-        print(f"{result['tasks_file']}: {result['tasks']} tasks, {result['model']} model, scoring {result['scoring']}\n"
-              f"  accuracy            {result['accuracy']:.3f}  (95% CI {lo:.3f}-{hi:.3f})\n"
-              f"  accuracy per byte   {result['accuracy_norm']:.3f}  (95% CI {nlo:.3f}-{nhi:.3f})\n"
-              f"  chance              {result['chance']:.3f}")
-        return 0
+        return _show(TaskScores(lmforge.evaluate_tasks(args.run_dir, args.tasks, device=args.device)), args.json)
     result = lmforge.evaluate(args.run_dir, max_tokens=args.max_tokens, device=args.device, objective=args.objective)
-    if args.json:
-        print(figures.dumps(result))
-    elif "reason" in result:
-        print(f"{args.run_dir}: no validation figures: {result['reason']}")
-    elif result["objective"] == "masked":
-        print(f"{args.run_dir}: masked-token loss {result['val_loss']:.4f}, accuracy {result['accuracy']:.4f}, "
-              f"perplexity {result['perplexity']:.2f} ({result['tokens']:,} masked tokens, {result['checkpoint']})")
-    else:
-        print(f"{args.run_dir}: val loss {result['val_loss']:.4f}, perplexity {result['perplexity']:.2f}, "
-              f"{result['bits_per_byte']:.4f} bits per byte ({result['tokens']:,} tokens, {result['checkpoint']})")
-    return 0
+    return _show(Evaluation(result, args.run_dir), args.json)
 
 
 def _fill(args: argparse.Namespace) -> int:
     import lmforge
+    from lmforge.tasks.results import Filled
 
     choices = [c.strip() for c in args.choices.split(",")] if args.choices is not None else None
-    result = lmforge.fill(args.run_dir, args.text, choices, args.top_k, args.device)
-    if args.json:
-        print(figures.dumps(result))
-        return 0
-    how = {"masked-token": "masked model: probability of each single token at the blank",
-           "masked-pll": "masked model: pseudo-log-likelihood, one mask per choice token",
-           "causal-sentence": "causal model: log-likelihood of the whole completed sentence"}[result["scoring"]]
-    if "shortlist" in result:
-        how += f", for the {result['shortlist']} likeliest next tokens after the text before the blank"
-    print(f"scoring: {result['scoring']} ({how})" + (" [text trimmed to the model's context]" if result["truncated"] else ""))
-    shown = [json.dumps(c["text"], ensure_ascii=False) for c in result["candidates"]]  # quoted: spaces show
-    width = max(map(len, shown))
-    for text, c in zip(shown, result["candidates"]):
-        print(f"  {text:<{width}}  {100 * c['probability']:6.2f}%  log-prob {c['score']:.3f}")
-    return 0
+    return _show(Filled(lmforge.fill(args.run_dir, args.text, choices, args.top_k, args.device)), args.json)
 
 
 def _command_again(args: argparse.Namespace, *flags: str) -> str:
@@ -275,21 +254,15 @@ def _tokenize(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import lmforge
 
-    if args.init_from:
-        args.overrides.append(f"train.init_from={Path(args.init_from).resolve()}")
     summary = lmforge.train(_resolve(args, args.out), data=args.data, resume=args.resume, stop_at=args.stop_at)
     _check_finished(summary, args, "--resume")  # a planned --stop-at is a success: exit 0
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from lmforge.export import export
+    from lmforge.export import Exported, export
 
-    result = export(args.run_dir, args.out, args.format, force=args.force)
-    print(json.dumps(result) if args.json else
-          f"export: {result['checkpoint']} -> {result['out']} ({result['architecture']}, {result['params']:,} parameters; "
-          f"{', '.join(result['files'])}); load it with transformers.AutoModelForCausalLM.from_pretrained")
-    return 0
+    return _show(Exported(export(args.run_dir, args.out, args.format, force=args.force)), args.json)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -340,130 +313,15 @@ def _target_args(q: argparse.ArgumentParser, verb: str) -> None:
 
 def _scale_plan(args: argparse.Namespace) -> int:
     import lmforge.scaling as scaling
+    from lmforge.scaling.results import SweepPlan
 
-    for flag, key in (("sizes", "scale.sizes"), ("knob", "scale.knob"), ("design", "scale.design"),
-                      ("levels", "scale.levels"), ("points_per_size", "scale.points_per_size"),
-                      ("parallel", "scale.parallel"), ("repeats", "scale.repeats"), ("prior", "scale.prior"),
-                      ("noise", "scale.noise")):
-        value = getattr(args, flag)
-        if value is not None:
-            args.overrides.append(f"{key}=[{value}]" if flag == "sizes" else f"{key}={value}")
-    if args.max_run_flops is not None:
-        args.overrides.append(f"scale.max_run_flops={_flops_arg(args.max_run_flops, '--max-run-flops')}")
-    if args.target:
-        args.overrides.append(f"scale.targets=[{','.join(args.target)}]")
-    cfg = _resolve(args, None)
-    result = scaling.plan(cfg, _flops_arg(args.budget, "--budget"), args.out, args.within)
-    if args.json:
-        print(figures.dumps(result))
-        return 0
-    print(f"{'run':<18} {'params':>10} {'tokens':>11} {'tok/param':>9} {'steps':>6} {'6ND':>9} {'FLOPs':>9} {'est.':>7}")
-    for r in result["runs"]:
-        print(f"{r['name']:<18} {r['params']:>10,} {r['tokens']:>11,} {r['tokens'] / r['params']:>9.1f} {r['steps']:>6} "
-              f"{r['flops']:>9.2e} {r['flops_exact']:>9.2e} {r['estimated_s']:>6.0f}s")
-    cal = result["calibration"]
-    print(f"{len(result['runs'])} runs ({result['design']}, knob {result['knob']}), {result['total_flops']:.3g} of "
-          f"{result['budget_flops']:.3g} FLOPs; estimated {result['estimated_wall_s'] / 60:.1f} min on "
-          f"{result['parallel']} process(es) x {result['threads_per_process']} thread(s) "
-          f"({result['estimated_serial_s'] / 60:.1f} min serial; calibrated here at "
-          f"{1 / cal['seconds_per_flop'] / 1e9:.1f} GFLOP/s + {1e3 * cal['seconds_per_step_fixed']:.0f} ms/step; "
-          f"tokenizing not included)")
-    _print_identifiability(result["identifiability"])
-    for w in result["warnings"]:
-        print(f"warning: {w}")
-    if args.out:
-        print(f"sweep written to {result['sweep']}; train it with: lmforge scale run {args.out}")
-    return 0
-
-
-def _print_identifiability(ident: dict) -> None:
-    ci = ident["ci"]
-    print(f"identifiability before training (95%, delta method under the prior {ident['prior_name']}, "
-          f"run-to-run noise {100 * ident['noise']:.2g}%): " +
-          ", ".join(f"{k} [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" for k in ("E", "A", "B", "alpha", "beta")))
-    for t in ident["targets"]:
-        claim = ""
-        if t["within"]:
-            claim = (f"; a within-{t['within']['claim_pct']:g}% forecast is " +
-                     ("possible" if t["within"]["allowed"] else "NOT possible with this design"))
-        print(f"  target {t['target']} ({t['times_largest_run']:.1f}x the largest run): forecast interval "
-              f"+-{100 * t['half_width']:.1f}%{claim}")
-
-
-def _print_within(w: dict | None) -> None:
-    if not w:
-        return
-    if not w["allowed"]:
-        print(f"cannot call this forecast within {w['claim_pct']:g}%: its 95% interval is +-{w['half_width_pct']:.1f}%")
-    elif "met" in w:
-        print(f"within {w['claim_pct']:g}%: {'met' if w['met'] else 'NOT met'} (95% interval +-{w['half_width_pct']:.1f}%)")
-    else:
-        print(f"a within-{w['claim_pct']:g}% forecast is supported (95% interval +-{w['half_width_pct']:.1f}%)")
-
-
-def _fmt_ci(ci) -> str:
-    return f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
-
-
-def _scale_fit_print(r: dict) -> None:
-    ci = r["ci"]
-    print(f"{r['law']}  ({r['points']} points, Huber delta {r['method']['huber_delta']:g}, "
-          f"95% bootstrap intervals over {r['method']['bootstrap']} resamples)")
-    choice = r.get("form_choice", {})
-    if "approach3" in choice and "kaplan" in choice:
-        print(f"form: {r['form']} ({choice['rule']}; mean |error| approach 3 {_pct(choice['approach3'])}, "
-              f"Kaplan's {_pct(choice['kaplan'])})")
-    for k in ("E", "A", "B", "alpha", "beta"):
-        # the fit's lower bound for E is e^-20: at it, E is not estimated, only bounded above
-        bound = "  (at its lower bound: the sweep does not identify E)" if k == "E" and r[k] < 1e-8 else ""
-        print(f"  {k:<6} {r[k]:.4g}{_fmt_ci(ci[k])}{bound}")
-    print(f"compute-optimal allocation: N_opt ~ C^{r['a']:.3f}{_fmt_ci(ci['a'])}, D_opt ~ C^{r['b']:.3f}{_fmt_ci(ci['b'])}")
-    print("tokens per parameter at the optimum: " +
-          ", ".join(f"{v:.1f} at {c} FLOPs" for c, v in r["tokens_per_param_at_optimum"].items()))
-    res = r["residuals"]
-    print(f"residuals: rms {100 * res['rmse_log']:.2f}% of loss, largest {100 * res['max_abs_relative']:.2f}%")
-    noise = r.get("noise")
-    if noise:
-        rtr = (f"{100 * noise['run_to_run']:.2f}% from {noise['repeated_points']} repeated point(s)"
-               if noise["run_to_run"] else "not measured (no repeated runs)")
-        print(f"noise: run-to-run {rtr}; intervals use {100 * noise['used']:.2f}% ({noise['used_dof']} degrees of "
-              f"freedom, {r['method'].get('interval', 'cases')} bootstrap)")
-    for name, ap in r.get("approaches", {}).items():
-        if "skipped" in ap:
-            print(f"  approach {name}: skipped ({ap['skipped']})")
-        elif "alpha" in ap:
-            tests = ap.get("backtests") or {"compute": ap.get("backtest")}
-            back = "".join(f"; backtest {kind} ({bt['held_out']} held out): mean |error| {100 * bt['mean_abs_error']:.2f}%, "
-                           f"max {100 * bt['max_abs_error']:.2f}%" for kind, bt in tests.items() if bt)
-            print(f"  approach {name}: E {ap['E']:.4g}, A {ap['A']:.4g}, B {ap['B']:.4g}, alpha {ap['alpha']:.3f}, "
-                  f"beta {ap['beta']:.3f}, rms {100 * ap['rmse_log']:.2f}%{back}")
-    iso = r["isoflop"]
-    if "a" in iso:
-        print(f"IsoFLOP ({len(iso['levels'])} levels): N_opt ~ C^{iso['a']:.3f}, D_opt ~ C^{iso['b']:.3f}; "
-              f"tokens/parameter " + ", ".join(f"{t:.1f}" for t in iso["tokens_per_param"]))
-    else:
-        print(f"IsoFLOP: skipped ({iso['skipped']})")
-    for note in iso.get("skipped_levels", []):
-        print(f"  level left out: {note}")
-    lc = r["loss_vs_compute"]
-    if "a" in lc:
-        print(f"L(C) = {lc['a']:.4g} C^{lc['b']:.4f} + {lc['c']:.4f}")
-    else:
-        print(f"L(C): skipped ({lc['skipped']})")
-    for e in r["excluded"]:
-        print(f"excluded {e['name']}: {e['reason']}")
-    for p in r.get("plots", []):
-        print(f"plot: {p}")
-    if r.get("fit_file"):
-        print(f"fit: {r['fit_file']}")
+    result = scaling.plan(_resolve(args, None), _flops_arg(args.budget, "--budget"), args.out, args.within)
+    return _show(SweepPlan(result, args.out), args.json)
 
 
 def _scale_coordcheck(args: argparse.Namespace) -> int:
-    from lmforge.scaling.coordcheck import SWEEP_FOLDER, coordinate_check, format_check
+    from lmforge.scaling.coordcheck import SWEEP_FOLDER, coordinate_check
+    from lmforge.scaling.results import CoordCheck
     from lmforge.scaling.runner import load_sweep
     from lmforge.training.device import set_threads
 
@@ -483,8 +341,7 @@ def _scale_coordcheck(args: argparse.Namespace) -> int:
         widths = list(cfg.scale.sizes)
     set_threads(cfg.train.threads)
     result = coordinate_check(cfg, widths, args.steps, args.layers, args.context, args.batch, args.vocab, out)
-    print(figures.dumps(result) if args.json else format_check(result))
-    return 0
+    return _show(CoordCheck(result), args.json)
 
 
 def _positive_int(text: str, flag: str) -> int:
@@ -499,7 +356,8 @@ def _positive_int(text: str, flag: str) -> int:
 
 def _scale(args: argparse.Namespace) -> int:
     import lmforge.scaling as scaling
-    from lmforge.scaling.runner import format_status, sweep_status
+    from lmforge.scaling import results
+    from lmforge.scaling.runner import sweep_status
 
     if args.action == "plan":
         return _scale_plan(args)
@@ -507,50 +365,27 @@ def _scale(args: argparse.Namespace) -> int:
         return _scale_coordcheck(args)
     if args.action == "run":
         rows = scaling.run(args.sweep, args.parallel, args.threads, interval=args.interval, device=args.device)
-        print(format_status(rows))
-    elif args.action == "status":
-        rows = sweep_status(args.sweep)
-        print(figures.dumps(rows) if args.json else format_status(rows))
-    elif args.action == "fit":
-        result = scaling.fit(args.source, args.bootstrap, args.out, plots=not args.no_plots, interval=args.interval,
-                             fixed_e=args.fixed_e, form=args.form)
-        if args.json:
-            print(figures.dumps({k: v for k, v in result.items() if k != "bootstrap_samples"}))
-        else:
-            _scale_fit_print(result)
-    elif args.action == "predict":
-        params = cost.parse_size(args.params, "--params") if args.params else None
-        tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
-        r = scaling.predict(args.source, params, tokens, _flops_arg(args.flops, "--flops"), args.within)
-        if args.json:
-            print(figures.dumps(r))
-            return 0
-        print(f"predicted loss {r['loss']:.4f}{_fmt_ci(r['interval'])} for {r['params']:.4g} parameters on "
-              f"{r['tokens']:.4g} tokens ({r['tokens_per_param']:.1f} tokens/parameter, {r['flops']:.3g} FLOPs, "
-              f"{r['times_largest_run']:.1f}x the largest fitted run)")
-        if "loss_vs_compute" in r:
-            print(f"L(C) predicts {r['loss_vs_compute']:.4f}{_fmt_ci(r['loss_vs_compute_interval'])} at the compute-optimal point")
-        _print_within(r["within"])
-    elif args.action == "verify":
-        params = cost.parse_size(args.params, "--params") if args.params else None
-        tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
-        r = scaling.verify(args.sweep, params, tokens, _flops_arg(args.flops, "--flops"), args.threads,
-                           device=args.device, within_pct=args.within)
-        if args.json:
-            print(figures.dumps(r))
-            return 0
-        print(f"target {r['params']:,} parameters on {r['tokens']:,} tokens = {r['flops']:.3g} FLOPs "
-              f"({r['times_largest_run']:.1f}x the largest sweep run)")
-        print(f"predicted {r['predicted']:.4f}{_fmt_ci(r['interval'])}, actual {r['actual']:.4f}: relative error "
-              f"{100 * r['relative_error']:+.2f}% ({'inside' if r['within_interval'] else 'outside'} the interval)")
-        _print_within(r["within"])
-    return 0
+        return _show(results.SweepStatus(rows))
+    if args.action == "status":
+        return _show(results.SweepStatus(sweep_status(args.sweep)), args.json)
+    if args.action == "fit":
+        fit = scaling.fit(args.source, args.bootstrap, args.out, plots=not args.no_plots, interval=args.interval,
+                          fixed_e=args.fixed_e, form=args.form)
+        return _show(results.Fit(fit), args.json)
+    params = cost.parse_size(args.params, "--params") if args.params else None
+    tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
+    flops = _flops_arg(args.flops, "--flops")
+    if args.action == "predict":
+        return _show(results.Prediction(scaling.predict(args.source, params, tokens, flops, args.within)), args.json)
+    verified = scaling.verify(args.sweep, params, tokens, flops, args.threads, device=args.device,
+                              within_pct=args.within)
+    return _show(results.Verification(verified), args.json)
 
 
 def _args_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders or globs (default: the built-in corpus)")
     p.add_argument("--out", help="run folder (default: run.out of the preset, runs/tiny)")
-    _objective_arg(p)
+    _flags(p, "--objective")
     _config_args(p)
 
 
@@ -562,7 +397,7 @@ def _force_arg(p: argparse.ArgumentParser, what: str) -> None:
 def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders, globs: text, JSONL, Parquet, WARC (default: built-in)")
     p.add_argument("--out", required=True, help="prepared folder to write (clean/, rejected/, report.json)")
-    p.add_argument("--workers", type=int, help="processes (prepare.workers; default one per core)")
+    _flags(p, "--workers")
     _force_arg(p, "prepared folder")
     _config_args(p)
 
@@ -579,10 +414,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="stop after STEP with a checkpoint (resume later)")
-    p.add_argument("--init-from", metavar="HF_FOLDER",
-                   help="start from the weights of a Hugging Face Llama folder (lmforge export, or a Llama of this "
-                        "shape) whose tokenizer.json is the data's")
-    _objective_arg(p)
+    _flags(p, "--init-from", "--objective")
     _config_args(p)
 
 
@@ -618,19 +450,8 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
     ssub = p.add_subparsers(dest="action", required=True)
     q = ssub.add_parser("plan", help="design a sweep within a FLOP budget, with its estimated wall-clock here")
     q.add_argument("--budget", required=True, help="total training FLOPs, e.g. 3e13 or 3e13flops")
-    q.add_argument("--sizes", help="knob values, comma-separated (scale.sizes), e.g. 32,48,64,96,128")
-    q.add_argument("--knob", choices=["width", "depth"], help="the size knob (scale.knob)")
-    q.add_argument("--design", choices=["isoflop", "grid", "optimal"],
-                   help="IsoFLOP profiles, a sizes x tokens grid, or the runs that pin alpha and beta most per FLOP")
-    q.add_argument("--levels", type=int, help="isoflop: compute levels (scale.levels)")
-    q.add_argument("--points-per-size", type=int, help="grid: token counts per size (scale.points_per_size)")
-    q.add_argument("--parallel", type=int, help="training processes at once (scale.parallel)")
-    q.add_argument("--max-run-flops", help="optimal: no run above this 6ND (scale.max_run_flops)")
-    q.add_argument("--repeats", type=int, help="cheapest runs trained again with another seed (scale.repeats)")
-    q.add_argument("--prior", help="law the design is judged under: chinchilla, epoch2024, SWEEP or fit.json (scale.prior)")
-    q.add_argument("--noise", type=float, help="assumed run-to-run noise of a final loss, relative (scale.noise)")
-    q.add_argument("--target", action="append", metavar="N:D", help="report the forecast interval at N params on D "
-                   "tokens, e.g. 350k:4M (repeatable; scale.targets)")
+    _flags(q, "--sizes", "--knob", "--design", "--levels", "--points-per-size", "--parallel", "--max-run-flops",
+           "--repeats", "--prior", "--noise", "--target")
     q.add_argument("--within", type=float, metavar="PCT", help="say whether each --target can be forecast within PCT%%")
     q.add_argument("--out", metavar="SWEEP", help="write SWEEP/sweep.yaml")
     q.add_argument("--json", action="store_true")
@@ -765,36 +586,28 @@ def _inspect_args(sub) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from lmforge.inspection import Inspector, format_lens, format_neighbours, to_json
+    from lmforge.inspection import Inspector
+    from lmforge.inspection.results import Inspection
 
     insp = Inspector(args.run_dir, device=args.device)
     what = args.what
     vec = {"vectors": args.vectors, "layer": args.layer} if hasattr(args, "vectors") else {}
+    words = list(getattr(args, "words", None) or [])
     if what == "neighbours":
         result = insp.neighbours(args.word, args.k, **vec)
-        text = format_neighbours(result)
     elif what == "similarity":
         result = insp.similarity(*args.words, **vec)
-        text = f"similarity({args.words[0]!r}, {args.words[1]!r}) = {result['similarity']:.4f} ({args.vectors} vectors)"
     elif what == "analogy":
         result = insp.analogy(*args.words, k=args.k, **vec)
-        a, b, c = args.words
-        text = f"{a} : {b} :: {c} : ?\n" + "\n".join(f"  {x['similarity']:7.4f}  {x['word']}" for x in result["answers"])
     elif what == "map":
         result = insp.word_map(args.words or None, args.top, method=args.method, out=args.out, **vec)
-        text = f"map of {len(result['points'])} words ({result['method'].upper()}): {result['png']}, {result['html']}"
     elif what == "layers":
         result = insp.logit_lens(args.text, args.k, out=args.out)
-        text = format_lens(result) + f"\nheat-map: {result['png']}"
     elif what == "attention":
         result = insp.attention(args.text, args.layer, args.head, out=args.out)
-        text = f"attention of layer {result['layer']}, heads {', '.join(map(str, result['heads']))}: {result['png']}"
     else:
         result = insp.sentences(args.file, args.layer, args.top, out=args.out)
-        text = f"{result['sentences']} sentences (layer {result['layer']}), most similar pairs:\n" + "\n".join(
-            f"  {p['similarity']:7.4f}  {p['a']!r}  ~  {p['b']!r}" for p in result["pairs"])
-    print(to_json(result) if args.json else text)
-    return 0
+    return _show(Inspection(what, result, words, vec.get("vectors")), args.json)
 
 
 @dataclass(frozen=True)
