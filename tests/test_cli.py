@@ -35,6 +35,7 @@ def trained_run(tmp_path_factory, corpus_dir):
     run = tmp_path_factory.mktemp("cli") / "run"
     r = lmforge("train", "--data", corpus_dir, "--out", run, "--max-steps", 30, "--seed", 7, *sets())
     assert r.returncode == 0, r.stderr
+    (run.parent / "train.out").write_text(r.stdout)
     return run
 
 
@@ -310,3 +311,81 @@ def test_a_hostile_config_is_one_line_and_exit_2(tmp_path):
     deep.write_text("model: " + "[" * 10_000 + "]" * 10_000 + "\n")
     assert_user_error(lmforge("train", "--config", deep, "--out", tmp_path / "run"),
                       f"config file {deep}:1: nested deeper than 32 levels")
+
+
+# ---------------------------------------------------------------- wording
+
+def test_every_argument_of_every_command_says_what_it_is():
+    """`lmforge X --help` lists each argument with a description (RUN, --device, --json had none), and
+    every command's help prints (`inspect analogy --help` raised ValueError on its tuple metavar)."""
+    import argparse
+
+    from lmforge.cli import build_parser
+
+    bare = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helped = {choice.dest: choice.help for choice in action._choices_actions}
+                for sub, subparser in action.choices.items():
+                    if sub in helped:  # not an alias (neighbors)
+                        assert helped[sub], f"{name} {sub}"
+                        walk(subparser, f"{name} {sub}")
+            elif not action.help or action.help == argparse.SUPPRESS:
+                bare.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "lmforge")
+    assert not bare, bare
+
+
+def test_counts_are_worded_in_the_right_number():
+    """'1 threads', '1 process(es)', '1 layers': a count says its noun once, in the right number."""
+    import re
+    from pathlib import Path
+
+    from lmforge.figures import plural
+
+    assert [plural(1, "thread"), plural(2, "thread"), plural(1, "process", "processes"),
+            plural(1500, "process", "processes"), plural(0, "file")] == \
+        ["1 thread", "2 threads", "1 process", "1,500 processes", "0 files"]
+    src = Path(__file__).parent.parent / "src" / "lmforge"
+    hedged = [f"{path.relative_to(src)}:{i}" for path in sorted(src.rglob("*.py"))
+              for i, line in enumerate(path.read_text().splitlines(), 1)
+              if re.search(r"\}[ a-z]*[a-z]\((s|es)\)|[a-z]\((s|es)\) \{\S", line)]  # "{n} run(s)", "column(s) {..."
+    assert not hedged, hedged
+
+
+def test_train_says_the_unigram_baseline_in_bits_per_byte_too(trained_run):
+    """The baseline was given in nats/token only, beside the run's bits/byte: the two did not compare.
+    Both figures in both units, over the same validation windows: the ratios agree."""
+    import re
+
+    out = (trained_run.parent / "train.out").read_text()
+    assert ", 1 thread, 1 process;" in out  # 'train: ... 1 threads, 1 process(es)'
+    m = re.search(r"val loss ([\d.]+) nats/token, ([\d.]+) bits/byte \(unigram baseline ([\d.]+) nats/token, "
+                  r"([\d.]+) bits/byte\)", out)
+    assert m, out
+    loss, bpb, unigram, unigram_bpb = map(float, m.groups())
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert unigram == pytest.approx(summary["unigram_val_loss"], abs=1e-4)
+    assert unigram_bpb / unigram == pytest.approx(bpb / loss, rel=1e-3)
+
+
+def test_tokenize_counts_the_users_files_not_the_prepared_shards(tmp_path):
+    """`lmforge run` tokenizes RUN/prepared/clean: 'from 1 files' counted the shard prepare wrote,
+    not the user's 12 files."""
+    from conftest import corpus_texts
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, text in enumerate(corpus_texts()[:12]):
+        (corpus / f"doc{i}.txt").write_text(text)
+    assert lmforge("prepare", corpus, "--out", tmp_path / "prep", "--no-progress").returncode == 0
+    for source in (tmp_path / "prep" / "clean", tmp_path / "prep"):  # as lmforge run names it, and as a user
+        r = lmforge("tokenize", source, "--out", tmp_path / f"tok-{source.name}", "--no-progress",
+                    "--set", "tokenizer.vocab_size=300", "--set", "data.val_fraction=0.2")
+        assert r.returncode == 0, r.stderr
+        line = next(line for line in r.stdout.splitlines() if "MB from" in line)
+        assert "from 12 files (cleaned into 1 shard by lmforge prepare)" in line, line

@@ -70,3 +70,13 @@ def test_commands_print_what_they_printed(tmp_path, capsys):
     assert set(seen) == set(golden)
     for name in golden:
         assert seen[name] == golden[name], name
+
+
+def test_a_within_claim_on_a_fit_without_intervals_is_refused_in_words(tmp_path, capsys):
+    """A fit with too few bootstrap resamples has no interval: `predict --within` raised TypeError."""
+    csv = points_csv(tmp_path / "points.csv")
+    assert main(["scale", "fit", str(csv), "--bootstrap", "0", "--out", str(tmp_path / "fit"), "--no-plots"]) == 0
+    capsys.readouterr()
+    assert main(["scale", "predict", str(tmp_path / "fit"), "--params", "1e9", "--tokens", "2e10", "--within", "5"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == ("cannot call this forecast within 5%: it has no 95% interval "
+                                                         "(fit with --bootstrap of 10 or more)")

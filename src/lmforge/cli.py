@@ -110,12 +110,21 @@ def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | Non
     return cfg
 
 
+SWEEP_HELP = "a sweep folder (lmforge scale plan --out)"
+RUN_HELP = "a run folder (the --out of lmforge train or run)"
+DEVICE_HELP = "where the model runs: cpu (default), cuda or cuda:N"
+SHAPE_HELP = {"layers": "transformer blocks", "width": "model width (d_model)", "heads": "attention heads",
+              "kv-heads": "key/value heads (grouped-query attention; default: --heads)",
+              "vocab": "vocabulary size (default 50257, GPT-2's)", "context": "tokens per sequence (default 2048)",
+              "head-dim": "width of one head (default: width / heads)"}
+
+
 def _shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="take the model shape from an lmforge preset")
     p.add_argument("--config", metavar="FILE", help="take the model shape from an lmforge config file")
     p.add_argument("--params", help="parameter count N (e.g. 7B); with no shape flags a typical shape is assumed")
-    for flag in ("layers", "width", "heads", "kv-heads", "vocab", "context", "head-dim"):
-        p.add_argument(f"--{flag}", type=int)
+    for flag in SHAPE_HELP:
+        p.add_argument(f"--{flag}", type=int, help=SHAPE_HELP[flag])
     p.add_argument("--mlp-hidden", type=int, help="SwiGLU hidden width (default: 8/3 width, a multiple of 64, as lmforge's model)")
     p.add_argument("--untied", action="store_true", help="an output head apart from the input embedding "
                                                           "(default: tied, as lmforge's model)")
@@ -273,14 +282,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _args_report(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN|SWEEP")
+    p.add_argument("run_dir", metavar="RUN|SWEEP", help="a run folder, or a sweep folder (lmforge scale plan --out)")
     p.add_argument("--format", default="html", choices=["html", "md"],
                    help="html: one self-contained page (default); md: Markdown with PNGs in report-files/")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
 
 
 def _args_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
     p.add_argument("out", metavar="OUT", help="folder to write (new, empty or an earlier export; never inside a run folder)")
     p.add_argument("--format", default="hf", choices=["hf"], help="hf: a Hugging Face transformers Llama folder")
     p.add_argument("--force", action="store_true",
@@ -308,7 +317,7 @@ def _target_args(q: argparse.ArgumentParser, verb: str) -> None:
     q.add_argument("--params", help="N, e.g. 2M (verify trains the family's nearest model)")
     q.add_argument("--tokens", help="D, e.g. 40M")
     q.add_argument("--flops", help=f"C: {verb} the compute-optimal N and D of the fit")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _scale_plan(args: argparse.Namespace) -> int:
@@ -419,7 +428,8 @@ def _args_train(p: argparse.ArgumentParser) -> None:
 
 
 def _args_estimate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", nargs="?", choices=["train", "kv-cache"], default="train")
+    p.add_argument("what", nargs="?", choices=["train", "kv-cache"], default="train",
+                   help="train: a training run (default); kv-cache: the key/value cache of inference at full context")
     _shape_args(p)
     p.add_argument("--tokens", help="training tokens D (e.g. 300B, 1.4T)")
     p.add_argument("--batch", type=int, default=0, help="sequences per step (global); sets the micro-batch per device")
@@ -429,21 +439,22 @@ def _args_estimate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zero-stage", type=int, default=3, help="ZeRO stage 0-3 (3 = FSDP), default 3")
     p.add_argument("--recompute", default="none", help="activation recomputation (as train.recompute): none, selective "
                    "(norms, rotary, SwiGLU gate; no extra matmul) or full (each block's forward again, less its last matmul)")
-    p.add_argument("--tensor-parallel", type=int, default=1)
+    p.add_argument("--tensor-parallel", type=int, default=1, help="devices each layer is split over (default 1)")
     p.add_argument("--from-run", metavar="RUN", help="take the MFU measured by an lmforge run")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _args_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", required=True, help="e.g. 10000usd, 5e21flops, 2000gpu-hours")
     p.add_argument("--law", default="chinchilla", help="chinchilla (Hoffmann 2022), epoch2024 (Besiroglu 2024 re-fit), "
                    "or a fitted law: SWEEP or SWEEP/fit.json from lmforge scale fit")
-    p.add_argument("--context", type=int, default=2048)
-    p.add_argument("--precision", default="bf16-mixed")
+    p.add_argument("--context", type=int, default=2048, help="tokens per sequence of the planned model (default 2048)")
+    p.add_argument("--precision", default="bf16-mixed", help="bf16-mixed (default), fp16-mixed, "
+                   "bf16-mixed-fp32-grads, fp32, bf16: sets the device's peak FLOP/s and the bytes per parameter")
     p.add_argument("--days", type=float, default=cost.DEFAULT_PLAN_DAYS,
                    help=f"wall-clock the plan must finish in when --count is not given (default {cost.DEFAULT_PLAN_DAYS:g})")
     _hardware_args(p, "devices (default: the fewest that finish within --days)", None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _args_scale(p: argparse.ArgumentParser) -> None:
@@ -454,7 +465,7 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
            "--repeats", "--prior", "--noise", "--target")
     q.add_argument("--within", type=float, metavar="PCT", help="say whether each --target can be forecast within PCT%%")
     q.add_argument("--out", metavar="SWEEP", help="write SWEEP/sweep.yaml")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
     _config_args(q, default_preset="scaling")
     q = ssub.add_parser("coordcheck", help="coordinate check: activation and logit scales over the first steps "
                         "across widths, standard vs muP parameterisation (flat under muP)")
@@ -472,31 +483,31 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
     q.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
     _config_args(q)
     q = ssub.add_parser("run", help="train every unfinished run of a sweep (resumes; skips finished runs)")
-    q.add_argument("sweep", metavar="SWEEP")
+    q.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
     q.add_argument("--parallel", type=int, help="processes at once (default: the sweep's scale.parallel)")
     q.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
     q.add_argument("--interval", type=float, default=30.0, help="seconds between progress lines")
     q.add_argument("--device", help="train on this device (cpu, cuda, cuda:N) instead of the sweep's train.device")
     q = ssub.add_parser("status", help="every run of a sweep: state, steps, loss")
-    q.add_argument("sweep", metavar="SWEEP")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
+    q.add_argument("--json", action="store_true", help="print one JSON object")
     q = ssub.add_parser("fit", help="fit L(N, D), IsoFLOP profiles and L(C) to a sweep or a CSV of points")
     q.add_argument("source", metavar="SWEEP|POINTS.csv", help="a sweep folder, or a CSV with params, tokens, loss[, flops]")
     q.add_argument("--json", action="store_true", help="one JSON object: E, A, B, alpha, beta, a, b, intervals, ...")
     q.add_argument("--bootstrap", type=int, help="bootstrap resamples (default: scale.bootstrap; 200 for a CSV)")
     q.add_argument("--out", help="folder for fit.json, points.csv and plots/ (default: the sweep; none for a CSV)")
-    q.add_argument("--no-plots", action="store_true")
+    q.add_argument("--no-plots", action="store_true", help="write no plots/")
     q.add_argument("--interval", choices=["parametric", "cases"], help="bootstrap: refit simulated noise at the same "
                    "points (parametric, default) or resample the points (cases)")
     q.add_argument("--fixed-e", type=float, help="approach fixed_e: hold E at this (default: scale.fixed_e, or L(C)'s c)")
     q.add_argument("--form", choices=["auto", "additive", "kaplan"], help="law form (default: scale.form, auto: the "
                    "form whose backtests in N and D err less)")
     q = ssub.add_parser("predict", help="predicted loss at (N, D) or at the compute-optimal point of C")
-    q.add_argument("source", metavar="SWEEP|fit.json")
+    q.add_argument("source", metavar="SWEEP|fit.json", help="a fitted sweep folder, or a fit.json of lmforge scale fit")
     _target_args(q, "predict at")
     q.add_argument("--within", type=float, metavar="PCT", help="call it within PCT%% only if its interval allows")
     q = ssub.add_parser("verify", help="train the target model and compare predicted and actual loss")
-    q.add_argument("sweep", metavar="SWEEP")
+    q.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
     _target_args(q, "train")
     q.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     q.add_argument("--device", help="train the target on this device (cpu, cuda, cuda:N)")
@@ -505,7 +516,7 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
 
 
 def _args_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--tasks", metavar="FILE.jsonl",
                    help='multiple-choice cloze tasks {"context": "... [MASK] ...", "choices": [...], "answer": i} '
@@ -513,28 +524,28 @@ def _args_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", choices=["causal", "masked"],
                    help="insist on this objective: masked = masked-token loss and accuracy (a masked run only)")
     p.add_argument("--max-tokens", type=int, default=0, help="evaluate at most this many tokens (0 = all)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
 
 
 def _args_generate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN")
-    p.add_argument("prompt", metavar="PROMPT")
+    p.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
+    p.add_argument("prompt", metavar="PROMPT", help="the text to continue (quote it; spaces count)")
     p.add_argument("--max-tokens", type=int, default=100, help="tokens to sample at most (>= 0)")
     p.add_argument("--temperature", type=float, default=0.8, help="finite, >= 0; 0 = greedy")
     p.add_argument("--top-k", type=int, default=50, help="sample among the K likeliest tokens (0 = all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus: the likeliest tokens holding P of the mass, "
                                                            "in (0, 1] (1 = all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0): the same seed, the same text")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
 
 
 def _args_fill(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
     p.add_argument("text", metavar="TEXT", help='a text with one [MASK], e.g. "the next [MASK] in a sentence"')
     p.add_argument("--choices", help="comma-separated fillers to rank (multi-token ones are scored whole)")
     p.add_argument("--top-k", type=int, default=10, help="fillers to show without --choices")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
 
 
 def _args_inspect(p: argparse.ArgumentParser) -> None:
@@ -545,9 +556,9 @@ def _inspect_args(sub) -> None:
     def command(name: str, help: str, aliases=(), vectors: bool = False):
         p = sub.add_parser(name, help=help, aliases=list(aliases))
         p.set_defaults(what=name)
-        p.add_argument("run_dir", metavar="RUN")
+        p.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
         p.add_argument("--json", action="store_true", help="print one JSON object")
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--device", default="cpu", help=DEVICE_HELP)
         if vectors:
             p.add_argument("--vectors", choices=["static", "contextual"], default="static",
                            help="static: mean input embedding of the word's tokens; contextual: mean hidden state "
@@ -556,30 +567,30 @@ def _inspect_args(sub) -> None:
         return p
 
     p = command("neighbours", "nearest words by cosine similarity", ["neighbors"], vectors=True)
-    p.add_argument("word")
+    p.add_argument("word", help="a word of the run's text")
     p.add_argument("-k", type=int, default=10, help="how many neighbours")
     p = command("similarity", "cosine similarity of two words", vectors=True)
-    p.add_argument("words", nargs=2, metavar="WORD")
+    p.add_argument("words", nargs=2, metavar="WORD", help="two words of the run's text")
     p = command("analogy", "A is to B as C is to ?", vectors=True)
-    p.add_argument("words", nargs=3, metavar=("A", "B", "C"))
-    p.add_argument("-k", type=int, default=5)
+    p.add_argument("words", nargs=3, metavar="WORD", help="A B C: the words of 'A is to B as C is to ?'")
+    p.add_argument("-k", type=int, default=5, help="how many answers")
     p = command("map", "2-D map of word vectors (PNG with labels + interactive HTML)", vectors=True)
     p.add_argument("words", nargs="*", metavar="WORD", help="words to place (default: the --top most frequent)")
-    p.add_argument("--top", type=int, default=100)
+    p.add_argument("--top", type=int, default=100, help="without WORDs: the most frequent words to place")
     p.add_argument("--method", choices=["auto", "pca", "umap"], default="auto",
                    help="auto: UMAP if umap-learn is installed, else PCA")
     p.add_argument("--out", help="folder for the files (default RUN/inspect)")
     p = command("layers", "logit lens: each layer's top predictions for TEXT (table + heat-map PNG)")
-    p.add_argument("text")
+    p.add_argument("text", help="the text whose positions are read")
     p.add_argument("-k", type=int, default=3, help="predictions kept per position and layer (JSON)")
     p.add_argument("--out", help="folder for the PNG (default RUN/inspect)")
     p = command("attention", "attention maps for TEXT as a PNG (all heads of a layer, or one head)")
-    p.add_argument("text")
+    p.add_argument("text", help="the text whose attention is drawn")
     p.add_argument("--layer", type=int, help="1..n_layer (default: the last)")
     p.add_argument("--head", type=int, help="0..n_head-1 (default: all heads in a grid)")
     p.add_argument("--out", help="folder for the PNG (default RUN/inspect)")
     p = command("sentences", "one vector per line of FILE and the most similar pairs")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="a text file, one sentence a line")
     p.add_argument("--layer", type=int, help="layer whose hidden states are mean-pooled (default: middle)")
     p.add_argument("--top", type=int, default=10, help="pairs to show")
     p.add_argument("--out", help="folder for sentences.npy (default RUN/inspect)")

@@ -30,6 +30,7 @@ import yaml
 
 from lmforge.config import RECOMPUTE
 from lmforge.errors import LmforgeError
+from lmforge.figures import plural
 from lmforge.model_counts import Shape, loss_chunk_rows, model_config, state_bytes, training_flops
 
 GB = 1e9
@@ -157,7 +158,7 @@ def local_cpu() -> Hardware:
     fp32 = measured_matmul_flops("cpu", torch.float32)
     bf16 = measured_matmul_flops("cpu", torch.bfloat16, 512, 3)
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
-    return Hardware(f"cpu ({torch.get_num_threads()} threads)", {"fp32": fp32, "bf16": bf16}, mem, 15.0 * (os.cpu_count() or 1))
+    return Hardware(f"cpu ({plural(torch.get_num_threads(), 'thread')})", {"fp32": fp32, "bf16": bf16}, mem, 15.0 * (os.cpu_count() or 1))
 
 
 # ---------------------------------------------------------------- model shapes (counted by model_counts)

@@ -52,6 +52,7 @@ from lmforge.data.pii import RedactPII, redacted
 from lmforge.data.sources import (Document, Inputs, Skip, SourceStats, batched,
                                   iter_documents, list_inputs, skip_hint)
 from lmforge.errors import LmforgeError
+from lmforge.figures import plural
 from lmforge.files import (OutputKind, atomic_write_json, atomic_write_text, building_folder, claim_output,
                            fingerprint, install, is_complete, json_format_is, naming, open_new, output_errors,
                            read_own_bytes, refuse_inside_sources, refuse_link, remove, remove_own)
@@ -539,7 +540,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
         if not decisions_path.is_file():
             log(f"prepare: deciding exact and near duplicates and boilerplate lines ({_seconds(started)} so far)")
             atomic_write_json(decisions_path, decide_duplicates(work, n_shards, cfg))
-        log(f"prepare: writing clean/ and rejected/, {n_shards:,} shards ({_seconds(started)} so far)")
+        log(f"prepare: writing clean/ and rejected/, {plural(n_shards, 'shard')} ({_seconds(started)} so far)")
         for index in range(n_shards):
             if not (work / f"shard_{index:05d}.written").is_file():
                 executor.submit(write_shard, index, work, build, decisions_path)

@@ -40,6 +40,7 @@ import numpy as np
 
 from lmforge.config import Config, ScaleConfig
 from lmforge.errors import LmforgeError
+from lmforge.figures import plural
 from lmforge.model_counts import model_config, training_flops
 
 
@@ -395,7 +396,7 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
     for k in levels:
         n = sum(r["level"] == k for r in runs)
         if n < 3:
-            warnings.append(f"level {k} has {n} run(s): an IsoFLOP parabola needs 3 sizes there")
+            warnings.append(f"level {k} has {plural(n, 'run')}: an IsoFLOP parabola needs 3 sizes there")
     if len(runs) < 6:
         warnings.append(f"{len(runs)} runs: fitting L(N, D) needs at least 6; raise --budget or add --sizes")
     left_out = [s for s in sweep_sizes(cfg, vocab) if not any(r["knob"] == s.knob for r in runs)]
@@ -407,7 +408,7 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
                         f"change --budget or --sizes")
     short = [r["name"] for r in runs if r["steps"] < SHORT_RUN_STEPS]
     if short:
-        warnings.append(f"{len(short)} run(s) have fewer than {SHORT_RUN_STEPS} steps ({short[0]}, ...): such runs measure how "
+        warnings.append(f"{plural(len(short), 'run')} {'has' if len(short) == 1 else 'have'} fewer than {SHORT_RUN_STEPS} steps ({short[0]}, ...): such runs measure how "
                         f"far the optimizer got more than what the model can learn (docs/LOG.md); raise scale.min_steps")
     ident = identifiability(cfg, runs, within_pct)
     if ident["blind_to_e"]:

@@ -31,6 +31,7 @@ import yaml
 from lmforge.config import Config, config_from_dict
 from lmforge.errors import Interrupted, LmforgeError, TrainingDiverged
 from lmforge.files import inside
+from lmforge.figures import plural
 from lmforge.processes import end_with_parent
 from lmforge.run_dir import TRAIN_LOG, RunDir
 from lmforge.scaling.design import available_cpus, size_config
@@ -247,7 +248,7 @@ def warn_repeats(sweep_dir: Path, runs: list[dict], log: Callable[[str], None]) 
     over = [r for r in runs if r["tokens"] > train_tokens]
     if over:
         worst = max(over, key=lambda r: r["tokens"])
-        log(f"warning: {len(over)} run(s) train on more tokens than the corpus's {train_tokens:,} ({worst['name']}: "
+        log(f"warning: {plural(len(over), 'run')} {'trains' if len(over) == 1 else 'train'} on more tokens than the corpus's {train_tokens:,} ({worst['name']}: "
             f"{worst['tokens'] / train_tokens:.1f} epochs); repeated tokens are not the law's unique ones: use a larger "
             f"corpus (data.sources, data.max_bytes) or a smaller --max-run-flops")
 
@@ -268,7 +269,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     todo = [run for run, row in zip(sweep["runs"], rows) if row["state"] in ("pending", "partial", "failed")]
     skipped = [r["name"] for r in rows if r["state"] in ("done", "diverged")]
     log(f"sweep: {len(sweep['runs'])} runs, {len(skipped)} already finished (skipped), {len(todo)} to train "
-        f"on {parallel} process(es) x {threads} thread(s)")
+        f"on {plural(parallel, 'process', 'processes')} x {plural(threads, 'thread')}")
     todo.sort(key=lambda r: -r["flops_exact"])  # longest first packs the processes best
     failures: list[str] = []
     stopped: list[str] = []  # runs a signal to their worker stopped part-way
@@ -319,9 +320,9 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     rows = sweep_status(sweep_dir)
     log(_progress_line(rows, [], t0, flops_at_start))
     if failures:
-        raise LmforgeError(f"{len(failures)} run(s) failed: {failures[0]} (details in SWEEP/runs/<name>/{TRAIN_LOG})")
+        raise LmforgeError(f"{plural(len(failures), 'run')} failed: {failures[0]} (details in SWEEP/runs/<name>/{TRAIN_LOG})")
     if stopped:
-        raise Interrupted(f"sweep: {len(stopped)} run(s) stopped part-way ({', '.join(stopped)}); continue with: "
+        raise Interrupted(f"sweep: {plural(len(stopped), 'run')} stopped part-way ({', '.join(stopped)}); continue with: "
                           f"lmforge scale run {shlex.quote(str(sweep_dir))}")
     return rows
 

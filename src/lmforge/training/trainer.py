@@ -43,7 +43,7 @@ from lmforge.files import atomic_write_bytes
 from lmforge.locks import describe_holder
 from lmforge.model import GPT, head_skips_untargeted_rows, model_config
 from lmforge.model_counts import TokenFlops, loss_chunk_rows, training_flops
-from lmforge.figures import fmt
+from lmforge.figures import bits_per_byte, fmt, plural
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
 from lmforge.run_dir import RunDir
 from lmforge.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, vocab_tables
@@ -482,11 +482,13 @@ class Trainer:
         self.log_main(
             f"train: done in {elapsed:.0f}s ({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}% "
             f"steady state; {summary['warmup_s']:.1f}s of warm-up{' and compilation' if self.tc.compile else ''} apart); "
-            f"{'masked-token ' if masked else ''}val loss {fmt(final['val_loss'])} "
-            f"(unigram baseline {fmt(baseline)}), {fmt(final['bits_per_byte'])} bits/byte"
+            f"{'masked-token ' if masked else ''}val loss {fmt(final['val_loss'])} nats/token, "
+            f"{fmt(final['bits_per_byte'])} bits/byte (unigram baseline {fmt(baseline)} nats/token"
+            + ("" if masked else f", {fmt(bits_per_byte(baseline, final['tokens'], final.get('bytes', 0)))} bits/byte")
+            + ")"
             + (f", accuracy {fmt(final['accuracy'], '.3f')}" if masked else "")
             + (f" ({final['reason']})" if "reason" in final else "")
-            + (f"; {summary['skipped_steps']} step(s) skipped: loss or gradient not finite (lower train.lr)"
+            + (f"; {plural(summary['skipped_steps'], 'step')} skipped: loss or gradient not finite (lower train.lr)"
                if summary["skipped_steps"] else "")
         )
         return summary
@@ -523,9 +525,9 @@ class Trainer:
     def _announce(self) -> None:
         m, tc = self.mcfg, self.tc
         self.log_main(
-            f"train: {tc.objective} objective, {int(m.shape().params):,} parameters ({m.n_layer} layers, width {m.n_embd}, "
+            f"train: {tc.objective} objective, {int(m.shape().params):,} parameters ({plural(m.n_layer, 'layer')}, width {m.n_embd}, "
             f"context {m.seq_len}), {self.tokens_per_step:,} tokens/step, {tc.max_steps} steps, device {self.device}, "
-            f"{self.dtype}, {self.threads} threads, {self.dist.world_size} process(es){' (FSDP2)' if self.fsdp else ''}; "
+            f"{self.dtype}, {plural(self.threads, 'thread')}, {plural(self.dist.world_size, 'process', 'processes')}{' (FSDP2)' if self.fsdp else ''}; "
             f"run folder {self.run}"
         )
 
@@ -578,7 +580,7 @@ class Trainer:
         if threads is not None:
             (bar.write if bar is not None else self.log_main)(
                 f"train: {threads} of {self.governor.most} threads: other processes keep "
-                f"{self.governor.others:.1f} core(s) busy")
+                f"{self.governor.others:.1f} cores busy")
 
     def _log_step(self, loss: torch.Tensor, norm: torch.Tensor, bar) -> None:
         world = self.dist.world_size
