@@ -389,3 +389,34 @@ def test_tokenize_counts_the_users_files_not_the_prepared_shards(tmp_path):
         assert r.returncode == 0, r.stderr
         line = next(line for line in r.stdout.splitlines() if "MB from" in line)
         assert "from 12 files (cleaned into 1 shard by lmforge prepare)" in line, line
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["scale", "plan", "--budget", "1e13", "--sizes", "32,64", "--knob", "depth", "--design", "grid", "--levels", "4",
+      "--points-per-size", "3", "--parallel", "2", "--max-run-flops", "2e12flops", "--repeats", "1", "--prior",
+      "epoch2024", "--noise", "0.02", "--target", "1M:10M", "--target", "2M:20M", "--max-steps", "7", "--seed", "5",
+      "--threads", "3", "--device", "cpu", "--no-progress"],
+     {"scale.sizes": [32, 64], "scale.knob": "depth", "scale.design": "grid", "scale.levels": 4,
+      "scale.points_per_size": 3, "scale.parallel": 2, "scale.max_run_flops": 2e12, "scale.repeats": 1,
+      "scale.prior": "epoch2024", "scale.noise": 0.02, "scale.targets": ["1M:10M", "2M:20M"], "train.max_steps": 7,
+      "train.seed": 5, "train.threads": 3, "train.device": "cpu", "train.progress": False}),
+    (["train", "--objective", "masked", "--init-from", "."], {"train.objective": "masked", "train.init_from": "CWD"}),
+    (["prepare", "--out", "x", "--workers", "3"], {"prepare.workers": 3}),
+])
+def test_each_config_flag_sets_its_key(argv, expected):
+    """The flags of CONFIG_FLAGS, each set through the one table, land in the config as `--set KEY=VALUE` would."""
+    from lmforge.cli import CONFIG_FLAGS, _resolve, build_parser
+
+    cfg = _resolve(build_parser().parse_args(argv), None).to_dict()
+    for key, value in expected.items():
+        section, name = key.split(".")
+        assert cfg[section][name] == (os.getcwd() if value == "CWD" else value), key
+    given = {a for a in argv if a.startswith("--")}
+    assert {CONFIG_FLAGS[f].key for f in given & set(CONFIG_FLAGS)} == set(expected)
+
+
+def test_every_config_flag_is_tested_above():
+    from lmforge.cli import CONFIG_FLAGS
+
+    tested = {a for params in test_each_config_flag_sets_its_key.pytestmark[0].args[1] for a in params[0]}
+    assert set(CONFIG_FLAGS) <= tested

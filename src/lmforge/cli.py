@@ -457,62 +457,86 @@ def _args_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _args_scale(p: argparse.ArgumentParser) -> None:
-    ssub = p.add_subparsers(dest="action", required=True)
-    q = ssub.add_parser("plan", help="design a sweep within a FLOP budget, with its estimated wall-clock here")
-    q.add_argument("--budget", required=True, help="total training FLOPs, e.g. 3e13 or 3e13flops")
-    _flags(q, "--sizes", "--knob", "--design", "--levels", "--points-per-size", "--parallel", "--max-run-flops",
+def _args_scale_plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", required=True, help="total training FLOPs, e.g. 3e13 or 3e13flops")
+    _flags(p, "--sizes", "--knob", "--design", "--levels", "--points-per-size", "--parallel", "--max-run-flops",
            "--repeats", "--prior", "--noise", "--target")
-    q.add_argument("--within", type=float, metavar="PCT", help="say whether each --target can be forecast within PCT%%")
-    q.add_argument("--out", metavar="SWEEP", help="write SWEEP/sweep.yaml")
-    q.add_argument("--json", action="store_true", help="print one JSON object")
-    _config_args(q, default_preset="scaling")
-    q = ssub.add_parser("coordcheck", help="coordinate check: activation and logit scales over the first steps "
-                        "across widths, standard vs muP parameterisation (flat under muP)")
-    q.add_argument("sweep", nargs="?", metavar="SWEEP", help="take the config (and widths, for a width knob) from "
+    p.add_argument("--within", type=float, metavar="PCT", help="say whether each --target can be forecast within PCT%%")
+    p.add_argument("--out", metavar="SWEEP", help="write SWEEP/sweep.yaml")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _config_args(p, default_preset="scaling")
+
+
+def _args_scale_coordcheck(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", nargs="?", metavar="SWEEP", help="take the config (and widths, for a width knob) from "
                    "SWEEP/sweep.yaml and write into SWEEP/coordcheck/")
-    q.add_argument("--widths", help="model widths, comma-separated (default 32,64,128,256,512; each a multiple of "
+    p.add_argument("--widths", help="model widths, comma-separated (default 32,64,128,256,512; each a multiple of "
                    "model.n_head)")
-    q.add_argument("--steps", type=int, default=10, help="training steps, at train.lr held constant (default 10)")
-    q.add_argument("--layers", type=int, default=2, help="depth of the probe models (default 2)")
-    q.add_argument("--context", type=int, default=64, help="tokens per sequence (default 64)")
-    q.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
-    q.add_argument("--vocab", type=int, default=512, help="vocabulary of the Zipf-distributed tokens (default 512)")
-    q.add_argument("--out", metavar="DIR", help="write coordcheck.json and coordcheck.png here (default: "
+    p.add_argument("--steps", type=int, default=10, help="training steps, at train.lr held constant (default 10)")
+    p.add_argument("--layers", type=int, default=2, help="depth of the probe models (default 2)")
+    p.add_argument("--context", type=int, default=64, help="tokens per sequence (default 64)")
+    p.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
+    p.add_argument("--vocab", type=int, default=512, help="vocabulary of the Zipf-distributed tokens (default 512)")
+    p.add_argument("--out", metavar="DIR", help="write coordcheck.json and coordcheck.png here (default: "
                    "SWEEP/coordcheck with a SWEEP, else nothing written)")
-    q.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
-    _config_args(q)
-    q = ssub.add_parser("run", help="train every unfinished run of a sweep (resumes; skips finished runs)")
-    q.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
-    q.add_argument("--parallel", type=int, help="processes at once (default: the sweep's scale.parallel)")
-    q.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
-    q.add_argument("--interval", type=float, default=30.0, help="seconds between progress lines")
-    q.add_argument("--device", help="train on this device (cpu, cuda, cuda:N) instead of the sweep's train.device")
-    q = ssub.add_parser("status", help="every run of a sweep: state, steps, loss")
-    q.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
-    q.add_argument("--json", action="store_true", help="print one JSON object")
-    q = ssub.add_parser("fit", help="fit L(N, D), IsoFLOP profiles and L(C) to a sweep or a CSV of points")
-    q.add_argument("source", metavar="SWEEP|POINTS.csv", help="a sweep folder, or a CSV with params, tokens, loss[, flops]")
-    q.add_argument("--json", action="store_true", help="one JSON object: E, A, B, alpha, beta, a, b, intervals, ...")
-    q.add_argument("--bootstrap", type=int, help="bootstrap resamples (default: scale.bootstrap; 200 for a CSV)")
-    q.add_argument("--out", help="folder for fit.json, points.csv and plots/ (default: the sweep; none for a CSV)")
-    q.add_argument("--no-plots", action="store_true", help="write no plots/")
-    q.add_argument("--interval", choices=["parametric", "cases"], help="bootstrap: refit simulated noise at the same "
+    p.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+    _config_args(p)
+
+
+def _args_scale_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
+    p.add_argument("--parallel", type=int, help="processes at once (default: the sweep's scale.parallel)")
+    p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between progress lines")
+    p.add_argument("--device", help="train on this device (cpu, cuda, cuda:N) instead of the sweep's train.device")
+
+
+def _args_scale_status(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _args_scale_fit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SWEEP|POINTS.csv", help="a sweep folder, or a CSV with params, tokens, loss[, flops]")
+    p.add_argument("--json", action="store_true", help="one JSON object: E, A, B, alpha, beta, a, b, intervals, ...")
+    p.add_argument("--bootstrap", type=int, help="bootstrap resamples (default: scale.bootstrap; 200 for a CSV)")
+    p.add_argument("--out", help="folder for fit.json, points.csv and plots/ (default: the sweep; none for a CSV)")
+    p.add_argument("--no-plots", action="store_true", help="write no plots/")
+    p.add_argument("--interval", choices=["parametric", "cases"], help="bootstrap: refit simulated noise at the same "
                    "points (parametric, default) or resample the points (cases)")
-    q.add_argument("--fixed-e", type=float, help="approach fixed_e: hold E at this (default: scale.fixed_e, or L(C)'s c)")
-    q.add_argument("--form", choices=["auto", "additive", "kaplan"], help="law form (default: scale.form, auto: the "
+    p.add_argument("--fixed-e", type=float, help="approach fixed_e: hold E at this (default: scale.fixed_e, or L(C)'s c)")
+    p.add_argument("--form", choices=["auto", "additive", "kaplan"], help="law form (default: scale.form, auto: the "
                    "form whose backtests in N and D err less)")
-    q = ssub.add_parser("predict", help="predicted loss at (N, D) or at the compute-optimal point of C")
-    q.add_argument("source", metavar="SWEEP|fit.json", help="a fitted sweep folder, or a fit.json of lmforge scale fit")
-    _target_args(q, "predict at")
-    q.add_argument("--within", type=float, metavar="PCT", help="call it within PCT%% only if its interval allows")
-    q = ssub.add_parser("verify", help="train the target model and compare predicted and actual loss")
-    q.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
-    _target_args(q, "train")
-    q.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    q.add_argument("--device", help="train the target on this device (cpu, cuda, cuda:N)")
-    q.add_argument("--within", type=float, metavar="PCT", help="report whether the forecast was within PCT%%, when "
+
+
+def _args_scale_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SWEEP|fit.json", help="a fitted sweep folder, or a fit.json of lmforge scale fit")
+    _target_args(p, "predict at")
+    p.add_argument("--within", type=float, metavar="PCT", help="call it within PCT%% only if its interval allows")
+
+
+def _args_scale_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
+    _target_args(p, "train")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--device", help="train the target on this device (cpu, cuda, cuda:N)")
+    p.add_argument("--within", type=float, metavar="PCT", help="report whether the forecast was within PCT%%, when "
                    "its interval allows the claim")
+
+
+def _args_scale(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    for name, help, arguments in (
+        ("plan", "design a sweep within a FLOP budget, with its estimated wall-clock here", _args_scale_plan),
+        ("coordcheck", "coordinate check: activation and logit scales over the first steps across widths, standard "
+                       "vs muP parameterisation (flat under muP)", _args_scale_coordcheck),
+        ("run", "train every unfinished run of a sweep (resumes; skips finished runs)", _args_scale_run),
+        ("status", "every run of a sweep: state, steps, loss", _args_scale_status),
+        ("fit", "fit L(N, D), IsoFLOP profiles and L(C) to a sweep or a CSV of points", _args_scale_fit),
+        ("predict", "predicted loss at (N, D) or at the compute-optimal point of C", _args_scale_predict),
+        ("verify", "train the target model and compare predicted and actual loss", _args_scale_verify),
+    ):
+        arguments(sub.add_parser(name, help=help))
 
 
 def _args_eval(p: argparse.ArgumentParser) -> None:
