@@ -161,7 +161,7 @@ def _shape(args: argparse.Namespace) -> cost.Shape:
     raise LmforgeError("describe the model: --params 7B, or --layers/--width/--heads, or --preset NAME")
 
 
-def _show(result: figures.Shown, as_json: bool = False) -> int:
+def _show(result: figures.Result, as_json: bool = False) -> int:
     print(result.to_json() if as_json else result)
     return 0
 

@@ -9,7 +9,7 @@ from lmforge.cost import Estimate, Hardware, Shape, kv_cache_bytes
 
 
 @dataclass
-class TrainingEstimate(figures.Shown):
+class TrainingEstimate(figures.Result):
     """A training run's FLOPs, time, money, energy and memory, with the inputs its lines name."""
 
     estimate: Estimate
@@ -47,7 +47,7 @@ class TrainingEstimate(figures.Shown):
 
 
 @dataclass
-class KvCache(figures.Shown):
+class KvCache(figures.Result):
     """The key/value cache of `batch` sequences of the model's whole context."""
 
     shape: Shape
@@ -68,7 +68,7 @@ class KvCache(figures.Shown):
 
 
 @dataclass
-class Plan(figures.Shown):
+class Plan(figures.Result):
     """`cost.plan`'s compute-optimal model for a budget and the run that trains it."""
 
     plan: dict

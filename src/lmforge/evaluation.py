@@ -41,7 +41,7 @@ def evaluate_run(run_dir, max_tokens: int = 0, device: str = "cpu", batch_size: 
 
 
 @dataclass
-class Evaluation(figures.Shown):
+class Evaluation(figures.Result):
     """What `lmforge eval RUN` shows of `evaluate_run`'s figures."""
 
     result: dict

@@ -296,7 +296,7 @@ def init_from(model: GPT, folder: str | Path, data_tokenizer: str | Path | None 
 
 
 @dataclass
-class Exported(figures.Shown):
+class Exported(figures.Result):
     """What `lmforge export` shows of `export`'s record of what it wrote."""
 
     export: dict

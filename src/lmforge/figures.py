@@ -45,7 +45,7 @@ def plural(n: int, noun: str, nouns: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
 
 
-class Shown:
+class Result:
     """A stage's result as a command shows it: `lines()` for a person, `to_json()` for a program
     (`--json`), so the command line only picks one of the two."""
 

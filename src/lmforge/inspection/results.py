@@ -43,7 +43,7 @@ RENDER = {"neighbours": _neighbours, "similarity": _similarity, "analogy": _anal
 
 
 @dataclass
-class Inspection(figures.Shown):
+class Inspection(figures.Result):
     """One `Inspector` result; `what` is the command that made it, `words` the words it was asked about."""
 
     what: str

@@ -32,7 +32,7 @@ def within_lines(w: dict | None) -> list[str]:
 
 
 @dataclass
-class SweepPlan(figures.Shown):
+class SweepPlan(figures.Result):
     """`scaling.plan`'s runs, their estimated wall-clock here, and what the design can identify."""
 
     plan: dict
@@ -77,37 +77,49 @@ class SweepPlan(figures.Shown):
 
 
 @dataclass
-class SweepStatus(figures.Shown):
+class SweepStatus(figures.Result):
     """Every run of a sweep: state, steps, loss (`runner.sweep_status`)."""
 
     rows: list[dict]
 
     def lines(self) -> list[str]:
-        from lmforge.scaling.runner import format_status
-
-        return format_status(self.rows).split("\n")
+        out = [f"{'run':<18} {'state':<9} {'steps':>11} {'params':>10} {'tokens':>10} {'FLOPs':>9} {'val loss':>9}"]
+        for r in self.rows:
+            loss = f"{r['val_loss']:.4f}" if "val_loss" in r else ""
+            out.append(f"{r['name']:<18} {r['state']:<9} {r['step']:>5}/{r['steps']:<5} {r['params']:>10,} "
+                       f"{r['tokens']:>10,} {r['flops']:>9.2e} {loss:>9}")
+        return out
 
     def to_json(self) -> str:
         return figures.dumps(self.rows)
 
 
 @dataclass
-class CoordCheck(figures.Shown):
+class CoordCheck(figures.Result):
     """`coordcheck.coordinate_check`'s activation and logit scales across widths."""
 
     check: dict
 
     def lines(self) -> list[str]:
-        from lmforge.scaling.coordcheck import format_check
-
-        return format_check(self.check).split("\n")
+        r = self.check
+        lr = f"lr {r['lr']:g}" + (f" (Muon's {r['muon_lr']:g})" if r["muon_lr"] else "")
+        out = [f"coordinate check: widths {', '.join(map(str, r['widths']))}, {plural(r['layers'], 'layer')}, "
+               f"{plural(r['heads'], 'head')}, {plural(r['steps'], 'step')} of {r['optimizer']} at {lr} on "
+               f"{r['device']} (muP base width {r['mup_base_width']}); scale = mean |x|, widest over narrowest after "
+               f"the last step"]
+        for name, part in r["parametrizations"].items():
+            ratios = ", ".join(f"{t} x{g:.2f}" for t, g in part["growth"].items())
+            out.append(f"  {name:<8} largest change x{part['max_growth']:.2f}: {ratios}")
+        if "plot" in r:
+            out += [f"plot: {r['plot']}", f"numbers: {r['file']}"]
+        return out
 
     def to_json(self) -> str:
         return figures.dumps(self.check)
 
 
 @dataclass
-class Fit(figures.Shown):
+class Fit(figures.Result):
     """`scaling.fit`'s law, intervals, the other approaches, IsoFLOP and L(C), and what was left out."""
 
     fit: dict
@@ -178,7 +190,7 @@ class Fit(figures.Shown):
 
 
 @dataclass
-class Prediction(figures.Shown):
+class Prediction(figures.Result):
     """`scaling.predict`'s loss at (N, D) or at the compute-optimal point of C, with its interval."""
 
     prediction: dict
@@ -198,7 +210,7 @@ class Prediction(figures.Shown):
 
 
 @dataclass
-class Verification(figures.Shown):
+class Verification(figures.Result):
     """`scaling.verify`'s trained target against the fit's forecast for it."""
 
     verification: dict

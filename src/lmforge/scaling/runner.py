@@ -198,15 +198,6 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
     return rows
 
 
-def format_status(rows: list[dict]) -> str:
-    out = [f"{'run':<18} {'state':<9} {'steps':>11} {'params':>10} {'tokens':>10} {'FLOPs':>9} {'val loss':>9}"]
-    for r in rows:
-        loss = f"{r['val_loss']:.4f}" if "val_loss" in r else ""
-        out.append(f"{r['name']:<18} {r['state']:<9} {r['step']:>5}/{r['steps']:<5} {r['params']:>10,} "
-                   f"{r['tokens']:>10,} {r['flops']:>9.2e} {loss:>9}")
-    return "\n".join(out)
-
-
 def _progress_line(rows: list[dict], running: list[str], t0: float, flops_at_start: float) -> str:
     total = sum(r["flops"] for r in rows)
     done = sum(r["flops"] * min(1.0, r["step"] / r["steps"]) for r in rows)

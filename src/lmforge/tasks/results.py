@@ -13,7 +13,7 @@ SCORING = {"masked-token": "masked model: probability of each single token at th
 
 
 @dataclass
-class TaskScores(figures.Shown):
+class TaskScores(figures.Result):
     """`evaluate_tasks`'s accuracies with their 95% intervals, beside chance."""
 
     scores: dict
@@ -32,7 +32,7 @@ class TaskScores(figures.Shown):
 
 
 @dataclass
-class Filled(figures.Shown):
+class Filled(figures.Result):
     """`fill`'s candidates for the blank, likeliest first, and how they were scored."""
 
     fill: dict
