@@ -513,7 +513,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     owns_executor = executor is None
     executor = executor or make_executor(cfg.executor, cfg.workers)
     n_shards = 0
-    log(f"prepare: reading and filtering {sum(1 for _ in inputs.all_files()):,} files, "
+    log(f"prepare: reading and filtering {plural(sum(1 for _ in inputs.all_files()), 'file')}, "
         f"{cfg.shard_documents:,} documents a shard")
     meter = Meter("prepare: read", "document", log, enabled=progress)  # read and handed to the workers
     try:
@@ -650,7 +650,7 @@ def summary_text(report: dict, out: Path) -> str:
         lines.append(f"  boilerplate lines removed: {report['boilerplate_lines_removed']:,}")
     reader = report["reader"]
     if reader.get("capped"):
-        lines.append(f"  byte cap data.max_bytes={reader['max_bytes']:,}: {reader['unread_files']:,} files "
+        lines.append(f"  byte cap data.max_bytes={reader['max_bytes']:,}: {plural(reader['unread_files'], 'file')} "
                      f"({reader['unread_bytes'] / 1e6:,.1f} MB) left unread")
     lines.append(f"  peak memory per worker: {report['worker_peak_rss_bytes'] / 1e6:,.0f} MB")
     return "\n".join(lines)

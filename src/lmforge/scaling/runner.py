@@ -259,7 +259,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     rows = sweep_status(sweep_dir)
     todo = [run for run, row in zip(sweep["runs"], rows) if row["state"] in ("pending", "partial", "failed")]
     skipped = [r["name"] for r in rows if r["state"] in ("done", "diverged")]
-    log(f"sweep: {len(sweep['runs'])} runs, {len(skipped)} already finished (skipped), {len(todo)} to train "
+    log(f"sweep: {plural(len(sweep['runs']), 'run')}, {len(skipped)} already finished (skipped), {len(todo)} to train "
         f"on {plural(parallel, 'process', 'processes')} x {plural(threads, 'thread')}")
     todo.sort(key=lambda r: -r["flops_exact"])  # longest first packs the processes best
     failures: list[str] = []
@@ -360,7 +360,7 @@ def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: i
     run_dir = Path(rcfg.run.out)
     if run_state(run_dir) != "done":
         log(f"verify: training {run['name']} ({size.params:,} parameters, {steps * tokens_per_step(cfg):,} tokens, "
-            f"{steps} steps) into {run_dir}")
+            f"{plural(steps, 'step')}) into {run_dir}")
         result = train_run(rcfg, RunDir(run_dir).train_log_path)
         if result.get("diverged"):
             raise LmforgeError(f"verify: the target run diverged: {result['diverged']}")

@@ -526,7 +526,7 @@ class Trainer:
         m, tc = self.mcfg, self.tc
         self.log_main(
             f"train: {tc.objective} objective, {int(m.shape().params):,} parameters ({plural(m.n_layer, 'layer')}, width {m.n_embd}, "
-            f"context {m.seq_len}), {self.tokens_per_step:,} tokens/step, {tc.max_steps} steps, device {self.device}, "
+            f"context {m.seq_len}), {self.tokens_per_step:,} tokens/step, {plural(tc.max_steps, 'step')}, device {self.device}, "
             f"{self.dtype}, {plural(self.threads, 'thread')}, {plural(self.dist.world_size, 'process', 'processes')}{' (FSDP2)' if self.fsdp else ''}; "
             f"run folder {self.run}"
         )
