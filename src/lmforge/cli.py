@@ -1,4 +1,9 @@
-"""The `lmforge` command: parse, load the config, call one stage function.
+"""The `lmforge` command: parse, load the config, call one stage function, print what it returns.
+
+Two tables say it all: COMMANDS (each command's arguments and handler) and CONFIG_FLAGS (each flag
+that stands for a config key). What a stage returns renders itself (`figures.Result`: `lines()` for a
+person, `to_json()` for `--json`), in a class beside the stage: cost_results.py, scaling/results.py,
+tasks/results.py, inspection/results.py, evaluation.py, export.py.
 
 Errors the user can fix (`LmforgeError`) print one line and exit with code 2; an interrupted
 command exits with 130 (see `main`).
