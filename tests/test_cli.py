@@ -370,7 +370,23 @@ def test_train_says_the_unigram_baseline_in_bits_per_byte_too(trained_run):
     loss, bpb, unigram, unigram_bpb = map(float, m.groups())
     summary = json.loads((trained_run / "summary.json").read_text())
     assert unigram == pytest.approx(summary["unigram_val_loss"], abs=1e-4)
-    assert unigram_bpb / unigram == pytest.approx(bpb / loss, rel=1e-3)
+    assert loss == pytest.approx(summary["val_loss"], abs=1e-4) and bpb == pytest.approx(summary["bits_per_byte"], abs=1e-4)
+    assert 0 < unigram_bpb < 16  # a byte holds 8 bits; a 512-token vocabulary stays well under twice that
+
+
+def test_the_unigram_baseline_in_bits_per_byte_counts_as_the_models_figure_does():
+    """Over the targets that stand for text (not <|endoftext|>, 0 bytes), over their bytes: by hand."""
+    import math
+
+    import numpy as np
+
+    from lmforge.training.loss_eval import unigram_baseline
+
+    train = [np.array([1, 1, 2, 2], dtype=np.uint16)]  # frequencies add-one smoothed over 3 ids: 1/7, 3/7, 3/7
+    val = [np.array([1, 2, 0, 1], dtype=np.uint16)]  # one window of 3 + 1: targets 2, 0, 1
+    got = unigram_baseline(train, val, 3, 3, token_bytes=np.array([0, 1, 2]))
+    assert got["val_loss"] == pytest.approx(-(math.log(3 / 7) + math.log(1 / 7) + math.log(3 / 7)) / 3)
+    assert got["bits_per_byte"] == pytest.approx(-(math.log2(3 / 7) + math.log2(3 / 7)) / (2 + 1))
 
 
 def test_tokenize_counts_the_users_files_not_the_prepared_shards(tmp_path):

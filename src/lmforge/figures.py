@@ -35,11 +35,6 @@ def fmt(x: Any, spec: str = ".4f", missing: str = "n/a") -> str:
     return missing if finite(x) is None else format(x, spec)
 
 
-def bits_per_byte(nats_per_token: float | None, tokens: int, nbytes: int) -> float | None:
-    """A loss in nats per token over `tokens` tokens holding `nbytes` bytes of text, in bits per byte."""
-    return None if finite(nats_per_token) is None or not nbytes else nats_per_token * tokens / (nbytes * math.log(2))
-
-
 def plural(n: int, noun: str, nouns: str | None = None) -> str:
     """'1 thread', '2 threads', '1,500 processes': the count and its noun in the right number."""
     return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"

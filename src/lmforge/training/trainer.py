@@ -43,7 +43,7 @@ from lmforge.files import atomic_write_bytes
 from lmforge.locks import describe_holder
 from lmforge.model import GPT, head_skips_untargeted_rows, model_config
 from lmforge.model_counts import TokenFlops, loss_chunk_rows, training_flops
-from lmforge.figures import bits_per_byte, fmt, plural
+from lmforge.figures import fmt, plural
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
 from lmforge.run_dir import RunDir
 from lmforge.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, vocab_tables
@@ -440,8 +440,9 @@ class Trainer:
         if final["val_loss"] is not None and not math.isfinite(final["val_loss"]):
             raise TrainingDiverged(f"training diverged: the final validation loss is {final['val_loss']}; no summary "
                                    f"written. Lower train.lr or raise train.warmup_steps and train again")
-        baseline = unigram_baseline(self.train_shards, self.val_shards, self.mcfg.vocab_size, self.mcfg.seq_len,
-                                    eval_tokens=scored)
+        unigram = unigram_baseline(self.train_shards, self.val_shards, self.mcfg.vocab_size, self.mcfg.seq_len,
+                                   eval_tokens=scored, token_bytes=self.validator.token_bytes)
+        baseline = unigram["val_loss"]
         elapsed, tokens = self.elapsed, self.tokens_seen
         steady_s, steady_tokens = self.clock.steady_s, self.clock.steady_steps * self.tokens_per_step
         if not steady_tokens:  # a run too short for a steady state: all of it
@@ -484,7 +485,7 @@ class Trainer:
             f"steady state; {summary['warmup_s']:.1f}s of warm-up{' and compilation' if self.tc.compile else ''} apart); "
             f"{'masked-token ' if masked else ''}val loss {fmt(final['val_loss'])} nats/token, "
             f"{fmt(final['bits_per_byte'])} bits/byte (unigram baseline {fmt(baseline)} nats/token"
-            + ("" if masked else f", {fmt(bits_per_byte(baseline, final['tokens'], final.get('bytes', 0)))} bits/byte")
+            + ("" if masked else f", {fmt(unigram['bits_per_byte'])} bits/byte")
             + ")"
             + (f", accuracy {fmt(final['accuracy'], '.3f')}" if masked else "")
             + (f" ({final['reason']})" if "reason" in final else "")
