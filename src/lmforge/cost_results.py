@@ -25,8 +25,8 @@ class TrainingEstimate(figures.Result):
         recomputed = (f"; {self.recompute} recomputation runs {est.flops_hardware:.4g} (HFU {est.hfu:.0%})"
                       if est.flops_hardware != est.flops_exact else "")
         rows = [
-            ("model", f"{est.params:.4g} parameters, {plural(shape.layers, 'layer')}, width {shape.width}, {plural(shape.heads, 'head')} "
-                      f"({shape.kv_heads} KV), context {shape.context}"),
+            ("model", f"{est.params:.4g} parameters, {plural(shape.layers, 'layer')}, width {shape.width}, "
+                      f"{plural(shape.heads, 'head')} ({shape.kv_heads} KV), context {shape.context}"),
             ("tokens", f"{est.tokens:.4g}"),
             ("compute", f"6ND {est.flops_6nd:.4g} FLOPs; exact {est.flops_exact:.4g} (x{est.exact_over_6nd:.3f})"
                         + recomputed),

@@ -408,7 +408,8 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
                         f"change --budget or --sizes")
     short = [r["name"] for r in runs if r["steps"] < SHORT_RUN_STEPS]
     if short:
-        warnings.append(f"{plural(len(short), 'run')} {'has' if len(short) == 1 else 'have'} fewer than {SHORT_RUN_STEPS} steps ({short[0]}, ...): such runs measure how "
+        warnings.append(f"{plural(len(short), 'run')} {'has' if len(short) == 1 else 'have'} fewer than "
+                        f"{SHORT_RUN_STEPS} steps ({short[0]}, ...): such runs measure how "
                         f"far the optimizer got more than what the model can learn (docs/LOG.md); raise scale.min_steps")
     ident = identifiability(cfg, runs, within_pct)
     if ident["blind_to_e"]:

@@ -526,9 +526,10 @@ class Trainer:
     def _announce(self) -> None:
         m, tc = self.mcfg, self.tc
         self.log_main(
-            f"train: {tc.objective} objective, {int(m.shape().params):,} parameters ({plural(m.n_layer, 'layer')}, width {m.n_embd}, "
-            f"context {m.seq_len}), {self.tokens_per_step:,} tokens/step, {plural(tc.max_steps, 'step')}, device {self.device}, "
-            f"{self.dtype}, {plural(self.threads, 'thread')}, {plural(self.dist.world_size, 'process', 'processes')}{' (FSDP2)' if self.fsdp else ''}; "
+            f"train: {tc.objective} objective, {int(m.shape().params):,} parameters ({plural(m.n_layer, 'layer')}, "
+            f"width {m.n_embd}, context {m.seq_len}), {self.tokens_per_step:,} tokens/step, "
+            f"{plural(tc.max_steps, 'step')}, device {self.device}, {self.dtype}, {plural(self.threads, 'thread')}, "
+            f"{plural(self.dist.world_size, 'process', 'processes')}{' (FSDP2)' if self.fsdp else ''}; "
             f"run folder {self.run}"
         )
 
