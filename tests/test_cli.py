@@ -35,6 +35,7 @@ def trained_run(tmp_path_factory, corpus_dir):
     run = tmp_path_factory.mktemp("cli") / "run"
     r = lmforge("train", "--data", corpus_dir, "--out", run, "--max-steps", 30, "--seed", 7, *sets())
     assert r.returncode == 0, r.stderr
+    (run.parent / "train.out").write_text(r.stdout)
     return run
 
 
@@ -352,3 +353,128 @@ def test_prepare_kind_flag_sets_a_sources_kind(tmp_path):
                       "data.kinds", "prose, web, code")
     assert_user_error(lmforge("prepare", tmp_path / "stories.jsonl", "--out", tmp_path / "q", "--kind", "x.jsonl=web"),
                       "data.kinds", "names no source")
+
+
+# ---------------------------------------------------------------- wording
+
+def test_every_argument_of_every_command_says_what_it_is():
+    """`lmforge X --help` lists each argument with a description (RUN, --device, --json had none), and
+    every command's help prints (`inspect analogy --help` raised ValueError on its tuple metavar)."""
+    import argparse
+
+    from lmforge.cli import build_parser
+
+    bare = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helped = {choice.dest: choice.help for choice in action._choices_actions}
+                for sub, subparser in action.choices.items():
+                    if sub in helped:  # not an alias (neighbors)
+                        assert helped[sub], f"{name} {sub}"
+                        walk(subparser, f"{name} {sub}")
+            elif not action.help or action.help == argparse.SUPPRESS:
+                bare.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "lmforge")
+    assert not bare, bare
+
+
+def test_counts_are_worded_in_the_right_number():
+    """'1 threads', '1 process(es)', '1 layers': a count says its noun once, in the right number."""
+    import re
+    from pathlib import Path
+
+    from lmforge.figures import plural
+
+    assert [plural(1, "thread"), plural(2, "thread"), plural(1, "process", "processes"),
+            plural(1500, "process", "processes"), plural(0, "file")] == \
+        ["1 thread", "2 threads", "1 process", "1,500 processes", "0 files"]
+    src = Path(__file__).parent.parent / "src" / "lmforge"
+    hedged = [f"{path.relative_to(src)}:{i}" for path in sorted(src.rglob("*.py"))
+              for i, line in enumerate(path.read_text().splitlines(), 1)
+              if re.search(r"\}[ a-z]*[a-z]\((s|es)\)|[a-z]\((s|es)\) \{\S", line)]  # "{n} run(s)", "column(s) {..."
+    assert not hedged, hedged
+
+
+def test_train_says_the_unigram_baseline_in_bits_per_byte_too(trained_run):
+    """The baseline was given in nats/token only, beside the run's bits/byte: the two did not compare.
+    Both figures in both units, over the same validation windows: the ratios agree."""
+    import re
+
+    out = (trained_run.parent / "train.out").read_text()
+    assert ", 1 thread, 1 process;" in out  # 'train: ... 1 threads, 1 process(es)'
+    m = re.search(r"val loss ([\d.]+) nats/token, ([\d.]+) bits/byte \(unigram baseline ([\d.]+) nats/token, "
+                  r"([\d.]+) bits/byte\)", out)
+    assert m, out
+    loss, bpb, unigram, unigram_bpb = map(float, m.groups())
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert unigram == pytest.approx(summary["unigram_val_loss"], abs=1e-4)
+    assert loss == pytest.approx(summary["val_loss"], abs=1e-4) and bpb == pytest.approx(summary["bits_per_byte"], abs=1e-4)
+    assert 0 < unigram_bpb < 16  # a byte holds 8 bits; a 512-token vocabulary stays well under twice that
+
+
+def test_the_unigram_baseline_in_bits_per_byte_counts_as_the_models_figure_does():
+    """Over the targets that stand for text (not <|endoftext|>, 0 bytes), over their bytes: by hand."""
+    import math
+
+    import numpy as np
+
+    from lmforge.training.loss_eval import unigram_baseline
+
+    train = [np.array([1, 1, 2, 2], dtype=np.uint16)]  # frequencies add-one smoothed over 3 ids: 1/7, 3/7, 3/7
+    val = [np.array([1, 2, 0, 1], dtype=np.uint16)]  # one window of 3 + 1: targets 2, 0, 1
+    got = unigram_baseline(train, val, 3, 3, token_bytes=np.array([0, 1, 2]))
+    assert got["val_loss"] == pytest.approx(-(math.log(3 / 7) + math.log(1 / 7) + math.log(3 / 7)) / 3)
+    assert got["bits_per_byte"] == pytest.approx(-(math.log2(3 / 7) + math.log2(3 / 7)) / (2 + 1))
+
+
+def test_tokenize_counts_the_users_files_not_the_prepared_shards(tmp_path):
+    """`lmforge run` tokenizes RUN/prepared/clean: 'from 1 files' counted the shard prepare wrote,
+    not the user's 12 files."""
+    from conftest import corpus_texts
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, text in enumerate(corpus_texts()[:12]):
+        (corpus / f"doc{i}.txt").write_text(text)
+    assert lmforge("prepare", corpus, "--out", tmp_path / "prep", "--no-progress").returncode == 0
+    for source in (tmp_path / "prep" / "clean", tmp_path / "prep"):  # as lmforge run names it, and as a user
+        r = lmforge("tokenize", source, "--out", tmp_path / f"tok-{source.name}", "--no-progress",
+                    "--set", "tokenizer.vocab_size=300", "--set", "data.val_fraction=0.2")
+        assert r.returncode == 0, r.stderr
+        line = next(line for line in r.stdout.splitlines() if "MB from" in line)
+        assert "from 12 files (cleaned into 1 shard by lmforge prepare)" in line, line
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["scale", "plan", "--budget", "1e13", "--sizes", "32,64", "--knob", "depth", "--design", "grid", "--levels", "4",
+      "--points-per-size", "3", "--parallel", "2", "--max-run-flops", "2e12flops", "--repeats", "1", "--prior",
+      "epoch2024", "--noise", "0.02", "--target", "1M:10M", "--target", "2M:20M", "--max-steps", "7", "--seed", "5",
+      "--threads", "3", "--device", "cpu", "--no-progress"],
+     {"scale.sizes": [32, 64], "scale.knob": "depth", "scale.design": "grid", "scale.levels": 4,
+      "scale.points_per_size": 3, "scale.parallel": 2, "scale.max_run_flops": 2e12, "scale.repeats": 1,
+      "scale.prior": "epoch2024", "scale.noise": 0.02, "scale.targets": ["1M:10M", "2M:20M"], "train.max_steps": 7,
+      "train.seed": 5, "train.threads": 3, "train.device": "cpu", "train.progress": False}),
+    (["train", "--objective", "masked", "--init-from", "."], {"train.objective": "masked", "train.init_from": "CWD"}),
+    (["prepare", "--out", "x", "--workers", "3"], {"prepare.workers": 3}),
+])
+def test_each_config_flag_sets_its_key(argv, expected):
+    """The flags of CONFIG_FLAGS, each set through the one table, land in the config as `--set KEY=VALUE` would."""
+    from lmforge.cli import CONFIG_FLAGS, _resolve, build_parser
+
+    cfg = _resolve(build_parser().parse_args(argv), None).to_dict()
+    for key, value in expected.items():
+        section, name = key.split(".")
+        assert cfg[section][name] == (os.getcwd() if value == "CWD" else value), key
+    given = {a for a in argv if a.startswith("--")}
+    assert {CONFIG_FLAGS[f].key for f in given & set(CONFIG_FLAGS)} == set(expected)
+
+
+def test_every_config_flag_is_tested_above():
+    from lmforge.cli import CONFIG_FLAGS
+
+    tested = {a for params in test_each_config_flag_sets_its_key.pytestmark[0].args[1] for a in params[0]}
+    assert set(CONFIG_FLAGS) <= tested

@@ -189,7 +189,7 @@ def test_a_state_json_step_that_is_not_its_folders_is_refused(trained, tmp_path)
     one_line_error(result, "holds no checkpoint to resume from")
     assert "state.json says step -5" in result.stderr
     result = lmforge("eval", run.path)
-    one_line_error(result, "none of the 1 checkpoint(s)", "is usable")
+    one_line_error(result, "none of the 1 checkpoint in", "is usable")
     assert "state.json says step -5" in result.stderr
 
 

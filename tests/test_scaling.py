@@ -149,7 +149,7 @@ def test_csv_input_errors_and_diverged_points(tmp_path, capsys):
     bad.write_text("params,loss\n1e6,3.0\n")
     assert main(["scale", "fit", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "missing column(s) tokens" in err and len(err.strip().splitlines()) == 1
+    assert "missing 1 column: tokens" in err and len(err.strip().splitlines()) == 1
     few = write_csv(law_points(CHINCHILLA, 0.0)[:4], tmp_path / "few.csv",
                     [{"params": 1e8, "tokens": 1e10, "loss": "nan"}, {"params": 1e9, "tokens": 1e10, "loss": "inf"}])
     assert main(["scale", "fit", str(few)]) == 2
@@ -532,7 +532,7 @@ def test_runs_that_repeat_the_corpus_are_named(tmp_path):
     said = []
     warn_repeats(tmp_path, [{"name": "a", "tokens": 900}, {"name": "b", "tokens": 2500}, {"name": "c", "tokens": 1500}],
                  said.append)
-    assert len(said) == 1 and "2 run(s)" in said[0] and "b: 2.5 epochs" in said[0]
+    assert len(said) == 1 and "2 runs train on" in said[0] and "b: 2.5 epochs" in said[0]
     warn_repeats(tmp_path, [{"name": "a", "tokens": 1000}], said.append)
     assert len(said) == 1
 
@@ -634,7 +634,7 @@ def test_scale_fit_names_the_levels_it_leaves_out(tmp_path, capsys):
     path = write_csv(isoflop_points(CHINCHILLA, [1e18, 1e19, 1e20], [0, 1.5, -1.5]), tmp_path / "p.csv")
     assert main(["scale", "fit", str(path), "--bootstrap", "10", "--out", str(tmp_path / "fit"), "--no-plots"]) == 0
     out = capsys.readouterr().out
-    assert "IsoFLOP: skipped (1 usable compute level(s)" in out
+    assert "IsoFLOP: skipped (1 usable compute level:" in out
     assert "level left out: 1e+19 FLOPs: the loss still rises from the smallest size" in out
     assert "level left out: 1e+20 FLOPs: the loss still falls at the largest size" in out
     iso = json.loads((tmp_path / "fit" / "fit.json").read_text())["isoflop"]

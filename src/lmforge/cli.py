@@ -1,4 +1,9 @@
-"""The `lmforge` command: parse, load the config, call one stage function.
+"""The `lmforge` command: parse, load the config, call one stage function, print what it returns.
+
+Two tables say it all: COMMANDS (each command's arguments and handler) and CONFIG_FLAGS (each flag
+that stands for a config key). What a stage returns renders itself (`figures.Result`: `lines()` for a
+person, `to_json()` for `--json`), in a class beside the stage: cost_results.py, scaling/results.py,
+tasks/results.py, inspection/results.py, evaluation.py, export.py.
 
 Errors the user can fix (`LmforgeError`) print one line and exit with code 2; an interrupted
 command exits with 130 (see `main`).
@@ -7,19 +12,81 @@ command exits with 130 (see `main`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
 from pathlib import Path
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from lmforge import cost, figures, hardware
 from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
 from lmforge.errors import Interrupted, LmforgeError
 from lmforge.run_dir import warn
 from lmforge.scaling.law import load_law
+
+
+@dataclass(frozen=True)
+class ConfigFlag:
+    """A flag that sets one config key: `--max-steps 200` is `--set train.max_steps=200`. The key is
+    named here only; `help` may show it as {key}."""
+
+    flag: str
+    key: str
+    help: str
+    options: dict = field(default_factory=dict)  # argparse's type, choices, action, metavar
+    value: Callable[[Any], Any] = lambda given: given  # the parsed value as the override writes it; None: unset
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def add_to(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument(self.flag, help=self.help.format(key=self.key), **self.options)
+
+    def override(self, args: argparse.Namespace) -> str | None:
+        given = getattr(args, self.dest, None)
+        value = None if given is None else self.value(given)
+        return None if value is None else f"{self.key}={value}"
+
+
+CONFIG_FLAGS = {f.flag: f for f in [
+    ConfigFlag("--max-steps", "train.max_steps", "optimizer steps to train for ({key})", {"type": int}),
+    ConfigFlag("--seed", "train.seed", "seed of the initial weights and the data order ({key})", {"type": int}),
+    ConfigFlag("--threads", "train.threads", "torch threads ({key}); default: torch's count, lowered while other "
+               "processes keep cores busy", {"type": int}),
+    ConfigFlag("--device", "train.device", "{key}: auto, cpu, cuda, cuda:N"),
+    ConfigFlag("--no-progress", "train.progress", "no progress bar (nor, when stdout is not a terminal, its dated "
+               "count lines)", {"action": "store_true"}, value=lambda on: "false" if on else None),
+    ConfigFlag("--objective", "train.objective", "{key}: causal (next token) or masked (missing tokens, "
+               "bidirectional)", {"choices": ["causal", "masked"]}),
+    ConfigFlag("--init-from", "train.init_from", "start from the weights of a Hugging Face Llama folder (lmforge "
+               "export, or a Llama of this shape) whose tokenizer.json is the data's", {"metavar": "HF_FOLDER"},
+               value=lambda folder: Path(folder).resolve()),
+    ConfigFlag("--workers", "prepare.workers", "processes ({key}; default one per core)", {"type": int}),
+    ConfigFlag("--sizes", "scale.sizes", "knob values, comma-separated ({key}), e.g. 32,48,64,96,128",
+               value=lambda sizes: f"[{sizes}]"),
+    ConfigFlag("--knob", "scale.knob", "the size knob ({key})", {"choices": ["width", "depth"]}),
+    ConfigFlag("--design", "scale.design", "IsoFLOP profiles, a sizes x tokens grid, or the runs that pin alpha and "
+               "beta most per FLOP", {"choices": ["isoflop", "grid", "optimal"]}),
+    ConfigFlag("--levels", "scale.levels", "isoflop: compute levels ({key})", {"type": int}),
+    ConfigFlag("--points-per-size", "scale.points_per_size", "grid: token counts per size ({key})", {"type": int}),
+    ConfigFlag("--parallel", "scale.parallel", "training processes at once ({key})", {"type": int}),
+    ConfigFlag("--max-run-flops", "scale.max_run_flops", "optimal: no run above this 6ND ({key})",
+               value=lambda text: _flops_arg(text, "--max-run-flops")),
+    ConfigFlag("--repeats", "scale.repeats", "cheapest runs trained again with another seed ({key})", {"type": int}),
+    ConfigFlag("--prior", "scale.prior", "law the design is judged under: chinchilla, epoch2024, SWEEP or fit.json "
+               "({key})"),
+    ConfigFlag("--noise", "scale.noise", "assumed run-to-run noise of a final loss, relative ({key})", {"type": float}),
+    ConfigFlag("--target", "scale.targets", "report the forecast interval at N params on D tokens, e.g. 350k:4M "
+               "(repeatable; {key})", {"action": "append", "metavar": "N:D"},
+               value=lambda targets: f"[{','.join(targets)}]"),
+]}
+
+
+def _flags(p: argparse.ArgumentParser, *flags: str) -> None:
+    for flag in flags:
+        CONFIG_FLAGS[flag].add_to(p)
 
 
 def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny") -> None:
@@ -30,23 +97,12 @@ def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny"
     p.set_defaults(default_preset=default_preset)
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any field, e.g. --set train.lr=1e-3 --set model.n_layer=6 (repeatable)")
-    p.add_argument("--max-steps", type=int, help="train.max_steps")
-    p.add_argument("--seed", type=int, help="train.seed")
-    p.add_argument("--threads", type=int, help="torch threads (train.threads); default: torch's count, lowered while other processes keep cores busy")
-    p.add_argument("--device", help="train.device: auto, cpu, cuda, cuda:N")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (nor, when stdout is not a terminal, its dated count lines)")
+    _flags(p, "--max-steps", "--seed", "--threads", "--device", "--no-progress")
 
 
 def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | None = None) -> Config:
-    overrides = list(args.overrides)
-    for flag, key in (("max_steps", "train.max_steps"), ("seed", "train.seed"), ("threads", "train.threads"),
-                      ("device", "train.device"), ("workers", "prepare.workers"), ("objective", "train.objective")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if args.no_progress:
-        overrides.append("train.progress=false")
+    """The config a command runs with: preset, then --config, then --set, then the flags of CONFIG_FLAGS."""
+    overrides = [*args.overrides, *filter(None, (f.override(args) for f in CONFIG_FLAGS.values()))]
     extra: dict = {}
     if out:
         extra.setdefault("run", {})["out"] = out
@@ -62,12 +118,21 @@ def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | Non
     return cfg
 
 
+SWEEP_HELP = "a sweep folder (lmforge scale plan --out)"
+RUN_HELP = "a run folder (the --out of lmforge train or run)"
+DEVICE_HELP = "where the model runs: cpu (default), cuda or cuda:N"
+SHAPE_HELP = {"layers": "transformer blocks", "width": "model width (d_model)", "heads": "attention heads",
+              "kv-heads": "key/value heads (grouped-query attention; default: --heads)",
+              "vocab": "vocabulary size (default 50257, GPT-2's)", "context": "tokens per sequence (default 2048)",
+              "head-dim": "width of one head (default: width / heads)"}
+
+
 def _shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="take the model shape from an lmforge preset")
     p.add_argument("--config", metavar="FILE", help="take the model shape from an lmforge config file")
     p.add_argument("--params", help="parameter count N (e.g. 7B); with no shape flags a typical shape is assumed")
-    for flag in ("layers", "width", "heads", "kv-heads", "vocab", "context", "head-dim"):
-        p.add_argument(f"--{flag}", type=int)
+    for flag in SHAPE_HELP:
+        p.add_argument(f"--{flag}", type=int, help=SHAPE_HELP[flag])
     p.add_argument("--mlp-hidden", type=int, help="SwiGLU hidden width (default: 8/3 width, a multiple of 64, as lmforge's model)")
     p.add_argument("--untied", action="store_true", help="an output head apart from the input embedding "
                                                           "(default: tied, as lmforge's model)")
@@ -104,17 +169,18 @@ def _shape(args: argparse.Namespace) -> cost.Shape:
     raise LmforgeError("describe the model: --params 7B, or --layers/--width/--heads, or --preset NAME")
 
 
+def _show(result: figures.Result, as_json: bool = False) -> int:
+    print(result.to_json() if as_json else result)
+    return 0
+
+
 def _estimate(args: argparse.Namespace) -> int:
+    from lmforge.cost_results import KvCache, TrainingEstimate
+
     cost.check_cost_flags(vars(args))
     shape = _shape(args)
     if args.what == "kv-cache":
-        nbytes = cost.kv_cache_bytes(shape, max(args.batch, 1), shape.context,
-                                     4 if args.precision == "fp32" else 2)
-        result = {"kv_cache_bytes": nbytes, "kv_cache_gib": nbytes / 2**30, "batch": max(args.batch, 1),
-                  "context": shape.context, "layers": shape.layers, "kv_heads": shape.kv_heads, "head_dim": shape.head_dim}
-        print(figures.dumps(result) if args.json else
-              f"KV cache: {nbytes / 2**30:.3f} GiB for batch {result['batch']} x {shape.context} tokens")
-        return 0
+        return _show(KvCache(shape, max(args.batch, 1), 4 if args.precision == "fp32" else 2), args.json)
     if not args.tokens:
         raise LmforgeError("--tokens is required (e.g. --tokens 300B)")
     mfu = args.mfu
@@ -128,111 +194,37 @@ def _estimate(args: argparse.Namespace) -> int:
     est = cost.estimate(shape, args.tokens, hw, args.count, mfu or cost.DEFAULT_MFU, args.batch, args.precision,
                         args.optimizer, args.zero_stage, args.recompute, args.tensor_parallel, args.price_per_hour,
                         args.power_watts, args.pue, args.grid_kg_per_kwh)
-    if args.json:
-        print(figures.dumps(est.to_dict()))
-        return 0
-    m = est.memory_gb
-    rows = [
-        ("model", f"{est.params:.4g} parameters, {shape.layers} layers, width {shape.width}, {shape.heads} heads "
-                  f"({shape.kv_heads} KV), context {shape.context}"),
-        ("tokens", f"{est.tokens:.4g}"),
-        ("compute", f"6ND {est.flops_6nd:.4g} FLOPs; exact {est.flops_exact:.4g} (x{est.exact_over_6nd:.3f})"
-                    + (f"; {args.recompute} recomputation runs {est.flops_hardware:.4g} (HFU {est.hfu:.0%})"
-                       if est.flops_hardware != est.flops_exact else "")),
-        ("time", f"{est.days:,.2f} days on {est.count} x {est.hardware} at MFU {est.mfu:.0%}; "
-                 f"{est.device_hours:,.0f} device-hours"),
-        ("money", f"${est.cost_usd:,.0f}"),
-        ("energy", f"{est.energy_kwh:,.0f} kWh (PUE {args.pue}); {est.tco2e:,.1f} tCO2e at {args.grid_kg_per_kwh} kg/kWh"),
-        ("memory/device", f"weights {m['weights']:.2f} + gradients {m['gradients']:.2f} + optimizer {m['optimizer']:.2f} "
-                          f"+ activations {m['activations']:.2f} = {m['total']:.2f} GB of {hw.memory_gb:g} "
-                          f"({'fits' if est.fits else 'does NOT fit'}); fewest devices: {est.min_devices or 'n/a'}"),
-    ]
-    for k, v in rows:
-        print(f"{k:>14}  {v}")
-    for note in est.notes:
-        print(f"{'note':>14}  {note}")
-    return 0
+    return _show(TrainingEstimate(est, shape, hw, args.recompute, args.pue, args.grid_kg_per_kwh), args.json)
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from lmforge.cost_results import Plan
+
     cost.check_cost_flags(vars(args))
     law = load_law(args.law)
     hw = hardware.find_hardware(args.hardware, args.hardware_file)
     result = cost.plan_run(args.budget, hw, args.count, law, args.mfu or cost.DEFAULT_MFU, args.precision,
                            args.price_per_hour, args.context, args.pue, args.grid_kg_per_kwh, args.days)
-    if args.json:
-        print(figures.dumps(result))
-        return 0
-    e = result["estimate"]
-    print(f"budget {args.budget} = {result['budget_flops']:.3g} FLOPs ({result['budget_as']})")
-    print(f"compute-optimal ({args.law}, C = 6ND as in the papers): {result['params']:.3g} parameters on "
-          f"{result['tokens']:.3g} tokens ({result['tokens_per_param']:.1f} tokens/parameter), "
-          f"predicted loss {result['predicted_loss']:.3f}")
-    print(f"plan: {result['count']:,} x {hw.name} ({result['count_from']}), recompute {result['recompute']}, "
-          f"MFU {e['mfu']:.0%}: {e['days']:,.1f} days, {e['device_hours']:,.0f} device-hours, ${e['cost_usd']:,.0f}, "
-          f"{e['energy_kwh']:,.0f} kWh, {e['tco2e']:,.1f} tCO2e")
-    print(f"      exact FLOPs {e['flops_exact']:.3g} (x{result['exact_over_budget']:.3f} the 6ND budget: attention"
-          f"{' and recomputation' if result['recompute'] != 'none' else ''}); memory "
-          f"{e['memory_gb']['total']:.1f} of {hw.memory_gb:g} GB/device, fewest devices {e['min_devices'] or 'n/a'}")
-    for w in result["warnings"]:
-        print(f"warning: {w}")
-    return 0
-
-
-def _objective_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--objective", choices=["causal", "masked"],
-                   help="train.objective: causal (next token) or masked (missing tokens, bidirectional)")
+    return _show(Plan(result, args.law, hw), args.json)
 
 
 def _eval(args: argparse.Namespace) -> int:
     import lmforge
+    from lmforge.evaluation import Evaluation
+    from lmforge.tasks.results import TaskScores
 
     if args.tasks:
-        result = lmforge.evaluate_tasks(args.run_dir, args.tasks, device=args.device)
-        if args.json:
-            print(figures.dumps(result))
-            return 0
-        lo, hi = result["accuracy_ci95"]
-        nlo, nhi = result["accuracy_norm_ci95"]
-        print(f"{result['tasks_file']}: {result['tasks']} tasks, {result['model']} model, scoring {result['scoring']}\n"
-              f"  accuracy            {result['accuracy']:.3f}  (95% CI {lo:.3f}-{hi:.3f})\n"
-              f"  accuracy per byte   {result['accuracy_norm']:.3f}  (95% CI {nlo:.3f}-{nhi:.3f})\n"
-              f"  chance              {result['chance']:.3f}")
-        return 0
+        return _show(TaskScores(lmforge.evaluate_tasks(args.run_dir, args.tasks, device=args.device)), args.json)
     result = lmforge.evaluate(args.run_dir, max_tokens=args.max_tokens, device=args.device, objective=args.objective)
-    if args.json:
-        print(figures.dumps(result))
-    elif "reason" in result:
-        print(f"{args.run_dir}: no validation figures: {result['reason']}")
-    elif result["objective"] == "masked":
-        print(f"{args.run_dir}: masked-token loss {result['val_loss']:.4f}, accuracy {result['accuracy']:.4f}, "
-              f"perplexity {result['perplexity']:.2f} ({result['tokens']:,} masked tokens, {result['checkpoint']})")
-    else:
-        print(f"{args.run_dir}: val loss {result['val_loss']:.4f}, perplexity {result['perplexity']:.2f}, "
-              f"{result['bits_per_byte']:.4f} bits per byte ({result['tokens']:,} tokens, {result['checkpoint']})")
-    return 0
+    return _show(Evaluation(result, args.run_dir), args.json)
 
 
 def _fill(args: argparse.Namespace) -> int:
     import lmforge
+    from lmforge.tasks.results import Filled
 
     choices = [c.strip() for c in args.choices.split(",")] if args.choices is not None else None
-    result = lmforge.fill(args.run_dir, args.text, choices, args.top_k, args.device)
-    if args.json:
-        print(figures.dumps(result))
-        return 0
-    how = {"masked-pll": "masked model: pseudo-log-likelihood, one mask per filler token",
-           "causal-sentence": "causal model: log-likelihood of the whole completed sentence"}[result["scoring"]]
-    how += ", ranked per byte"
-    if "shortlist" in result:
-        how += f"; whole words grown from the {result['shortlist']} likeliest first tokens at the blank"
-    print(f"scoring: {result['scoring']} ({how})" + (" [text trimmed to the model's context]" if result["truncated"] else ""))
-    shown = [json.dumps(c["text"], ensure_ascii=False) for c in result["candidates"]]  # quoted: spaces show
-    width = max(map(len, shown))
-    for text, c in zip(shown, result["candidates"]):
-        print(f"  {text:<{width}}  {100 * c['probability']:6.2f}%  log-prob {c['score']:.3f} "
-              f"({c['per_byte']:.3f} per byte)")
-    return 0
+    return _show(Filled(lmforge.fill(args.run_dir, args.text, choices, args.top_k, args.device)), args.json)
 
 
 def _command_again(args: argparse.Namespace, *flags: str) -> str:
@@ -279,21 +271,15 @@ def _tokenize(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import lmforge
 
-    if args.init_from:
-        args.overrides.append(f"train.init_from={Path(args.init_from).resolve()}")
     summary = lmforge.train(_resolve(args, args.out), data=args.data, resume=args.resume, stop_at=args.stop_at)
     _check_finished(summary, args, "--resume")  # a planned --stop-at is a success: exit 0
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from lmforge.export import export
+    from lmforge.export import Exported, export
 
-    result = export(args.run_dir, args.out, args.format, force=args.force)
-    print(json.dumps(result) if args.json else
-          f"export: {result['checkpoint']} -> {result['out']} ({result['architecture']}, {result['params']:,} parameters; "
-          f"{', '.join(result['files'])}); load it with transformers.AutoModelForCausalLM.from_pretrained")
-    return 0
+    return _show(Exported(export(args.run_dir, args.out, args.format, force=args.force)), args.json)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -304,14 +290,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _args_report(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN|SWEEP")
+    p.add_argument("run_dir", metavar="RUN|SWEEP", help="a run folder, or a sweep folder (lmforge scale plan --out)")
     p.add_argument("--format", default="html", choices=["html", "md"],
                    help="html: one self-contained page (default); md: Markdown with PNGs in report-files/")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
 
 
 def _args_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
     p.add_argument("out", metavar="OUT", help="folder to write (new, empty or an earlier export; never inside a run folder)")
     p.add_argument("--format", default="hf", choices=["hf"], help="hf: a Hugging Face transformers Llama folder")
     p.add_argument("--force", action="store_true",
@@ -339,135 +325,20 @@ def _target_args(q: argparse.ArgumentParser, verb: str) -> None:
     q.add_argument("--params", help="N, e.g. 2M (verify trains the family's nearest model)")
     q.add_argument("--tokens", help="D, e.g. 40M")
     q.add_argument("--flops", help=f"C: {verb} the compute-optimal N and D of the fit")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _scale_plan(args: argparse.Namespace) -> int:
     import lmforge.scaling as scaling
+    from lmforge.scaling.results import SweepPlan
 
-    for flag, key in (("sizes", "scale.sizes"), ("knob", "scale.knob"), ("design", "scale.design"),
-                      ("levels", "scale.levels"), ("points_per_size", "scale.points_per_size"),
-                      ("parallel", "scale.parallel"), ("repeats", "scale.repeats"), ("prior", "scale.prior"),
-                      ("noise", "scale.noise")):
-        value = getattr(args, flag)
-        if value is not None:
-            args.overrides.append(f"{key}=[{value}]" if flag == "sizes" else f"{key}={value}")
-    if args.max_run_flops is not None:
-        args.overrides.append(f"scale.max_run_flops={_flops_arg(args.max_run_flops, '--max-run-flops')}")
-    if args.target:
-        args.overrides.append(f"scale.targets=[{','.join(args.target)}]")
-    cfg = _resolve(args, None)
-    result = scaling.plan(cfg, _flops_arg(args.budget, "--budget"), args.out, args.within)
-    if args.json:
-        print(figures.dumps(result))
-        return 0
-    print(f"{'run':<18} {'params':>10} {'tokens':>11} {'tok/param':>9} {'steps':>6} {'6ND':>9} {'FLOPs':>9} {'est.':>7}")
-    for r in result["runs"]:
-        print(f"{r['name']:<18} {r['params']:>10,} {r['tokens']:>11,} {r['tokens'] / r['params']:>9.1f} {r['steps']:>6} "
-              f"{r['flops']:>9.2e} {r['flops_exact']:>9.2e} {r['estimated_s']:>6.0f}s")
-    cal = result["calibration"]
-    print(f"{len(result['runs'])} runs ({result['design']}, knob {result['knob']}), {result['total_flops']:.3g} of "
-          f"{result['budget_flops']:.3g} FLOPs; estimated {result['estimated_wall_s'] / 60:.1f} min on "
-          f"{result['parallel']} process(es) x {result['threads_per_process']} thread(s) "
-          f"({result['estimated_serial_s'] / 60:.1f} min serial; calibrated here at "
-          f"{1 / cal['seconds_per_flop'] / 1e9:.1f} GFLOP/s + {1e3 * cal['seconds_per_step_fixed']:.0f} ms/step; "
-          f"tokenizing not included)")
-    _print_identifiability(result["identifiability"])
-    for w in result["warnings"]:
-        print(f"warning: {w}")
-    if args.out:
-        print(f"sweep written to {result['sweep']}; train it with: lmforge scale run {args.out}")
-    return 0
-
-
-def _print_identifiability(ident: dict) -> None:
-    ci = ident["ci"]
-    print(f"identifiability before training (95%, delta method under the prior {ident['prior_name']}, "
-          f"run-to-run noise {100 * ident['noise']:.2g}%): " +
-          ", ".join(f"{k} [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" for k in ("E", "A", "B", "alpha", "beta")))
-    for t in ident["targets"]:
-        claim = ""
-        if t["within"]:
-            claim = (f"; a within-{t['within']['claim_pct']:g}% forecast is " +
-                     ("possible" if t["within"]["allowed"] else "NOT possible with this design"))
-        print(f"  target {t['target']} ({t['times_largest_run']:.1f}x the largest run): forecast interval "
-              f"+-{100 * t['half_width']:.1f}%{claim}")
-
-
-def _print_within(w: dict | None) -> None:
-    if not w:
-        return
-    if not w["allowed"]:
-        print(f"cannot call this forecast within {w['claim_pct']:g}%: its 95% interval is +-{w['half_width_pct']:.1f}%")
-    elif "met" in w:
-        print(f"within {w['claim_pct']:g}%: {'met' if w['met'] else 'NOT met'} (95% interval +-{w['half_width_pct']:.1f}%)")
-    else:
-        print(f"a within-{w['claim_pct']:g}% forecast is supported (95% interval +-{w['half_width_pct']:.1f}%)")
-
-
-def _fmt_ci(ci) -> str:
-    return f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
-
-
-def _scale_fit_print(r: dict) -> None:
-    ci = r["ci"]
-    print(f"{r['law']}  ({r['points']} points, Huber delta {r['method']['huber_delta']:g}, "
-          f"95% bootstrap intervals over {r['method']['bootstrap']} resamples)")
-    choice = r.get("form_choice", {})
-    if "approach3" in choice and "kaplan" in choice:
-        print(f"form: {r['form']} ({choice['rule']}; mean |error| approach 3 {_pct(choice['approach3'])}, "
-              f"Kaplan's {_pct(choice['kaplan'])})")
-    for k in ("E", "A", "B", "alpha", "beta"):
-        # the fit's lower bound for E is e^-20: at it, E is not estimated, only bounded above
-        bound = "  (at its lower bound: the sweep does not identify E)" if k == "E" and r[k] < 1e-8 else ""
-        print(f"  {k:<6} {r[k]:.4g}{_fmt_ci(ci[k])}{bound}")
-    print(f"compute-optimal allocation: N_opt ~ C^{r['a']:.3f}{_fmt_ci(ci['a'])}, D_opt ~ C^{r['b']:.3f}{_fmt_ci(ci['b'])}")
-    print("tokens per parameter at the optimum: " +
-          ", ".join(f"{v:.1f} at {c} FLOPs" for c, v in r["tokens_per_param_at_optimum"].items()))
-    res = r["residuals"]
-    print(f"residuals: rms {100 * res['rmse_log']:.2f}% of loss, largest {100 * res['max_abs_relative']:.2f}%")
-    noise = r.get("noise")
-    if noise:
-        rtr = (f"{100 * noise['run_to_run']:.2f}% from {noise['repeated_points']} repeated point(s)"
-               if noise["run_to_run"] else "not measured (no repeated runs)")
-        print(f"noise: run-to-run {rtr}; intervals use {100 * noise['used']:.2f}% ({noise['used_dof']} degrees of "
-              f"freedom, {r['method'].get('interval', 'cases')} bootstrap)")
-    for name, ap in r.get("approaches", {}).items():
-        if "skipped" in ap:
-            print(f"  approach {name}: skipped ({ap['skipped']})")
-        elif "alpha" in ap:
-            tests = ap.get("backtests") or {"compute": ap.get("backtest")}
-            back = "".join(f"; backtest {kind} ({bt['held_out']} held out): mean |error| {100 * bt['mean_abs_error']:.2f}%, "
-                           f"max {100 * bt['max_abs_error']:.2f}%" for kind, bt in tests.items() if bt)
-            print(f"  approach {name}: E {ap['E']:.4g}, A {ap['A']:.4g}, B {ap['B']:.4g}, alpha {ap['alpha']:.3f}, "
-                  f"beta {ap['beta']:.3f}, rms {100 * ap['rmse_log']:.2f}%{back}")
-    iso = r["isoflop"]
-    if "a" in iso:
-        print(f"IsoFLOP ({len(iso['levels'])} levels): N_opt ~ C^{iso['a']:.3f}, D_opt ~ C^{iso['b']:.3f}; "
-              f"tokens/parameter " + ", ".join(f"{t:.1f}" for t in iso["tokens_per_param"]))
-    else:
-        print(f"IsoFLOP: skipped ({iso['skipped']})")
-    for note in iso.get("skipped_levels", []):
-        print(f"  level left out: {note}")
-    lc = r["loss_vs_compute"]
-    if "a" in lc:
-        print(f"L(C) = {lc['a']:.4g} C^{lc['b']:.4f} + {lc['c']:.4f}")
-    else:
-        print(f"L(C): skipped ({lc['skipped']})")
-    for e in r["excluded"]:
-        print(f"excluded {e['name']}: {e['reason']}")
-    for p in r.get("plots", []):
-        print(f"plot: {p}")
-    if r.get("fit_file"):
-        print(f"fit: {r['fit_file']}")
+    result = scaling.plan(_resolve(args, None), _flops_arg(args.budget, "--budget"), args.out, args.within)
+    return _show(SweepPlan(result, args.out), args.json)
 
 
 def _scale_coordcheck(args: argparse.Namespace) -> int:
-    from lmforge.scaling.coordcheck import SWEEP_FOLDER, coordinate_check, format_check
+    from lmforge.scaling.coordcheck import SWEEP_FOLDER, coordinate_check
+    from lmforge.scaling.results import CoordCheck
     from lmforge.scaling.runner import load_sweep
     from lmforge.training.device import set_threads
 
@@ -487,8 +358,7 @@ def _scale_coordcheck(args: argparse.Namespace) -> int:
         widths = list(cfg.scale.sizes)
     set_threads(cfg.train.threads)
     result = coordinate_check(cfg, widths, args.steps, args.layers, args.context, args.batch, args.vocab, out)
-    print(figures.dumps(result) if args.json else format_check(result))
-    return 0
+    return _show(CoordCheck(result), args.json)
 
 
 def _positive_int(text: str, flag: str) -> int:
@@ -503,7 +373,8 @@ def _positive_int(text: str, flag: str) -> int:
 
 def _scale(args: argparse.Namespace) -> int:
     import lmforge.scaling as scaling
-    from lmforge.scaling.runner import format_status, sweep_status
+    from lmforge.scaling import results
+    from lmforge.scaling.runner import sweep_status
 
     if args.action == "plan":
         return _scale_plan(args)
@@ -511,44 +382,21 @@ def _scale(args: argparse.Namespace) -> int:
         return _scale_coordcheck(args)
     if args.action == "run":
         rows = scaling.run(args.sweep, args.parallel, args.threads, interval=args.interval, device=args.device)
-        print(format_status(rows))
-    elif args.action == "status":
-        rows = sweep_status(args.sweep)
-        print(figures.dumps(rows) if args.json else format_status(rows))
-    elif args.action == "fit":
-        result = scaling.fit(args.source, args.bootstrap, args.out, plots=not args.no_plots, interval=args.interval,
-                             fixed_e=args.fixed_e, form=args.form)
-        if args.json:
-            print(figures.dumps({k: v for k, v in result.items() if k != "bootstrap_samples"}))
-        else:
-            _scale_fit_print(result)
-    elif args.action == "predict":
-        params = cost.parse_size(args.params, "--params") if args.params else None
-        tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
-        r = scaling.predict(args.source, params, tokens, _flops_arg(args.flops, "--flops"), args.within)
-        if args.json:
-            print(figures.dumps(r))
-            return 0
-        print(f"predicted loss {r['loss']:.4f}{_fmt_ci(r['interval'])} for {r['params']:.4g} parameters on "
-              f"{r['tokens']:.4g} tokens ({r['tokens_per_param']:.1f} tokens/parameter, {r['flops']:.3g} FLOPs, "
-              f"{r['times_largest_run']:.1f}x the largest fitted run)")
-        if "loss_vs_compute" in r:
-            print(f"L(C) predicts {r['loss_vs_compute']:.4f}{_fmt_ci(r['loss_vs_compute_interval'])} at the compute-optimal point")
-        _print_within(r["within"])
-    elif args.action == "verify":
-        params = cost.parse_size(args.params, "--params") if args.params else None
-        tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
-        r = scaling.verify(args.sweep, params, tokens, _flops_arg(args.flops, "--flops"), args.threads,
-                           device=args.device, within_pct=args.within)
-        if args.json:
-            print(figures.dumps(r))
-            return 0
-        print(f"target {r['params']:,} parameters on {r['tokens']:,} tokens = {r['flops']:.3g} FLOPs "
-              f"({r['times_largest_run']:.1f}x the largest sweep run)")
-        print(f"predicted {r['predicted']:.4f}{_fmt_ci(r['interval'])}, actual {r['actual']:.4f}: relative error "
-              f"{100 * r['relative_error']:+.2f}% ({'inside' if r['within_interval'] else 'outside'} the interval)")
-        _print_within(r["within"])
-    return 0
+        return _show(results.SweepStatus(rows))
+    if args.action == "status":
+        return _show(results.SweepStatus(sweep_status(args.sweep)), args.json)
+    if args.action == "fit":
+        fit = scaling.fit(args.source, args.bootstrap, args.out, plots=not args.no_plots, interval=args.interval,
+                          fixed_e=args.fixed_e, form=args.form)
+        return _show(results.Fit(fit), args.json)
+    params = cost.parse_size(args.params, "--params") if args.params else None
+    tokens = cost.parse_size(args.tokens, "--tokens") if args.tokens else None
+    flops = _flops_arg(args.flops, "--flops")
+    if args.action == "predict":
+        return _show(results.Prediction(scaling.predict(args.source, params, tokens, flops, args.within)), args.json)
+    verified = scaling.verify(args.sweep, params, tokens, flops, args.threads, device=args.device,
+                              within_pct=args.within)
+    return _show(results.Verification(verified), args.json)
 
 
 def _kind_arg(p: argparse.ArgumentParser) -> None:
@@ -561,7 +409,7 @@ def _args_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders or globs (default: the built-in corpus)")
     _kind_arg(p)
     p.add_argument("--out", help="run folder (default: run.out of the preset, runs/tiny)")
-    _objective_arg(p)
+    _flags(p, "--objective")
     _config_args(p)
 
 
@@ -574,7 +422,7 @@ def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders, globs: text, JSONL, Parquet, WARC (default: built-in)")
     _kind_arg(p)
     p.add_argument("--out", required=True, help="prepared folder to write (clean/, rejected/, report.json)")
-    p.add_argument("--workers", type=int, help="processes (prepare.workers; default one per core)")
+    _flags(p, "--workers")
     _force_arg(p, "prepared folder")
     _config_args(p)
 
@@ -591,15 +439,13 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="stop after STEP with a checkpoint (resume later)")
-    p.add_argument("--init-from", metavar="HF_FOLDER",
-                   help="start from the weights of a Hugging Face Llama folder (lmforge export, or a Llama of this "
-                        "shape) whose tokenizer.json is the data's")
-    _objective_arg(p)
+    _flags(p, "--init-from", "--objective")
     _config_args(p)
 
 
 def _args_estimate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", nargs="?", choices=["train", "kv-cache"], default="train")
+    p.add_argument("what", nargs="?", choices=["train", "kv-cache"], default="train",
+                   help="train: a training run (default); kv-cache: the key/value cache of inference at full context")
     _shape_args(p)
     p.add_argument("--tokens", help="training tokens D (e.g. 300B, 1.4T)")
     p.add_argument("--batch", type=int, default=0, help="sequences per step (global); sets the micro-batch per device")
@@ -609,94 +455,108 @@ def _args_estimate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zero-stage", type=int, default=3, help="ZeRO stage 0-3 (3 = FSDP), default 3")
     p.add_argument("--recompute", default="none", help="activation recomputation (as train.recompute): none, selective "
                    "(norms, rotary, SwiGLU gate; no extra matmul) or full (each block's forward again, less its last matmul)")
-    p.add_argument("--tensor-parallel", type=int, default=1)
+    p.add_argument("--tensor-parallel", type=int, default=1, help="devices each layer is split over (default 1)")
     p.add_argument("--from-run", metavar="RUN", help="take the MFU measured by an lmforge run")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _args_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", required=True, help="e.g. 10000usd, 5e21flops, 2000gpu-hours")
     p.add_argument("--law", default="chinchilla", help="chinchilla (Hoffmann 2022), epoch2024 (Besiroglu 2024 re-fit), "
                    "or a fitted law: SWEEP or SWEEP/fit.json from lmforge scale fit")
-    p.add_argument("--context", type=int, default=2048)
-    p.add_argument("--precision", default="bf16-mixed")
+    p.add_argument("--context", type=int, default=2048, help="tokens per sequence of the planned model (default 2048)")
+    p.add_argument("--precision", default="bf16-mixed", help="bf16-mixed (default), fp16-mixed, "
+                   "bf16-mixed-fp32-grads, fp32, bf16: sets the device's peak FLOP/s and the bytes per parameter")
     p.add_argument("--days", type=float, default=cost.DEFAULT_PLAN_DAYS,
                    help=f"wall-clock the plan must finish in when --count is not given (default {cost.DEFAULT_PLAN_DAYS:g})")
     _hardware_args(p, "devices (default: the fewest that finish within --days)", None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _args_scale(p: argparse.ArgumentParser) -> None:
-    ssub = p.add_subparsers(dest="action", required=True)
-    q = ssub.add_parser("plan", help="design a sweep within a FLOP budget, with its estimated wall-clock here")
-    q.add_argument("--budget", required=True, help="total training FLOPs, e.g. 3e13 or 3e13flops")
-    q.add_argument("--sizes", help="knob values, comma-separated (scale.sizes), e.g. 32,48,64,96,128")
-    q.add_argument("--knob", choices=["width", "depth"], help="the size knob (scale.knob)")
-    q.add_argument("--design", choices=["isoflop", "grid", "optimal"],
-                   help="IsoFLOP profiles, a sizes x tokens grid, or the runs that pin alpha and beta most per FLOP")
-    q.add_argument("--levels", type=int, help="isoflop: compute levels (scale.levels)")
-    q.add_argument("--points-per-size", type=int, help="grid: token counts per size (scale.points_per_size)")
-    q.add_argument("--parallel", type=int, help="training processes at once (scale.parallel)")
-    q.add_argument("--max-run-flops", help="optimal: no run above this 6ND (scale.max_run_flops)")
-    q.add_argument("--repeats", type=int, help="cheapest runs trained again with another seed (scale.repeats)")
-    q.add_argument("--prior", help="law the design is judged under: chinchilla, epoch2024, SWEEP or fit.json (scale.prior)")
-    q.add_argument("--noise", type=float, help="assumed run-to-run noise of a final loss, relative (scale.noise)")
-    q.add_argument("--target", action="append", metavar="N:D", help="report the forecast interval at N params on D "
-                   "tokens, e.g. 350k:4M (repeatable; scale.targets)")
-    q.add_argument("--within", type=float, metavar="PCT", help="say whether each --target can be forecast within PCT%%")
-    q.add_argument("--out", metavar="SWEEP", help="write SWEEP/sweep.yaml")
-    q.add_argument("--json", action="store_true")
-    _config_args(q, default_preset="scaling")
-    q = ssub.add_parser("coordcheck", help="coordinate check: activation and logit scales over the first steps "
-                        "across widths, standard vs muP parameterisation (flat under muP)")
-    q.add_argument("sweep", nargs="?", metavar="SWEEP", help="take the config (and widths, for a width knob) from "
+def _args_scale_plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", required=True, help="total training FLOPs, e.g. 3e13 or 3e13flops")
+    _flags(p, "--sizes", "--knob", "--design", "--levels", "--points-per-size", "--parallel", "--max-run-flops",
+           "--repeats", "--prior", "--noise", "--target")
+    p.add_argument("--within", type=float, metavar="PCT", help="say whether each --target can be forecast within PCT%%")
+    p.add_argument("--out", metavar="SWEEP", help="write SWEEP/sweep.yaml")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _config_args(p, default_preset="scaling")
+
+
+def _args_scale_coordcheck(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", nargs="?", metavar="SWEEP", help="take the config (and widths, for a width knob) from "
                    "SWEEP/sweep.yaml and write into SWEEP/coordcheck/")
-    q.add_argument("--widths", help="model widths, comma-separated (default 32,64,128,256,512; each a multiple of "
+    p.add_argument("--widths", help="model widths, comma-separated (default 32,64,128,256,512; each a multiple of "
                    "model.n_head)")
-    q.add_argument("--steps", type=int, default=10, help="training steps, at train.lr held constant (default 10)")
-    q.add_argument("--layers", type=int, default=2, help="depth of the probe models (default 2)")
-    q.add_argument("--context", type=int, default=64, help="tokens per sequence (default 64)")
-    q.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
-    q.add_argument("--vocab", type=int, default=512, help="vocabulary of the Zipf-distributed tokens (default 512)")
-    q.add_argument("--out", metavar="DIR", help="write coordcheck.json and coordcheck.png here (default: "
+    p.add_argument("--steps", type=int, default=10, help="training steps, at train.lr held constant (default 10)")
+    p.add_argument("--layers", type=int, default=2, help="depth of the probe models (default 2)")
+    p.add_argument("--context", type=int, default=64, help="tokens per sequence (default 64)")
+    p.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
+    p.add_argument("--vocab", type=int, default=512, help="vocabulary of the Zipf-distributed tokens (default 512)")
+    p.add_argument("--out", metavar="DIR", help="write coordcheck.json and coordcheck.png here (default: "
                    "SWEEP/coordcheck with a SWEEP, else nothing written)")
-    q.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
-    _config_args(q)
-    q = ssub.add_parser("run", help="train every unfinished run of a sweep (resumes; skips finished runs)")
-    q.add_argument("sweep", metavar="SWEEP")
-    q.add_argument("--parallel", type=int, help="processes at once (default: the sweep's scale.parallel)")
-    q.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
-    q.add_argument("--interval", type=float, default=30.0, help="seconds between progress lines")
-    q.add_argument("--device", help="train on this device (cpu, cuda, cuda:N) instead of the sweep's train.device")
-    q = ssub.add_parser("status", help="every run of a sweep: state, steps, loss")
-    q.add_argument("sweep", metavar="SWEEP")
-    q.add_argument("--json", action="store_true")
-    q = ssub.add_parser("fit", help="fit L(N, D), IsoFLOP profiles and L(C) to a sweep or a CSV of points")
-    q.add_argument("source", metavar="SWEEP|POINTS.csv", help="a sweep folder, or a CSV with params, tokens, loss[, flops]")
-    q.add_argument("--json", action="store_true", help="one JSON object: E, A, B, alpha, beta, a, b, intervals, ...")
-    q.add_argument("--bootstrap", type=int, help="bootstrap resamples (default: scale.bootstrap; 200 for a CSV)")
-    q.add_argument("--out", help="folder for fit.json, points.csv and plots/ (default: the sweep; none for a CSV)")
-    q.add_argument("--no-plots", action="store_true")
-    q.add_argument("--interval", choices=["parametric", "cases"], help="bootstrap: refit simulated noise at the same "
+    p.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+    _config_args(p)
+
+
+def _args_scale_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
+    p.add_argument("--parallel", type=int, help="processes at once (default: the sweep's scale.parallel)")
+    p.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between progress lines")
+    p.add_argument("--device", help="train on this device (cpu, cuda, cuda:N) instead of the sweep's train.device")
+
+
+def _args_scale_status(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _args_scale_fit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SWEEP|POINTS.csv", help="a sweep folder, or a CSV with params, tokens, loss[, flops]")
+    p.add_argument("--json", action="store_true", help="one JSON object: E, A, B, alpha, beta, a, b, intervals, ...")
+    p.add_argument("--bootstrap", type=int, help="bootstrap resamples (default: scale.bootstrap; 200 for a CSV)")
+    p.add_argument("--out", help="folder for fit.json, points.csv and plots/ (default: the sweep; none for a CSV)")
+    p.add_argument("--no-plots", action="store_true", help="write no plots/")
+    p.add_argument("--interval", choices=["parametric", "cases"], help="bootstrap: refit simulated noise at the same "
                    "points (parametric, default) or resample the points (cases)")
-    q.add_argument("--fixed-e", type=float, help="approach fixed_e: hold E at this (default: scale.fixed_e, or L(C)'s c)")
-    q.add_argument("--form", choices=["auto", "additive", "kaplan"], help="law form (default: scale.form, auto: the "
+    p.add_argument("--fixed-e", type=float, help="approach fixed_e: hold E at this (default: scale.fixed_e, or L(C)'s c)")
+    p.add_argument("--form", choices=["auto", "additive", "kaplan"], help="law form (default: scale.form, auto: the "
                    "form whose backtests in N and D err less)")
-    q = ssub.add_parser("predict", help="predicted loss at (N, D) or at the compute-optimal point of C")
-    q.add_argument("source", metavar="SWEEP|fit.json")
-    _target_args(q, "predict at")
-    q.add_argument("--within", type=float, metavar="PCT", help="call it within PCT%% only if its interval allows")
-    q = ssub.add_parser("verify", help="train the target model and compare predicted and actual loss")
-    q.add_argument("sweep", metavar="SWEEP")
-    _target_args(q, "train")
-    q.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    q.add_argument("--device", help="train the target on this device (cpu, cuda, cuda:N)")
-    q.add_argument("--within", type=float, metavar="PCT", help="report whether the forecast was within PCT%%, when "
+
+
+def _args_scale_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SWEEP|fit.json", help="a fitted sweep folder, or a fit.json of lmforge scale fit")
+    _target_args(p, "predict at")
+    p.add_argument("--within", type=float, metavar="PCT", help="call it within PCT%% only if its interval allows")
+
+
+def _args_scale_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
+    _target_args(p, "train")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--device", help="train the target on this device (cpu, cuda, cuda:N)")
+    p.add_argument("--within", type=float, metavar="PCT", help="report whether the forecast was within PCT%%, when "
                    "its interval allows the claim")
 
 
+def _args_scale(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    for name, help, arguments in (
+        ("plan", "design a sweep within a FLOP budget, with its estimated wall-clock here", _args_scale_plan),
+        ("coordcheck", "coordinate check: activation and logit scales over the first steps across widths, standard "
+                       "vs muP parameterisation (flat under muP)", _args_scale_coordcheck),
+        ("run", "train every unfinished run of a sweep (resumes; skips finished runs)", _args_scale_run),
+        ("status", "every run of a sweep: state, steps, loss", _args_scale_status),
+        ("fit", "fit L(N, D), IsoFLOP profiles and L(C) to a sweep or a CSV of points", _args_scale_fit),
+        ("predict", "predicted loss at (N, D) or at the compute-optimal point of C", _args_scale_predict),
+        ("verify", "train the target model and compare predicted and actual loss", _args_scale_verify),
+    ):
+        arguments(sub.add_parser(name, help=help))
+
+
 def _args_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--tasks", metavar="FILE.jsonl",
                    help='multiple-choice cloze tasks {"context": "... [MASK] ...", "choices": [...], "answer": i} '
@@ -704,28 +564,28 @@ def _args_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", choices=["causal", "masked"],
                    help="insist on this objective: masked = masked-token loss and accuracy (a masked run only)")
     p.add_argument("--max-tokens", type=int, default=0, help="evaluate at most this many tokens (0 = all)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
 
 
 def _args_generate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN")
-    p.add_argument("prompt", metavar="PROMPT")
+    p.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
+    p.add_argument("prompt", metavar="PROMPT", help="the text to continue (quote it; spaces count)")
     p.add_argument("--max-tokens", type=int, default=100, help="tokens to sample at most (>= 0)")
     p.add_argument("--temperature", type=float, default=0.8, help="finite, >= 0; 0 = greedy")
     p.add_argument("--top-k", type=int, default=50, help="sample among the K likeliest tokens (0 = all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus: the likeliest tokens holding P of the mass, "
                                                            "in (0, 1] (1 = all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0): the same seed, the same text")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
 
 
 def _args_fill(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
     p.add_argument("text", metavar="TEXT", help='a text with one [MASK], e.g. "the next [MASK] in a sentence"')
     p.add_argument("--choices", help="comma-separated fillers to rank (multi-token ones are scored whole)")
     p.add_argument("--top-k", type=int, default=10, help="fillers to show without --choices")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
 
 
 def _args_inspect(p: argparse.ArgumentParser) -> None:
@@ -736,9 +596,9 @@ def _inspect_args(sub) -> None:
     def command(name: str, help: str, aliases=(), vectors: bool = False):
         p = sub.add_parser(name, help=help, aliases=list(aliases))
         p.set_defaults(what=name)
-        p.add_argument("run_dir", metavar="RUN")
+        p.add_argument("run_dir", metavar="RUN", help=RUN_HELP)
         p.add_argument("--json", action="store_true", help="print one JSON object")
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--device", default="cpu", help=DEVICE_HELP)
         if vectors:
             p.add_argument("--vectors", choices=["static", "contextual"], default="static",
                            help="static: mean input embedding of the word's tokens; contextual: mean hidden state "
@@ -747,66 +607,58 @@ def _inspect_args(sub) -> None:
         return p
 
     p = command("neighbours", "nearest words by cosine similarity", ["neighbors"], vectors=True)
-    p.add_argument("word")
+    p.add_argument("word", help="a word of the run's text")
     p.add_argument("-k", type=int, default=10, help="how many neighbours")
     p = command("similarity", "cosine similarity of two words", vectors=True)
-    p.add_argument("words", nargs=2, metavar="WORD")
+    p.add_argument("words", nargs=2, metavar="WORD", help="two words of the run's text")
     p = command("analogy", "A is to B as C is to ?", vectors=True)
-    p.add_argument("words", nargs=3, metavar=("A", "B", "C"))
-    p.add_argument("-k", type=int, default=5)
+    p.add_argument("words", nargs=3, metavar="WORD", help="A B C: the words of 'A is to B as C is to ?'")
+    p.add_argument("-k", type=int, default=5, help="how many answers")
     p = command("map", "2-D map of word vectors (PNG with labels + interactive HTML)", vectors=True)
     p.add_argument("words", nargs="*", metavar="WORD", help="words to place (default: the --top most frequent)")
-    p.add_argument("--top", type=int, default=100)
+    p.add_argument("--top", type=int, default=100, help="without WORDs: the most frequent words to place")
     p.add_argument("--method", choices=["auto", "pca", "umap"], default="auto",
                    help="auto: UMAP if umap-learn is installed, else PCA")
     p.add_argument("--out", help="folder for the files (default RUN/inspect)")
     p = command("layers", "logit lens: each layer's top predictions for TEXT (table + heat-map PNG)")
-    p.add_argument("text")
+    p.add_argument("text", help="the text whose positions are read")
     p.add_argument("-k", type=int, default=3, help="predictions kept per position and layer (JSON)")
     p.add_argument("--out", help="folder for the PNG (default RUN/inspect)")
     p = command("attention", "attention maps for TEXT as a PNG (all heads of a layer, or one head)")
-    p.add_argument("text")
+    p.add_argument("text", help="the text whose attention is drawn")
     p.add_argument("--layer", type=int, help="1..n_layer (default: the last)")
     p.add_argument("--head", type=int, help="0..n_head-1 (default: all heads in a grid)")
     p.add_argument("--out", help="folder for the PNG (default RUN/inspect)")
     p = command("sentences", "one vector per line of FILE and the most similar pairs")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="a text file, one sentence a line")
     p.add_argument("--layer", type=int, help="layer whose hidden states are mean-pooled (default: middle)")
     p.add_argument("--top", type=int, default=10, help="pairs to show")
     p.add_argument("--out", help="folder for sentences.npy (default RUN/inspect)")
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from lmforge.inspection import Inspector, format_lens, format_neighbours, to_json
+    from lmforge.inspection import Inspector
+    from lmforge.inspection.results import Inspection
 
     insp = Inspector(args.run_dir, device=args.device)
     what = args.what
     vec = {"vectors": args.vectors, "layer": args.layer} if hasattr(args, "vectors") else {}
+    words = list(getattr(args, "words", None) or [])
     if what == "neighbours":
         result = insp.neighbours(args.word, args.k, **vec)
-        text = format_neighbours(result)
     elif what == "similarity":
         result = insp.similarity(*args.words, **vec)
-        text = f"similarity({args.words[0]!r}, {args.words[1]!r}) = {result['similarity']:.4f} ({args.vectors} vectors)"
     elif what == "analogy":
         result = insp.analogy(*args.words, k=args.k, **vec)
-        a, b, c = args.words
-        text = f"{a} : {b} :: {c} : ?\n" + "\n".join(f"  {x['similarity']:7.4f}  {x['word']}" for x in result["answers"])
     elif what == "map":
         result = insp.word_map(args.words or None, args.top, method=args.method, out=args.out, **vec)
-        text = f"map of {len(result['points'])} words ({result['method'].upper()}): {result['png']}, {result['html']}"
     elif what == "layers":
         result = insp.logit_lens(args.text, args.k, out=args.out)
-        text = format_lens(result) + f"\nheat-map: {result['png']}"
     elif what == "attention":
         result = insp.attention(args.text, args.layer, args.head, out=args.out)
-        text = f"attention of layer {result['layer']}, heads {', '.join(map(str, result['heads']))}: {result['png']}"
     else:
         result = insp.sentences(args.file, args.layer, args.top, out=args.out)
-        text = f"{result['sentences']} sentences (layer {result['layer']}), most similar pairs:\n" + "\n".join(
-            f"  {p['similarity']:7.4f}  {p['a']!r}  ~  {p['b']!r}" for p in result["pairs"])
-    print(to_json(result) if args.json else text)
-    return 0
+    return _show(Inspection(what, result, words, vec.get("vectors")), args.json)
 
 
 @dataclass(frozen=True)

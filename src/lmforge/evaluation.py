@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from lmforge import figures
 from lmforge.objectives import build_objective
 from lmforge.run_dir import RunDir
 from lmforge.tokens import load_shards
@@ -35,3 +38,24 @@ def evaluate_run(run_dir, max_tokens: int = 0, device: str = "cpu", batch_size: 
     result["objective"] = cfg.train.objective
     result["checkpoint"] = str(opened.checkpoint)
     return result
+
+
+@dataclass
+class Evaluation(figures.Result):
+    """What `lmforge eval RUN` shows of `evaluate_run`'s figures."""
+
+    result: dict
+    run_dir: str
+
+    def lines(self) -> list[str]:
+        r = self.result
+        if "reason" in r:
+            return [f"{self.run_dir}: no validation figures: {r['reason']}"]
+        if r["objective"] == "masked":
+            return [f"{self.run_dir}: masked-token loss {r['val_loss']:.4f}, accuracy {r['accuracy']:.4f}, "
+                    f"perplexity {r['perplexity']:.2f} ({r['tokens']:,} masked tokens, {r['checkpoint']})"]
+        return [f"{self.run_dir}: val loss {r['val_loss']:.4f}, perplexity {r['perplexity']:.2f}, "
+                f"{r['bits_per_byte']:.4f} bits per byte ({r['tokens']:,} tokens, {r['checkpoint']})"]
+
+    def to_json(self) -> str:
+        return figures.dumps(self.result)

@@ -49,13 +49,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from lmforge import files
+from lmforge import figures, files
 from lmforge.errors import LmforgeError
 from lmforge.model import GPT, GPTConfig
 from lmforge.run_dir import MODEL_FILE, RunDir, enclosing_run
@@ -292,3 +293,18 @@ def init_from(model: GPT, folder: str | Path, data_tokenizer: str | Path | None 
     with torch.no_grad():
         for name, tensor in state.items():
             current[name].copy_(tensor.to(current[name].dtype))
+
+
+@dataclass
+class Exported(figures.Result):
+    """What `lmforge export` shows of `export`'s record of what it wrote."""
+
+    export: dict
+
+    def lines(self) -> list[str]:
+        r = self.export
+        return [f"export: {r['checkpoint']} -> {r['out']} ({r['architecture']}, {r['params']:,} parameters; "
+                f"{', '.join(r['files'])}); load it with transformers.AutoModelForCausalLM.from_pretrained"]
+
+    def to_json(self) -> str:
+        return figures.dumps(self.export)

@@ -1,4 +1,4 @@
-"""Figures that may not exist, and JSON any parser reads.
+"""Figures that may not exist, JSON any parser reads, and results that print themselves.
 
 A figure that cannot be computed (a loss over no validation tokens, an interval over no trials) is
 `None` beside a `*_reason` saying why, never NaN: NaN and Infinity are not JSON (RFC 8259), and
@@ -33,3 +33,22 @@ def dumps(obj: Any, **kwargs) -> str:
 def fmt(x: Any, spec: str = ".4f", missing: str = "n/a") -> str:
     """A figure for a log line: `missing` where it does not exist."""
     return missing if finite(x) is None else format(x, spec)
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """'1 thread', '2 threads', '1,500 processes': the count and its noun in the right number."""
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
+
+
+class Result:
+    """A stage's result as a command shows it: `lines()` for a person, `to_json()` for a program
+    (`--json`), so the command line only picks one of the two."""
+
+    def lines(self) -> list[str]:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())

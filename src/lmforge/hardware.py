@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from lmforge.errors import LmforgeError
+from lmforge.figures import plural
 
 if TYPE_CHECKING:
     import torch
@@ -229,5 +230,5 @@ def local_cpu() -> Hardware:
     threads = torch.get_num_threads()
     fp32 = measured_matmul_flops("cpu", torch.float32)
     bf16 = measured_matmul_flops("cpu", torch.bfloat16, 512, 3)
-    return Hardware(f"cpu ({threads} threads)", {"fp32": fp32, "bf16": bf16}, physical_memory_bytes() / GB,
+    return Hardware(f"cpu ({plural(threads, 'thread')})", {"fp32": fp32, "bf16": bf16}, physical_memory_bytes() / GB,
                     power_watts("cpu", threads=threads))

@@ -402,7 +402,7 @@ class RunDir:
         self.require()
         ckpt = self.latest_checkpoint()
         if ckpt is None and self.checkpoints():
-            raise LmforgeError(f"none of the {len(self.checkpoints())} checkpoint(s) in {self.checkpoints_dir} is "
+            raise LmforgeError(f"none of the {figures.plural(len(self.checkpoints()), 'checkpoint')} in {self.checkpoints_dir} is "
                                f"usable (each is named above with its damage): train again (lmforge train --out "
                                f"{self.path}; --resume needs a usable one)")
         if ckpt is None:

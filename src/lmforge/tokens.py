@@ -43,6 +43,7 @@ from lmforge.config import DataConfig, TokenizerConfig
 from lmforge.data.clean import kind_of
 from lmforge.data.sources import Document, Inputs, SourceStats, batched, iter_documents, list_inputs
 from lmforge import files
+from lmforge.figures import plural
 from lmforge.errors import LmforgeError
 from lmforge.locks import FolderLock
 from lmforge.progress import Meter
@@ -534,7 +535,7 @@ def _hold_out_tail(folder: Path, splits: dict, val_fraction: float, eot: int, dt
     want = round(val_fraction * total) - val["tokens"]
     if val_fraction <= 0 or want <= 0 or val["tokens"] >= val_fraction * total / 4 or train["tokens"] < 2:
         return {"rule": "hash", "detail": f"whole documents by a hash of their id, and the last val_fraction of each "
-                                          f"of {long_documents:,} long one(s) (val_fraction {val_fraction})"}
+                                          f"of {plural(long_documents, 'long one')} (val_fraction {val_fraction})"}
     want = min(want, train["tokens"] - 1)
     stream = np.concatenate([np.fromfile(folder / "train" / s["file"], dtype=dtype) for s in train["shards"]])
     cut = len(stream) - want

@@ -52,6 +52,7 @@ from lmforge.data.pii import RedactPII, redacted
 from lmforge.data.sources import (Document, Inputs, Skip, SourceStats, batched,
                                   iter_documents, list_inputs, skip_hint)
 from lmforge.errors import LmforgeError
+from lmforge.figures import plural
 from lmforge.files import (OutputKind, atomic_write_json, atomic_write_text, building_folder, claim_output,
                            fingerprint, install, is_complete, json_format_is, naming, open_new, output_errors,
                            read_own_bytes, refuse_inside_sources, refuse_link, remove, remove_own)
@@ -514,7 +515,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     owns_executor = executor is None
     executor = executor or make_executor(cfg.executor, cfg.workers)
     n_shards = 0
-    log(f"prepare: reading and filtering {sum(1 for _ in inputs.all_files()):,} files, "
+    log(f"prepare: reading and filtering {plural(sum(1 for _ in inputs.all_files()), 'file')}, "
         f"{cfg.shard_documents:,} documents a shard")
     meter = Meter("prepare: read", "document", log, enabled=progress)  # read and handed to the workers
     try:
@@ -541,7 +542,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
         if not decisions_path.is_file():
             log(f"prepare: deciding exact and near duplicates and boilerplate lines ({_seconds(started)} so far)")
             atomic_write_json(decisions_path, decide_duplicates(work, n_shards, cfg))
-        log(f"prepare: writing clean/ and rejected/, {n_shards:,} shards ({_seconds(started)} so far)")
+        log(f"prepare: writing clean/ and rejected/, {plural(n_shards, 'shard')} ({_seconds(started)} so far)")
         for index in range(n_shards):
             if not (work / f"shard_{index:05d}.written").is_file():
                 executor.submit(write_shard, index, work, build, decisions_path)
@@ -659,7 +660,7 @@ def summary_text(report: dict, out: Path) -> str:
         lines.append(f"  boilerplate lines removed: {report['boilerplate_lines_removed']:,}")
     reader = report["reader"]
     if reader.get("capped"):
-        lines.append(f"  byte cap data.max_bytes={reader['max_bytes']:,}: {reader['unread_files']:,} files "
+        lines.append(f"  byte cap data.max_bytes={reader['max_bytes']:,}: {plural(reader['unread_files'], 'file')} "
                      f"({reader['unread_bytes'] / 1e6:,.1f} MB) left unread")
     lines.append(f"  peak memory per worker: {report['worker_peak_rss_bytes'] / 1e6:,.0f} MB")
     return "\n".join(lines)

@@ -49,6 +49,7 @@ from typing import IO, Iterable, Iterator, Protocol, TypeVar
 
 from lmforge.config import BUILTIN_SOURCE, KINDS
 from lmforge.errors import LmforgeError
+from lmforge.figures import plural
 
 
 @dataclass
@@ -110,8 +111,16 @@ class SourceStats:
     stopped_in: str = ""  # the file being read when the cap was reached (the rest of it unread too)
     opened: set[str] = field(default_factory=set)  # files opened so far, tracked only under a cap
 
+    # the shards of prepared folders read as sources, and how many of the user's files they were cleaned from:
+    # a summary counts those files, not the shards lmforge wrote (`lmforge run` reads its RUN/prepared)
+    prepared_shards: set[str] = field(default_factory=set)
+    prepared_from: int = 0
+    shards_read: int = 0
+
     def open_file(self, path: Path) -> None:
         self.files += 1
+        if str(path) in self.prepared_shards:
+            self.shards_read += 1
         if self.max_bytes:
             self.opened.add(str(path))
             self.stopped_in = str(path)
@@ -123,10 +132,24 @@ class SourceStats:
         if self.record_skips:
             self.pending.append(Skip(where, reason, source or where, raw[:MAX_SKIPPED_TEXT]))
 
+    def add_prepared(self, folder: Path, shards: list[Path]) -> None:
+        """A prepared folder read as a source: its clean/ `shards`, and the files its report says it read."""
+        try:
+            self.prepared_from += int(json.loads((folder / PREPARED_MARKER).read_text())["reader"]["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # an older report without the reader's count: its shards are counted as files
+        self.prepared_shards.update(map(str, shards))
+
+    def files_read(self) -> str:
+        if not self.shards_read:
+            return plural(self.files, "file")
+        return (f"{plural(self.files - self.shards_read + self.prepared_from, 'file')} (cleaned into "
+                f"{plural(self.shards_read, 'shard')} by lmforge prepare)")
+
     def summary(self) -> str:
-        parts = [f"{self.documents:,} documents, {self.bytes / 1e6:,.1f} MB from {self.files:,} files"]
+        parts = [f"{plural(self.documents, 'document')}, {self.bytes / 1e6:,.1f} MB from {self.files_read()}"]
         if self.decoded:
-            parts.append(", ".join(f"{n:,} files read as {enc} (not UTF-8)" for enc, n in self.decoded.items()))
+            parts.append(", ".join(f"{plural(n, 'file')} read as {enc} (not UTF-8)" for enc, n in self.decoded.items()))
         if self.skipped:
             parts.append("skipped " + ", ".join(f"{n:,} {r}{skip_hint(r)}" for r, n in self.skipped.most_common()))
         if self.capped:
@@ -134,7 +157,7 @@ class SourceStats:
         return "; ".join(parts)
 
     def cap_note(self) -> str:
-        return (f"stopped at data.max_bytes={self.max_bytes:,}: {self.unread_files:,} files "
+        return (f"stopped at data.max_bytes={self.max_bytes:,}: {plural(self.unread_files, 'file')} "
                 f"({self.unread_bytes / 1e6:,.1f} MB) left unread, and the rest of {self.stopped_in}; "
                 "set data.max_bytes=0 to read everything")
 
@@ -470,6 +493,7 @@ class _Lister:
     def __init__(self, exclude: Iterable[str | Path] = ()):
         self.exclude = {os.path.realpath(p) for p in exclude}
         self.skipped: list[tuple[str, str]] = []  # (reason, where)
+        self.prepared: list[Path] = []  # prepared folders whose clean/ is read
         self._kinds: dict[str, str] = {}  # real path -> kind: a glob asks about the same folders for every match
 
     def source(self, source: str) -> list[Path]:
@@ -509,6 +533,7 @@ class _Lister:
             if kind == "prepared":  # as if the glob named it: its clean/ only
                 if not path.is_relative_to(folder / "clean"):
                     return False
+                self.prepared.append(folder)
             elif kind in SKIPPED_FOLDERS:
                 return False
         return os.path.realpath(path) not in self.exclude
@@ -547,7 +572,10 @@ class _Lister:
         real = os.path.realpath(folder)
         kind = self._kind(folder, real)
         if kind == "prepared":  # its kept documents, not rejected/ or work/
+            self.prepared.append(folder)
             folder, real = folder / "clean", os.path.join(real, "clean")
+        elif folder.name == "clean" and (folder.parent / PREPARED_MARKER).is_file():  # as `lmforge run` names it
+            self.prepared.append(folder.parent)
         elif kind in SKIPPED_FOLDERS:
             self.skipped.append((SKIPPED_FOLDERS[kind], str(folder)))
             return []
@@ -598,6 +626,7 @@ class Inputs:
     files: list[list[Path]]  # per source, in reading order (the built-in corpus lists its own)
     skipped: list[list[tuple[str, str]]]  # per source: (reason, where) of what the listing could not read
     kinds: list[str]  # per source: its documents' kind from data.kinds, "" = guessed per document
+    prepared: list[Path] = field(default_factory=list)  # prepared folders among the sources (their clean/ is read)
 
     def all_files(self) -> Iterator[Path]:
         for source, files in zip(self.sources, self.files):
@@ -632,12 +661,13 @@ def list_inputs(sources: list[str], exclude: Iterable[str | Path] = (), kinds: l
     each source's kind from `kinds` (data.kinds). Fails fast, before any work, on a source that does
     not exist or is no text."""
     per_source = source_kinds(sources, kinds)
-    files, skipped = [], []
+    files, skipped, prepared = [], [], []
     for source in sources:
         lister = _Lister(exclude)
         files.append([] if source == BUILTIN_SOURCE else lister.source(source))
         skipped.append(lister.skipped)
-    return Inputs(list(sources), files, skipped, per_source)
+        prepared += [p for p in dict.fromkeys(lister.prepared) if p not in prepared]
+    return Inputs(list(sources), files, skipped, per_source, prepared)
 
 
 def source_kinds(sources: list[str], kinds: list[str]) -> list[str]:
@@ -765,6 +795,8 @@ def iter_documents(
     stats = stats if stats is not None else SourceStats()
     stats.max_bytes = max_bytes
     inputs = sources if isinstance(sources, Inputs) else list_inputs(sources)
+    for folder in inputs.prepared:
+        stats.add_prepared(folder, [p for listed in inputs.files for p in listed if p.is_relative_to(folder / "clean")])
 
     def stream() -> Iterator[Document]:
         for source, files, skipped, kind in zip(inputs.sources, inputs.files, inputs.skipped, inputs.kinds):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.figures import plural
 from lmforge.files import atomic_write_bytes, output_errors, read_own_bytes, refuse_link
 from lmforge.inspection.pictures import (MAP_PIXELS, attention_pixels, lens_pixels, plot_attention, plot_lens,
                                          plot_map, project_2d, write_map_html)
@@ -121,7 +122,7 @@ class Inspector(WordVectors):
             raise LmforgeError(f"inspect: sentence file {path} does not exist: give a text file, one sentence a line")
         lines = [l.strip() for l in path.read_text(errors="replace").splitlines() if l.strip()]
         if len(lines) < 2:
-            raise LmforgeError(f"inspect: {path} holds {len(lines)} sentence(s): give at least two, one a line")
+            raise LmforgeError(f"inspect: {path} holds {plural(len(lines), 'sentence')}: give at least two, one a line")
         layer = self._layer(layer)
         limit = self.model.cfg.seq_len - 1
         encoded = [e.ids for e in self.tok.encode_batch_fast(lines, add_special_tokens=False)]

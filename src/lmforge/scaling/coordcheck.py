@@ -164,17 +164,3 @@ def plot(result: dict, path: Path) -> Path:
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())  # replaces a link at `path` rather than writing through it
     return path
-
-
-def format_check(result: dict) -> str:
-    r = result
-    lr = f"lr {r['lr']:g}" + (f" (Muon's {r['muon_lr']:g})" if r["muon_lr"] else "")
-    lines = [f"coordinate check: widths {', '.join(map(str, r['widths']))}, {r['layers']} layers, {r['heads']} heads, "
-             f"{r['steps']} steps of {r['optimizer']} at {lr} on {r['device']} (muP base width {r['mup_base_width']}); "
-             f"scale = mean |x|, widest over narrowest after the last step"]
-    for name, part in r["parametrizations"].items():
-        ratios = ", ".join(f"{t} x{g:.2f}" for t, g in part["growth"].items())
-        lines.append(f"  {name:<8} largest change x{part['max_growth']:.2f}: {ratios}")
-    if "plot" in r:
-        lines.append(f"plot: {r['plot']}\nnumbers: {r['file']}")
-    return "\n".join(lines)

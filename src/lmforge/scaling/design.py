@@ -40,6 +40,7 @@ import numpy as np
 
 from lmforge.config import Config, ScaleConfig
 from lmforge.errors import LmforgeError
+from lmforge.figures import plural
 from lmforge.model_counts import model_config, training_flops
 
 
@@ -448,7 +449,7 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
     for k in levels:
         n = sum(r["level"] == k for r in runs)
         if n < 3:
-            warnings.append(f"level {k} has {n} run(s): an IsoFLOP parabola needs 3 sizes there")
+            warnings.append(f"level {k} has {plural(n, 'run')}: an IsoFLOP parabola needs 3 sizes there")
     left_out = [s for s in sweep_sizes(cfg, vocab) if not any(r["knob"] == s.knob for r in runs)]
     if left_out:
         sc = cfg.scale
@@ -458,7 +459,8 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
                         f"change --budget or --sizes")
     short = [r["name"] for r in runs if r["steps"] < SHORT_RUN_STEPS]
     if short:
-        warnings.append(f"{len(short)} run(s) have fewer than {SHORT_RUN_STEPS} steps ({short[0]}, ...): such runs measure how "
+        warnings.append(f"{plural(len(short), 'run')} {'has' if len(short) == 1 else 'have'} fewer than "
+                        f"{SHORT_RUN_STEPS} steps ({short[0]}, ...): such runs measure how "
                         f"far the optimizer got more than what the model can learn (docs/LOG.md); raise scale.min_steps")
     if cal["busy"]:
         warnings.append(f"the machine was busy (load {cal['other_load']:.1f} on {cal['cores']} cores, from other "

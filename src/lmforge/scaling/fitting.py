@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.errors import LmforgeError
+from lmforge.figures import plural
 from lmforge.scaling.law import FORMS, ScalingLaw
 
 MIN_POINTS = 6  # five constants need more points than that to be a fit at all
@@ -68,7 +69,7 @@ def read_points_csv(path: str | Path) -> tuple[list[dict], list[dict]]:
     try:
         missing = {"params", "tokens", "loss"} - set(reader.fieldnames or [])
         if missing:
-            raise LmforgeError(f"{path}: missing column(s) {', '.join(sorted(missing))}; "
+            raise LmforgeError(f"{path}: missing {plural(len(missing), 'column')}: {', '.join(sorted(missing))}; "
                                f"give params, tokens, loss (and optionally flops)")
         rows = [(reader.line_num, row) for row in reader]
     except csv.Error as e:
@@ -301,7 +302,7 @@ def fit_isoflop(params: np.ndarray, tokens: np.ndarray, flops: np.ndarray, loss:
         c = float(np.exp(np.log(flops[sel]).mean()))
         x, y = np.log(params[sel]), loss[sel]
         if len(np.unique(x)) < 3:
-            skipped.append(f"{c:.3g} FLOPs: {len(np.unique(x))} size(s), a parabola needs 3")
+            skipped.append(f"{c:.3g} FLOPs: {plural(len(np.unique(x)), 'size')}, a parabola needs 3")
             continue
         coefficients, x_opt, reason = _level_vertex(x, y)
         loss_opt = None if reason else float(np.polyval(coefficients, x_opt))
@@ -316,7 +317,7 @@ def fit_isoflop(params: np.ndarray, tokens: np.ndarray, flops: np.ndarray, loss:
                        "rmse": float(np.sqrt(np.mean((np.polyval(coefficients, x) - y) ** 2)))})
     out: dict = {"levels": levels, "skipped_levels": skipped}
     if len(levels) < 2:
-        out["skipped"] = f"{len(levels)} usable compute level(s): power laws N_opt(C), D_opt(C) need 2"
+        out["skipped"] = f"{plural(len(levels), 'usable compute level')}: power laws N_opt(C), D_opt(C) need 2"
         return out
     lc = np.log([lv["flops"] for lv in levels])
     a, kn = np.polyfit(lc, np.log([lv["n_opt"] for lv in levels]), 1)
@@ -336,7 +337,7 @@ def fit_loss_vs_compute(flops: np.ndarray, loss: np.ndarray) -> dict:
     from scipy.optimize import least_squares
 
     if len(flops) < 3:
-        return {"skipped": f"{len(flops)} compute level(s): L(C) = a C^b + c needs 3"}
+        return {"skipped": f"{plural(len(flops), 'compute level')}: L(C) = a C^b + c needs 3"}
     m = float(np.log(flops).mean())
     x, y = np.log(flops) - m, np.log(loss)
 

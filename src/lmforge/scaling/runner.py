@@ -31,6 +31,7 @@ import yaml
 from lmforge.config import Config, config_from_dict, with_data
 from lmforge.errors import Interrupted, LmforgeError, TrainingDiverged
 from lmforge.files import inside
+from lmforge.figures import plural
 from lmforge.processes import end_with_parent
 from lmforge.run_dir import TRAIN_LOG, RunDir
 from lmforge.scaling.design import available_cpus, size_config
@@ -196,15 +197,6 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
     return rows
 
 
-def format_status(rows: list[dict]) -> str:
-    out = [f"{'run':<18} {'state':<9} {'steps':>11} {'params':>10} {'tokens':>10} {'FLOPs':>9} {'val loss':>9}"]
-    for r in rows:
-        loss = f"{r['val_loss']:.4f}" if "val_loss" in r else ""
-        out.append(f"{r['name']:<18} {r['state']:<9} {r['step']:>5}/{r['steps']:<5} {r['params']:>10,} "
-                   f"{r['tokens']:>10,} {r['flops']:>9.2e} {loss:>9}")
-    return "\n".join(out)
-
-
 def _progress_line(rows: list[dict], running: list[str], t0: float, flops_at_start: float) -> str:
     total = sum(r["flops"] for r in rows)
     done = sum(r["flops"] * min(1.0, r["step"] / r["steps"]) for r in rows)
@@ -246,7 +238,7 @@ def warn_repeats(sweep_dir: Path, runs: list[dict], log: Callable[[str], None]) 
     over = [r for r in runs if r["tokens"] > train_tokens]
     if over:
         worst = max(over, key=lambda r: r["tokens"])
-        log(f"warning: {len(over)} run(s) train on more tokens than the corpus's {train_tokens:,} ({worst['name']}: "
+        log(f"warning: {plural(len(over), 'run')} {'trains' if len(over) == 1 else 'train'} on more tokens than the corpus's {train_tokens:,} ({worst['name']}: "
             f"{worst['tokens'] / train_tokens:.1f} epochs); repeated tokens are not the law's unique ones: use a larger "
             f"corpus (data.sources, data.max_bytes) or a smaller --max-run-flops")
 
@@ -266,8 +258,8 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     rows = sweep_status(sweep_dir)
     todo = [run for run, row in zip(sweep["runs"], rows) if row["state"] in ("pending", "partial", "failed")]
     skipped = [r["name"] for r in rows if r["state"] in ("done", "diverged")]
-    log(f"sweep: {len(sweep['runs'])} runs, {len(skipped)} already finished (skipped), {len(todo)} to train "
-        f"on {parallel} process(es) x {threads} thread(s)")
+    log(f"sweep: {plural(len(sweep['runs']), 'run')}, {len(skipped)} already finished (skipped), {len(todo)} to train "
+        f"on {plural(parallel, 'process', 'processes')} x {plural(threads, 'thread')}")
     todo.sort(key=lambda r: -r["flops_exact"])  # longest first packs the processes best
     failures: list[str] = []
     stopped: list[str] = []  # runs a signal to their worker stopped part-way
@@ -318,9 +310,9 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     rows = sweep_status(sweep_dir)
     log(_progress_line(rows, [], t0, flops_at_start))
     if failures:
-        raise LmforgeError(f"{len(failures)} run(s) failed: {failures[0]} (details in SWEEP/runs/<name>/{TRAIN_LOG})")
+        raise LmforgeError(f"{plural(len(failures), 'run')} failed: {failures[0]} (details in SWEEP/runs/<name>/{TRAIN_LOG})")
     if stopped:
-        raise Interrupted(f"sweep: {len(stopped)} run(s) stopped part-way ({', '.join(stopped)}); continue with: "
+        raise Interrupted(f"sweep: {plural(len(stopped), 'run')} stopped part-way ({', '.join(stopped)}); continue with: "
                           f"lmforge scale run {shlex.quote(str(sweep_dir))}")
     return rows
 
@@ -367,7 +359,7 @@ def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: i
     run_dir = Path(rcfg.run.out)
     if run_state(run_dir) != "done":
         log(f"verify: training {run['name']} ({size.params:,} parameters, {steps * tokens_per_step(cfg):,} tokens, "
-            f"{steps} steps) into {run_dir}")
+            f"{plural(steps, 'step')}) into {run_dir}")
         result = train_run(rcfg, RunDir(run_dir).train_log_path)
         if result.get("diverged"):
             raise LmforgeError(f"verify: the target run diverged: {result['diverged']}")

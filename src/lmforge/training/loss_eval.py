@@ -80,11 +80,14 @@ def final_eval_tokens(tc) -> int:
 
 
 def unigram_baseline(train_shards: list[np.ndarray], val_shards: list[np.ndarray], vocab_size: int,
-                     seq_len: int, max_tokens: int = 50_000_000, eval_tokens: int = 0) -> float | None:
-    """Cross-entropy (nats/token) on the validation targets of a model that ignores context and
-    predicts each token by its training frequency (add-one smoothed): the bar any LM must clear.
-    Taken over the windows an evaluation of `eval_tokens` scores (0 = the whole split), the same
-    targets as the figure it is set beside. None where the validation split holds no window."""
+                     seq_len: int, max_tokens: int = 50_000_000, eval_tokens: int = 0,
+                     token_bytes: np.ndarray | None = None) -> dict:
+    """Cross-entropy on the validation targets of a model that ignores context and predicts each
+    token by its training frequency (add-one smoothed): the bar any LM must clear. Taken over the
+    windows an evaluation of `eval_tokens` scores (0 = the whole split), the same targets as the
+    figures it is set beside: `val_loss` in nats/token, and with `token_bytes` `bits_per_byte` as
+    `evaluate_loss` counts it (the targets that stand for text, over their bytes). None where the
+    validation split holds no window."""
     counts = np.zeros(vocab_size, dtype=np.int64)
     seen = 0
     for shard in train_shards:
@@ -95,12 +98,17 @@ def unigram_baseline(train_shards: list[np.ndarray], val_shards: list[np.ndarray
             if seen >= max_tokens:
                 break
     logp = np.log(counts + 1.0) - np.log(counts.sum() + vocab_size)
-    total, n = 0.0, 0
+    total, n, with_bytes, n_bytes = 0.0, 0, 0.0, 0
     for window in eval_batches(val_shards, seq_len, 64, eval_tokens):
         targets = window[:, 1:].numpy().reshape(-1)
         total -= logp[targets].sum()
         n += len(targets)
-    return float(total / n) if n else None
+        if token_bytes is not None:
+            nbytes = token_bytes[targets]
+            with_bytes -= logp[targets][nbytes > 0].sum()
+            n_bytes += int(nbytes.sum())
+    return {"val_loss": float(total / n) if n else None,
+            "bits_per_byte": float(with_bytes / (math.log(2) * n_bytes)) if n_bytes else None}
 
 
 class Validator:

@@ -44,7 +44,7 @@ from lmforge.files import atomic_write_bytes
 from lmforge.locks import describe_holder
 from lmforge.model import GPT, head_skips_untargeted_rows, model_config
 from lmforge.model_counts import TokenFlops, loss_chunk_rows, training_flops
-from lmforge.figures import fmt
+from lmforge.figures import fmt, plural
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
 from lmforge.processes import keep_freed_memory
 from lmforge.run_dir import RunDir
@@ -443,8 +443,9 @@ class Trainer:
         if final["val_loss"] is not None and not math.isfinite(final["val_loss"]):
             raise TrainingDiverged(f"training diverged: the final validation loss is {final['val_loss']}; no summary "
                                    f"written. Lower train.lr or raise train.warmup_steps and train again")
-        baseline = unigram_baseline(self.train_shards, self.val_shards, self.mcfg.vocab_size, self.mcfg.seq_len,
-                                    eval_tokens=scored)
+        unigram = unigram_baseline(self.train_shards, self.val_shards, self.mcfg.vocab_size, self.mcfg.seq_len,
+                                   eval_tokens=scored, token_bytes=self.validator.token_bytes)
+        baseline = unigram["val_loss"]
         elapsed, tokens = self.elapsed, self.tokens_seen
         steady_s, steady_tokens = self.clock.steady_s, self.clock.steady_steps * self.tokens_per_step
         if not steady_tokens:  # a run too short for a steady state: all of it
@@ -485,11 +486,13 @@ class Trainer:
         self.log_main(
             f"train: done in {elapsed:.0f}s ({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}% "
             f"steady state; {summary['warmup_s']:.1f}s of warm-up{' and compilation' if self.tc.compile else ''} apart); "
-            f"{'masked-token ' if masked else ''}val loss {fmt(final['val_loss'])} "
-            f"(unigram baseline {fmt(baseline)}), {fmt(final['bits_per_byte'])} bits/byte"
+            f"{'masked-token ' if masked else ''}val loss {fmt(final['val_loss'])} nats/token, "
+            f"{fmt(final['bits_per_byte'])} bits/byte (unigram baseline {fmt(baseline)} nats/token"
+            + ("" if masked else f", {fmt(unigram['bits_per_byte'])} bits/byte")
+            + ")"
             + (f", accuracy {fmt(final['accuracy'], '.3f')}" if masked else "")
             + (f" ({final['reason']})" if "reason" in final else "")
-            + (f"; {summary['skipped_steps']} step(s) skipped: loss or gradient not finite (lower train.lr)"
+            + (f"; {plural(summary['skipped_steps'], 'step')} skipped: loss or gradient not finite (lower train.lr)"
                if summary["skipped_steps"] else "")
         )
         return summary
@@ -526,9 +529,10 @@ class Trainer:
     def _announce(self) -> None:
         m, tc = self.mcfg, self.tc
         self.log_main(
-            f"train: {tc.objective} objective, {int(m.shape().params):,} parameters ({m.n_layer} layers, width {m.n_embd}, "
-            f"context {m.seq_len}), {self.tokens_per_step:,} tokens/step, {tc.max_steps} steps, device {self.device}, "
-            f"{self.dtype}, {self.threads} threads, {self.dist.world_size} process(es){' (FSDP2)' if self.fsdp else ''}; "
+            f"train: {tc.objective} objective, {int(m.shape().params):,} parameters ({plural(m.n_layer, 'layer')}, "
+            f"width {m.n_embd}, context {m.seq_len}), {self.tokens_per_step:,} tokens/step, "
+            f"{plural(tc.max_steps, 'step')}, device {self.device}, {self.dtype}, {plural(self.threads, 'thread')}, "
+            f"{plural(self.dist.world_size, 'process', 'processes')}{' (FSDP2)' if self.fsdp else ''}; "
             f"run folder {self.run}"
         )
 
@@ -581,7 +585,7 @@ class Trainer:
         if threads is not None:
             (bar.write if bar is not None else self.log_main)(
                 f"train: {threads} of {self.governor.most} threads: other processes keep "
-                f"{self.governor.others:.1f} core(s) busy")
+                f"{self.governor.others:.1f} cores busy")
 
     def _log_step(self, loss: torch.Tensor, norm: torch.Tensor, bar) -> None:
         world = self.dist.world_size
