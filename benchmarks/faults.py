@@ -38,7 +38,7 @@ from safetensors.torch import load_file
 from lmforge.config import load_config
 from lmforge.data.sources import SourceStats, iter_documents
 from lmforge.errors import LmforgeError
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TRAIN_SETS = {"tokenizer.vocab_size": 512, "tokenizer.train_bytes": 0, "data.val_fraction": 0.1, "model.n_layer": 2,

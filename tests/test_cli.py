@@ -55,12 +55,13 @@ def test_train_eval_generate(trained_run):
 def test_special_token_text_in_prompts_stays_text(trained_run):
     """generate and inspect read prompts with the run's tokenizer, fill with its Scorer: the literal
     text "<|endoftext|>", "<|mask|>" or "<|pad|>" is text there, and only fill's own [MASK] is a blank."""
-    from lmforge.run_dir import RunDir
+    from lmforge.folders.run import RunDir
+    from lmforge.open_run import open_run
     from lmforge.tasks.cloze import Scorer
     from lmforge.tokenizer import SPECIAL_TOKENS
 
     prompt = "One <|endoftext|> two <|mask|> three <|pad|>"
-    tok = RunDir(trained_run).open().tokenizer
+    tok = open_run(RunDir(trained_run)).tokenizer
     special = {tok.token_to_id(t) for t in SPECIAL_TOKENS}
     ids = tok.encode(prompt, add_special_tokens=False).ids
     assert not special & set(ids) and tok.decode(ids) == prompt

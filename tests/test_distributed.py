@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_overrides
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
 
 # faulthandler: a rank that aborts in C++ (CI once saw "terminate called without an active exception")
 # prints every Python thread's stack first, so the failure says where it happened

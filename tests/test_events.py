@@ -2,7 +2,7 @@
 
 import pytest
 
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
 from lmforge.training.trainer import train
 
 pytest.importorskip("tensorboard", reason="tensorboard is an extra: pip install -e '.[tensorboard]' (in .[test] too)")

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from conftest import tiny_overrides
 from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.locks import FolderInUse, FolderLock
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
 from lmforge.training.trainer import train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -15,7 +15,7 @@ from lmforge.cli import main
 from lmforge.config import load_config
 from lmforge.job import run as run_job
 from lmforge.report import report
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
 from conftest import corpus_texts, make_prose, tiny_overrides
 
 EVIL = "<script>alert(1)</script>"

@@ -11,8 +11,8 @@ from lmforge.config import load_config
 from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.model import GPT
 from lmforge.objectives import CausalLM
-from lmforge.run_dir import RunDir
-from lmforge.tokens import load_shards
+from lmforge.folders.run import RunDir
+from lmforge.folders.tokenized import load_shards
 from lmforge.training.checkpoint import load_model_weights, model_state
 from lmforge.training.data import TrainLoader, eval_batches, rank_eval_batches
 from lmforge.model import model_config

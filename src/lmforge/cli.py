@@ -18,7 +18,8 @@ from typing import Callable
 from lmforge import cost, figures
 from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
 from lmforge.errors import Interrupted, LmforgeError
-from lmforge.run_dir import warn
+from lmforge.folders import prepared, sweep, tokenized
+from lmforge.folders.run import warn
 
 
 def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny") -> None:
@@ -463,17 +464,17 @@ def _scale_fit_print(r: dict) -> None:
 
 
 def _scale_coordcheck(args: argparse.Namespace) -> int:
-    from lmforge.scaling.coordcheck import SWEEP_FOLDER, coordinate_check, format_check
-    from lmforge.scaling.runner import load_sweep
+    from lmforge.folders.sweep import SweepDir
+    from lmforge.scaling.coordcheck import coordinate_check, format_check
     from lmforge.training.device import set_threads
 
     out = args.out
     if args.sweep:
         if args.preset or args.config or args.overrides:
-            raise LmforgeError("scale coordcheck: the config comes from SWEEP/sweep.yaml; drop --preset, --config "
+            raise LmforgeError(f"scale coordcheck: the config comes from SWEEP/{sweep.SWEEP_FILE}; drop --preset, --config "
                                "and --set, or the SWEEP")
-        cfg = load_sweep(args.sweep)[0]
-        out = out or str(Path(args.sweep) / SWEEP_FOLDER)
+        cfg = SweepDir(args.sweep).load()[0]
+        out = out or str(SweepDir(args.sweep).coordcheck_dir)
     else:
         cfg = _resolve(args, None)
     widths = [32, 64, 128, 256, 512]
@@ -561,7 +562,7 @@ def _force_arg(p: argparse.ArgumentParser, what: str) -> None:
 
 def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders, globs: text, JSONL, Parquet, WARC (default: built-in)")
-    p.add_argument("--out", required=True, help="prepared folder to write (clean/, rejected/, report.json)")
+    p.add_argument("--out", required=True, help=f"prepared folder to write ({prepared.CLEAN}/, {prepared.REJECTED}/, {prepared.REPORT})")
     p.add_argument("--workers", type=int, help="processes (prepare.workers; default one per core)")
     _force_arg(p, "prepared folder")
     _config_args(p)
@@ -581,7 +582,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-at", type=int, metavar="STEP", help="stop after STEP with a checkpoint (resume later)")
     p.add_argument("--init-from", metavar="HF_FOLDER",
                    help="start from the weights of a Hugging Face Llama folder (lmforge export, or a Llama of this "
-                        "shape) whose tokenizer.json is the data's")
+                        f"shape) whose {tokenized.TOKENIZER_FILE} is the data's")
     _objective_arg(p)
     _config_args(p)
 
@@ -605,7 +606,7 @@ def _args_estimate(p: argparse.ArgumentParser) -> None:
 def _args_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", required=True, help="e.g. 10000usd, 5e21flops, 2000gpu-hours")
     p.add_argument("--law", default="chinchilla", help="chinchilla (Hoffmann 2022), epoch2024 (Besiroglu 2024 re-fit), "
-                   "or a fitted law: SWEEP or SWEEP/fit.json from lmforge scale fit")
+                   f"or a fitted law: SWEEP or SWEEP/{sweep.FIT_FILE} from lmforge scale fit")
     p.add_argument("--context", type=int, default=2048)
     p.add_argument("--precision", default="bf16-mixed")
     p.add_argument("--days", type=float, default=cost.DEFAULT_PLAN_DAYS,
@@ -627,18 +628,18 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
     q.add_argument("--parallel", type=int, help="training processes at once (scale.parallel)")
     q.add_argument("--max-run-flops", help="optimal: no run above this 6ND (scale.max_run_flops)")
     q.add_argument("--repeats", type=int, help="cheapest runs trained again with another seed (scale.repeats)")
-    q.add_argument("--prior", help="law the design is judged under: chinchilla, epoch2024, SWEEP or fit.json (scale.prior)")
+    q.add_argument("--prior", help=f"law the design is judged under: chinchilla, epoch2024, SWEEP or {sweep.FIT_FILE} (scale.prior)")
     q.add_argument("--noise", type=float, help="assumed run-to-run noise of a final loss, relative (scale.noise)")
     q.add_argument("--target", action="append", metavar="N:D", help="report the forecast interval at N params on D "
                    "tokens, e.g. 350k:4M (repeatable; scale.targets)")
     q.add_argument("--within", type=float, metavar="PCT", help="say whether each --target can be forecast within PCT%%")
-    q.add_argument("--out", metavar="SWEEP", help="write SWEEP/sweep.yaml")
+    q.add_argument("--out", metavar="SWEEP", help=f"write SWEEP/{sweep.SWEEP_FILE}")
     q.add_argument("--json", action="store_true")
     _config_args(q, default_preset="scaling")
     q = ssub.add_parser("coordcheck", help="coordinate check: activation and logit scales over the first steps "
                         "across widths, standard vs muP parameterisation (flat under muP)")
     q.add_argument("sweep", nargs="?", metavar="SWEEP", help="take the config (and widths, for a width knob) from "
-                   "SWEEP/sweep.yaml and write into SWEEP/coordcheck/")
+                   f"SWEEP/{sweep.SWEEP_FILE} and write into SWEEP/{sweep.COORDCHECK}/")
     q.add_argument("--widths", help="model widths, comma-separated (default 32,64,128,256,512; each a multiple of "
                    "model.n_head)")
     q.add_argument("--steps", type=int, default=10, help="training steps, at train.lr held constant (default 10)")
@@ -663,7 +664,7 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
     q.add_argument("source", metavar="SWEEP|POINTS.csv", help="a sweep folder, or a CSV with params, tokens, loss[, flops]")
     q.add_argument("--json", action="store_true", help="one JSON object: E, A, B, alpha, beta, a, b, intervals, ...")
     q.add_argument("--bootstrap", type=int, help="bootstrap resamples (default: scale.bootstrap; 200 for a CSV)")
-    q.add_argument("--out", help="folder for fit.json, points.csv and plots/ (default: the sweep; none for a CSV)")
+    q.add_argument("--out", help=f"folder for {sweep.FIT_FILE}, {sweep.POINTS_FILE} and {sweep.PLOTS}/ (default: the sweep; none for a CSV)")
     q.add_argument("--no-plots", action="store_true")
     q.add_argument("--interval", choices=["parametric", "cases"], help="bootstrap: refit simulated noise at the same "
                    "points (parametric, default) or resample the points (cases)")
@@ -671,7 +672,7 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
     q.add_argument("--form", choices=["auto", "additive", "kaplan"], help="law form (default: scale.form, auto: the "
                    "form whose backtests in N and D err less)")
     q = ssub.add_parser("predict", help="predicted loss at (N, D) or at the compute-optimal point of C")
-    q.add_argument("source", metavar="SWEEP|fit.json")
+    q.add_argument("source", metavar=f"SWEEP|{sweep.FIT_FILE}")
     _target_args(q, "predict at")
     q.add_argument("--within", type=float, metavar="PCT", help="call it within PCT%% only if its interval allows")
     q = ssub.add_parser("verify", help="train the target model and compare predicted and actual loss")

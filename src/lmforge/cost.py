@@ -30,6 +30,7 @@ import yaml
 
 from lmforge.config import RECOMPUTE
 from lmforge.errors import LmforgeError
+from lmforge.folders.sweep import FIT_FILE, fit_path
 from lmforge.model_counts import Shape, loss_chunk_rows, model_config, state_bytes, training_flops
 
 GB = 1e9
@@ -463,11 +464,9 @@ def read_fit(source: str | Path) -> dict:
     lab both come here."""
     import json
 
-    path = Path(source)
-    if path.is_dir():
-        path = path / "fit.json"
+    path = fit_path(source)
     if not path.is_file():
-        raise LmforgeError(f"{source}: no fit.json; run lmforge scale fit {source} first")
+        raise LmforgeError(f"{source}: no {FIT_FILE}; run lmforge scale fit {source} first")
     try:
         fit = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -487,7 +486,7 @@ def load_law(name: str) -> ScalingLaw:
     if name in LAWS:
         return LAWS[name]
     if not Path(name).exists():
-        raise LmforgeError(f"--law {name!r}: choose one of {', '.join(LAWS)}, or give a fit.json from lmforge scale fit")
+        raise LmforgeError(f"--law {name!r}: choose one of {', '.join(LAWS)}, or give a {FIT_FILE} from lmforge scale fit")
     d = read_fit(name)
     return ScalingLaw(str(name), float(d["E"]), float(d["A"]), float(d["B"]), float(d["alpha"]), float(d["beta"]),
                       d.get("form", "additive"))
@@ -621,11 +620,11 @@ def _fitting_estimate(shape: Shape, tokens: float, hw: Hardware, count: int, mfu
 
 def from_run(run_dir: str | Path) -> dict:
     """Measured throughput of a finished lmforge run: tokens/s, MFU, FLOPs per token, devices (its summary)."""
-    from lmforge.run_dir import RunDir
+    from lmforge.folders.run import RunDir
 
     s = RunDir(run_dir).summary()
-    if not s or not s.get("complete"):
+    if not s or not s.complete:
         raise LmforgeError(f"--from-run {run_dir}: not a finished lmforge run (no complete summary); "
                            "give a run folder that lmforge train finished")
-    return {"tokens_per_s": s["tokens_per_s"], "mfu": s["mfu"], "flops_per_token": s["flops_per_token"],
-            "devices": s.get("world_size", 1), "device": s.get("device", "cpu"), "params": s["params"]}
+    return {"tokens_per_s": s.tokens_per_s, "mfu": s.mfu, "flops_per_token": s.flops_per_token,
+            "devices": s.world_size, "device": s.device, "params": s.params}

@@ -15,9 +15,7 @@ so no document can close the script element it sits in. The run is read only thr
 from __future__ import annotations
 
 import base64
-import gzip
 import html
-import json
 import math
 import webbrowser
 from dataclasses import dataclass, field
@@ -26,7 +24,9 @@ from pathlib import Path
 from lmforge.data.pii import redacted
 from lmforge.errors import LmforgeError
 from lmforge.files import atomic_write_text, output_errors, read_own_bytes
-from lmforge.run_dir import RunDir, looks_like
+from lmforge.folders.prepared import PrepareReport, read_jsonl_gz
+from lmforge.folders.run import RunDir, Summary, looks_like
+from lmforge.folders.sweep import SweepDir
 
 FORMATS = ("html", "md")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -56,25 +56,24 @@ class Section:
 # ---------------------------------------------------------------- reading the run
 
 def _corpus(run: RunDir) -> Section | None:
-    path = run.prepare_report_path
-    if not path.is_file():
+    rep = run.prepared.report()
+    if rep is None:
         return None
-    rep = json.loads(path.read_text())
-    rows = [("documents in", f"{rep['documents_in']:,}", f"{rep['bytes_in']:,} bytes")]
-    rows += [(f"removed by {stage}", f"{n:,}", "") for stage, n in rep["rejected_by_stage"].items()]
-    rows += [("kept", f"{rep['documents_kept']:,}", f"{rep['bytes_kept']:,} bytes")]
+    rows = [("documents in", f"{rep.documents_in:,}", f"{rep.bytes_in:,} bytes")]
+    rows += [(f"removed by {stage}", f"{n:,}", "") for stage, n in rep.rejected_by_stage.items()]
+    rows += [("kept", f"{rep.documents_kept:,}", f"{rep.bytes_kept:,} bytes")]
     blocks: list = [("funnel", [(r[0], int(r[1].replace(",", ""))) for r in rows]), ("table", [("", "documents", "bytes")] + rows)]
     examples = _rejected_examples(run, rep)
     reasons = [("reason", "documents", "example")]
-    for reason, n in rep["rejected_by_reason"].items():
+    for reason, n in rep.rejected_by_reason.items():
         shown = examples.get(reason) or [""]
         reasons.append((reason, f"{n:,}", " | ".join(shown)))
     if len(reasons) > 1:
         blocks += [("p", "Why documents were removed, with a few of them (cut short):"), ("table", reasons)]
-    extra = [("duplicate clusters", f"{rep['duplicate_clusters']:,}"),
-             ("largest duplicate cluster", f"{rep['largest_duplicate_cluster']:,}"),
-             ("boilerplate lines removed", f"{rep['boilerplate_lines_removed']:,}")]
-    extra += [(k.replace("_", " "), f"{v:,}") for k, v in rep["repairs_and_redactions"].items()]
+    extra = [("duplicate clusters", f"{rep.duplicate_clusters:,}"),
+             ("largest duplicate cluster", f"{rep.largest_duplicate_cluster:,}"),
+             ("boilerplate lines removed", f"{rep.boilerplate_lines_removed:,}")]
+    extra += [(k.replace("_", " "), f"{v:,}") for k, v in rep.repairs_and_redactions.items()]
     blocks.append(("table", [("duplicates, repairs and redactions", "count")] + extra))
     return Section("The corpus", (
         "Before a model can learn, the raw text is cleaned. Every document is read, repaired (broken "
@@ -84,17 +83,15 @@ def _corpus(run: RunDir) -> Section | None:
         "each removed document is kept aside with the reason, and these are the counts."), blocks)
 
 
-def _rejected_examples(run: RunDir, rep: dict) -> dict[str, list[str]]:
+def _rejected_examples(run: RunDir, rep: PrepareReport) -> dict[str, list[str]]:
     """A few rejected documents per reason, cut short. rejected/ keeps them as read, personal data
     included; the page shows them redacted (report.json's ids are redacted too, hence the match)."""
-    wanted = {reason: set(ids[:EXAMPLES_SHOWN]) for reason, ids in rep.get("examples", {}).items()}
+    wanted = {reason: set(ids[:EXAMPLES_SHOWN]) for reason, ids in rep.examples.items()}
     found: dict[str, list[str]] = {}
-    for path in sorted(run.prepared_rejected_dir.glob("*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                r = json.loads(line)
-                if redacted(r["id"]) in wanted.get(r["reason"], ()):
-                    found.setdefault(r["reason"], []).append(_example(r["text"]))
+    for path in run.prepared.rejected_files():
+        for r in read_jsonl_gz(path):
+            if redacted(r["id"]) in wanted.get(r["reason"], ()):
+                found.setdefault(r["reason"], []).append(_example(r["text"]))
     return found
 
 
@@ -109,7 +106,8 @@ def _tokens(run: RunDir) -> Section | None:
     tok_dir = run.tokens_dir
     if not run.tokenizer_path.is_file():
         return None
-    from lmforge.tokens import load_shards, read_meta, sample_summary
+    from lmforge.folders.tokenized import load_shards, read_meta
+    from lmforge.tokens import sample_summary
 
     tok = run.tokenizer()
     rows = [("vocabulary", f"{tok.get_vocab_size():,} tokens")]
@@ -144,16 +142,16 @@ def _series(records: list[dict], key: str, name: str, dashed: bool = False) -> d
             "values": [r[key] for r in rows], "dashed": dashed}
 
 
-def _training(run: RunDir, summary: dict | None) -> Section | None:
+def _training(run: RunDir, summary: Summary | None) -> Section | None:
     records = run.metrics()
     if not records:
         return None
     loss = [s for s in (_series(records, "loss", "train loss"), _series(records, "val_loss", "validation loss")) if s]
-    if loss and summary and summary.get("unigram_val_loss"):
+    if loss and summary and summary.unigram_val_loss:
         xs = [min(s["steps"][0] for s in loss), max(s["steps"][-1] for s in loss)]
         secs = [min(s["seconds"][0] or 0 for s in loss), max(s["seconds"][-1] or 0 for s in loss)]
         loss.append({"name": "unigram baseline", "steps": xs, "seconds": secs,
-                     "values": [summary["unigram_val_loss"]] * 2, "dashed": True})
+                     "values": [summary.unigram_val_loss] * 2, "dashed": True})
     charts = [Chart("loss", "Loss", "nats per token", loss)] if loss else []
     for key, title, unit in (("lr", "Learning rate", "lr"), ("grad_norm", "Gradient norm", "norm"),
                              ("tokens_per_s", "Throughput", "tokens per second"), ("mfu", "MFU", "fraction of peak")):
@@ -172,21 +170,21 @@ def _training(run: RunDir, summary: dict | None) -> Section | None:
         "values, drag across it to zoom, double-click to zoom out."), [("chart", c) for c in charts])
 
 
-def _results(summary: dict | None) -> Section | None:
-    if not summary or not summary.get("complete"):
+def _results(summary: Summary | None) -> Section | None:
+    if not summary or not summary.complete:
         return None
-    rows = [("validation loss", f"{summary['val_loss']:.4f} nats per token"),
-            ("unigram baseline", f"{summary['unigram_val_loss']:.4f} nats per token"),
-            ("perplexity", f"{summary['perplexity']:.2f}"), ("bits per byte", f"{summary['bits_per_byte']:.4f}")]
-    cloze = summary.get("cloze")
+    rows = [("validation loss", f"{summary.val_loss:.4f} nats per token"),
+            ("unigram baseline", f"{summary.unigram_val_loss:.4f} nats per token"),
+            ("perplexity", f"{summary.perplexity:.2f}"), ("bits per byte", f"{summary.bits_per_byte:.4f}")]
+    cloze = summary.cloze
     if cloze:
         lo, hi = cloze["accuracy_ci95"]
         rows.append(("fill-in-the-blank accuracy", f"{cloze['accuracy']:.3f} (95% interval {lo:.3f}–{hi:.3f}; "
                                                     f"chance {cloze['chance']:.3f}; {cloze['tasks']} tasks)"))
     blocks: list = [("table", [("", "")] + rows)]
-    for text in summary.get("samples", []):
+    for text in summary.samples or []:
         blocks.append(("pre", text))
-    if summary.get("samples"):
+    if summary.samples:
         blocks.insert(1, ("p", "Texts the model wrote, starting from a short prompt:"))
     return Section("Results", (
         "Perplexity is e to the loss: the number of equally likely tokens the model is, on average, choosing "
@@ -195,16 +193,16 @@ def _results(summary: dict | None) -> Section | None:
         "among a few choices; the interval says how much that figure could move with other questions."), blocks)
 
 
-def _inside(run: RunDir, summary: dict | None) -> Section | None:
+def _inside(run: RunDir, summary: Summary | None) -> Section | None:
     blocks: list = []
-    neighbours = (summary or {}).get("neighbours") or {}
+    neighbours = (summary.neighbours if summary else None) or {}
     if neighbours:
         rows = [("word", "nearest words (cosine similarity)")]
         rows += [(w, ", ".join(f"{n['word']} {n['similarity']:.2f}" for n in found)) for w, found in neighbours.items()]
         blocks.append(("table", rows))
     word_map = run.inspect_dir / "map-static.png"
-    if ((summary or {}).get("map") or {}).get("png"):
-        word_map = run.inspect_dir / Path(summary["map"]["png"]).name
+    if summary and (summary.map or {}).get("png"):
+        word_map = run.inspect_dir / Path(summary.map["png"]).name
     picture = own_png(word_map)
     if picture is not None:
         blocks += [("p", "The word map: each word's vector squeezed to two dimensions; related words sit together."),
@@ -229,24 +227,24 @@ def _inside(run: RunDir, summary: dict | None) -> Section | None:
         "guess after every layer, showing where in the stack a prediction forms."), blocks)
 
 
-def _cost(run: RunDir, summary: dict | None) -> Section | None:
-    if not summary or not summary.get("complete") or run.config is None:
+def _cost(run: RunDir, summary: Summary | None) -> Section | None:
+    if not summary or not summary.complete or run.config is None:
         return None
     from lmforge import cost
     from lmforge.config import load_config
 
     # the run's own time, measured, at 15 W per CPU thread or the device's catalogue power: no MFU in
     # between (a masked run's MFU counts only the head rows that ran, the shape's FLOPs all of them)
-    device = summary.get("device", "cpu")
-    known = cost.hardware_for_device(summary.get("device_name", "cpu"))
-    power_w = known.power_w * summary.get("world_size", 1) if known else 15.0 * max(1, summary.get("threads") or 1)
-    energy_wh = power_w * summary["train_time_s"] / 3600
+    device = summary.device
+    known = cost.hardware_for_device(summary.device_name)
+    power_w = known.power_w * summary.world_size if known else 15.0 * max(1, summary.threads or 1)
+    energy_wh = power_w * summary.train_time_s / 3600
     big_shape = cost.shape_from_model(load_config("gpt2-small"))
     big_tokens = 20 * big_shape.params  # Chinchilla's compute-optimal ratio
     big = cost.estimate(big_shape, big_tokens, cost.find_hardware("h100"), 8)
     rows = [("", "this run", f"forecast: {big_shape.params / 1e6:.0f}M parameters on {big_tokens / 1e9:.1f}B tokens"),
-            ("training FLOPs", f"{summary['flops_per_token'] * summary['tokens_trained']:.3g}", f"{big.flops_exact:.3g}"),
-            ("time", f"{summary['train_time_s']:.0f} s on {device}", f"{big.days * 24:.1f} hours on 8 x {big.hardware} at MFU {big.mfu:.0%}"),
+            ("training FLOPs", f"{summary.flops_per_token * summary.tokens_trained:.3g}", f"{big.flops_exact:.3g}"),
+            ("time", f"{summary.train_time_s:.0f} s on {device}", f"{big.days * 24:.1f} hours on 8 x {big.hardware} at MFU {big.mfu:.0%}"),
             ("energy", f"{energy_wh:.3g} Wh (at {power_w:.0f} W)", f"{big.energy_kwh:,.0f} kWh"),
             ("money", "—", f"${big.cost_usd:,.0f}")]
     return Section("Cost", (
@@ -259,18 +257,16 @@ def _cost(run: RunDir, summary: dict | None) -> Section | None:
 
 def _sweep(path: Path) -> list[Section]:
     from lmforge.cost import read_fit
-    from lmforge.scaling import FIT_FILE, VERIFY_FILE
-
+    sweep = SweepDir(path)
     sections = []
-    fit_path = path / FIT_FILE
-    if fit_path.is_file():
-        fit = read_fit(fit_path)  # the one reader of fit.json
+    if sweep.fit_path.is_file():
+        fit = read_fit(sweep.fit_path)  # the one reader of fit.json
         rows = [("constant", "value", "95% interval")]
         for k in ("E", "A", "B", "alpha", "beta", "a", "b"):
             ci = (fit.get("ci") or {}).get(k)
             rows.append((k, f"{fit[k]:.4g}", f"{ci[0]:.4g} – {ci[1]:.4g}" if ci else ""))
         blocks: list = [("table", rows)]
-        for png in sorted((path / "plots").glob("*.png")):
+        for png in sorted(sweep.plots_dir.glob("*.png")):
             picture = own_png(png)
             if picture is not None:
                 blocks.append(("png", picture, png.stem))
@@ -279,9 +275,8 @@ def _sweep(path: Path) -> list[Section]:
             "L(N, D) = E + A/N^alpha + B/D^beta to their final losses: E is the loss no model can beat, the "
             "other terms shrink as the model and the data grow. From the law follows the best split of a "
             "compute budget between parameters and tokens (N_opt ~ C^a, D_opt ~ C^b)."), blocks))
-    verify_path = path / VERIFY_FILE
-    if verify_path.is_file():
-        v = json.loads(verify_path.read_text())
+    if sweep.verify_path.is_file():
+        v = sweep.verified()
         items = v if isinstance(v, list) else [v]
         rows = [("target", "predicted", "actual", "relative error")]
         for r in items:
@@ -294,10 +289,7 @@ def _sweep(path: Path) -> list[Section]:
 
 
 def sections_of(path: Path) -> tuple[str, list[Section]]:
-    from lmforge.scaling import FIT_FILE
-    from lmforge.scaling.runner import SWEEP_FILE
-
-    if (path / SWEEP_FILE).is_file() or (path / FIT_FILE).is_file():
+    if SweepDir(path).is_sweep() or SweepDir(path).fit_path.is_file():
         return f"Sweep {path.name}", _sweep(path)
     run = RunDir(path)
     if not run.is_run():

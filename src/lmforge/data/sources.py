@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, Iterable, Iterator, Protocol, TypeVar
 
 from lmforge.config import BUILTIN_SOURCE
+from lmforge.folders import prepared, run, tokenized
 from lmforge.errors import LmforgeError
 
 
@@ -427,12 +428,8 @@ def _read_path(path: Path, stats: SourceStats, text_field: str, max_doc_bytes: i
 
 # ---------------------------------------------------------------- listing the files a source names
 
-# Folders lmforge writes, recognised by their layout (data/prepare.py and tokens.py own these formats
-# but import this module, so it names the few entries it looks for itself; run_dir.py names a run's).
-PREPARED_MARKER = "report.json"  # written last: a prepared folder without it is half written
-PREPARED_PARTS = ("clean", "rejected", "work")
-HALF_WRITTEN_PARTS = ("clean", "rejected")  # work/ goes when report.json is written, and may be gone before it
-TOKENIZED_PARTS = ("tokenizer.json", "meta.json")
+# Folders lmforge writes, recognised by their layout (lmforge/folders/ names their entries).
+HALF_WRITTEN_PARTS = (prepared.CLEAN, prepared.REJECTED)  # work/ goes when report.json is written, and may be gone before it
 SKIPPED_FOLDERS = {"prepared": "lmforge prepared folders inside a source (name one as a source to read "
                                "its clean/)",
                    "tokenized": "lmforge tokenized folders (token ids, not text)",
@@ -441,7 +438,7 @@ SKIPPED_FOLDERS = {"prepared": "lmforge prepared folders inside a source (name o
 REFUSED_SOURCES = {  # named as a source itself: what to give instead
     "tokenized": "is a tokenized folder (token ids, not text): give it alone to train --data to train on its "
                  "tokens, or give text sources",
-    "tokenizing": "is a half-written tokenized folder (no meta.json): finish it by running the same lmforge "
+    "tokenizing": f"is a half-written tokenized folder (no {tokenized.META}): finish it by running the same lmforge "
                   "tokenize again",
     "run": "is an lmforge run folder, not text: give the sources it was trained on (its saved config names them)"}
 
@@ -493,7 +490,7 @@ class _Lister:
             if real in self.exclude:
                 return False
             if kind == "prepared":  # as if the glob named it: its clean/ only
-                if not path.is_relative_to(folder / "clean"):
+                if not path.is_relative_to(folder / prepared.CLEAN):
                     return False
             elif kind in SKIPPED_FOLDERS:
                 return False
@@ -513,17 +510,16 @@ class _Lister:
             path = os.path.join(real, name)
             return path not in self.exclude and (os.path.isdir(path) if is_dir else os.path.isfile(path))
 
-        tokenizer, meta = TOKENIZED_PARTS
-        if has(tokenizer, False) and has(meta, False):
+        if has(tokenized.TOKENIZER_FILE, False) and has(tokenized.META, False):
             return "tokenized"
-        if has(tokenizer, False) and folder.name.endswith((".tmp", ".tokenize-building")):
+        if has(tokenized.TOKENIZER_FILE, False) and folder.name.endswith((".tmp", ".tokenize-building")):
             return "tokenizing"  # a tokenize still writing (or killed) in its building folder (OUT.tmp before 0.2)
-        if has(PREPARED_MARKER, False) and has("clean", True):
+        if has(prepared.REPORT, False) and has(prepared.CLEAN, True):
             return "prepared"
-        if all(has(name, False) for name in _run_parts()):
+        if all(has(name, False) for name in (run.CONFIG_FILE, run.METRICS_FILE)):
             return "run"
         if all(has(name, True) for name in HALF_WRITTEN_PARTS):
-            raise LmforgeError(f"{folder} is a half-written prepared folder (no {PREPARED_MARKER}): finish it by "
+            raise LmforgeError(f"{folder} is a half-written prepared folder (no {prepared.REPORT}): finish it by "
                                f"running the same lmforge prepare again, or give its sources instead")
         return ""
 
@@ -533,7 +529,7 @@ class _Lister:
         real = os.path.realpath(folder)
         kind = self._kind(folder, real)
         if kind == "prepared":  # its kept documents, not rejected/ or work/
-            folder, real = folder / "clean", os.path.join(real, "clean")
+            folder, real = folder / prepared.CLEAN, os.path.join(real, prepared.CLEAN)
         elif kind in SKIPPED_FOLDERS:
             self.skipped.append((SKIPPED_FOLDERS[kind], str(folder)))
             return []
@@ -561,12 +557,6 @@ class _Lister:
                 self.skipped.append(("links to folders (not followed)", str(path)))
             else:
                 files.append(path)
-
-
-def _run_parts() -> tuple[str, str]:
-    from lmforge import run_dir  # here, not above: it loads the tokenizers library, which cleaning workers never need
-
-    return run_dir.CONFIG_FILE, run_dir.METRICS_FILE
 
 
 def _fixed_part(pattern: str) -> Path:

@@ -2,7 +2,7 @@
 
 metrics.jsonl stays the source of truth (the report, the sweep fitter and resumption read it); the
 events are a live view for `tensorboard --logdir runs/`: every number of a metrics record becomes a
-scalar at its step, named "train/loss", "val/val_loss", ... in RUN/tensorboard/ (run_dir.py names it).
+scalar at its step, named "train/loss", "val/val_loss", ... in RUN/tensorboard/ (lmforge/folders/run.py names it).
 A resumed run appends a new event file; TensorBoard shows the latest value written for each step.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
 
 NOT_SCALARS = {"step", "tokens", "train_time_s"}
 
