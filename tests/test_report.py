@@ -105,7 +105,7 @@ def test_rejected_examples_are_shown_redacted_in_html_markdown_and_report_json(t
     assert "&lt;EMAIL&gt;" in page and "&lt;SSN&gt;" in page  # the examples are there, with placeholders
     assert main(["report", str(tiny_run.path), "--format", "md"]) == 0
     for where, text in (("report.html", page), ("report.md", tiny_run.report_path("md").read_text()),
-                        ("prepared/report.json", tiny_run.prepare_report_path.read_text())):
+                        ("prepared/report.json", tiny_run.prepared.report_path.read_text())):
         assert_no_personal_data(text, where)
 
 
