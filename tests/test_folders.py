@@ -14,7 +14,7 @@ import pytest
 from lmforge import figures
 from lmforge.data.sources import list_inputs
 from lmforge.folders.prepared import PreparedDir, read_jsonl_gz
-from lmforge.folders.run import RunDir, Summary
+from lmforge.folders.run import RunDir, Summary, TrainRecord, ValRecord
 from lmforge.folders.sweep import RUN_TOKENS, SweepDir, fit_path
 from lmforge.folders.tokenized import load_shards, read_meta, train_tokens
 
@@ -40,8 +40,9 @@ def test_an_old_run_folder_reads(old):
     assert summary.samples == ["def  e\ufffd\ufffd"] and summary.cloze["tasks"] == 196
     assert set(summary.neighbours) == {"object", "value"} and summary.map is None and summary.extra == {}
     records = run.metrics()
-    assert [r["step"] for r in records if "loss" in r] == [2, 4, 6, 8]
-    assert [r["val_loss"] for r in records if "val_loss" in r][-1] == summary.val_loss
+    assert [r.step for r in records if isinstance(r, TrainRecord)] == [2, 4, 6, 8]
+    assert [r.val_loss for r in records if isinstance(r, ValRecord)][-1] == summary.val_loss
+    assert records[0].grad_norm == 0.84268 and records[0].threads == 1
     assert run.steps_done() == 8 and run.has_validation_at(8) and not run.has_validation_at(6)
     ckpt = run.latest_checkpoint()
     assert ckpt.step == 8 and ckpt.problem() is None and ckpt.objective() == "causal"
@@ -53,6 +54,26 @@ def test_an_old_summary_is_written_back_byte_for_byte(old):
     for path in (old / "run" / "summary.json", *sorted((old / "sweep" / "runs").glob("*/summary.json"))):
         text = path.read_text()
         assert figures.dumps(Summary.from_dict(json.loads(text)).to_dict(), indent=2) == text
+
+
+def test_old_metrics_are_written_back_byte_for_byte(old):
+    """Resuming truncates metrics.jsonl through the records: the lines it keeps come out as they were."""
+    for folder in (old / "run", *sorted((old / "sweep" / "runs").iterdir())):
+        run = RunDir(folder)
+        text = run.metrics_path.read_text()
+        run.truncate_metrics(run.steps_done())
+        assert run.metrics_path.read_text() == text
+
+
+def test_a_metrics_line_without_the_later_fields_keeps_without_them(tmp_path):
+    run = RunDir(tmp_path)
+    lines = ['{"step": 5, "loss": 3.5, "lr": 0.001}', '{"step": 5, "val_loss": 3.6, "mystery": 1}', '{"step": 10, "loss": 3.1}']
+    run.metrics_path.write_text("\n".join(lines) + "\n")
+    train, val, later = run.metrics()
+    assert isinstance(train, TrainRecord) and train.loss == 3.5 and train.mfu is None and train.skipped_steps == 0
+    assert isinstance(val, ValRecord) and val.val_loss == 3.6 and val.extra == {"mystery": 1}
+    run.truncate_metrics(5)
+    assert run.metrics_path.read_text() == "\n".join(lines[:2]) + "\n"
 
 
 def test_summary_keys_a_reader_does_not_know_survive_a_rewrite(tmp_path):

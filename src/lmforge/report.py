@@ -25,7 +25,7 @@ from lmforge.data.pii import redacted
 from lmforge.errors import LmforgeError
 from lmforge.files import atomic_write_text, output_errors, read_own_bytes
 from lmforge.folders.prepared import PrepareReport, read_jsonl_gz
-from lmforge.folders.run import RunDir, Summary, looks_like
+from lmforge.folders.run import RunDir, Summary, TrainRecord, ValRecord, looks_like
 from lmforge.folders.sweep import SweepDir
 
 FORMATS = ("html", "md")
@@ -134,12 +134,14 @@ def _tokens(run: RunDir) -> Section | None:
         "per token means the model sees more text for the same work."), blocks)
 
 
-def _series(records: list[dict], key: str, name: str, dashed: bool = False) -> dict | None:
-    rows = [r for r in records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+def _series(records: list[TrainRecord | ValRecord], key: str, name: str, dashed: bool = False) -> dict | None:
+    """One figure of the metrics records over steps: `key` is a field of TrainRecord or ValRecord."""
+    rows = [(r, getattr(r, key, None)) for r in records]
+    rows = [(r, v) for r, v in rows if isinstance(v, (int, float)) and math.isfinite(v)]
     if not rows:
         return None
-    return {"name": name, "steps": [r["step"] for r in rows], "seconds": [r.get("train_time_s") for r in rows],
-            "values": [r[key] for r in rows], "dashed": dashed}
+    return {"name": name, "steps": [r.step for r, _ in rows], "seconds": [r.train_time_s for r, _ in rows],
+            "values": [v for _, v in rows], "dashed": dashed}
 
 
 def _training(run: RunDir, summary: Summary | None) -> Section | None:

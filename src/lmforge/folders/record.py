@@ -7,7 +7,7 @@ file never drops them. Keys are written in field order, as they always were.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar
 
 
@@ -23,9 +23,17 @@ class Record:
         names = {f.name for f in fields(cls)} - {"extra"}
         record = cls(**{k: v for k, v in data.items() if k in names})
         record.extra = {k: v for k, v in data.items() if k not in names}
+        record._absent = frozenset(names - data.keys())  # an older file's: written back without them
         return record
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        out = {k: v for k, v in out.items() if v is not None or k not in self.WRITTEN_WHEN_SET}
+        absent = getattr(self, "_absent", frozenset())
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or (value is None and f.name in self.WRITTEN_WHEN_SET):
+                continue
+            if f.name in absent and value == (f.default if f.default is not MISSING else f.default_factory()):
+                continue
+            out[f.name] = value
         return {**out, **self.extra}

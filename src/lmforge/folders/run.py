@@ -423,9 +423,9 @@ class RunDir:
     def steps_done(self) -> int:
         """The last step logged (a run being written may end in a cut-short line: it is skipped)."""
         records = self.metrics(quiet=True)
-        return int(records[-1].get("step", 0)) if records else 0
+        return records[-1].step if records else 0
 
-    def metrics(self, quiet: bool = False) -> list[dict]:
+    def metrics(self, quiet: bool = False) -> list[TrainRecord | ValRecord]:
         """metrics.jsonl's records; `quiet`: a cut-short line is skipped without a warning (a run being
         written, read by a sweep's progress line)."""
         if not self.metrics_path.is_file():
@@ -437,19 +437,19 @@ class RunDir:
             except ValueError:  # a line cut short by a kill mid-write: the rest of the file still reads
                 if line.strip() and not quiet:
                     warn(f"{self.metrics_path}:{number} is not JSON (a write cut short?); skipped")
-        return [r for r in records if isinstance(r, dict)]
+        return [metrics_record(r) for r in records if isinstance(r, dict)]
 
-    def append_metrics(self, record: dict[str, Any]) -> None:
-        append_text(self.metrics_path, figures.dumps(record) + "\n")
+    def append_metrics(self, record: TrainRecord | ValRecord) -> None:
+        append_text(self.metrics_path, figures.dumps(record.to_dict()) + "\n")
 
     def has_validation_at(self, step: int) -> bool:
-        return any(r.get("step") == step and "val_loss" in r for r in self.metrics())
+        return any(isinstance(r, ValRecord) and r.step == step for r in self.metrics())
 
     def truncate_metrics(self, step: int) -> None:
         """Drop events logged after `step` (the checkpoint a run resumes from), so the file reads as one run."""
         if self.metrics_path.is_file():
-            kept = [r for r in self.metrics() if r.get("step", 0) <= step]
-            atomic_write_text(self.metrics_path, "".join(figures.dumps(r) + "\n" for r in kept))
+            kept = [r for r in self.metrics() if r.step <= step]
+            atomic_write_text(self.metrics_path, "".join(figures.dumps(r.to_dict()) + "\n" for r in kept))
 
     def clear_metrics(self) -> None:
         self.metrics_path.unlink(missing_ok=True)
@@ -503,3 +503,39 @@ class Summary(Record):
 
     WRITTEN_WHEN_SET: ClassVar[frozenset[str]] = frozenset(
         {"mup_base_width", "val_reason", "samples", "cloze", "neighbours", "map"})
+
+
+@dataclass
+class TrainRecord(Record):
+    """A metrics.jsonl line of training, every train.log_interval steps."""
+
+    step: int = 0
+    loss: float | None = None
+    lr: float | None = None
+    grad_norm: float | None = None  # before clipping
+    tokens: int = 0  # seen so far
+    tokens_per_s: float | None = None
+    mfu: float | None = None
+    hfu: float | None = None
+    train_time_s: float | None = None
+    skipped_steps: int = 0  # non-finite steps skipped so far
+    threads: int | None = None
+
+
+@dataclass
+class ValRecord(Record):
+    """A metrics.jsonl line of validation (the last one is the final evaluation, summary.json's figures)."""
+
+    step: int = 0
+    val_loss: float | None = None
+    val_bpb: float | None = None
+    val_tokens: int = 0
+    train_time_s: float | None = None
+    val_accuracy: float | None = None  # masked runs: the share of masked tokens predicted
+
+    WRITTEN_WHEN_SET: ClassVar[frozenset[str]] = frozenset({"val_accuracy"})
+
+
+def metrics_record(data: dict[str, Any]) -> TrainRecord | ValRecord:
+    """A metrics.jsonl line as its record: a validation line is the one with `val_loss`."""
+    return ValRecord.from_dict(data) if "val_loss" in data else TrainRecord.from_dict(data)

@@ -45,7 +45,7 @@ from lmforge.model import GPT, head_skips_untargeted_rows, model_config
 from lmforge.model_counts import TokenFlops, loss_chunk_rows, training_flops
 from lmforge.figures import fmt
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
-from lmforge.folders.run import RunDir, Summary
+from lmforge.folders.run import RunDir, Summary, TrainRecord
 from lmforge.tokenizer import load_tokenizer, token_byte_lengths, vocab_tables
 from lmforge.folders.tokenized import META, TOKENIZER_FILE, load_shards, read_meta
 from lmforge.tokens import is_complete, tokenize_corpus
@@ -588,10 +588,10 @@ class Trainer:
         self.peak = remeasured_peak(self.device, self.dtype, tps * flops.hardware / world, self.peak / world,
                                     self.threads) * world
         mfu = tps * flops.model / self.peak
-        record = {"step": self.step, "loss": round(loss_value, 5), "lr": self.optimizers[0].param_groups[0]["lr"],
-                  "grad_norm": round(norm.item(), 5), "tokens": self.tokens_seen, "tokens_per_s": round(tps, 1),
-                  "mfu": round(mfu, 4), "hfu": round(tps * flops.hardware / self.peak, 4),
-                  "train_time_s": round(self.elapsed, 3), "skipped_steps": skipped, "threads": torch.get_num_threads()}
+        record = TrainRecord(step=self.step, loss=round(loss_value, 5), lr=self.optimizers[0].param_groups[0]["lr"],
+                             grad_norm=round(norm.item(), 5), tokens=self.tokens_seen, tokens_per_s=round(tps, 1),
+                             mfu=round(mfu, 4), hfu=round(tps * flops.hardware / self.peak, 4),
+                             train_time_s=round(self.elapsed, 3), skipped_steps=skipped, threads=torch.get_num_threads())
         self.log_metrics(record)
         if bar is not None:
             warm = " (warming up)" if self.step <= self.clock.warmup_until and not tps else ""
