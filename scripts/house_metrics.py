@@ -24,7 +24,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
 LAYERS = {
     "errors": 0, "files": 0, "config": 0, "probe": 0,
     "model": 1, "tokenizer": 1, "shards": 1, "objectives": 1, "data": 1, "cost": 1, "sampling": 1,
-    "run_dir": 2, "training": 2, "evaluation": 3, "loss_eval": 2,
+    "folders": 0, "open_run": 2, "training": 2, "evaluation": 3, "loss_eval": 2,
     "trainer": 3, "training.loop": 3, "training.trainer": 3,
     "cloze": 4, "tasks": 4, "inspection": 4, "scaling": 4, "pipeline": 4, "job": 4, "report": 4,
     "cli": 5, "__init__": 5, "__main__": 5,

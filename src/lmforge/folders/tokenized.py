@@ -79,12 +79,25 @@ def _vocabulary_problem(folder: Path, meta: dict) -> str | None:
         return f"{META} vocab_size {vocab!r} is not a size that {dtype} ids can hold"
     if not _count(eot) or eot >= vocab:
         return f"{META} eot_id {eot!r} is not an id below vocab_size {vocab}"
-    from lmforge.tokenizer import load_tokenizer  # the tokenizers library: only when a folder is checked
-
-    have = load_tokenizer(folder).get_vocab_size()
+    have = _tokenizer_size(folder)
+    if isinstance(have, str):
+        return have
     if have > vocab:
         return f"{META} vocab_size {vocab} is smaller than its {TOKENIZER_FILE}'s {have} tokens"
     return None
+
+
+def _tokenizer_size(folder: Path) -> int | str:
+    """tokenizer.json's vocabulary size, or what is wrong with the file."""
+    from tokenizers import Tokenizer  # the library only where a folder is checked (cleaning workers never do)
+
+    path = folder / TOKENIZER_FILE
+    if not path.is_file():
+        return f"{TOKENIZER_FILE} is missing"
+    try:
+        return Tokenizer.from_file(str(path)).get_vocab_size()
+    except Exception as e:  # the tokenizers library raises a bare Exception for a malformed file
+        return f"{TOKENIZER_FILE} is damaged ({str(e).splitlines()[0][:120]})"
 
 
 def _splits_problem(folder: Path, meta: dict) -> str | None:
