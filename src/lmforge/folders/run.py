@@ -3,8 +3,8 @@
     RUN/
       config.yaml            the fully resolved config (a resumed run must match it)
       tokenizer.json         copied from the tokenized folder, so the run is self-contained
-      metrics.jsonl          one JSON object per log or eval event
-      summary.json           final validation figures, throughput, model size; `complete`
+      metrics.jsonl          one JSON object per log or eval event (TrainRecord, ValRecord)
+      summary.json           final validation figures, throughput, model size; `complete` (Summary)
       checkpoints/step-N/    model.safetensors, state.safetensors, state.json (training/checkpoint.py)
       checkpoints/latest     name of the newest complete checkpoint
       prepared/              lmforge run's cleaned sources (a PREP folder)
@@ -45,6 +45,7 @@ from lmforge import figures
 from lmforge.config import Config, read_config, save_config
 from lmforge.errors import LmforgeError
 from lmforge.files import append_text, atomic_write_text, inside, refuse_link
+from lmforge.folders.prepared import PreparedDir
 from lmforge.folders.record import Record
 from lmforge.folders.tokenized import TOKENIZER_FILE
 from lmforge.locks import FolderLock
@@ -243,10 +244,8 @@ class RunDir:
         return self.path / TENSORBOARD
 
     @property
-    def prepared(self):
-        """RUN/prepared/: lmforge run's cleaned sources (a PreparedDir)."""
-        from lmforge.folders.prepared import PreparedDir
-
+    def prepared(self) -> PreparedDir:
+        """RUN/prepared/: lmforge run's cleaned sources."""
         return PreparedDir(self.prepared_dir)
 
     def report_path(self, fmt: str = "html") -> Path:
