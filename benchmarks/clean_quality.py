@@ -30,7 +30,7 @@ from pathlib import Path
 import lmforge
 from lmforge.data.clean import Doc
 from lmforge.data.pii import PLACEHOLDERS, RedactPII, luhn_ok
-from lmforge.data.prepare import read_jsonl_gz
+from lmforge.folders.prepared import read_jsonl_gz
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
