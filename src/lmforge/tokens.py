@@ -32,7 +32,7 @@ from lmforge.locks import FolderLock
 from lmforge.progress import Meter
 from lmforge.folders.tokenized import (FORMAT, META, SPLITS, TOKENIZER_FILE, TOKENS, TRAIN, VAL, read_meta,
                                        shard_name)
-from lmforge.tokenizer import EOT, SPECIAL_TOKENS, load_tokenizer, train_tokenizer
+from lmforge.tokenizer import EOT, SPECIAL_TOKENS, train_tokenizer
 
 
 
