@@ -46,7 +46,7 @@ def test_the_same_config_trains_the_same_on_one_process_and_on_two(tmp_path, tok
     assert summary["tokens_trained"] == one.tokens_trained
     # validation split over the ranks and summed: every target once, the figures of one process
     assert summary["val_tokens"] == one.val_tokens == 4032
-    assert abs(summary["val_loss"] - one["val_loss"]) < 1e-4 * one["val_loss"]
+    assert abs(summary["val_loss"] - one.val_loss) < 1e-4 * one.val_loss
     a = load_file(str(RunDir(tmp_path / "one").latest_checkpoint().model_file))
     b = load_file(str(RunDir(tmp_path / "two").latest_checkpoint().model_file))
     # same windows, same token-normalised loss: equal up to the order of the gradient all-reduce
