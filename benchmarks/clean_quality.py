@@ -36,7 +36,7 @@ import lmforge
 from lmforge.data.classifiers import BatchOffensiveScorer
 from lmforge.data.clean import Doc
 from lmforge.data.pii import PLACEHOLDERS, RedactPII, luhn_ok
-from lmforge.data.prepare import read_jsonl_gz
+from lmforge.folders.prepared import read_jsonl_gz
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

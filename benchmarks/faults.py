@@ -38,7 +38,7 @@ from safetensors.torch import load_file
 from lmforge.config import load_config
 from lmforge.data.sources import SourceStats, iter_documents
 from lmforge.errors import LmforgeError
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir, TrainRecord
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TRAIN_SETS = {"tokenizer.vocab_size": 512, "tokenizer.train_bytes": 0, "data.val_fraction": 0.1, "model.n_layer": 2,
@@ -181,7 +181,7 @@ def training_kills(root: Path, tokens: Path, kills: int, per_run: int, rng: rand
             at_random_step(out, STEPS, step_s))
         delivered, failures, runs = delivered + got, failures + failed, runs + 1
         same = same_weights(ref, out)
-        metrics = [r["step"] for r in RunDir(out).metrics() if "loss" in r]
+        metrics = [r.step for r in RunDir(out).metrics() if isinstance(r, TrainRecord)]
         identical += same and metrics == list(range(1, STEPS + 1))
         print(f"  training run {runs - 1}: {got} kills (after loss records {landed}), weights {'bit-identical' if same else 'DIFFER'}, "
               f"loss records {'one per step' if metrics == list(range(1, STEPS + 1)) else 'WRONG'}", flush=True)

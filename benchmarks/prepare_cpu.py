@@ -29,7 +29,8 @@ import lmforge
 from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc
 from lmforge.data.dedup import MinHasher, jaccard, shingle_hashes
-from lmforge.data.prepare import FilterStack, read_jsonl_gz
+from lmforge.data.prepare import FilterStack
+from lmforge.folders.prepared import read_jsonl_gz
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TARGETS = {"filter_docs_s_core": 1000, "signature_docs_s_core": 2000, "rss_mb_worker": 200, "recall_at_0.8": 0.95}

@@ -37,7 +37,7 @@ import numpy as np
 
 from lmforge.scaling.design import available_cpus, identifiability, make_size
 from lmforge.scaling.fitting import law_from_theta
-from lmforge.scaling.runner import load_sweep
+from lmforge.folders.sweep import SweepDir
 
 TARGET_ERROR = {10: 0.02, 30: 0.03}  # the bars: |error| at >= 10x and >= 30x the largest run
 MAX_HALF_WIDTH = 0.05
@@ -157,7 +157,7 @@ def main() -> None:
     timings = {}
     if not (out / "sweep.yaml").is_file():
         lmforge("scale", "plan", *plan_flags(args), "--out", str(out))
-    cfg, sweep = load_sweep(out)
+    cfg, sweep = SweepDir(out).load()
     c_max = args.c_max or max(r["flops"] for r in sweep["runs"])
     vocab = sweep.get("vocab_size") or cfg.tokenizer.vocab_size
     targets = targets_of(cfg, c_max, vocab, args)

@@ -68,7 +68,8 @@ def prepare_tokens(work: Path, max_bytes: int) -> Path:
     import numpy as np
 
     import lmforge
-    from lmforge.tokens import load_shards, tokenize_corpus
+    from lmforge.folders.tokenized import load_shards
+    from lmforge.tokens import tokenize_corpus
 
     tokens = work / "tokens"
     if not (tokens / "meta.json").is_file():

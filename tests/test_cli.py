@@ -65,12 +65,13 @@ def test_a_prompt_ending_in_a_space_is_continued_with_a_word(trained_run):
 def test_special_token_text_in_prompts_stays_text(trained_run):
     """generate and inspect read prompts with the run's tokenizer, fill with its Scorer: the literal
     text "<|endoftext|>", "<|mask|>" or "<|pad|>" is text there, and only fill's own [MASK] is a blank."""
-    from lmforge.run_dir import RunDir
+    from lmforge.folders.run import RunDir
+    from lmforge.open_run import open_run
     from lmforge.tasks.cloze import Scorer
     from lmforge.tokenizer import SPECIAL_TOKENS
 
     prompt = "One <|endoftext|> two <|mask|> three <|pad|>"
-    tok = RunDir(trained_run).open().tokenizer
+    tok = open_run(RunDir(trained_run)).tokenizer
     special = {tok.token_to_id(t) for t in SPECIAL_TOKENS}
     ids = tok.encode(prompt, add_special_tokens=False).ids
     assert not special & set(ids) and tok.decode(ids) == prompt
@@ -99,7 +100,7 @@ def test_run_whole_pipeline_then_skips_finished_stages(tmp_path, corpus_dir):
     assert f"cloze: {cloze['label']}: " in first.stdout and f"chance {cloze['chance']:.3f}" in first.stdout
     assert cloze["label"] in (tmp_path / "r" / "report.html").read_text()
     assert 0 <= cloze["accuracy_norm_ci95"][0] <= cloze["accuracy_norm"] <= cloze["accuracy_norm_ci95"][1]
-    from lmforge.run_dir import RunDir
+    from lmforge.folders.run import RunDir
     from lmforge.tasks.validation import sample_prompts, validation_passages
 
     run = RunDir(tmp_path / "r")

@@ -401,7 +401,7 @@ def test_run_scores_the_built_in_tasks_on_the_built_in_corpus_only(runs):
     what they are; on a user's corpus the validation text's own, or, where it cannot give enough,
     none, with the reason (the cycle corpus has no sentence of 7-40 words)."""
     from lmforge.job import fill_in_the_blank
-    from lmforge.run_dir import RunDir
+    from lmforge.folders.run import RunDir
 
     run = RunDir(runs["causal"])
     cfg = run.config

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_overrides
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir, TrainRecord
 
 # faulthandler: a rank that aborts in C++ (CI once saw "terminate called without an active exception")
 # prints every Python thread's stack first, so the failure says where it happened
@@ -43,10 +43,10 @@ def test_the_same_config_trains_the_same_on_one_process_and_on_two(tmp_path, tok
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2
     one = RunDir(tmp_path / "one").summary()
-    assert summary["tokens_trained"] == one["tokens_trained"]
+    assert summary["tokens_trained"] == one.tokens_trained
     # validation split over the ranks and summed: every target once, the figures of one process
-    assert summary["val_tokens"] == one["val_tokens"] == 4032
-    assert abs(summary["val_loss"] - one["val_loss"]) < 1e-4 * one["val_loss"]
+    assert summary["val_tokens"] == one.val_tokens == 4032
+    assert abs(summary["val_loss"] - one.val_loss) < 1e-4 * one.val_loss
     a = load_file(str(RunDir(tmp_path / "one").latest_checkpoint().model_file))
     b = load_file(str(RunDir(tmp_path / "two").latest_checkpoint().model_file))
     # same windows, same token-normalised loss: equal up to the order of the gradient all-reduce
@@ -99,12 +99,12 @@ def test_fsdp_checkpoint_resumes_in_one_process(tmp_path, tokens_dir):
     assert "resumed from" in one.stdout + one.stderr
     run = RunDir(tmp_path / "moved")
     summary = run.summary()
-    assert summary["complete"] and summary["world_size"] == 1 and summary["steps"] == 8
-    assert summary["tokens_trained"] == 8 * 4 * 2 * 32
+    assert summary.complete and summary.world_size == 1 and summary.steps == 8
+    assert summary.tokens_trained == 8 * 4 * 2 * 32
     resumed = load_file(str(run.latest_checkpoint().model_file))
     assert resumed.keys() == stopped.keys()
     assert any(not torch.equal(resumed[k], stopped[k]) for k in stopped)  # it trained on from there
-    steps = [r["step"] for r in run.metrics() if "loss" in r]
+    steps = [r.step for r in run.metrics() if isinstance(r, TrainRecord)]
     assert steps == sorted(set(steps)) and steps[-1] == 8
 
 

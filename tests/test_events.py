@@ -2,7 +2,7 @@
 
 import pytest
 
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir, TrainRecord, ValRecord
 from lmforge.training.trainer import train
 
 pytest.importorskip("tensorboard", reason="tensorboard is an extra: pip install -e '.[tensorboard]' (in .[test] too)")
@@ -18,8 +18,8 @@ def test_tensorboard_reader_finds_the_logged_scalars(tiny_config, tokens_dir):
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/lr", "train/tokens_per_s", "train/mfu", "val/val_loss", "val/val_bpb"} <= tags
     records = run.metrics()  # the source of truth: every number in it is in the events, at its step
-    losses = {r["step"]: r["loss"] for r in records if "loss" in r}
+    losses = {r.step: r.loss for r in records if isinstance(r, TrainRecord)}
     assert {e.step: round(e.value, 5) for e in events.Scalars("train/loss")} == pytest.approx(losses)
-    vals = {r["step"]: r["val_loss"] for r in records if "val_loss" in r}
+    vals = {r.step: r.val_loss for r in records if isinstance(r, ValRecord)}
     assert {e.step: e.value for e in events.Scalars("val/val_loss")} == pytest.approx(vals, rel=1e-6)
     assert sorted(vals) == [5, 10]

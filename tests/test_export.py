@@ -11,7 +11,8 @@ from lmforge.cli import main
 from lmforge.errors import LmforgeError
 from lmforge.export import HF_CONFIG, export, init_from
 from lmforge.model import GPT
-from lmforge.run_dir import MODEL_FILE, RunDir
+from lmforge.folders.run import MODEL_FILE, RunDir
+from lmforge.open_run import load_run_model, open_run
 from lmforge.sampling import generate_ids
 from lmforge.tokenizer import EOT
 from lmforge.training.trainer import train
@@ -76,7 +77,7 @@ def test_transformers_computes_the_same_logits_and_tokens(which, request, tmp_pa
     assert result["architecture"] == "LlamaForCausalLM"
     hf_model, hf_tok = load_hf(tmp_path / "hf")
     assert type(hf_model).__name__ == "LlamaForCausalLM"
-    opened = run.open()
+    opened = open_run(run)
     ours = opened.tokenizer
     ids = ours.encode(MULTILINGUAL, add_special_tokens=False).ids
     assert hf_tok(MULTILINGUAL)["input_ids"] == ids
@@ -105,8 +106,8 @@ def test_init_from_an_export_starts_from_identical_weights(gqa_run, tmp_path, to
     cfg.run.out = str(tmp_path / "again")
     cfg.train.init_from = str(tmp_path / "hf")
     train(cfg, data=[str(tokens_dir)], stop_at=0, log=quiet)  # a checkpoint of the starting weights
-    again, _ = RunDir(tmp_path / "again").load_model()
-    original = gqa_run.open().model
+    again, _ = load_run_model(RunDir(tmp_path / "again"))
+    original = open_run(gqa_run).model
     x = torch.randint(0, 512, (2, 32))
     with torch.no_grad():
         assert torch.equal(again(x), original(x))
@@ -131,7 +132,7 @@ def test_llama_norm_weights_are_folded_exactly(gqa_run, tmp_path):
             if name.endswith("norm.weight"):
                 p.copy_(1 + 0.3 * torch.randn_like(p))
     hf_model.save_pretrained(tmp_path / "llama", safe_serialization=True)
-    model = GPT(gqa_run.open().model.cfg)
+    model = GPT(open_run(gqa_run).model.cfg)
     init_from(model, tmp_path / "llama")
     x = torch.randint(0, 512, (1, 32))
     with torch.no_grad():
@@ -144,9 +145,9 @@ def test_init_from_refuses_another_shape(gqa_run, tmp_path):
     cfg["num_hidden_layers"] = 3
     (tmp_path / "hf" / HF_CONFIG).write_text(json.dumps(cfg))
     with pytest.raises(LmforgeError, match=r"num_hidden_layers=3 .*--set model.n_layer=3"):
-        init_from(GPT(gqa_run.open().model.cfg), tmp_path / "hf")
+        init_from(GPT(open_run(gqa_run).model.cfg), tmp_path / "hf")
     with pytest.raises(LmforgeError, match=MODEL_FILE):
-        init_from(GPT(gqa_run.open().model.cfg), tmp_path)
+        init_from(GPT(open_run(gqa_run).model.cfg), tmp_path)
 
 
 def test_export_cli_and_masked_refusal(tied_run, tmp_path, tokens_dir, capsys):

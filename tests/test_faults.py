@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from conftest import tiny_overrides
 from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.locks import FolderInUse, FolderLock
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir, TrainRecord, ValRecord
 from lmforge.training.trainer import train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -65,9 +65,9 @@ def test_second_train_on_the_same_folder_is_refused_and_the_first_is_intact(tmp_
     loser = out[1]
     assert "Traceback" not in loser[1] and "is in use by pid" in loser[1], loser[1]
     folder = RunDir(run)
-    losses = [r for r in folder.metrics() if "loss" in r]
-    assert [r["step"] for r in losses] == list(range(1, steps + 1))  # one run's records, once each
-    assert folder.summary()["complete"] and folder.summary()["steps"] == steps
+    losses = [r for r in folder.metrics() if isinstance(r, TrainRecord)]
+    assert [r.step for r in losses] == list(range(1, steps + 1))  # one run's records, once each
+    assert folder.summary().complete and folder.summary().steps == steps
     assert folder.latest_checkpoint().step == steps
     assert not list(folder.checkpoints_dir.glob("*.tmp"))
 
@@ -128,9 +128,9 @@ def test_a_run_that_diverges_on_its_last_step_fails_and_saves_no_nan(tmp_path, t
     folder = RunDir(run)
     if r.returncode == 0:
         summary = folder.summary()
-        assert summary["skipped_steps"] >= 1 and "skipped" in r.stdout
-        assert all(v is None or math.isfinite(v) for v in summary.values() if isinstance(v, float))
-        assert any(rec.get("skipped_steps") for rec in folder.metrics())
+        assert summary.skipped_steps >= 1 and "skipped" in r.stdout
+        assert all(v is None or math.isfinite(v) for v in summary.to_dict().values() if isinstance(v, float))
+        assert any(isinstance(rec, TrainRecord) and rec.skipped_steps for rec in folder.metrics())
     else:
         one_line_error(r, "diverged")
         assert folder.summary() is None
@@ -277,14 +277,14 @@ def test_a_kill_after_the_final_checkpoint_leaves_one_final_validation_line(tmp_
     folder.summary_path.unlink()  # as if killed after the final validation line, before the summary
     r = lmforge(*args, "--resume")
     assert r.returncode == 0, r.stderr
-    assert [r["step"] for r in folder.metrics() if "val_loss" in r] == [6]
-    assert folder.summary()["complete"]
+    assert [r.step for r in folder.metrics() if isinstance(r, ValRecord)] == [6]
+    assert folder.summary().complete
 
 
 def test_a_cut_metrics_line_is_skipped_with_a_warning(tmp_path, capsys):
     folder = RunDir(tmp_path)
     folder.metrics_path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
-    assert folder.metrics() == [{"step": 1, "loss": 2.0}]
+    assert [r.to_dict() for r in folder.metrics()] == [{"step": 1, "loss": 2.0}]
     assert "metrics.jsonl:2 is not JSON" in capsys.readouterr().err
 
 

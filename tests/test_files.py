@@ -21,5 +21,5 @@ def test_complete_only_with_the_same_fingerprint(tmp_path):
     assert not is_complete(marker, "abc")
     marker.write_text("{half written")
     assert not is_complete(marker, "abc")
-    mark_complete(marker, "abc", documents=3)
+    mark_complete(marker, "abc", {"documents": 3})
     assert is_complete(marker, "abc") and not is_complete(marker, "abd")

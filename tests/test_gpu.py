@@ -13,7 +13,7 @@ import torch
 from conftest import tiny_overrides
 from lmforge.config import load_config
 from lmforge.model import IGNORE_INDEX, GPT, GPTConfig, KVCache
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
 from lmforge.training.trainer import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -11,7 +11,7 @@ import torch
 from lmforge import cost, hardware
 from lmforge.config import RECOMPUTE, load_config
 from lmforge.model import GPT, GPTConfig, model_config
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
 from lmforge.training.trainer import train
 from conftest import tiny_overrides
 

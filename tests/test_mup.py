@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from lmforge.config import TrainConfig, load_config
 from lmforge.errors import LmforgeError
 from lmforge.model import GPT, GPTConfig, apply_rope, rope_tables
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
+from lmforge.open_run import open_run
 from lmforge.training.optim import build_optimizers
 from lmforge.training.trainer import train
 from test_cli import assert_user_error, lmforge
@@ -154,7 +155,7 @@ def test_a_mup_run_records_its_base_width_and_group_learning_rates(tiny_config, 
     run = RunDir(cfg.run.out)
     assert json.loads(run.summary_path.read_text())["param_groups"] == summary["param_groups"]
     assert (run.config.model.parametrization, run.config.model.mup_base_width) == ("mup", 16)
-    assert run.open("cpu").model.cfg.width_multiplier == 2.0  # the checkpoint rebuilds the muP model
+    assert open_run(run, "cpu").model.cfg.width_multiplier == 2.0  # the checkpoint rebuilds the muP model
 
 
 def test_coordcheck_separates_the_parametrizations(tmp_path):

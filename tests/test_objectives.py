@@ -11,7 +11,7 @@ from lmforge.errors import LmforgeError
 from lmforge.model import GPT, GPTConfig
 from lmforge.objectives import IGNORE_INDEX, CausalLM, MaskedLM, build_objective, mask_generator
 from lmforge.tokenizer import load_tokenizer, vocab_tables
-from lmforge.tokens import load_shards
+from lmforge.folders.tokenized import load_shards
 
 V, EOT, PAD, MASK_ID = 512, 0, 1, 2
 

@@ -21,7 +21,8 @@ from lmforge.data.clean import Doc
 from lmforge.data.prepare import FilterStack
 from lmforge.data.sources import SourceStats, iter_documents
 from lmforge.errors import LmforgeError
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
+from lmforge.open_run import open_run
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -270,7 +271,7 @@ def test_a_damaged_run_file_is_read_or_refused_never_a_traceback(finished_run, t
         try:
             run.metrics()
             run.summary()
-            opened = run.open()
+            opened = open_run(run)
             opened.tokenizer.encode("The")
         except LmforgeError as e:
             one_line(e)

@@ -16,8 +16,9 @@ from lmforge.config import load_config
 from lmforge.errors import LmforgeError
 from lmforge.data.sources import SourceStats, iter_documents
 from lmforge.export import export
-from lmforge.run_dir import RunDir
-from lmforge.tokens import META, load_shards, read_meta, tokenize_corpus
+from lmforge.folders.run import RunDir
+from lmforge.folders.tokenized import META, load_shards, read_meta
+from lmforge.tokens import tokenize_corpus
 from lmforge.training.trainer import train
 from test_faults import lmforge, one_line_error, sets
 

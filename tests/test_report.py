@@ -16,7 +16,7 @@ from lmforge.cli import main
 from lmforge.config import load_config
 from lmforge.job import run as run_job
 from lmforge.report import report
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
 from conftest import corpus_texts, make_prose, tiny_overrides
 
 EVIL = "<script>alert(1)</script>"
@@ -106,7 +106,7 @@ def test_rejected_examples_are_shown_redacted_in_html_markdown_and_report_json(t
     assert "&lt;EMAIL&gt;" in page and "&lt;SSN&gt;" in page  # the examples are there, with placeholders
     assert main(["report", str(tiny_run.path), "--format", "md"]) == 0
     for where, text in (("report.html", page), ("report.md", tiny_run.report_path("md").read_text()),
-                        ("prepared/report.json", tiny_run.prepare_report_path.read_text())):
+                        ("prepared/report.json", tiny_run.prepared.report_path.read_text())):
         assert_no_personal_data(text, where)
 
 

@@ -18,10 +18,11 @@ from lmforge import cost, hardware
 from lmforge.cli import main
 from lmforge.config import load_config
 from lmforge.errors import LmforgeError
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
 from lmforge.scaling import design, fitting
+from lmforge.folders.sweep import SweepDir
 from lmforge.scaling.law import LAWS, ScalingLaw, load_law
-from lmforge.scaling.runner import collect_points, load_sweep, prepare_sweep_tokens, run_config, sweep_status
+from lmforge.scaling.runner import collect_points, prepare_sweep_tokens, run_config, sweep_status
 from lmforge.training.trainer import train
 
 CHINCHILLA = LAWS["chinchilla"]
@@ -276,7 +277,7 @@ def test_warmup_is_a_share_of_the_run_with_a_floor_in_steps(tmp_path):
     old = load_config("scaling").to_dict()
     del old["scale"]["min_warmup_steps"]
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"config": old, "runs": []}))
-    cfg, _ = load_sweep(tmp_path)
+    cfg, _ = SweepDir(tmp_path).load()
     assert design.warmup_steps(cfg.scale, 2000) == 100
 
 
@@ -478,7 +479,7 @@ def sweep(corpus_dir, tmp_path_factory):
 
 
 def test_sweep_runs_resumes_and_skips(sweep, capsys):
-    cfg, data = load_sweep(sweep)
+    cfg, data = SweepDir(sweep).load()
     first = data["runs"][0]
     assert first["steps"] > 200 and data["runs"][2]["steps"] >= 80
     # a sweep killed halfway through its first run: the shared tokens, and the run's checkpoint at step 60
@@ -525,10 +526,12 @@ def test_diverged_run_is_excluded_and_too_few_points_refused(sweep, capsys):
 
 
 def test_runs_that_repeat_the_corpus_are_named(tmp_path):
-    from lmforge.scaling.runner import TOKENS, warn_repeats
+    from lmforge.folders.sweep import TOKENS
+    from lmforge.folders.tokenized import META
+    from lmforge.scaling.runner import warn_repeats
 
     (tmp_path / TOKENS).mkdir()
-    (tmp_path / TOKENS / "meta.json").write_text(json.dumps({"splits": {"train": {"tokens": 1000}}}))
+    (tmp_path / TOKENS / META).write_text(json.dumps({"splits": {"train": {"tokens": 1000}}}))
     said = []
     warn_repeats(tmp_path, [{"name": "a", "tokens": 900}, {"name": "b", "tokens": 2500}, {"name": "c", "tokens": 1500}],
                  said.append)

@@ -8,7 +8,8 @@ import numpy as np
 from lmforge.config import DataConfig, TokenizerConfig
 from lmforge.data.sources import iter_documents
 from lmforge.tokenizer import EOT, MASK, PAD, load_tokenizer, token_byte_lengths, train_tokenizer
-from lmforge.tokens import (is_complete, is_validation, load_shards, read_meta, source_prefixes, split_key,
+from lmforge.folders.tokenized import load_shards, read_meta
+from lmforge.tokens import (is_complete, is_validation, source_prefixes, split_key,
                             tokenize_corpus)
 
 SAMPLES = ["Hello, world!", "def f(x):\n    return x ** 2\n", "naïve café — 東京 🚀", "  spaces\t\ttabs\n\n"]

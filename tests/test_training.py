@@ -11,8 +11,8 @@ from lmforge.config import load_config
 from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.model import GPT
 from lmforge.objectives import CausalLM
-from lmforge.run_dir import RunDir
-from lmforge.tokens import load_shards
+from lmforge.folders.run import RunDir, TrainRecord, ValRecord
+from lmforge.folders.tokenized import load_shards
 from lmforge.training.checkpoint import load_model_weights, model_state
 from lmforge.training.data import TrainLoader, eval_batches, rank_eval_batches
 from lmforge.model import model_config
@@ -35,9 +35,9 @@ def test_loss_falls_and_run_folder_is_complete(tiny_config, tokens_dir):
     cfg = tiny_config(**{"train.max_steps": 150, "train.batch_size": 8, "train.lr": 1e-2})
     summary = trained(cfg, tokens=tokens_dir)
     run = cfg.run.out
-    records = RunDir(run).metrics()
-    losses = [r["loss"] for r in records if "loss" in r]
-    norms = [r["grad_norm"] for r in records if "loss" in r]
+    records = [r for r in RunDir(run).metrics() if isinstance(r, TrainRecord)]
+    losses = [r.loss for r in records]
+    norms = [r.grad_norm for r in records]
     assert all(0 < n < float("inf") for n in norms)
     assert losses[-1] < math.log(512) - 1.0  # from chance (uniform over the vocabulary)
     assert losses[-1] < losses[0]
@@ -47,7 +47,8 @@ def test_loss_falls_and_run_folder_is_complete(tiny_config, tokens_dir):
         assert path.is_file(), path
     ckpt = folder.latest_checkpoint()
     assert set(ckpt.path.iterdir()) == {ckpt.model_file, ckpt.state_tensors, ckpt.state_json}
-    assert set(folder.summary()) >= {"val_loss", "perplexity", "bits_per_byte"}
+    written = folder.summary()
+    assert None not in (written.val_loss, written.perplexity, written.bits_per_byte)
     assert folder.config.model == cfg.model and folder.config.train == cfg.train
     # saved relative to the run folder, and resolved back to the folder trained on
     assert not Path(folder.config.data.tokenized).is_absolute()
@@ -96,9 +97,9 @@ def test_resume_is_bit_identical(tmp_path, tokens_dir, optimizer, objective):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert second["val_loss"] == RunDir(tmp_path / "a").summary()["val_loss"]
+    assert second["val_loss"] == RunDir(tmp_path / "a").summary().val_loss
     records = RunDir(tmp_path / "b").metrics()
-    steps = [r["step"] for r in records if "loss" in r]
+    steps = [r.step for r in records if isinstance(r, TrainRecord)]
     assert steps == sorted(set(steps))  # no duplicated events after the resume
 
 
@@ -297,7 +298,7 @@ def test_summary_reports_steady_state_and_warm_up_apart(tiny_config, tokens_dir)
     steady_tokens = (12 - WARMUP_STEPS) * summary["tokens_trained"] / 12
     steady_s = summary["train_time_s"] - summary["warmup_s"]
     assert steady_tokens / summary["tokens_per_s"] == pytest.approx(steady_s, abs=1.5e-3, rel=1e-3)
-    assert all(r["skipped_steps"] == 0 for r in RunDir(tiny_config().run.out).metrics() if "loss" in r)
+    assert all(r.skipped_steps == 0 for r in RunDir(tiny_config().run.out).metrics() if isinstance(r, TrainRecord))
 
 
 def test_grad_accum_that_does_not_split_over_the_ranks_is_refused():
@@ -357,8 +358,8 @@ def test_mfu_and_hfu_count_the_flops_that_ran(tiny_config, tokens_dir, tmp_path,
             assert summary["flops_per_token"] == pytest.approx(ran, rel=0.01)
         assert summary["hfu"] == pytest.approx(per_flop * ran, rel=0.01, abs=1e-4)
         assert summary["mfu"] == pytest.approx(per_flop * summary["flops_per_token"], abs=1e-4)
-        records = [r for r in RunDir(cfg.run.out).metrics() if "loss" in r]
-        assert all((r["hfu"] == r["mfu"]) == (recompute == "none") for r in records)
+        records = [r for r in RunDir(cfg.run.out).metrics() if isinstance(r, TrainRecord)]
+        assert all((r.hfu == r.mfu) == (recompute == "none") for r in records)
     none, full = summaries["none"], summaries["full"]
     assert full["flops_per_token"] == none["flops_per_token"]  # the model's FLOPs (the same masks): no recomputation
     assert full["hfu"] / full["mfu"] > 1.2  # each block's forward again, less its down projection
@@ -371,10 +372,10 @@ def test_final_figure_is_the_curves_last_point_and_the_baseline_is_on_its_window
     cfg = tiny_config(**{"train.max_steps": 20, "train.eval_interval": 10, "train.eval_tokens": 2048,
                          "train.final_eval_tokens": 1024})
     summary = trained(cfg, tokens=tokens_dir)
-    curve = [r for r in RunDir(cfg.run.out).metrics() if "val_loss" in r]
-    assert [r["step"] for r in curve] == [10, 20]
-    assert curve[-1]["val_loss"] == summary["val_loss"] and curve[-1]["val_tokens"] == summary["val_tokens"] == 2048
-    assert curve[0]["val_tokens"] == 2048
+    curve = [r for r in RunDir(cfg.run.out).metrics() if isinstance(r, ValRecord)]
+    assert [r.step for r in curve] == [10, 20]
+    assert curve[-1].val_loss == summary["val_loss"] and curve[-1].val_tokens == summary["val_tokens"] == 2048
+    assert curve[0].val_tokens == 2048
 
     seq_len, vocab = cfg.model.seq_len, 512
     train_tokens = np.concatenate([np.asarray(s) for s in load_shards(tokens_dir, "train")])

@@ -17,7 +17,7 @@ import pytest
 from conftest import tiny_overrides
 from lmforge.errors import LmforgeError
 from lmforge.files import OutputKind, append_text, atomic_write_text, claim_output, install
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
 from test_faults import ENV, lmforge, one_line_error, sets
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32

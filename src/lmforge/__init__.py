@@ -35,7 +35,7 @@ _LAZY = {
     "inspect": ("lmforge.inspection", "Inspector"),
     "prepare": ("lmforge.data.prepare", "prepare"),
     "run": ("lmforge.job", "run"),
-    "RunDir": ("lmforge.run_dir", "RunDir"),
+    "RunDir": ("lmforge.folders.run", "RunDir"),
     "scaling": ("lmforge.scaling", None),
     "tokenize": ("lmforge.tokens", "tokenize_corpus"),
     "train": ("lmforge.training.trainer", "train"),

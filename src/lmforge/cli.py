@@ -22,7 +22,8 @@ from typing import Any, Callable
 from lmforge import cost, figures, hardware
 from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
 from lmforge.errors import Interrupted, LmforgeError
-from lmforge.run_dir import warn
+from lmforge.folders import prepared, sweep, tokenized
+from lmforge.folders.run import warn
 from lmforge.scaling.law import load_law
 
 
@@ -337,18 +338,18 @@ def _scale_plan(args: argparse.Namespace) -> int:
 
 
 def _scale_coordcheck(args: argparse.Namespace) -> int:
-    from lmforge.scaling.coordcheck import SWEEP_FOLDER, coordinate_check
+    from lmforge.scaling.coordcheck import coordinate_check
     from lmforge.scaling.results import CoordCheck
-    from lmforge.scaling.runner import load_sweep
+    from lmforge.folders.sweep import SweepDir
     from lmforge.training.device import set_threads
 
     out = args.out
     if args.sweep:
         if args.preset or args.config or args.overrides:
-            raise LmforgeError("scale coordcheck: the config comes from SWEEP/sweep.yaml; drop --preset, --config "
+            raise LmforgeError(f"scale coordcheck: the config comes from SWEEP/{sweep.SWEEP_FILE}; drop --preset, --config "
                                "and --set, or the SWEEP")
-        cfg = load_sweep(args.sweep)[0]
-        out = out or str(Path(args.sweep) / SWEEP_FOLDER)
+        cfg = SweepDir(args.sweep).load()[0]
+        out = out or str(SweepDir(args.sweep).coordcheck_dir)
     else:
         cfg = _resolve(args, None)
     widths = [32, 64, 128, 256, 512]
@@ -421,7 +422,7 @@ def _force_arg(p: argparse.ArgumentParser, what: str) -> None:
 def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders, globs: text, JSONL, Parquet, WARC (default: built-in)")
     _kind_arg(p)
-    p.add_argument("--out", required=True, help="prepared folder to write (clean/, rejected/, report.json)")
+    p.add_argument("--out", required=True, help=f"prepared folder to write ({prepared.CLEAN}/, {prepared.REJECTED}/, {prepared.REPORT})")
     _flags(p, "--workers")
     _force_arg(p, "prepared folder")
     _config_args(p)
@@ -463,7 +464,7 @@ def _args_estimate(p: argparse.ArgumentParser) -> None:
 def _args_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", required=True, help="e.g. 10000usd, 5e21flops, 2000gpu-hours")
     p.add_argument("--law", default="chinchilla", help="chinchilla (Hoffmann 2022), epoch2024 (Besiroglu 2024 re-fit), "
-                   "or a fitted law: SWEEP or SWEEP/fit.json from lmforge scale fit")
+                   f"or a fitted law: SWEEP or SWEEP/{sweep.FIT_FILE} from lmforge scale fit")
     p.add_argument("--context", type=int, default=2048, help="tokens per sequence of the planned model (default 2048)")
     p.add_argument("--precision", default="bf16-mixed", help="bf16-mixed (default), fp16-mixed, "
                    "bf16-mixed-fp32-grads, fp32, bf16: sets the device's peak FLOP/s and the bytes per parameter")
@@ -478,14 +479,14 @@ def _args_scale_plan(p: argparse.ArgumentParser) -> None:
     _flags(p, "--sizes", "--knob", "--design", "--levels", "--points-per-size", "--parallel", "--max-run-flops",
            "--repeats", "--prior", "--noise", "--target")
     p.add_argument("--within", type=float, metavar="PCT", help="say whether each --target can be forecast within PCT%%")
-    p.add_argument("--out", metavar="SWEEP", help="write SWEEP/sweep.yaml")
+    p.add_argument("--out", metavar="SWEEP", help=f"write SWEEP/{sweep.SWEEP_FILE}")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _config_args(p, default_preset="scaling")
 
 
 def _args_scale_coordcheck(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", nargs="?", metavar="SWEEP", help="take the config (and widths, for a width knob) from "
-                   "SWEEP/sweep.yaml and write into SWEEP/coordcheck/")
+                   f"SWEEP/{sweep.SWEEP_FILE} and write into SWEEP/{sweep.COORDCHECK}/")
     p.add_argument("--widths", help="model widths, comma-separated (default 32,64,128,256,512; each a multiple of "
                    "model.n_head)")
     p.add_argument("--steps", type=int, default=10, help="training steps, at train.lr held constant (default 10)")
@@ -516,7 +517,7 @@ def _args_scale_fit(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SWEEP|POINTS.csv", help="a sweep folder, or a CSV with params, tokens, loss[, flops]")
     p.add_argument("--json", action="store_true", help="one JSON object: E, A, B, alpha, beta, a, b, intervals, ...")
     p.add_argument("--bootstrap", type=int, help="bootstrap resamples (default: scale.bootstrap; 200 for a CSV)")
-    p.add_argument("--out", help="folder for fit.json, points.csv and plots/ (default: the sweep; none for a CSV)")
+    p.add_argument("--out", help=f"folder for {sweep.FIT_FILE}, {sweep.POINTS_FILE} and {sweep.PLOTS}/ (default: the sweep; none for a CSV)")
     p.add_argument("--no-plots", action="store_true", help="write no plots/")
     p.add_argument("--interval", choices=["parametric", "cases"], help="bootstrap: refit simulated noise at the same "
                    "points (parametric, default) or resample the points (cases)")
@@ -526,7 +527,7 @@ def _args_scale_fit(p: argparse.ArgumentParser) -> None:
 
 
 def _args_scale_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", metavar="SWEEP|fit.json", help="a fitted sweep folder, or a fit.json of lmforge scale fit")
+    p.add_argument("source", metavar=f"SWEEP|{sweep.FIT_FILE}", help=f"a fitted sweep folder, or a {sweep.FIT_FILE} of lmforge scale fit")
     _target_args(p, "predict at")
     p.add_argument("--within", type=float, metavar="PCT", help="call it within PCT%% only if its interval allows")
 

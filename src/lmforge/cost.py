@@ -440,13 +440,12 @@ def _fitting_estimate(shape: Shape, tokens: float, hw: Hardware, count: int, mfu
 
 
 def from_run(run_dir: str | Path) -> dict:
-    """What a finished lmforge run measured, to calibrate an estimate by (`estimate --from-run`):
-    tokens/s, MFU, FLOPs per token, devices, read from its summary through the run folder's owner."""
-    from lmforge.run_dir import RunDir
+    """Measured throughput of a finished lmforge run: tokens/s, MFU, FLOPs per token, devices (its summary)."""
+    from lmforge.folders.run import RunDir
 
-    summary = RunDir(run_dir).summary()
-    if not summary or not summary.get("complete"):
+    s = RunDir(run_dir).summary()
+    if not s or not s.complete:
         raise LmforgeError(f"--from-run {run_dir}: not a finished lmforge run (no complete summary); "
                            "give a run folder that lmforge train finished")
-    return {"tokens_per_s": summary["tokens_per_s"], "mfu": summary["mfu"], "flops_per_token": summary["flops_per_token"],
-            "devices": summary.get("world_size", 1), "device": summary.get("device", "cpu"), "params": summary["params"]}
+    return {"tokens_per_s": s.tokens_per_s, "mfu": s.mfu, "flops_per_token": s.flops_per_token,
+            "devices": s.world_size, "device": s.device, "params": s.params}

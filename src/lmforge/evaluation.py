@@ -9,8 +9,9 @@ import torch
 
 from lmforge import figures
 from lmforge.objectives import build_objective
-from lmforge.run_dir import RunDir
-from lmforge.tokens import load_shards
+from lmforge.folders.run import RunDir
+from lmforge.open_run import open_run
+from lmforge.folders.tokenized import load_shards
 from lmforge.tokenizer import token_byte_lengths, vocab_tables
 from lmforge.training.device import autocast, resolve_dtype
 from lmforge.training.loss_eval import evaluate_loss
@@ -26,7 +27,7 @@ def evaluate_run(run_dir, max_tokens: int = 0, device: str = "cpu", batch_size: 
         feature = "masked-token evaluation" if objective == "masked" else "next-token evaluation"
         run.require_objective(objective, feature)
     cfg = run.require_config("lmforge eval")  # it names the validation tokens and the precision
-    opened = run.open(device)
+    opened = open_run(run, device)
     model, tok = opened.model, opened.tokenizer
     dev = torch.device(device)
     token_bytes = token_byte_lengths(tok)

@@ -59,8 +59,10 @@ from safetensors.torch import load_file, save_file
 from lmforge import figures, files
 from lmforge.errors import LmforgeError
 from lmforge.model import GPT, GPTConfig
-from lmforge.run_dir import MODEL_FILE, RunDir, enclosing_run
-from lmforge.tokenizer import EOT, MASK, PAD, TOKENIZER_FILE
+from lmforge.folders.run import MODEL_FILE, RunDir, enclosing_run
+from lmforge.open_run import open_run
+from lmforge.folders.tokenized import TOKENIZER_FILE
+from lmforge.tokenizer import EOT, MASK, PAD
 
 HF_CONFIG = "config.json"
 HF_GENERATION = "generation_config.json"
@@ -147,11 +149,11 @@ def export(run_dir: str | Path, out: str | Path, fmt: str = "hf", force: bool = 
         raise LmforgeError(
             f"export: {run} is a masked (bidirectional) model and no standard Hugging Face encoder class fits "
             "lmforge's architecture exactly (RoPE, parameter-free RMSNorm, SwiGLU); export a causal run instead")
-    opened = run.open("cpu")
+    opened = open_run(run, "cpu")
     tokenizer = files.read_own_bytes(run.tokenizer_path)
     if tokenizer is None:
         raise LmforgeError(f"export: {run.tokenizer_path} is missing or a symbolic link: lmforge copies only its own "
-                           f"run files; copy the tokenizer.json it points to into the run")
+                           f"run files; copy the {TOKENIZER_FILE} it points to into the run")
     build = files.building_folder(out, "export")
     files.refuse_link(build)
     files.remove(build)  # a killed export's leftover: lmforge's own, by its name

@@ -271,9 +271,10 @@ def is_complete(marker: str | Path, expected: str) -> bool:
     return isinstance(found, dict) and found.get("fingerprint") == expected
 
 
-def mark_complete(marker: str | Path, fp: str, **contents: Any) -> None:
-    """Write the marker last, atomically: `contents` plus the fingerprint that `is_complete` checks."""
-    atomic_write_json(marker, {**contents, "fingerprint": fp})
+def mark_complete(marker: str | Path, fp: str, contents: dict[str, Any], indent: int = 1) -> None:
+    """Write the marker last, atomically: `contents` plus the fingerprint that `is_complete` checks
+    (as its last key, where every marker lmforge wrote has kept it)."""
+    atomic_write_text(marker, json.dumps({**contents, "fingerprint": fp}, indent=indent))
 
 
 def inside(folder: str | Path, name: object) -> Path | None:

@@ -23,7 +23,8 @@ from lmforge.config import BUILTIN_SOURCE, Config, with_data
 from lmforge.data.prepare import prepare, prepared_otherwise
 from lmforge.figures import fmt
 from lmforge.files import atomic_write_text
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir, Summary
+from lmforge.open_run import open_run
 from lmforge.sampling import continue_text
 from lmforge.tasks.accuracy import BUILTIN_TASKS, evaluate_tasks, read_tasks
 from lmforge.tasks.validation import cloze_tasks, sample_prompts, validation_passages
@@ -37,7 +38,7 @@ def prepared_config(cfg: Config, run: RunDir) -> Config:
     if not cfg.prepare.enabled or cfg.data.tokenized:
         return cfg
     # the byte cap was applied while reading for prepare; the clean folder is used whole
-    return with_data(cfg, sources=[str(run.prepared_dir / "clean")], max_bytes=0)
+    return with_data(cfg, sources=[str(run.prepared.clean_dir)], max_bytes=0)
 
 
 def prepare_sources(cfg: Config, run: RunDir, log: Callable[[str], None], resuming: bool) -> None:
@@ -67,36 +68,37 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
     prepare_sources(cfg, run_dir, log, resumable)
     cfg = prepared
     summary = run_dir.summary()
-    if summary and summary.get("complete"):
+    if summary and summary.complete:
         log(f"run: {run_dir} is already trained, skipping training")
     else:
-        summary = train(cfg, resume=resumable, log=log)
-        if not summary.get("complete"):
-            return summary
+        trained = train(cfg, resume=resumable, log=log)
+        if not trained.get("complete"):
+            return trained
+        summary = Summary.from_dict(trained)
     if cfg.train.objective == "causal":
-        summary["samples"] = samples(run_dir, cfg)
-        for text in summary["samples"]:
+        summary.samples = samples(run_dir, cfg)
+        for text in summary.samples:
             log("sample: " + text.replace("\n", "\n        ") + "\n")
     else:
         log("run: no samples (a masked model fills blanks rather than continuing text: try lmforge fill)")
-    cloze = fill_in_the_blank(run_dir, cfg, builtin_corpus, log)
-    if cloze is not None:
-        summary["cloze"] = cloze
-    summary.update(first_look(run_dir, cfg, log))
+    summary.cloze = fill_in_the_blank(run_dir, cfg, builtin_corpus, log)
+    looked = first_look(run_dir, cfg, log)
+    if looked is not None:
+        summary.neighbours, summary.map = looked
     run_dir.write_summary(summary)
     from lmforge.report import report  # after the summary: the page shows it
 
     log(f"run: the whole run on one page: {report(run_dir.path)}")
     log(f"run: everything is in {run_dir}/ ({', '.join(sorted(p.name for p in run_dir.path.iterdir() if not p.name.startswith('.')))})")
     kind = "masked-token " if cfg.train.objective == "masked" else ""
-    log(f"final: {kind}val loss {fmt(summary['val_loss'])} nats/token (unigram baseline "
-        f"{fmt(summary['unigram_val_loss'])}), perplexity {fmt(summary['perplexity'], '.2f')}, "
-        f"{fmt(summary['bits_per_byte'])} bits per byte")
-    return summary
+    log(f"final: {kind}val loss {fmt(summary.val_loss)} nats/token (unigram baseline "
+        f"{fmt(summary.unigram_val_loss)}), perplexity {fmt(summary.perplexity, '.2f')}, "
+        f"{fmt(summary.bits_per_byte)} bits per byte")
+    return summary.to_dict()
 
 
 def samples(run: RunDir, cfg: Config) -> list[str]:
-    opened = run.open()
+    opened = open_run(run)
     prompts = cfg.run.sample_prompts or sample_prompts(
         validation_passages(run.tokens_dir_for(cfg), opened.tokenizer), cfg.run.samples, cfg.train.seed) or [""]
     return [continue_text(opened.model, opened.tokenizer, prompts[i % len(prompts)], cfg.run.sample_tokens,
@@ -134,22 +136,24 @@ def fill_in_the_blank(run: RunDir, cfg: Config, builtin_corpus: bool, log: Calla
     return cloze
 
 
-def first_look(run: RunDir, cfg: Config, log: Callable[[str], None] = print) -> dict:
-    """Nearest neighbours of a few frequent words (static vectors) and the map of the most frequent ones."""
+def first_look(run: RunDir, cfg: Config, log: Callable[[str], None] = print) -> tuple[dict, dict | None] | None:
+    """Nearest neighbours of a few frequent words (static vectors) and the map of the most frequent ones
+    (summary.json's `neighbours` and `map`), or None when the config asks for neither."""
     if not cfg.run.inspect_words and not cfg.run.map_words:
-        return {}
+        return None
     from lmforge.inspection import Inspector  # matplotlib loads only here
 
     insp = Inspector(run.path)
-    out: dict = {"neighbours": {}}
+    neighbours: dict = {}
+    word_map = None
     # words of four letters or more: the most frequent short ones are function words
     for word in insp.frequent_words(cfg.run.inspect_words, min_length=4):
         found = insp.neighbours(word, k=8)["neighbours"]
-        out["neighbours"][word] = found
+        neighbours[word] = found
         log(f"neighbours of {word!r}: " + ", ".join(f"{n['word']} {n['similarity']:.2f}" for n in found))
     if cfg.run.map_words >= 3 and len(insp.words().words) >= 3:
         result = insp.word_map(top=cfg.run.map_words, method="pca")  # UMAP's JIT start-up costs ~30 s
-        out["map"] = {"png": result["png"], "html": result["html"], "method": result["method"]}
+        word_map = {"png": result["png"], "html": result["html"], "method": result["method"]}
         log(f"inspect: map of {len(result['points'])} words in {result['png']} and {result['html']} "
             f"(more: lmforge inspect --help)")
-    return out
+    return neighbours, word_map

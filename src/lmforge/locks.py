@@ -44,11 +44,13 @@ def describe_holder(holder: dict) -> str:
 
 
 class FolderLock:
-    """`with FolderLock(lock_file, "run folder runs/x"):` — refuses a second writer in one line."""
+    """`with FolderLock(lock_file, "run folder runs/x"):` — refuses a second writer in one line;
+    `wait=True` waits for it instead (a write of a few milliseconds, as verify.json's)."""
 
-    def __init__(self, path: str | Path, what: str):
+    def __init__(self, path: str | Path, what: str, wait: bool = False):
         self.path = Path(path)
         self.what = what
+        self.wait = wait
         self.taken_over: dict | None = None  # the dead holder whose lock this one replaced
 
     def acquire(self) -> "FolderLock":
@@ -66,7 +68,7 @@ class FolderLock:
             raise LmforgeError(f"lock file {self.path} is a symbolic link and lmforge never writes through one: "
                                f"remove the link") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)

@@ -9,7 +9,8 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.model import GPT, KVCache
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
+from lmforge.open_run import open_run
 from lmforge.tokenizer import EOT, token_bytes
 
 
@@ -115,5 +116,5 @@ def generate(run_dir: str | Path, prompt: str, max_tokens: int = 100, temperatur
     check_sampling(max_tokens, temperature, top_k, top_p)
     run = RunDir(run_dir).require()
     run.require_objective("causal", "generate")
-    opened = run.open(device)
+    opened = open_run(run, device)
     return continue_text(opened.model, opened.tokenizer, prompt, max_tokens, temperature, top_k, top_p, seed)

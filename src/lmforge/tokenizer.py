@@ -12,12 +12,12 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from lmforge.errors import LmforgeError
+from lmforge.folders.tokenized import TOKENIZER_FILE
 
 EOT = "<|endoftext|>"  # document boundary
 PAD = "<|pad|>"
 MASK = "<|mask|>"  # for the masked (missing-word) objective
 SPECIAL_TOKENS = [EOT, PAD, MASK]
-TOKENIZER_FILE = "tokenizer.json"
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:

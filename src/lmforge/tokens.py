@@ -1,19 +1,4 @@
-"""The tokenize stage: a corpus in, token shards on disk out.
-
-Format of a tokenized folder (TOK/):
-
-    tokenizer.json        Hugging Face `tokenizers` file (byte-level BPE; lmforge/tokenizer.py)
-    train/shard_00000.bin raw little-endian uint16 (vocab <= 65536) or uint32 token ids
-    val/shard_00000.bin   same; documents are split between train and val by a hash of their id,
-                          except that one longer than data.long_document_tokens holds out its own
-                          last val_fraction (as nanoGPT holds out the end of its one file); when that
-                          cannot give val_fraction, the tail of the stream is held out (meta.json
-                          `val_split` says which)
-    meta.json             dtype, vocab size, special ids, token/byte/document counts per split,
-                          bytes per token, the shard list, the split rule, and a fingerprint of
-                          the config used and of the input files (path, size, modification time),
-                          and `tokenizer_sample`: the documents and bytes the tokenizer learned from,
-                          per kind (prose, web, code), beside the corpus's
+"""The tokenize stage: a corpus in, token shards on disk out (the folder's format: lmforge/folders/tokenized.py).
 
 TOK must be new, empty or a tokenized folder (files.claim_output). It is built in a sibling,
 `.TOK.tokenize-building/`, whose entries then replace only lmforge's own (meta.json last).
@@ -27,7 +12,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import heapq
-import json
 import os
 import re
 import shutil
@@ -47,12 +31,10 @@ from lmforge.figures import plural
 from lmforge.errors import LmforgeError
 from lmforge.locks import FolderLock
 from lmforge.progress import Meter
-from lmforge.tokenizer import EOT, SPECIAL_TOKENS, TOKENIZER_FILE, load_tokenizer, train_tokenizer
+from lmforge.folders.tokenized import (FORMAT, META, SPLITS, TOKENIZER_FILE, TOKENS, TRAIN, VAL, read_meta,
+                                       shard_name)
+from lmforge.tokenizer import EOT, SPECIAL_TOKENS, train_tokenizer
 
-META = "meta.json"
-FORMAT = "lmforge-tokens-v1"
-TOKENS = files.OutputKind("tokenized folder", (TOKENIZER_FILE, "train", "val", META), META,
-                          lambda folder: files.json_format_is(folder, META, FORMAT))
 
 
 def is_validation(doc_id: str, val_fraction: float) -> bool:
@@ -204,7 +186,7 @@ class ShardWriter:
     def _roll(self) -> None:
         if self._file is not None:
             self._file.close()
-        name = f"shard_{len(self.shards):05d}.bin"
+        name = shard_name(len(self.shards))
         self._file = open(self.folder / name, "wb")
         self.shards.append({"file": name, "tokens": 0})
         self._in_shard = 0
@@ -242,87 +224,6 @@ def list_tokenize_inputs(data: DataConfig, out: Path, exclude: Iterable[Path] = 
     """The files tokenize reads: never its own output or temporary folder (`tokenize SRC --out
     SRC/tok`), nor `exclude`, what the caller writes (the run folder around RUN/tokens)."""
     return list_inputs(data.sources, [out, files.building_folder(out, "tokenize"), *exclude], data.kinds)
-
-
-SPLITS = ("train", "val")
-TOKEN_DTYPES = ("uint16", "uint32")
-ID_CHECK_TOKENS = 1 << 24  # tokens per slice of the largest-id scan: memory stays bounded on any shard
-
-
-def read_meta(folder: str | Path) -> dict:
-    """meta.json, checked against the folder (see `meta_problem`): every reader may trust its fields."""
-    folder = Path(folder)
-    path = folder / META
-    if not path.is_file():
-        raise LmforgeError(f"{folder} is not a tokenized folder (no {META}): run lmforge tokenize first")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise damaged(folder, f"{META} is not valid JSON ({str(e).splitlines()[0][:120]})") from None
-    problem = meta_problem(folder, meta)
-    if problem:
-        raise damaged(folder, problem)
-    return meta
-
-
-def damaged(folder: Path, problem: str) -> LmforgeError:
-    return LmforgeError(f"tokenized folder {folder} is damaged: {problem}; make it again "
-                        f"(lmforge tokenize SOURCES --out {folder})")
-
-
-def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def meta_problem(folder: Path, meta) -> str | None:
-    """What makes meta.json unusable with the files beside it, or None. Costs a stat per shard and
-    one read of tokenizer.json; the ids themselves are checked where the shards are opened."""
-    if not isinstance(meta, dict):
-        return f"{META} is not a JSON object"
-    return _vocabulary_problem(folder, meta) or _splits_problem(folder, meta)
-
-
-def _vocabulary_problem(folder: Path, meta: dict) -> str | None:
-    dtype, vocab, eot = meta.get("dtype"), meta.get("vocab_size"), meta.get("eot_id")
-    if dtype not in TOKEN_DTYPES:
-        return f"{META} dtype is {dtype!r}, not one of {', '.join(TOKEN_DTYPES)} (token ids are unsigned integers)"
-    if not _count(vocab) or vocab == 0 or vocab > np.iinfo(dtype).max + 1:
-        return f"{META} vocab_size {vocab!r} is not a size that {dtype} ids can hold"
-    if not _count(eot) or eot >= vocab:
-        return f"{META} eot_id {eot!r} is not an id below vocab_size {vocab}"
-    have = load_tokenizer(folder).get_vocab_size()
-    if have > vocab:
-        return f"{META} vocab_size {vocab} is smaller than its {TOKENIZER_FILE}'s {have} tokens"
-    return None
-
-
-def _splits_problem(folder: Path, meta: dict) -> str | None:
-    splits = meta.get("splits")
-    if not isinstance(splits, dict) or any(not isinstance(splits.get(s), dict) for s in SPLITS):
-        return f"{META} has no `splits` with {' and '.join(SPLITS)}"
-    for split in SPLITS:
-        shards = splits[split].get("shards")
-        if not isinstance(shards, list) or not all(isinstance(s, dict) and _count(s.get("tokens")) for s in shards):
-            return f"{META} splits.{split}.shards is not a list of {{file, tokens}}"
-        if splits[split].get("tokens") != sum(s["tokens"] for s in shards):
-            return f"{META} splits.{split}.tokens is not the sum of its shards' tokens"
-        problem = next(filter(None, (_shard_problem(folder, split, s, meta["dtype"]) for s in shards)), None)
-        if problem:
-            return problem
-    return None
-
-
-def _shard_problem(folder: Path, split: str, shard: dict, dtype: str) -> str | None:
-    path = files.inside(folder / split, shard.get("file"))
-    if path is None:
-        return f"{META} names shard {shard.get('file')!r}, which is not a file inside {folder / split}"
-    if not path.is_file():
-        return f"{split}/{shard['file']} is missing"
-    size, want = path.stat().st_size, shard["tokens"] * np.dtype(dtype).itemsize
-    if size != want:
-        return (f"{split}/{shard['file']} holds {size:,} bytes, not the {shard['tokens']:,} {dtype} tokens "
-                f"{META} lists (truncated or overwritten)")
-    return None
 
 
 def is_complete(folder: Path, data: DataConfig, tk: TokenizerConfig, exclude: Iterable[Path] = ()) -> bool:
@@ -484,7 +385,7 @@ def _write_tokens(data: DataConfig, tk: TokenizerConfig, tok, tmp: Path, docs: I
     dtype = token_dtype(vocab)
     tmp.mkdir(parents=True)
     files.atomic_write_text(tmp / TOKENIZER_FILE, tok.to_str(pretty=True))
-    writers = {s: ShardWriter(tmp / s, dtype, tk.shard_tokens) for s in ("train", "val")}
+    writers = {s: ShardWriter(tmp / s, dtype, tk.shard_tokens) for s in SPLITS}
     long_documents = 0
     encoded = encoded_documents(tok, docs, tk.encode_batch_documents, tk.encode_batch_bytes)
     for doc, doc_ids in encoded:
@@ -515,12 +416,11 @@ def _write_tokens(data: DataConfig, tk: TokenizerConfig, tok, tmp: Path, docs: I
         "val_split": val_split,
         "bytes_per_token": {s: (v["bytes"] / v["tokens"] if v["tokens"] else 0.0) for s, v in splits.items()},
         "tokenizer_sample": drawn,
-        "fingerprint": fp,
     }
     if stats.documents == 0:
         raise LmforgeError(f"no text found in {', '.join(data.sources)} ({stats.summary()}): give text files")
-    files.atomic_write_text(tmp / META, json.dumps(meta, indent=2))
-    return meta
+    files.mark_complete(tmp / META, fp, meta, indent=2)
+    return {**meta, "fingerprint": fp}
 
 
 def _hold_out_tail(folder: Path, splits: dict, val_fraction: float, eot: int, dtype: np.dtype,
@@ -537,7 +437,7 @@ def _hold_out_tail(folder: Path, splits: dict, val_fraction: float, eot: int, dt
         return {"rule": "hash", "detail": f"whole documents by a hash of their id, and the last val_fraction of each "
                                           f"of {plural(long_documents, 'long one')} (val_fraction {val_fraction})"}
     want = min(want, train["tokens"] - 1)
-    stream = np.concatenate([np.fromfile(folder / "train" / s["file"], dtype=dtype) for s in train["shards"]])
+    stream = np.concatenate([np.fromfile(folder / TRAIN / s["file"], dtype=dtype) for s in train["shards"]])
     cut = len(stream) - want
     starts = np.flatnonzero(stream[cut:cut + want // 2 + 1] == eot)
     at_document = bool(len(starts))
@@ -546,39 +446,18 @@ def _hold_out_tail(folder: Path, splits: dict, val_fraction: float, eot: int, dt
     moved_docs = int(np.count_nonzero(tail == eot))  # a document counts where it starts
     # the bytes of one document are not kept per document; split them by token share
     moved_bytes = round(train["bytes"] * len(tail) / train["tokens"])
-    shutil.rmtree(folder / "train")
-    kept = ShardWriter(folder / "train", dtype, shard_tokens)
+    shutil.rmtree(folder / TRAIN)
+    kept = ShardWriter(folder / TRAIN, dtype, shard_tokens)
     kept.write(stream[:cut], 0)
     shards = kept.close()["shards"]
     train.update(tokens=cut, documents=train["documents"] - moved_docs, bytes=train["bytes"] - moved_bytes,
                  shards=shards)
-    name = f"shard_{len(val['shards']):05d}.bin"
-    (folder / "val").mkdir(exist_ok=True)
-    tail.tofile(folder / "val" / name)
+    name = shard_name(len(val['shards']))
+    (folder / VAL).mkdir(exist_ok=True)
+    tail.tofile(folder / VAL / name)
     val["shards"].append({"file": name, "tokens": len(tail)})
     val.update(tokens=val["tokens"] + len(tail), documents=val["documents"] + moved_docs,
                bytes=val["bytes"] + moved_bytes)
     return {"rule": "tail", "detail": f"whole documents gave {total - train['tokens'] - len(tail):,} val tokens, "
             f"under a quarter of val_fraction {val_fraction}: the last {len(tail):,} tokens of the stream were held "
             f"out, cut {'at a document start' if at_document else 'inside a document'}"}
-
-
-def load_shards(folder: str | Path, split: str) -> list[np.ndarray]:
-    """The shards of a split, memory-mapped, each checked once for an id the vocabulary does not have
-    (an embedding lookup would fail on it mid-run, or on a GPU as an opaque device assert)."""
-    folder = Path(folder)
-    meta = read_meta(folder)
-    shards = []
-    for s in meta["splits"][split]["shards"]:
-        if s["tokens"]:
-            shard = np.memmap(folder / split / s["file"], dtype=meta["dtype"], mode="r")
-            top = largest_id(shard)
-            if top >= meta["vocab_size"]:
-                raise damaged(folder, f"{split}/{s['file']} holds id {top}, outside vocab_size {meta['vocab_size']}")
-            shards.append(shard)
-    return shards
-
-
-def largest_id(shard: np.ndarray) -> int:
-    """One sequential read of the shard, a slice at a time."""
-    return max(int(shard[i:i + ID_CHECK_TOKENS].max()) for i in range(0, len(shard), ID_CHECK_TOKENS))

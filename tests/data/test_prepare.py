@@ -11,7 +11,8 @@ import pytest
 from conftest import children_of, make_prose, wait_for_exit
 from lmforge.config import load_config
 from lmforge.data import prepare as prepare_module
-from lmforge.data.prepare import prepare, read_jsonl_gz
+from lmforge.data.prepare import prepare
+from lmforge.folders.prepared import read_jsonl_gz
 from lmforge.data.sources import iter_documents
 from lmforge.errors import LmforgeError
 

@@ -1,15 +1,6 @@
 """`lmforge prepare`: read -> repair -> filter -> redact -> deduplicate -> write, nothing lost.
 
-    PREP/
-      clean/shard_00000.jsonl.gz        kept documents: {"id", "source", "kind", "text", ..., "edits"}; "edits"
-                                        (when any) lists what was changed, by rule: removed line numbers or counts
-      rejected/filter_00000.jsonl.gz    removed while reading or filtering: {"id", "source", "stage", "reason", "text"},
-                                        "text" exactly as read, before any repair or edit
-      rejected/dedup_00000.jsonl.gz     duplicates: ... plus "duplicate_of" (the kept id) and "jaccard"
-      report.json                       counts in / kept / rejected, per stage, reason and filter step, examples,
-                                        redactions per kind, and what a byte cap left unread
-      work/                             per-shard intermediate files and completion markers, removed once
-                                        report.json is written (nothing reads them after that)
+    PREP/  clean/, rejected/, report.json (the format: lmforge/folders/prepared.py)
 
 The input stream is cut into shards of at most `shard_documents` items and `shard_bytes` bytes of text
 (a longer document alone), in a fixed order: the text that workers and the main process hold follows
@@ -29,7 +20,6 @@ lmforge's own (clean/, rejected/, report.json, the report last).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import multiprocessing
@@ -53,43 +43,18 @@ from lmforge.data.sources import (Document, Inputs, Skip, SourceStats, batched,
                                   iter_documents, list_inputs, skip_hint)
 from lmforge.errors import LmforgeError
 from lmforge.figures import plural
-from lmforge.files import (OutputKind, atomic_write_json, atomic_write_text, building_folder, claim_output,
-                           fingerprint, install, is_complete, json_format_is, naming, open_new, output_errors,
-                           read_own_bytes, refuse_inside_sources, refuse_link, remove, remove_own)
+from lmforge.files import (atomic_write_json, atomic_write_text, building_folder, claim_output, fingerprint, install,
+                           is_complete, json_format_is, output_errors, read_own_bytes, refuse_inside_sources,
+                           refuse_link, remove, remove_own)
+from lmforge.folders.prepared import (FORMAT, PREPARED, REPORT, SHARD_SUFFIX, WORK_FINGERPRINT, PrepareReport,
+                                      PreparedDir, clean_shard, read_jsonl_gz, rejected_shard, work_shard,
+                                      write_jsonl_gz)
 from lmforge.hardware import usable_cpus
 from lmforge.locks import FolderLock
 from lmforge.processes import end_with_parent, peak_rss_bytes
 from lmforge.progress import Meter
 
-FORMAT = "lmforge-prepared-v1"
 EXAMPLES_PER_REASON = 3
-REPORT = "report.json"
-
-
-def _is_prepared(folder: Path) -> bool:
-    """A finished prepare (its report.json), or one under way (work/fingerprint)."""
-    return json_format_is(folder, REPORT, FORMAT) or read_own_bytes(folder / "work" / "fingerprint") is not None
-
-
-PREPARED = OutputKind("prepared folder", ("clean", "rejected", "work", REPORT), REPORT, _is_prepared)
-
-
-# ---------------------------------------------------------------- small file helpers
-
-def _write_jsonl_gz(path: Path, records: list[dict], compresslevel: int = 6) -> None:
-    """Atomically: a shard file is either complete or absent."""
-    tmp = path.with_name(path.name + ".tmp")
-    with naming(path), os.fdopen(open_new(tmp), "wb") as raw, \
-            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0) as f:
-        for r in records:  # mtime=0: the same records give the same bytes, run after run
-            f.write((json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8"))
-    os.replace(tmp, path)
-
-
-def read_jsonl_gz(path: Path) -> Iterator[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
 
 
 def _line_key(line: str) -> str:
@@ -203,9 +168,9 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
         signatures.append(sig if sig is not None else np.zeros(hasher.a.shape, dtype=np.uint32))
         if cfg.boilerplate and doc.kind != "code":  # a line repeated across source files is code, not boilerplate
             lines.update(boilerplate_candidates(doc.text))
-    base = work / f"shard_{index:05d}"
-    _write_jsonl_gz(base.with_suffix(".kept.jsonl.gz"), kept, compresslevel=1)  # work/: read once more, then gone
-    _write_jsonl_gz(rejected_dir / f"filter_{index:05d}.jsonl.gz", rejected)
+    base = work / work_shard(index)
+    write_jsonl_gz(base.with_suffix(".kept" + SHARD_SUFFIX), kept, compresslevel=1)  # work/: read once more, then gone
+    write_jsonl_gz(rejected_dir / rejected_shard("filter", index), rejected)
     np.save(base.with_suffix(".sig.npy"), np.array(signatures, dtype=np.uint32).reshape(len(kept), len(hasher.a)))
     stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected), "ids": [r["id"] for r in kept],
              "rejected_tally": tally_rejected(rejected),
@@ -226,8 +191,8 @@ def decide_duplicates(work: Path, n_shards: int, cfg: PrepareConfig) -> dict:
     buckets: dict[bytes, list[str]] = defaultdict(list)
     line_docs: Counter = Counter()
     for shard in range(n_shards):
-        stats = json.loads((work / f"shard_{shard:05d}.done").read_text())
-        sigs = np.load(work / f"shard_{shard:05d}.sig.npy")
+        stats = json.loads((work / f"{work_shard(shard)}.done").read_text())
+        sigs = np.load(work / f"{work_shard(shard)}.sig.npy")
         line_docs.update(stats["lines"])
         for row, doc_id in enumerate(stats["ids"]):  # the ids, not the texts: those only of candidates, later
             if doc_id in location:  # two sources gave the same id: keep ids unique in the output
@@ -283,7 +248,7 @@ def _load_texts(work: Path, wanted: set[str], location: dict[str, tuple[int, int
         by_shard[shard][row] = doc_id
     texts = {}
     for shard, rows in by_shard.items():
-        for row, record in enumerate(read_jsonl_gz(work / f"shard_{shard:05d}.kept.jsonl.gz")):
+        for row, record in enumerate(read_jsonl_gz(work / f"{work_shard(shard)}.kept{SHARD_SUFFIX}")):
             if row in rows:
                 texts[rows[row]] = record["text"]
     return texts
@@ -296,10 +261,10 @@ def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None
     boilerplate = set(decisions["boilerplate_lines"])
     dropped = decisions["dropped"]
     ids = decisions["ids"]
-    offset = json.loads((work / f"shard_{index:05d}.done").read_text())["offset"]
+    offset = json.loads((work / f"{work_shard(index)}.done").read_text())["offset"]
     kept, rejected = [], []
     removed_lines = 0
-    for row, record in enumerate(read_jsonl_gz(work / f"shard_{index:05d}.kept.jsonl.gz")):
+    for row, record in enumerate(read_jsonl_gz(work / f"{work_shard(index)}.kept{SHARD_SUFFIX}")):
         record["id"] = ids[offset + row]
         original = record.pop("original", record["text"])
         if record["id"] in dropped:
@@ -320,9 +285,9 @@ def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None
                 record["text"] = text.strip() if record["kind"] == "web" else text
                 record["edits"] = record.get("edits", []) + [{"rule": "boilerplate", "lines": [i + 1 for i in gone]}]
         kept.append(record)
-    _write_jsonl_gz(out / "rejected" / f"dedup_{index:05d}.jsonl.gz", rejected)
-    _write_jsonl_gz(out / "clean" / f"shard_{index:05d}.jsonl.gz", kept)
-    atomic_write_json(work / f"shard_{index:05d}.written", {
+    write_jsonl_gz(PreparedDir(out).rejected_dir / rejected_shard("dedup", index), rejected)
+    write_jsonl_gz(PreparedDir(out).clean_dir / clean_shard(index), kept)
+    atomic_write_json(work / f"{work_shard(index)}.written", {
         "kept": len(kept), "kept_bytes": sum(len(r["text"].encode("utf-8")) for r in kept), "rejected": len(rejected),
         "rejected_tally": tally_rejected(rejected), "boilerplate_lines_removed": removed_lines,
         "peak_rss_bytes": peak_rss_bytes(), "kinds_kept": dict(Counter(r["kind"] for r in kept))})
@@ -461,7 +426,7 @@ def prepared_otherwise(sources: list[str], out: str | Path, cfg: PrepareConfig, 
                        exclude: Iterable[Path] = ()) -> bool:
     """Whether `out` holds a finished prepare (report.json is written last) of other settings or
     other inputs (sources edited or gone since)."""
-    report = Path(out) / REPORT
+    report = PreparedDir(out).report_path
     if not report.is_file():
         return False
     try:
@@ -491,24 +456,25 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
              log: Callable[[str], None], executor, progress: bool) -> dict:
     sources = inputs.sources
     fp = prepare_fingerprint(inputs, cfg, data)
-    if is_complete(out / REPORT, fp):
-        report = json.loads((out / REPORT).read_text())
-        _remove_work(out / "work")  # left by a prepare killed just after its report
+    folder = PreparedDir(out)
+    if is_complete(folder.report_path, fp):
+        report = folder.report()
+        _remove_work(folder.work_dir)  # left by a prepare killed just after its report
         log(f"prepare: {out} is complete, skipping")
-        return report
+        return report.to_dict()
     export_models(cfg.filters)
     # a finished prepare of other settings stays whole (and usable) until the new one replaces it
-    build = building_folder(out, "prepare") if json_format_is(out, REPORT, FORMAT) else out
-    work = build / "work"
-    marker_fp = work / "fingerprint"
-    for folder in (build, build / "clean", build / "rejected", work):  # a resumed build's shards go into them
-        refuse_link(folder)
+    build = PreparedDir(building_folder(out, "prepare") if json_format_is(out, REPORT, FORMAT) else out)
+    work = build.work_dir
+    marker_fp = work / WORK_FINGERPRINT
+    for part in (build.path, build.clean_dir, build.rejected_dir, work):  # a resumed build's shards go into them
+        refuse_link(part)
     if (read_own_bytes(marker_fp) or b"").decode(errors="replace") != fp:
-        remove_own(build, PREPARED)  # a different config (or none yet): earlier shard results do not apply
+        remove_own(build.path, PREPARED)  # a different config (or none yet): earlier shard results do not apply
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_text(marker_fp, fp)  # first: from now on the folder is recognisably lmforge's
-    for sub in ("clean", "rejected"):
-        (build / sub).mkdir(exist_ok=True)
+    for part in (build.clean_dir, build.rejected_dir):
+        part.mkdir(exist_ok=True)
 
     started = time.perf_counter()
     stats = SourceStats(record_skips=True)
@@ -521,8 +487,8 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     try:
         for index, items in enumerate(_shards(inputs, data, cfg, stats)):
             n_shards = index + 1
-            if not (work / f"shard_{index:05d}.done").is_file():
-                executor.submit(filter_shard, index, items, cfg, work, build / "rejected")
+            if not (work / f"{work_shard(index)}.done").is_file():
+                executor.submit(filter_shard, index, items, cfg, work, build.rejected_dir)
             meter.update(len(items))
         meter.close()
         log(f"prepare: waiting for the last shards' filters ({_seconds(started)} so far)")
@@ -533,7 +499,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
             raise LmforgeError(f"no documents found in {', '.join(sources)}: give text, JSONL, Parquet or WARC files")
         offset = 0  # each shard's first row in stream order, for phase 3
         for index in range(n_shards):
-            path = work / f"shard_{index:05d}.done"
+            path = work / f"{work_shard(index)}.done"
             shard_stats = json.loads(path.read_text())
             shard_stats["offset"] = offset
             offset += shard_stats["kept"]
@@ -544,24 +510,25 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
             atomic_write_json(decisions_path, decide_duplicates(work, n_shards, cfg))
         log(f"prepare: writing clean/ and rejected/, {plural(n_shards, 'shard')} ({_seconds(started)} so far)")
         for index in range(n_shards):
-            if not (work / f"shard_{index:05d}.written").is_file():
-                executor.submit(write_shard, index, work, build, decisions_path)
+            if not (work / f"{work_shard(index)}.written").is_file():
+                executor.submit(write_shard, index, work, build.path, decisions_path)
         executor.wait()
     finally:
         if owns_executor:
             executor.close()
     log(f"prepare: counting the report ({_seconds(started)} so far)")
-    report = build_report(build, n_shards, stats, fp, time.perf_counter() - started)
-    _remove_work(build / "work")
+    report = build_report(build.path, n_shards, stats, fp, time.perf_counter() - started)
+    build.write_report(report)
+    _remove_work(work)
     log(summary_text(report, out))  # before an error too: what was rejected, and why
-    if report["documents_kept"] == 0:
-        reason, n = next(iter(report["rejected_by_reason"].items()), ("", 0))
+    if report.documents_kept == 0:
+        reason, n = next(iter(report.rejected_by_reason.items()), ("", 0))
         raise LmforgeError(f"nothing usable remains in {', '.join(sources)}: every document was rejected, "
-                           f"{n:,} as {reason!r}{skip_hint(reason)} (see {build / REPORT}); loosen the "
+                           f"{n:,} as {reason!r}{skip_hint(reason)} (see {build.report_path}); loosen the "
                            f"prepare.* filters or give other text")
-    if build != out:
-        install(build, out, PREPARED)
-    return report
+    if build.path != out:
+        install(build.path, out, PREPARED)
+    return report.to_dict()
 
 
 def _seconds(started: float) -> str:
@@ -571,13 +538,14 @@ def _seconds(started: float) -> str:
 def _remove_work(work: Path) -> None:
     """Once report.json is written nothing reads work/ (at 300 MB it was half the folder's disk); only
     prepare's own, the one holding its fingerprint marker, goes."""
-    if work.is_dir() and not work.is_symlink() and (work / "fingerprint").is_file():
+    if work.is_dir() and not work.is_symlink() and (work / WORK_FINGERPRINT).is_file():
         remove(work)
 
 
-def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds: float) -> dict:
-    done = [json.loads((out / "work" / f"shard_{i:05d}.done").read_text()) for i in range(n_shards)]
-    written = [json.loads((out / "work" / f"shard_{i:05d}.written").read_text()) for i in range(n_shards)]
+def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds: float) -> PrepareReport:
+    work = PreparedDir(out).work_dir
+    done = [json.loads((work / f"{work_shard(i)}.done").read_text()) for i in range(n_shards)]
+    written = [json.loads((work / f"{work_shard(i)}.written").read_text()) for i in range(n_shards)]
     reasons: Counter = Counter()
     stages: Counter = Counter()
     examples: dict[str, list[str]] = defaultdict(list)
@@ -609,58 +577,40 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
             redaction_examples[rule] = (redaction_examples[rule] + [redacted(i) for i in ids])[:EXAMPLES_PER_REASON]
         boiler += shard_written["boilerplate_lines_removed"]
         peak_rss = max(peak_rss, shard_done["peak_rss_bytes"], shard_written["peak_rss_bytes"])
-    decisions = json.loads((out / "work" / "dedup.json").read_text())
+    decisions = json.loads((work / "dedup.json").read_text())
     rejected = sum(reasons.values())
-    report = {
-        "format": FORMAT,
-        "documents_in": kept + rejected,
-        "documents_kept": kept,
-        "documents_rejected": rejected,
-        "bytes_in": bytes_kept + bytes_in,  # kept bytes counted after repairs and redaction, rejected as read
-        "bytes_kept": bytes_kept,
-        "bytes_rejected": bytes_in,
-        # documents read (reader skips aside) and kept, per kind (clean.kind_of: prose, web, code)
-        "documents_by_kind": {k: {"in": n, "kept": kinds_kept[k]} for k, n in kinds_in.most_common()},
-        "rejected_by_stage": dict(stages.most_common()),
-        "rejected_by_reason": dict(reasons.most_common()),
-        "examples": dict(examples),
-        "duplicate_clusters": len(clusters),
-        "largest_duplicate_cluster": max(clusters.values(), default=0) + (1 if clusters else 0),
-        "candidate_pairs_checked": decisions["candidate_pairs_checked"],  # near-duplicate checks, by true Jaccard
-        "repairs_and_redactions": dict(sorted(repairs.items())),
-        "redaction_examples": dict(sorted(redaction_examples.items())),  # pii:<kind> -> ids of documents redacted
-        "boilerplate_lines_removed": boiler,
-        "steps": {name: dict(steps[name]) for name in steps},  # per filter step: documents, dropped (by reason), edited
-        "reader": stats.reader_report(),
-        "shards": n_shards,
-        # the most resident memory any process that cleaned or wrote a shard reached (with one worker,
-        # the main process itself); bounded by prepare.shard_bytes and data.max_document_bytes
-        "worker_peak_rss_bytes": peak_rss,
-        "seconds": round(seconds, 2),
-        "fingerprint": fp,
-    }
-    atomic_write_json(out / REPORT, report)
-    return report
+    return PrepareReport(
+        documents_in=kept + rejected, documents_kept=kept, documents_rejected=rejected,
+        bytes_in=bytes_kept + bytes_in, bytes_kept=bytes_kept, bytes_rejected=bytes_in,
+        rejected_by_stage=dict(stages.most_common()), rejected_by_reason=dict(reasons.most_common()),
+        documents_by_kind={k: {"in": n, "kept": kinds_kept[k]} for k, n in kinds_in.most_common()},
+        examples=dict(examples), duplicate_clusters=len(clusters),
+        largest_duplicate_cluster=max(clusters.values(), default=0) + (1 if clusters else 0),
+        candidate_pairs_checked=decisions["candidate_pairs_checked"],
+        repairs_and_redactions=dict(sorted(repairs.items())), redaction_examples=dict(sorted(redaction_examples.items())),
+        boilerplate_lines_removed=boiler, steps={name: dict(steps[name]) for name in steps},
+        reader=stats.reader_report(), shards=n_shards, worker_peak_rss_bytes=peak_rss, seconds=round(seconds, 2),
+        fingerprint=fp)
 
 
-def summary_text(report: dict, out: Path) -> str:
-    lines = [f"prepare: {report['documents_in']:,} documents ({report['bytes_in'] / 1e6:,.1f} MB) in -> "
-             f"{report['documents_kept']:,} kept "
-             f"({report['bytes_kept'] / 1e6:,.1f} MB), {report['documents_rejected']:,} rejected, "
-             f"in {report['seconds']:.0f}s -> {out}/clean"]
+def summary_text(report: PrepareReport, out: Path) -> str:
+    lines = [f"prepare: {report.documents_in:,} documents ({report.bytes_in / 1e6:,.1f} MB) in -> "
+             f"{report.documents_kept:,} kept "
+             f"({report.bytes_kept / 1e6:,.1f} MB), {report.documents_rejected:,} rejected, "
+             f"in {report.seconds:.0f}s -> {PreparedDir(out).clean_dir}"]
     lines.append("  kinds: " + ", ".join(f"{k} {c['kept']:,} of {c['in']:,} kept"
-                                         for k, c in report["documents_by_kind"].items()))
-    for reason, n in list(report["rejected_by_reason"].items())[:12]:
-        lines.append(f"  {n:>8,}  {reason}   e.g. {report['examples'][reason][0]}{skip_hint(reason)}")
-    if report["duplicate_clusters"]:
-        lines.append(f"  duplicate clusters: {report['duplicate_clusters']:,} (largest {report['largest_duplicate_cluster']})")
-    for k, v in report["repairs_and_redactions"].items():
+                                         for k, c in report.documents_by_kind.items()))
+    for reason, n in list(report.rejected_by_reason.items())[:12]:
+        lines.append(f"  {n:>8,}  {reason}   e.g. {report.examples[reason][0]}{skip_hint(reason)}")
+    if report.duplicate_clusters:
+        lines.append(f"  duplicate clusters: {report.duplicate_clusters:,} (largest {report.largest_duplicate_cluster})")
+    for k, v in report.repairs_and_redactions.items():
         lines.append(f"  {k}: {v:,}")
-    if report["boilerplate_lines_removed"]:
-        lines.append(f"  boilerplate lines removed: {report['boilerplate_lines_removed']:,}")
-    reader = report["reader"]
+    if report.boilerplate_lines_removed:
+        lines.append(f"  boilerplate lines removed: {report.boilerplate_lines_removed:,}")
+    reader = report.reader
     if reader.get("capped"):
         lines.append(f"  byte cap data.max_bytes={reader['max_bytes']:,}: {plural(reader['unread_files'], 'file')} "
                      f"({reader['unread_bytes'] / 1e6:,.1f} MB) left unread")
-    lines.append(f"  peak memory per worker: {report['worker_peak_rss_bytes'] / 1e6:,.0f} MB")
+    lines.append(f"  peak memory per worker: {report.worker_peak_rss_bytes / 1e6:,.0f} MB")
     return "\n".join(lines)

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, Iterable, Iterator, Protocol, TypeVar
 
 from lmforge.config import BUILTIN_SOURCE, KINDS
+from lmforge.folders import prepared, run, tokenized
 from lmforge.errors import LmforgeError
 from lmforge.figures import plural
 
@@ -135,8 +136,8 @@ class SourceStats:
     def add_prepared(self, folder: Path, shards: list[Path]) -> None:
         """A prepared folder read as a source: its clean/ `shards`, and the files its report says it read."""
         try:
-            self.prepared_from += int(json.loads((folder / PREPARED_MARKER).read_text())["reader"]["files"])
-        except (OSError, ValueError, KeyError, TypeError):
+            self.prepared_from += int(prepared.PreparedDir(folder).report().reader["files"])
+        except (OSError, LmforgeError, AttributeError, KeyError, TypeError, ValueError):
             return  # an older report without the reader's count: its shards are counted as files
         self.prepared_shards.update(map(str, shards))
 
@@ -464,12 +465,8 @@ def _read_path(path: Path, stats: SourceStats, text_field: str, max_doc_bytes: i
 
 # ---------------------------------------------------------------- listing the files a source names
 
-# Folders lmforge writes, recognised by their layout (data/prepare.py and tokens.py own these formats
-# but import this module, so it names the few entries it looks for itself; run_dir.py names a run's).
-PREPARED_MARKER = "report.json"  # written last: a prepared folder without it is half written
-PREPARED_PARTS = ("clean", "rejected", "work")
-HALF_WRITTEN_PARTS = ("clean", "rejected")  # work/ goes when report.json is written, and may be gone before it
-TOKENIZED_PARTS = ("tokenizer.json", "meta.json")
+# Folders lmforge writes, recognised by their layout (lmforge/folders/ names their entries).
+HALF_WRITTEN_PARTS = (prepared.CLEAN, prepared.REJECTED)  # work/ goes when report.json is written, and may be gone before it
 SKIPPED_FOLDERS = {"prepared": "lmforge prepared folders inside a source (name one as a source to read "
                                "its clean/)",
                    "tokenized": "lmforge tokenized folders (token ids, not text)",
@@ -478,7 +475,7 @@ SKIPPED_FOLDERS = {"prepared": "lmforge prepared folders inside a source (name o
 REFUSED_SOURCES = {  # named as a source itself: what to give instead
     "tokenized": "is a tokenized folder (token ids, not text): give it alone to train --data to train on its "
                  "tokens, or give text sources",
-    "tokenizing": "is a half-written tokenized folder (no meta.json): finish it by running the same lmforge "
+    "tokenizing": f"is a half-written tokenized folder (no {tokenized.META}): finish it by running the same lmforge "
                   "tokenize again",
     "run": "is an lmforge run folder, not text: give the sources it was trained on (its saved config names them)"}
 
@@ -531,7 +528,7 @@ class _Lister:
             if real in self.exclude:
                 return False
             if kind == "prepared":  # as if the glob named it: its clean/ only
-                if not path.is_relative_to(folder / "clean"):
+                if not path.is_relative_to(folder / prepared.CLEAN):
                     return False
                 self.prepared.append(folder)
             elif kind in SKIPPED_FOLDERS:
@@ -552,17 +549,16 @@ class _Lister:
             path = os.path.join(real, name)
             return path not in self.exclude and (os.path.isdir(path) if is_dir else os.path.isfile(path))
 
-        tokenizer, meta = TOKENIZED_PARTS
-        if has(tokenizer, False) and has(meta, False):
+        if has(tokenized.TOKENIZER_FILE, False) and has(tokenized.META, False):
             return "tokenized"
-        if has(tokenizer, False) and folder.name.endswith((".tmp", ".tokenize-building")):
+        if has(tokenized.TOKENIZER_FILE, False) and folder.name.endswith((".tmp", ".tokenize-building")):
             return "tokenizing"  # a tokenize still writing (or killed) in its building folder (OUT.tmp before 0.2)
-        if has(PREPARED_MARKER, False) and has("clean", True):
+        if has(prepared.REPORT, False) and has(prepared.CLEAN, True):
             return "prepared"
-        if all(has(name, False) for name in _run_parts()):
+        if all(has(name, False) for name in (run.CONFIG_FILE, run.METRICS_FILE)):
             return "run"
         if all(has(name, True) for name in HALF_WRITTEN_PARTS):
-            raise LmforgeError(f"{folder} is a half-written prepared folder (no {PREPARED_MARKER}): finish it by "
+            raise LmforgeError(f"{folder} is a half-written prepared folder (no {prepared.REPORT}): finish it by "
                                f"running the same lmforge prepare again, or give its sources instead")
         return ""
 
@@ -573,8 +569,8 @@ class _Lister:
         kind = self._kind(folder, real)
         if kind == "prepared":  # its kept documents, not rejected/ or work/
             self.prepared.append(folder)
-            folder, real = folder / "clean", os.path.join(real, "clean")
-        elif folder.name == "clean" and (folder.parent / PREPARED_MARKER).is_file():  # as `lmforge run` names it
+            folder, real = folder / prepared.CLEAN, os.path.join(real, prepared.CLEAN)
+        elif folder.name == prepared.CLEAN and (folder.parent / prepared.REPORT).is_file():  # as `lmforge run` names it
             self.prepared.append(folder.parent)
         elif kind in SKIPPED_FOLDERS:
             self.skipped.append((SKIPPED_FOLDERS[kind], str(folder)))
@@ -603,12 +599,6 @@ class _Lister:
                 self.skipped.append(("links to folders (not followed)", str(path)))
             else:
                 files.append(path)
-
-
-def _run_parts() -> tuple[str, str]:
-    from lmforge import run_dir  # here, not above: it loads the tokenizers library, which cleaning workers never need
-
-    return run_dir.CONFIG_FILE, run_dir.METRICS_FILE
 
 
 def _fixed_part(pattern: str) -> Path:
@@ -661,13 +651,13 @@ def list_inputs(sources: list[str], exclude: Iterable[str | Path] = (), kinds: l
     each source's kind from `kinds` (data.kinds). Fails fast, before any work, on a source that does
     not exist or is no text."""
     per_source = source_kinds(sources, kinds)
-    files, skipped, prepared = [], [], []
+    files, skipped, prepared_folders = [], [], []
     for source in sources:
         lister = _Lister(exclude)
         files.append([] if source == BUILTIN_SOURCE else lister.source(source))
         skipped.append(lister.skipped)
-        prepared += [p for p in dict.fromkeys(lister.prepared) if p not in prepared]
-    return Inputs(list(sources), files, skipped, per_source, prepared)
+        prepared_folders += [p for p in dict.fromkeys(lister.prepared) if p not in prepared_folders]
+    return Inputs(list(sources), files, skipped, per_source, prepared_folders)
 
 
 def source_kinds(sources: list[str], kinds: list[str]) -> list[str]:

@@ -14,9 +14,10 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.model import rms_norm
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
+from lmforge.open_run import open_run
 from lmforge.tokenizer import EOT
-from lmforge.tokens import META, load_shards
+from lmforge.folders.tokenized import META, load_shards
 
 VECTORS = ("static", "contextual")
 MAX_TRAIN_TOKENS = 20_000_000  # tokens counted to learn which vocabulary words are in use
@@ -42,7 +43,7 @@ class WordVectors:
     def __init__(self, run_dir: str | Path, device: str = "cpu", batch_size: int = 32):
         self.run = RunDir(run_dir).require()
         self.run_dir = self.run.path
-        opened = self.run.open(device)
+        opened = open_run(self.run, device)
         self.model, self.tok, self.checkpoint, self.causal = opened.model, opened.tokenizer, opened.checkpoint, opened.causal
         self.device = torch.device(device)
         self.batch_size = batch_size

@@ -16,7 +16,7 @@ from lmforge.errors import LmforgeError
 from lmforge.files import atomic_write_text, output_errors
 from lmforge.report.read import read_page
 from lmforge.report.render import render_html, write_markdown
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
 
 FORMATS = ("html", "md")
 

@@ -9,16 +9,16 @@ through RunDir. Text is kept as it was: escaping is the renderer's.
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 from pathlib import Path
 
 from lmforge.data.pii import redacted
 from lmforge.errors import LmforgeError
 from lmforge.files import read_own_bytes
+from lmforge.folders.prepared import PrepareReport, read_jsonl_gz
+from lmforge.folders.run import RunDir, Summary, TrainRecord, ValRecord, looks_like
+from lmforge.folders.sweep import SweepDir
 from lmforge.report.model import Chart, Page, Section
-from lmforge.run_dir import RunDir, looks_like
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXAMPLES_SHOWN = 2
@@ -29,25 +29,24 @@ LENS_TEXT = "The next word in a sentence"
 # ---------------------------------------------------------------- reading the run
 
 def _corpus(run: RunDir) -> Section | None:
-    path = run.prepare_report_path
-    if not path.is_file():
+    rep = run.prepared.report()
+    if rep is None:
         return None
-    rep = json.loads(path.read_text())
-    rows = [("documents in", f"{rep['documents_in']:,}", f"{rep['bytes_in']:,} bytes")]
-    rows += [(f"removed by {stage}", f"{n:,}", "") for stage, n in rep["rejected_by_stage"].items()]
-    rows += [("kept", f"{rep['documents_kept']:,}", f"{rep['bytes_kept']:,} bytes")]
-    funnel = [("documents in", rep["documents_in"])] + [(f"removed by {k}", n) for k, n in rep["rejected_by_stage"].items()]
-    blocks: list = [("funnel", funnel + [("kept", rep["documents_kept"])]), ("table", ("", "documents", "bytes"), rows)]
+    rows = [("documents in", f"{rep.documents_in:,}", f"{rep.bytes_in:,} bytes")]
+    rows += [(f"removed by {stage}", f"{n:,}", "") for stage, n in rep.rejected_by_stage.items()]
+    rows += [("kept", f"{rep.documents_kept:,}", f"{rep.bytes_kept:,} bytes")]
+    funnel = [("documents in", rep.documents_in)] + [(f"removed by {k}", n) for k, n in rep.rejected_by_stage.items()]
+    blocks: list = [("funnel", funnel + [("kept", rep.documents_kept)]), ("table", ("", "documents", "bytes"), rows)]
     examples = _rejected_examples(run, rep)
     reasons = [(reason, f"{n:,}", " | ".join(examples.get(reason) or [""]))
-               for reason, n in rep["rejected_by_reason"].items()]
+               for reason, n in rep.rejected_by_reason.items()]
     if reasons:
         blocks += [("p", "Why documents were removed, with a few of them (cut short):"),
                    ("table", ("reason", "documents", "example"), reasons)]
-    extra = [("duplicate clusters", f"{rep['duplicate_clusters']:,}"),
-             ("largest duplicate cluster", f"{rep['largest_duplicate_cluster']:,}"),
-             ("boilerplate lines removed", f"{rep['boilerplate_lines_removed']:,}")]
-    extra += [(k.replace("_", " "), f"{v:,}") for k, v in rep["repairs_and_redactions"].items()]
+    extra = [("duplicate clusters", f"{rep.duplicate_clusters:,}"),
+             ("largest duplicate cluster", f"{rep.largest_duplicate_cluster:,}"),
+             ("boilerplate lines removed", f"{rep.boilerplate_lines_removed:,}")]
+    extra += [(k.replace("_", " "), f"{v:,}") for k, v in rep.repairs_and_redactions.items()]
     blocks.append(("table", ("duplicates, repairs and redactions", "count"), extra))
     return Section("The corpus", (
         "Before a model can learn, the raw text is cleaned. Every document is read, repaired (broken "
@@ -57,17 +56,15 @@ def _corpus(run: RunDir) -> Section | None:
         "each removed document is kept aside with the reason, and these are the counts."), blocks)
 
 
-def _rejected_examples(run: RunDir, rep: dict) -> dict[str, list[str]]:
+def _rejected_examples(run: RunDir, rep: PrepareReport) -> dict[str, list[str]]:
     """A few rejected documents per reason, cut short. rejected/ keeps them as read, personal data
     included; the page shows them redacted (report.json's ids are redacted too, hence the match)."""
-    wanted = {reason: set(ids[:EXAMPLES_SHOWN]) for reason, ids in rep.get("examples", {}).items()}
+    wanted = {reason: set(ids[:EXAMPLES_SHOWN]) for reason, ids in rep.examples.items()}
     found: dict[str, list[str]] = {}
-    for path in sorted(run.prepared_rejected_dir.glob("*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                r = json.loads(line)
-                if redacted(r["id"]) in wanted.get(r["reason"], ()):
-                    found.setdefault(r["reason"], []).append(_example(r["text"]))
+    for path in run.prepared.rejected_files():
+        for r in read_jsonl_gz(path):
+            if redacted(r["id"]) in wanted.get(r["reason"], ()):
+                found.setdefault(r["reason"], []).append(_example(r["text"]))
     return found
 
 
@@ -82,7 +79,8 @@ def _tokens(run: RunDir) -> Section | None:
     tok_dir = run.tokens_dir
     if not run.tokenizer_path.is_file():
         return None
-    from lmforge.tokens import load_shards, read_meta, sample_summary
+    from lmforge.folders.tokenized import load_shards, read_meta
+    from lmforge.tokens import sample_summary
 
     tok = run.tokenizer()
     rows = [("vocabulary", f"{tok.get_vocab_size():,} tokens")]
@@ -109,31 +107,33 @@ def _tokens(run: RunDir) -> Section | None:
         "per token means the model sees more text for the same work."), blocks)
 
 
-def _series(records: list[dict], key: str, name: str, dashed: bool = False) -> dict | None:
-    rows = [r for r in records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+def _series(records: list[TrainRecord | ValRecord], key: str, name: str, dashed: bool = False) -> dict | None:
+    """One figure of the metrics records over steps: `key` is a field of TrainRecord or ValRecord."""
+    rows = [(r, getattr(r, key, None)) for r in records]
+    rows = [(r, v) for r, v in rows if isinstance(v, (int, float)) and math.isfinite(v)]
     if not rows:
         return None
-    return {"name": name, "steps": [r["step"] for r in rows], "seconds": [r.get("train_time_s") for r in rows],
-            "values": [r[key] for r in rows], "dashed": dashed}
+    return {"name": name, "steps": [r.step for r, _ in rows], "seconds": [r.train_time_s for r, _ in rows],
+            "values": [v for _, v in rows], "dashed": dashed}
 
 
-def _objective(run: RunDir, summary: dict | None) -> str:
-    if summary and summary.get("objective"):
-        return summary["objective"]
+def _objective(run: RunDir, summary: Summary | None) -> str:
+    if summary and summary.objective:
+        return summary.objective
     return run.config.train.objective if run.config is not None else "causal"
 
 
-def _training(run: RunDir, summary: dict | None) -> Section | None:
+def _training(run: RunDir, summary: Summary | None) -> Section | None:
     records = run.metrics()
     if not records:
         return None
     masked = _objective(run, summary) == "masked"
     loss = [s for s in (_series(records, "loss", "train loss"), _series(records, "val_loss", "validation loss")) if s]
-    if loss and summary and summary.get("unigram_val_loss"):
+    if loss and summary and summary.unigram_val_loss:
         xs = [min(s["steps"][0] for s in loss), max(s["steps"][-1] for s in loss)]
         secs = [min(s["seconds"][0] or 0 for s in loss), max(s["seconds"][-1] or 0 for s in loss)]
         loss.append({"name": "unigram baseline", "steps": xs, "seconds": secs,
-                     "values": [summary["unigram_val_loss"]] * 2, "dashed": True})
+                     "values": [summary.unigram_val_loss] * 2, "dashed": True})
     charts = [Chart("loss", "Loss", f"nats per {'masked ' if masked else ''}token", loss)] if loss else []
     for key, title, unit, bounds in (
             ("val_accuracy", "Masked-token accuracy", "share predicted first", (0.0, 1.0)),
@@ -162,27 +162,27 @@ def _training(run: RunDir, summary: dict | None) -> Section | None:
         "values, drag across it to zoom, double-click to zoom out."), [("chart", c) for c in charts])
 
 
-def _results(summary: dict | None) -> Section | None:
-    if not summary or not summary.get("complete"):
+def _results(summary: Summary | None) -> Section | None:
+    if not summary or not summary.complete:
         return None
-    if summary.get("objective") == "masked":
+    if summary.objective == "masked":
         # bits per byte of a masked run divides the hidden tokens' loss by their bytes: a figure that
         # reads like a causal run's and does not compare with it, so it is not shown
-        rows = [("masked-token loss", f"{summary['val_loss']:.4f} nats per hidden token"),
-                ("unigram baseline", f"{summary['unigram_val_loss']:.4f} nats per token"),
-                ("masked-token accuracy", f"{summary['val_accuracy']:.3f} of {summary['val_tokens']:,} hidden tokens "
+        rows = [("masked-token loss", f"{summary.val_loss:.4f} nats per hidden token"),
+                ("unigram baseline", f"{summary.unigram_val_loss:.4f} nats per token"),
+                ("masked-token accuracy", f"{summary.val_accuracy:.3f} of {summary.val_tokens:,} hidden tokens "
                                           "predicted first")]
         why = ("The masked-token loss and accuracy are measured on hidden tokens of held-out text, the model seeing "
                "both sides of each gap: they do not compare with a left-to-right model's loss or bits per byte, "
                "which see one side only. ")
     else:
-        rows = [("validation loss", f"{summary['val_loss']:.4f} nats per token"),
-                ("unigram baseline", f"{summary['unigram_val_loss']:.4f} nats per token"),
-                ("perplexity", f"{summary['perplexity']:.2f}"), ("bits per byte", f"{summary['bits_per_byte']:.4f}")]
+        rows = [("validation loss", f"{summary.val_loss:.4f} nats per token"),
+                ("unigram baseline", f"{summary.unigram_val_loss:.4f} nats per token"),
+                ("perplexity", f"{summary.perplexity:.2f}"), ("bits per byte", f"{summary.bits_per_byte:.4f}")]
         why = ("Perplexity is e to the loss: the number of equally likely tokens the model is, on average, choosing "
                "between. Bits per byte divides the loss by the bytes each token covers, so models with different "
                "tokenizers can be compared. ")
-    cloze = summary.get("cloze")
+    cloze = summary.cloze
     if cloze:
         # `label` and the per-byte figure (what lmforge fill ranks by) since issue 28; older summaries lack them
         key = "accuracy_norm" if "label" in cloze else "accuracy"
@@ -191,24 +191,24 @@ def _results(summary: dict | None) -> Section | None:
                      f"{cloze[key]:.3f} (95% interval {lo:.3f}–{hi:.3f}; chance {cloze['chance']:.3f}; "
                      f"{cloze['tasks']} tasks)"))
     blocks: list = [("table", None, rows)]
-    for text in summary.get("samples", []):
+    for text in summary.samples or []:
         blocks.append(("pre", text))
-    if summary.get("samples"):
+    if summary.samples:
         blocks.insert(1, ("p", "Texts the model wrote, starting from a short prompt:"))
     return Section("Results", why + (
         "Fill-in-the-blank accuracy asks the model to pick the right word for a gap "
         "among a few choices; the interval says how much that figure could move with other questions."), blocks)
 
 
-def _inside(run: RunDir, summary: dict | None) -> Section | None:
+def _inside(run: RunDir, summary: Summary | None) -> Section | None:
     blocks: list = []
-    neighbours = (summary or {}).get("neighbours") or {}
+    neighbours = (summary.neighbours if summary else None) or {}
     if neighbours:
         rows = [(w, ", ".join(f"{n['word']} {n['similarity']:.2f}" for n in found)) for w, found in neighbours.items()]
         blocks.append(("table", ("word", "nearest words (cosine similarity)"), rows))
     word_map = run.inspect_dir / "map-static.png"
-    if ((summary or {}).get("map") or {}).get("png"):
-        word_map = run.inspect_dir / Path(summary["map"]["png"]).name
+    if summary and (summary.map or {}).get("png"):
+        word_map = run.inspect_dir / Path(summary.map["png"]).name
     picture = own_png(word_map)
     if picture is not None:
         blocks += [("p", "The word map: each word's vector squeezed to two dimensions; related words sit together."),
@@ -233,24 +233,24 @@ def _inside(run: RunDir, summary: dict | None) -> Section | None:
         "guess after every layer, showing where in the stack a prediction forms."), blocks)
 
 
-def _cost(run: RunDir, summary: dict | None) -> Section | None:
-    if not summary or not summary.get("complete") or run.config is None:
+def _cost(run: RunDir, summary: Summary | None) -> Section | None:
+    if not summary or not summary.complete or run.config is None:
         return None
     from lmforge import cost, hardware
     from lmforge.config import load_config
 
     # the run's own time, measured, at its devices' power: no MFU in between (a masked run's MFU
     # counts only the head rows that ran, the shape's FLOPs all of them)
-    device = summary.get("device", "cpu")
-    power_w = hardware.power_watts(summary.get("device_name", "cpu"), summary.get("world_size", 1),
-                                   summary.get("threads") or 1)
-    energy_wh = power_w * summary["train_time_s"] / 3600
+    device = summary.device
+    power_w = hardware.power_watts(summary.device_name, summary.world_size,
+                                   summary.threads or 1)
+    energy_wh = power_w * summary.train_time_s / 3600
     big_shape = cost.shape_from_model(load_config("gpt2-small"))
     big_tokens = 20 * big_shape.params  # Chinchilla's compute-optimal ratio
     big = cost.estimate(big_shape, big_tokens, hardware.find_hardware("h100"), 8)
     header = ("", "this run", f"forecast: {big_shape.params / 1e6:.0f}M parameters on {big_tokens / 1e9:.1f}B tokens")
-    rows = [("training FLOPs", f"{summary['flops_per_token'] * summary['tokens_trained']:.3g}", f"{big.flops_exact:.3g}"),
-            ("time", f"{summary['train_time_s']:.0f} s on {device}", f"{big.days * 24:.1f} hours on 8 x {big.hardware} at MFU {big.mfu:.0%}"),
+    rows = [("training FLOPs", f"{summary.flops_per_token * summary.tokens_trained:.3g}", f"{big.flops_exact:.3g}"),
+            ("time", f"{summary.train_time_s:.0f} s on {device}", f"{big.days * 24:.1f} hours on 8 x {big.hardware} at MFU {big.mfu:.0%}"),
             ("energy", f"{energy_wh:.3g} Wh (at {power_w:.0f} W)", f"{big.energy_kwh:,.0f} kWh"),
             ("money", "—", f"${big.cost_usd:,.0f}")]
     return Section("Cost", (
@@ -263,18 +263,17 @@ def _cost(run: RunDir, summary: dict | None) -> Section | None:
 
 def _sweep(path: Path) -> list[Section]:
     from lmforge.scaling.law import read_fit
-    from lmforge.scaling import FIT_FILE, VERIFY_FILE
 
+    sweep = SweepDir(path)
     sections = []
-    fit_path = path / FIT_FILE
-    if fit_path.is_file():
-        fit = read_fit(fit_path)  # the one reader of fit.json
+    if sweep.fit_path.is_file():
+        fit = read_fit(sweep.fit_path)  # the one reader of fit.json
         rows = []
         for k in ("E", "A", "B", "alpha", "beta", "a", "b"):
             ci = (fit.get("ci") or {}).get(k)
             rows.append((k, f"{fit[k]:.4g}", f"{ci[0]:.4g} – {ci[1]:.4g}" if ci else ""))
         blocks: list = [("table", ("constant", "value", "95% interval"), rows)]
-        for png in sorted((path / "plots").glob("*.png")):
+        for png in sorted(sweep.plots_dir.glob("*.png")):
             picture = own_png(png)
             if picture is not None:
                 blocks.append(("png", picture, png.stem))
@@ -289,9 +288,8 @@ def _sweep(path: Path) -> list[Section]:
             "E is the loss no model can beat, the "
             "other terms shrink as the model and the data grow. From the law follows the best split of a "
             "compute budget between parameters and tokens (N_opt ~ C^a, D_opt ~ C^b)."), blocks))
-    verify_path = path / VERIFY_FILE
-    if verify_path.is_file():
-        v = json.loads(verify_path.read_text())
+    if sweep.verify_path.is_file():
+        v = sweep.verified()
         items = v if isinstance(v, list) else [v]
         rows = []
         for r in items:
@@ -306,10 +304,7 @@ def _sweep(path: Path) -> list[Section]:
 
 def read_page(path: Path) -> Page:
     """The page of a run or sweep folder; LmforgeError for anything else."""
-    from lmforge.scaling import FIT_FILE
-    from lmforge.scaling.runner import SWEEP_FILE
-
-    if (path / SWEEP_FILE).is_file() or (path / FIT_FILE).is_file():
+    if SweepDir(path).is_sweep() or SweepDir(path).fit_path.is_file():
         return Page(f"Sweep {path.name}", "What a sweep of small models says about bigger ones: the scaling law "
                     "fitted to their losses, and how well it predicted a run it had not seen", _sweep(path))
     run = RunDir(path)

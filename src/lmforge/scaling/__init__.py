@@ -7,21 +7,18 @@
     verify   train the target model and compare prediction and measurement
     coordcheck  activation scales across widths under the standard parameterisation and muP (coordcheck.py)
 
-    SWEEP/sweep.yaml  tokens/  runs/<name>/  points.csv  fit.json  plots/  verify/<name>/  verify.json  coordcheck/
+The sweep folder (SWEEP/sweep.yaml, tokens/, runs/<name>/, fit.json, ...) is lmforge/folders/sweep.py's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Callable
 
 from lmforge.config import Config
 from lmforge.errors import LmforgeError
-
-FIT_FILE = "fit.json"
-VERIFY_FILE = "verify.json"
+from lmforge.folders.sweep import SWEEP_FILE, SweepDir
 
 
 def plan(cfg: Config, budget: float, out: str | Path | None = None, within_pct: float | None = None) -> dict:
@@ -29,11 +26,10 @@ def plan(cfg: Config, budget: float, out: str | Path | None = None, within_pct: 
     every constant's interval, and whether each of scale.targets can be forecast within `within_pct`
     percent); write SWEEP/sweep.yaml when `out` is given."""
     from lmforge.scaling.design import plan_sweep
-    from lmforge.scaling.runner import write_sweep
 
     result = plan_sweep(cfg, budget, within_pct=within_pct)
     if out is not None:
-        result["sweep"] = str(write_sweep(result, cfg, out))
+        result["sweep"] = str(SweepDir(out).write(result, cfg))
     return result
 
 
@@ -44,39 +40,18 @@ def run(sweep_dir: str | Path, parallel: int | None = None, threads: int | None 
     return run_sweep(sweep_dir, parallel, threads, log, interval, device)
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive advisory lock on `path` (POSIX); elsewhere, no lock."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _verified(sweep_dir: Path) -> list[dict]:
-    path = sweep_dir / VERIFY_FILE
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
 def fit(source: str | Path, bootstrap: int | None = None, out: str | Path | None = None, plots: bool = True,
         seed: int = 0, interval: str | None = None, fixed_e: float | None = None, form: str | None = None) -> dict:
     """Fit a sweep folder (writing points.csv, fit.json, plots/ into it) or a CSV of points
     (writing into `out` when given)."""
     from lmforge.scaling import fitting
-    from lmforge.scaling.runner import SWEEP_FILE, collect_points, load_sweep
+    from lmforge.scaling.runner import collect_points
 
     source = Path(source)
     if source.is_dir():
-        if not (source / SWEEP_FILE).is_file():
+        if not SweepDir(source).is_sweep():
             raise LmforgeError(f"{source} is not a sweep (no {SWEEP_FILE}) and not a CSV of points")
-        cfg, _ = load_sweep(source)
+        cfg, _ = SweepDir(source).load()
         points, excluded = collect_points(source)
         out_dir = Path(out or source)
     elif source.is_file():
@@ -91,14 +66,15 @@ def fit(source: str | Path, bootstrap: int | None = None, out: str | Path | None
                                 fixed_e=sc.fixed_e if fixed_e is None else fixed_e, prior_noise=sc.noise,
                                 form=form or sc.form)
     if out_dir is not None:
+        folder = SweepDir(out_dir)  # a CSV's --out is laid out as a sweep's fit is
         out_dir.mkdir(parents=True, exist_ok=True)
-        fitting.write_points_csv(points, out_dir / "points.csv")
+        fitting.write_points_csv(points, folder.points_path)
         if plots:
             from lmforge.scaling.plots import plot_fit
 
-            result["plots"] = plot_fit(result, points, out_dir / "plots", _verified(out_dir))
-        (out_dir / FIT_FILE).write_text(json.dumps(result, indent=1))
-        result["fit_file"] = str(out_dir / FIT_FILE)
+            result["plots"] = plot_fit(result, points, folder.plots_dir, folder.verified())
+        folder.fit_path.write_text(json.dumps(result, indent=1))
+        result["fit_file"] = str(folder.fit_path)
     return result
 
 
@@ -128,29 +104,27 @@ def verify(sweep_dir: str | Path, params: float | None = None, tokens: float | N
     elif params is None or tokens is None:
         raise LmforgeError("verify: give --params N --tokens D, or --flops C")
     summary = train_target(sweep_dir, params, tokens, threads, log, device)
-    n, d = summary["params"], summary["tokens_trained"]
+    n, d, actual = summary.params, summary.tokens_trained, summary.val_loss
     pred = fitting.predict(fit_result, n, d)
-    error = (pred["loss"] - summary["val_loss"]) / summary["val_loss"]
+    error = (pred["loss"] - actual) / actual
     result = {
-        "run": summary["run_dir"], "params": n, "tokens": d, "flops": 6 * n * d,
-        "flops_exact": summary["flops_per_token"] * d, "times_largest_run": 6 * n * d / fit_result["largest_flops"],
+        "run": summary.run_dir, "params": n, "tokens": d, "flops": 6 * n * d,
+        "flops_exact": summary.flops_per_token * d, "times_largest_run": 6 * n * d / fit_result["largest_flops"],
         "predicted": pred["loss"], "interval": pred["interval"], "law_interval": pred["law_interval"],
-        "half_width": pred["half_width"], "actual": summary["val_loss"], "relative_error": error,
-        "within_interval": bool(pred["interval"] and pred["interval"][0] <= summary["val_loss"] <= pred["interval"][1]),
+        "half_width": pred["half_width"], "actual": actual, "relative_error": error,
+        "within_interval": bool(pred["interval"] and pred["interval"][0] <= actual <= pred["interval"][1]),
         "within": fitting.within_claim(within_pct, pred["half_width"], error),
-        "train_time_s": summary["train_time_s"],
+        "train_time_s": summary.train_time_s,
     }
     lc = fit_result.get("loss_vs_compute", {})
     if lc.get("a") is not None:
         result["predicted_loss_vs_compute"] = lc["a"] * result["flops"] ** lc["b"] + lc["c"]
-    with _locked(sweep_dir / (VERIFY_FILE + ".lock")):  # targets may be verified by several processes at once
-        done = [v for v in _verified(sweep_dir) if v["run"] != result["run"]] + [result]
-        tmp = sweep_dir / (VERIFY_FILE + ".tmp")
-        tmp.write_text(json.dumps(done, indent=1))
-        tmp.replace(sweep_dir / VERIFY_FILE)
-        if (sweep_dir / "points.csv").is_file():  # redraw with the target on the extrapolation plot
-            points, _ = fitting.read_points_csv(sweep_dir / "points.csv")
+    sweep = SweepDir(sweep_dir)
+    with sweep.verify_lock():
+        done = sweep.add_verified(result)
+        if sweep.points_path.is_file():  # redraw with the target on the extrapolation plot
+            points, _ = fitting.read_points_csv(sweep.points_path)
             from lmforge.scaling.plots import plot_fit
 
-            plot_fit(fit_result, points, sweep_dir / "plots", done)
+            plot_fit(fit_result, points, sweep.plots_dir, done)
     return result

@@ -32,7 +32,6 @@ from lmforge.model import GPT, model_config
 from lmforge.training.device import resolve_device
 from lmforge.training.optim import build_optimizers
 
-SWEEP_FOLDER = "coordcheck"  # SWEEP/coordcheck/ when the check reads a sweep
 RESULT_FILE = "coordcheck.json"
 PLOT_FILE = "coordcheck.png"
 PARAMETRIZATIONS = ("standard", "mup")

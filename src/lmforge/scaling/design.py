@@ -41,6 +41,7 @@ import numpy as np
 from lmforge.config import Config, ScaleConfig
 from lmforge.errors import LmforgeError
 from lmforge.figures import plural
+from lmforge.folders.sweep import repeat_name, run_name
 from lmforge.model_counts import model_config, training_flops
 
 
@@ -102,7 +103,7 @@ def _run_entry(cfg: Config, s: Size, steps: int, tag: str, level: int, level_val
     tps = tokens_per_step(cfg)
     d = steps * tps
     return {
-        "name": f"{cfg.scale.knob}{s.knob:03d}-{tag}{level}", "knob": s.knob, "level": level, "level_value": level_value,
+        "name": run_name(cfg.scale.knob, s.knob, f"{tag}{level}"), "knob": s.knob, "level": level, "level_value": level_value,
         "n_layer": s.n_layer, "n_embd": s.n_embd, "n_head": s.n_head, "lr": s.lr, "steps": steps,
         "warmup_steps": warmup_steps(cfg.scale, steps),
         "params": s.params, "tokens": d, "flops": 6 * s.params * d, "flops_exact": s.flops_per_token * d,
@@ -194,7 +195,7 @@ def candidate_runs(cfg: Config, sizes: list[Size], max_run_flops: float) -> list
         longest = min(math.floor(max_run_flops / (6 * s.params * tps)), math.floor(sc.max_tokens_per_param * s.params / tps))
         # not when the grid's last run is within 10% of it already
         if longest > 1.1 * grid_longest and _allowed(cfg, s, longest):
-            runs.append({**_run_entry(cfg, s, longest, "d", k, longest * tps), "name": f"{sc.knob}{s.knob:03d}-dmax"})
+            runs.append({**_run_entry(cfg, s, longest, "d", k, longest * tps), "name": run_name(sc.knob, s.knob, "dmax")})
     return runs
 
 
@@ -274,7 +275,7 @@ def with_repeats(cfg: Config, runs: list[dict]) -> list[dict]:
     """The runs, and a copy of each of the `scale.repeats` cheapest with another seed (named -r1):
     identical settings but for the seed, so their spread is the run-to-run noise."""
     repeats = sorted(runs, key=lambda r: r["flops_exact"])[: cfg.scale.repeats]
-    return runs + [{**r, "name": f"{r['name']}-r1", "seed": cfg.train.seed + 1} for r in repeats]
+    return runs + [{**r, "name": repeat_name(r["name"]), "seed": cfg.train.seed + 1} for r in repeats]
 
 
 def parse_target(text: str) -> tuple[float, float]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.errors import LmforgeError
-from lmforge.scaling import FIT_FILE
+from lmforge.folders.sweep import FIT_FILE, fit_path
 
 FORMS = ("additive", "kaplan")
 
@@ -79,9 +79,7 @@ def read_fit(source: str | Path) -> dict:
     """The fit written by `lmforge scale fit` (SWEEP/fit.json; a sweep folder stands for its fit.json),
     checked to hold the law's five numbers. The one reader of that file: `load_law` and the scaling
     lab both come here."""
-    path = Path(source)
-    if path.is_dir():
-        path = path / FIT_FILE
+    path = fit_path(source)
     if not path.is_file():
         raise LmforgeError(f"{source}: no {FIT_FILE}; run lmforge scale fit {source} first")
     try:

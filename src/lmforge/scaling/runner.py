@@ -1,12 +1,7 @@
-"""Running a sweep: every run an ordinary lmforge run folder, all on one tokenized folder.
-
-    SWEEP/sweep.yaml        the base config, the design and its runs (edit a run's lr or steps here
-                            before it starts, if you must; a started run refuses changed settings)
-    SWEEP/tokens/           tokenized once from the base config's sources: one tokenizer, one split
-    SWEEP/runs/<name>/      ordinary RUN folders (config.yaml, metrics.jsonl, checkpoints/, summary.json)
-    SWEEP/runs/<name>/train.log        what the run printed
-    SWEEP/runs/<name>/diverged.json    written instead of summary.json when the loss went non-finite
-    SWEEP/verify/<name>/    target models trained by `lmforge scale verify`
+"""Running a sweep: every run an ordinary lmforge run folder, all on one tokenized folder
+(the sweep folder's layout: lmforge/folders/sweep.py). A sweep run's folder holds, beside a run's
+usual files, train.log (what it printed) and, instead of summary.json, diverged.json when the loss
+went non-finite or error.txt when it failed.
 
 A run whose summary.json says complete is skipped; one with a checkpoint resumes from it; runs go
 longest first to `parallel` processes (spawned, each calling lmforge.training.trainer.train, the
@@ -15,7 +10,6 @@ function `lmforge train` calls) with the machine's threads split between them.
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing as mp
 import os
@@ -26,54 +20,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from lmforge.config import Config, config_from_dict, with_data
 from lmforge.errors import Interrupted, LmforgeError, TrainingDiverged
-from lmforge.files import inside
 from lmforge.figures import plural
+from lmforge.folders.run import TRAIN_LOG, RunDir, Summary
+from lmforge.folders.sweep import RUN_TOKENS, RUNS, VERIFY, SweepDir, run_name
+from lmforge.folders.tokenized import is_tokenized, train_tokens
 from lmforge.processes import end_with_parent
-from lmforge.run_dir import TRAIN_LOG, RunDir
 from lmforge.scaling.design import available_cpus, size_config
 
-SWEEP_FILE = "sweep.yaml"
-TOKENS = "tokens"
 
-
-def write_sweep(plan: dict, cfg: Config, out: str | Path) -> Path:
-    out = Path(out)
-    path = out / SWEEP_FILE
-    if path.is_file():
-        raise LmforgeError(f"{path} already exists: choose another --out, or run it with lmforge scale run {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"config": cfg.to_dict(), **plan}, sort_keys=False))
-    return path
-
-
-def load_sweep(sweep_dir: str | Path) -> tuple[Config, dict]:
-    path = Path(sweep_dir) / SWEEP_FILE
-    if not path.is_file():
-        raise LmforgeError(f"{sweep_dir} is not a sweep (no {SWEEP_FILE}): create one with lmforge scale plan --out")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise LmforgeError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict) or "config" not in data or not isinstance(data.get("runs"), list):
-        raise LmforgeError(f"{path} must hold `config` and `runs` (as written by lmforge scale plan)")
-    for run in data["runs"]:
-        name = run.get("name") if isinstance(run, dict) else None
-        # a run's folder is runs/<name>: a name read from the file must not lead out of runs/
-        if inside(Path(sweep_dir) / "runs", name) is None or Path(name).name != name:
-            raise LmforgeError(f"{path}: run name {name!r} is not a plain folder name: give each run a name "
-                               "without / or .. (as lmforge scale plan writes them)")
-    saved = data["config"]
-    if isinstance(saved.get("scale"), dict) and "min_warmup_steps" not in saved["scale"]:
-        # planned before the warmup floor: its targets are verified under the rule its runs had
-        saved = {**saved, "scale": {**saved["scale"], "min_warmup_steps": 0}}
-    return config_from_dict(saved), data
-
-
-def run_config(cfg: Config, sweep_dir: Path, run: dict, folder: str = "runs", threads: int = 0,
+def run_config(cfg: Config, sweep_dir: Path, run: dict, folder: str = RUNS, threads: int = 0,
                device: str | None = None) -> Config:
     """The full lmforge config of one run: the base config, the run's shape, lr, length and seed
     (a repeat differs from its original only there), on `device` when given (else the sweep's)."""
@@ -82,9 +39,9 @@ def run_config(cfg: Config, sweep_dir: Path, run: dict, folder: str = "runs", th
     train = replace(sized.train, lr=run["lr"], max_steps=run["steps"], warmup_steps=run["warmup_steps"],
                     progress=False, threads=threads or sized.train.threads, seed=run.get("seed", sized.train.seed),
                     device=device or sized.train.device)
-    # relative to the run folder, so a sweep folder can be moved or copied whole
-    return replace(with_data(sized, tokenized=f"../../{TOKENS}"), model=model, train=train,
-                   run=replace(sized.run, out=str(sweep_dir / folder / run["name"])))
+    shaped = replace(sized, model=model, train=train,
+                     run=replace(sized.run, out=str(SweepDir(sweep_dir).run_dir(run["name"], folder))))
+    return with_data(shaped, tokenized=RUN_TOKENS)
 
 
 def run_state(run_dir: Path) -> str:
@@ -100,7 +57,7 @@ def run_state(run_dir: Path) -> str:
 
 
 def diverged_reason(run_dir: Path) -> str:
-    return json.loads(RunDir(run_dir).diverged_path.read_text())["reason"]
+    return RunDir(run_dir).diverged_reason()
 
 
 def train_run(cfg: Config, log_path: Path | None = None) -> dict:
@@ -120,7 +77,7 @@ def train_run(cfg: Config, log_path: Path | None = None) -> dict:
     try:
         return train(cfg, resume=run.latest_checkpoint() is not None, log=log if logf else print)
     except TrainingDiverged as e:
-        run.diverged_path.write_text(json.dumps({"reason": str(e)}))
+        run.write_diverged(str(e))
         log(f"diverged: {e}")
         return {"complete": False, "diverged": str(e)}
     finally:
@@ -165,34 +122,20 @@ def _child(cfg_dict: dict, log_path: str) -> None:
             os._exit(1)
 
 
-def _steps_done(run_dir: Path) -> int:
-    """The last step logged (a run being written may end in a partial line: it is skipped)."""
-    path = RunDir(run_dir).metrics_path
-    if not path.is_file():
-        return 0
-    lines = path.read_text().splitlines()
-    for line in reversed(lines):
-        try:
-            return int(json.loads(line).get("step", 0))
-        except (ValueError, json.JSONDecodeError):
-            continue
-    return 0
-
-
 def sweep_status(sweep_dir: str | Path) -> list[dict]:
     """One row per run: state, steps done of steps, FLOPs, and its validation loss when finished."""
-    sweep_dir = Path(sweep_dir)
-    _, sweep = load_sweep(sweep_dir)
+    folder = SweepDir(sweep_dir)
+    _, sweep = folder.load()
     rows = []
     for run in sweep["runs"]:
-        run_dir = sweep_dir / "runs" / run["name"]
-        state = run_state(run_dir)
+        run_dir = RunDir(folder.run_dir(run["name"]))
+        state = run_state(run_dir.path)
         row = {"name": run["name"], "state": state, "steps": run["steps"], "params": run["params"],
                "tokens": run["tokens"], "flops": run["flops_exact"],
-               "step": run["steps"] if state == "done" else _steps_done(run_dir)}
+               "step": run["steps"] if state == "done" else run_dir.steps_done()}
         if state == "done":
-            s = RunDir(run_dir).summary()
-            row.update(val_loss=s["val_loss"], unigram_val_loss=s["unigram_val_loss"], train_time_s=s["train_time_s"])
+            s = run_dir.summary()
+            row.update(val_loss=s.val_loss, unigram_val_loss=s.unigram_val_loss, train_time_s=s.train_time_s)
         rows.append(row)
     return rows
 
@@ -220,10 +163,10 @@ def _minutes(seconds: float) -> str:
 def prepare_sweep_tokens(cfg: Config, sweep_dir: Path, log: Callable[[str], None]) -> Path:
     """The tokens every run shares. Once a run has started they are kept as they are, even where the
     sources changed since: the points of one sweep are measured on the same tokens."""
-    from lmforge.tokens import META, is_complete, tokenize_corpus
+    from lmforge.tokens import is_complete, tokenize_corpus
 
-    folder = sweep_dir / TOKENS
-    if (folder / META).is_file() and any(row["state"] != "pending" for row in sweep_status(sweep_dir)):
+    folder = SweepDir(sweep_dir).tokens_dir
+    if is_tokenized(folder) and any(row["state"] != "pending" for row in sweep_status(sweep_dir)):
         if not is_complete(folder, cfg.data, cfg.tokenizer, [sweep_dir]):
             log(f"tokenize: {folder} holds the tokens this sweep's runs were trained on; the sweep keeps them")
         return folder
@@ -234,12 +177,12 @@ def prepare_sweep_tokens(cfg: Config, sweep_dir: Path, log: Callable[[str], None
 def warn_repeats(sweep_dir: Path, runs: list[dict], log: Callable[[str], None]) -> None:
     """Say which runs see their training tokens more than once: a law fitted on unique tokens does
     not hold for repeated ones (Muennighoff et al. 2023), so those points measure something else."""
-    train_tokens = json.loads((sweep_dir / TOKENS / "meta.json").read_text())["splits"]["train"]["tokens"]
-    over = [r for r in runs if r["tokens"] > train_tokens]
+    corpus = train_tokens(SweepDir(sweep_dir).tokens_dir)
+    over = [r for r in runs if r["tokens"] > corpus]
     if over:
         worst = max(over, key=lambda r: r["tokens"])
-        log(f"warning: {plural(len(over), 'run')} {'trains' if len(over) == 1 else 'train'} on more tokens than the corpus's {train_tokens:,} ({worst['name']}: "
-            f"{worst['tokens'] / train_tokens:.1f} epochs); repeated tokens are not the law's unique ones: use a larger "
+        log(f"warning: {plural(len(over), 'run')} {'trains' if len(over) == 1 else 'train'} on more tokens than the corpus's {corpus:,} ({worst['name']}: "
+            f"{worst['tokens'] / corpus:.1f} epochs); repeated tokens are not the law's unique ones: use a larger "
             f"corpus (data.sources, data.max_bytes) or a smaller --max-run-flops")
 
 
@@ -248,7 +191,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     """Train every run of the sweep not yet complete (on `device` when given: cpu, cuda, cuda:N;
     else the sweep's train.device); returns the status rows at the end."""
     sweep_dir = Path(sweep_dir)
-    cfg, sweep = load_sweep(sweep_dir)
+    cfg, sweep = SweepDir(sweep_dir).load()
     parallel = parallel or cfg.scale.parallel
     if parallel <= 0 or (threads is not None and threads <= 0):
         raise LmforgeError("scale run: --parallel and --threads must be > 0")
@@ -275,7 +218,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
             rcfg = run_config(cfg, sweep_dir, run, threads=threads, device=device)
             Path(rcfg.run.out).mkdir(parents=True, exist_ok=True)
             if run_state(Path(rcfg.run.out)) == "partial":
-                log(f"sweep: {run['name']} will resume from step {_steps_done(Path(rcfg.run.out))}")
+                log(f"sweep: {run['name']} will resume from step {RunDir(rcfg.run.out).steps_done()}")
             fut = pool.submit(_child, rcfg.to_dict(), str(RunDir(rcfg.run.out).train_log_path))
             active[fut] = run
         while active:
@@ -284,7 +227,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
             for fut in finished:
                 run = active.pop(fut)
                 fut.result()
-                name, run_dir = run["name"], sweep_dir / "runs" / run["name"]
+                name, run_dir = run["name"], SweepDir(sweep_dir).run_dir(run["name"])
                 state = run_state(run_dir)
                 if state == "failed":
                     failures.append(f"{name}: {RunDir(run_dir).error_path.read_text().strip()}")
@@ -293,10 +236,10 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
                     log(f"sweep: {name} diverged ({diverged_reason(run_dir)})")
                 elif state == "done":
                     s = RunDir(run_dir).summary()
-                    log(f"sweep: {name} done, val loss {s['val_loss']:.4f} in {s['train_time_s']:.0f}s")
+                    log(f"sweep: {name} done, val loss {s.val_loss:.4f} in {s.train_time_s:.0f}s")
                 else:
                     stopped.append(name)
-                    log(f"sweep: {name} stopped at step {_steps_done(run_dir)}; rerun lmforge scale run to continue it")
+                    log(f"sweep: {name} stopped at step {RunDir(run_dir).steps_done()}; rerun lmforge scale run to continue it")
             if time.time() - last >= interval and active:
                 last = time.time()
                 current = sweep_status(sweep_dir)
@@ -310,7 +253,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     rows = sweep_status(sweep_dir)
     log(_progress_line(rows, [], t0, flops_at_start))
     if failures:
-        raise LmforgeError(f"{plural(len(failures), 'run')} failed: {failures[0]} (details in SWEEP/runs/<name>/{TRAIN_LOG})")
+        raise LmforgeError(f"{plural(len(failures), 'run')} failed: {failures[0]} (details in SWEEP/{RUNS}/<name>/{TRAIN_LOG})")
     if stopped:
         raise Interrupted(f"sweep: {plural(len(stopped), 'run')} stopped part-way ({', '.join(stopped)}); continue with: "
                           f"lmforge scale run {shlex.quote(str(sweep_dir))}")
@@ -338,23 +281,23 @@ def nearest_knob(cfg: Config, params: float, vocab: int) -> int:
 
 
 def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: int | None = None,
-                 log: Callable[[str], None] = print, device: str | None = None) -> dict:
+                 log: Callable[[str], None] = print, device: str | None = None) -> Summary:
     """Train the family's model nearest `params` on `tokens` tokens into SWEEP/verify/<name>/
     (same data, tokenizer, schedule rule and evaluation as the sweep); resumable like a sweep run."""
     from lmforge.scaling.design import make_size, tokens_per_step, warmup_steps
 
     sweep_dir = Path(sweep_dir)
-    cfg, sweep = load_sweep(sweep_dir)
+    cfg, sweep = SweepDir(sweep_dir).load()
     vocab = sweep.get("vocab_size") or cfg.tokenizer.vocab_size
     knob = nearest_knob(cfg, params, vocab)
     size = make_size(cfg, knob, vocab)
     steps = max(1, round(tokens / tokens_per_step(cfg)))
     warmup = warmup_steps(cfg.scale, steps)
-    run = {"name": f"{cfg.scale.knob}{knob:03d}-s{steps}", "knob": knob, "n_layer": size.n_layer,
+    run = {"name": run_name(cfg.scale.knob, knob, f"s{steps}"), "knob": knob, "n_layer": size.n_layer,
            "n_embd": size.n_embd, "n_head": size.n_head, "lr": size.lr, "steps": steps, "warmup_steps": warmup}
     prepare_sweep_tokens(cfg, sweep_dir, log)
     warn_repeats(sweep_dir, [{**run, "tokens": steps * tokens_per_step(cfg)}], log)
-    rcfg = run_config(cfg, sweep_dir, run, folder="verify", threads=threads or cfg.train.threads or available_cpus(),
+    rcfg = run_config(cfg, sweep_dir, run, folder=VERIFY, threads=threads or cfg.train.threads or available_cpus(),
                       device=device)
     run_dir = Path(rcfg.run.out)
     if run_state(run_dir) != "done":
@@ -376,11 +319,11 @@ def collect_points(sweep_dir: str | Path) -> tuple[list[dict], list[dict]]:
     than the unigram baseline or are not trained yet come back in the second list with the reason."""
     from lmforge.scaling.fitting import bad_point_reason
 
-    sweep_dir = Path(sweep_dir)
-    _, sweep = load_sweep(sweep_dir)
+    folder = SweepDir(sweep_dir)
+    _, sweep = folder.load()
     points, excluded = [], []
     for run in sweep["runs"]:
-        run_dir = sweep_dir / "runs" / run["name"]
+        run_dir = folder.run_dir(run["name"])
         state = run_state(run_dir)
         if state == "diverged":
             excluded.append({"name": run["name"], "reason": diverged_reason(run_dir)})
@@ -389,8 +332,8 @@ def collect_points(sweep_dir: str | Path) -> tuple[list[dict], list[dict]]:
             excluded.append({"name": run["name"], "reason": f"not trained ({state}): run lmforge scale run"})
             continue
         s = RunDir(run_dir).summary()
-        point = {"name": run["name"], "params": s["params"], "tokens": s["tokens_trained"],
-                 "flops": 6 * s["params"] * s["tokens_trained"], "loss": s["val_loss"]}
-        reason = bad_point_reason(point, s.get("unigram_val_loss"))
+        point = {"name": run["name"], "params": s.params, "tokens": s.tokens_trained,
+                 "flops": 6 * s.params * s.tokens_trained, "loss": s.val_loss}
+        reason = bad_point_reason(point, s.unigram_val_loss)
         (excluded.append({"name": run["name"], "reason": reason}) if reason else points.append(point))
     return points, excluded

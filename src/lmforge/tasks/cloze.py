@@ -48,9 +48,10 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.errors import LmforgeError, shown
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir
+from lmforge.open_run import open_run
 from lmforge.tokenizer import EOT, MASK, SPECIAL_TOKENS, token_bytes
-from lmforge.tokens import read_meta
+from lmforge.folders.tokenized import read_meta
 
 MARK = "[MASK]"
 SHORTLIST = 50  # first tokens tried by `fill` without choices (5 x --top-k where that is more)
@@ -84,7 +85,7 @@ class Scorer:
     """A loaded run and the scoring rules above; reused across many texts (`eval --tasks`)."""
 
     def __init__(self, run_dir: str | Path, device: str = "cpu"):
-        opened = RunDir(run_dir).open(device)
+        opened = open_run(RunDir(run_dir), device)
         self.model, self.tok, self.checkpoint, self.objective = (opened.model, opened.tokenizer, opened.checkpoint,
                                                                  opened.objective)
         self.device = torch.device(device)

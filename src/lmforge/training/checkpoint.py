@@ -7,7 +7,7 @@
                             and scalar state, the run's config
     RUN/checkpoints/latest  name of the newest complete checkpoint
 
-The names of these files belong to the run folder (lmforge/run_dir.py); this module writes and
+The names of these files belong to the run folder (lmforge/folders/run.py); this module writes and
 reads their contents.
 
 A checkpoint is written into `step-N.tmp/` and renamed into place, then `latest` is replaced
@@ -39,7 +39,7 @@ from lmforge.config import Config
 from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.files import as_readable_as_any
 from lmforge.model import GPT, GPTConfig
-from lmforge.run_dir import CONFIG_FILE, CheckpointDir, RunDir, file_sha256
+from lmforge.folders.run import CONFIG_FILE, CheckpointDir, RunDir, file_sha256
 from lmforge.training.distributed import gather_full, shard_like
 
 

@@ -2,7 +2,7 @@
 
 metrics.jsonl stays the source of truth (the report, the sweep fitter and resumption read it); the
 events are a live view for `tensorboard --logdir runs/`: every number of a metrics record becomes a
-scalar at its step, named "train/loss", "val/val_loss", ... in RUN/tensorboard/ (run_dir.py names it).
+scalar at its step, named "train/loss", "val/val_loss", ... in RUN/tensorboard/ (lmforge/folders/run.py names it).
 A resumed run appends a new event file; TensorBoard shows the latest value written for each step.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from lmforge.run_dir import RunDir
+from lmforge.folders.run import RunDir, TrainRecord, ValRecord
 
 NOT_SCALARS = {"step", "tokens", "train_time_s"}
 
@@ -30,15 +30,15 @@ class MetricsLog:
 
             self.writer = SummaryWriter(log_dir=str(run.tensorboard_dir))
 
-    def __call__(self, record: dict) -> None:
+    def __call__(self, record: TrainRecord | ValRecord) -> None:
         if not self.write_files:
             return
         self.run.append_metrics(record)
         if self.writer is not None:
-            group = "val" if any(k.startswith("val_") for k in record) else "train"
-            for key, value in record.items():
+            group = "val" if isinstance(record, ValRecord) else "train"
+            for key, value in record.to_dict().items():
                 if key not in NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.writer.add_scalar(f"{group}/{key}", value, record["step"])
+                    self.writer.add_scalar(f"{group}/{key}", value, record.step)
             self.writer.flush()
 
     def close(self) -> None:

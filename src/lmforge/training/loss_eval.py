@@ -16,6 +16,7 @@ import math
 import numpy as np
 import torch
 
+from lmforge.folders.run import ValRecord
 from lmforge.objectives import EVAL_MASK_SEED, IGNORE_INDEX, CausalLM, mask_generator
 from lmforge.training.data import eval_batches, rank_eval_batches
 from lmforge.training.distributed import DistInfo, all_reduce_sum
@@ -125,10 +126,7 @@ class Validator:
                              self.autocast_ctx, max_tokens, self.objective, self.dist)
 
     @staticmethod
-    def record(step: int, ev: dict, elapsed: float, objective: str) -> dict:
+    def record(step: int, ev: dict, elapsed: float, objective: str) -> ValRecord:
         """The metrics.jsonl line of one evaluation."""
-        record = {"step": step, "val_loss": ev["val_loss"], "val_bpb": ev["bits_per_byte"], "val_tokens": ev["tokens"],
-                  "train_time_s": round(elapsed, 3)}
-        if objective == "masked":
-            record["val_accuracy"] = ev["accuracy"]
-        return record
+        return ValRecord(step=step, val_loss=ev["val_loss"], val_bpb=ev["bits_per_byte"], val_tokens=ev["tokens"],
+                         train_time_s=round(elapsed, 3), val_accuracy=ev["accuracy"] if objective == "masked" else None)

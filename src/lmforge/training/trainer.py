@@ -1,4 +1,4 @@
-"""The trainer: tokens on disk in, checkpoints, metrics and a summary out (files: lmforge/run_dir.py).
+"""The trainer: tokens on disk in, checkpoints, metrics and a summary out (files: lmforge/folders/run.py).
 
 It runs in phases, each a method small enough to read alone:
 
@@ -47,9 +47,10 @@ from lmforge.model_counts import TokenFlops, loss_chunk_rows, training_flops
 from lmforge.figures import fmt, plural
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
 from lmforge.processes import keep_freed_memory
-from lmforge.run_dir import RunDir
-from lmforge.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, vocab_tables
-from lmforge.tokens import META, is_complete, load_shards, read_meta, tokenize_corpus
+from lmforge.folders.run import RunDir, Summary, TrainRecord
+from lmforge.tokenizer import load_tokenizer, token_byte_lengths, vocab_tables
+from lmforge.folders.tokenized import META, TOKENIZER_FILE, load_shards, read_meta
+from lmforge.tokens import is_complete, tokenize_corpus
 from lmforge.training import distributed
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.data import TrainLoader
@@ -452,36 +453,33 @@ class Trainer:
             steady_s, steady_tokens = elapsed, tokens
         tps = steady_tokens / steady_s if steady_s else None
         flops = self.token_flops()
-        summary = {
-            "objective": self.tc.objective,
-            "val_loss": final["val_loss"], "perplexity": final["perplexity"], "bits_per_byte": final["bits_per_byte"],
-            "val_accuracy": final["accuracy"], "val_tokens": final["tokens"], "unigram_val_loss": baseline,
-            "steps": self.step, "tokens_trained": tokens, "params": int(self.mcfg.shape().params),
-            "flops_per_token": round(flops.model), "train_time_s": round(elapsed, 3),
+        summary = Summary(
+            objective=self.tc.objective,
+            val_loss=final["val_loss"], perplexity=final["perplexity"], bits_per_byte=final["bits_per_byte"],
+            val_accuracy=final["accuracy"], val_tokens=final["tokens"], unigram_val_loss=baseline,
+            steps=self.step, tokens_trained=tokens, params=int(self.mcfg.shape().params),
+            flops_per_token=round(flops.model), train_time_s=round(elapsed, 3),
             # steady state: the steps after each start's first WARMUP_STEPS (compilation and warm-up)
-            "tokens_per_s": round(tps, 1) if tps else None,
-            # PaLM's model and hardware FLOPs utilisation: they differ by what train.recompute runs again
-            "mfu": round(tps * flops.model / self.peak, 4) if tps else None,
-            "hfu": round(tps * flops.hardware / self.peak, 4) if tps else None,
-            "warmup_s": round(self.clock.warmup_s, 3), "warmup_steps": self.clock.warmup_steps,
-            "skipped_steps": self.guard.check(self.step),
-            "peak_flops": self.peak, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
-            "threads": self.threads, "world_size": self.dist.world_size,
+            tokens_per_s=round(tps, 1) if tps else None,
+            mfu=round(tps * flops.model / self.peak, 4) if tps else None,
+            hfu=round(tps * flops.hardware / self.peak, 4) if tps else None,
+            warmup_s=round(self.clock.warmup_s, 3), warmup_steps=self.clock.warmup_steps,
+            skipped_steps=self.guard.check(self.step),
+            peak_flops=self.peak, device=str(self.device), dtype=str(self.dtype).replace("torch.", ""),
+            device_name=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            threads=self.threads, world_size=self.dist.world_size,
             # this start's steps by thread count: fewer while other processes held cores (ThreadGovernor)
-            "steps_by_threads": {str(k): v for k, v in sorted(self.steps_by_threads.items())},
-            "checkpoint": str(self.run.latest_checkpoint()), "complete": True, "run_dir": str(self.run),
-            # the peak lr each group trained at: under muP they differ by group and follow the width
-            "parametrization": self.mcfg.parametrization, "param_groups": self.param_groups,
-        }
-        if self.mcfg.parametrization == "mup":
-            summary["mup_base_width"] = self.mcfg.mup_base_width
-        if "reason" in final:
-            summary["val_reason"] = final["reason"]
+            steps_by_threads={str(k): v for k, v in sorted(self.steps_by_threads.items())},
+            checkpoint=str(self.run.latest_checkpoint()), complete=True, run_dir=str(self.run),
+            parametrization=self.mcfg.parametrization, param_groups=self.param_groups,
+            mup_base_width=self.mcfg.mup_base_width if self.mcfg.parametrization == "mup" else None,
+            val_reason=final.get("reason"),
+        )
         if not self.run.has_validation_at(self.step):  # a run killed after this line and resumed
             self.log_metrics(Validator.record(self.step, final, elapsed, self.objective.name))
         if self.dist.is_main:
             self.run.write_summary(summary)
+        summary = summary.to_dict()
         masked = self.objective.name == "masked"
         self.log_main(
             f"train: done in {elapsed:.0f}s ({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}% "
@@ -597,10 +595,10 @@ class Trainer:
         self.peak = remeasured_peak(self.device, self.dtype, tps * flops.hardware / world, self.peak / world,
                                     self.threads) * world
         mfu = tps * flops.model / self.peak
-        record = {"step": self.step, "loss": round(loss_value, 5), "lr": self.optimizers[0].param_groups[0]["lr"],
-                  "grad_norm": round(norm.item(), 5), "tokens": self.tokens_seen, "tokens_per_s": round(tps, 1),
-                  "mfu": round(mfu, 4), "hfu": round(tps * flops.hardware / self.peak, 4),
-                  "train_time_s": round(self.elapsed, 3), "skipped_steps": skipped, "threads": torch.get_num_threads()}
+        record = TrainRecord(step=self.step, loss=round(loss_value, 5), lr=self.optimizers[0].param_groups[0]["lr"],
+                             grad_norm=round(norm.item(), 5), tokens=self.tokens_seen, tokens_per_s=round(tps, 1),
+                             mfu=round(mfu, 4), hfu=round(tps * flops.hardware / self.peak, 4),
+                             train_time_s=round(self.elapsed, 3), skipped_steps=skipped, threads=torch.get_num_threads())
         self.log_metrics(record)
         if bar is not None:
             warm = " (warming up)" if self.step <= self.clock.warmup_until and not tps else ""

@@ -1,11 +1,10 @@
-"""The run folder as one object: every file of a run is named here, but for tokenizer.json (tokenizer.py)
-and what lies inside prepared/ and tokens/ (their own formats: data/prepare.py, tokens.py).
+"""The run folder as one object: every file of a run is named here (lmforge/folders/ names the others').
 
     RUN/
       config.yaml            the fully resolved config (a resumed run must match it)
       tokenizer.json         copied from the tokenized folder, so the run is self-contained
-      metrics.jsonl          one JSON object per log or eval event
-      summary.json           final validation figures, throughput, model size; `complete`
+      metrics.jsonl          one JSON object per log or eval event (TrainRecord, ValRecord)
+      summary.json           final validation figures, throughput, model size; `complete` (Summary)
       checkpoints/step-N/    model.safetensors, state.safetensors, state.json (training/checkpoint.py)
       checkpoints/latest     name of the newest complete checkpoint
       prepared/              lmforge run's cleaned sources (a PREP folder)
@@ -24,8 +23,10 @@ Paths a user gives on the command line or to `train()` are relative to the curre
 `tokenized_for_config` turns such a path into the run-relative form once, before the config is saved.
 
     run = RunDir("runs/tiny")
-    run.config.train.objective; run.objective; run.tokens_dir; run.summary(); run.metrics()
-    model, checkpoint = run.load_model("cpu"); tok = run.tokenizer()
+    run.config.train.objective; run.objective; run.tokens_dir; run.summary().val_loss; run.metrics()
+    tok = run.tokenizer()
+
+Nothing here imports torch: opening a run's model is lmforge/open_run.py's (`open_run(run)`).
 """
 
 from __future__ import annotations
@@ -35,17 +36,19 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lmforge import figures
 from lmforge.config import Config, read_config, save_config
 from lmforge.errors import LmforgeError
 from lmforge.files import append_text, atomic_write_text, inside, refuse_link
+from lmforge.folders.prepared import PreparedDir
+from lmforge.folders.record import Record
+from lmforge.folders.tokenized import TOKENIZER_FILE
 from lmforge.locks import FolderLock
-from lmforge.tokenizer import TOKENIZER_FILE
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -59,8 +62,6 @@ TENSORBOARD = "tensorboard"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 REPORT_FILES = "report-files"
-PREPARE_REPORT = "report.json"
-PREPARED_REJECTED = "rejected"
 DIVERGED_FILE = "diverged.json"
 ERROR_FILE = "error.txt"
 TRAIN_LOG = "train.log"
@@ -82,12 +83,11 @@ def file_sha256(path: Path) -> str:
 
 def looks_like(folder: Path) -> str:
     """What another lmforge folder is, by the file that marks it, for a refusal that names it."""
-    from lmforge.export import HF_CONFIG
-    from lmforge.scaling.runner import SWEEP_FILE
-    from lmforge.tokens import META
+    from lmforge.folders import prepared, sweep, tokenized
 
-    marks = [(META, "a tokenized folder"), (PREPARE_REPORT, "a prepared folder"), (SWEEP_FILE, "a sweep folder"),
-             (HF_CONFIG, "an exported model folder")]
+    # a run keeps its weights in checkpoints/; an exported model folder (lmforge export) at the top
+    marks = [(tokenized.META, "a tokenized folder"), (prepared.REPORT, "a prepared folder"),
+             (sweep.SWEEP_FILE, "a sweep folder"), (MODEL_FILE, "an exported model folder")]
     found = next((f"it looks like {kind}: it holds {name}" for name, kind in marks if (folder / name).is_file()), None)
     return found or f"it holds none of {CONFIG_FILE}, {METRICS_FILE}, {SUMMARY_FILE}, {CHECKPOINTS}/"
 
@@ -244,14 +244,9 @@ class RunDir:
         return self.path / TENSORBOARD
 
     @property
-    def prepare_report_path(self) -> Path:
-        """RUN/prepared/report.json: what cleaning kept and removed (lmforge run's prepare stage)."""
-        return self.prepared_dir / PREPARE_REPORT
-
-    @property
-    def prepared_rejected_dir(self) -> Path:
-        """RUN/prepared/rejected/: the removed documents with their reasons (data/prepare.py's format)."""
-        return self.prepared_dir / PREPARED_REJECTED
+    def prepared(self) -> PreparedDir:
+        """RUN/prepared/: lmforge run's cleaned sources."""
+        return PreparedDir(self.prepared_dir)
 
     def report_path(self, fmt: str = "html") -> Path:
         return self.path / (REPORT_MD if fmt == "md" else REPORT_HTML)
@@ -263,6 +258,13 @@ class RunDir:
     @property
     def diverged_path(self) -> Path:
         return self.path / DIVERGED_FILE
+
+    def write_diverged(self, reason: str) -> None:
+        """diverged.json: a sweep run whose loss went non-finite, and why (written instead of summary.json)."""
+        atomic_write_text(self.diverged_path, json.dumps({"reason": reason}))
+
+    def diverged_reason(self) -> str:
+        return json.loads(self.diverged_path.read_text())["reason"]
 
     @property
     def error_path(self) -> Path:
@@ -395,47 +397,36 @@ class RunDir:
     def point_latest(self, ckpt: CheckpointDir) -> None:
         atomic_write_text(self.checkpoints_dir / LATEST, ckpt.path.name)
 
-    def load_model(self, device: str = "cpu"):
-        """The model of the newest checkpoint, on `device`, and that checkpoint."""
-        from lmforge.training.checkpoint import load_model
-
-        self.require()
-        ckpt = self.latest_checkpoint()
-        if ckpt is None and self.checkpoints():
-            raise LmforgeError(f"none of the {figures.plural(len(self.checkpoints()), 'checkpoint')} in {self.checkpoints_dir} is "
-                               f"usable (each is named above with its damage): train again (lmforge train --out "
-                               f"{self.path}; --resume needs a usable one)")
-        if ckpt is None:
-            raise LmforgeError(f"{self.path} holds no checkpoint: train first (lmforge train --out {self.path})")
-        ckpt.check_objective(self.objective, str(self.config_path))
-        model = load_model(ckpt, self.config)
-        return model.to(device), ckpt
-
-    def open(self, device: str = "cpu") -> "OpenRun":
-        """Model (in eval mode), tokenizer, objective and config: what every reader of a run needs."""
-        model, ckpt = self.load_model(device)
-        model.eval()
-        return OpenRun(self, model, self.tokenizer(), self.objective, ckpt)
-
     # ---------------------------------------------------------------- metrics and summary
 
-    def summary(self) -> dict | None:
+    def summary(self) -> Summary | None:
         if not self.summary_path.is_file():
             return None
         try:
-            return json.loads(self.summary_path.read_text())
+            data = json.loads(self.summary_path.read_text())
         except (UnicodeDecodeError, ValueError) as e:
             raise LmforgeError(f"{self.summary_path} is damaged ({e}): delete it and resume the run with --resume") from None
+        if not isinstance(data, dict):
+            raise LmforgeError(f"{self.summary_path} is damaged (not a JSON object): delete it and resume the run "
+                               f"with --resume")
+        return Summary.from_dict(data)
 
-    def write_summary(self, summary: dict) -> None:
-        atomic_write_text(self.summary_path, figures.dumps(summary, indent=2))
+    def write_summary(self, summary: Summary) -> None:
+        atomic_write_text(self.summary_path, figures.dumps(summary.to_dict(), indent=2))
 
     @property
     def is_complete(self) -> bool:
         summary = self.summary()
-        return bool(summary and summary.get("complete"))
+        return bool(summary and summary.complete)
 
-    def metrics(self) -> list[dict]:
+    def steps_done(self) -> int:
+        """The last step logged (a run being written may end in a cut-short line: it is skipped)."""
+        records = self.metrics(quiet=True)
+        return records[-1].step if records else 0
+
+    def metrics(self, quiet: bool = False) -> list[TrainRecord | ValRecord]:
+        """metrics.jsonl's records; `quiet`: a cut-short line is skipped without a warning (a run being
+        written, read by a sweep's progress line)."""
         if not self.metrics_path.is_file():
             return []
         records = []
@@ -443,40 +434,107 @@ class RunDir:
             try:
                 records.append(json.loads(line))
             except ValueError:  # a line cut short by a kill mid-write: the rest of the file still reads
-                if line.strip():
+                if line.strip() and not quiet:
                     warn(f"{self.metrics_path}:{number} is not JSON (a write cut short?); skipped")
-        return [r for r in records if isinstance(r, dict)]
+        return [metrics_record(r) for r in records if isinstance(r, dict)]
 
-    def append_metrics(self, record: dict[str, Any]) -> None:
-        append_text(self.metrics_path, figures.dumps(record) + "\n")
+    def append_metrics(self, record: TrainRecord | ValRecord) -> None:
+        append_text(self.metrics_path, figures.dumps(record.to_dict()) + "\n")
 
     def has_validation_at(self, step: int) -> bool:
-        return any(r.get("step") == step and "val_loss" in r for r in self.metrics())
+        return any(isinstance(r, ValRecord) and r.step == step for r in self.metrics())
 
     def truncate_metrics(self, step: int) -> None:
         """Drop events logged after `step` (the checkpoint a run resumes from), so the file reads as one run."""
         if self.metrics_path.is_file():
-            kept = [r for r in self.metrics() if r.get("step", 0) <= step]
-            atomic_write_text(self.metrics_path, "".join(figures.dumps(r) + "\n" for r in kept))
+            kept = [r for r in self.metrics() if r.step <= step]
+            atomic_write_text(self.metrics_path, "".join(figures.dumps(r.to_dict()) + "\n" for r in kept))
 
     def clear_metrics(self) -> None:
         self.metrics_path.unlink(missing_ok=True)
 
 
 @dataclass
-class OpenRun:
-    """A run opened for reading: what eval, fill, generate and inspect share."""
+class Summary(Record):
+    """RUN/summary.json: the final validation figures, throughput and model size (the trainer writes
+    it when training ends); lmforge run adds samples, cloze, neighbours and map."""
 
-    run: RunDir
-    model: Any  # lmforge.model.GPT, in eval mode
-    tokenizer: Any  # tokenizers.Tokenizer
-    objective: str
-    checkpoint: CheckpointDir
+    objective: str = "causal"
+    val_loss: float | None = None
+    perplexity: float | None = None
+    bits_per_byte: float | None = None
+    val_accuracy: float | None = None
+    val_tokens: int = 0
+    unigram_val_loss: float | None = None
+    steps: int = 0
+    tokens_trained: int = 0
+    params: int = 0
+    flops_per_token: int = 0
+    train_time_s: float = 0.0
+    # steady state: the steps after each start's first warm-up steps (compilation and warm-up)
+    tokens_per_s: float | None = None
+    # PaLM's model and hardware FLOPs utilisation: they differ by what train.recompute runs again
+    mfu: float | None = None
+    hfu: float | None = None
+    warmup_s: float = 0.0
+    warmup_steps: int = 0
+    skipped_steps: int = 0
+    peak_flops: float | None = None
+    device: str = "cpu"
+    dtype: str | None = None
+    device_name: str = "cpu"
+    threads: int | None = None
+    world_size: int = 1
+    # this start's steps by thread count: fewer while other processes held cores
+    steps_by_threads: dict[str, int] = field(default_factory=dict)
+    checkpoint: str | None = None
+    complete: bool = False
+    run_dir: str = ""
+    # the peak lr each group trained at: under muP they differ by group and follow the width
+    parametrization: str = "standard"
+    param_groups: list[dict] = field(default_factory=list)
+    mup_base_width: int | None = None
+    val_reason: str | None = None  # why there are no validation figures
+    samples: list[str] | None = None  # lmforge run: continuations of the prompts
+    cloze: dict | None = None  # lmforge run: accuracy on the built-in cloze tasks
+    neighbours: dict | None = None  # lmforge run: nearest words of a few frequent ones
+    map: dict | None = None  # lmforge run: the word map's files
 
-    @property
-    def causal(self) -> bool:
-        return self.objective != "masked"
+    WRITTEN_WHEN_SET: ClassVar[frozenset[str]] = frozenset(
+        {"mup_base_width", "val_reason", "samples", "cloze", "neighbours", "map"})
 
-    @property
-    def config(self) -> Config | None:
-        return self.run.config
+
+@dataclass
+class TrainRecord(Record):
+    """A metrics.jsonl line of training, every train.log_interval steps."""
+
+    step: int = 0
+    loss: float | None = None
+    lr: float | None = None
+    grad_norm: float | None = None  # before clipping
+    tokens: int = 0  # seen so far
+    tokens_per_s: float | None = None
+    mfu: float | None = None
+    hfu: float | None = None
+    train_time_s: float | None = None
+    skipped_steps: int = 0  # non-finite steps skipped so far
+    threads: int | None = None
+
+
+@dataclass
+class ValRecord(Record):
+    """A metrics.jsonl line of validation (the last one is the final evaluation, summary.json's figures)."""
+
+    step: int = 0
+    val_loss: float | None = None
+    val_bpb: float | None = None
+    val_tokens: int = 0
+    train_time_s: float | None = None
+    val_accuracy: float | None = None  # masked runs: the share of masked tokens predicted
+
+    WRITTEN_WHEN_SET: ClassVar[frozenset[str]] = frozenset({"val_accuracy"})
+
+
+def metrics_record(data: dict[str, Any]) -> TrainRecord | ValRecord:
+    """A metrics.jsonl line as its record: a validation line is the one with `val_loss`."""
+    return ValRecord.from_dict(data) if "val_loss" in data else TrainRecord.from_dict(data)
