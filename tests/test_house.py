@@ -320,7 +320,6 @@ def test_docstrings_name_every_preset_and_every_data_module():
 # Defined for use outside the package only, each with who uses it.
 USED_OUTSIDE = {
     "measured_training_memory": "benchmarks/memory_check.py and the memory tests measure what torch holds with it",
-    "mark_complete": "folders: the tokenize and prepare stages are to write their markers through it",
 }
 
 

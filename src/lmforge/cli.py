@@ -62,7 +62,7 @@ CONFIG_FLAGS = {f.flag: f for f in [
     ConfigFlag("--objective", "train.objective", "{key}: causal (next token) or masked (missing tokens, "
                "bidirectional)", {"choices": ["causal", "masked"]}),
     ConfigFlag("--init-from", "train.init_from", "start from the weights of a Hugging Face Llama folder (lmforge "
-               "export, or a Llama of this shape) whose tokenizer.json is the data's", {"metavar": "HF_FOLDER"},
+               f"export, or a Llama of this shape) whose {tokenized.TOKENIZER_FILE} is the data's", {"metavar": "HF_FOLDER"},
                value=lambda folder: Path(folder).resolve()),
     ConfigFlag("--workers", "prepare.workers", "processes ({key}; default one per core)", {"type": int}),
     ConfigFlag("--sizes", "scale.sizes", "knob values, comma-separated ({key}), e.g. 32,48,64,96,128",
@@ -76,8 +76,8 @@ CONFIG_FLAGS = {f.flag: f for f in [
     ConfigFlag("--max-run-flops", "scale.max_run_flops", "optimal: no run above this 6ND ({key})",
                value=lambda text: _flops_arg(text, "--max-run-flops")),
     ConfigFlag("--repeats", "scale.repeats", "cheapest runs trained again with another seed ({key})", {"type": int}),
-    ConfigFlag("--prior", "scale.prior", "law the design is judged under: chinchilla, epoch2024, SWEEP or fit.json "
-               "({key})"),
+    ConfigFlag("--prior", "scale.prior", "law the design is judged under: chinchilla, epoch2024, SWEEP or "
+               f"{sweep.FIT_FILE} ({{key}})"),
     ConfigFlag("--noise", "scale.noise", "assumed run-to-run noise of a final loss, relative ({key})", {"type": float}),
     ConfigFlag("--target", "scale.targets", "report the forecast interval at N params on D tokens, e.g. 350k:4M "
                "(repeatable; {key})", {"action": "append", "metavar": "N:D"},

@@ -786,7 +786,7 @@ def iter_documents(
     stats.max_bytes = max_bytes
     inputs = sources if isinstance(sources, Inputs) else list_inputs(sources)
     for folder in inputs.prepared:
-        stats.add_prepared(folder, [p for listed in inputs.files for p in listed if p.is_relative_to(folder / "clean")])
+        stats.add_prepared(folder, [p for listed in inputs.files for p in listed if p.is_relative_to(folder / prepared.CLEAN)])
 
     def stream() -> Iterator[Document]:
         for source, files, skipped, kind in zip(inputs.sources, inputs.files, inputs.skipped, inputs.kinds):

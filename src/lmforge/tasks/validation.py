@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.tokens import load_shards, read_meta
+from lmforge.folders.tokenized import load_shards, read_meta
 
 VAL_TOKENS = 1_000_000  # about 4 MB of text: enough sentences, decoded in about a second
 PROMPT_WORDS = 4
