@@ -37,7 +37,9 @@ def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny"
                    help="no progress bar (nor, when stdout is not a terminal, its dated count lines)")
 
 
-def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | None = None) -> Config:
+def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | None = None,
+             base: Callable[[list[str]], Config] | None = None) -> Config:
+    """The config the flags name; `base(overrides)` in place of the preset and --config when given."""
     overrides = list(args.overrides)
     for flag, key in (("max_steps", "train.max_steps"), ("seed", "train.seed"), ("threads", "train.threads"),
                       ("device", "train.device"), ("workers", "prepare.workers"), ("objective", "train.objective")):
@@ -53,7 +55,7 @@ def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | Non
         extra.setdefault("data", {})["sources"] = list(sources)
         if list(sources) != [BUILTIN_SOURCE] and not sets_key(args.config, args.overrides, "data.max_bytes"):
             extra["data"]["max_bytes"] = 0  # named sources are read whole unless the user caps them
-    cfg = load_config(args.preset, args.config, overrides, default_preset=args.default_preset)
+    cfg = base(overrides) if base else load_config(args.preset, args.config, overrides, default_preset=args.default_preset)
     if extra:
         cfg = config_from_dict(merge_dicts(cfg.to_dict(), extra))
     return cfg
@@ -231,22 +233,25 @@ def _fill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launcher() -> str:
+    """How this process was started: `lmforge`, or torchrun with this node's process count."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return "lmforge"
+    one_node = os.environ.get("WORLD_SIZE") == os.environ.get("LOCAL_WORLD_SIZE")  # one node's processes, or every node's
+    nproc = f"--nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE')}" if one_node else "<the same options>"
+    return f"torchrun {nproc} -m lmforge"
+
+
 def _command_again(args: argparse.Namespace, *flags: str) -> str:
     """This command line, with `flags` added where it lacks them: what the user runs to go on."""
-    words = [*args.argv, *(f for f in flags if f not in args.argv)]
-    launcher = "lmforge"
-    if "TORCHELASTIC_RUN_ID" in os.environ:  # one node's processes, or every node's
-        one_node = os.environ.get("WORLD_SIZE") == os.environ.get("LOCAL_WORLD_SIZE")
-        nproc = f"--nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE')}" if one_node else "<the same options>"
-        launcher = f"torchrun {nproc} -m lmforge"
-    return f"{launcher} {shlex.join(words)}"
+    return f"{_launcher()} {shlex.join([*args.argv, *(f for f in flags if f not in args.argv)])}"
 
 
 def _check_finished(result: dict, args: argparse.Namespace, *flags: str) -> None:
     """A training stopped by a signal saved its checkpoint; the command still ends as interrupted."""
     if result.get("interrupted"):
         raise Interrupted(f"training stopped at step {result['step']} with a checkpoint; "
-                          f"continue with: {_command_again(args, *flags)}")
+                          f"continue with:\n{_command_again(args, *flags)}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -274,11 +279,19 @@ def _tokenize(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     import lmforge
+    from lmforge.training.trainer import saved_run_config
 
     if args.init_from:
         args.overrides.append(f"train.init_from={Path(args.init_from).resolve()}")
-    summary = lmforge.train(_resolve(args, args.out), data=args.data, resume=args.resume, stop_at=args.stop_at)
-    _check_finished(summary, args, "--resume")  # a planned --stop-at is a success: exit 0
+    if args.resume and args.out and not (args.config or args.preset or args.data):
+        cfg = _resolve(args, args.out, base=lambda overrides: saved_run_config(args.out, overrides))  # all from RUN
+    else:
+        cfg = _resolve(args, args.out)
+    summary = lmforge.train(cfg, data=args.data, resume=args.resume, stop_at=args.stop_at, more_steps=args.more_steps,
+                            allow_new_tokenizer=args.allow_new_tokenizer)
+    if summary.get("interrupted"):  # the run folder holds all it needs: no other flag to repeat
+        raise Interrupted(f"training stopped at step {summary['step']} with a checkpoint; continue with:\n"
+                          f"{_launcher()} {shlex.join(['train', '--out', args.out or summary['run_dir'], '--resume'])}")
     return 0
 
 
@@ -577,11 +590,18 @@ def _args_tokenize(p: argparse.ArgumentParser) -> None:
 def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", metavar="PATH", help="a tokenized folder, or raw sources (default: config)")
     p.add_argument("--out", help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out, with the config, data and tokens saved there "
+                        "(unless --config, --preset or --data is given); a higher --max-steps extends a finished run")
+    p.add_argument("--more-steps", type=int, metavar="N",
+                   help="with --resume: train N steps past the checkpoint (the lr schedule continues at its final lr)")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="stop after STEP with a checkpoint (resume later)")
     p.add_argument("--init-from", metavar="HF_FOLDER",
                    help="start from the weights of a Hugging Face Llama folder (lmforge export, or a Llama of this "
                         "shape) whose tokenizer.json is the data's")
+    p.add_argument("--allow-new-tokenizer", action="store_true",
+                   help="with --init-from: a model of another tokenizer; its embedding is remapped to the data's "
+                        "(tokens both hold keep their rows, the rest start fresh)")
     _objective_arg(p)
     _config_args(p)
 
