@@ -100,10 +100,6 @@ def check_resumable(saved: Config, current: Config) -> None:
     a, b = _flat(saved.to_dict()), _flat(current.to_dict())
     a["data.sources"] = [os.path.abspath(p) for p in sources_from_disk(saved.data.sources, run)]
     b["data.sources"] = [os.path.abspath(p) for p in current.data.sources]
-    if b["train.max_steps"] < a["train.max_steps"]:
-        raise LmforgeError(
-            f"cannot resume: train.max_steps was {a['train.max_steps']} in the saved run and is {b['train.max_steps']} "
-            f"now; it can only be raised (to extend the run): resume with --max-steps {a['train.max_steps']} or more")
     diff = [k for k in a if a[k] != b.get(k) and k not in RESUMABLE_CHANGES and k != "train.max_steps"
             and not k.startswith("run.")]
     if diff:
@@ -112,6 +108,10 @@ def check_resumable(saved: Config, current: Config) -> None:
             f"cannot resume: {k} was {a[k]!r} in the saved run but is {b[k]!r} now; "
             f"resume with the saved config or start a new run in another --out folder"
         )
+    if b["train.max_steps"] < a["train.max_steps"]:
+        raise LmforgeError(
+            f"cannot resume: train.max_steps was {a['train.max_steps']} in the saved run and is {b['train.max_steps']} "
+            f"now; it can only be raised (to extend the run): resume with --max-steps {a['train.max_steps']} or more")
 
 
 def checkpoint_to_resume(run: RunDir, cfg: Config, resume: bool, more_steps: int | None = None):
