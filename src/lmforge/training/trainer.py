@@ -596,6 +596,8 @@ class Trainer:
             f"{self.dtype}, {self.threads} threads, {self.dist.world_size} process(es){' (FSDP2)' if self.fsdp else ''}; "
             f"run folder {self.run}"
         )
+        if tc.compile:  # minutes on a large model, with nothing else to show for them
+            self.log("train: compiling the model: the first steps wait for it (timed apart, as warm-up)")
 
     def _loop(self, stop: "StopFlag") -> None:
         self.steplog.open(self.state.step)
