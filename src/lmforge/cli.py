@@ -18,7 +18,7 @@ from typing import Callable
 from lmforge import cost, figures
 from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
 from lmforge.errors import Interrupted, LmforgeError
-from lmforge.run_dir import warn
+from lmforge.run_dir import RunDir, warn
 
 
 def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny") -> None:
@@ -283,7 +283,9 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.init_from:
         args.overrides.append(f"train.init_from={Path(args.init_from).resolve()}")
-    if args.resume and args.out and not (args.config or args.preset or args.data):
+    elif args.allow_new_tokenizer:
+        raise LmforgeError("--allow-new-tokenizer goes with --init-from HF_FOLDER (the model whose tokenizer differs)")
+    if args.resume and args.out and not (args.config or args.preset or args.data) and RunDir(args.out).config_path.is_file():
         cfg = _resolve(args, args.out, base=lambda overrides: saved_run_config(args.out, overrides))  # all from RUN
     else:
         cfg = _resolve(args, args.out)
