@@ -260,7 +260,9 @@ def test_a_signal_stops_training_with_exit_130_and_the_command_to_go_on(tmp_path
                                                                          signum):
     """Stopped by a signal, train (and run) saves its checkpoint and exits 130 (it exited 0, as if
     finished), says so on a line of its own (it ended the progress bar's line) and prints the command
-    that goes on, which does: the run ends complete. A planned --stop-at is no interruption: exit 0."""
+    that goes on, alone on the last line, which does: the run ends complete. For train that command
+    is `lmforge train --out RUN --resume`: the run folder holds the rest. Progress to a pipe is dated
+    lines, never a bar's carriage returns. A planned --stop-at is no interruption: exit 0."""
     import shlex
     import signal
     import time
@@ -278,19 +280,60 @@ def test_a_signal_stops_training_with_exit_130_and_the_command_to_go_on(tmp_path
     proc.send_signal(getattr(signal, signum))
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
-    lines = [line.split("\r")[-1] for line in out.splitlines()]
+    assert "\r" not in out, out[-2000:]
+    lines = out.splitlines()
     stop = [line for line in lines if "stop requested" in line]
     assert len(stop) == 1 and stop[0].startswith("train: stop requested; saving step"), out[-2000:]
-    last = lines[-1]
-    assert last.startswith("lmforge: interrupted: training stopped at step ") and "Traceback" not in out, out[-2000:]
-    again = shlex.split(last.split("continue with: ", 1)[1])
-    assert again == ["lmforge", *args, *(["--resume"] if command == "train" else [])]  # run resumes by itself
+    said, last = lines[-2:]
+    assert said.startswith("lmforge: interrupted: training stopped at step ") and "Traceback" not in out, out[-2000:]
+    assert said.endswith("continue with:")
+    again = shlex.split(last)
+    # run resumes by itself; train reads all but the run folder from it
+    assert again == (["lmforge", "train", "--out", str(tmp_path / "run"), "--resume"] if command == "train"
+                     else ["lmforge", *args])
     finished = lmforge(*again[1:])
     assert finished.returncode == 0, finished.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 600
     if command == "train":
         planned = lmforge(*args[:4], str(tmp_path / "planned"), *args[5:], "--stop-at", "2")
         assert planned.returncode == 0 and "interrupted" not in planned.stderr, planned.stderr
+
+
+def test_resume_reads_the_run_folder_alone_from_anywhere_and_extends_a_finished_run(tmp_path, corpus_dir):
+    """`train --out RUN --resume` takes the config, data and tokens from RUN: nothing else repeated (it
+    failed: "data.tokenized was ... but is '' now"), from another directory too, since config.yaml keeps
+    data.sources relative to the run folder (an older config.yaml's, relative to where lmforge ran,
+    still reads). A finished run is extended by a higher --max-steps or by --more-steps, its lr schedule
+    continued at its final lr: said on screen and recorded in summary.json. Lowering is refused."""
+    import shutil
+
+    import yaml
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copytree(corpus_dir, work / "corpus")
+    first = lmforge("train", "--data", "corpus", "--out", "runs/r", "--max-steps", 6, *sets(), cwd=work)
+    assert first.returncode == 0, first.stderr
+    run = work / "runs" / "r"
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["sources"] == ["../../corpus"]
+    longer = lmforge("train", "--out", run, "--resume", "--max-steps", 9, cwd=elsewhere)
+    assert longer.returncode == 0, longer.stderr
+    assert "lr schedule (cosine, laid out over 6 steps) is continued" in longer.stdout, longer.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["steps"], summary["schedule_steps"], summary["extended_schedule"]) == (9, 6, "continued")
+    assert_user_error(lmforge("train", "--out", run, "--resume", "--max-steps", 7, cwd=elsewhere),
+                      "train.max_steps", "can only be raised")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["sources"] = ["corpus"]  # as lmforge wrote it before: relative to where it ran
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    more = lmforge("train", "--out", "runs/r", "--resume", "--more-steps", 2, cwd=work)
+    assert more.returncode == 0, more.stderr
+    assert json.loads((run / "summary.json").read_text())["steps"] == 11
+    floor = cfg["train"]["lr"] * cfg["train"]["min_lr_ratio"]
+    lrs = [r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    assert steps == [5, 6, 9, 10, 11]
+    assert lrs[1:] == pytest.approx([floor] * 4)  # the schedule's last step, then the added ones at its final lr
 
 
 def test_a_closed_stdout_ends_the_command_quietly_with_141():

@@ -113,6 +113,45 @@ def test_init_from_an_export_starts_from_identical_weights(gqa_run, tmp_path, to
         assert torch.equal(again(x), original(x))
 
 
+def test_init_from_a_model_of_another_tokenizer_is_refused_unless_allowed(gqa_run, tmp_path):
+    """Weights learned over another tokenizer would read each id as another token (val 7.95, worse
+    than the unigram baseline): refused, naming --allow-new-tokenizer; with it the blocks are kept and
+    the embedding and untied head are resized to the data's tokenizer, a token both vocabularies hold
+    keeping its learned row, and the log says what was done."""
+    from lmforge.config import load_config
+    from lmforge.tokens import tokenize_corpus
+    from conftest import make_prose, tiny_overrides
+
+    export(gqa_run.path, tmp_path / "hf")
+    prose = tmp_path / "prose"  # another corpus: another tokenizer, sharing some of the first one's tokens
+    prose.mkdir()
+    for i in range(40):
+        (prose / f"{i}.txt").write_text(make_prose(i))
+    other = load_config("tiny", overrides=tiny_overrides(**{"tokenizer.vocab_size": 384}))
+    other.data.sources = [str(prose)]
+    tokenize_corpus(other.data, other.tokenizer, tmp_path / "tok384", log=quiet)
+    cfg = gqa_run.config
+    cfg.run.out, cfg.train.init_from = str(tmp_path / "again"), str(tmp_path / "hf")
+    with pytest.raises(LmforgeError, match="--allow-new-tokenizer"):
+        train(cfg, data=[str(tmp_path / "tok384")], stop_at=0, log=quiet)
+    lines = []
+    train(cfg, data=[str(tmp_path / "tok384")], stop_at=0, log=lines.append, allow_new_tokenizer=True)
+    said = [line for line in lines if "--allow-new-tokenizer" in line]
+    assert len(said) == 1 and "embedding and output head resized from 512 to 384 rows" in said[0], lines
+    again, _ = RunDir(tmp_path / "again").load_model()
+    original = gqa_run.open().model
+    theirs, ours = gqa_run.tokenizer().get_vocab(), RunDir(tmp_path / "again").tokenizer().get_vocab()
+    shared = sorted(set(theirs) & set(ours))
+    assert 0 < len(shared) < 384 and f"{len(shared):,} tokens found in both" in said[0]
+    assert any(ours[t] != theirs[t] for t in shared)  # the rows move to their new ids
+    for token in shared[:50]:
+        for name in ("wte", "lm_head"):
+            assert torch.equal(getattr(again, name).weight[ours[token]], getattr(original, name).weight[theirs[token]])
+    new = next(t for t in ours if t not in theirs)
+    assert not any(torch.equal(again.wte.weight[ours[new]], row) for row in original.wte.weight)
+    assert torch.equal(again.blocks[0].attn.qkv.weight, original.blocks[0].attn.qkv.weight)
+
+
 def test_init_from_refuses_a_mup_model(mup_run, tmp_path, tokens_dir):
     export(mup_run.path, tmp_path / "hf")
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["tie_word_embeddings"] is False

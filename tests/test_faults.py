@@ -168,7 +168,8 @@ def test_non_finite_weights_are_never_checkpointed(tiny_config, tokens_dir):
         next(model.parameters())[0, 0] = float("nan")
     run = RunDir(tiny_config().run.out)
     with pytest.raises(TrainingDiverged, match="non-finite"):
-        save_checkpoint(run, 5, model, [], {}, keep=2)
+        save_checkpoint(run, model, {"step": 5, "rng": {}, "optimizers": [], "tokens": 0, "loader": {},
+                                     "train_time_s": 0.0, "schedule_steps": 5}, {}, keep=2)
     assert not run.checkpoints_dir.exists() or not any(run.checkpoints_dir.iterdir())
 
 

@@ -388,3 +388,103 @@ def test_final_figure_is_the_curves_last_point_and_the_baseline_is_on_its_window
     assert summary["unigram_val_loss"] == pytest.approx(-logp[scored].mean(), rel=1e-12)
     whole = np.concatenate(targets)
     assert abs(-logp[whole].mean() - summary["unigram_val_loss"]) > 1e-3  # the split's other windows differ
+
+
+# ---------------------------------------------------------------- the state a checkpoint holds, and the loop's parts
+
+def test_the_train_state_a_checkpoint_saves_is_the_one_it_loads(tmp_path, tokens_dir):
+    """TrainState.state_dict() is what a checkpoint holds besides the weights, in the shape
+    load_checkpoint gives back: saved and restored cannot drift apart."""
+    import json
+
+    from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
+    from lmforge.training.state import TrainState
+
+    cfg = load_config("tiny", overrides=tiny_overrides())
+    model = GPT(model_config(cfg, 512))
+    loader = TrainLoader(load_shards(tokens_dir, "train"), 32, 4, seed=3)
+    state = TrainState(build_optimizers(model, cfg.train), loader, schedule_steps=20)
+    windows = [loader.next_batch()]
+    for _ in range(2):
+        state.set_lr(cfg.train)
+        loss, _ = forward_backward(model, CausalLM(), windows, torch.device("cpu"), contextlib.nullcontext(), DistInfo())
+        apply_update(model, state.optimizers, loss, 1.0, NonFiniteGuard(torch.device("cpu")))
+        state.advance(128)
+    state.train_time_s = 1.5
+    saved = state.state_dict()
+    ckpt = save_checkpoint(RunDir(tmp_path / "r"), model, saved, cfg.to_dict(), keep=1)
+    other_model = GPT(model_config(cfg, 512))
+    other = TrainState(build_optimizers(other_model, cfg.train),
+                       TrainLoader(load_shards(tokens_dir, "train"), 32, 4, seed=3), schedule_steps=99)
+    torch.manual_seed(123)  # the restored RNG must replace this
+    other.load_state_dict(load_checkpoint(ckpt, other_model, other.optimizers))
+    back = other.state_dict()
+    for key in ("step", "tokens", "train_time_s", "loader", "schedule_steps"):
+        assert back[key] == saved[key], key
+    assert torch.equal(back["rng"]["torch"], saved["rng"]["torch"])
+    for a, b in zip(back["optimizers"], saved["optimizers"]):
+        assert a["param_groups"] == json.loads(json.dumps(b["param_groups"]))  # JSON keeps tuples as lists
+        for pid in b["state"]:
+            for k, v in b["state"][pid].items():
+                assert torch.equal(torch.as_tensor(a["state"][pid][k]), torch.as_tensor(v)), (pid, k)
+    assert back["step"] == 2 and back["tokens"] == 256
+
+
+def test_a_checkpoint_of_the_older_format_resumes_bit_identically(tmp_path, tokens_dir):
+    """Checkpoints written before the lr schedule's length was saved (state.json without
+    `schedule_steps`) resume as before: the schedule spans their config's max_steps."""
+    import json
+
+    over = tiny_overrides(**{"train.max_steps": 16, "train.checkpoint_interval": 4})
+    straight = load_config("tiny", overrides=over + [f"run.out={tmp_path / 'a'}"])
+    trained(straight, tokens=tokens_dir)
+    split = load_config("tiny", overrides=over + [f"run.out={tmp_path / 'b'}"])
+    trained(split, tokens=tokens_dir, stop_at=9)
+    state_json = RunDir(tmp_path / "b").latest_checkpoint().state_json
+    record = json.loads(state_json.read_text())
+    del record["schedule_steps"]
+    state_json.write_text(json.dumps(record, indent=1))
+    trained(split, tokens=tokens_dir, resume=True)
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_the_trainer_sets_its_attributes_in_one_place_and_the_clock_writes_into_nothing():
+    """Every attribute of the Trainer is first set in __init__ (none appears later, so nothing asks
+    `hasattr`), and the step clock returns the seconds it measured rather than adding them to its owner."""
+    import ast
+    import inspect
+
+    import lmforge.training.trainer as trainer_module
+
+    tree = ast.parse(inspect.getsource(trainer_module))
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    first = {}
+    for fn in (f for f in classes["Trainer"].body if isinstance(f, ast.FunctionDef)):
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and \
+                    isinstance(node.value, ast.Name) and node.value.id == "self":
+                first.setdefault(node.attr, fn.name)
+    assert {a: m for a, m in first.items() if m != "__init__"} == {}
+    assert "hasattr" not in inspect.getsource(trainer_module.Trainer)
+    clock = trainer_module.StepClock(torch.device("cpu"), step=0, warmup_until=1)
+    assert clock.lap(1) >= 0.0 and clock.warmup_steps == 1
+
+
+def test_progress_is_plain_dated_lines_when_stdout_is_not_a_terminal(tiny_config, tokens_dir):
+    """Written to a log file (stdout not a terminal: pytest's capture), a run prints nanoGPT's plain
+    line per log record, dated, never a bar's carriage-return frames; and it says before the final
+    evaluation that it starts (it was silent for a minute on a large split)."""
+    import re
+
+    lines = []
+    cfg = tiny_config(**{"train.progress": True, "train.max_steps": 10, "train.log_interval": 5})
+    summary = train(cfg, data=[str(tokens_dir)], log=lines.append)
+    dated = [line for line in lines if re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d step (5|10)/10: loss \d+\.\d{4} .*",
+                                                    line)]
+    assert len(dated) == 2, lines
+    assert not any("\r" in line for line in lines)
+    said = [i for i, line in enumerate(lines) if line.startswith(("train: final evaluation", "train: done"))]
+    assert len(said) == 2 and lines[said[0]].startswith("train: final evaluation")
+    assert summary["tokens_trained"] == 10 * cfg.tokens_per_step()  # the one owner of tokens per step

@@ -23,7 +23,7 @@ from lmforge import cost, figures, hardware
 from lmforge.config import BUILTIN_SOURCE, Config, config_from_dict, load_config, merge_dicts, preset_names, sets_key
 from lmforge.errors import Interrupted, LmforgeError
 from lmforge.folders import prepared, sweep, tokenized
-from lmforge.folders.run import warn
+from lmforge.folders.run import RunDir, warn
 from lmforge.scaling.law import load_law
 
 
@@ -101,8 +101,10 @@ def _config_args(p: argparse.ArgumentParser, default_preset: str | None = "tiny"
     _flags(p, "--max-steps", "--seed", "--threads", "--device", "--no-progress")
 
 
-def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | None = None) -> Config:
-    """The config a command runs with: preset, then --config, then --set, then the flags of CONFIG_FLAGS."""
+def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | None = None,
+             base: Callable[[list[str]], Config] | None = None) -> Config:
+    """The config a command runs with: preset, then --config (or `base(overrides)` in place of both when
+    given), then --set, then the flags of CONFIG_FLAGS."""
     overrides = [*args.overrides, *filter(None, (f.override(args) for f in CONFIG_FLAGS.values()))]
     extra: dict = {}
     if out:
@@ -113,7 +115,7 @@ def _resolve(args: argparse.Namespace, out: str | None, sources: list[str] | Non
             extra["data"]["max_bytes"] = 0  # named sources are read whole unless the user caps them
     if getattr(args, "kind", None):
         extra.setdefault("data", {})["kinds"] = list(args.kind)
-    cfg = load_config(args.preset, args.config, overrides, default_preset=args.default_preset)
+    cfg = base(overrides) if base else load_config(args.preset, args.config, overrides, default_preset=args.default_preset)
     if extra:
         cfg = config_from_dict(merge_dicts(cfg.to_dict(), extra))
     return cfg
@@ -228,22 +230,25 @@ def _fill(args: argparse.Namespace) -> int:
     return _show(Filled(lmforge.fill(args.run_dir, args.text, choices, args.top_k, args.device)), args.json)
 
 
+def _launcher() -> str:
+    """How this process was started: `lmforge`, or torchrun with this node's process count."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return "lmforge"
+    one_node = os.environ.get("WORLD_SIZE") == os.environ.get("LOCAL_WORLD_SIZE")  # one node's processes, or every node's
+    nproc = f"--nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE')}" if one_node else "<the same options>"
+    return f"torchrun {nproc} -m lmforge"
+
+
 def _command_again(args: argparse.Namespace, *flags: str) -> str:
     """This command line, with `flags` added where it lacks them: what the user runs to go on."""
-    words = [*args.argv, *(f for f in flags if f not in args.argv)]
-    launcher = "lmforge"
-    if "TORCHELASTIC_RUN_ID" in os.environ:  # one node's processes, or every node's
-        one_node = os.environ.get("WORLD_SIZE") == os.environ.get("LOCAL_WORLD_SIZE")
-        nproc = f"--nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE')}" if one_node else "<the same options>"
-        launcher = f"torchrun {nproc} -m lmforge"
-    return f"{launcher} {shlex.join(words)}"
+    return f"{_launcher()} {shlex.join([*args.argv, *(f for f in flags if f not in args.argv)])}"
 
 
 def _check_finished(result: dict, args: argparse.Namespace, *flags: str) -> None:
     """A training stopped by a signal saved its checkpoint; the command still ends as interrupted."""
     if result.get("interrupted"):
         raise Interrupted(f"training stopped at step {result['step']} with a checkpoint; "
-                          f"continue with: {_command_again(args, *flags)}")
+                          f"continue with:\n{_command_again(args, *flags)}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -271,9 +276,19 @@ def _tokenize(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     import lmforge
+    from lmforge.training.trainer import saved_run_config
 
-    summary = lmforge.train(_resolve(args, args.out), data=args.data, resume=args.resume, stop_at=args.stop_at)
-    _check_finished(summary, args, "--resume")  # a planned --stop-at is a success: exit 0
+    if args.allow_new_tokenizer and not args.init_from:
+        raise LmforgeError("--allow-new-tokenizer goes with --init-from HF_FOLDER (the model whose tokenizer differs)")
+    if args.resume and args.out and not (args.config or args.preset or args.data) and RunDir(args.out).config_path.is_file():
+        cfg = _resolve(args, args.out, base=lambda overrides: saved_run_config(args.out, overrides))  # all from RUN
+    else:
+        cfg = _resolve(args, args.out)
+    summary = lmforge.train(cfg, data=args.data, resume=args.resume, stop_at=args.stop_at, more_steps=args.more_steps,
+                            allow_new_tokenizer=args.allow_new_tokenizer)
+    if summary.get("interrupted"):  # the run folder holds all it needs: no other flag to repeat
+        raise Interrupted(f"training stopped at step {summary['step']} with a checkpoint; continue with:\n"
+                          f"{_launcher()} {shlex.join(['train', '--out', args.out or summary['run_dir'], '--resume'])}")
     return 0
 
 
@@ -438,9 +453,16 @@ def _args_tokenize(p: argparse.ArgumentParser) -> None:
 def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", metavar="PATH", help="a tokenized folder, or raw sources (default: config)")
     p.add_argument("--out", help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out, with the config, data and tokens saved there "
+                        "(unless --config, --preset or --data is given); a higher --max-steps extends a finished run")
+    p.add_argument("--more-steps", type=int, metavar="N",
+                   help="with --resume: train N steps past the checkpoint (the lr schedule continues at its final lr)")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="stop after STEP with a checkpoint (resume later)")
     _flags(p, "--init-from", "--objective")
+    p.add_argument("--allow-new-tokenizer", action="store_true",
+                   help="with --init-from: a model of another tokenizer; its embedding is remapped to the data's "
+                        "(tokens both hold keep their rows, the rest start fresh)")
     _config_args(p)
 
 

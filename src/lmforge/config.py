@@ -304,6 +304,11 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def tokens_per_step(self) -> int:
+        """Tokens of one optimizer step: train.grad_accum micro-batches (over all processes) of
+        train.batch_size windows of model.seq_len targets."""
+        return self.train.batch_size * self.train.grad_accum * self.model.seq_len
+
     def validate(self) -> "Config":
         _validate(self)
         return self

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from lmforge import figures
@@ -12,9 +11,9 @@ from lmforge.objectives import build_objective
 from lmforge.folders.run import RunDir
 from lmforge.open_run import open_run
 from lmforge.folders.tokenized import load_shards
-from lmforge.tokenizer import token_byte_lengths, vocab_tables
+from lmforge.tokenizer import vocab_tables
 from lmforge.training.device import autocast, resolve_dtype
-from lmforge.training.loss_eval import evaluate_loss
+from lmforge.training.loss_eval import evaluate_loss, token_bytes_for
 
 
 def evaluate_run(run_dir, max_tokens: int = 0, device: str = "cpu", batch_size: int = 16,
@@ -30,8 +29,7 @@ def evaluate_run(run_dir, max_tokens: int = 0, device: str = "cpu", batch_size: 
     opened = open_run(run, device)
     model, tok = opened.model, opened.tokenizer
     dev = torch.device(device)
-    token_bytes = token_byte_lengths(tok)
-    token_bytes = np.pad(token_bytes, (0, model.cfg.vocab_size - len(token_bytes)))
+    token_bytes = token_bytes_for(tok, model.cfg.vocab_size)
     val = load_shards(run.tokens_dir, "val")
     result = evaluate_loss(model, val, model.cfg.seq_len, batch_size, token_bytes, dev,
                            autocast(dev, resolve_dtype(cfg.train.dtype, dev)), max_tokens,

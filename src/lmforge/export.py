@@ -202,8 +202,9 @@ def _refuse(folder: Path, what: str) -> LmforgeError:
     return LmforgeError(f"--init-from {folder}: {what}")
 
 
-def check_llama_shape(folder: Path, hf: dict, cfg: GPTConfig) -> None:
-    """Refuse (naming the key and the --set that would match it) a Llama config of another shape."""
+def check_llama_shape(folder: Path, hf: dict, cfg: GPTConfig, vocab: bool = True) -> None:
+    """Refuse (naming the key and the --set that would match it) a Llama config of another shape;
+    of another vocabulary size too, unless `vocab` is False (the embedding is remapped)."""
     if hf.get("model_type") != "llama":
         raise _refuse(folder, f"{HF_CONFIG} has model_type {hf.get('model_type')!r}; only Llama-architecture folders can be read")
     head_dim = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
@@ -217,7 +218,7 @@ def check_llama_shape(folder: Path, hf: dict, cfg: GPTConfig) -> None:
           "rope_theta": hf.get("rope_theta", (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)),
           "tie_word_embeddings": hf.get("tie_word_embeddings", True)}
     for key, ours, setting in pairs:
-        if hf.get(key) != ours:
+        if hf.get(key) != ours and (vocab or key != "vocab_size"):
             raise _refuse(folder, f"{HF_CONFIG} has {key}={hf.get(key)!r} but this run's model has {ours!r}; "
                                   f"train with --set {setting}={hf.get(key)}")
     if head_dim != cfg.head_dim:
@@ -270,12 +271,16 @@ def check_same_tokenizer(folder: Path, data_tokenizer: Path) -> None:
     if json.loads(load_tokenizer(theirs).to_str()) != json.loads(load_tokenizer(data_tokenizer).to_str()):
         raise _refuse(folder, f"its {TOKENIZER_FILE} is not the training data's ({data_tokenizer}), so its weights "
                               "would read other tokens: train on the tokenized folder of the run it was exported "
-                              "from, or drop --init-from")
+                              "from, drop --init-from, or add --allow-new-tokenizer to keep its blocks and remap "
+                              "its embedding to this tokenizer")
 
 
-def init_from(model: GPT, folder: str | Path, data_tokenizer: str | Path | None = None) -> None:
+def init_from(model: GPT, folder: str | Path, data_tokenizer: str | Path | None = None,
+              allow_new_tokenizer: bool = False) -> str | None:
     """Load a Hugging Face Llama folder's weights into `model` (same shape), in place; with the
-    training data's tokenizer.json, only when the folder's tokenizer is that one."""
+    training data's tokenizer.json, only when the folder's tokenizer is that one, unless
+    `allow_new_tokenizer`: then the embedding (and an untied head) is remapped to the data's
+    tokenizer (see remap_vocabulary) and what was done is returned, one line, else None."""
     folder = Path(folder)
     if model.cfg.parametrization != "standard":
         raise _refuse(folder, "a Llama's weights are of the standard parameterisation and this run's model is "
@@ -284,17 +289,53 @@ def init_from(model: GPT, folder: str | Path, data_tokenizer: str | Path | None 
     if not config_path.is_file() or not weights.is_file():
         raise _refuse(folder, f"needs {HF_CONFIG} and {MODEL_FILE} (a folder written by lmforge export or a "
                               "Hugging Face Llama checkpoint in safetensors)")
+    remap = None
     if data_tokenizer is not None:
-        check_same_tokenizer(folder, Path(data_tokenizer))
-    check_llama_shape(folder, json.loads(config_path.read_text()), model.cfg)
+        try:
+            check_same_tokenizer(folder, Path(data_tokenizer))
+        except LmforgeError:
+            if not allow_new_tokenizer or not (folder / TOKENIZER_FILE).is_file():
+                raise
+            remap = Path(data_tokenizer)
+    check_llama_shape(folder, json.loads(config_path.read_text()), model.cfg, vocab=remap is None)
     state = from_llama_state(load_file(str(weights)), model.cfg, folder)
     current = model.state_dict()
+    said = None
+    if remap is not None:
+        said = remap_vocabulary(state, current, folder / TOKENIZER_FILE, remap)
     for name, tensor in state.items():
         if tensor.shape != current[name].shape:
             raise _refuse(folder, f"{name} has shape {tuple(tensor.shape)}, this model expects {tuple(current[name].shape)}")
     with torch.no_grad():
         for name, tensor in state.items():
             current[name].copy_(tensor.to(current[name].dtype))
+    return said
+
+
+def remap_vocabulary(state: dict[str, torch.Tensor], current: dict[str, torch.Tensor], theirs: Path,
+                     ours: Path) -> str:
+    """Rewrite `state`'s vocabulary rows (embedding, an untied head) for the tokenizer `ours`, in
+    place: a token both vocabularies hold (the same string) keeps its learned row, every other row
+    is the model's fresh initialisation from `current`. Returns what was done, for the log."""
+    from lmforge.tokenizer import load_tokenizer
+
+    their_ids, our_ids = load_tokenizer(theirs).get_vocab(), load_tokenizer(ours).get_vocab()
+    shared = sorted(set(their_ids) & set(our_ids))
+    src = torch.tensor([their_ids[t] for t in shared], dtype=torch.long)
+    dst = torch.tensor([our_ids[t] for t in shared], dtype=torch.long)
+    rows = {}
+    for name in ("wte.weight", "lm_head.weight"):
+        if name in state:
+            fresh = current[name].detach().clone().float()
+            keep = (src < len(state[name])) & (dst < len(fresh))
+            fresh[dst[keep]] = state[name][src[keep]]
+            rows[name] = (len(state[name]), len(fresh))
+            state[name] = fresh
+    before, after = rows["wte.weight"]
+    what = "embedding and output head" if "lm_head.weight" in rows else "embedding"
+    return (f"its tokenizer is not the data's (--allow-new-tokenizer): the {what} resized from {before:,} to {after:,} "
+            f"rows; {len(shared):,} tokens found in both vocabularies keep their learned rows, the other "
+            f"{after - len(shared):,} start from a fresh initialisation")
 
 
 @dataclass

@@ -19,10 +19,11 @@ def on_terminal() -> bool:
 
 class Meter:
     """A running count: tqdm's bar on a terminal, else "2026-12-07 06:40:01 prepare: read 12,000 documents"
-    through `log` every `interval` seconds, and once more at `close` when any was printed."""
+    through `log` every `interval` seconds, and once more at `close` when any was printed. With a
+    `total` the bar shows how far along it is."""
 
     def __init__(self, what: str, unit: str, log: Callable[[str], None], enabled: bool = True,
-                 interval: float = 30.0):
+                 interval: float = 30.0, total: int | None = None):
         self.what, self.unit, self.log, self.interval = what, unit, log, interval
         self.count = 0
         self.enabled = enabled
@@ -30,7 +31,7 @@ class Meter:
         if enabled and on_terminal():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(unit=unit, desc=what, mininterval=1.0, dynamic_ncols=True)
+            self.bar = tqdm(unit=unit, desc=what, total=total, mininterval=1.0, dynamic_ncols=True)
         self._said_at = time.monotonic()
         self._said_count = 0
 

@@ -495,13 +495,15 @@ class Summary(Record):
     param_groups: list[dict] = field(default_factory=list)
     mup_base_width: int | None = None
     val_reason: str | None = None  # why there are no validation figures
+    schedule_steps: int | None = None  # the steps the lr schedule spans (a run extended past them continued it)
+    extended_schedule: str | None = None  # "continued": trained past schedule_steps at the schedule's final lr
     samples: list[str] | None = None  # lmforge run: continuations of the prompts
     cloze: dict | None = None  # lmforge run: accuracy on the built-in cloze tasks
     neighbours: dict | None = None  # lmforge run: nearest words of a few frequent ones
     map: dict | None = None  # lmforge run: the word map's files
 
     WRITTEN_WHEN_SET: ClassVar[frozenset[str]] = frozenset(
-        {"mup_base_width", "val_reason", "samples", "cloze", "neighbours", "map"})
+        {"mup_base_width", "val_reason", "schedule_steps", "extended_schedule", "samples", "cloze", "neighbours", "map"})
 
 
 @dataclass

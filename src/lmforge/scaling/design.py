@@ -86,10 +86,6 @@ def make_size(cfg: Config, knob: int, vocab: int) -> Size:
     return Size(knob, m.n_layer, m.n_embd, m.n_head, sized.train.lr, int(shape.params), int(training_flops(shape).model))
 
 
-def tokens_per_step(cfg: Config) -> int:
-    return cfg.train.batch_size * cfg.train.grad_accum * cfg.model.seq_len
-
-
 def warmup_steps(sc: ScaleConfig, steps: int) -> int:
     """Warmup of a run of `steps`: `warmup_fraction` of them, at least `min_warmup_steps`, at most a
     quarter of the run (the rest of it still decays)."""
@@ -100,7 +96,7 @@ def warmup_steps(sc: ScaleConfig, steps: int) -> int:
 
 
 def _run_entry(cfg: Config, s: Size, steps: int, tag: str, level: int, level_value: float) -> dict:
-    tps = tokens_per_step(cfg)
+    tps = cfg.tokens_per_step()
     d = steps * tps
     return {
         "name": run_name(cfg.scale.knob, s.knob, f"{tag}{level}"), "knob": s.knob, "level": level, "level_value": level_value,
@@ -112,12 +108,12 @@ def _run_entry(cfg: Config, s: Size, steps: int, tag: str, level: int, level_val
 
 def _allowed(cfg: Config, s: Size, steps: int) -> bool:
     sc = cfg.scale
-    return steps >= sc.min_steps and sc.min_tokens_per_param <= steps * tokens_per_step(cfg) / s.params <= sc.max_tokens_per_param
+    return steps >= sc.min_steps and sc.min_tokens_per_param <= steps * cfg.tokens_per_step() / s.params <= sc.max_tokens_per_param
 
 
 def _runs_at(cfg: Config, sizes: list[Size], top: float) -> list[dict]:
     """The runs of the design whose largest level is `top` (6ND FLOPs for isoflop, tokens for grid)."""
-    sc, tps = cfg.scale, tokens_per_step(cfg)
+    sc, tps = cfg.scale, cfg.tokens_per_step()
     count = sc.levels if sc.design == "isoflop" else sc.points_per_size
     runs = []
     for k in range(count):
@@ -141,7 +137,7 @@ def design(cfg: Config, budget: float, vocab: int, step_overhead_flops: float = 
 
 
 def _too_small(cfg: Config, small: Size, budget: float) -> LmforgeError:
-    tps = tokens_per_step(cfg)
+    tps = cfg.tokens_per_step()
     d = max(cfg.scale.min_steps * tps, math.ceil(cfg.scale.min_tokens_per_param * small.params / tps) * tps)
     need = small.flops_per_token * d
     return LmforgeError(
@@ -155,7 +151,7 @@ def _largest_design(cfg: Config, sizes: list[Size], budget: float) -> list[dict]
     if cfg.scale.repeats:
         first = _largest_design(replace(cfg, scale=replace(cfg.scale, repeats=0)), sizes, budget)
         budget -= sum(sorted(r["flops_exact"] for r in first)[: cfg.scale.repeats])
-    tps = tokens_per_step(cfg)
+    tps = cfg.tokens_per_step()
     # The top level grows in small geometric steps until the next one would overspend; the run set
     # changes as sizes enter and leave the tokens-per-parameter window, so the total is not monotone.
     small = sizes[0]
@@ -180,7 +176,7 @@ def candidate_runs(cfg: Config, sizes: list[Size], max_run_flops: float) -> list
     """Every size on every token count D_0 r^k (D_0 = scale.min_steps steps) that the family's rules
     allow and whose 6ND is at most `max_run_flops` (one token grid for all sizes), and each size's
     longest run within `max_run_flops` (named -dmax)."""
-    sc, tps = cfg.scale, tokens_per_step(cfg)
+    sc, tps = cfg.scale, cfg.tokens_per_step()
     runs = []
     for s in sizes:
         k, grid_longest = 0, 0
@@ -230,7 +226,7 @@ def optimal_design(cfg: Config, sizes: list[Size], budget: float, step_overhead_
     cands = candidate_runs(cfg, sizes, cap)
     if not cands:
         small = sizes[0]
-        need = 6 * small.params * max(sc.min_steps * tokens_per_step(cfg), sc.min_tokens_per_param * small.params)
+        need = 6 * small.params * max(sc.min_steps * cfg.tokens_per_step(), sc.min_tokens_per_param * small.params)
         raise LmforgeError(f"scale.max_run_flops {cap:.3g} (6ND{', a quarter of --budget' if not sc.max_run_flops else ''}) "
                            f"is below the smallest model's shortest run ({need:.3g}): raise --max-run-flops or --budget")
     if len({c["knob"] for c in cands}) < 2:
@@ -349,7 +345,7 @@ def calibrate(cfg: Config, sizes: list[Size], vocab: int, threads: int, steps: i
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
-    tps = tokens_per_step(cfg)
+    tps = cfg.tokens_per_step()
     ends = list({sizes[0].knob: sizes[0], sizes[-1].knob: sizes[-1]}.values())
     fastest = [math.inf] * len(ends)
     before = cpu_seconds()
@@ -413,7 +409,7 @@ def run_seconds(run: dict, cfg: Config, calibration: dict) -> float:
     """Estimated wall-clock of one run: its steps, its final evaluation (a forward pass, ~1/3 of a
     training step's FLOPs per token), and a fixed start-up cost."""
     per_token = run["flops_exact"] / run["tokens"]
-    step_flops = per_token * tokens_per_step(cfg)
+    step_flops = per_token * cfg.tokens_per_step()
     step = calibration["seconds_per_step_fixed"] + calibration["seconds_per_flop"] * step_flops
     eval_tokens = cfg.train.final_eval_tokens or 1_000_000
     return run["steps"] * step + calibration["seconds_per_flop"] * per_token / 3 * eval_tokens + RUN_OVERHEAD_S
@@ -475,7 +471,7 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
                             f"so it cannot support a within-{within_pct:g}% forecast; raise --budget or change the design")
     return {
         "budget_flops": budget, "design": cfg.scale.design, "knob": cfg.scale.knob, "vocab_size": vocab,
-        "tokens_per_step": tokens_per_step(cfg), "runs": runs,
+        "tokens_per_step": cfg.tokens_per_step(), "runs": runs,
         "total_flops": sum(r["flops_exact"] for r in runs), "calibration": cal, "parallel": parallel,
         "threads_per_process": threads, "estimated_serial_s": round(sum(r["estimated_s"] for r in runs), 1),
         "estimated_wall_s": round(schedule_seconds([r["estimated_s"] for r in runs], parallel), 1),

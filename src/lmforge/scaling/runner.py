@@ -284,24 +284,24 @@ def train_target(sweep_dir: str | Path, params: float, tokens: float, threads: i
                  log: Callable[[str], None] = print, device: str | None = None) -> Summary:
     """Train the family's model nearest `params` on `tokens` tokens into SWEEP/verify/<name>/
     (same data, tokenizer, schedule rule and evaluation as the sweep); resumable like a sweep run."""
-    from lmforge.scaling.design import make_size, tokens_per_step, warmup_steps
+    from lmforge.scaling.design import make_size, warmup_steps
 
     sweep_dir = Path(sweep_dir)
     cfg, sweep = SweepDir(sweep_dir).load()
     vocab = sweep.get("vocab_size") or cfg.tokenizer.vocab_size
     knob = nearest_knob(cfg, params, vocab)
     size = make_size(cfg, knob, vocab)
-    steps = max(1, round(tokens / tokens_per_step(cfg)))
+    steps = max(1, round(tokens / cfg.tokens_per_step()))
     warmup = warmup_steps(cfg.scale, steps)
     run = {"name": run_name(cfg.scale.knob, knob, f"s{steps}"), "knob": knob, "n_layer": size.n_layer,
            "n_embd": size.n_embd, "n_head": size.n_head, "lr": size.lr, "steps": steps, "warmup_steps": warmup}
     prepare_sweep_tokens(cfg, sweep_dir, log)
-    warn_repeats(sweep_dir, [{**run, "tokens": steps * tokens_per_step(cfg)}], log)
+    warn_repeats(sweep_dir, [{**run, "tokens": steps * cfg.tokens_per_step()}], log)
     rcfg = run_config(cfg, sweep_dir, run, folder=VERIFY, threads=threads or cfg.train.threads or available_cpus(),
                       device=device)
     run_dir = Path(rcfg.run.out)
     if run_state(run_dir) != "done":
-        log(f"verify: training {run['name']} ({size.params:,} parameters, {steps * tokens_per_step(cfg):,} tokens, "
+        log(f"verify: training {run['name']} ({size.params:,} parameters, {steps * cfg.tokens_per_step():,} tokens, "
             f"{plural(steps, 'step')}) into {run_dir}")
         result = train_run(rcfg, RunDir(run_dir).train_log_path)
         if result.get("diverged"):

@@ -4,7 +4,9 @@
         model.safetensors   weights (the tied output head is stored once), metadata: model shape
         state.safetensors   optimizer tensors and RNG states
         state.json          step, tokens seen, data-loader position, optimizer hyper-parameters
-                            and scalar state, the run's config
+                            and scalar state, the lr schedule's length, the run's config
+
+What it holds besides the weights is a TrainState's state_dict (training/state.py).
     RUN/checkpoints/latest  name of the newest complete checkpoint
 
 The names of these files belong to the run folder (lmforge/folders/run.py); this module writes and
@@ -120,8 +122,8 @@ def read_model_config(path: Path) -> GPTConfig:
 
 # ---------------------------------------------------------------- optimizer state without pickle
 
-def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str, keep: bool) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
+def _flatten_optimizer(sd: dict, prefix: str, keep: bool) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state_dict as tensors (`prefix.pid.key`) and JSON (param groups, scalars)."""
     tensors, scalars = {}, {}
     for pid, pstate in sd["state"].items():
         for key, value in pstate.items():
@@ -151,18 +153,19 @@ def _unflatten_optimizer(stored: _TensorFile, prefix: str, info: dict, params: l
     return {"state": state, "param_groups": info["param_groups"]}
 
 
-def save_checkpoint(run: RunDir, step: int, model: GPT, optimizers: list[torch.optim.Optimizer],
-                    extra: dict, keep: int, write: bool = True) -> CheckpointDir:
-    """With FSDP every rank calls this (gathering the shards is a collective) and one writes."""
+def save_checkpoint(run: RunDir, model: GPT, state: dict, config: dict, keep: int, write: bool = True) -> CheckpointDir:
+    """The weights and a TrainState's `state_dict()` as step-N/ (N = state["step"]), with the run's
+    config. With FSDP every rank calls this (gathering the shards is a collective) and one writes."""
+    step = state["step"]
     weights = model_state(model, keep=write)
-    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    tensors: dict[str, torch.Tensor] = {f"rng.{name}": t for name, t in state["rng"].items()}
     opt_info = []
-    for i, opt in enumerate(optimizers):
-        t, info = _flatten_optimizer(opt, f"opt{i}", keep=write)
+    for i, sd in enumerate(state["optimizers"]):
+        t, info = _flatten_optimizer(sd, f"opt{i}", keep=write)
         tensors.update(t)
         opt_info.append(info)
+    record = {"step": step, "optimizers": opt_info, "tokens": state["tokens"], "loader": state["loader"],
+              "train_time_s": state["train_time_s"], "schedule_steps": state["schedule_steps"], "config": config}
     final = run.checkpoint(step)
     if not write:
         return final
@@ -179,7 +182,7 @@ def save_checkpoint(run: RunDir, step: int, model: GPT, optimizers: list[torch.o
         for path in (tmp.model_file, tmp.state_tensors):
             as_readable_as_any(path)
         files = {p.name: file_sha256(p) for p in (tmp.model_file, tmp.state_tensors)}
-        _write_synced(tmp.state_json, json.dumps({"step": step, "optimizers": opt_info, **extra, "files": files},
+        _write_synced(tmp.state_json, json.dumps({**record, "files": files},
                                                  indent=1))
     except (SafetensorError, OSError) as e:  # disk full, quota, a vanished folder
         shutil.rmtree(tmp.path, ignore_errors=True)
@@ -204,19 +207,22 @@ def _write_synced(path: Path, text: str) -> None:
 
 
 def load_checkpoint(ckpt: CheckpointDir, model: GPT, optimizers: list[torch.optim.Optimizer]) -> dict:
-    """Restore weights, optimizer state and RNG; return state.json (step, loader position, ...)."""
+    """Load the weights into `model`; return the rest as a TrainState's `state_dict()`, each optimizer
+    moment laid out (sharded) as its parameter in `optimizers`."""
     load_model_weights(model, ckpt.model_file)
     info = ckpt.state()
     stored = _TensorFile(ckpt.state_tensors)
     if len(info["optimizers"]) != len(optimizers):
         raise LmforgeError(f"checkpoint {ckpt} was written with another train.optimizer: resume with the same config")
+    states = []
     for i, opt in enumerate(optimizers):
         params = [p for group in opt.param_groups for p in group["params"]]  # state ids count in this order
-        opt.load_state_dict(_unflatten_optimizer(stored, f"opt{i}", info["optimizers"][i], params))
-    torch.set_rng_state(stored.get("rng.torch"))
-    if "rng.cuda" in stored.names and torch.cuda.is_available():
-        torch.cuda.set_rng_state(stored.get("rng.cuda"))
-    return info
+        states.append(_unflatten_optimizer(stored, f"opt{i}", info["optimizers"][i], params))
+    rng = {name.removeprefix("rng."): stored.get(name) for name in stored.names if name.startswith("rng.")}
+    return {"step": info["step"], "tokens": info["tokens"], "train_time_s": info.get("train_time_s", 0.0),
+            "loader": info["loader"], "rng": rng, "optimizers": states,
+            # written since runs could be extended; before, the schedule always spanned the config's max_steps
+            "schedule_steps": info.get("schedule_steps", info["config"]["train"]["max_steps"])}
 
 
 def load_model(ckpt: CheckpointDir, run_cfg: Config | None = None) -> GPT:

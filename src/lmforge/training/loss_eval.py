@@ -18,18 +18,27 @@ import torch
 
 from lmforge.folders.run import ValRecord
 from lmforge.objectives import EVAL_MASK_SEED, IGNORE_INDEX, CausalLM, mask_generator
-from lmforge.training.data import eval_batches, rank_eval_batches
+from lmforge.tokenizer import token_byte_lengths
+from lmforge.training.data import WindowIndex, eval_batches, rank_eval_batches
 from lmforge.training.distributed import DistInfo, all_reduce_sum
+
+
+def token_bytes_for(tokenizer, vocab_size: int) -> np.ndarray:
+    """UTF-8 bytes each of the model's `vocab_size` ids stands for, the denominator of bits per byte:
+    the ids a vocabulary padded past the tokenizer's (model.vocab_size) adds stand for 0 bytes."""
+    lengths = token_byte_lengths(tokenizer)
+    return np.pad(lengths, (0, vocab_size - len(lengths)))
 
 
 @torch.no_grad()
 def evaluate_loss(model, shards: list[np.ndarray], seq_len: int, batch_size: int, token_bytes: np.ndarray,
                   device: torch.device, autocast_ctx, max_tokens: int = 0, objective=None,
-                  dist: DistInfo = DistInfo()) -> dict:
+                  dist: DistInfo = DistInfo(), meter=None) -> dict:
     """Loss over the validation targets of `objective` (default causal): every next token, or, for
     the masked objective, the positions masked with a fixed seed (the same for every evaluation).
     Also the share of targets the model ranks first (`accuracy`). Under torchrun each rank scores
-    its share of the batches and the sums are added over the ranks: the same figures as one process."""
+    its share of the batches and the sums are added over the ranks: the same figures as one process.
+    `meter` (lmforge/progress.py), where given, counts the windows scored."""
     objective = objective or CausalLM()
     was_training = model.training
     model.eval()
@@ -45,6 +54,8 @@ def evaluate_loss(model, shards: list[np.ndarray], seq_len: int, batch_size: int
             losses, first = model(inputs, causal=objective.causal_attention, targets=targets, reduction="none")
         if not scored:
             continue
+        if meter is not None:
+            meter.update(len(window))
         keep = targets != IGNORE_INDEX  # a masked batch scores only its masked positions
         nbytes = token_bytes_t[targets.clamp(min=0)] * keep
         sums += torch.stack([losses.sum(), (losses * (nbytes > 0)).sum(), keep.sum(), nbytes.sum(),
@@ -113,17 +124,27 @@ def unigram_baseline(train_shards: list[np.ndarray], val_shards: list[np.ndarray
 
 
 class Validator:
-    """The validation split of a run, scored under its objective: `validator(model, max_tokens)`."""
+    """The validation split of a run, scored under its objective: `validator(model, max_tokens)`;
+    during training every `interval` steps before the last (`until`), the end scoring its own."""
 
     def __init__(self, val_shards: list[np.ndarray], seq_len: int, batch_size: int, token_bytes: np.ndarray,
-                 device: torch.device, autocast_ctx, objective, dist: DistInfo = DistInfo()):
+                 device: torch.device, autocast_ctx, objective, dist: DistInfo = DistInfo(), interval: int = 0,
+                 until: int = 0):
         self.shards, self.seq_len, self.batch_size = val_shards, seq_len, batch_size
         self.token_bytes, self.device, self.autocast_ctx, self.objective = token_bytes, device, autocast_ctx, objective
-        self.dist = dist
+        self.dist, self.interval, self.until = dist, interval, until
 
-    def __call__(self, model, max_tokens: int = 0) -> dict:
+    def due(self, step: int) -> bool:
+        return bool(self.interval) and step % self.interval == 0 and step < self.until
+
+    def windows(self, max_tokens: int = 0) -> int:
+        """Windows an evaluation of `max_tokens` scores (0: the whole split)."""
+        n = len(WindowIndex(self.shards, self.seq_len))
+        return min(n, max(1, max_tokens // self.seq_len)) if max_tokens else n
+
+    def __call__(self, model, max_tokens: int = 0, meter=None) -> dict:
         return evaluate_loss(model, self.shards, self.seq_len, self.batch_size, self.token_bytes, self.device,
-                             self.autocast_ctx, max_tokens, self.objective, self.dist)
+                             self.autocast_ctx, max_tokens, self.objective, self.dist, meter)
 
     @staticmethod
     def record(step: int, ev: dict, elapsed: float, objective: str) -> ValRecord:

@@ -158,24 +158,27 @@ def _own_rows(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None).to_local()
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier on each group's base lr at optimizer step `step` (0-based).
+def lr_factor(step: int, cfg: TrainConfig, steps: int | None = None) -> float:
+    """Multiplier on each group's base lr at optimizer step `step` (0-based), of a schedule laid
+    out over `steps` (default train.max_steps).
 
     Linear warmup over `warmup_steps`, then cosine to `min_lr_ratio`, or warmup-stable-decay
     (constant, then a linear decay over the last `decay_fraction` of steps), or constant. The
-    decay ends at the last step the run takes, max_steps - 1: its lr is min_lr_ratio exactly.
+    decay ends at the schedule's last step, steps - 1: its lr is min_lr_ratio exactly, and so is
+    that of every step after it (a run extended past its schedule continues at its final lr).
     """
+    steps = cfg.max_steps if steps is None else steps
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     floor = cfg.min_lr_ratio
     if cfg.schedule == "constant":
         return 1.0
     if cfg.schedule == "wsd":
-        decay_start = int(cfg.max_steps * (1 - cfg.decay_fraction))
+        decay_start = int(steps * (1 - cfg.decay_fraction))
         if step < decay_start:
             return 1.0
-        return floor + (1.0 - floor) * (1.0 - _progress(step, decay_start, cfg.max_steps - 1))
-    progress = _progress(step, cfg.warmup_steps, cfg.max_steps - 1)
+        return floor + (1.0 - floor) * (1.0 - _progress(step, decay_start, steps - 1))
+    progress = _progress(step, cfg.warmup_steps, steps - 1)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 

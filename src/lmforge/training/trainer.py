@@ -1,16 +1,19 @@
 """The trainer: tokens on disk in, checkpoints, metrics and a summary out (files: lmforge/folders/run.py).
 
-It runs in phases, each a method small enough to read alone:
+It runs in phases, each small enough to read alone:
 
-    setup()       threads, device, processes; the run folder checked, tokens made, config saved
-    build()       data loader, model, objective, optimizers, validation; state of a resumed run
-    train_step()  forward and backward over the micro-batches of one optimizer step
-    update()      clip; skip a step whose loss or gradient norm is not finite (decided on the
-                  device); step the optimizers. Several skipped in a row raise TrainingDiverged
-                  where the host next reads the guard: a log line, or the loop's end
-    validate()    the validation split under the run's objective (training/loss_eval.py)
-    checkpoint()  weights, optimizer, RNG and loader position (training/checkpoint.py)
-    finish()      final evaluation (the curve's last point), unigram baseline on its windows, summary.json
+    session()       threads, device, processes; the run folder locked, tokens made, config saved
+    Trainer()       data loader, model, objective, optimizers, validation; a resumed run's TrainState
+    train_step()    one whole step: the schedule's lr, forward and backward over its micro-batches,
+                    then the optimizer update (apply_update: clip; skip a step whose loss or gradient
+                    norm is not finite, decided on the device; TrainingDiverged is raised by
+                    NonFiniteGuard.check after several in a row)
+    _steps()        the loop: the step log, the validator and the checkpointer each say when
+                    they are `due`
+    finish()        final evaluation (the curve's last point), unigram baseline on its windows, summary.json
+
+Where the run stands (step, tokens, time, data position, RNG, optimizers, the schedule's length)
+is one TrainState (training/state.py): what a checkpoint saves and a resumed run loads.
 
 One optimizer step takes `grad_accum` micro-batches in all: under torchrun each of W ranks
 runs grad_accum / W of them, so a config means the same batch on any number of processes.
@@ -27,18 +30,21 @@ allocator and cuBLAS warm-up) are timed apart from the steady state that tokens/
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import glob
 import math
 import os
 import signal
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from lmforge.config import Config, with_data
+from lmforge.config import BUILTIN_SOURCE, Config, load_config, with_data
 from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.files import atomic_write_bytes
 from lmforge.locks import describe_holder
@@ -46,10 +52,11 @@ from lmforge.model import GPT, head_skips_untargeted_rows, model_config
 from lmforge.model_counts import TokenFlops, loss_chunk_rows, training_flops
 from lmforge.figures import fmt, plural
 from lmforge.objectives import IGNORE_INDEX, build_objective, mask_generator
-from lmforge.processes import keep_freed_memory
-from lmforge.folders.run import RunDir, Summary, TrainRecord
-from lmforge.tokenizer import load_tokenizer, token_byte_lengths, vocab_tables
+from lmforge.folders.run import CheckpointDir, RunDir, Summary, TrainRecord
 from lmforge.folders.tokenized import META, TOKENIZER_FILE, load_shards, read_meta
+from lmforge.processes import keep_freed_memory
+from lmforge.progress import Meter, on_terminal
+from lmforge.tokenizer import load_tokenizer, vocab_tables
 from lmforge.tokens import is_complete, tokenize_corpus
 from lmforge.training import distributed
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
@@ -57,8 +64,9 @@ from lmforge.training.data import TrainLoader
 from lmforge.training.events import MetricsLog
 from lmforge.training.device import (autocast, peak_flops, remeasured_peak, resolve_device, resolve_dtype,
                                      set_threads, ThreadGovernor)
-from lmforge.training.loss_eval import Validator, final_eval_tokens, unigram_baseline
-from lmforge.training.optim import build_optimizers, describe_groups, lr_factor, set_lr
+from lmforge.training.loss_eval import Validator, final_eval_tokens, token_bytes_for, unigram_baseline
+from lmforge.training.optim import build_optimizers, describe_groups
+from lmforge.training.state import TrainState
 
 WARMUP_STEPS = 3  # steps after a (re)start timed apart: compilation and warm-up, not training speed
 MAX_SKIPPED_IN_A_ROW = 5  # non-finite steps skipped in a row before the run is stopped
@@ -88,29 +96,81 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def check_resumable(saved: Config, current: Config) -> None:
+    """Refuse to resume a run under a config that changes its math. train.max_steps may be raised
+    (the run is extended); data.sources are compared as the paths they name."""
+    run = RunDir(current.run.out)
     a, b = _flat(saved.to_dict()), _flat(current.to_dict())
-    diff = [k for k in a if a[k] != b.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("run.")]
+    a["data.sources"] = [os.path.abspath(p) for p in sources_from_disk(saved.data.sources, run)]
+    b["data.sources"] = [os.path.abspath(p) for p in current.data.sources]
+    diff = [k for k in a if a[k] != b.get(k) and k not in RESUMABLE_CHANGES and k != "train.max_steps"
+            and not k.startswith("run.")]
     if diff:
         k = diff[0]
         raise LmforgeError(
             f"cannot resume: {k} was {a[k]!r} in the saved run but is {b[k]!r} now; "
             f"resume with the saved config or start a new run in another --out folder"
         )
+    if b["train.max_steps"] < a["train.max_steps"]:
+        raise LmforgeError(
+            f"cannot resume: train.max_steps was {a['train.max_steps']} in the saved run and is {b['train.max_steps']} "
+            f"now; it can only be raised (to extend the run): resume with --max-steps {a['train.max_steps']} or more")
 
 
-def checkpoint_to_resume(run: RunDir, cfg: Config, resume: bool):
-    """The checkpoint to continue from (None for a fresh run); refuses to mix two runs in one folder."""
+def checkpoint_to_resume(run: RunDir, cfg: Config, resume: bool, more_steps: int | None = None):
+    """The config to train and the checkpoint to continue from (None for a fresh run); refuses to
+    mix two runs in one folder. `more_steps` sets train.max_steps that many steps past the checkpoint."""
     ckpt = run.latest_checkpoint()
+    if more_steps is not None and not (resume and ckpt is not None):
+        raise LmforgeError(f"--more-steps extends a run that has a checkpoint: {run} holds none to extend"
+                           if resume else "--more-steps extends a trained run: add --resume")
     if not resume:
         if ckpt is not None:
             raise LmforgeError(f"{run} already holds a run: add --resume to continue it, or choose another --out")
-        return None
+        return cfg, None
     if ckpt is None:
         raise LmforgeError(f"--resume: {run} holds no checkpoint to resume from; drop --resume to start afresh")
+    if more_steps is not None:
+        if more_steps < 1:
+            raise LmforgeError(f"--more-steps {more_steps}: give a number of steps above 0")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=ckpt.step + more_steps))
     if run.config is not None:
         check_resumable(run.config, cfg)
     ckpt.check_objective(cfg.train.objective, f"the config resuming {run}")
-    return ckpt
+    return cfg, ckpt
+
+
+def sources_for_disk(sources: list[str], run: RunDir) -> list[str]:
+    """data.sources as config.yaml keeps them: relative to the run folder (absolute ones stay so),
+    so a run folder moved with its data, or resumed from another directory, still names them."""
+    return [p if p == BUILTIN_SOURCE or os.path.isabs(p) else os.path.relpath(os.path.abspath(p), run.path.resolve())
+            for p in sources]
+
+
+def sources_from_disk(sources: list[str], run: RunDir) -> list[str]:
+    """config.yaml's data.sources as this process reads them. Configs saved before they were kept
+    relative to the run folder hold them relative to the directory `lmforge` ran in: a path that
+    names nothing from the run folder but something from here is read so."""
+    def read(p: str) -> str:
+        if p == BUILTIN_SOURCE or os.path.isabs(p):
+            return p
+        from_run = os.path.normpath(os.path.join(run.path, p))
+        return from_run if glob.glob(from_run) or not glob.glob(p) else p
+
+    return [read(p) for p in sources]
+
+
+def config_for_disk(cfg: Config, run: RunDir) -> Config:
+    return with_data(cfg, sources=sources_for_disk(cfg.data.sources, run))
+
+
+def saved_run_config(out: str | Path, overrides: list[str] | None = None) -> Config:
+    """RUN/config.yaml with `overrides`, its paths as this process reads them: what `lmforge train
+    --out RUN --resume` continues when no other config is named."""
+    run = RunDir(out)
+    run.require_config("lmforge train --resume without --config")  # one line where the folder has none
+    cfg = load_config(None, run.config_path, overrides)
+    cfg = with_data(cfg, sources=sources_from_disk(cfg.data.sources, run))
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(out)))
 
 
 def check_memory(mcfg, batch_size: int, device: torch.device, recompute: str = "none",
@@ -283,105 +343,132 @@ def apply_update(model, optimizers: list[torch.optim.Optimizer], loss: torch.Ten
     return norm
 
 
+@dataclass
+class Session:
+    """What a run trains in, made before its model: the config it trains (a resumed run's, extended
+    by --more-steps), threads, device and processes, the run folder claimed and locked (one writer),
+    the checkpoint to resume from, the tokens and their tokenizer, metrics.jsonl. `session()` makes it."""
+    cfg: Config
+    run: RunDir
+    dist: distributed.DistInfo
+    device: torch.device
+    threads: int
+    governor: ThreadGovernor | None
+    log: Callable[[str], None]  # prints on the main process only
+    resume_from: CheckpointDir | None
+    tokens_dir: Path
+    meta: dict
+    tokenizer: Any
+    metrics: MetricsLog
+
+
+@contextlib.contextmanager
+def session(cfg: Config, resume: bool, log: Callable[[str], None], more_steps: int | None = None):
+    """A Session, released on leaving: metrics closed, the lock freed, the process group left."""
+    tc = cfg.train
+    threads = set_threads(tc.threads)
+    device = resolve_device(tc.device)
+    # train.threads=0 on a CPU: as many threads as the cores other processes leave free
+    governor = ThreadGovernor(threads) if tc.threads == 0 and device.type == "cpu" else None
+    if device.type == "cpu":
+        keep_freed_memory()
+    run = RunDir(cfg.run.out)
+    dist, device = distributed.setup(device)
+    log_main = log if dist.is_main else (lambda *_: None)
+    lock = metrics = None
+    finished = False
+    try:
+        if dist.is_main:  # before anything is read or written: one writer per run folder
+            run.claim()
+            lock = run.lock().acquire()
+            if lock.taken_over:
+                log_main(f"train: {run} was left locked by {describe_holder(lock.taken_over)}, which is gone; taking it over")
+        run.refuse_links()
+        cfg, resume_from = checkpoint_to_resume(run, cfg, resume, more_steps)
+        run.path.mkdir(parents=True, exist_ok=True)
+        distributed.main_first(dist, lambda: prepare_tokens(cfg, run, log_main, resume_from is not None), "lmforge/tokens")
+        tokens_dir = run.tokens_dir_for(cfg)
+        meta = read_meta(tokens_dir)
+        tokenizer = load_tokenizer(tokens_dir)
+        if dist.is_main:
+            run.save_config(config_for_disk(cfg, run))
+            atomic_write_bytes(run.tokenizer_path, (tokens_dir / TOKENIZER_FILE).read_bytes())
+        metrics = MetricsLog(run, write=dist.is_main)
+        yield Session(cfg, run, dist, device, threads, governor, log_main, resume_from, tokens_dir, meta, tokenizer,
+                      metrics)
+        finished = True
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if lock is not None:
+            lock.release()
+        distributed.teardown(dist, finished)
+
+
 class Trainer:
-    """One training run of `cfg` in RUN = cfg.run.out; `Trainer(cfg).fit()` returns the summary."""
+    """One training run in a Session: built here, trained by `fit()`, which returns the summary."""
 
-    def __init__(self, cfg: Config, resume: bool = False, stop_at: int | None = None,
-                 log: Callable[[str], None] = print):
-        self.cfg, self.tc = cfg, cfg.train
-        self.run = RunDir(cfg.run.out)
-        self.resume, self.log = resume, log
-        self.last_stop = min(self.tc.max_steps, stop_at) if stop_at is not None else self.tc.max_steps
-        self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0
-        self.dist, self.writer_lock = None, None
+    def __init__(self, s: Session, stop_at: int | None = None, allow_new_tokenizer: bool = False):
+        cfg, tc, device = s.cfg, s.cfg.train, s.device
+        self.cfg, self.tc, self.run, self.dist, self.device, self.log = cfg, tc, s.run, s.dist, device, s.log
+        self.threads, self.governor, self.steps_by_threads = s.threads, s.governor, Counter()
+        self.last_stop = min(tc.max_steps, stop_at) if stop_at is not None else tc.max_steps
         self.interrupted = False  # stopped by a signal, as opposed to reaching stop_at or max_steps
-
-    # ---------------------------------------------------------------- phases: set up and build
-
-    def setup(self) -> None:
-        """Threads, device and processes; the run folder checked; the tokens made; the config saved."""
-        tc = self.tc
-        self.threads = set_threads(tc.threads)
-        device = resolve_device(tc.device)
-        # train.threads=0 on a CPU: as many threads as the cores other processes leave free
-        self.governor = ThreadGovernor(self.threads) if tc.threads == 0 and device.type == "cpu" else None
-        self.steps_by_threads = Counter()
-        if device.type == "cpu":
-            keep_freed_memory()
-        self.dist, self.device = distributed.setup(device)
-        self.log_main = self.log if self.dist.is_main else (lambda *_: None)
-        if self.dist.is_main:  # before anything is read or written: one writer per run folder
-            self.run.claim()
-            self.writer_lock = self.run.lock().acquire()
-            if self.writer_lock.taken_over:
-                self.log_main(f"train: {self.run} was left locked by {describe_holder(self.writer_lock.taken_over)}, "
-                              f"which is gone; taking it over")
-        self.run.refuse_links()
-        self.resume_from = checkpoint_to_resume(self.run, self.cfg, self.resume)
-        self.run.path.mkdir(parents=True, exist_ok=True)
-        distributed.main_first(self.dist, lambda: prepare_tokens(self.cfg, self.run, self.log_main, self.resume_from is not None),
-                                "lmforge/tokens")
-        self.tokens_dir = self.run.tokens_dir_for(self.cfg)
-        self.meta = read_meta(self.tokens_dir)
-        self.tokenizer = load_tokenizer(self.tokens_dir)
-        if self.dist.is_main:
-            self.run.save_config(self.cfg)
-            atomic_write_bytes(self.run.tokenizer_path, (self.tokens_dir / TOKENIZER_FILE).read_bytes())
-        self.log_metrics = MetricsLog(self.run, write=self.dist.is_main)
-
-    def build(self) -> None:
-        """Data, model, objective, optimizers and validation; a resumed run's state restored."""
-        tc, device = self.tc, self.device
         torch.manual_seed(tc.seed)
         self.dtype = resolve_dtype(tc.dtype, device)
         self.amp = autocast(device, self.dtype)
-        self.mcfg = mcfg = model_config(self.cfg, self.meta["vocab_size"])
-        if mcfg.vocab_size < self.meta["vocab_size"]:
-            raise LmforgeError(f"model.vocab_size={mcfg.vocab_size} is smaller than the tokenizer's {self.meta['vocab_size']}")
-        self.train_shards = load_shards(self.tokens_dir, "train")
-        self.val_shards = load_shards(self.tokens_dir, "val")
+        self.mcfg = mcfg = model_config(cfg, s.meta["vocab_size"])
+        if mcfg.vocab_size < s.meta["vocab_size"]:
+            raise LmforgeError(f"model.vocab_size={mcfg.vocab_size} is smaller than the tokenizer's {s.meta['vocab_size']}")
+        self.train_shards = load_shards(s.tokens_dir, "train")
+        self.val_shards = load_shards(s.tokens_dir, "val")
         self.micro_batches = micro_batches_per_rank(tc.grad_accum, self.dist.world_size)
-        self.loader = TrainLoader(self.train_shards, mcfg.seq_len, tc.batch_size, tc.seed, self.dist.rank,
-                                  self.dist.world_size)
+        loader = TrainLoader(self.train_shards, mcfg.seq_len, tc.batch_size, tc.seed, self.dist.rank, self.dist.world_size)
         self.fsdp = self.dist.enabled and tc.data_parallel == "fsdp"
         check_memory(mcfg, tc.batch_size, device, tc.recompute, self.dtype, self.fsdp)
         self.model = GPT(mcfg).to(device)
         self.model.recompute = tc.recompute
-        if tc.init_from and self.resume_from is None:
+        if tc.init_from and s.resume_from is None:
             from lmforge.export import init_from
 
-            init_from(self.model, tc.init_from, self.tokens_dir / TOKENIZER_FILE)
-            self.log_main(f"train: weights from {tc.init_from}")
+            changed = init_from(self.model, tc.init_from, s.tokens_dir / TOKENIZER_FILE, allow_new_tokenizer)
+            self.log(f"train: weights from {tc.init_from}" + (f"; {changed}" if changed else ""))
         if self.fsdp:  # before the optimizers: they must hold the sharded parameters
             distributed.shard_model(self.model, self.dtype, compile_blocks=tc.compile)
-        self.objective = build_objective(tc, vocab_tables(self.tokenizer))
-        self.optimizers = build_optimizers(self.model, tc)
-        self.param_groups = describe_groups(self.optimizers)  # before a resumed run's groups replace these
-        if self.resume_from is not None:
-            self._restore(self.resume_from)
+        self.objective = build_objective(tc, vocab_tables(s.tokenizer))
+        optimizers = build_optimizers(self.model, tc)
+        self.param_groups = describe_groups(optimizers)  # before a resumed run's groups replace these
+        self.state = TrainState(optimizers, loader, schedule_steps=tc.max_steps)
+        if s.resume_from is not None:
+            self._restore(s.resume_from)
         elif self.dist.is_main:
             self.run.clear_metrics()
         self.train_model = self._wrap(self.model)
-        token_bytes = token_byte_lengths(self.tokenizer)
-        token_bytes = np.pad(token_bytes, (0, mcfg.vocab_size - len(token_bytes)))  # a padded vocabulary's extra ids: 0 bytes
-        self.validator = Validator(self.val_shards, mcfg.seq_len, tc.batch_size, token_bytes, device, self.amp,
-                                   self.objective, self.dist)
-        self.tokens_per_step = tc.batch_size * mcfg.seq_len * self.micro_batches * self.dist.world_size
+        self.validator = Validator(self.val_shards, mcfg.seq_len, tc.batch_size, token_bytes_for(s.tokenizer, mcfg.vocab_size),
+                                   device, self.amp, self.objective, self.dist, tc.eval_interval, tc.max_steps)
+        self.checkpointer = Checkpointer(self.run, tc.checkpoint_interval, tc.keep_checkpoints, self.last_stop,
+                                         self.dist, self.fsdp)
+        self.steplog = StepLog(s.metrics, tc.log_interval, self.last_stop, tc.max_steps, tc.progress and self.dist.is_main,
+                               self.log)
+        self.tokens_per_step = cfg.tokens_per_step()
         self.guard = NonFiniteGuard(device)
         # the masked objective's CPU loss takes only the rows with a target through the head: MFU
         # counts the head FLOPs that ran, by the share of targets among the tokens of this start
-        self.head_filtered = self.objective.name == "masked" and head_skips_untargeted_rows(
-            device.type, tc.compile and not self.fsdp, tc.batch_size * mcfg.seq_len, loss_chunk_rows(mcfg.vocab_size))
-        self.targets_run, self.tokens_run = 0.0, 0
+        self.flops = FlopsCount(mcfg, tc.recompute, self.objective.name == "masked" and head_skips_untargeted_rows(
+            device.type, tc.compile and not self.fsdp, tc.batch_size * mcfg.seq_len, loss_chunk_rows(mcfg.vocab_size)))
         self.peak = peak_flops(device, self.dtype) * self.dist.world_size
+        self.clock = StepClock(device, self.state.step, self.state.step + WARMUP_STEPS)
 
     def _restore(self, ckpt) -> None:
-        state = load_checkpoint(ckpt, self.model, self.optimizers)
-        self.loader.load_state_dict(state["loader"])
-        self.step, self.tokens_seen, self.elapsed = state["step"], state["tokens"], state.get("train_time_s", 0.0)
+        self.state.load_state_dict(load_checkpoint(ckpt, self.model, self.state.optimizers))
         if self.dist.is_main:
-            self.run.truncate_metrics(self.step)
-        self.log_main(f"train: resumed from {ckpt} at step {self.step}")
+            self.run.truncate_metrics(self.state.step)
+        self.log(f"train: resumed from {ckpt} at step {self.state.step}")
+        schedule, max_steps = self.state.schedule_steps, self.tc.max_steps
+        if max_steps > schedule:
+            final = "the same lr" if self.tc.schedule == "constant" else f"its final lr ({self.tc.min_lr_ratio:g} x train.lr)"
+            self.log(f"train: extending the run to {max_steps} steps; the lr schedule ({self.tc.schedule}, laid out over "
+                     f"{schedule} steps) is continued, not decayed again: steps after {schedule} train at {final}")
 
     def _wrap(self, model: GPT) -> torch.nn.Module:
         """The module the steps call: DDP around the model, compiled if asked (FSDP2 shards the model in
@@ -395,76 +482,67 @@ class Trainer:
             return wrapped
         return torch.compile(wrapped) if self.tc.compile else wrapped
 
-    # ---------------------------------------------------------------- phases: one step
+    # ---------------------------------------------------------------- one step, a checkpoint, the end
 
-    def train_step(self, windows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return forward_backward(self.train_model, self.objective, windows, self.device, self.amp, self.dist,
-                                self.fsdp, self.step, self.tc.seed)
-
-    def update(self, loss: torch.Tensor) -> torch.Tensor:
-        return apply_update(self.model, self.optimizers, loss, self.tc.grad_clip, self.guard)
-
-    def optimizer_step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One whole step: schedule, batches, train_step, update; the step counter advances. The
-        loss and the gradient norm stay on the device (reading them would make the host wait)."""
-        set_lr(self.optimizers, lr_factor(self.step, self.tc))
-        windows = [self.loader.next_batch() for _ in range(self.micro_batches)]
-        loss, targets = self.train_step(windows)
-        norm = self.update(loss)
-        self.step += 1
-        self.tokens_seen += self.tokens_per_step
-        self.tokens_run += self.tokens_per_step
-        if self.head_filtered:  # a CPU tensor: adding it costs no wait
-            self.targets_run += targets
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One whole step: the schedule's lr, the batches, forward and backward over them, the
+        optimizer update; the step counter advances. The loss and the gradient norm stay on the
+        device (reading them would make the host wait)."""
+        state = self.state
+        state.set_lr(self.tc)
+        windows = [state.loader.next_batch() for _ in range(self.micro_batches)]
+        loss, targets = forward_backward(self.train_model, self.objective, windows, self.device, self.amp, self.dist,
+                                         self.fsdp, state.step, self.tc.seed)
+        norm = apply_update(self.model, state.optimizers, loss, self.tc.grad_clip, self.guard)
+        state.advance(self.tokens_per_step)
+        self.flops.add(targets, self.tokens_per_step)
         return loss, norm
 
-    def token_flops(self) -> TokenFlops:
-        """FLOPs per token of the steps run so far (`model_counts.training_flops`)."""
-        head_rows = float(self.targets_run / self.tokens_run) if self.head_filtered and self.tokens_run else 1.0
-        return training_flops(self.mcfg.shape(), self.tc.recompute, head_rows)
-
-    # ---------------------------------------------------------------- phases: evaluate, checkpoint, finish
-
-    def validate(self, max_tokens: int) -> dict:
-        return self.validator(self.model, max_tokens)
+    def _lap(self) -> None:
+        self.state.train_time_s += self.clock.lap(self.state.step)
 
     def checkpoint(self) -> None:
-        self.clock.lap()  # train_time_s up to this step, saved with it
-        if self.dist.is_main or self.fsdp:  # FSDP: every rank gathers its shards, the main one writes
-            save_checkpoint(self.run, self.step, self.model, self.optimizers,
-                            {"tokens": self.tokens_seen, "loader": self.loader.state_dict(),
-                             "train_time_s": self.elapsed, "config": self.cfg.to_dict()},
-                            self.tc.keep_checkpoints, write=self.dist.is_main)
-        distributed.barrier(self.dist)
+        self._lap()  # train_time_s up to this step, saved with it
+        self.checkpointer.save(self.model, self.state, self.cfg.to_dict())
+
+    def validate(self, max_tokens: int, meter: Meter | None = None) -> dict:
+        return self.validator(self.model, max_tokens, meter)
 
     def finish(self) -> dict:
         """Final figures on the validation split, the unigram baseline, summary.json."""
         scored = final_eval_tokens(self.tc)
-        final = self.validate(scored)
+        step, elapsed, tokens = self.state.step, self.state.train_time_s, self.state.tokens_seen
+        self.log(f"train: final evaluation on {f'{scored:,}' if scored else 'all'} validation tokens, then the "
+                 f"unigram baseline")
+        meter = Meter("train: final evaluation", "window", self.log, enabled=self.tc.progress and self.dist.is_main,
+                      total=self.validator.windows(scored))
+        try:
+            final = self.validate(scored, meter)
+        finally:
+            meter.close()
         if final["val_loss"] is not None and not math.isfinite(final["val_loss"]):
             raise TrainingDiverged(f"training diverged: the final validation loss is {final['val_loss']}; no summary "
                                    f"written. Lower train.lr or raise train.warmup_steps and train again")
         unigram = unigram_baseline(self.train_shards, self.val_shards, self.mcfg.vocab_size, self.mcfg.seq_len,
                                    eval_tokens=scored, token_bytes=self.validator.token_bytes)
         baseline = unigram["val_loss"]
-        elapsed, tokens = self.elapsed, self.tokens_seen
         steady_s, steady_tokens = self.clock.steady_s, self.clock.steady_steps * self.tokens_per_step
         if not steady_tokens:  # a run too short for a steady state: all of it
             steady_s, steady_tokens = elapsed, tokens
         tps = steady_tokens / steady_s if steady_s else None
-        flops = self.token_flops()
+        flops = self.flops.per_token()
         summary = Summary(
             objective=self.tc.objective,
             val_loss=final["val_loss"], perplexity=final["perplexity"], bits_per_byte=final["bits_per_byte"],
             val_accuracy=final["accuracy"], val_tokens=final["tokens"], unigram_val_loss=baseline,
-            steps=self.step, tokens_trained=tokens, params=int(self.mcfg.shape().params),
+            steps=step, tokens_trained=tokens, params=int(self.mcfg.shape().params),
             flops_per_token=round(flops.model), train_time_s=round(elapsed, 3),
             # steady state: the steps after each start's first WARMUP_STEPS (compilation and warm-up)
             tokens_per_s=round(tps, 1) if tps else None,
             mfu=round(tps * flops.model / self.peak, 4) if tps else None,
             hfu=round(tps * flops.hardware / self.peak, 4) if tps else None,
             warmup_s=round(self.clock.warmup_s, 3), warmup_steps=self.clock.warmup_steps,
-            skipped_steps=self.guard.check(self.step),
+            skipped_steps=self.guard.check(step),
             peak_flops=self.peak, device=str(self.device), dtype=str(self.dtype).replace("torch.", ""),
             device_name=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             threads=self.threads, world_size=self.dist.world_size,
@@ -474,14 +552,17 @@ class Trainer:
             parametrization=self.mcfg.parametrization, param_groups=self.param_groups,
             mup_base_width=self.mcfg.mup_base_width if self.mcfg.parametrization == "mup" else None,
             val_reason=final.get("reason"),
+            schedule_steps=self.state.schedule_steps,
+            # a run extended past its schedule continued it at its final lr, not decayed again
+            extended_schedule="continued" if step > self.state.schedule_steps else None,
         )
-        if not self.run.has_validation_at(self.step):  # a run killed after this line and resumed
-            self.log_metrics(Validator.record(self.step, final, elapsed, self.objective.name))
+        if not self.run.has_validation_at(step):  # a run killed after this line and resumed
+            self.steplog.metrics(Validator.record(step, final, elapsed, self.objective.name))
         if self.dist.is_main:
             self.run.write_summary(summary)
         summary = summary.to_dict()
         masked = self.objective.name == "masked"
-        self.log_main(
+        self.log(
             f"train: done in {elapsed:.0f}s ({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}% "
             f"steady state; {summary['warmup_s']:.1f}s of warm-up{' and compilation' if self.tc.compile else ''} apart); "
             f"{'masked-token ' if masked else ''}val loss {fmt(final['val_loss'])} nats/token, "
@@ -498,145 +579,204 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
 
     def fit(self) -> dict:
-        """Set up, build, train to max_steps (or stop_at), checkpoint, finish; the summary."""
-        finished = False
-        try:
-            self.setup()
-            self.build()
-            self._announce()
-            # the stop checkpoint is written under the handler too: a repeated SIGTERM (see StopFlag)
-            # may come after the loop has ended, and the default action would kill the write
-            with StopFlag() as stop:
-                self._loop(stop)
-                self.checkpoint()
-            if self.step < self.tc.max_steps:
-                result = {"step": self.step, "complete": False, "run_dir": str(self.run),
-                          "interrupted": self.interrupted}
-            else:
-                result = self.finish()
-            finished = True
-            return result
-        finally:
-            if hasattr(self, "log_metrics"):
-                self.log_metrics.close()
-            if self.writer_lock is not None:
-                self.writer_lock.release()
-            if self.dist is not None:
-                distributed.teardown(self.dist, finished)
+        """Train to max_steps (or stop_at), checkpoint, finish; the summary."""
+        self._announce()
+        # the stop checkpoint is written under the handler too: a repeated SIGTERM (see StopFlag)
+        # may come after the loop has ended, and the default action would kill the write
+        with StopFlag() as stop:
+            self._loop(stop)
+            self.checkpoint()
+        if self.state.step < self.tc.max_steps:
+            return {"step": self.state.step, "complete": False, "run_dir": str(self.run), "interrupted": self.interrupted}
+        return self.finish()
 
     def _announce(self) -> None:
         m, tc = self.mcfg, self.tc
-        self.log_main(
+        self.log(
             f"train: {tc.objective} objective, {int(m.shape().params):,} parameters ({plural(m.n_layer, 'layer')}, "
             f"width {m.n_embd}, context {m.seq_len}), {self.tokens_per_step:,} tokens/step, "
             f"{plural(tc.max_steps, 'step')}, device {self.device}, {self.dtype}, {plural(self.threads, 'thread')}, "
             f"{plural(self.dist.world_size, 'process', 'processes')}{' (FSDP2)' if self.fsdp else ''}; "
             f"run folder {self.run}"
         )
+        if tc.compile:  # minutes on a large model, with nothing else to show for them
+            self.log("train: compiling the model: the first steps wait for it (timed apart, as warm-up)")
 
     def _loop(self, stop: "StopFlag") -> None:
-        tc = self.tc
-        bar = None
-        if tc.progress and self.dist.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=tc.max_steps, initial=self.step, unit="step", dynamic_ncols=True, leave=True, mininterval=1.0)
-        self.clock = StepClock(self, self.step + WARMUP_STEPS)
+        self.steplog.open(self.state.step)
+        self.clock.restart(self.state.step)
         self.model.train()
         try:
-            self._steps(stop, bar)
+            self._steps(stop)
         finally:  # a second Ctrl-C ends the loop at once: the next line printed starts a line of its own
-            if bar is not None:
-                bar.close()
+            self.steplog.close()
         if self.interrupted:  # told after the bar has closed, or it would end the bar's line
             # how to go on depends on the caller (train --resume, a rerun of lmforge run or scale run): it says
-            self.log_main(f"train: stop requested; saving step {self.step}")
+            self.log(f"train: stop requested; saving step {self.state.step}")
 
-    def _steps(self, stop: "StopFlag", bar) -> None:
-        tc = self.tc
-        self._follow_free_cores(bar, now=True)
-        while self.step < self.last_stop:
-            loss, norm = self.optimizer_step()
+    def _steps(self, stop: "StopFlag") -> None:
+        """Each of logging, validation and checkpoints says when it is due; the clock is read
+        (`_lap`) before them and restarted after, so their time is not training time."""
+        state = self.state
+        self._follow_free_cores(now=True)
+        while state.step < self.last_stop:
+            loss, norm = self.train_step()
             self.steps_by_threads[torch.get_num_threads()] += 1
-            self._follow_free_cores(bar)
-            if self.step == self.clock.warmup_until:
-                self.clock.lap()
-            if self.step % tc.log_interval == 0 or self.step == self.last_stop:
-                self._log_step(loss, norm, bar)
-            if bar is not None:
-                bar.update(1)
-            if tc.eval_interval and self.step % tc.eval_interval == 0 and self.step < tc.max_steps:
-                self.clock.lap()
-                self._log_validation(bar)
-                self.clock.restart()
-            if tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0 and self.step < self.last_stop:
+            self._follow_free_cores()
+            if state.step == self.clock.warmup_until:
+                self._lap()
+            if self.steplog.due(state.step):
+                self._log_step(loss, norm)
+            self.steplog.advance()
+            if self.validator.due(state.step):
+                self._lap()
+                self._log_validation()
+                self.clock.restart(state.step)
+            if self.checkpointer.due(state.step):
                 self.checkpoint()
-                self.clock.restart()
+                self.clock.restart(state.step)
             if stop.agreed(self.dist):
                 self.interrupted = True
                 break
-        self.clock.lap()
-        self.guard.check(self.step)
+        self._lap()
+        self.guard.check(state.step)
 
-    def _follow_free_cores(self, bar, now: bool = False) -> None:
+    def _follow_free_cores(self, now: bool = False) -> None:
         threads = self.governor.poll(now) if self.governor is not None else None
         if threads is not None:
-            (bar.write if bar is not None else self.log_main)(
-                f"train: {threads} of {self.governor.most} threads: other processes keep "
-                f"{self.governor.others:.1f} cores busy")
+            self.steplog.say(f"train: {threads} of {self.governor.most} threads: other processes keep "
+                             f"{self.governor.others:.1f} cores busy")
 
-    def _log_step(self, loss: torch.Tensor, norm: torch.Tensor, bar) -> None:
-        world = self.dist.world_size
+    def _log_step(self, loss: torch.Tensor, norm: torch.Tensor) -> None:
+        world, step = self.dist.world_size, self.state.step
         loss_value = loss.item()  # waits for the step: the one host synchronisation per log interval
-        skipped = self.guard.check(self.step)
-        self.clock.lap()
-        tps = self.clock.take_tokens_per_s()
-        flops = self.token_flops()
+        skipped = self.guard.check(step)
+        self._lap()
+        tps = self.clock.take_tokens_per_s(self.tokens_per_step)
+        flops = self.flops.per_token()
         self.peak = remeasured_peak(self.device, self.dtype, tps * flops.hardware / world, self.peak / world,
                                     self.threads) * world
         mfu = tps * flops.model / self.peak
-        record = TrainRecord(step=self.step, loss=round(loss_value, 5), lr=self.optimizers[0].param_groups[0]["lr"],
-                             grad_norm=round(norm.item(), 5), tokens=self.tokens_seen, tokens_per_s=round(tps, 1),
+        record = TrainRecord(step=step, loss=round(loss_value, 5), lr=self.state.optimizers[0].param_groups[0]["lr"],
+                             grad_norm=round(norm.item(), 5), tokens=self.state.tokens_seen, tokens_per_s=round(tps, 1),
                              mfu=round(mfu, 4), hfu=round(tps * flops.hardware / self.peak, 4),
-                             train_time_s=round(self.elapsed, 3), skipped_steps=skipped, threads=torch.get_num_threads())
-        self.log_metrics(record)
-        if bar is not None:
-            warm = " (warming up)" if self.step <= self.clock.warmup_until and not tps else ""
-            bar.set_postfix_str(f"loss {loss_value:.3f} | {tps / 1e3:.1f}k tok/s | MFU {100 * mfu:.1f}%{warm}")
+                             train_time_s=round(self.state.train_time_s, 3), skipped_steps=skipped,
+                             threads=torch.get_num_threads())
+        warming = step <= self.clock.warmup_until and not tps
+        self.steplog.write(record, mfu, warming)
 
-    def _log_validation(self, bar) -> None:
+    def _log_validation(self) -> None:
         ev = self.validate(self.tc.eval_tokens)
-        self.log_metrics(Validator.record(self.step, ev, self.elapsed, self.objective.name))
-        msg = f"step {self.step}: val loss {fmt(ev['val_loss'])}, {fmt(ev['bits_per_byte'])} bits/byte"
+        self.steplog.metrics(Validator.record(self.state.step, ev, self.state.train_time_s, self.objective.name))
+        msg = f"step {self.state.step}: val loss {fmt(ev['val_loss'])}, {fmt(ev['bits_per_byte'])} bits/byte"
         if self.objective.name == "masked":
             msg += f", masked-token accuracy {fmt(ev['accuracy'], '.3f')}"
-        (bar.write if bar is not None else self.log_main)(msg)
+        self.steplog.say(msg)
+
+
+class Checkpointer:
+    """Writes the weights and the TrainState every `interval` steps before `last_stop` (the loop's
+    end writes its own), keeping the newest `keep` (training/checkpoint.py)."""
+
+    def __init__(self, run: RunDir, interval: int, keep: int, last_stop: int, dist: distributed.DistInfo, fsdp: bool):
+        self.run, self.interval, self.keep, self.last_stop = run, interval, keep, last_stop
+        self.dist, self.fsdp = dist, fsdp
+
+    def due(self, step: int) -> bool:
+        return bool(self.interval) and step % self.interval == 0 and step < self.last_stop
+
+    def save(self, model: GPT, state: TrainState, config: dict) -> None:
+        if self.dist.is_main or self.fsdp:  # FSDP: every rank gathers its shards, the main one writes
+            save_checkpoint(self.run, model, state.state_dict(), config, self.keep, write=self.dist.is_main)
+        distributed.barrier(self.dist)
+
+
+class StepLog:
+    """The training log, every `interval` steps and at `last_stop`: a metrics.jsonl record, and on
+    screen a progress bar on a terminal, else (a log file, CI) one plain dated line per record, as
+    nanoGPT's `iter N: loss ...` (`progress` False: neither). Other lines go above the bar."""
+
+    def __init__(self, metrics: MetricsLog, interval: int, last_stop: int, max_steps: int, progress: bool,
+                 log: Callable[[str], None]):
+        self.metrics, self.interval, self.last_stop, self.max_steps = metrics, interval, last_stop, max_steps
+        self.progress, self.log = progress, log
+        self.bar = None
+
+    def due(self, step: int) -> bool:
+        return step % self.interval == 0 or step == self.last_stop
+
+    def open(self, step: int) -> None:
+        if self.progress and on_terminal():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.max_steps, initial=step, unit="step", dynamic_ncols=True, leave=True,
+                            mininterval=1.0)
+
+    def write(self, record: TrainRecord, mfu: float, warming: bool) -> None:
+        self.metrics(record)
+        if not self.progress:
+            return
+        speed = f"{record.tokens_per_s / 1e3:.1f}k tok/s | MFU {100 * mfu:.1f}%{' (warming up)' if warming else ''}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {record.loss:.3f} | {speed}")
+        else:
+            self.log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {record.step}/{self.max_steps}: loss "
+                     f"{record.loss:.4f} | lr {record.lr:.3g} | {speed} | {record.train_time_s:.1f}s")
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def say(self, line: str) -> None:
+        (self.bar.write if self.bar is not None else self.log)(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class FlopsCount:
+    """FLOPs per token of the steps run since this start (`model_counts.training_flops`); where the
+    head takes only the rows with a target (`head_filtered`), by the share of such rows."""
+
+    def __init__(self, mcfg, recompute: str, head_filtered: bool):
+        self.shape, self.recompute, self.head_filtered = mcfg.shape(), recompute, head_filtered
+        self.targets, self.tokens = 0.0, 0
+
+    def add(self, targets: torch.Tensor, tokens: int) -> None:
+        self.tokens += tokens
+        if self.head_filtered:  # a CPU tensor: adding it costs no wait
+            self.targets += targets
+
+    def per_token(self) -> TokenFlops:
+        head_rows = float(self.targets / self.tokens) if self.head_filtered and self.tokens else 1.0
+        return training_flops(self.shape, self.recompute, head_rows)
 
 
 class StepClock:
-    """Training time, taken between points where the host has waited for the device (`lap`), so
-    that on a GPU it is the device's time and not the time to queue work. Time up to step
-    `warmup_until` is warm-up (compilation, first allocations), kept apart from the steady state;
-    evaluation and checkpoints between a `lap` and a `restart` are not training time."""
+    """Training time, taken between points where the host has waited for the device (`lap`, which
+    returns the seconds since the last), so that on a GPU it is the device's time and not the time
+    to queue work. Time up to step `warmup_until` is warm-up (compilation, first allocations), kept
+    apart from the steady state; evaluation and checkpoints between a `lap` and a `restart` are not
+    training time."""
 
-    def __init__(self, trainer: "Trainer", warmup_until: int):
-        self.trainer, self.warmup_until = trainer, warmup_until
+    def __init__(self, device: torch.device, step: int, warmup_until: int):
+        self.device, self.warmup_until = device, warmup_until
         self.warmup_s, self.warmup_steps = 0.0, 0
         self.steady_s, self.steady_steps = 0.0, 0
         self.window_s, self.window_steps = 0.0, 0  # steady time since the last log record
-        self.restart()
+        self.mark, self.mark_step = time.perf_counter(), step
 
-    def restart(self) -> None:
-        self.mark, self.mark_step = time.perf_counter(), self.trainer.step
+    def restart(self, step: int) -> None:
+        self.mark, self.mark_step = time.perf_counter(), step
 
-    def lap(self) -> None:
-        t = self.trainer
-        if t.device.type == "cuda":
-            torch.cuda.synchronize(t.device)
+    def lap(self, step: int) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         now = time.perf_counter()
-        seconds, steps = now - self.mark, t.step - self.mark_step
-        t.elapsed += seconds
-        if t.step <= self.warmup_until:
+        seconds, steps = now - self.mark, step - self.mark_step
+        if step <= self.warmup_until:
             self.warmup_s += seconds
             self.warmup_steps += steps
         else:
@@ -644,11 +784,12 @@ class StepClock:
             self.steady_steps += steps
             self.window_s += seconds
             self.window_steps += steps
-        self.mark, self.mark_step = now, t.step
+        self.mark, self.mark_step = now, step
+        return seconds
 
-    def take_tokens_per_s(self) -> float:
+    def take_tokens_per_s(self, tokens_per_step: int) -> float:
         """Steady tokens per second since the last reading (0 while only warming up)."""
-        tps = self.window_steps * self.trainer.tokens_per_step / self.window_s if self.window_s else 0.0
+        tps = self.window_steps * tokens_per_step / self.window_s if self.window_s else 0.0
         self.window_s, self.window_steps = 0.0, 0
         return tps
 
@@ -665,17 +806,20 @@ def micro_batches_per_rank(grad_accum: int, world_size: int) -> int:
 
 
 def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop_at: int | None = None,
-          log: Callable[[str], None] = print) -> dict:
+          log: Callable[[str], None] = print, more_steps: int | None = None, allow_new_tokenizer: bool = False) -> dict:
     """Train `cfg` (tokenizing its sources first if needed) and return the summary.
 
     data: raw sources, or one tokenized folder (holding meta.json), overriding cfg.data.
-    resume: continue from the newest checkpoint in cfg.run.out.
+    resume: continue from the newest checkpoint in cfg.run.out; a raised train.max_steps, or
+    `more_steps` past the checkpoint, extends the run (the lr schedule continues at its final lr).
     stop_at: stop after this step with a checkpoint, as an interrupted run would.
+    allow_new_tokenizer: train.init_from may name a model of another tokenizer (export.init_from).
     A run stopped by SIGINT/SIGTERM saves a checkpoint and returns {"complete": False,
     "interrupted": True, "step": ...}; one stopped at stop_at the same with "interrupted": False.
     """
     cfg = with_training_data(cfg, data, RunDir(cfg.run.out))
-    return Trainer(cfg, resume, stop_at, log).fit()
+    with session(cfg, resume, log, more_steps) as s:
+        return Trainer(s, stop_at, allow_new_tokenizer).fit()
 
 
 def measure_step_seconds(cfg: Config, vocab_size: int, steps: int = 3) -> float:
