@@ -9,7 +9,8 @@ import torch
 
 from lmforge.cli import main
 from lmforge.errors import LmforgeError
-from lmforge.export import HF_CONFIG, export, init_from
+from lmforge.export import export
+from lmforge.hf_llama import HF_CONFIG, init_from
 from lmforge.model import GPT
 from lmforge.folders.run import MODEL_FILE, RunDir
 from lmforge.open_run import load_run_model, open_run

@@ -429,7 +429,7 @@ class Trainer:
         self.model = GPT(mcfg).to(device)
         self.model.recompute = tc.recompute
         if tc.init_from and s.resume_from is None:
-            from lmforge.export import init_from
+            from lmforge.hf_llama import init_from
 
             changed = init_from(self.model, tc.init_from, s.tokens_dir / TOKENIZER_FILE, allow_new_tokenizer)
             self.log(f"train: weights from {tc.init_from}" + (f"; {changed}" if changed else ""))
@@ -813,7 +813,7 @@ def train(cfg: Config, data: list[str] | None = None, resume: bool = False, stop
     resume: continue from the newest checkpoint in cfg.run.out; a raised train.max_steps, or
     `more_steps` past the checkpoint, extends the run (the lr schedule continues at its final lr).
     stop_at: stop after this step with a checkpoint, as an interrupted run would.
-    allow_new_tokenizer: train.init_from may name a model of another tokenizer (export.init_from).
+    allow_new_tokenizer: train.init_from may name a model of another tokenizer (hf_llama.init_from).
     A run stopped by SIGINT/SIGTERM saves a checkpoint and returns {"complete": False,
     "interrupted": True, "step": ...}; one stopped at stop_at the same with "interrupted": False.
     """
