@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 
 from lmforge.data.sources import iter_documents
 from lmforge.tokenizer import train_tokenizer
-from lmforge.tokens import TokenizerSample, document_kind, is_validation, sample_summary, source_prefixes, split_key
+from lmforge.tokenizing import TokenizerSample, document_kind, is_validation, sample_summary, source_prefixes, split_key
 
 
 def main() -> None:

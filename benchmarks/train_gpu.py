@@ -69,7 +69,7 @@ def prepare_tokens(work: Path, max_bytes: int) -> Path:
 
     import lmforge
     from lmforge.folders.tokenized import load_shards
-    from lmforge.tokens import tokenize_corpus
+    from lmforge.tokenizing import tokenize_corpus
 
     tokens = work / "tokens"
     if not (tokens / "meta.json").is_file():

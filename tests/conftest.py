@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 from lmforge.config import load_config  # noqa: E402
-from lmforge.tokens import tokenize_corpus  # noqa: E402
+from lmforge.tokenizing import tokenize_corpus  # noqa: E402
 
 
 def corpus_texts() -> list[str]:

@@ -394,7 +394,7 @@ def test_prepare_kind_flag_sets_a_sources_kind(tmp_path):
     assert "kinds: prose 6 of 6 kept" in done.stdout
     assert json.loads((tmp_path / "p" / "report.json").read_text())["documents_by_kind"] == {"prose": {"in": 6, "kept": 6}}
     assert_user_error(lmforge("prepare", tmp_path / "stories.jsonl", "--out", tmp_path / "q", "--kind", "novel"),
-                      "data.kinds", "prose, web, code")
+                      "data.kinds", "prose, book, play, web, code")
     assert_user_error(lmforge("prepare", tmp_path / "stories.jsonl", "--out", tmp_path / "q", "--kind", "x.jsonl=web"),
                       "data.kinds", "names no source")
 

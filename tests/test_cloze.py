@@ -20,7 +20,7 @@ from lmforge.tasks.cloze import Scorer, fill
 from lmforge.config import load_config
 from lmforge.evaluation import evaluate_run
 from lmforge.tasks.accuracy import evaluate_tasks, read_tasks, wilson_interval
-from lmforge.tokens import tokenize_corpus
+from lmforge.tokenizing import tokenize_corpus
 from lmforge.training.trainer import train
 
 CYCLE = list(dict.fromkeys(w for w in WORDS if len(w) >= 4))[:40]
@@ -400,7 +400,7 @@ def test_run_scores_the_built_in_tasks_on_the_built_in_corpus_only(runs):
     """lmforge run's blanks: the built-in Python-documentation ones on the built-in corpus, named for
     what they are; on a user's corpus the validation text's own, or, where it cannot give enough,
     none, with the reason (the cycle corpus has no sentence of 7-40 words)."""
-    from lmforge.job import fill_in_the_blank
+    from lmforge.pipeline import fill_in_the_blank
     from lmforge.folders.run import RunDir
 
     run = RunDir(runs["causal"])

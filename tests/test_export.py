@@ -120,7 +120,7 @@ def test_init_from_a_model_of_another_tokenizer_is_refused_unless_allowed(gqa_ru
     the embedding and untied head are resized to the data's tokenizer, a token both vocabularies hold
     keeping its learned row, and the log says what was done."""
     from lmforge.config import load_config
-    from lmforge.tokens import tokenize_corpus
+    from lmforge.tokenizing import tokenize_corpus
     from conftest import make_prose, tiny_overrides
 
     export(gqa_run.path, tmp_path / "hf")

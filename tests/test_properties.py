@@ -186,7 +186,7 @@ def whitespace_tokenizer():
 @FAST
 @given(text=st.one_of(st.lists(st.sampled_from(TEXT_PARTS), max_size=120).map("".join), st.text(max_size=300)))
 def test_a_text_cut_at_every_safe_place_encodes_to_the_whole_texts_ids(whitespace_tokenizer, text):
-    from lmforge.tokens import text_pieces
+    from lmforge.tokenizing import text_pieces
 
     pieces = text_pieces(text, 1)  # a cut wherever one is safe
     assert "".join(pieces) == text

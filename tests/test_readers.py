@@ -18,7 +18,7 @@ from lmforge.data.sources import SourceStats, iter_documents
 from lmforge.export import export
 from lmforge.folders.run import RunDir
 from lmforge.folders.tokenized import META, load_shards, read_meta
-from lmforge.tokens import tokenize_corpus
+from lmforge.tokenizing import tokenize_corpus
 from lmforge.training.trainer import train
 from test_faults import lmforge, one_line_error, sets
 

@@ -14,7 +14,7 @@ import pytest
 
 from lmforge.cli import main
 from lmforge.config import load_config
-from lmforge.job import run as run_job
+from lmforge.pipeline import run as run_job
 from lmforge.report import report
 from lmforge.folders.run import RunDir
 from conftest import corpus_texts, make_prose, tiny_overrides
@@ -402,8 +402,13 @@ def test_a_masked_runs_page_tells_its_own_figures_in_its_own_words(tiny_run, tmp
     out = tmp_path / "masked"
     cfg = load_config("tiny", overrides=tiny_overrides(**{"train.objective": "masked", "train.max_steps": 20,
                                                           "train.eval_interval": 10}) + [f"run.out={out}"])
-    summary = train(cfg, data=[str(tiny_run.tokens_dir)], log=lambda *_: None)
+    said: list[str] = []
+    summary = train(cfg, data=[str(tiny_run.tokens_dir)], log=said.append)
     assert summary["objective"] == "masked"
+    # what train says of it too: its accuracy beside its loss, never a bits per byte
+    assert not [line for line in said if "bits/byte" in line or "bits per byte" in line]
+    assert [line for line in said if "train: done" in line and "masked-token accuracy" in line]
+    assert [line for line in said if line.startswith("step 10: masked-token loss")]
     page = report(out).read_text()
     training = page[page.index("<h2>Training</h2>"):page.index("<h2>Results</h2>")]
     results = page[page.index("<h2>Results</h2>"):]

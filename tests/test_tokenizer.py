@@ -9,7 +9,7 @@ from lmforge.config import DataConfig, TokenizerConfig
 from lmforge.data.sources import iter_documents
 from lmforge.tokenizer import EOT, MASK, PAD, load_tokenizer, token_byte_lengths, train_tokenizer
 from lmforge.folders.tokenized import load_shards, read_meta
-from lmforge.tokens import (is_complete, is_validation, source_prefixes, split_key,
+from lmforge.tokenizing import (is_complete, is_validation, source_prefixes, split_key,
                             tokenize_corpus)
 
 SAMPLES = ["Hello, world!", "def f(x):\n    return x ** 2\n", "naïve café — 東京 🚀", "  spaces\t\ttabs\n\n"]
@@ -93,7 +93,7 @@ def test_validation_split_is_by_document_and_stable():
     ids = [f"doc{i}" for i in range(2000)]
     picked = [is_validation(i, 0.1) for i in ids]
     # the same in another process with another string-hash seed: the split never depends on hash()
-    code = ("from lmforge.tokens import is_validation; "
+    code = ("from lmforge.tokenizing import is_validation; "
             "print(''.join('1' if is_validation(f'doc{i}', 0.1) else '0' for i in range(2000)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "12345"})
@@ -150,7 +150,7 @@ def test_a_few_documents_hold_out_the_tail_of_the_stream(tmp_path):
 
 
 def test_a_long_document_holds_out_its_own_end():
-    from lmforge.tokens import split_document
+    from lmforge.tokenizing import split_document
 
     ids = np.arange(1000)
     (train, train_bytes), (val, val_bytes) = split_document(ids, 3001, 0.1)
@@ -215,7 +215,7 @@ def test_a_long_document_encoded_in_pieces_gives_the_whole_documents_ids(tokens_
 
     from pydoc_data.topics import topics
 
-    from lmforge.tokens import text_pieces
+    from lmforge.tokenizing import text_pieces
 
     tok = load_tokenizer(tokens_dir)
     prose = "\n".join(topics[name] for name in sorted(topics))
@@ -310,7 +310,7 @@ def test_the_sample_compresses_held_out_text_better_than_a_prefix_of_the_same_si
 
 def test_a_document_larger_than_the_sample_gives_it_pieces_not_all_of_itself(tmp_path):
     from conftest import make_prose
-    from lmforge.tokens import SAMPLE_PIECE_CHARS, sample_rank
+    from lmforge.tokenizing import SAMPLE_PIECE_CHARS, sample_rank
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

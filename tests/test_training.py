@@ -488,3 +488,24 @@ def test_progress_is_plain_dated_lines_when_stdout_is_not_a_terminal(tiny_config
     said = [i for i, line in enumerate(lines) if line.startswith(("train: final evaluation", "train: done"))]
     assert len(said) == 2 and lines[said[0]].startswith("train: final evaluation")
     assert summary["tokens_trained"] == 10 * cfg.tokens_per_step()  # the one owner of tokens per step
+
+
+def test_a_sources_kind_is_saved_beside_its_source_relative_to_the_run(tmp_path, monkeypatch):
+    """config.yaml keeps data.sources relative to the run folder (issue 28); a data.kinds entry names
+    its source as data.sources does, so it must move with it or the saved run names no source."""
+    from lmforge.config import load_config
+    from lmforge.data.sources import source_kinds
+    from lmforge.folders.run import RunDir
+    from lmforge.training.trainer import config_for_disk, sources_from_disk
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "plays.jsonl").write_text("{}\n")
+    cfg = load_config("tiny", overrides=["data.sources=[corpus/plays.jsonl, builtin]", "data.kinds=[corpus/plays.jsonl=play]"])
+    saved = config_for_disk(cfg, RunDir(tmp_path / "runs" / "r1"))
+    assert saved.data.sources == ["../../corpus/plays.jsonl", "builtin"]
+    assert saved.data.kinds == ["../../corpus/plays.jsonl=play"]
+    assert source_kinds(saved.data.sources, saved.data.kinds) == ["prose", ""]
+    monkeypatch.chdir(tmp_path / "corpus")  # read back from elsewhere: the paths name the same file
+    assert [Path(p).resolve() for p in sources_from_disk(saved.data.sources, RunDir(tmp_path / "runs" / "r1"))][0] == \
+        (tmp_path / "corpus" / "plays.jsonl").resolve()

@@ -34,10 +34,10 @@ _LAZY = {
     "generate": ("lmforge.sampling", "generate"),
     "inspect": ("lmforge.inspection", "Inspector"),
     "prepare": ("lmforge.data.prepare", "prepare"),
-    "run": ("lmforge.job", "run"),
+    "run": ("lmforge.pipeline", "run"),
     "RunDir": ("lmforge.folders.run", "RunDir"),
     "scaling": ("lmforge.scaling", None),
-    "tokenize": ("lmforge.tokens", "tokenize_corpus"),
+    "tokenize": ("lmforge.tokenizing", "tokenize_corpus"),
     "train": ("lmforge.training.trainer", "train"),
 }
 

@@ -417,7 +417,7 @@ def _scale(args: argparse.Namespace) -> int:
 
 def _kind_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", action="append", metavar="[SOURCE=]KIND",
-                   help="clean a source's documents as prose (books, plays, docs), web or code (data.kinds; "
+                   help="clean a source's documents as prose (book and play are prose too), web or code (data.kinds; "
                         "repeatable; without SOURCE= every source); default: guessed per file or record")
 
 

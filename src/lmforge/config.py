@@ -37,6 +37,8 @@ from lmforge.files import atomic_write_text
 BUILTIN_SOURCE = "builtin"
 # what cleaning treats a document as (README "Cleaning policy"): a book, a play, docs are all prose
 KINDS = ("prose", "web", "code")
+# the names data.kinds and --kind accept: a book or a play is cleaned by prose's rules
+KIND_NAMES = {"prose": "prose", "book": "prose", "play": "prose", "web": "web", "code": "code"}
 # tiktoken's largest vocabulary (o200k) holds ~200k tokens; beyond 2**20 an embedding table is a
 # mistake in the number, and the tokenizer trainer would try to allocate it before saying so
 MAX_VOCAB_SIZE = 2**20
@@ -353,8 +355,8 @@ def _validate(cfg: Config) -> None:
     _check(0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "must be in (0, 1)")
     _check(len(cfg.data.sources) > 0, "data.sources", cfg.data.sources, "name at least one source")
     for entry in cfg.data.kinds:
-        _check(entry.rpartition("=")[2] in KINDS, "data.kinds", entry,
-               f"give SOURCE=KIND or KIND (every source), the kind one of {', '.join(KINDS)}")
+        _check(entry.rpartition("=")[2] in KIND_NAMES, "data.kinds", entry,
+               f"give SOURCE=KIND or KIND (every source), the kind one of {', '.join(KIND_NAMES)}")
     for key, seed in (("train.seed", cfg.train.seed), ("prepare.seed", cfg.prepare.seed)):
         _check(0 <= seed < 2**32, key, seed, "must be in [0, 2**32)")
     _check(0 <= cfg.run.temperature < math.inf, "run.temperature", cfg.run.temperature,

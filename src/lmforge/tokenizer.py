@@ -1,6 +1,6 @@
 """The byte-level BPE tokenizer: training, loading, and what each token id stands for.
 
-The tokenize stage (corpus -> token shards, meta.json) is lmforge/tokens.py.
+The tokenize stage (corpus -> token shards, meta.json) is lmforge/tokenizing.py.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Protocol, TypeVar
 
-from lmforge.config import BUILTIN_SOURCE, KINDS
+from lmforge.config import BUILTIN_SOURCE, KIND_NAMES, KINDS
 from lmforge.folders import prepared, run, tokenized
 from lmforge.errors import LmforgeError
 from lmforge.figures import plural
@@ -665,9 +665,10 @@ def source_kinds(sources: list[str], kinds: list[str]) -> list[str]:
     source (written as in data.sources, or the same path otherwise written), "KIND" for every other."""
     every, named = "", {}
     for entry in kinds:
-        source, _, kind = entry.rpartition("=")
-        if kind not in KINDS:
-            raise LmforgeError(f"data.kinds: {entry!r}: give SOURCE=KIND or KIND, the kind one of {', '.join(KINDS)}")
+        source, _, name = entry.rpartition("=")
+        if name not in KIND_NAMES:
+            raise LmforgeError(f"data.kinds: {entry!r}: give SOURCE=KIND or KIND, the kind one of {', '.join(KIND_NAMES)}")
+        kind = KIND_NAMES[name]
         if not source:
             every = kind
             continue

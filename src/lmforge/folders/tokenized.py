@@ -1,4 +1,4 @@
-"""The tokenized folder: its file names, meta.json and how it is read back (written by lmforge/tokens.py).
+"""The tokenized folder: its file names, meta.json and how it is read back (written by lmforge/tokenizing.py).
 
     TOK/
       tokenizer.json        Hugging Face `tokenizers` file (byte-level BPE; lmforge/tokenizer.py)

@@ -80,7 +80,7 @@ def _tokens(run: RunDir) -> Section | None:
     if not run.tokenizer_path.is_file():
         return None
     from lmforge.folders.tokenized import load_shards, read_meta
-    from lmforge.tokens import sample_summary
+    from lmforge.tokenizing import sample_summary
 
     tok = run.tokenizer()
     rows = [("vocabulary", f"{tok.get_vocab_size():,} tokens")]

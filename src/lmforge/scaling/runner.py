@@ -163,7 +163,7 @@ def _minutes(seconds: float) -> str:
 def prepare_sweep_tokens(cfg: Config, sweep_dir: Path, log: Callable[[str], None]) -> Path:
     """The tokens every run shares. Once a run has started they are kept as they are, even where the
     sources changed since: the points of one sweep are measured on the same tokens."""
-    from lmforge.tokens import is_complete, tokenize_corpus
+    from lmforge.tokenizing import is_complete, tokenize_corpus
 
     folder = SweepDir(sweep_dir).tokens_dir
     if is_tokenized(folder) and any(row["state"] != "pending" for row in sweep_status(sweep_dir)):

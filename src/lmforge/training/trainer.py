@@ -57,7 +57,7 @@ from lmforge.folders.tokenized import META, TOKENIZER_FILE, load_shards, read_me
 from lmforge.processes import keep_freed_memory
 from lmforge.progress import Meter, on_terminal
 from lmforge.tokenizer import load_tokenizer, vocab_tables
-from lmforge.tokens import is_complete, tokenize_corpus
+from lmforge.tokenizing import is_complete, tokenize_corpus
 from lmforge.training import distributed
 from lmforge.training.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.training.data import TrainLoader
@@ -159,8 +159,23 @@ def sources_from_disk(sources: list[str], run: RunDir) -> list[str]:
     return [read(p) for p in sources]
 
 
+def kinds_renamed(kinds: list[str], before: list[str], after: list[str]) -> list[str]:
+    """data.kinds with each SOURCE=KIND entry's source written as `after` writes it where `before` had it:
+    an entry names its source as data.sources does, so the two move together."""
+    renamed = {os.path.normpath(b): a for b, a in zip(before, after)}
+    out = []
+    for entry in kinds:
+        source, eq, kind = entry.rpartition("=")
+        out.append(f"{renamed.get(os.path.normpath(source), source)}={kind}" if eq and source else entry)
+    return out
+
+
+def with_sources(cfg: Config, sources: list[str]) -> Config:
+    return with_data(cfg, sources=sources, kinds=kinds_renamed(cfg.data.kinds, cfg.data.sources, sources))
+
+
 def config_for_disk(cfg: Config, run: RunDir) -> Config:
-    return with_data(cfg, sources=sources_for_disk(cfg.data.sources, run))
+    return with_sources(cfg, sources_for_disk(cfg.data.sources, run))
 
 
 def saved_run_config(out: str | Path, overrides: list[str] | None = None) -> Config:
@@ -169,7 +184,7 @@ def saved_run_config(out: str | Path, overrides: list[str] | None = None) -> Con
     run = RunDir(out)
     run.require_config("lmforge train --resume without --config")  # one line where the folder has none
     cfg = load_config(None, run.config_path, overrides)
-    cfg = with_data(cfg, sources=sources_from_disk(cfg.data.sources, run))
+    cfg = with_sources(cfg, sources_from_disk(cfg.data.sources, run))
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(out)))
 
 
@@ -565,11 +580,12 @@ class Trainer:
         self.log(
             f"train: done in {elapsed:.0f}s ({summary['tokens_per_s']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}% "
             f"steady state; {summary['warmup_s']:.1f}s of warm-up{' and compilation' if self.tc.compile else ''} apart); "
-            f"{'masked-token ' if masked else ''}val loss {fmt(final['val_loss'])} nats/token, "
-            f"{fmt(final['bits_per_byte'])} bits/byte (unigram baseline {fmt(baseline)} nats/token"
-            + ("" if masked else f", {fmt(unigram['bits_per_byte'])} bits/byte")
-            + ")"
-            + (f", accuracy {fmt(final['accuracy'], '.3f')}" if masked else "")
+            # a masked run's loss over its hidden tokens' bytes reads like a causal run's bits per byte and
+            # does not compare with it: its accuracy is said instead
+            + (f"masked-token loss {fmt(final['val_loss'])} nats/token (unigram baseline {fmt(baseline)} nats/token), "
+               f"masked-token accuracy {fmt(final['accuracy'], '.3f')}" if masked else
+               f"val loss {fmt(final['val_loss'])} nats/token, {fmt(final['bits_per_byte'])} bits/byte (unigram "
+               f"baseline {fmt(baseline)} nats/token, {fmt(unigram['bits_per_byte'])} bits/byte)")
             + (f" ({final['reason']})" if "reason" in final else "")
             + (f"; {plural(summary['skipped_steps'], 'step')} skipped: loss or gradient not finite (lower train.lr)"
                if summary["skipped_steps"] else "")
@@ -668,9 +684,11 @@ class Trainer:
     def _log_validation(self) -> None:
         ev = self.validate(self.tc.eval_tokens)
         self.steplog.metrics(Validator.record(self.state.step, ev, self.state.train_time_s, self.objective.name))
-        msg = f"step {self.state.step}: val loss {fmt(ev['val_loss'])}, {fmt(ev['bits_per_byte'])} bits/byte"
         if self.objective.name == "masked":
-            msg += f", masked-token accuracy {fmt(ev['accuracy'], '.3f')}"
+            msg = (f"step {self.state.step}: masked-token loss {fmt(ev['val_loss'])}, "
+                   f"masked-token accuracy {fmt(ev['accuracy'], '.3f')}")
+        else:
+            msg = f"step {self.state.step}: val loss {fmt(ev['val_loss'])}, {fmt(ev['bits_per_byte'])} bits/byte"
         self.steplog.say(msg)
 
 

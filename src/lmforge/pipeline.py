@@ -90,10 +90,13 @@ def run(cfg: Config, log: Callable[[str], None] = print) -> dict:
 
     log(f"run: the whole run on one page: {report(run_dir.path)}")
     log(f"run: everything is in {run_dir}/ ({', '.join(sorted(p.name for p in run_dir.path.iterdir() if not p.name.startswith('.')))})")
-    kind = "masked-token " if cfg.train.objective == "masked" else ""
-    log(f"final: {kind}val loss {fmt(summary.val_loss)} nats/token (unigram baseline "
-        f"{fmt(summary.unigram_val_loss)}), perplexity {fmt(summary.perplexity, '.2f')}, "
-        f"{fmt(summary.bits_per_byte)} bits per byte")
+    if cfg.train.objective == "masked":  # its loss per byte does not compare with a causal run's bits per byte
+        log(f"final: masked-token loss {fmt(summary.val_loss)} nats/token (unigram baseline "
+            f"{fmt(summary.unigram_val_loss)}), masked-token accuracy {fmt(summary.val_accuracy, '.3f')}")
+    else:
+        log(f"final: val loss {fmt(summary.val_loss)} nats/token (unigram baseline "
+            f"{fmt(summary.unigram_val_loss)}), perplexity {fmt(summary.perplexity, '.2f')}, "
+            f"{fmt(summary.bits_per_byte)} bits per byte")
     return summary.to_dict()
 
 
