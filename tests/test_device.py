@@ -94,4 +94,4 @@ def test_a_narrow_affinity_mask_is_the_machine_lmforge_sees():
     assert r.returncode == 0, r.stderr
     seen = json.loads(r.stdout)
     assert len(seen["usable"]) == 1 and seen["workers"] == 1
-    assert seen["cpu"] == "cpu (1 threads)" and seen["watts"] == hardware.CPU_WATTS_PER_THREAD
+    assert seen["cpu"] == "cpu (1 thread)" and seen["watts"] == hardware.CPU_WATTS_PER_THREAD

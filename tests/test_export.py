@@ -14,6 +14,7 @@ from lmforge.hf_llama import HF_CONFIG, init_from
 from lmforge.model import GPT
 from lmforge.folders.run import MODEL_FILE, RunDir
 from lmforge.open_run import load_run_model, open_run
+from lmforge.open_run import load_run_model, open_run
 from lmforge.sampling import generate_ids
 from lmforge.tokenizer import EOT
 from lmforge.training.trainer import train
@@ -139,8 +140,8 @@ def test_init_from_a_model_of_another_tokenizer_is_refused_unless_allowed(gqa_ru
     train(cfg, data=[str(tmp_path / "tok384")], stop_at=0, log=lines.append, allow_new_tokenizer=True)
     said = [line for line in lines if "--allow-new-tokenizer" in line]
     assert len(said) == 1 and "embedding and output head resized from 512 to 384 rows" in said[0], lines
-    again, _ = RunDir(tmp_path / "again").load_model()
-    original = gqa_run.open().model
+    again, _ = load_run_model(RunDir(tmp_path / "again"))
+    original = open_run(gqa_run).model
     theirs, ours = gqa_run.tokenizer().get_vocab(), RunDir(tmp_path / "again").tokenizer().get_vocab()
     shared = sorted(set(theirs) & set(ours))
     assert 0 < len(shared) < 384 and f"{len(shared):,} tokens found in both" in said[0]

@@ -354,4 +354,4 @@ def test_latin1_text_is_read_not_called_binary(tmp_path):
     docs = list(iter_documents([str(tmp_path)], stats))
     assert [d.text for d in docs] == [text]
     assert stats.decoded == {"cp1252": 1} and stats.skipped["binary files"] == 1
-    assert "1 files read as cp1252" in stats.summary()
+    assert "1 file read as cp1252" in stats.summary()

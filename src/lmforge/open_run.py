@@ -15,6 +15,7 @@ from typing import Any
 
 from lmforge.config import Config
 from lmforge.errors import LmforgeError
+from lmforge.figures import plural
 from lmforge.folders.run import CheckpointDir, RunDir
 
 
@@ -25,7 +26,7 @@ def load_run_model(run: RunDir, device: str = "cpu"):
     run.require()
     ckpt = run.latest_checkpoint()
     if ckpt is None and run.checkpoints():
-        raise LmforgeError(f"none of the {len(run.checkpoints())} checkpoint(s) in {run.checkpoints_dir} is "
+        raise LmforgeError(f"none of the {plural(len(run.checkpoints()), 'checkpoint')} in {run.checkpoints_dir} is "
                            f"usable (each is named above with its damage): train again (lmforge train --out "
                            f"{run.path}; --resume needs a usable one)")
     if ckpt is None:
