@@ -229,6 +229,23 @@ def test_a_link_to_a_folder_is_counted_not_followed(tmp_path, corpus):
     assert stats.skipped_examples["links to folders (not followed)"] == str(corpus / "loop")
 
 
+def test_a_link_out_of_the_source_folder_is_counted_not_read(tmp_path, corpus):
+    """A corpus folder holding a link to /etc/passwd: it was read, rejected as another language, and its
+    lines kept in rejected/ and shown in report.html. A link to a file inside the folder is read."""
+    from lmforge.data.sources import SourceStats, iter_documents
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n" * 40)
+    (corpus / "outside.txt").symlink_to(secret)
+    inside = sorted(p for p in corpus.rglob("*") if p.is_file())[0]
+    (corpus / "again.txt").symlink_to(inside)
+    stats = SourceStats()
+    docs = list(iter_documents([str(corpus)], stats))
+    assert len(docs) == N_DOCS + 1 and not any("root:x:0:0" in d.text for d in docs)
+    assert stats.skipped == {"links out of the source folder (not followed)": 1}
+    assert stats.skipped_examples["links out of the source folder (not followed)"] == str(corpus / "outside.txt")
+
+
 def test_a_killed_tokenize_leaves_a_folder_that_is_refused_as_a_source(tmp_path, corpus):
     tok = tmp_path / "tok"
     tokenize(corpus, "--out", tok)

@@ -509,3 +509,20 @@ def test_a_sources_kind_is_saved_beside_its_source_relative_to_the_run(tmp_path,
     monkeypatch.chdir(tmp_path / "corpus")  # read back from elsewhere: the paths name the same file
     assert [Path(p).resolve() for p in sources_from_disk(saved.data.sources, RunDir(tmp_path / "runs" / "r1"))][0] == \
         (tmp_path / "corpus" / "plays.jsonl").resolve()
+
+
+def test_a_model_no_better_than_the_unigram_baseline_is_said_to_be(tiny_config, tokens_dir):
+    """A run that ended worse than counting tokens (issue 28's mixed folder: 10.71 against a unigram
+    baseline of 6.54, perplexity 44,882) said nothing. Two steps have not learned yet: a warning says
+    so and what to do; the final evaluation line names the tokens it scores, not the cap."""
+    from lmforge.training.trainer import train
+
+    cfg = tiny_config(**{"train.max_steps": 2})
+    said: list[str] = []
+    summary = train(cfg, data=[str(tokens_dir)], log=said.append)
+    assert summary["val_loss"] >= summary["unigram_val_loss"]
+    warning = [line for line in said if "no better than the unigram baseline" in line]
+    assert len(warning) == 1 and "has not learned yet (train more steps" in warning[0], said
+    final = next(line for line in said if line.startswith("train: final evaluation on"))
+    assert final.startswith(f"train: final evaluation on {summary['val_tokens'] // 32:,} windows of 32 tokens "
+                            f"({summary['val_tokens']:,} validation tokens)"), final

@@ -132,9 +132,9 @@ def fill_in_the_blank(run: RunDir, cfg: Config, builtin_corpus: bool, log: Calla
         label = f"fill-in-the-blank accuracy on {len(read_tasks(path))} tasks from {path}"
     cloze = evaluate_tasks(run.path, path)
     cloze["label"] = label
-    lo, hi = cloze["accuracy_norm_ci95"]
-    log(f"cloze: {label}: {cloze['accuracy_norm']:.3f} (95% CI {lo:.3f}-{hi:.3f}, chance {cloze['chance']:.3f}) "
-        f"ranked per byte as lmforge fill ranks; {cloze['accuracy']:.3f} by summed log-probability; "
+    lo, hi = cloze["accuracy_ci95"]
+    log(f"cloze: {label}: {cloze['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}, chance {cloze['chance']:.3f}) "
+        f"by summed log-probability, as lmforge fill ranks; {cloze['accuracy_norm']:.3f} per byte; "
         f"scoring {cloze['scoring']}; tasks in {cloze['tasks_file']}")
     return cloze
 

@@ -575,10 +575,13 @@ class _Lister:
         elif kind in SKIPPED_FOLDERS:
             self.skipped.append((SKIPPED_FOLDERS[kind], str(folder)))
             return []
-        self._walk(folder, real, files)
+        self._walk(folder, real, files, real)
         return sorted(files)
 
-    def _walk(self, folder: Path, real: str, files: list[Path]) -> None:
+    def _walk(self, folder: Path, real: str, files: list[Path], root: str) -> None:
+        """The files under `folder` (`real` its resolved path), never through a link out of `root`, the
+        folder the user named: a link in a corpus to /etc/passwd would otherwise be read, and its text
+        kept in rejected/ and shown in the report."""
         try:
             with os.scandir(real) as it:
                 entries = list(it)
@@ -594,9 +597,11 @@ class _Lister:
                 if kind in SKIPPED_FOLDERS:
                     self.skipped.append((SKIPPED_FOLDERS[kind], str(path)))
                 else:
-                    self._walk(path, entry_real, files)
+                    self._walk(path, entry_real, files, root)
             elif entry.is_symlink() and path.is_dir():  # not followed: a link can loop back
                 self.skipped.append(("links to folders (not followed)", str(path)))
+            elif entry.is_symlink() and os.path.commonpath([root, os.path.realpath(entry_real)]) != root:
+                self.skipped.append(("links out of the source folder (not followed)", str(path)))
             else:
                 files.append(path)
 

@@ -184,11 +184,10 @@ def _results(summary: Summary | None) -> Section | None:
                "tokenizers can be compared. ")
     cloze = summary.cloze
     if cloze:
-        # `label` and the per-byte figure (what lmforge fill ranks by) since issue 28; older summaries lack them
-        key = "accuracy_norm" if "label" in cloze else "accuracy"
-        lo, hi = cloze[f"{key}_ci95"]
+        # `label` (what the tasks are) since issue 28; older summaries lack it
+        lo, hi = cloze["accuracy_ci95"]
         rows.append((cloze.get("label", "fill-in-the-blank accuracy"),
-                     f"{cloze[key]:.3f} (95% interval {lo:.3f}–{hi:.3f}; chance {cloze['chance']:.3f}; "
+                     f"{cloze['accuracy']:.3f} (95% interval {lo:.3f}–{hi:.3f}; chance {cloze['chance']:.3f}; "
                      f"{cloze['tasks']} tasks)"))
     blocks: list = [("table", None, rows)]
     for text in summary.samples or []:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lmforge.data.sources import LONE_SURROGATE
 from lmforge.errors import LmforgeError
-from lmforge.tasks.cloze import MARK, Scorer, best, check_choices, split_blank
+from lmforge.tasks.cloze import MARK, Scorer, best, best_per_byte, check_choices, split_blank
 
 
 BUILTIN_TASKS = "builtin"  # `--tasks builtin`: the task file shipped with lmforge (lmforge/tasks/)
@@ -79,19 +79,18 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 
 def evaluate_tasks(run_dir, tasks: str | Path = BUILTIN_TASKS, device: str = "cpu") -> dict:
     """Accuracy on multiple-choice cloze tasks (a task file, or `builtin`),
-    scored as `lmforge fill --choices` scores (see lmforge.tasks.cloze): `accuracy_norm` picks the
-    choice `fill` ranks first (the highest log-probability per UTF-8 byte of the scored tokens: the
-    choice's tokens for a masked model, the completed sentence's for a causal one); `accuracy` the
-    highest summed log-probability. Each with a 95% Wilson interval."""
+    scored as `lmforge fill --choices` scores (see lmforge.tasks.cloze): `accuracy` picks the choice
+    `fill` ranks first (the highest summed log-probability); `accuracy_norm` the highest log-probability
+    per UTF-8 byte of the scored tokens (the choice's tokens for a masked model, the completed
+    sentence's for a causal one). Each with a 95% Wilson interval."""
     items = read_tasks(tasks)
     scorer = Scorer(run_dir, device)
     right = right_norm = truncated = 0
     scoring = ""
     for task in items:
         scoring, scored = scorer.score_choices(task["context"], task["choices"])
-        raw = [s.score for s in scored]
-        right += raw.index(max(raw)) == task["answer"]
-        right_norm += best(scored) == task["answer"]
+        right += best(scored) == task["answer"]
+        right_norm += best_per_byte(scored) == task["answer"]
         truncated += any(s.truncated for s in scored)
     n = len(items)
     return {

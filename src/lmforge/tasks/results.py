@@ -38,7 +38,7 @@ class Filled(figures.Result):
 
     def lines(self) -> list[str]:
         r = self.fill
-        how = SCORING[r["scoring"]] + ", ranked per byte"
+        how = SCORING[r["scoring"]] + ", ranked by summed log-probability"
         if "shortlist" in r:
             how += f"; whole words grown from the {r['shortlist']} likeliest first tokens at the blank"
         trimmed = " [text trimmed to the model's context]" if r["truncated"] else ""

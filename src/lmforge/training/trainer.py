@@ -527,10 +527,12 @@ class Trainer:
         """Final figures on the validation split, the unigram baseline, summary.json."""
         scored = final_eval_tokens(self.tc)
         step, elapsed, tokens = self.state.step, self.state.train_time_s, self.state.tokens_seen
-        self.log(f"train: final evaluation on {f'{scored:,}' if scored else 'all'} validation tokens, then the "
-                 f"unigram baseline")
+        windows = self.validator.windows(scored)
+        # train.final_eval_tokens is a cap: a small validation split holds fewer
+        self.log(f"train: final evaluation on {plural(windows, 'window')} of {self.mcfg.seq_len} tokens "
+                 f"({windows * self.mcfg.seq_len:,} validation tokens), then the unigram baseline")
         meter = Meter("train: final evaluation", "window", self.log, enabled=self.tc.progress and self.dist.is_main,
-                      total=self.validator.windows(scored))
+                      total=windows)
         try:
             final = self.validate(scored, meter)
         finally:
@@ -590,6 +592,13 @@ class Trainer:
             + (f"; {plural(summary['skipped_steps'], 'step')} skipped: loss or gradient not finite (lower train.lr)"
                if summary["skipped_steps"] else "")
         )
+        if final["val_loss"] is not None and baseline is not None and final["val_loss"] >= baseline:
+            # a model worse than counting tokens has memorised its training text or not learned yet
+            split = sum(len(shard) for shard in self.train_shards)
+            self.log(f"train: warning: the validation loss {fmt(final['val_loss'])} is no better than the unigram "
+                     f"baseline {fmt(baseline)}: {tokens:,} tokens trained from a split of {split:,}, so the model "
+                     + ("has memorised its training text (give more text, or train fewer steps)" if tokens > 4 * split
+                        else "has not learned yet (train more steps, or raise train.lr)"))
         return summary
 
     # ---------------------------------------------------------------- the loop
