@@ -234,3 +234,24 @@ def test_control_characters_are_drawn_as_their_codes(tmp_path):
     from lmforge.inspection.pictures import _short
 
     assert [_short(t) for t in tokens] == ["a\\x0b", "\\x01", "b\\x1c", "\\u200b", "\\n\\t"]
+
+
+def test_words_training_never_saw_are_neither_shown_nor_neighbours(run):
+    """Issue 28's trial: validation-only words ("Sonic", "Sega") had whole tokens the tokenizer learned
+    from the validation documents, but embedding rows no step had touched, and the first look showed
+    them 0.97-0.99 alike. A word whose token training never saw is left out of the frequent words and
+    of the static neighbours, and asking for it says why."""
+    from lmforge.errors import LmforgeError
+
+    top = Inspector(run).frequent_words(3, min_length=3)
+    insp = Inspector(run)
+    (unseen,) = insp.tok.encode(" " + top[0], add_special_tokens=False).ids  # one token in this vocabulary
+    used = insp._used_tokens()
+    used[unseen] = False
+    insp._used_tokens = lambda: used  # as if no training window had held that token
+    assert top[0] not in insp.frequent_words(3, min_length=3)
+    words, _ = insp.vectors("static")
+    assert top[0] not in words and top[1] in words
+    assert all(n["word"] != top[0] for n in insp.neighbours(top[1], k=len(words) - 1)["neighbours"])
+    with pytest.raises(LmforgeError, match="not in the training text"):
+        insp.neighbours(top[0])

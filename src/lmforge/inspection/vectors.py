@@ -34,6 +34,9 @@ class Words:
     occ_len: np.ndarray  # (n_occ,) tokens in the occurrence
     token_pos: np.ndarray  # (n_tok,) position in the validation stream of each token of each occurrence
     token_occ: np.ndarray  # (n_tok,) the occurrence that token belongs to
+    # (n_words,) every token of the word occurs in training: an embedding row no training step touched
+    # is its initialisation, and its "neighbours" (0.99 alike in issue 28's trial) mean nothing
+    trained: np.ndarray
 
 
 
@@ -120,13 +123,21 @@ class WordVectors:
         for i in np.flatnonzero(spaced & used[:len(spaced)]).tolist():
             index.setdefault(cores[i], len(index))
         counts = np.pad(counts, (0, len(index) - len(counts)))
-        return Words(list(index), counts, index, occ_word, occ_len, letter_pos, occ_of_token)
+        words = list(index)
+        encoded = self.tok.encode_batch_fast([" " + w for w in words], add_special_tokens=False) if words else []
+        trained = np.array([bool(e.ids) and bool(used[[i for i in e.ids if i < len(used)]].all()) for e in encoded],
+                           dtype=bool)
+        return Words(words, counts, index, occ_word, occ_len, letter_pos, occ_of_token, trained)
 
     def _known(self, word: str, vectors: str, known: dict[str, int]) -> int:
         if not word or not word.strip() or any(c.isspace() for c in word):
             raise LmforgeError(f"inspect: {word!r} is not one word: give a single word without spaces")
         if word in known:
             return known[word]
+        w = self.words()
+        if vectors == "static" and word in w.index and not w.trained[w.index[word]]:
+            raise LmforgeError(f"inspect: {word!r} occurs in the validation text but not in the training text: its "
+                               "static vector is its untrained initialisation (try --vectors contextual)")
         import difflib
 
         close = difflib.get_close_matches(word, list(known), n=3)
@@ -160,7 +171,8 @@ class WordVectors:
         return self._vectors[key]
 
     def _static(self) -> tuple[list[str], torch.Tensor]:
-        words = self.words().words
+        w = self.words()
+        words = [word for word, trained in zip(w.words, w.trained) if trained]
         if not words:
             raise LmforgeError(f"inspect: {self.run_dir} has no words to compare (no letter tokens in its vocabulary)")
         encoded = self.tok.encode_batch_fast([" " + w for w in words], add_special_tokens=False)
@@ -237,7 +249,8 @@ class WordVectors:
         return [{"word": words[i], "similarity": round(float(s), 6)} for s, i in zip(top.values, top.indices.tolist())]
 
     def frequent_words(self, n: int, min_length: int = 1) -> list[str]:
-        """The n words seen most often in the validation text (vocabulary order where there is none)."""
+        """The n words seen most often in the validation text (vocabulary order where there is none),
+        among those training saw."""
         w = self.words()
         order = np.argsort(-w.counts, kind="stable")
-        return [w.words[i] for i in order if len(w.words[i]) >= min_length][:n]
+        return [w.words[i] for i in order if len(w.words[i]) >= min_length and w.trained[i]][:n]
