@@ -35,6 +35,14 @@ def fmt(x: Any, spec: str = ".4f", missing: str = "n/a") -> str:
     return missing if finite(x) is None else format(x, spec)
 
 
+def size(n_bytes: float) -> str:
+    """Bytes for a person: "24.1 kB", "3.3 MB", "1.20 GB" (a 24 kB corpus read "0.0 MB")."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:,.{2 if unit == 'GB' else 1}f} {unit}"
+    return f"{n_bytes:,.0f} bytes"
+
+
 def plural(n: int, noun: str, nouns: str | None = None) -> str:
     """'1 thread', '2 threads', '1,500 processes': the count and its noun in the right number."""
     return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"

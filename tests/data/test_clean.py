@@ -422,3 +422,24 @@ def test_a_long_document_is_judged_window_by_window():
     assert rule(spam) == "duplicate_5_grams"
     short_docs = [prose(t) for t in corpus_texts()]
     assert rule.batch(short_docs) == whole.batch([prose(t) for t in corpus_texts()])
+
+
+def test_project_gutenbergs_header_and_licence_are_cut_away():
+    """War and Peace as Gutenberg ships it kept its 19 kB licence: the book is one document, so the
+    licence was ~11% of its validation text, 11 of 200 cloze blanks and a sample prompt."""
+    header = ("The Project Gutenberg EBook of War and Peace, by Leo Tolstoy\n\nThis eBook is for the use of anyone "
+              "anywhere at no cost.\n\n*** START OF THIS PROJECT GUTENBERG EBOOK WAR AND PEACE ***\n\n")
+    book = "BOOK ONE: 1805\n\nWell, Prince, so Genoa and Lucca are now just family estates of the Buonapartes.\n"
+    footer = ("\nEnd of the Project Gutenberg EBook of War and Peace, by Leo Tolstoy\n\n*** END OF THIS PROJECT "
+              "GUTENBERG EBOOK WAR AND PEACE ***\n\nSection 4. Information about Donations to the Project "
+              "Gutenberg Literary Archive Foundation\n")
+    repair = clean.Repair()
+    doc = prose(header + book + footer)
+    assert repair(doc) is None
+    assert doc.text == book and {"rule": "repair:gutenberg_boilerplate"} in doc.edits
+    assert repair.counts["gutenberg_boilerplate_removed"] == 1
+    # one marker alone, or a book that only mentions Project Gutenberg, is left as it is
+    for text in (header + book, "Notes on the Project Gutenberg edition of this book.\n" + book):
+        kept = prose(text)
+        repair(kept)
+        assert "repair:gutenberg_boilerplate" not in [e["rule"] for e in kept.edits]

@@ -616,3 +616,23 @@ def test_data_kinds_set_a_sources_kind(tmp_path):
     assert [d.kind for d in iter_documents(prepare_module.list_prepare_inputs(sources, tmp_path / "q", kinds=books.kinds))] == ["prose", "prose"]
     with pytest.raises(LmforgeError, match=r"data.kinds=.*novel.*prose, book, play, web, code"):
         cfg(**{"data.kinds": "[novel]"})
+
+
+def test_the_summary_says_sizes_counts_and_line_edits_as_a_person_reads_them(tmp_path):
+    """Issue 28's trial: "1 documents (0.0 MB)" for a 24 kB corpus, "repair:documents: 60" (a tally, not a
+    repair) and C4 removing "The end." from 30 kept stories without a word on screen."""
+    from lmforge.figures import size
+    from lmforge.folders.prepared import PrepareReport
+
+    story = make_prose(3) + "\n\nThe end.\n"
+    (tmp_path / "stories.jsonl").write_text(json.dumps({"id": "s1", "text": story}) + "\n")
+    said: list[str] = []
+    c = cfg(**{"data.kinds": "[web]"})
+    prepare([str(tmp_path / "stories.jsonl")], tmp_path / "p", c.prepare, c.data, log=said.append, progress=False)
+    text = "\n".join(said)
+    report = PrepareReport.from_dict(json.loads((tmp_path / "p" / "report.json").read_text()))
+    assert report.steps["c4"]["edited"] == 1
+    assert f"prepare: 1 document ({size(report.bytes_in)}) in -> 1 kept" in text, text
+    assert "lines removed from kept documents: c4 in 1 document" in text
+    assert "repair:documents" not in text
+    assert [size(24_100), size(3_300_000), size(1.2e9), size(512)] == ["24.1 kB", "3.3 MB", "1.20 GB", "512 bytes"]

@@ -316,10 +316,28 @@ def fix_mojibake(text: str) -> str:
     return text
 
 
+# Project Gutenberg's header and licence (about 20 kB around every book): its own markers bound the book
+GUTENBERG_START = re.compile(r"^\*{3}\s*START OF (?:THE|THIS) PROJECT GUTENBERG E(?:BOOK|TEXT)\b[^\n]*\n", re.I | re.M)
+GUTENBERG_END = re.compile(r"^\*{3}\s*END OF (?:THE|THIS) PROJECT GUTENBERG E(?:BOOK|TEXT)\b", re.I | re.M)
+GUTENBERG_LAST_LINE = re.compile(r"\n[ \t]*End of (?:the )?Project Gutenberg(?:'s)? E(?:Book|Text)[^\n]*\s*$", re.I)
+
+
+def without_gutenberg_boilerplate(text: str) -> str:
+    """The book between Project Gutenberg's START and END markers (the licence after it is ~11% of
+    War and Peace's last 5%, which became its validation text, cloze blanks and sample prompts);
+    `text` itself where the markers are not both there."""
+    start = GUTENBERG_START.search(text)
+    end = GUTENBERG_END.search(text, start.end()) if start else None
+    if not (start and end):
+        return text
+    return GUTENBERG_LAST_LINE.sub("", text[start.end():end.start()]).strip("\n") + "\n"
+
+
 class Repair(Filter):
-    """Mojibake, Unicode NFC, control characters out, tidy whitespace; counts what it fixed.
-    Code is read as it is (a form feed or an NFD string literal is the program's business);
-    prose keeps every line (trailing spaces go); web text also loses runs of blank lines."""
+    """Mojibake, Unicode NFC, control characters out, tidy whitespace, Project Gutenberg's header and
+    licence cut away; counts what it fixed. Code is read as it is (a form feed or an NFD string literal
+    is the program's business); prose keeps every line (trailing spaces go); web text also loses runs
+    of blank lines."""
 
     name = "repair"
     kinds = ("prose", "web")
@@ -338,6 +356,13 @@ class Repair(Filter):
             self.counts["invalid_utf8_chars"] += text.count("\ufffd")
         if doc.kind not in self.kinds:
             return None if text.strip() else "empty_after_repair"
+        if "GUTENBERG" in text[:20_000].upper():
+            book = without_gutenberg_boilerplate(text)
+            if book is not text:
+                self.counts["gutenberg_boilerplate_removed"] += 1
+                doc.edits.append({"rule": "repair:gutenberg_boilerplate"})
+                doc.set_text(book)
+                text = book
         has_control = CONTROL.search(text) is not None  # C0 and C1: one scan rules both out
         if has_control and C0_CONTROL.search(text):
             self.counts["control_chars_removed"] += 1

@@ -42,7 +42,7 @@ from lmforge.data.pii import RedactPII, redacted
 from lmforge.data.sources import (Document, Inputs, Skip, SourceStats, batched,
                                   iter_documents, list_inputs, skip_hint)
 from lmforge.errors import LmforgeError
-from lmforge.figures import plural
+from lmforge.figures import plural, size
 from lmforge.files import (atomic_write_json, atomic_write_text, building_folder, claim_output, fingerprint, install,
                            is_complete, json_format_is, output_errors, read_own_bytes, refuse_inside_sources,
                            refuse_link, remove, remove_own)
@@ -594,9 +594,9 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
 
 
 def summary_text(report: PrepareReport, out: Path) -> str:
-    lines = [f"prepare: {report.documents_in:,} documents ({report.bytes_in / 1e6:,.1f} MB) in -> "
+    lines = [f"prepare: {plural(report.documents_in, 'document')} ({size(report.bytes_in)}) in -> "
              f"{report.documents_kept:,} kept "
-             f"({report.bytes_kept / 1e6:,.1f} MB), {report.documents_rejected:,} rejected, "
+             f"({size(report.bytes_kept)}), {report.documents_rejected:,} rejected, "
              f"in {report.seconds:.0f}s -> {PreparedDir(out).clean_dir}"]
     lines.append("  kinds: " + ", ".join(f"{k} {c['kept']:,} of {c['in']:,} kept"
                                          for k, c in report.documents_by_kind.items()))
@@ -605,7 +605,13 @@ def summary_text(report: PrepareReport, out: Path) -> str:
     if report.duplicate_clusters:
         lines.append(f"  duplicate clusters: {report.duplicate_clusters:,} (largest {report.largest_duplicate_cluster})")
     for k, v in report.repairs_and_redactions.items():
-        lines.append(f"  {k}: {v:,}")
+        if k.rpartition(":")[2] not in ("documents", "edited"):  # the step's own tallies, not a repair
+            lines.append(f"  {k}: {v:,}")
+    # line rules edit the documents they keep: said here, not only in report.json's steps
+    edited = {name: c["edited"] for name, c in report.steps.items() if c.get("edited") and name not in ("repair", "pii")}
+    if edited:
+        lines.append("  lines removed from kept documents: " + ", ".join(f"{name} in {plural(n, 'document')}"
+                                                                         for name, n in edited.items()))
     if report.boilerplate_lines_removed:
         lines.append(f"  boilerplate lines removed: {report.boilerplate_lines_removed:,}")
     reader = report.reader
