@@ -501,11 +501,13 @@ def test_a_sources_kind_is_saved_beside_its_source_relative_to_the_run(tmp_path,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "plays.jsonl").write_text("{}\n")
-    cfg = load_config("tiny", overrides=["data.sources=[corpus/plays.jsonl, builtin]", "data.kinds=[corpus/plays.jsonl=play]"])
+    inside = tmp_path / "runs" / "r1" / "prepared" / "clean"  # lmforge run's own, named absolute
+    cfg = load_config("tiny", overrides=[f"data.sources=[corpus/plays.jsonl, builtin, {inside}, /usr/share/doc]",
+                                         "data.kinds=[corpus/plays.jsonl=play]"])
     saved = config_for_disk(cfg, RunDir(tmp_path / "runs" / "r1"))
-    assert saved.data.sources == ["../../corpus/plays.jsonl", "builtin"]
+    assert saved.data.sources == ["../../corpus/plays.jsonl", "builtin", "prepared/clean", "/usr/share/doc"]
     assert saved.data.kinds == ["../../corpus/plays.jsonl=play"]
-    assert source_kinds(saved.data.sources, saved.data.kinds) == ["prose", ""]
+    assert source_kinds(saved.data.sources, saved.data.kinds) == ["prose", "", "", ""]
     monkeypatch.chdir(tmp_path / "corpus")  # read back from elsewhere: the paths name the same file
     assert [Path(p).resolve() for p in sources_from_disk(saved.data.sources, RunDir(tmp_path / "runs" / "r1"))][0] == \
         (tmp_path / "corpus" / "plays.jsonl").resolve()

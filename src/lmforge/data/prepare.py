@@ -610,8 +610,9 @@ def summary_text(report: PrepareReport, out: Path) -> str:
     # line rules edit the documents they keep: said here, not only in report.json's steps
     edited = {name: c["edited"] for name, c in report.steps.items() if c.get("edited") and name not in ("repair", "pii")}
     if edited:
+        web = " (the rules for web pages: give --kind prose for books or stories)" if "web" in report.documents_by_kind else ""
         lines.append("  lines removed from kept documents: " + ", ".join(f"{name} in {plural(n, 'document')}"
-                                                                         for name, n in edited.items()))
+                                                                         for name, n in edited.items()) + web)
     if report.boilerplate_lines_removed:
         lines.append(f"  boilerplate lines removed: {report.boilerplate_lines_removed:,}")
     reader = report.reader

@@ -140,10 +140,17 @@ def checkpoint_to_resume(run: RunDir, cfg: Config, resume: bool, more_steps: int
 
 
 def sources_for_disk(sources: list[str], run: RunDir) -> list[str]:
-    """data.sources as config.yaml keeps them: relative to the run folder (absolute ones stay so),
-    so a run folder moved with its data, or resumed from another directory, still names them."""
-    return [p if p == BUILTIN_SOURCE or os.path.isabs(p) else os.path.relpath(os.path.abspath(p), run.path.resolve())
-            for p in sources]
+    """data.sources as config.yaml keeps them: relative to the run folder (absolute ones stay so, but
+    for those inside the run folder, as `lmforge run`'s RUN/prepared/clean), so a run folder moved with
+    its data, or resumed from another directory, still names them."""
+    root = run.path.resolve()
+
+    def on_disk(p: str) -> str:
+        if p == BUILTIN_SOURCE or (os.path.isabs(p) and not Path(p).resolve().is_relative_to(root)):
+            return p
+        return os.path.relpath(os.path.abspath(p), root)
+
+    return [on_disk(p) for p in sources]
 
 
 def sources_from_disk(sources: list[str], run: RunDir) -> list[str]:
