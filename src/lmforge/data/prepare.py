@@ -7,8 +7,11 @@ The input stream is cut into shards of at most `shard_documents` items and `shar
 these settings, not the documents' sizes (report.json's `worker_peak_rss_bytes` says what it came to).
 Three phases:
   1. per shard, in a process pool: repair, filter, redact; exact key, MinHash signature and
-     line statistics of what survives (`work/shard_N.kept.jsonl.gz`, `.sig.npy`, then marker `.done`);
-  2. once: exact and near-duplicate decisions, and the set of boilerplate lines (`work/dedup.json`);
+     line statistics of what survives (`work/shard_N.kept.jsonl.gz`, `.sig.npy`, `.keys.json`,
+     `.lines.json`, then marker `.done`);
+  2. in partitions, in the pool: ids, exact keys and lines by hash, MinHash buckets by band; then once,
+     the verification of the near-duplicate candidates only: a removal list per shard
+     (`work/shard_N.drop.json`), the boilerplate lines and the counts (`work/dedup.json`, last);
   3. per shard, in the pool: drop duplicates and boilerplate lines (never from code), write clean/ and rejected/.
 A killed run started again skips every shard whose marker exists; since every output is a
 function of its shard's input alone (and of phase 2), it ends with exactly the same files, whatever
