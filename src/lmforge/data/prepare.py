@@ -201,8 +201,13 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
 KEY_PARTITIONS = 8  # of ids, exact keys and line keys: each task holds about 1/8 of them
 
 
-def _partition(key: str, parts: int) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "little") % parts
+def _partition(doc_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=4).digest(), "little") % KEY_PARTITIONS
+
+
+def _hex_partition(key: str) -> int:
+    """Of an exact or line key: hex digits of a hash already."""
+    return int(key[:8], 16) % KEY_PARTITIONS
 
 
 def key_partition(part: int, work: Path, offsets: list[int], documents: int, cfg: PrepareConfig) -> None:
@@ -217,17 +222,17 @@ def key_partition(part: int, work: Path, offsets: list[int], documents: int, cfg
     for shard, offset in enumerate(offsets):
         keys = json.loads((work / f"{work_shard(shard)}.keys.json").read_text())
         for row, (doc_id, key) in enumerate(zip(keys["ids"], keys["exact_keys"])):
-            if _partition(doc_id, KEY_PARTITIONS) == part:
+            if _partition(doc_id) == part:
                 if doc_id in seen_ids:
                     renamed.append([offset + row, f"{doc_id}@{shard}:{row}"])
                 seen_ids.add(doc_id)
-            if cfg.exact_dedup and _partition(key, KEY_PARTITIONS) == part:
+            if cfg.exact_dedup and _hex_partition(key) == part:
                 first = exact_first.setdefault(key, offset + row)
                 if first != offset + row:
                     exact.append([offset + row, first])
         if cfg.boilerplate:
             lines = json.loads((work / f"{work_shard(shard)}.lines.json").read_text())
-            line_docs.update({k: n for k, n in lines.items() if _partition(k, KEY_PARTITIONS) == part})
+            line_docs.update({k: n for k, n in lines.items() if _hex_partition(k) == part})
     threshold = max(cfg.boilerplate_min_documents, cfg.boilerplate_min_fraction * max(documents, 1))
     atomic_write_json(work / f"keys_{part:05d}.json", {
         "renamed": renamed, "exact": exact, "boilerplate": sorted(k for k, n in line_docs.items() if n >= threshold)})
