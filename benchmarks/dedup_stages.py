@@ -55,7 +55,7 @@ elif mode in ("decide", "partitions"):
         for i in range(n):
             offsets.append(docs)
             docs += json.loads((work / f"shard_{i:05d}.done").read_text())["kept"]
-        if mode == "partitions":
+        if mode == "partitions":  # every task in turn, as P.deduplicate submits them
             for part in range(P.KEY_PARTITIONS):
                 P.key_partition(part, work, offsets, docs, c.prepare)
             for band in range(c.prepare.minhash_bands):

@@ -282,18 +282,18 @@ def decide_duplicates(work: Path, offsets: list[int], cfg: PrepareConfig) -> dic
     candidates_checked = 0
     bands_of: dict[int, list[int]] = defaultdict(list)
     if cfg.near_dedup:
+        copies = np.fromiter(exact, dtype=np.int64, count=len(exact))
         first_bucket = 0
         for index in range(cfg.minhash_bands):
             members = np.load(work / f"band_{index:05d}.npy")
-            for bucket, pos in members.tolist():
+            members = members[~np.isin(members[:, 1], copies)]  # exact copies take no part
+            shared = np.bincount(members[:, 0])[members[:, 0]] > 1 if len(members) else np.zeros(0, bool)
+            for bucket, pos in members[shared].tolist():
                 bands_of[pos].append(first_bucket + bucket)
             first_bucket += int(members[:, 0].max()) + 1 if len(members) else 0
-        shingles = {pos: shingle_hashes(text, cfg.ngram_words)
-                    for pos, text in _load_texts(work, offsets, set(bands_of) - set(exact)).items()}
+        shingles = {pos: shingle_hashes(text, cfg.ngram_words) for pos, text in _load_texts(work, offsets, set(bands_of)).items()}
         kept_in: dict[int, list[int]] = defaultdict(list)
         for pos in sorted(bands_of):
-            if pos in exact:
-                continue
             earlier = sorted({m for bucket in bands_of[pos] for m in kept_in[bucket]})
             for other in earlier:
                 candidates_checked += 1
@@ -316,6 +316,22 @@ def decide_duplicates(work: Path, offsets: list[int], cfg: PrepareConfig) -> dic
         atomic_write_json(work / f"{work_shard(shard)}.drop.json", per_shard[shard])
     return {"boilerplate_lines": sorted(boilerplate), "candidate_pairs_checked": candidates_checked,
             "candidate_documents": len(bands_of), "duplicates": len(dropped)}
+
+
+def deduplicate(work: Path, n_shards: int, cfg: PrepareConfig, executor) -> None:
+    """Phase 2: the partitions on the executor (those not done yet), then the decisions; dedup.json last."""
+    offsets, documents = [], 0  # each shard's first row in stream order
+    for index in range(n_shards):
+        offsets.append(documents)
+        documents += json.loads((work / f"{work_shard(index)}.done").read_text())["kept"]
+    for part in range(KEY_PARTITIONS):
+        if not (work / f"keys_{part:05d}.json").is_file():
+            executor.submit(key_partition, part, work, offsets, documents, cfg)
+    for index in range(cfg.minhash_bands if cfg.near_dedup else 0):
+        if not (work / f"band_{index:05d}.npy").is_file():
+            executor.submit(band_buckets, index, work, offsets, cfg)
+    executor.wait()
+    atomic_write_json(work / "dedup.json", decide_duplicates(work, offsets, cfg))  # after every shard's drop.json
 
 
 def _shard_of(offsets: list[int], pos: int) -> int:
@@ -593,23 +609,10 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
             log(f"prepare: {stats.cap_note()}")
         if n_shards == 0:
             raise LmforgeError(f"no documents found in {', '.join(sources)}: give text, JSONL, Parquet or WARC files")
-        offsets, documents = [], 0  # each shard's first row in stream order
-        for index in range(n_shards):
-            offsets.append(documents)
-            documents += json.loads((work / f"{work_shard(index)}.done").read_text())["kept"]
         decisions_path = work / "dedup.json"
         if not decisions_path.is_file():
-            log(f"prepare: deciding exact and near duplicates and boilerplate lines, "
-                f"{plural(KEY_PARTITIONS, 'key partition')} and {plural(cfg.minhash_bands if cfg.near_dedup else 0, 'band')} "
-                f"({_seconds(started)} so far)")
-            for part in range(KEY_PARTITIONS):
-                if not (work / f"keys_{part:05d}.json").is_file():
-                    executor.submit(key_partition, part, work, offsets, documents, cfg)
-            for index in range(cfg.minhash_bands if cfg.near_dedup else 0):
-                if not (work / f"band_{index:05d}.npy").is_file():
-                    executor.submit(band_buckets, index, work, offsets, cfg)
-            executor.wait()
-            atomic_write_json(decisions_path, decide_duplicates(work, offsets, cfg))  # after every shard's drop.json
+            log(f"prepare: deciding exact and near duplicates and boilerplate lines ({_seconds(started)} so far)")
+            deduplicate(work, n_shards, cfg, executor)
         log(f"prepare: writing clean/ and rejected/, {plural(n_shards, 'shard')} ({_seconds(started)} so far)")
         for index in range(n_shards):
             if not (work / f"{work_shard(index)}.written").is_file():
