@@ -65,3 +65,24 @@ def test_decisions_hold_the_candidates_not_the_corpus(tmp_path, monkeypatch):
     assert not any(d["dropped"] for name, d in drops.items() if name != "shard_00010.drop.json")
     rejected = [r for p in sorted((tmp_path / "out" / "rejected").glob("dedup_*")) for r in read_jsonl_gz(p)]
     assert [r["id"] for r in rejected] == [str(src / "zz_near_d03.txt")]
+
+
+def test_a_work_folder_without_removal_lists_is_decided_again(tmp_path):
+    """A prepare killed while writing, by a version that kept every decision in dedup.json (no
+    shard_N.drop.json): the rerun decides again instead of failing or trusting that file."""
+    run(tmp_path, "default")  # the corpus, and the straight run's folder
+    from test_prepare import CrashAfter, cfg
+
+    c = cfg()
+    with pytest.raises(KeyboardInterrupt):
+        prepare([str(tmp_path / "src")], tmp_path / "killed", c.prepare, c.data, log=lambda *_: None, progress=False,
+                executor=CrashAfter("write_shard"))
+    for path in (tmp_path / "killed" / "work").glob("shard_*.drop.json"):
+        path.unlink()
+    prepare([str(tmp_path / "src")], tmp_path / "killed", c.prepare, c.data, log=lambda *_: None, progress=False)
+    straight = tmp_path / "straight"
+    prepare([str(tmp_path / "src")], straight, c.prepare, c.data, log=lambda *_: None, progress=False)
+    for sub in ("clean", "rejected"):
+        names = sorted(p.name for p in (straight / sub).glob("*"))
+        assert names == sorted(p.name for p in (tmp_path / "killed" / sub).glob("*"))
+        assert all((straight / sub / n).read_bytes() == (tmp_path / "killed" / sub / n).read_bytes() for n in names)

@@ -610,7 +610,8 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
         if n_shards == 0:
             raise LmforgeError(f"no documents found in {', '.join(sources)}: give text, JSONL, Parquet or WARC files")
         decisions_path = work / "dedup.json"
-        if not decisions_path.is_file():
+        # a work/ of a prepare from before the staged decisions has a dedup.json but no removal lists
+        if not (decisions_path.is_file() and all((work / f"{work_shard(i)}.drop.json").is_file() for i in range(n_shards))):
             log(f"prepare: deciding exact and near duplicates and boilerplate lines ({_seconds(started)} so far)")
             deduplicate(work, n_shards, cfg, executor)
         log(f"prepare: writing clean/ and rejected/, {plural(n_shards, 'shard')} ({_seconds(started)} so far)")
