@@ -3,7 +3,7 @@ verification of the candidates only), side by side on the same corpus and machin
 
 For each source tree (this checkout, and a checkout of main before the change: --old-src), in fresh
 processes of one thread each:
-  1. `prepare` of the corpus (/work/shared/data's texts and /usr/share/doc, capped at --max-bytes),
+  1. `prepare` of the corpus (/work/shared/data's texts and /usr/share/doc, or --source, capped at --max-bytes),
      one worker, work/ kept: its wall time;
   2. the decision step alone on that work/, timed, its peak RSS (VmHWM) next to a process that only
      imports lmforge: before, one process (decide_duplicates); after, the partition tasks (every key
@@ -11,7 +11,7 @@ processes of one thread each:
      verification (decide_duplicates) in another.
 Both prepared folders must be identical (clean/ and rejected/ decompressed).
 
-    python benchmarks/dedup_stages.py [--old-src /tmp/dedup-old/src] [--max-bytes 40000000]
+    python benchmarks/dedup_stages.py [--old-src /tmp/dedup-old/src] [--max-bytes 100000000] [--source DIR ...]
 """
 
 from __future__ import annotations
@@ -86,14 +86,15 @@ def contents(folder: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--old-src", default="/tmp/dedup-old/src")
-    ap.add_argument("--max-bytes", type=int, default=40_000_000)
+    ap.add_argument("--max-bytes", type=int, default=100_000_000)
+    ap.add_argument("--source", action="append", help="instead of the default sources (repeat for several)")
     args = ap.parse_args()
     print("load before:", os.getloadavg())
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, src in (("before (main)", args.old_src), ("after (staged)", str(HERE / "src"))):
             folder = Path(tmp) / name.split()[0]
-            prep = step(src, "prepare", folder, args.max_bytes, *SOURCES)
+            prep = step(src, "prepare", folder, args.max_bytes, *(args.source or SOURCES))
             base = step(src, "import", folder, args.max_bytes)
             parts = step(src, "partitions", folder, args.max_bytes) if name.startswith("after") else None
             decide = step(src, "decide", folder, args.max_bytes)
