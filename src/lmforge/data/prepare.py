@@ -291,7 +291,8 @@ def decide_duplicates(work: Path, offsets: list[int], cfg: PrepareConfig) -> dic
             for bucket, pos in members[shared].tolist():
                 bands_of[pos].append(first_bucket + bucket)
             first_bucket += int(members[:, 0].max()) + 1 if len(members) else 0
-        shingles = {pos: shingle_hashes(text, cfg.ngram_words) for pos, text in _load_texts(work, offsets, set(bands_of)).items()}
+        texts = _load_texts(work, offsets, set(bands_of))
+        shingles = {pos: shingle_hashes(texts.pop(pos), cfg.ngram_words) for pos in list(texts)}  # a text goes once hashed
         kept_in: dict[int, list[int]] = defaultdict(list)
         for pos in sorted(bands_of):
             earlier = sorted({m for bucket in bands_of[pos] for m in kept_in[bucket]})
