@@ -2,8 +2,8 @@
 
 1. per shard (parallel): `exact_key` (hash of normalised text) and `minhash` signatures of
    word 5-gram shingles;
-2. globally: documents sharing an exact key, and candidate pairs sharing a MinHash band
-   (`band_keys`, b bands x r rows);
+2. by partition (lmforge/data/prepare.py's phase 2): documents sharing an exact key, and the
+   buckets of documents whose rows are equal in one MinHash `band` (b bands x r rows), one task a band;
 3. each candidate pair is **verified** with the real Jaccard similarity of its shingle sets, so
    documents that merely collide in a bucket are never removed;
 4. in stream order, a document is dropped when a verified-similar *kept* document precedes it,
@@ -81,10 +81,9 @@ class MinHasher:
         return lowest.astype(np.uint32)
 
 
-def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
-    """One bucket key per band: the band's index and its rows, hashed."""
-    sig = signature[: bands * rows].reshape(bands, rows)
-    return [hashlib.blake2b(bytes([b]) + sig[b].tobytes(), digest_size=8).digest() for b in range(bands)]
+def band(signatures: np.ndarray, index: int, rows: int) -> np.ndarray:
+    """Band `index` of signatures (..., num_perm): two documents share its bucket when these rows are equal."""
+    return signatures[..., index * rows:(index + 1) * rows]
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:

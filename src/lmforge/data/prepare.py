@@ -7,8 +7,11 @@ The input stream is cut into shards of at most `shard_documents` items and `shar
 these settings, not the documents' sizes (report.json's `worker_peak_rss_bytes` says what it came to).
 Three phases:
   1. per shard, in a process pool: repair, filter, redact; exact key, MinHash signature and
-     line statistics of what survives (`work/shard_N.kept.jsonl.gz`, `.sig.npy`, then marker `.done`);
-  2. once: exact and near-duplicate decisions, and the set of boilerplate lines (`work/dedup.json`);
+     line statistics of what survives (`work/shard_N.kept.jsonl.gz`, `.sig.npy`, `.keys.json`,
+     `.lines.json`, then marker `.done`);
+  2. in partitions, in the pool: ids, exact keys and lines by hash, MinHash buckets by band; then once,
+     the verification of the near-duplicate candidates only: a removal list per shard
+     (`work/shard_N.drop.json`), the boilerplate lines and the counts (`work/dedup.json`, last);
   3. per shard, in the pool: drop duplicates and boilerplate lines (never from code), write clean/ and rejected/.
 A killed run started again skips every shard whose marker exists; since every output is a
 function of its shard's input alone (and of phase 2), it ends with exactly the same files, whatever
@@ -37,7 +40,7 @@ from lmforge.config import DataConfig, PrepareConfig
 from lmforge.data import FILTERS, clean
 from lmforge.data.classifiers import export_models
 from lmforge.data.clean import Doc, kind_of
-from lmforge.data.dedup import MinHasher, band_keys, exact_key, jaccard, shingle_hashes
+from lmforge.data.dedup import MinHasher, band, exact_key, jaccard, shingle_hashes
 from lmforge.data.pii import RedactPII, redacted
 from lmforge.data.sources import (Document, Inputs, Skip, SourceStats, batched,
                                   iter_documents, list_inputs, skip_hint)
@@ -172,103 +175,212 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
     write_jsonl_gz(base.with_suffix(".kept" + SHARD_SUFFIX), kept, compresslevel=1)  # work/: read once more, then gone
     write_jsonl_gz(rejected_dir / rejected_shard("filter", index), rejected)
     np.save(base.with_suffix(".sig.npy"), np.array(signatures, dtype=np.uint32).reshape(len(kept), len(hasher.a)))
-    stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected), "ids": [r["id"] for r in kept],
-             "rejected_tally": tally_rejected(rejected),
-             "exact_keys": keys, "has_signature": has_sig, "lines": dict(lines), "repairs": stack.counts(),
+    np.save(base.with_suffix(".hassig.npy"), np.array(has_sig, dtype=bool))
+    # what phase 2's partitions read (each of them every shard's), apart from the report's counts
+    atomic_write_json(base.with_suffix(".keys.json"), {"ids": [r["id"] for r in kept], "exact_keys": keys})
+    atomic_write_json(base.with_suffix(".lines.json"), dict(lines))
+    stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected),
+             "rejected_tally": tally_rejected(rejected), "repairs": stack.counts(),
              "steps": stack.step_stats(), "redaction_examples": dict(redacted), "peak_rss_bytes": peak_rss_bytes(),
              "kinds_in": dict(Counter(d.kind for d in docs))}
     atomic_write_json(base.with_suffix(".done"), stats)  # the completion marker, written last
 
 
-# ---------------------------------------------------------------- phase 2: global decisions
+# ---------------------------------------------------------------- phase 2: decisions, in partitions
+#
+# As datatrove's MinHash pipeline (signatures -> buckets -> clusters -> filter), each step a task on the
+# executor, none holding the whole corpus:
+#   keys_P.json  per hash partition of ids, exact keys and line keys (KEY_PARTITIONS tasks): ids seen
+#                earlier in the stream (renamed), exact copies of an earlier document, boilerplate lines;
+#   band_B.npy   per MinHash band (minhash_bands tasks): the members of every bucket of two or more,
+#                found by sorting the band's rows of every shard's signatures;
+#   one task     verification of those candidates only, by true Jaccard in stream order, and a removal
+#                list per shard (shard_N.drop.json); dedup.json, written last, says it is done.
+# A document is named by its stream position (shard offset + row) until a decision needs its id.
 
-def decide_duplicates(work: Path, n_shards: int, cfg: PrepareConfig) -> dict:
-    """Exact groups, LSH candidates verified by true Jaccard, boilerplate lines."""
-    ids: list[str] = []  # stream order
-    location: dict[str, tuple[int, int]] = {}
-    exact_first: dict[str, str] = {}
-    dropped: dict[str, dict] = {}
-    buckets: dict[bytes, list[str]] = defaultdict(list)
+KEY_PARTITIONS = 8  # of ids, exact keys and line keys: each task holds about 1/8 of them
+
+
+def _partition(doc_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=4).digest(), "little") % KEY_PARTITIONS
+
+
+def _hex_partition(key: str) -> int:
+    """Of an exact or line key: hex digits of a hash already."""
+    return int(key[:8], 16) % KEY_PARTITIONS
+
+
+def key_partition(part: int, work: Path, offsets: list[int], documents: int, cfg: PrepareConfig) -> None:
+    """Renamed ids, exact duplicates and boilerplate lines among the keys of partition `part`.
+
+    An id met earlier in the stream becomes `id@shard:row`, as it always has (an id that itself has
+    that form and equals an earlier rename keeps it: the rename is no longer looked up globally)."""
+    seen_ids: set[str] = set()
+    exact_first: dict[str, int] = {}
+    renamed, exact = [], []
     line_docs: Counter = Counter()
-    for shard in range(n_shards):
-        stats = json.loads((work / f"{work_shard(shard)}.done").read_text())
-        sigs = np.load(work / f"{work_shard(shard)}.sig.npy")
-        line_docs.update(stats["lines"])
-        for row, doc_id in enumerate(stats["ids"]):  # the ids, not the texts: those only of candidates, later
-            if doc_id in location:  # two sources gave the same id: keep ids unique in the output
-                doc_id = f"{doc_id}@{shard}:{row}"
-            ids.append(doc_id)
-            location[doc_id] = (shard, row)
-            key = stats["exact_keys"][row]
-            if cfg.exact_dedup and key in exact_first:
-                dropped[doc_id] = {"reason": "exact_duplicate", "duplicate_of": exact_first[key], "jaccard": 1.0}
-                continue
-            exact_first.setdefault(key, doc_id)
-            if cfg.near_dedup and stats["has_signature"][row]:
-                for band in band_keys(sigs[row], cfg.minhash_bands, cfg.minhash_rows):
-                    buckets[band].append(doc_id)
+    for shard, offset in enumerate(offsets):
+        keys = json.loads((work / f"{work_shard(shard)}.keys.json").read_text())
+        for row, (doc_id, key) in enumerate(zip(keys["ids"], keys["exact_keys"])):
+            if _partition(doc_id) == part:
+                if doc_id in seen_ids:
+                    renamed.append([offset + row, f"{doc_id}@{shard}:{row}"])
+                seen_ids.add(doc_id)
+            if cfg.exact_dedup and _hex_partition(key) == part:
+                first = exact_first.setdefault(key, offset + row)
+                if first != offset + row:
+                    exact.append([offset + row, first])
+        if cfg.boilerplate:
+            lines = json.loads((work / f"{work_shard(shard)}.lines.json").read_text())
+            line_docs.update({k: n for k, n in lines.items() if _hex_partition(k) == part})
+    threshold = max(cfg.boilerplate_min_documents, cfg.boilerplate_min_fraction * max(documents, 1))
+    atomic_write_json(work / f"keys_{part:05d}.json", {
+        "renamed": renamed, "exact": exact, "boilerplate": sorted(k for k, n in line_docs.items() if n >= threshold)})
 
+
+def band_buckets(index: int, work: Path, offsets: list[int], cfg: PrepareConfig) -> None:
+    """work/band_B.npy: (bucket, position) for every member of a bucket of two or more in band `index`,
+    by bucket then stream position. A bucket is a value of the band's rows (rows equal, not their hash)."""
+    rows = cfg.minhash_rows
+    values, positions = [], []
+    for shard, offset in enumerate(offsets):
+        has = np.load(work / f"{work_shard(shard)}.hassig.npy")
+        sigs = np.load(work / f"{work_shard(shard)}.sig.npy", mmap_mode="r")
+        values.append(np.ascontiguousarray(band(sigs, index, rows)[has]))
+        positions.append(offset + np.flatnonzero(has))
+    value = np.concatenate(values) if values else np.zeros((0, rows), np.uint32)
+    position = np.concatenate(positions).astype(np.int64) if positions else np.zeros(0, np.int64)
+    order = np.lexsort(value.T[::-1])  # stable: positions ascend within a bucket
+    value, position = value[order], position[order]
+    new = np.ones(len(value), dtype=bool)
+    new[1:] = np.any(value[1:] != value[:-1], axis=1)
+    bucket = np.cumsum(new) - 1
+    size = np.bincount(bucket)
+    shared = size[bucket] > 1
+    out = np.stack([bucket[shared], position[shared]], axis=1).astype(np.int64)
+    tmp = work / f"band_{index:05d}.tmp.npy"
+    np.save(tmp, out)
+    os.replace(tmp, work / f"band_{index:05d}.npy")
+
+
+def decide_duplicates(work: Path, offsets: list[int], cfg: PrepareConfig) -> dict:
+    """Exact copies, and the near-duplicate candidates verified by true Jaccard in stream order: a
+    document is checked only against the *kept* earlier members of its buckets, earliest first, so a
+    cluster of k copies costs about k checks (each against the kept copy), not the k^2/2 pairs of its
+    bucket. Holds the candidates and the duplicates, never every document. Writes shard_N.drop.json
+    per shard and returns dedup.json's contents."""
+    renamed: dict[int, str] = {}
+    exact: dict[int, int] = {}
+    boilerplate: list[str] = []
+    for part in range(KEY_PARTITIONS):
+        keys = json.loads((work / f"keys_{part:05d}.json").read_text())
+        renamed.update((pos, new) for pos, new in keys["renamed"])
+        exact.update((pos, first) for pos, first in keys["exact"])
+        boilerplate += keys["boilerplate"]
+    dropped: dict[int, dict] = {pos: {"reason": "exact_duplicate", "duplicate_of": first, "jaccard": 1.0}
+                                for pos, first in exact.items()}
     candidates_checked = 0
+    bands_of: dict[int, list[int]] = defaultdict(list)
     if cfg.near_dedup:
-        # Stream order; a document is checked only against the *kept* earlier members of its buckets,
-        # earliest first: a cluster of k copies costs about k checks (each against the kept copy), not
-        # the k^2/2 pairs of its bucket.
-        bands_of: dict[str, list[bytes]] = defaultdict(list)
-        for key, members in buckets.items():
-            if len(members) > 1:
-                for doc_id in members:
-                    bands_of[doc_id].append(key)
-        texts = _load_texts(work, set(bands_of), location)
-        shingles = {d: shingle_hashes(t, cfg.ngram_words) for d, t in texts.items()}
-        del texts
-        position = {d: i for i, d in enumerate(ids)}
-        kept_in: dict[bytes, list[str]] = defaultdict(list)
-        for doc_id in sorted(bands_of, key=position.get):
-            if doc_id in dropped:  # an exact copy
-                continue
-            earlier = sorted({m for key in bands_of[doc_id] for m in kept_in[key]}, key=position.get)
+        copies = np.fromiter(exact, dtype=np.int64, count=len(exact))
+        first_bucket = 0
+        for index in range(cfg.minhash_bands):
+            members = np.load(work / f"band_{index:05d}.npy")
+            members = members[~np.isin(members[:, 1], copies)]  # exact copies take no part
+            shared = np.bincount(members[:, 0])[members[:, 0]] > 1 if len(members) else np.zeros(0, bool)
+            for bucket, pos in members[shared].tolist():
+                bands_of[pos].append(first_bucket + bucket)
+            first_bucket += int(members[:, 0].max()) + 1 if len(members) else 0
+        texts = _load_texts(work, offsets, set(bands_of))
+        shingles = {pos: shingle_hashes(texts.pop(pos), cfg.ngram_words) for pos in list(texts)}  # a text goes once hashed
+        kept_in: dict[int, list[int]] = defaultdict(list)
+        for pos in sorted(bands_of):
+            earlier = sorted({m for bucket in bands_of[pos] for m in kept_in[bucket]})
             for other in earlier:
                 candidates_checked += 1
-                score = jaccard(shingles[doc_id], shingles[other])
+                score = jaccard(shingles[pos], shingles[other])
                 if score >= cfg.near_dedup_threshold:
-                    dropped[doc_id] = {"reason": "near_duplicate", "duplicate_of": other, "jaccard": round(score, 4)}
+                    dropped[pos] = {"reason": "near_duplicate", "duplicate_of": other, "jaccard": round(score, 4)}
                     break
             else:
-                for key in bands_of[doc_id]:
-                    kept_in[key].append(doc_id)
-    threshold = max(cfg.boilerplate_min_documents, cfg.boilerplate_min_fraction * max(len(ids), 1))
-    boilerplate = sorted(k for k, n in line_docs.items() if n >= threshold) if cfg.boilerplate else []
-    return {"ids": ids, "dropped": dropped, "boilerplate_lines": boilerplate, "candidate_pairs_checked": candidates_checked}
+                for bucket in bands_of[pos]:
+                    kept_in[bucket].append(pos)
+    names = _ids_at(work, offsets, {d["duplicate_of"] for d in dropped.values()}, renamed)
+    per_shard: dict[int, dict] = defaultdict(lambda: {"renamed": {}, "dropped": {}})
+    for pos, new in sorted(renamed.items()):
+        shard = _shard_of(offsets, pos)
+        per_shard[shard]["renamed"][str(pos - offsets[shard])] = new
+    for pos, d in sorted(dropped.items()):
+        shard = _shard_of(offsets, pos)
+        per_shard[shard]["dropped"][str(pos - offsets[shard])] = {**d, "duplicate_of": names[d["duplicate_of"]]}
+    for shard in range(len(offsets)):
+        atomic_write_json(work / f"{work_shard(shard)}.drop.json", per_shard[shard])
+    return {"boilerplate_lines": sorted(boilerplate), "candidate_pairs_checked": candidates_checked,
+            "candidate_documents": len(bands_of), "duplicates": len(dropped)}
 
 
-def _load_texts(work: Path, wanted: set[str], location: dict[str, tuple[int, int]]) -> dict[str, str]:
-    by_shard: dict[int, dict[int, str]] = defaultdict(dict)
-    for doc_id in wanted:
-        shard, row = location[doc_id]
-        by_shard[shard][row] = doc_id
+def deduplicate(work: Path, n_shards: int, cfg: PrepareConfig, executor) -> None:
+    """Phase 2: the partitions on the executor (those not done yet), then the decisions; dedup.json last."""
+    offsets, documents = [], 0  # each shard's first row in stream order
+    for index in range(n_shards):
+        offsets.append(documents)
+        documents += json.loads((work / f"{work_shard(index)}.done").read_text())["kept"]
+    for part in range(KEY_PARTITIONS):
+        if not (work / f"keys_{part:05d}.json").is_file():
+            executor.submit(key_partition, part, work, offsets, documents, cfg)
+    for index in range(cfg.minhash_bands if cfg.near_dedup else 0):
+        if not (work / f"band_{index:05d}.npy").is_file():
+            executor.submit(band_buckets, index, work, offsets, cfg)
+    executor.wait()
+    atomic_write_json(work / "dedup.json", decide_duplicates(work, offsets, cfg))  # after every shard's drop.json
+
+
+def _shard_of(offsets: list[int], pos: int) -> int:
+    return int(np.searchsorted(offsets, pos, side="right")) - 1
+
+
+def _ids_at(work: Path, offsets: list[int], wanted: set[int], renamed: dict[int, str]) -> dict[int, str]:
+    """The final ids of the documents at stream positions `wanted`."""
+    by_shard: dict[int, list[int]] = defaultdict(list)
+    for pos in wanted:
+        by_shard[_shard_of(offsets, pos)].append(pos)
+    names = {}
+    for shard, positions in by_shard.items():
+        ids = json.loads((work / f"{work_shard(shard)}.keys.json").read_text())["ids"]
+        for pos in positions:
+            names[pos] = renamed.get(pos, ids[pos - offsets[shard]])
+    return names
+
+
+def _load_texts(work: Path, offsets: list[int], wanted: set[int]) -> dict[int, str]:
+    """The kept texts at stream positions `wanted`, each shard read once."""
+    by_shard: dict[int, set[int]] = defaultdict(set)
+    for pos in wanted:
+        shard = _shard_of(offsets, pos)
+        by_shard[shard].add(pos - offsets[shard])
     texts = {}
-    for shard, rows in by_shard.items():
+    for shard, rows in sorted(by_shard.items()):
         for row, record in enumerate(read_jsonl_gz(work / f"{work_shard(shard)}.kept{SHARD_SUFFIX}")):
             if row in rows:
-                texts[rows[row]] = record["text"]
+                texts[offsets[shard] + row] = record["text"]
     return texts
 
 
 # ---------------------------------------------------------------- phase 3: write, per shard
 
 def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None:
-    decisions = json.loads(decisions_path.read_text())
-    boilerplate = set(decisions["boilerplate_lines"])
-    dropped = decisions["dropped"]
-    ids = decisions["ids"]
-    offset = json.loads((work / f"{work_shard(index)}.done").read_text())["offset"]
+    """Phase 3 for one shard: its own removals (shard_N.drop.json) and the boilerplate lines, nothing of
+    the other shards'."""
+    boilerplate = set(json.loads(decisions_path.read_text())["boilerplate_lines"])
+    decisions = json.loads((work / f"{work_shard(index)}.drop.json").read_text())
+    renamed, dropped = decisions["renamed"], decisions["dropped"]
     kept, rejected = [], []
     removed_lines = 0
     for row, record in enumerate(read_jsonl_gz(work / f"{work_shard(index)}.kept{SHARD_SUFFIX}")):
-        record["id"] = ids[offset + row]
+        record["id"] = renamed.get(str(row), record["id"])
         original = record.pop("original", record["text"])
-        if record["id"] in dropped:
-            d = dropped[record["id"]]
+        if str(row) in dropped:
+            d = dropped[str(row)]
             rejected.append({"id": record["id"], "source": record["source"], "stage": "dedup", "reason": d["reason"],
                              "duplicate_of": d["duplicate_of"], "jaccard": d["jaccard"], "text": original})
             continue
@@ -277,7 +389,8 @@ def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None
             gone = [i for i, l in enumerate(lines) if l.strip() and _line_key(l.strip()) in boilerplate]
             if gone:
                 removed_lines += len(gone)
-                text = "\n".join(l for i, l in enumerate(lines) if i not in set(gone))
+                gone_rows = set(gone)
+                text = "\n".join(l for i, l in enumerate(lines) if i not in gone_rows)
                 if not text.strip():
                     rejected.append({"id": record["id"], "source": record["source"], "stage": "boilerplate",
                                      "reason": "boilerplate:only_boilerplate_lines", "text": original})
@@ -487,7 +600,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     try:
         for index, items in enumerate(_shards(inputs, data, cfg, stats)):
             n_shards = index + 1
-            if not (work / f"{work_shard(index)}.done").is_file():
+            if not _filtered(work, index):
                 executor.submit(filter_shard, index, items, cfg, work, build.rejected_dir)
             meter.update(len(items))
         meter.close()
@@ -497,17 +610,11 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
             log(f"prepare: {stats.cap_note()}")
         if n_shards == 0:
             raise LmforgeError(f"no documents found in {', '.join(sources)}: give text, JSONL, Parquet or WARC files")
-        offset = 0  # each shard's first row in stream order, for phase 3
-        for index in range(n_shards):
-            path = work / f"{work_shard(index)}.done"
-            shard_stats = json.loads(path.read_text())
-            shard_stats["offset"] = offset
-            offset += shard_stats["kept"]
-            atomic_write_json(path, shard_stats)
         decisions_path = work / "dedup.json"
-        if not decisions_path.is_file():
+        # a work/ of a prepare from before the staged decisions has a dedup.json but no removal lists
+        if not (decisions_path.is_file() and all((work / f"{work_shard(i)}.drop.json").is_file() for i in range(n_shards))):
             log(f"prepare: deciding exact and near duplicates and boilerplate lines ({_seconds(started)} so far)")
-            atomic_write_json(decisions_path, decide_duplicates(work, n_shards, cfg))
+            deduplicate(work, n_shards, cfg, executor)
         log(f"prepare: writing clean/ and rejected/, {plural(n_shards, 'shard')} ({_seconds(started)} so far)")
         for index in range(n_shards):
             if not (work / f"{work_shard(index)}.written").is_file():
@@ -529,6 +636,12 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     if build.path != out:
         install(build.path, out, PREPARED)
     return report.to_dict()
+
+
+def _filtered(work: Path, index: int) -> bool:
+    """Phase 1 is done for shard `index` (its marker is written last; a work/ left by a version of
+    prepare without the keys file is filtered again)."""
+    return (work / f"{work_shard(index)}.done").is_file() and (work / f"{work_shard(index)}.keys.json").is_file()
 
 
 def _seconds(started: float) -> str:

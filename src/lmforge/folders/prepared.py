@@ -46,7 +46,8 @@ def rejected_shard(stage: str, index: int) -> str:
 
 
 def work_shard(index: int) -> str:
-    """The stem of one shard's files in work/ (.done, .written, .sig.npy, .kept.jsonl.gz)."""
+    """The stem of one shard's files in work/ (.done, .written, .sig.npy, .hassig.npy, .keys.json, .lines.json,
+    .drop.json, .kept.jsonl.gz)."""
     return f"shard_{index:05d}"
 
 

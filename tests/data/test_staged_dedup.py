@@ -1,0 +1,89 @@
+"""Deduplication in partitions (keys by hash, buckets by band, verification of the candidates only):
+the same prepared folder as when one process held the whole corpus, and no step holding every document."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_prose
+from lmforge.config import load_config
+from lmforge.data import prepare as prepare_module
+from lmforge.data.prepare import prepare
+from lmforge.folders.prepared import read_jsonl_gz
+
+sys.path.insert(0, str(Path(__file__).parent))
+from staged_dedup_corpus import CONFIGS, run  # noqa: E402
+
+FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "staged_dedup_main.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_same_prepared_folder_as_the_single_process_decisions(tmp_path, name):
+    """clean/, rejected/ and report.json (timings and memory aside) as main made them before dedup was
+    staged: exact and near copies across shards, a repeated id, boilerplate lines."""
+    got = run(tmp_path, name)
+    assert got == FIXTURE[name]
+    reasons = got["report.json"]["rejected_by_reason"]
+    assert reasons["near_duplicate"] > 0 and reasons["exact_duplicate"] > 0
+
+
+def test_a_process_pool_gives_the_same_folder(tmp_path):
+    assert run(tmp_path, "default", workers=2) == FIXTURE["default"]
+
+
+def test_ray_gives_the_same_folder(tmp_path):
+    ray = pytest.importorskip("ray")
+    try:
+        assert run(tmp_path, "buckets", workers=2, executor="ray") == FIXTURE["buckets"]
+    finally:
+        ray.shutdown()
+
+
+def test_decisions_hold_the_candidates_not_the_corpus(tmp_path, monkeypatch):
+    """40 distinct documents and one near copy: the decision step holds the 2 documents that share a
+    bucket, and each shard's removal list holds only its own rows."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"d{i:02d}.txt").write_text(make_prose(i))
+    words = make_prose(3).split(" ")
+    words[10] = "changed"
+    (src / "zz_near_d03.txt").write_text(" ".join(words))
+    monkeypatch.setattr(prepare_module, "_remove_work", lambda work: None)  # keep work/ to look at
+    c = load_config("tiny", overrides=["prepare.shard_documents=4", "prepare.workers=1"])
+    prepare([str(src)], tmp_path / "out", c.prepare, c.data, log=lambda *_: None, progress=False)
+    work = tmp_path / "out" / "work"
+    decisions = json.loads((work / "dedup.json").read_text())
+    assert decisions["candidate_documents"] == 2 and decisions["duplicates"] == 1
+    assert decisions["candidate_pairs_checked"] == 1
+    assert "ids" not in decisions and "dropped" not in decisions  # nothing per document in the shared file
+    drops = {p.name: json.loads(p.read_text()) for p in sorted(work.glob("shard_*.drop.json"))}
+    assert len(drops) == 11
+    assert drops["shard_00010.drop.json"]["dropped"] == {
+        "0": {"reason": "near_duplicate", "duplicate_of": str(src / "d03.txt"), "jaccard": pytest.approx(0.9, abs=0.1)}}
+    assert not any(d["dropped"] for name, d in drops.items() if name != "shard_00010.drop.json")
+    rejected = [r for p in sorted((tmp_path / "out" / "rejected").glob("dedup_*")) for r in read_jsonl_gz(p)]
+    assert [r["id"] for r in rejected] == [str(src / "zz_near_d03.txt")]
+
+
+def test_a_work_folder_without_removal_lists_is_decided_again(tmp_path):
+    """A prepare killed while writing, by a version that kept every decision in dedup.json (no
+    shard_N.drop.json): the rerun decides again instead of failing or trusting that file."""
+    run(tmp_path, "default")  # the corpus, and the straight run's folder
+    from test_prepare import CrashAfter, cfg
+
+    c = cfg()
+    with pytest.raises(KeyboardInterrupt):
+        prepare([str(tmp_path / "src")], tmp_path / "killed", c.prepare, c.data, log=lambda *_: None, progress=False,
+                executor=CrashAfter("write_shard"))
+    for path in (tmp_path / "killed" / "work").glob("shard_*.drop.json"):
+        path.unlink()
+    prepare([str(tmp_path / "src")], tmp_path / "killed", c.prepare, c.data, log=lambda *_: None, progress=False)
+    straight = tmp_path / "straight"
+    prepare([str(tmp_path / "src")], straight, c.prepare, c.data, log=lambda *_: None, progress=False)
+    for sub in ("clean", "rejected"):
+        names = sorted(p.name for p in (straight / sub).glob("*"))
+        assert names == sorted(p.name for p in (tmp_path / "killed" / sub).glob("*"))
+        assert all((straight / sub / n).read_bytes() == (tmp_path / "killed" / sub / n).read_bytes() for n in names)
