@@ -700,7 +700,9 @@ def test_plan_calibrates_on_its_fastest_round_and_says_when_the_machine_was_busy
 
     args = ["scale", "plan", "--budget", "6e10", "--sizes", "8,16,32", *sweep_flags(corpus_dir)]
     spin = "while True: pass"
-    competitors = [subprocess.Popen([sys.executable, "-c", spin]) for _ in os.sched_getaffinity(0)]
+    # three spinners a core: with the plan's own thread runnable too, they hold ~6/7 of every core, above
+    # the half core beyond what the sweep leaves free that `busy` asks for (one a core held only ~2/3)
+    competitors = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(3 * len(os.sched_getaffinity(0)))]
     try:
         plan = json.loads(_plan_json(capsys, args))
     finally:
