@@ -53,7 +53,7 @@ DOCUMENTATION_V6 = ipaddress.ip_network("2001:db8::/32")
 VERSION_WORD = re.compile(r"\b(?:version|ver|release|rel|revision|rev|build|update|patch|firmware|v)\.?:?\s*$", re.I)
 # what makes a dotted number a section number: "section-7.1.1.1" (an RFC's anchor), "Section 7.1.1.1", "§ 4.2.1.3"
 SECTION_WORD = re.compile(r"(?:§|\b(?:sections?|sect?|chapter|clause|paragraph|para|figure|fig|"
-                          r"article|appendix)\.?)[\s:#-]*$", re.I)
+                          r"article|appendix)\.?)[\s:#\"'(-]*$", re.I)  # 'sections "8.2.4.44 Bogus...' (a quoted one)
 HYPHENATED = re.compile(r"[A-Za-z]-$")  # "rfc-7.1.1.1", "sec-4.2.2.1": a word's numbered suffix, not an address
 PRODUCT_NAME = re.compile(r"\b([A-Z][\w+-]*)\s$")  # "Git 2.39.2", "Python 3.10.2.1", "OpenSSL 1.1.1.4"
 NETWORK_WORDS = frozenset("ip address server host from to at gateway dns proxy router client peer node via".split())
