@@ -479,11 +479,14 @@ def test_progress_is_plain_dated_lines_when_stdout_is_not_a_terminal(tiny_config
     import re
 
     lines = []
-    cfg = tiny_config(**{"train.progress": True, "train.max_steps": 10, "train.log_interval": 5})
+    cfg = tiny_config(**{"train.progress": True, "train.max_steps": 10, "train.log_interval": 5,
+                         "train.eval_interval": 5})
     summary = train(cfg, data=[str(tokens_dir)], log=lines.append)
     dated = [line for line in lines if re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d step (5|10)/10: loss \d+\.\d{4} .*",
                                                     line)]
     assert len(dated) == 2, lines
+    # an evaluation's line is dated as the step lines are (the trial's log had it alone undated)
+    assert [line for line in lines if re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d step 5: val loss .*", line)], lines
     assert not any("\r" in line for line in lines)
     said = [i for i, line in enumerate(lines) if line.startswith(("train: final evaluation", "train: done"))]
     assert len(said) == 2 and lines[said[0]].startswith("train: final evaluation")

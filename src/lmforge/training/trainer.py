@@ -705,7 +705,7 @@ class Trainer:
                    f"masked-token accuracy {fmt(ev['accuracy'], '.3f')}")
         else:
             msg = f"step {self.state.step}: val loss {fmt(ev['val_loss'])}, {fmt(ev['bits_per_byte'])} bits/byte"
-        self.steplog.say(msg)
+        self.steplog.step_line(msg)
 
 
 class Checkpointer:
@@ -763,6 +763,10 @@ class StepLog:
 
     def say(self, line: str) -> None:
         (self.bar.write if self.bar is not None else self.log)(line)
+
+    def step_line(self, line: str) -> None:
+        """A line about a step (an evaluation's figures), dated as the step records are in a log file."""
+        self.say(line if self.bar is not None or not self.progress else f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
 
     def close(self) -> None:
         if self.bar is not None:
