@@ -92,6 +92,3 @@ class Plan(figures.Result):
             f"{e['min_devices'] or 'n/a'}",
             *(f"warning: {w}" for w in p["warnings"]),
         ]
-
-    def to_json(self) -> str:
-        return figures.dumps(self.plan)

@@ -55,6 +55,3 @@ class Evaluation(figures.Result):
                     f"perplexity {r['perplexity']:.2f} ({r['tokens']:,} masked tokens, {r['checkpoint']})"]
         return [f"{self.run_dir}: val loss {r['val_loss']:.4f}, perplexity {r['perplexity']:.2f}, "
                 f"{r['bits_per_byte']:.4f} bits per byte ({r['tokens']:,} tokens, {r['checkpoint']})"]
-
-    def to_json(self) -> str:
-        return figures.dumps(self.result)

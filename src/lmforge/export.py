@@ -115,6 +115,3 @@ class Exported(figures.Result):
         r = self.export
         return [f"export: {r['checkpoint']} -> {r['out']} ({r['architecture']}, {r['params']:,} parameters; "
                 f"{', '.join(r['files'])}); load it with transformers.AutoModelForCausalLM.from_pretrained"]
-
-    def to_json(self) -> str:
-        return figures.dumps(self.export)

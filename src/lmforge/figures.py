@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+from abc import ABC, abstractmethod
+from dataclasses import fields
 from typing import Any
 
 
@@ -48,15 +50,17 @@ def plural(n: int, noun: str, nouns: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
 
 
-class Result:
+class Result(ABC):
     """A stage's result as a command shows it: `lines()` for a person, `to_json()` for a program
-    (`--json`), so the command line only picks one of the two."""
+    (`--json`), so the command line only picks one of the two. A subclass is a dataclass whose first
+    field is what the stage returned; that is its JSON unless it says otherwise."""
 
+    @abstractmethod
     def lines(self) -> list[str]:
-        raise NotImplementedError
+        """What a person reads, a line each."""
 
     def to_json(self) -> str:
-        raise NotImplementedError
+        return dumps(getattr(self, fields(self)[0].name))
 
     def __str__(self) -> str:
         return "\n".join(self.lines())

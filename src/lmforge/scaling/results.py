@@ -72,9 +72,6 @@ class SweepPlan(figures.Result):
                        f"+-{100 * t['half_width']:.1f}%{claim}")
         return out
 
-    def to_json(self) -> str:
-        return figures.dumps(self.plan)
-
 
 @dataclass
 class SweepStatus(figures.Result):
@@ -89,9 +86,6 @@ class SweepStatus(figures.Result):
             out.append(f"{r['name']:<18} {r['state']:<9} {r['step']:>5}/{r['steps']:<5} {r['params']:>10,} "
                        f"{r['tokens']:>10,} {r['flops']:>9.2e} {loss:>9}")
         return out
-
-    def to_json(self) -> str:
-        return figures.dumps(self.rows)
 
 
 @dataclass
@@ -113,9 +107,6 @@ class CoordCheck(figures.Result):
         if "plot" in r:
             out += [f"plot: {r['plot']}", f"numbers: {r['file']}"]
         return out
-
-    def to_json(self) -> str:
-        return figures.dumps(self.check)
 
 
 @dataclass
@@ -205,9 +196,6 @@ class Prediction(figures.Result):
                        f"compute-optimal point")
         return out + within_lines(r["within"])
 
-    def to_json(self) -> str:
-        return figures.dumps(self.prediction)
-
 
 @dataclass
 class Verification(figures.Result):
@@ -222,6 +210,3 @@ class Verification(figures.Result):
                 f"predicted {r['predicted']:.4f}{_ci(r['interval'])}, actual {r['actual']:.4f}: relative error "
                 f"{100 * r['relative_error']:+.2f}% ({'inside' if r['within_interval'] else 'outside'} the interval)",
                 *within_lines(r["within"])]
-
-    def to_json(self) -> str:
-        return figures.dumps(self.verification)

@@ -26,9 +26,6 @@ class TaskScores(figures.Result):
                 f"  accuracy per byte   {r['accuracy_norm']:.3f}  (95% CI {nlo:.3f}-{nhi:.3f})",
                 f"  chance              {r['chance']:.3f}"]
 
-    def to_json(self) -> str:
-        return figures.dumps(self.scores)
-
 
 @dataclass
 class Filled(figures.Result):
@@ -47,6 +44,3 @@ class Filled(figures.Result):
         return [f"scoring: {r['scoring']} ({how}){trimmed}",
                 *(f"  {text:<{width}}  {100 * c['probability']:6.2f}%  log-prob {c['score']:.3f} "
                   f"({c['per_byte']:.3f} per byte)" for text, c in zip(shown, r["candidates"]))]
-
-    def to_json(self) -> str:
-        return figures.dumps(self.fill)
