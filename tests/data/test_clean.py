@@ -444,3 +444,17 @@ def test_project_gutenbergs_header_and_licence_are_cut_away():
         kept = prose(text)
         repair(kept)
         assert "repair:gutenberg_boilerplate" not in [e["rule"] for e in kept.edits]
+
+
+def test_a_long_document_whose_opening_says_little_is_judged_on_its_body():
+    """War and Peace without Gutenberg's English licence opens with a title page and a table of contents
+    ("BOOK ONE: 1805 / CHAPTER I / CHAPTER II ..."), which read 'uncertain': the whole book was rejected.
+    A long document is judged again on pieces of its body; a short one, or a foreign body, is not saved."""
+    contents = "WAR AND PEACE\n\nCONTENTS\n\n" + "".join(f"CHAPTER {'I' * (i % 4 + 1)}{'V' * (i % 3)}\n" for i in range(60))
+    body = CLEAN_PROSE * 40
+    flt = clean.Language(["en"], 0.65)
+    assert flt(prose(contents[:590])) is not None  # the opening alone: not English enough
+    book = prose(contents + body)
+    assert flt(book) is None and book.meta["language"] == "en"
+    french = prose(contents + "Le café de la Reine est fermé depuis longtemps, mais nous y allons encore. " * 60)
+    assert flt(french) == "not_en:fr"

@@ -330,7 +330,7 @@ def without_gutenberg_boilerplate(text: str) -> str:
     end = GUTENBERG_END.search(text, start.end()) if start else None
     if not (start and end):
         return text
-    return GUTENBERG_LAST_LINE.sub("", text[start.end():end.start()]).strip("\n") + "\n"
+    return GUTENBERG_LAST_LINE.sub("", text[start.end():end.start()]).strip("\r\n") + "\n"
 
 
 class Repair(Filter):
@@ -400,9 +400,20 @@ class Repair(Filter):
 
 # ---------------------------------------------------------------- language first
 
+def body_sample(text: str, windows: int = 3, width: int = 200) -> str:
+    """`windows` pieces of `width` characters from a document's body (at 1/4, 1/2, 3/4 of it for
+    three), each starting after a space: what language identification reads when the opening fails."""
+    pieces = []
+    for k in range(1, windows + 1):
+        start = text.find(" ", len(text) * k // (windows + 1)) + 1
+        pieces.append(text[start:start + width])
+    return " ".join(pieces)
+
+
 @register
 class Language(BatchFilter):
-    """py3langid's bundled model on the first 600 characters (what it costs grows with the length),
+    """py3langid's bundled model on the first 600 characters (what it costs grows with the length; a
+    long document that reads uncertain there is judged again on `body_sample`),
     run as a batch (data/classifiers.py); keeps the listed languages and records the language, which
     the word rules after it read. Code is not identified (its keywords are English)."""
 
@@ -422,8 +433,17 @@ class Language(BatchFilter):
         return cls(cfg.languages, cfg.language_min_probability)
 
     def batch(self, docs: list[Doc]) -> list[str | None]:
+        found = self.identifier.classify([d.text[:600] for d in docs])
+        # a long document whose opening says little (a book's title page and table of contents: War and
+        # Peace, once Gutenberg's English licence was cut away, read "uncertain") is judged again on
+        # running text from its body
+        again = [i for i, (d, (lang, prob)) in enumerate(zip(docs, found))
+                 if len(d.text) > 3 * 600 and (lang not in self.languages or prob < self.min_probability)]
+        if again:
+            for i, result in zip(again, self.identifier.classify([body_sample(docs[i].text) for i in again])):
+                found[i] = result
         reasons: list[str | None] = []
-        for doc, (lang, prob) in zip(docs, self.identifier.classify([d.text[:600] for d in docs])):
+        for doc, (lang, prob) in zip(docs, found):
             doc.meta["language"], doc.meta["language_probability"] = lang, round(prob, 3)
             if len(doc.text) < self.MIN_CHARS:  # too little to tell: the length rules judge it, not a guess
                 reasons.append(None)
