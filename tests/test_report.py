@@ -64,7 +64,7 @@ def test_run_writes_a_self_contained_page_with_every_section(tiny_run):
     for title in ("The corpus", "Tokens", "Training", "Results", "Inside the model", "Cost"):
         assert f"<h2>{title}</h2>" in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "the page must not fetch anything"
-    assert re.search(r"tokenizer learned from.*prose [\d,]+ of [\d,]+ \([\d.]+ of [\d.]+ MB\)", page)  # prepare's kinds, read from clean/
+    assert re.search(r"tokenizer learned from.*prose [\d,]+ of [\d,]+ \([\d.,]+ (bytes|kB|MB|GB) of [\d.,]+ (bytes|kB|MB|GB)\)", page)  # prepare's kinds, read from clean/
     assert page.count("data:image/png;base64,") >= 2  # the word map and the logit lens
     assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     data = page[page.index('id="report-data">'):]

@@ -27,7 +27,7 @@ from lmforge.config import DataConfig, TokenizerConfig
 from lmforge.data.clean import kind_of
 from lmforge.data.sources import Document, Inputs, SourceStats, batched, iter_documents, list_inputs
 from lmforge import files
-from lmforge.figures import plural
+from lmforge.figures import plural, size
 from lmforge.errors import LmforgeError
 from lmforge.locks import FolderLock
 from lmforge.progress import Meter
@@ -162,10 +162,10 @@ class TokenizerSample:
 
 def sample_summary(sample: dict) -> str:
     """One line: how much of the corpus, and of which kinds, the tokenizer learned from."""
-    kinds = ", ".join(f"{k} {v['documents']:,} of {v['corpus_documents']:,} ({v['bytes'] / 1e6:,.2f} of "
-                      f"{v['corpus_bytes'] / 1e6:,.1f} MB)" for k, v in sample["by_kind"].items())
-    return (f"{sample['bytes'] / 1e6:,.1f} of {sample['corpus_bytes'] / 1e6:,.1f} MB, {sample['documents']:,} of "
-            f"{sample['corpus_documents']:,} documents ({sample['rule']}); by kind, documents: {kinds}")
+    kinds = ", ".join(f"{k} {v['documents']:,} of {v['corpus_documents']:,} ({size(v['bytes'])} of "
+                      f"{size(v['corpus_bytes'])})" for k, v in sample["by_kind"].items())
+    return (f"{size(sample['bytes'])} of {size(sample['corpus_bytes'])}, {sample['documents']:,} of "
+            f"{plural(sample['corpus_documents'], 'document')} ({sample['rule']}); by kind, documents: {kinds}")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
