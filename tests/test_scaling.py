@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from conftest import children_of, wait_for_exit
@@ -719,3 +720,59 @@ def test_plan_calibrates_on_its_fastest_round_and_says_when_the_machine_was_busy
 def _plan_text(capsys, args: list[str]) -> str:
     assert main(args) == 0
     return capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- branched cooldowns (scale.cooldowns=branched)
+
+def _wsd(tmp_path, tokens_dir, name: str, steps: int):
+    """A tiny WSD run of `steps` steps, warmup 4, decaying over its last quarter, on the shared tokens."""
+    from conftest import tiny_overrides
+    from lmforge.config import with_data
+
+    over = tiny_overrides(**{"train.max_steps": steps, "train.schedule": "wsd", "train.decay_fraction": 0.25,
+                             "train.warmup_steps": 4, "train.checkpoint_interval": 7, "train.eval_interval": 10})
+    return with_data(load_config("tiny", overrides=over + [f"run.out={tmp_path / name}"]), tokenized=str(tokens_dir))
+
+
+def _final_state(run) -> dict:
+    """The final checkpoint's weights and optimizer state. Not torch's global RNG: no step draws from
+    it (random objectives use their own seeded generators), and after the model's initialisation it
+    differs between the first run in a process and later ones, so it tells the order runs were made in."""
+    from safetensors.torch import load_file
+
+    ckpt = RunDir(run).latest_checkpoint()
+    state = {k: v for k, v in load_file(str(ckpt.state_tensors)).items() if not k.startswith("rng.")}
+    return {**load_file(str(ckpt.model_file)), **state}
+
+
+def test_a_branched_cooldown_is_its_standalone_run_bit_for_bit_through_kills(tmp_path, tokens_dir):
+    """Two cooldowns branched off one trunk, the trunk killed before its first branch point and one
+    branch killed during its decay: each ends, weights and optimizer moments, exactly as the WSD
+    run of its length trained alone, and so does its final loss."""
+    from lmforge.scaling.runner import grow_trunk, is_branched, train_run
+    from lmforge.training.optim import lr_factor
+
+    quiet = lambda *_: None  # noqa: E731
+    trunk = _wsd(tmp_path, tokens_dir, "trunk", 60)  # the longest run's schedule: stable up to step 45
+    short, long = _wsd(tmp_path, tokens_dir, "b40", 40), _wsd(tmp_path, tokens_dir, "b60", 60)
+    assert [lr_factor(s, short.train) for s in (29, 30)] == [1.0, 1.0] and lr_factor(31, short.train) < 1.0
+    assert train(trunk, stop_at=17, log=quiet)["complete"] is False  # killed before the first branch point
+    assert grow_trunk(trunk, [long, short], quiet)["step"] == 45
+    assert RunDir(trunk.run.out).summary() is None  # a trunk is no point
+    assert [RunDir(b.run.out).latest_checkpoint().step for b in (short, long)] == [30, 45]
+    assert is_branched(Path(short.run.out)) and not is_branched(tmp_path / "b80")
+    assert train(short, resume=True, stop_at=35, log=quiet)["complete"] is False  # killed during its decay
+    for b in (short, long):
+        assert train_run(b)["complete"] is True
+    for b in (short, long):
+        alone = _wsd(tmp_path, tokens_dir, f"alone{b.train.max_steps}", b.train.max_steps)
+        train(alone, log=quiet)
+        want, got = _final_state(alone.run.out), _final_state(b.run.out)
+        assert want.keys() == got.keys()
+        for k in want:
+            assert torch.equal(want[k], got[k]), (b.run.out, k)
+        assert RunDir(b.run.out).summary().val_loss == RunDir(alone.run.out).summary().val_loss
+        # the branch's curve is the standalone run's, the trunk's part included (a stop logs its step too)
+        curve = lambda run: {r.step: (r.loss, r.lr) for r in RunDir(run).metrics() if hasattr(r, "lr")}  # noqa: E731
+        got, want = curve(b.run.out), curve(alone.run.out)
+        assert {s: got[s] for s in want} == want and set(got) - set(want) <= {17, 30, 35, 45}

@@ -290,6 +290,9 @@ class ScaleConfig:
     fixed_e: float = 0.0  # fit approach fixed_e: E fixed to this (0: the L(C) asymptote, when there is one)
     interval: str = "parametric"  # parametric (refit on simulated noise) | cases (resample the points)
     form: str = "auto"  # law form: additive (approach 3) | kaplan | auto (the one that backtests better)
+    # separate: one full run per token count | branched: per size one WSD trunk at constant lr, each token
+    # count a cooldown branched off it (Hagele et al. 2024; needs train.schedule=wsd)
+    cooldowns: str = "separate"
 
 
 @dataclass
@@ -332,6 +335,7 @@ CHOICES = {
     "scale.design": ("isoflop", "grid", "optimal"),
     "scale.interval": ("parametric", "cases"),
     "scale.form": ("auto", "additive", "kaplan"),
+    "scale.cooldowns": ("separate", "branched"),
 }
 
 

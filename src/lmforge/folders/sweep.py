@@ -4,7 +4,8 @@
     SWEEP/sweep.yaml        the base config, the design and its runs (edit a run's lr or steps here
                             before it starts, if you must; a started run refuses changed settings)
     SWEEP/tokens/           tokenized once from the base config's sources: one tokenizer, one split
-    SWEEP/runs/<name>/      ordinary RUN folders (lmforge/folders/run.py), each training on ../../tokens
+    SWEEP/runs/<name>/      ordinary RUN folders (lmforge/folders/run.py), each training on ../../tokens;
+                            with scale.cooldowns=branched also each size's trunk (below)
     SWEEP/points.csv        the points of the last fit: name, params, tokens, flops, loss
     SWEEP/fit.json          the fitted law and its intervals (lmforge scale fit)
     SWEEP/plots/            the fit's pictures
@@ -15,6 +16,17 @@
 A run is named by its size knob and value, then what sets its length: `width032-c0` (compute level 0),
 `width032-d1` (token count 1 of a grid), `width032-dmax`, `width032-s800` (a verify target of 800 steps);
 a repeat with another seed adds `-r1`.
+
+scale.cooldowns=branched (Hagele et al. 2024): sweep.yaml's `trunks` lists, per size (and seed), one
+run `width032-trunk` trained with the WSD schedule of that size's longest run, and stopped at its
+last branch point (its `stop`, the longest run's decay start): up to there every run of the size is
+the same run, at constant lr after one warmup (`warmup_steps`, the shortest run's, in every run of
+the size). The trunk stops at each run's branch point in turn (the run's `branch_step`: its own decay
+start) and copies that checkpoint into the run's folder, with the schedule laid out over the run's
+steps (training/checkpoint.branch_checkpoint); the run, named as under `separate`, resumes from it and
+decays over its own last train.decay_fraction of steps. Its metrics.jsonl begins with the trunk's
+records up to the branch point. A run folder holding a checkpoint has been branched: a rerun skips
+it in the trunk. The points are the runs, as under `separate`; the trunks are no points.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ FIT_FILE = "fit.json"
 PLOTS = "plots"
 VERIFY_FILE = "verify.json"
 COORDCHECK = "coordcheck"
+TRUNK = "trunk"
 # data.tokenized of a run at SWEEP/runs/<name>/ or SWEEP/verify/<name>/: relative, so a sweep folder
 # can be moved or copied whole
 RUN_TOKENS = f"../../{TOKENS}"
@@ -46,6 +59,11 @@ RUN_TOKENS = f"../../{TOKENS}"
 def run_name(knob: str, value: int, length: str) -> str:
     """`width032-c0`: the knob, its value, and what sets the run's length."""
     return f"{knob}{value:03d}-{length}"
+
+
+def trunk_name(knob: str, value: int) -> str:
+    """`width032-trunk`: the run whose stable phase a size's cooldowns branch off."""
+    return run_name(knob, value, TRUNK)
 
 
 def repeat_name(name: str) -> str:
@@ -123,7 +141,7 @@ class SweepDir:
             raise LmforgeError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(data, dict) or "config" not in data or not isinstance(data.get("runs"), list):
             raise LmforgeError(f"{path} must hold `config` and `runs` (as written by lmforge scale plan)")
-        for run in data["runs"]:
+        for run in data["runs"] + (data.get("trunks") or []):
             name = run.get("name") if isinstance(run, dict) else None
             # a run's folder is runs/<name>: a name read from the file must not lead out of runs/
             if inside(self.path / RUNS, name) is None or Path(name).name != name:

@@ -286,7 +286,7 @@ def _sweep(path: Path) -> list[Section]:
             f"{law} to their final losses{form}: "
             "E is the loss no model can beat, the "
             "other terms shrink as the model and the data grow. From the law follows the best split of a "
-            "compute budget between parameters and tokens (N_opt ~ C^a, D_opt ~ C^b)."), blocks))
+            "compute budget between parameters and tokens (N_opt ~ C^a, D_opt ~ C^b)." + _points_made(fit)), blocks))
     if sweep.verify_path.is_file():
         v = sweep.verified()
         items = v if isinstance(v, list) else [v]
@@ -299,6 +299,17 @@ def _sweep(path: Path) -> list[Section]:
             "loss compared with the prediction made from the small ones."),
             [("table", ("target", "predicted", "actual", "relative error"), rows)]))
     return sections
+
+
+def _points_made(fit: dict) -> str:
+    """How the sweep made its points, where they were cooldowns branched off one run per size."""
+    cd = fit.get("cooldowns") or {}
+    if cd.get("mode") != "branched":
+        return ""
+    return (f" Its points are cooldowns branched off one warmup-stable-decay run per size (Hägele et al. 2024): "
+            f"each size trains once at a constant learning rate and every token count decays from there, "
+            f"{cd['flops']:.3g} FLOPs instead of {cd['flops_separate']:.3g} for separate runs "
+            f"({100 * cd['saving']:.0f}% saved).")
 
 
 def read_page(path: Path) -> Page:

@@ -2,7 +2,8 @@
 
     plan     design a sweep within a FLOP budget (design.py), with a measured wall-clock estimate
     run      train its runs as ordinary lmforge runs on one tokenized folder (runner.py)
-    fit      L(N, D) by Chinchilla's approach 3, IsoFLOP profiles, L(C) (fitting.py); fit.json and plots
+    fit      L(N, D) by Chinchilla's approach 3, IsoFLOP profiles, L(C) (fitting.py); fit.json and plots,
+             fit.json's `cooldowns` saying how the points were made (separate runs or branched cooldowns)
     predict  the loss at (N, D), or at the compute-optimal point of C, with its interval
     verify   train the target model and compare prediction and measurement
     coordcheck  activation scales across widths under the standard parameterisation and muP (coordcheck.py)
@@ -65,6 +66,10 @@ def fit(source: str | Path, bootstrap: int | None = None, out: str | Path | None
                                 seed, source=str(source), interval=interval or sc.interval,
                                 fixed_e=sc.fixed_e if fixed_e is None else fixed_e, prior_noise=sc.noise,
                                 form=form or sc.form)
+    if source.is_dir():
+        from lmforge.scaling.design import cooldowns_record
+
+        result["cooldowns"] = cooldowns_record(SweepDir(source).load()[1])
     if out_dir is not None:
         folder = SweepDir(out_dir)  # a CSV's --out is laid out as a sweep's fit is
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,12 @@ isoflop and grid the top level is the largest whose runs' exact training FLOPs
 (model_counts' FLOPs per token x D) fit the budget. `scale.repeats` of the cheapest runs train once more
 with other seeds, so that the fit measures run-to-run noise instead of assuming it.
 
+Cooldowns (`scale.cooldowns`, train.schedule=wsd): `separate` trains every run on its own; `branched`
+trains per size one trunk at constant lr and branches each run's cooldown off it at the run's decay
+start (Hagele et al. 2024), every run of the size warmed up as its shortest is, so that each branch
+is, bit for bit, the run it stands for: the same points for the trunk's steps plus each run's decay
+instead of every run's steps (`with_branched_cooldowns`; the folder: lmforge/folders/sweep.py).
+
 Every plan reports its identifiability before anything is trained: the 95% interval each constant
 would have, and the forecast interval at each of `scale.targets`, from the design's Fisher
 information under the prior law (the delta method).
@@ -41,7 +47,7 @@ import numpy as np
 from lmforge.config import Config, ScaleConfig
 from lmforge.errors import LmforgeError
 from lmforge.figures import plural
-from lmforge.folders.sweep import repeat_name, run_name
+from lmforge.folders.sweep import repeat_name, run_name, trunk_name
 from lmforge.model_counts import model_config, training_flops
 
 
@@ -274,6 +280,59 @@ def with_repeats(cfg: Config, runs: list[dict]) -> list[dict]:
     return runs + [{**r, "name": repeat_name(r["name"]), "seed": cfg.train.seed + 1} for r in repeats]
 
 
+def with_branched_cooldowns(cfg: Config, runs: list[dict]) -> list[dict]:
+    """The trunks of scale.cooldowns=branched, one per size and seed; each run gets its `trunk`, its
+    `branch_step` (its WSD decay start), the `cooldown_flops` it costs beyond the trunk, and the
+    warmup of its size's shortest run (the rule's warmup grows with a run's steps: the shortest's is
+    within every run's cap, and where scale.min_warmup_steps sets it, it is every run's own)."""
+    from lmforge.training.optim import wsd_decay_start
+
+    tps = cfg.tokens_per_step()
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["knob"], r.get("seed")), []).append(r)
+    trunks = []
+    for (knob, seed), group in groups.items():
+        group.sort(key=lambda r: r["steps"])
+        warmup = warmup_steps(cfg.scale, group[0]["steps"])
+        per_step = group[-1]["flops_exact"] / group[-1]["steps"]  # one size: the same FLOPs per step
+        for r in group:
+            r["warmup_steps"] = warmup
+            r["branch_step"] = wsd_decay_start(r["steps"], cfg.train.decay_fraction)
+            r["cooldown_flops"] = (r["steps"] - r["branch_step"]) * per_step
+        longest = group[-1]
+        name = trunk_name(cfg.scale.knob, knob)
+        for r in group:
+            r["trunk"] = name if seed is None else repeat_name(name)
+        trunks.append({
+            "name": group[0]["trunk"], "knob": knob, "n_layer": longest["n_layer"], "n_embd": longest["n_embd"],
+            "n_head": longest["n_head"], "lr": longest["lr"], "steps": longest["steps"], "stop": longest["branch_step"],
+            "warmup_steps": warmup, "params": longest["params"], "tokens": longest["branch_step"] * tps,
+            "flops_exact": longest["branch_step"] * per_step, "branches": [r["name"] for r in group],
+            **({} if seed is None else {"seed": seed}),
+        })
+    return sorted(trunks, key=lambda t: (t["params"], t["name"]))
+
+
+def cooldown_costs(runs: list[dict], trunks: list[dict]) -> dict:
+    """What the sweep's runs cost trained separately and branched (exact training FLOPs)."""
+    separate = sum(r["flops_exact"] for r in runs)
+    if not trunks:
+        return {"flops_separate": separate, "flops_branched": None, "saving": None}
+    branched = sum(t["flops_exact"] for t in trunks) + sum(r["cooldown_flops"] for r in runs)
+    return {"flops_separate": separate, "flops_branched": branched, "saving": 1 - branched / separate}
+
+
+def cooldowns_record(sweep: dict) -> dict:
+    """How a sweep's points were made, for fit.json: `separate` runs, or cooldowns `branched` off
+    trunks, with the training FLOPs that took and those separate runs would have."""
+    if sweep.get("cooldowns") != "branched":
+        return {"mode": "separate", "flops": sum(r["flops_exact"] for r in sweep["runs"])}
+    costs = cooldown_costs(sweep["runs"], sweep["trunks"])
+    return {"mode": "branched", "trunks": len(sweep["trunks"]), "flops": costs["flops_branched"],
+            "flops_separate": costs["flops_separate"], "saving": costs["saving"]}
+
+
 def parse_target(text: str) -> tuple[float, float]:
     """'348k:4M' -> (N, D)."""
     from lmforge.cost import parse_size
@@ -405,14 +464,16 @@ def refuse_unfittable(runs: list[dict]) -> None:
 RUN_OVERHEAD_S = 4.0  # process start, model build, unigram baseline, checkpoint: measured ~3-5 s here
 
 
-def run_seconds(run: dict, cfg: Config, calibration: dict) -> float:
-    """Estimated wall-clock of one run: its steps, its final evaluation (a forward pass, ~1/3 of a
-    training step's FLOPs per token), and a fixed start-up cost."""
+def run_seconds(run: dict, cfg: Config, calibration: dict, steps: int | None = None, final_eval: bool = True) -> float:
+    """Estimated wall-clock of one run: its steps (or `steps` of them: a branch's cooldown, a trunk),
+    its final evaluation (a forward pass, ~1/3 of a training step's FLOPs per token), and a fixed
+    start-up cost."""
     per_token = run["flops_exact"] / run["tokens"]
     step_flops = per_token * cfg.tokens_per_step()
     step = calibration["seconds_per_step_fixed"] + calibration["seconds_per_flop"] * step_flops
     eval_tokens = cfg.train.final_eval_tokens or 1_000_000
-    return run["steps"] * step + calibration["seconds_per_flop"] * per_token / 3 * eval_tokens + RUN_OVERHEAD_S
+    evaluation = calibration["seconds_per_flop"] * per_token / 3 * eval_tokens if final_eval else 0.0
+    return (run["steps"] if steps is None else steps) * step + evaluation + RUN_OVERHEAD_S
 
 
 def schedule_seconds(durations: list[float], parallel: int) -> float:
@@ -431,6 +492,9 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
     """The sweep for `budget` FLOPs: its runs, their FLOPs and the estimated wall-clock on this machine."""
     for text in cfg.scale.targets:  # a malformed target is refused before the calibration's seconds
         parse_target(text)
+    if cfg.scale.cooldowns == "branched" and cfg.train.schedule != "wsd":
+        raise LmforgeError(f"scale.cooldowns=branched branches cooldowns off the stable phase of a WSD schedule: set "
+                           f"train.schedule=wsd (it is {cfg.train.schedule}), or scale.cooldowns=separate")
     vocab = model_config(cfg).vocab_size
     parallel = cfg.scale.parallel
     threads = cfg.train.threads or max(1, available_cpus() // parallel)
@@ -439,8 +503,16 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
     cal = calibrate(cfg, sweep_sizes(cfg, vocab), vocab, threads, calibrate_steps, parallel)
     runs = design(cfg, budget, vocab, cal["seconds_per_step_fixed"] / cal["seconds_per_flop"])
     refuse_unfittable(runs)
+    branched = cfg.scale.cooldowns == "branched"
+    trunks = with_branched_cooldowns(cfg, runs) if branched else []
     for r in runs:
-        r["estimated_s"] = round(run_seconds(r, cfg, cal), 1)
+        r["estimated_s"] = round(run_seconds(r, cfg, cal, r["steps"] - r["branch_step"] if branched else None), 1)
+    by_name = {r["name"]: r for r in runs}
+    for t in trunks:  # the steps of its longest run up to its stop
+        t["estimated_s"] = round(run_seconds(by_name[t["branches"][-1]], cfg, cal, t["stop"], final_eval=False), 1)
+    # a size's branches wait for its trunk: each size's work is one job in the estimate
+    jobs = ([t["estimated_s"] + sum(r["estimated_s"] for r in runs if r["trunk"] == t["name"]) for t in trunks]
+            if branched else [r["estimated_s"] for r in runs])
     warnings = []
     levels = sorted({r["level"] for r in runs}) if cfg.scale.design == "isoflop" else []
     for k in levels:
@@ -469,12 +541,14 @@ def plan_sweep(cfg: Config, budget: float, calibrate_steps: int = 3, within_pct:
         if t["within"] and not t["within"]["allowed"]:
             warnings.append(f"target {t['target']}: this design's 95% forecast interval is +-{100 * t['half_width']:.1f}%, "
                             f"so it cannot support a within-{within_pct:g}% forecast; raise --budget or change the design")
+    costs = cooldown_costs(runs, trunks)
     return {
         "budget_flops": budget, "design": cfg.scale.design, "knob": cfg.scale.knob, "vocab_size": vocab,
         "tokens_per_step": cfg.tokens_per_step(), "runs": runs,
-        "total_flops": sum(r["flops_exact"] for r in runs), "calibration": cal, "parallel": parallel,
-        "threads_per_process": threads, "estimated_serial_s": round(sum(r["estimated_s"] for r in runs), 1),
-        "estimated_wall_s": round(schedule_seconds([r["estimated_s"] for r in runs], parallel), 1),
+        **({"cooldowns": "branched", "trunks": trunks, **costs} if branched else {}),
+        "total_flops": costs["flops_branched"] if branched else costs["flops_separate"], "calibration": cal,
+        "parallel": parallel, "threads_per_process": threads, "estimated_serial_s": round(sum(jobs), 1),
+        "estimated_wall_s": round(schedule_seconds(jobs, parallel), 1),
         "identifiability": ident, "warnings": warnings,
     }
 

@@ -45,6 +45,7 @@ class SweepPlan(figures.Result):
         out += [f"{r['name']:<18} {r['params']:>10,} {r['tokens']:>11,} {r['tokens'] / r['params']:>9.1f} "
                 f"{r['steps']:>6} {r['flops']:>9.2e} {r['flops_exact']:>9.2e} {r['estimated_s']:>6.0f}s"
                 for r in p["runs"]]
+        out += self._cooldowns(p)
         out.append(f"{len(p['runs'])} runs ({p['design']}, knob {p['knob']}), {p['total_flops']:.3g} of "
                    f"{p['budget_flops']:.3g} FLOPs; estimated {p['estimated_wall_s'] / 60:.1f} min on "
                    f"{plural(p['parallel'], 'process', 'processes')} x {plural(p['threads_per_process'], 'thread')} "
@@ -55,6 +56,19 @@ class SweepPlan(figures.Result):
         out += [f"warning: {w}" for w in p["warnings"]]
         if self.out:
             out.append(f"sweep written to {p['sweep']}; train it with: lmforge scale run {self.out}")
+        return out
+
+    @staticmethod
+    def _cooldowns(p: dict) -> list[str]:
+        """Branched cooldowns: each trunk, what it branches, and the FLOPs saved against separate runs."""
+        if p.get("cooldowns") != "branched":
+            return []
+        out = [f"{t['name']:<18} {t['params']:>10,} {t['tokens']:>11,} {'':>9} {t['stop']:>6} {'':>9} "
+               f"{t['flops_exact']:>9.2e} {t['estimated_s']:>6.0f}s  trunk: stable to step {t['stop']}, "
+               f"branches {', '.join(t['branches'])}" for t in p["trunks"]]
+        out.append(f"branched cooldowns: each run trains from its size's trunk at its decay start, a run's FLOPs above "
+                   f"are its own length's, its est. its cooldown's; {p['flops_branched']:.3g} FLOPs instead of "
+                   f"{p['flops_separate']:.3g} for separate runs ({100 * p['saving']:.0f}% saved)")
         return out
 
     @staticmethod
@@ -137,6 +151,11 @@ class Fit(figures.Result):
         out += [self._approach(name, ap) for name, ap in r.get("approaches", {}).items()
                 if "skipped" in ap or "alpha" in ap]
         out += self._isoflop(r["isoflop"]) + self._loss_vs_compute(r["loss_vs_compute"])
+        cd = r.get("cooldowns") or {}
+        if cd.get("mode") == "branched":
+            out.append(f"points: cooldowns branched off {plural(cd['trunks'], 'WSD trunk')} (one per size), "
+                       f"{cd['flops']:.3g} training FLOPs instead of {cd['flops_separate']:.3g} for separate runs "
+                       f"({100 * cd['saving']:.0f}% saved)")
         out += [f"excluded {e['name']}: {e['reason']}" for e in r["excluded"]]
         out += [f"plot: {p}" for p in r.get("plots", [])]
         if r.get("fit_file"):

@@ -6,6 +6,11 @@ went non-finite or error.txt when it failed.
 A run whose summary.json says complete is skipped; one with a checkpoint resumes from it; runs go
 longest first to `parallel` processes (spawned, each calling lmforge.training.trainer.train, the
 function `lmforge train` calls) with the machine's threads split between them.
+
+With scale.cooldowns=branched each size's trunk goes first (`grow_trunk`): it stops at each of its
+runs' branch points in turn and branches the run off there (a checkpoint copied into the run's
+folder); then the runs train from those checkpoints as resumed runs do. A killed trunk resumes from
+its checkpoint, and a run already branched is not branched again.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 import multiprocessing as mp
 import os
 import shlex
+import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import replace
@@ -60,8 +66,9 @@ def diverged_reason(run_dir: Path) -> str:
     return RunDir(run_dir).diverged_reason()
 
 
-def train_run(cfg: Config, log_path: Path | None = None) -> dict:
-    """Train (or resume) one run, recording divergence in diverged.json instead of failing the sweep."""
+def train_run(cfg: Config, log_path: Path | None = None, branches: list[Config] | None = None) -> dict:
+    """Train (or resume) one run, recording divergence in diverged.json instead of failing the sweep;
+    with `branches`, the run is their trunk (`grow_trunk`), and its divergence is theirs too."""
     from lmforge.training.trainer import train
 
     run = RunDir(cfg.run.out)
@@ -75,14 +82,59 @@ def train_run(cfg: Config, log_path: Path | None = None) -> dict:
             logf.flush()
 
     try:
+        if branches is not None:
+            return grow_trunk(cfg, branches, log if logf else print)
         return train(cfg, resume=run.latest_checkpoint() is not None, log=log if logf else print)
     except TrainingDiverged as e:
         run.write_diverged(str(e))
+        for b in branches or []:
+            if not is_branched(Path(b.run.out)):
+                RunDir(b.run.out).path.mkdir(parents=True, exist_ok=True)
+                RunDir(b.run.out).write_diverged(f"its trunk {run.path.name} diverged: {e}")
         log(f"diverged: {e}")
         return {"complete": False, "diverged": str(e)}
     finally:
         if logf:
             logf.close()
+
+
+def is_branched(run_dir: Path) -> bool:
+    """Whether a run of a branched sweep is off its trunk: it holds a checkpoint, or has ended."""
+    run = RunDir(run_dir)
+    return run_state(run_dir) in ("done", "diverged") or (run.path.is_dir() and run.latest_checkpoint() is not None)
+
+
+def grow_trunk(trunk_cfg: Config, branches: list[Config], log: Callable[[str], None]) -> dict:
+    """Train the trunk to each branch's decay start in turn (WSD: up to there the branch's run and
+    the trunk are one run) and copy that checkpoint into the branch's folder, its schedule laid out
+    over the branch's steps; `branches` are the runs not yet branched. Stopped by a signal, the trunk
+    has a checkpoint to resume from, as any run."""
+    from lmforge.training.checkpoint import branch_checkpoint
+    from lmforge.training.optim import wsd_decay_start
+    from lmforge.training.trainer import train
+
+    trunk = RunDir(trunk_cfg.run.out)
+    tc = trunk_cfg.train
+    for bcfg in sorted(branches, key=lambda b: b.train.max_steps):
+        branch = RunDir(bcfg.run.out)
+        step = wsd_decay_start(bcfg.train.max_steps, tc.decay_fraction)
+        ckpt = trunk.latest_checkpoint() if trunk.path.is_dir() else None
+        if ckpt is None or ckpt.step < step:
+            result = train(trunk_cfg, resume=ckpt is not None, stop_at=step, log=log)
+            if result["step"] < step:  # stopped by a signal, after a checkpoint
+                return result
+            ckpt = trunk.latest_checkpoint()
+        elif ckpt.step > step:  # its branch folder was deleted: the trunk may still hold that step
+            ckpt = next((c for c in trunk.checkpoints() if c.step == step), None)
+            if ckpt is None:
+                raise LmforgeError(f"{trunk} is past step {step}, where {branch.path.name} branches off, and no longer "
+                                   f"holds that checkpoint: delete {trunk} to train the trunk again")
+        branch.path.mkdir(parents=True, exist_ok=True)
+        if trunk.metrics_path.is_file():  # the branch's curve begins with the trunk's (cut at the branch point on resume)
+            shutil.copyfile(trunk.metrics_path, branch.metrics_path)
+        branch_checkpoint(ckpt, branch, bcfg.train.max_steps, bcfg.to_dict())
+        log(f"trunk: {branch.path.name} branched off at step {step}")
+    return {"complete": True, "step": trunk.latest_checkpoint().step if trunk.latest_checkpoint() else 0}
 
 
 def _worker_init(parent: int) -> None:
@@ -104,15 +156,16 @@ def _orphaned() -> bool:
     return _PARENT is not None and os.getppid() != _PARENT
 
 
-def _child(cfg_dict: dict, log_path: str) -> None:
-    """One run in a worker process; a failure leaves error.txt for the parent to report. A worker
-    whose sweep process has died exits instead of taking the next queued run (the death signal
-    stopped the current run; the runs it had already been handed would otherwise go on training)."""
+def _child(cfg_dict: dict, log_path: str, branches: list[dict] | None = None) -> None:
+    """One run (or a trunk and the `branches` it grows) in a worker process; a failure leaves error.txt
+    for the parent to report. A worker whose sweep process has died exits instead of taking the next
+    queued run (the death signal stopped the current run; the runs it had already been handed would
+    otherwise go on training)."""
     if _orphaned():
         os._exit(1)
     cfg = config_from_dict(cfg_dict)
     try:
-        train_run(cfg, Path(log_path))
+        train_run(cfg, Path(log_path), None if branches is None else [config_from_dict(b) for b in branches])
     except Exception as e:  # reported by the parent, which owns the terminal
         RunDir(cfg.run.out).error_path.write_text(f"{type(e).__name__}: {e}")
     finally:
@@ -201,9 +254,18 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     rows = sweep_status(sweep_dir)
     todo = [run for run, row in zip(sweep["runs"], rows) if row["state"] in ("pending", "partial", "failed")]
     skipped = [r["name"] for r in rows if r["state"] in ("done", "diverged")]
+    # branched cooldowns: a run not yet off its trunk waits for it; the trunk trains first
+    folder = SweepDir(sweep_dir)
+    waiting = {t["name"]: [r for r in todo if r["name"] in t["branches"] and not is_branched(folder.run_dir(r["name"]))]
+               for t in sweep.get("trunks") or []}
+    trunks = [t for t in sweep.get("trunks") or [] if waiting[t["name"]]]
+    held = {r["name"] for ws in waiting.values() for r in ws}
     log(f"sweep: {plural(len(sweep['runs']), 'run')}, {len(skipped)} already finished (skipped), {len(todo)} to train "
-        f"on {plural(parallel, 'process', 'processes')} x {plural(threads, 'thread')}")
+        + (f"({len(held)} of them branched off {plural(len(trunks), 'trunk')} first) " if trunks else "")
+        + f"on {plural(parallel, 'process', 'processes')} x {plural(threads, 'thread')}")
+    todo = [r for r in todo if r["name"] not in held]
     todo.sort(key=lambda r: -r["flops_exact"])  # longest first packs the processes best
+    trunks.sort(key=lambda t: -t["flops_exact"])
     failures: list[str] = []
     stopped: list[str] = []  # runs a signal to their worker stopped part-way
     t0, last = time.time(), time.time()
@@ -213,14 +275,24 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     pool = ProcessPoolExecutor(max_workers=min(parallel, max(1, len(todo))), mp_context=mp.get_context("spawn"),
                                initializer=_worker_init, initargs=(os.getpid(),))
     active: dict = {}
+
+    def submit(run: dict, log_path: Path | None = None, branches: list[dict] | None = None) -> None:
+        rcfg = run_config(cfg, sweep_dir, run, threads=threads, device=device)
+        Path(rcfg.run.out).mkdir(parents=True, exist_ok=True)
+        if run_state(Path(rcfg.run.out)) == "partial":
+            step = RunDir(rcfg.run.out).steps_done()
+            log(f"sweep: {run['name']} will " + (f"train its cooldown from step {step}, branched off {run['trunk']}"
+                                                 if step == run.get("branch_step") else f"resume from step {step}"))
+        grown = None if branches is None else [run_config(cfg, sweep_dir, b, threads=threads, device=device).to_dict()
+                                                for b in branches]
+        fut = pool.submit(_child, rcfg.to_dict(), str(RunDir(rcfg.run.out).train_log_path), grown)
+        active[fut] = run
+
     try:
+        for trunk in trunks:
+            submit(trunk, branches=waiting[trunk["name"]])
         for run in todo:
-            rcfg = run_config(cfg, sweep_dir, run, threads=threads, device=device)
-            Path(rcfg.run.out).mkdir(parents=True, exist_ok=True)
-            if run_state(Path(rcfg.run.out)) == "partial":
-                log(f"sweep: {run['name']} will resume from step {RunDir(rcfg.run.out).steps_done()}")
-            fut = pool.submit(_child, rcfg.to_dict(), str(RunDir(rcfg.run.out).train_log_path))
-            active[fut] = run
+            submit(run)
         while active:
             finished, _ = wait(list(active), timeout=max(0.1, interval - (time.time() - last)),
                                return_when=FIRST_COMPLETED)
@@ -228,6 +300,23 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
                 run = active.pop(fut)
                 fut.result()
                 name, run_dir = run["name"], SweepDir(sweep_dir).run_dir(run["name"])
+                if name in waiting:  # a trunk: its branches train now, longest first
+                    grown = [r for r in waiting[name] if is_branched(folder.run_dir(r["name"]))
+                             and run_state(folder.run_dir(r["name"])) != "diverged"]
+                    for branch in sorted(grown, key=lambda r: -r["flops_exact"]):
+                        submit(branch)
+                    if RunDir(run_dir).error_path.is_file():
+                        failures.append(f"{name}: {RunDir(run_dir).error_path.read_text().strip()}")
+                        log(f"sweep: trunk {failures[-1]}")
+                    elif RunDir(run_dir).diverged_path.is_file():
+                        log(f"sweep: trunk {name} diverged ({diverged_reason(run_dir)}); so did its runs")
+                    elif len(grown) < len(waiting[name]):
+                        stopped.append(name)
+                        log(f"sweep: trunk {name} stopped at step {RunDir(run_dir).steps_done()}; rerun lmforge "
+                            f"scale run to continue it")
+                    else:
+                        log(f"sweep: trunk {name} done, {plural(len(grown), 'run')} branched off it")
+                    continue
                 state = run_state(run_dir)
                 if state == "failed":
                     failures.append(f"{name}: {RunDir(run_dir).error_path.read_text().strip()}")

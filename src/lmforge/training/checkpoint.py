@@ -199,6 +199,26 @@ def save_checkpoint(run: RunDir, model: GPT, state: dict, config: dict, keep: in
     return final
 
 
+def branch_checkpoint(ckpt: CheckpointDir, into: RunDir, schedule_steps: int, config: dict) -> CheckpointDir:
+    """A copy of `ckpt` as `into`'s latest checkpoint, for a run that continues from it under
+    `config` with the lr schedule laid out over `schedule_steps`: a cooldown branched off a WSD
+    run's stable phase (lmforge/scaling) resumes from it and decays as a run of that length would.
+    Everything else, weights, optimizer state, RNG and data position, is the source's, so the
+    branch trains as the run it stands for would have from that step."""
+    info = ckpt.state()
+    final = into.checkpoint(ckpt.step)
+    tmp = into.checkpoint(ckpt.step, temporary=True)
+    shutil.rmtree(tmp.path, ignore_errors=True)
+    tmp.path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ckpt.path, tmp.path)
+    # the tensor files' hashes stay valid: only state.json changes
+    _write_synced(tmp.state_json, json.dumps({**info, "schedule_steps": schedule_steps, "config": config}, indent=1))
+    shutil.rmtree(final.path, ignore_errors=True)
+    tmp.path.replace(final.path)
+    into.point_latest(final)
+    return final
+
+
 def _write_synced(path: Path, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)

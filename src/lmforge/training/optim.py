@@ -174,12 +174,18 @@ def lr_factor(step: int, cfg: TrainConfig, steps: int | None = None) -> float:
     if cfg.schedule == "constant":
         return 1.0
     if cfg.schedule == "wsd":
-        decay_start = int(steps * (1 - cfg.decay_fraction))
+        decay_start = wsd_decay_start(steps, cfg.decay_fraction)
         if step < decay_start:
             return 1.0
         return floor + (1.0 - floor) * (1.0 - _progress(step, decay_start, steps - 1))
     progress = _progress(step, cfg.warmup_steps, steps - 1)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def wsd_decay_start(steps: int, decay_fraction: float) -> int:
+    """The first step of a WSD schedule's decay over `steps`: up to it the lr is constant, so a run
+    of any length that shares the warmup is the same run until there (scale.cooldowns=branched)."""
+    return int(steps * (1 - decay_fraction))
 
 
 def _progress(step: int, start: int, last: int) -> float:
