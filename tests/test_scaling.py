@@ -776,3 +776,54 @@ def test_a_branched_cooldown_is_its_standalone_run_bit_for_bit_through_kills(tmp
         curve = lambda run: {r.step: (r.loss, r.lr) for r in RunDir(run).metrics() if hasattr(r, "lr")}  # noqa: E731
         got, want = curve(b.run.out), curve(alone.run.out)
         assert {s: got[s] for s in want} == want and set(got) - set(want) <= {17, 30, 35, 45}
+
+
+def test_a_branched_sweep_plans_its_saving_resumes_its_trunk_and_fits_the_same_points(corpus_dir, tmp_path, capsys):
+    flags = ["--budget", "6e10", "--sizes", "16,24", "--design", "grid", "--points-per-size", "3",
+             *sweep_flags(corpus_dir), "--set", "train.schedule=wsd"]
+    assert main(["scale", "plan", *flags, "--set", "scale.cooldowns=branched", "--out", str(tmp_path / "cosine"),
+                 "--set", "train.schedule=cosine"]) == 2
+    assert "set train.schedule=wsd (it is cosine)" in capsys.readouterr().err
+    assert main(["scale", "plan", *flags, "--out", str(tmp_path / "sep")]) == 0
+    assert main(["scale", "plan", *flags, "--set", "scale.cooldowns=branched", "--out", str(tmp_path / "br")]) == 0
+    text = capsys.readouterr().out
+    _, sep = SweepDir(tmp_path / "sep").load()
+    cfg, br = SweepDir(tmp_path / "br").load()
+    assert "trunks" not in sep and "cooldowns" not in sep  # separate: the sweep as before
+    assert [r["name"] for r in br["runs"]] == [r["name"] for r in sep["runs"]]
+    assert [t["name"] for t in br["trunks"]] == ["width016-trunk", "width024-trunk"]
+    steps = sorted({r["steps"] for r in sep["runs"]})
+    assert len(steps) == 3 and all(t["steps"] == steps[-1] and t["stop"] == int(0.8 * steps[-1]) for t in br["trunks"])
+    # the trunk's steps and each run's decay, instead of every run's steps
+    per_step = {r["knob"]: r["flops_exact"] / r["steps"] for r in sep["runs"]}
+    want = sum(per_step[k] * (int(0.8 * steps[-1]) + sum(s - int(0.8 * s) for s in steps)) for k in per_step)
+    assert br["total_flops"] == pytest.approx(want) and br["flops_separate"] == sep["total_flops"]
+    assert br["saving"] == pytest.approx(1 - want / sep["total_flops"]) and br["saving"] > 0.3
+    assert f"({100 * br['saving']:.0f}% saved)" in text and "width016-trunk" in text
+
+    # killed while growing its first trunk
+    prepare_sweep_tokens(cfg, tmp_path / "br", log=lambda *_: None)
+    trunk = run_config(cfg, tmp_path / "br", br["trunks"][0], threads=1)
+    assert train(trunk, stop_at=50, log=lambda *_: None)["complete"] is False
+    assert main(["scale", "run", str(tmp_path / "br"), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "width016-trunk will resume from step 50" in out and "6 to train (6 of them branched off 2 trunks first)" in out
+    assert "width024-d0 will train its cooldown from step" in out
+    rows = {r["name"]: r for r in sweep_status(tmp_path / "br")}
+    assert all(r["state"] == "done" and r["val_loss"] < r["unigram_val_loss"] for r in rows.values())
+    # a branch is the separate run bit for bit where their warmups agree (scale.min_warmup_steps sets both)
+    run = next(r for r in sep["runs"] if r["name"] == "width016-d1")
+    assert run["warmup_steps"] == next(r for r in br["runs"] if r["name"] == "width016-d1")["warmup_steps"]
+    prepare_sweep_tokens(cfg, tmp_path / "sep", log=lambda *_: None)
+    alone = train(run_config(cfg, tmp_path / "sep", run, threads=1), log=lambda *_: None)
+    assert alone["val_loss"] == rows["width016-d1"]["val_loss"]
+
+    trunk_ckpt = RunDir(tmp_path / "br" / "runs" / "width016-trunk").latest_checkpoint().state_json.stat().st_mtime_ns
+    assert main(["scale", "run", str(tmp_path / "br")]) == 0
+    assert "6 already finished (skipped), 0 to train on" in capsys.readouterr().out
+    assert RunDir(tmp_path / "br" / "runs" / "width016-trunk").latest_checkpoint().state_json.stat().st_mtime_ns == trunk_ckpt
+    assert main(["scale", "fit", str(tmp_path / "br"), "--bootstrap", "5"]) == 0
+    assert "points: cooldowns branched off 2 WSD trunks" in capsys.readouterr().out
+    made = json.loads((tmp_path / "br" / "fit.json").read_text())["cooldowns"]
+    assert made == {"mode": "branched", "trunks": 2, "flops": pytest.approx(want), "flops_separate": sep["total_flops"],
+                    "saving": pytest.approx(br["saving"])}
