@@ -827,3 +827,24 @@ def test_a_branched_sweep_plans_its_saving_resumes_its_trunk_and_fits_the_same_p
     made = json.loads((tmp_path / "br" / "fit.json").read_text())["cooldowns"]
     assert made == {"mode": "branched", "trunks": 2, "flops": pytest.approx(want), "flops_separate": sep["total_flops"],
                     "saving": pytest.approx(br["saving"])}
+
+
+def test_branched_trunks_one_per_size_and_seed_with_the_shortest_runs_warmup():
+    cfg = lab_config([16, 32, 64], 2e12, repeats=2, design="grid", points_per_size=3, min_warmup_steps=0)
+    cfg = replace(cfg, train=replace(cfg.train, schedule="wsd"))
+    runs = design.design(cfg, 2e13, 512)
+    own = {r["name"]: r["warmup_steps"] for r in runs}
+    trunks = design.with_branched_cooldowns(cfg, runs)
+    repeats = [r for r in runs if r.get("seed") is not None]
+    assert len(repeats) == 2 and len(trunks) == len({r["knob"] for r in runs}) + len({r["knob"] for r in repeats})
+    for t in trunks:
+        branches = [r for r in runs if r["trunk"] == t["name"]]
+        assert [r["name"] for r in branches] == t["branches"] and t["name"].endswith("-r1") == ("seed" in branches[0])
+        shortest = min(branches, key=lambda r: r["steps"])
+        # a share of the run (no floor here): the longer runs are warmed up as the shortest, never longer
+        assert {r["warmup_steps"] for r in branches} == {own[shortest["name"]]} and own[t["branches"][-1]] >= t["warmup_steps"]
+        assert t["stop"] == max(r["branch_step"] for r in branches) and t["steps"] == max(r["steps"] for r in branches)
+        for r in branches:
+            assert r["branch_step"] == int(r["steps"] * (1 - cfg.train.decay_fraction)) and r["warmup_steps"] <= r["steps"] // 4
+    costs = design.cooldown_costs(runs, trunks)
+    assert costs["flops_separate"] == sum(r["flops_exact"] for r in runs) and 0 < costs["saving"] < 1

@@ -75,6 +75,9 @@ CONFIG_FLAGS = {f.flag: f for f in [
     ConfigFlag("--parallel", "scale.parallel", "training processes at once ({key})", {"type": int}),
     ConfigFlag("--max-run-flops", "scale.max_run_flops", "optimal: no run above this 6ND ({key})",
                value=lambda text: _flops_arg(text, "--max-run-flops")),
+    ConfigFlag("--cooldowns", "scale.cooldowns", "separate: one run per token count; branched: one WSD run per size, "
+               "each token count a cooldown off it (needs train.schedule=wsd) ({key})",
+               {"choices": ["separate", "branched"]}),
     ConfigFlag("--repeats", "scale.repeats", "cheapest runs trained again with another seed ({key})", {"type": int}),
     ConfigFlag("--prior", "scale.prior", "law the design is judged under: chinchilla, epoch2024, SWEEP or "
                f"{sweep.FIT_FILE} ({{key}})"),
@@ -499,7 +502,7 @@ def _args_plan(p: argparse.ArgumentParser) -> None:
 def _args_scale_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", required=True, help="total training FLOPs, e.g. 3e13 or 3e13flops")
     _flags(p, "--sizes", "--knob", "--design", "--levels", "--points-per-size", "--parallel", "--max-run-flops",
-           "--repeats", "--prior", "--noise", "--target")
+           "--cooldowns", "--repeats", "--prior", "--noise", "--target")
     p.add_argument("--within", type=float, metavar="PCT", help="say whether each --target can be forecast within PCT%%")
     p.add_argument("--out", metavar="SWEEP", help=f"write SWEEP/{sweep.SWEEP_FILE}")
     p.add_argument("--json", action="store_true", help="print one JSON object")
