@@ -807,7 +807,8 @@ def test_a_branched_sweep_plans_its_saving_resumes_its_trunk_and_fits_the_same_p
     assert train(trunk, stop_at=50, log=lambda *_: None)["complete"] is False
     assert main(["scale", "run", str(tmp_path / "br"), "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "width016-trunk will resume from step 50" in out and "6 to train (6 of them branched off 2 trunks first)" in out
+    assert "width016-trunk will resume from step 50" in out
+    assert "6 to train (6 of them branched off 2 trunks first)" in out
     assert "width024-d0 will train its cooldown from step" in out
     rows = {r["name"]: r for r in sweep_status(tmp_path / "br")}
     assert all(r["state"] == "done" and r["val_loss"] < r["unigram_val_loss"] for r in rows.values())
@@ -818,10 +819,11 @@ def test_a_branched_sweep_plans_its_saving_resumes_its_trunk_and_fits_the_same_p
     alone = train(run_config(cfg, tmp_path / "sep", run, threads=1), log=lambda *_: None)
     assert alone["val_loss"] == rows["width016-d1"]["val_loss"]
 
-    trunk_ckpt = RunDir(tmp_path / "br" / "runs" / "width016-trunk").latest_checkpoint().state_json.stat().st_mtime_ns
+    trunk_dir = RunDir(tmp_path / "br" / "runs" / "width016-trunk")
+    stamp = trunk_dir.latest_checkpoint().state_json.stat().st_mtime_ns
     assert main(["scale", "run", str(tmp_path / "br")]) == 0
     assert "6 already finished (skipped), 0 to train on" in capsys.readouterr().out
-    assert RunDir(tmp_path / "br" / "runs" / "width016-trunk").latest_checkpoint().state_json.stat().st_mtime_ns == trunk_ckpt
+    assert trunk_dir.latest_checkpoint().state_json.stat().st_mtime_ns == stamp  # the trunk is not trained again
     assert main(["scale", "fit", str(tmp_path / "br"), "--bootstrap", "5"]) == 0
     assert "points: cooldowns branched off 2 WSD trunks" in capsys.readouterr().out
     made = json.loads((tmp_path / "br" / "fit.json").read_text())["cooldowns"]
@@ -842,9 +844,11 @@ def test_branched_trunks_one_per_size_and_seed_with_the_shortest_runs_warmup():
         assert [r["name"] for r in branches] == t["branches"] and t["name"].endswith("-r1") == ("seed" in branches[0])
         shortest = min(branches, key=lambda r: r["steps"])
         # a share of the run (no floor here): the longer runs are warmed up as the shortest, never longer
-        assert {r["warmup_steps"] for r in branches} == {own[shortest["name"]]} and own[t["branches"][-1]] >= t["warmup_steps"]
+        assert {r["warmup_steps"] for r in branches} == {own[shortest["name"]]}
+        assert own[t["branches"][-1]] >= t["warmup_steps"]
         assert t["stop"] == max(r["branch_step"] for r in branches) and t["steps"] == max(r["steps"] for r in branches)
         for r in branches:
-            assert r["branch_step"] == int(r["steps"] * (1 - cfg.train.decay_fraction)) and r["warmup_steps"] <= r["steps"] // 4
+            assert r["branch_step"] == int(r["steps"] * (1 - cfg.train.decay_fraction))
+            assert r["warmup_steps"] <= r["steps"] // 4
     costs = design.cooldown_costs(runs, trunks)
     assert costs["flops_separate"] == sum(r["flops_exact"] for r in runs) and 0 < costs["saving"] < 1

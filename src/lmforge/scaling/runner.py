@@ -130,7 +130,7 @@ def grow_trunk(trunk_cfg: Config, branches: list[Config], log: Callable[[str], N
                 raise LmforgeError(f"{trunk} is past step {step}, where {branch.path.name} branches off, and no longer "
                                    f"holds that checkpoint: delete {trunk} to train the trunk again")
         branch.path.mkdir(parents=True, exist_ok=True)
-        if trunk.metrics_path.is_file():  # the branch's curve begins with the trunk's (cut at the branch point on resume)
+        if trunk.metrics_path.is_file():  # the branch's curve begins with the trunk's (cut at its branch point)
             shutil.copyfile(trunk.metrics_path, branch.metrics_path)
         branch_checkpoint(ckpt, branch, bcfg.train.max_steps, bcfg.to_dict())
         log(f"trunk: {branch.path.name} branched off at step {step}")
@@ -193,13 +193,14 @@ def sweep_status(sweep_dir: str | Path) -> list[dict]:
     return rows
 
 
-def _progress_line(rows: list[dict], running: list[str], t0: float, flops_at_start: float) -> str:
+def _progress_line(rows: list[dict], running: list[str], t0: float, flops_at_start: float,
+                   trunks: list[str] = ()) -> str:
     total = sum(r["flops"] for r in rows)
     done = sum(r["flops"] * min(1.0, r["step"] / r["steps"]) for r in rows)
     n_done = sum(r["state"] == "done" for r in rows)
     n_div = sum(r["state"] == "diverged" for r in rows)
     by_name = {r["name"]: r for r in rows}
-    now = [f"{n} {by_name[n]['step']}/{by_name[n]['steps']}" for n in running if n in by_name]
+    now = [f"{n} {by_name[n]['step']}/{by_name[n]['steps']}" for n in running if n in by_name] + list(trunks)
     elapsed = time.time() - t0
     rate = (done - flops_at_start) / elapsed if elapsed > 0 else 0.0
     eta = f", ~{_minutes((total - done) / rate)} left" if rate > 0 and done < total else ""
@@ -260,6 +261,7 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
                for t in sweep.get("trunks") or []}
     trunks = [t for t in sweep.get("trunks") or [] if waiting[t["name"]]]
     held = {r["name"] for ws in waiting.values() for r in ws}
+    waiting_stop = {t["name"]: t["stop"] for t in trunks}
     log(f"sweep: {plural(len(sweep['runs']), 'run')}, {len(skipped)} already finished (skipped), {len(todo)} to train "
         + (f"({len(held)} of them branched off {plural(len(trunks), 'trunk')} first) " if trunks else "")
         + f"on {plural(parallel, 'process', 'processes')} x {plural(threads, 'thread')}")
@@ -272,11 +274,11 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
     flops_at_start = sum(r["flops"] * min(1.0, r["step"] / r["steps"]) for r in rows)
     # Worker processes live for the whole sweep: importing torch costs seconds per process, more
     # than a tiny run's training.
-    pool = ProcessPoolExecutor(max_workers=min(parallel, max(1, len(todo))), mp_context=mp.get_context("spawn"),
-                               initializer=_worker_init, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(max_workers=min(parallel, max(1, len(todo) + len(held))),
+                               mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),))
     active: dict = {}
 
-    def submit(run: dict, log_path: Path | None = None, branches: list[dict] | None = None) -> None:
+    def submit(run: dict, branches: list[dict] | None = None) -> None:
         rcfg = run_config(cfg, sweep_dir, run, threads=threads, device=device)
         Path(rcfg.run.out).mkdir(parents=True, exist_ok=True)
         if run_state(Path(rcfg.run.out)) == "partial":
@@ -332,8 +334,14 @@ def run_sweep(sweep_dir: str | Path, parallel: int | None = None, threads: int |
             if time.time() - last >= interval and active:
                 last = time.time()
                 current = sweep_status(sweep_dir)
-                running = [r["name"] for r in current if 0 < r["step"] < r["steps"] and r["state"] != "done"]
-                log(_progress_line(current, running, t0, flops_at_start))
+                # a run waiting at its branch point has not started; a trunk in work shows its step of its stop
+                branch_at = {r["name"]: r.get("branch_step") for r in sweep["runs"]}
+                running = [r["name"] for r in current if 0 < r["step"] < r["steps"] and r["state"] != "done"
+                           and r["step"] != branch_at[r["name"]]]
+                trunk_steps = {t["name"]: RunDir(folder.run_dir(t["name"])).steps_done() for t in active.values()
+                               if t["name"] in waiting}
+                growing = [f"{name} {step}/{waiting_stop[name]}" for name, step in trunk_steps.items() if step]
+                log(_progress_line(current, running, t0, flops_at_start, growing))
     except KeyboardInterrupt:
         log("sweep: interrupted; running runs save a checkpoint and stop (rerun lmforge scale run to continue)")
         pool.shutdown(wait=True, cancel_futures=True)
