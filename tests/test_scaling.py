@@ -735,19 +735,16 @@ def _wsd(tmp_path, tokens_dir, name: str, steps: int):
 
 
 def _final_state(run) -> dict:
-    """The final checkpoint's weights and optimizer state. Not torch's global RNG: no step draws from
-    it (random objectives use their own seeded generators), and after the model's initialisation it
-    differs between the first run in a process and later ones, so it tells the order runs were made in."""
+    """The final checkpoint's weights, optimizer state and RNG states."""
     from safetensors.torch import load_file
 
     ckpt = RunDir(run).latest_checkpoint()
-    state = {k: v for k, v in load_file(str(ckpt.state_tensors)).items() if not k.startswith("rng.")}
-    return {**load_file(str(ckpt.model_file)), **state}
+    return {**load_file(str(ckpt.model_file)), **load_file(str(ckpt.state_tensors))}
 
 
 def test_a_branched_cooldown_is_its_standalone_run_bit_for_bit_through_kills(tmp_path, tokens_dir):
     """Two cooldowns branched off one trunk, the trunk killed before its first branch point and one
-    branch killed during its decay: each ends, weights and optimizer moments, exactly as the WSD
+    branch killed during its decay: each ends, weights, optimizer moments and RNG, exactly as the WSD
     run of its length trained alone, and so does its final loss."""
     from lmforge.scaling.runner import grow_trunk, is_branched, train_run
     from lmforge.training.optim import lr_factor

@@ -195,8 +195,11 @@ def measured_matmul_flops(device_type: str, dtype: torch.dtype, size: int = 1536
 def _measured(device_type: str, dtype: torch.dtype, size: int, reps: int, threads: int) -> float:
     import torch
 
-    a = torch.randn(size, size, dtype=dtype, device=device_type)
-    b = torch.randn(size, size, dtype=dtype, device=device_type)
+    # a generator of its own: drawing from torch's global one would leave a run's RNG state (saved in
+    # its checkpoints) depending on whether this was the process's first measurement
+    gen = torch.Generator(device_type).manual_seed(0)
+    a = torch.randn(size, size, dtype=dtype, device=device_type, generator=gen)
+    b = torch.randn(size, size, dtype=dtype, device=device_type, generator=gen)
     best = float("inf")
     for _ in range(reps + 2):  # two warm-up rounds
         if device_type == "cuda":
