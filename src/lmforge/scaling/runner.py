@@ -115,7 +115,10 @@ def grow_trunk(trunk_cfg: Config, branches: list[Config], log: Callable[[str], N
 
     trunk = RunDir(trunk_cfg.run.out)
     tc = trunk_cfg.train
+    result: dict = {}
     for bcfg in sorted(branches, key=lambda b: b.train.max_steps):
+        if result.get("interrupted"):  # a signal came during the last step before a branch point: stop there
+            return result
         branch = RunDir(bcfg.run.out)
         step = wsd_decay_start(bcfg.train.max_steps, tc.decay_fraction)
         ckpt = trunk.latest_checkpoint() if trunk.path.is_dir() else None
