@@ -69,8 +69,9 @@ def run(cmd: list[str], env: dict) -> dict:
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{output}")
     workers = [kb for pid, kb in peaks.items() if pid != proc.pid]
-    return {"seconds": time.perf_counter() - started, "parent_mb": peaks.get(proc.pid, 0) / 1024,
-            "worker_mb": max(workers, default=0) / 1024, "tree_sum_mb": sum(peaks.values()) / 1024,
+    mb = 1024 / 1e6  # VmHWM counts KiB; the table and meta.json, MB
+    return {"seconds": time.perf_counter() - started, "parent_mb": peaks.get(proc.pid, 0) * mb,
+            "worker_mb": max(workers, default=0) * mb, "tree_sum_mb": sum(peaks.values()) * mb,
             "processes": len(peaks), "output": output}
 
 
