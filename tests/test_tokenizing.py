@@ -36,8 +36,8 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
-# pieces of at most 8 documents and 20 KB: the 60 topics in ~15 pieces, the long document (~265 KB) alone in
-# one and encoded there in pieces of ~16K characters; shards of 5,000 tokens end inside documents and pieces
+# pieces of at most 8 documents and 20 KB: the 61 documents in 16 pieces, the long document (~265 KB) alone in
+# one and encoded there in pieces of at most 20,000 characters; shards of 5,000 tokens end inside documents and pieces
 PIECES = TokenizerConfig(vocab_size=400, train_bytes=0, shard_tokens=5_000, encode_batch_documents=8,
                          encode_batch_bytes=20_000)
 LONG = DataConfig(val_fraction=0.1, long_document_tokens=40_000)  # the long document (~100K tokens) holds out its own end
