@@ -504,6 +504,8 @@ def test_tokenize_counts_the_users_files_not_the_prepared_shards(tmp_path):
       "train.seed": 5, "train.threads": 3, "train.device": "cpu", "train.progress": False}),
     (["train", "--objective", "masked", "--init-from", "."], {"train.objective": "masked", "train.init_from": "CWD"}),
     (["prepare", "--out", "x", "--workers", "3"], {"prepare.workers": 3}),
+    (["tokenize", "--out", "x", "--workers", "2", "--executor", "ray"], {"prepare.workers": 2, "prepare.executor": "ray"}),
+    (["run", "--workers", "4", "--executor", "local"], {"prepare.workers": 4, "prepare.executor": "local"}),
 ])
 def test_each_config_flag_sets_its_key(argv, expected):
     """The flags of CONFIG_FLAGS, each set through the one table, land in the config as `--set KEY=VALUE` would."""

@@ -76,7 +76,7 @@ NARROW = """
 import json, os
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 from lmforge import hardware
-from lmforge.data.prepare import make_executor
+from lmforge.executors import make_executor
 executor = make_executor("local", 0)
 cpu = hardware.find_hardware("cpu")
 print(json.dumps({"usable": sorted(hardware.usable_cpus()), "workers": executor.workers, "cpu": cpu.name,

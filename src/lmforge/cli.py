@@ -64,7 +64,10 @@ CONFIG_FLAGS = {f.flag: f for f in [
     ConfigFlag("--init-from", "train.init_from", "start from the weights of a Hugging Face Llama folder (lmforge "
                f"export, or a Llama of this shape) whose {tokenized.TOKENIZER_FILE} is the data's", {"metavar": "HF_FOLDER"},
                value=lambda folder: Path(folder).resolve()),
-    ConfigFlag("--workers", "prepare.workers", "processes ({key}; default one per core)", {"type": int}),
+    ConfigFlag("--workers", "prepare.workers", "processes of the data stages ({key}; default one per core)",
+               {"type": int}),
+    ConfigFlag("--executor", "prepare.executor", "where the data stages run their tasks ({key}): local (a process "
+               "pool) or ray (a Ray cluster: RAY_ADDRESS, else a local one)", {"choices": ["local", "ray"]}),
     ConfigFlag("--sizes", "scale.sizes", "knob values, comma-separated ({key}), e.g. 32,48,64,96,128",
                value=lambda sizes: f"[{sizes}]"),
     ConfigFlag("--knob", "scale.knob", "the size knob ({key})", {"choices": ["width", "depth"]}),
@@ -273,7 +276,8 @@ def _tokenize(args: argparse.Namespace) -> int:
     import lmforge
 
     cfg = _resolve(args, None, args.sources or None)
-    lmforge.tokenize(cfg.data, cfg.tokenizer, args.out, force=args.force, progress=not args.no_progress)
+    lmforge.tokenize(cfg.data, cfg.tokenizer, args.out, force=args.force, progress=not args.no_progress,
+                     workers=cfg.prepare.workers, executor=cfg.prepare.executor)
     return 0
 
 
@@ -428,7 +432,7 @@ def _args_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders or globs (default: the built-in corpus)")
     _kind_arg(p)
     p.add_argument("--out", help="run folder (default: run.out of the preset, runs/tiny)")
-    _flags(p, "--objective")
+    _flags(p, "--objective", "--workers", "--executor")
     _config_args(p)
 
 
@@ -441,7 +445,7 @@ def _args_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders, globs: text, JSONL, Parquet, WARC (default: built-in)")
     _kind_arg(p)
     p.add_argument("--out", required=True, help=f"prepared folder to write ({prepared.CLEAN}/, {prepared.REJECTED}/, {prepared.REPORT})")
-    _flags(p, "--workers")
+    _flags(p, "--workers", "--executor")
     _force_arg(p, "prepared folder")
     _config_args(p)
 
@@ -449,6 +453,7 @@ def _args_prepare(p: argparse.ArgumentParser) -> None:
 def _args_tokenize(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="*", help="files, folders or globs (default: the built-in corpus)")
     p.add_argument("--out", required=True, help="tokenized folder to write")
+    _flags(p, "--workers", "--executor")
     _force_arg(p, "tokenized folder")
     _config_args(p)
 

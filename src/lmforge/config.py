@@ -219,6 +219,7 @@ class CodeConfig:
 @dataclass
 class PrepareConfig:
     enabled: bool = True  # lmforge run cleans its sources first
+    # the processes of the data stages, prepare's and tokenize's (neither in a fingerprint: the output is the same)
     workers: int = 0  # processes (0 = one per core)
     executor: str = "local"  # local (a process pool) | ray (a Ray cluster, for corpora beyond one machine)
     shard_documents: int = 1000  # documents per shard: the unit of parallelism and of resume

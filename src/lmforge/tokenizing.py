@@ -5,13 +5,24 @@ TOK must be new, empty or a tokenized folder (files.claim_output). It is built i
 
 Every document is preceded by one `<|endoftext|>` token, so the stream reads
 `EOT doc EOT doc ...` and a model always sees where a document begins.
+
+Two passes over the corpus: one draws the tokenizer's sample (`TokenizerSample`) and learns from it;
+the second cuts the stream into pieces of at most tokenizer.encode_batch_documents documents and
+encode_batch_bytes of text, as prepare cuts its shards, and hands each to a task on prepare's
+executor (lmforge/executors.py: a local process pool or Ray; prepare.workers, prepare.executor). A
+task writes its piece's train and val tokens to `work/` in the building folder (`encode_piece`); the
+parent appends the pieces, in order and one at a time, to the shards, so the shards are the same
+whatever the number of workers or the executor (neither is in the fingerprint), and memory follows
+the settings: the parent holds the text of 2 x workers pieces (and the next one) and the tokens of one.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import heapq
+import json
 import os
 import re
 import shutil
@@ -24,16 +35,18 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from lmforge.config import DataConfig, TokenizerConfig
+from lmforge.executors import LocalExecutor, make_executor
 from lmforge.data.clean import kind_of
 from lmforge.data.sources import Document, Inputs, SourceStats, batched, iter_documents, list_inputs
 from lmforge import files
 from lmforge.figures import plural, size
 from lmforge.errors import LmforgeError
 from lmforge.locks import FolderLock
+from lmforge.processes import peak_rss_bytes
 from lmforge.progress import Meter
 from lmforge.folders.tokenized import (FORMAT, META, SPLITS, TOKENIZER_FILE, TOKENS, TRAIN, VAL, read_meta,
                                        shard_name)
-from lmforge.tokenizer import EOT, SPECIAL_TOKENS, train_tokenizer
+from lmforge.tokenizer import EOT, SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 
 
 
@@ -191,14 +204,15 @@ class ShardWriter:
         self.shards.append({"file": name, "tokens": 0})
         self._in_shard = 0
 
-    def write(self, ids: np.ndarray, n_bytes: int, starts_document: bool = True) -> None:
-        self.documents += starts_document  # a document counts where it starts
+    def write(self, ids: np.ndarray, n_bytes: int, documents: int = 1) -> None:
+        """Append `ids` (an array or a memory map), which hold `n_bytes` of text and the start of `documents`."""
+        self.documents += documents  # a document counts where it starts
         self.bytes += n_bytes
         while len(ids):
             if self._file is None or self._in_shard >= self.shard_tokens:
                 self._roll()
             take = ids[: self.shard_tokens - self._in_shard]
-            take.astype(self.dtype).tofile(self._file)
+            np.asarray(take, dtype=self.dtype).tofile(self._file)
             self._in_shard += len(take)
             self.shards[-1]["tokens"] += len(take)
             self.tokens += len(take)
@@ -308,14 +322,16 @@ def _counted(docs: Iterator[Document], meter: Meter) -> Iterator[Document]:
 
 
 def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=print,
-                    exclude: Iterable[Path] = (), force: bool = False, progress: bool = True) -> dict:
+                    exclude: Iterable[Path] = (), force: bool = False, progress: bool = True,
+                    workers: int = 0, executor: str = "local") -> dict:
     """Train the tokenizer on a sample of the whole stream (`TokenizerSample`), then encode the stream into shards.
 
     The folder is built in a sibling and moved into place at the end, so an interrupted run never
     leaves something that looks complete. One tokenize per folder at a time (a lock beside it).
     `exclude`: paths the caller writes, never read as input. `force`: write into a non-empty folder
     that is not a tokenized one, beside (never over) what is there. `progress`: count the documents
-    (a bar on a terminal, else a dated line every 30 s).
+    (a bar on a terminal, else a dated line every 30 s). `workers` and `executor`: prepare.workers
+    and prepare.executor, where the pieces are encoded (0 workers: one per core).
     """
     out = Path(out)
     inputs = list_tokenize_inputs(data, out, exclude)  # first: a missing source is refused before anything is written
@@ -323,10 +339,11 @@ def tokenize_corpus(data: DataConfig, tk: TokenizerConfig, out: str | Path, log=
     files.claim_output(out, TOKENS, force)
     # beside the folder, not in it: the lock must outlive a rebuild of the folder's contents
     with FolderLock(out.parent / f".{out.name}.lock", f"tokenize output folder {out}"):
-        return _tokenize(data, tk, out, log, inputs, progress)
+        return _tokenize(data, tk, out, log, inputs, progress, (executor, workers))
 
 
-def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inputs, progress: bool) -> dict:
+def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inputs, progress: bool,
+              processes: tuple[str, int]) -> dict:
     fp = fingerprint(data, tk, inputs)
     if files.is_complete(out / META, fp):
         try:
@@ -364,45 +381,170 @@ def _tokenize(data: DataConfig, tk: TokenizerConfig, out: Path, log, inputs: Inp
     files.refuse_link(tmp)
     files.remove(tmp)  # a killed run's leftover: lmforge's own, by its name
     stats = SourceStats()
-    log(f"tokenize: encoding the corpus into {tmp}")
-    meter = Meter("tokenize: encoded", "document", log, enabled=progress)
+    log(f"tokenize: encoding {plural(train_stats.documents, 'document')} into {tmp}, in pieces of at most "
+        f"{tk.encode_batch_documents:,} documents and {size(tk.encode_batch_bytes)}")
+    meter = Meter("tokenize: encoded", "document", log, enabled=progress, total=train_stats.documents)
     with files.output_errors("tokenize", out):
         with files.discarded_on_error(tmp):
-            meta = _write_tokens(data, tk, tok, tmp, _counted(docs(stats), meter), stats, fp, prefixes, drawn)
+            meta = _write_tokens(data, tk, tok, tmp, docs(stats), stats, fp, prefixes, drawn, processes, meter, log)
         files.install(tmp, out, TOKENS)
-    meter.close()
     splits = meta["splits"]
     log(f"tokenize: {stats.summary()} -> {splits['train']['tokens']:,} train / {splits['val']['tokens']:,} val tokens "
-        f"({meta['bytes_per_token']['train']:.2f} bytes/token) in {out}")
+        f"({meta['bytes_per_token']['train']:.2f} bytes/token) in {out} ({time.perf_counter() - started:.0f}s; "
+        f"peak memory per worker {meta['worker_peak_rss_bytes'] / 1e6:,.0f} MB)")
     return meta
 
 
+WORK = "work"  # in the building folder: the pieces' tokens until the parent has appended them to the shards
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """What a task needs to encode a piece, beside its documents (sent to every task: small)."""
+    tokenizer: str  # path of tokenizer.json, in the building folder (storage every Ray node sees)
+    tokenizer_digest: str  # its sha256: a worker reuses the tokenizer it loaded only for the same file
+    dtype: str
+    eot: int
+    long_document_tokens: int
+    val_fraction: float
+    prefixes: tuple[str, ...]
+    batch_documents: int
+    batch_bytes: int
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_tokenizer(path: str, digest: str):
+    """One load per worker process, not per piece (parsing a 4,096-token tokenizer.json took 29 ms at load ~10)."""
+    del digest  # the cache key only: a later tokenize may write another tokenizer at the same path
+    return load_tokenizer(path)
+
+
+def piece_name(index: int) -> str:
+    return f"piece_{index:06d}"
+
+
+def encode_piece(index: int, docs: list[Document], settings: EncodeSettings, work: Path) -> None:
+    """A task: encode one piece of the stream into `work/piece_N.train.bin` and `.val.bin` (the split's
+    tokens in order) and `piece_N.json` (per split: tokens, bytes, documents starting; written last,
+    the piece's completion marker)."""
+    tok = _worker_tokenizer(settings.tokenizer, settings.tokenizer_digest)
+    dtype = np.dtype(settings.dtype)
+    counts = {s: {"tokens": 0, "documents": 0, "bytes": 0} for s in SPLITS}
+    long_documents = 0
+    name = piece_name(index)
+    with open(work / f"{name}.{TRAIN}.bin", "wb") as train, open(work / f"{name}.{VAL}.bin", "wb") as val:
+        streams = {TRAIN: train, VAL: val}
+
+        def put(split: str, ids: np.ndarray, n_bytes: int, documents: int = 1) -> None:
+            ids.astype(dtype).tofile(streams[split])
+            counts[split]["tokens"] += len(ids)
+            counts[split]["documents"] += documents  # a document counts where it starts
+            counts[split]["bytes"] += n_bytes
+
+        for doc, doc_ids in encoded_documents(tok, docs, settings.batch_documents, settings.batch_bytes):
+            ids = np.empty(len(doc_ids) + 1, dtype=np.int64)
+            ids[0] = settings.eot
+            ids[1:] = doc_ids
+            n_bytes = len(doc.text.encode("utf-8"))
+            if len(ids) > settings.long_document_tokens:
+                (train_ids, train_bytes), (val_ids, val_bytes) = split_document(ids, n_bytes, settings.val_fraction)
+                put(TRAIN, train_ids, train_bytes)
+                put(VAL, val_ids, val_bytes, documents=0)
+                long_documents += 1
+            else:
+                held_out = is_validation(split_key(doc.id, list(settings.prefixes)), settings.val_fraction)
+                put(VAL if held_out else TRAIN, ids, n_bytes)
+    files.atomic_write_json(work / f"{name}.json", {**counts, "input_documents": len(docs),
+                                                    "long_documents": long_documents,
+                                                    "peak_rss_bytes": peak_rss_bytes()})
+
+
+class PieceAssembler:
+    """Appends the encoded pieces to the shard writers in stream order, each as soon as it and those
+    before it are done, and removes its files: the parent maps one piece's tokens at a time and
+    `work/` holds only the pieces in flight."""
+
+    def __init__(self, work: Path, writers: dict[str, ShardWriter], dtype: np.dtype, meter: Meter):
+        self.work, self.writers, self.dtype, self.meter = work, writers, dtype, meter
+        self.next = 0  # the first piece not yet appended
+        self.long_documents = self.peak_rss = 0
+
+    def take(self, submitted: int, all_done: bool = False) -> None:
+        """Append the done pieces among the first `submitted`; `all_done`: every one of them must be."""
+        while self.next < submitted:
+            marker = self.work / f"{piece_name(self.next)}.json"
+            if not marker.is_file():
+                if all_done:
+                    raise LmforgeError(f"tokenize: the task of {marker.stem} ended without writing {marker}")
+                return
+            self._append(self.next, json.loads(marker.read_text()))
+            self.next += 1
+
+    def _append(self, index: int, piece: dict) -> None:
+        for split in SPLITS:
+            path = self.work / f"{piece_name(index)}.{split}.bin"
+            counts = piece[split]
+            ids = np.memmap(path, dtype=self.dtype, mode="r") if counts["tokens"] else np.empty(0, self.dtype)
+            self.writers[split].write(ids, counts["bytes"], counts["documents"])
+            del ids  # unmapped before the file goes
+            path.unlink()
+        (self.work / f"{piece_name(index)}.json").unlink()
+        self.long_documents += piece["long_documents"]
+        self.peak_rss = max(self.peak_rss, piece["peak_rss_bytes"])
+        self.meter.update(piece["input_documents"])
+
+
+def _last_marked(items: Iterable) -> Iterator[tuple[object, bool]]:
+    """Each item with whether it is the last."""
+    it = iter(items)
+    held = next(it, _NONE)
+    while held is not _NONE:
+        following = next(it, _NONE)
+        yield held, following is _NONE
+        held = following
+
+
+_NONE = object()
+
+
 def _write_tokens(data: DataConfig, tk: TokenizerConfig, tok, tmp: Path, docs: Iterator[Document],
-                  stats: SourceStats, fp: str, prefixes, drawn: dict) -> dict:
+                  stats: SourceStats, fp: str, prefixes, drawn: dict, processes: tuple[str, int], meter: Meter,
+                  log) -> dict:
     """Encode `docs` (read with `stats`) into `tmp`, made here: tokenizer.json, train/, val/, meta.json."""
     vocab = tok.get_vocab_size()
     eot = tok.token_to_id(EOT)
     dtype = token_dtype(vocab)
     tmp.mkdir(parents=True)
-    files.atomic_write_text(tmp / TOKENIZER_FILE, tok.to_str(pretty=True))
+    tokenizer_json = tok.to_str(pretty=True)
+    files.atomic_write_text(tmp / TOKENIZER_FILE, tokenizer_json)
+    work = tmp / WORK
+    work.mkdir()
+    settings = EncodeSettings(str(tmp / TOKENIZER_FILE), hashlib.sha256(tokenizer_json.encode()).hexdigest(),
+                              dtype.name, eot, data.long_document_tokens, data.val_fraction, tuple(prefixes),
+                              tk.encode_batch_documents, tk.encode_batch_bytes)
     writers = {s: ShardWriter(tmp / s, dtype, tk.shard_tokens) for s in SPLITS}
-    long_documents = 0
-    encoded = encoded_documents(tok, docs, tk.encode_batch_documents, tk.encode_batch_bytes)
-    for doc, doc_ids in encoded:
-        ids = np.empty(len(doc_ids) + 1, dtype=np.int64)
-        ids[0] = eot
-        ids[1:] = doc_ids
-        n_bytes = len(doc.text.encode("utf-8"))
-        if len(ids) > data.long_document_tokens:
-            (train_ids, train_bytes), (val_ids, val_bytes) = split_document(ids, n_bytes, data.val_fraction)
-            writers["train"].write(train_ids, train_bytes)
-            writers["val"].write(val_ids, val_bytes, starts_document=False)
-            long_documents += 1
-        else:
-            split = "val" if is_validation(split_key(doc.id, prefixes), data.val_fraction) else "train"
-            writers[split].write(ids, n_bytes)
+    assembler = PieceAssembler(work, writers, dtype, meter)
+    executor, submitted = None, 0
+    try:
+        for piece, last in _last_marked(batched(docs, tk.encode_batch_documents, tk.encode_batch_bytes)):
+            if executor is None:  # a corpus of one piece is encoded here: a pool would only add its start-up
+                executor = LocalExecutor(1) if last else make_executor(*processes)
+            executor.submit(encode_piece, submitted, piece, settings, work)
+            submitted += 1
+            assembler.take(submitted)
+        if executor is not None:
+            log(f"tokenize: read all {plural(submitted, 'piece')}; waiting for the last to be encoded")
+            executor.wait()
+    finally:
+        if executor is not None:
+            executor.close()
+    assembler.take(submitted, all_done=True)
+    meter.close()
+    files.remove(work)
     splits = {s: w.close() for s, w in writers.items()}
-    val_split = _hold_out_tail(tmp, splits, data.val_fraction, eot, dtype, tk.shard_tokens, long_documents)
+    val_split = _hold_out_tail(tmp, splits, data.val_fraction, eot, dtype, tk.shard_tokens, assembler.long_documents)
+    if val_split["rule"] == "tail":
+        log(f"tokenize: {val_split['detail']}")
     meta = {
         "format": FORMAT,
         "dtype": dtype.name,
@@ -416,6 +558,7 @@ def _write_tokens(data: DataConfig, tk: TokenizerConfig, tok, tmp: Path, docs: I
         "val_split": val_split,
         "bytes_per_token": {s: (v["bytes"] / v["tokens"] if v["tokens"] else 0.0) for s, v in splits.items()},
         "tokenizer_sample": drawn,
+        "worker_peak_rss_bytes": assembler.peak_rss,
     }
     if stats.documents == 0:
         raise LmforgeError(f"no text found in {', '.join(data.sources)} ({stats.summary()}): give text files")

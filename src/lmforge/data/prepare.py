@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 from pathlib import Path
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict
 from typing import Callable, Iterable, Iterator
 
@@ -45,6 +43,7 @@ from lmforge.data.pii import RedactPII, redacted
 from lmforge.data.sources import (Document, Inputs, Skip, SourceStats, batched,
                                   iter_documents, list_inputs, skip_hint)
 from lmforge.errors import LmforgeError
+from lmforge.executors import make_executor
 from lmforge.figures import plural, size
 from lmforge.files import (atomic_write_json, atomic_write_text, building_folder, claim_output, fingerprint, install,
                            is_complete, json_format_is, output_errors, read_own_bytes, refuse_inside_sources,
@@ -52,9 +51,8 @@ from lmforge.files import (atomic_write_json, atomic_write_text, building_folder
 from lmforge.folders.prepared import (FORMAT, PREPARED, REPORT, SHARD_SUFFIX, WORK_FINGERPRINT, PrepareReport,
                                       PreparedDir, clean_shard, read_jsonl_gz, rejected_shard, work_shard,
                                       write_jsonl_gz)
-from lmforge.hardware import usable_cpus
 from lmforge.locks import FolderLock
-from lmforge.processes import end_with_parent, peak_rss_bytes
+from lmforge.processes import peak_rss_bytes
 from lmforge.progress import Meter
 
 EXAMPLES_PER_REASON = 3
@@ -464,75 +462,6 @@ def _skipped(stats: SourceStats) -> list[Skip]:
 def _shards(inputs: Inputs, data: DataConfig, cfg: PrepareConfig, stats: SourceStats) -> Iterator[list]:
     """The input stream cut into shards of at most `shard_documents` items and `shard_bytes` bytes of text."""
     return batched(_items(inputs, data, stats), cfg.shard_documents, cfg.shard_bytes)
-
-
-class LocalExecutor:
-    """A process pool (or, with one worker, this process) with a bounded number of tasks in flight."""
-
-    def __init__(self, workers: int):
-        self.workers = workers
-        # spawn: workers import only the cleaning code, not whatever the parent holds (torch, a model);
-        # they end with this process, even when it is SIGKILLed (lmforge/processes.py)
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=end_with_parent,
-                                        initargs=(os.getpid(),)) if workers > 1 else None
-        self.pending: list[Future] = []
-
-    def submit(self, fn, *args) -> None:
-        if self.pool is None:
-            fn(*args)
-            return
-        self.pending.append(self.pool.submit(fn, *args))
-        while len(self.pending) >= 2 * self.workers:
-            self.pending.pop(0).result()
-
-    def wait(self) -> None:
-        for f in self.pending:
-            f.result()
-        self.pending.clear()
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-
-
-class RayExecutor:
-    """The same shard tasks on a Ray cluster (`pip install lmforge[ray]`): `ray.init()` joins the
-    cluster named by RAY_ADDRESS or starts a local one. Workers read and write the prepared
-    folder, so it must be on storage every node sees."""
-
-    def __init__(self, address: str | None = None, num_cpus: int | None = None):
-        try:
-            import ray
-        except ImportError:
-            raise LmforgeError("--executor ray needs Ray: pip install 'lmforge[ray]'") from None
-        self.ray = ray
-        self.owns = not ray.is_initialized()
-        if self.owns:
-            ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-        self.pending: list = []
-        self.limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-    def submit(self, fn, *args) -> None:
-        self.pending.append(self.ray.remote(fn).remote(*args))
-        if len(self.pending) >= self.limit:  # bounded memory: wait for the oldest task
-            self.ray.get(self.pending.pop(0))
-
-    def wait(self) -> None:
-        self.ray.get(self.pending)
-        self.pending.clear()
-
-    def close(self) -> None:
-        if self.owns:
-            self.ray.shutdown()
-
-
-def make_executor(name: str, workers: int):
-    if name == "ray":
-        return RayExecutor(num_cpus=workers or None)
-    if name != "local":
-        raise LmforgeError(f"prepare.executor={name!r}: choose local or ray")
-    return LocalExecutor(workers or len(usable_cpus()))
 
 
 def prepared_otherwise(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataConfig,

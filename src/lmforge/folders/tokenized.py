@@ -12,7 +12,10 @@
                             bytes per token, the shard list, the split rule, and a fingerprint of
                             the config used and of the input files (path, size, modification time),
                             and `tokenizer_sample`: the documents and bytes the tokenizer learned from,
-                            per kind (prose, web, code), beside the corpus's
+                            per kind (prose, web, code), beside the corpus's, and `worker_peak_rss_bytes`:
+                            the largest peak resident memory of a process that encoded a piece of the
+                            corpus (the main process itself with one worker or a corpus of one piece;
+                            the one key that differs between runs of the same settings)
 
 meta.json is written last, as the folder's completion marker (files.mark_complete).
 """

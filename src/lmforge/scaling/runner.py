@@ -227,7 +227,8 @@ def prepare_sweep_tokens(cfg: Config, sweep_dir: Path, log: Callable[[str], None
         if not is_complete(folder, cfg.data, cfg.tokenizer, [sweep_dir]):
             log(f"tokenize: {folder} holds the tokens this sweep's runs were trained on; the sweep keeps them")
         return folder
-    tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log, exclude=[sweep_dir])  # a sweep folder holds no input
+    tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log, exclude=[sweep_dir],  # a sweep folder holds no input
+                    workers=cfg.prepare.workers, executor=cfg.prepare.executor)
     return folder
 
 

@@ -232,7 +232,8 @@ def prepare_tokens(cfg: Config, run: RunDir, log: Callable[[str], None], resumin
         if not is_complete(folder, cfg.data, cfg.tokenizer, written):
             log(f"tokenize: {folder} holds the tokens this run was trained on; resuming keeps them as they are")
         return folder
-    tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log, exclude=written, progress=cfg.train.progress)
+    tokenize_corpus(cfg.data, cfg.tokenizer, folder, log=log, exclude=written, progress=cfg.train.progress,
+                    workers=cfg.prepare.workers, executor=cfg.prepare.executor)
     return folder
 
 
