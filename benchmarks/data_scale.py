@@ -261,6 +261,66 @@ def meta_summary(meta: dict) -> dict:
             "tokenizer_sample": meta.get("tokenizer_sample", {})}
 
 
+# ---------------------------------------------------------------- each step of phase 2 alone
+
+# In a pool worker or the main process a step's peak includes what the process held before it (the
+# filter stack's models, the heap the reading left): growth of the step's own holdings can hide under it.
+# Here each runs alone in a fresh process on a kept work/, beside a process that only imports.
+STEP_ALONE = r"""
+import json, sys
+from pathlib import Path
+import lmforge
+from lmforge.data import prepare as P
+mode, folder = sys.argv[1], Path(sys.argv[2])
+cfg = lmforge.load_config("tiny").prepare
+work = folder / "work"
+if mode == "prepare":
+    P._remove_work = lambda w: None
+    P.prepare(sys.argv[3:], folder, cfg, lmforge.load_config("tiny").data, log=lambda *_: None, progress=False)
+elif mode != "import":
+    offsets, docs = [], 0
+    for i in range(len(list(work.glob("shard_*.done")))):
+        offsets.append(docs)
+        docs += json.loads((work / f"shard_{i:05d}.done").read_text())["kept"]
+    if mode.startswith("keys"):
+        P.key_partition(int(mode[4:]), work, offsets, docs, cfg)
+    elif mode.startswith("band"):
+        P.band_buckets(int(mode[4:]), work, offsets, cfg)
+    else:
+        d = P.decide_duplicates(work, offsets, cfg)
+        print(json.dumps({"candidate_documents": d["candidate_documents"], "duplicates": d["duplicates"]}))
+print(int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024)
+"""
+
+
+def steps_alone(corpus: Path, root: Path, label: str) -> dict:
+    """Each phase-2 step's peak alone in a fresh process (every key partition, the band of the most
+    members, the decisions), the import-only process's, and what work/ holds, on a prepare of `corpus`."""
+    folder = root / f"prep_{label}_work"
+    shutil.rmtree(folder, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(HERE / "src"), "OMP_NUM_THREADS": "1"}
+
+    def run(mode: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", STEP_ALONE, mode, str(folder), *([str(corpus)] if mode == "prepare" else [])],
+                              env=env, check=True, capture_output=True, text=True)
+        return done.stdout.splitlines()
+
+    run("prepare")
+    work = folder / "work"
+    bands = sorted(work.glob("band_*.npy"), key=lambda p: p.stat().st_size)
+    out = {"import": int(run("import")[-1]),
+           "keys": max(int(run(f"keys{part}")[-1]) for part in range(len(list(work.glob("keys_*.json"))))),
+           "buckets": int(run(f"band{int(bands[-1].name[5:10])}")[-1]) if bands else 0}
+    decided = run("decisions")
+    out["decisions"] = int(decided[-1])
+    out.update(json.loads(decided[0]))
+    out["work_bytes"] = {kind: sum(p.stat().st_size for p in work.glob(pattern)) for kind, pattern in
+                         (("lines", "*.lines.json"), ("keys", "*.keys.json"), ("signatures", "*.sig.npy"),
+                          ("bands", "band_*.npy"), ("kept", "*.kept.jsonl.gz"), ("all", "*"))}
+    shutil.rmtree(folder)
+    return out
+
+
 # ---------------------------------------------------------------- fits and projections
 
 def slope(xs: list[float], ys: list[float]) -> float | None:
@@ -383,6 +443,9 @@ def main() -> int:
     ap.add_argument("--skip-full-tokenizer", action="store_true", help="no tokenizer trained on all of the largest corpus")
     ap.add_argument("--out", default="/tmp/data_scale.json", help="every number, as JSON")
     ap.add_argument("--root", default="/tmp/data_scale", help="corpora and outputs (reused across runs)")
+    ap.add_argument("--steps-alone", action="store_true",
+                    help="also each phase-2 step alone in a fresh process, on a prepare that keeps work/ (one more prepare per size)")
+    ap.add_argument("--no-run", action="store_true", help="with --steps-alone: only that (corpora made as for a run)")
     args = ap.parse_args()
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
@@ -424,12 +487,21 @@ def main() -> int:
         for f in chosen:
             mix[f["source"]] = mix.get(f["source"], 0) + f["bytes"]
         print(f"\n== {label}: {len(chosen):,} files, " + ", ".join(f"{k} {v / n:.0%}" for k, v in mix.items()), flush=True)
-        row = {"label": label, "files": len(chosen), "text_bytes": n, "mix": mix,
-               **run_size(corpus, root, args.workers, tok_workers, label)}
+        row = {"label": label, "files": len(chosen), "text_bytes": n, "mix": mix}
+        if args.steps_alone:
+            row["steps_alone"] = steps_alone(corpus, root, label)
+            print(f"steps alone: {json.dumps(row['steps_alone'])}", flush=True)
+        if args.no_run:
+            rows.append(row)
+            continue
+        row.update(run_size(corpus, root, args.workers, tok_workers, label))
         rows.append(row)
         print(table([row]).splitlines()[-1], flush=True)
         Path(args.out).write_text(json.dumps({"rows": rows}, indent=1))  # what is measured so far survives a stop
 
+    if args.no_run:
+        Path(args.out).write_text(json.dumps({"rows": rows}, indent=1))
+        return 0
     result = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "workers": args.workers,
               "tokenize_workers": tok_workers, "held_out": sorted(held_paths), "rows": rows,
               "growth_exponents": growth(rows) if len(rows) > 1 else {},
