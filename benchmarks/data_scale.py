@@ -17,7 +17,7 @@ the peak RSS of the whole tree (the largest sum of VmRSS over the tree in 0.1 s 
 each process's own VmHWM, an upper bound), report.json's peak per step, the output's disk and the
 documents. Then: the log-log slope of each figure against the bytes read; a projection to 100 GB and
 1 TB (CPU from the cost per byte at the largest size; each step's memory from a straight line through
-its peaks against the bytes read); and, unless --skip-full-tokenizer, the held-out bytes per token of
+its peaks at the two largest sizes); and, unless --skip-full-tokenizer, the held-out bytes per token of
 the default tokenizer (trained on tokenizer.train_bytes, a sample) against one trained on all of the
 largest corpus (tokenizer.train_bytes=0, trained as tokenize trains it, in a fresh process, without
 tokenize's encoding pass).
@@ -365,9 +365,11 @@ def growth(rows: list[dict]) -> dict:
 def projection(rows: list[dict], workers: int) -> dict:
     """At 100 GB and 1 TB of this mix: CPU at the largest size's cost per byte (its wall on `workers`
     busy cores), documents at its bytes per document, output disk at its ratio, and each memory figure
-    on a straight line through its peaks (never below the largest measured)."""
+    on the straight line through its peaks at the two largest sizes (what one more byte costs once the
+    bounds set by the settings are reached: at 30 MB a worker has not yet met a full shard), never
+    below the largest measured."""
     last = rows[-1]
-    xs = [r["prepare"]["bytes_in"] for r in rows]
+    xs = [r["prepare"]["bytes_in"] for r in rows][-2:]
     doc_bytes = last["prepare"]["bytes_in"] / last["prepare"]["documents_in"]
     out = {}
     for target, n_bytes in (("100 GB", 100e9), ("1 TB", 1e12)):
@@ -379,6 +381,7 @@ def projection(rows: list[dict], workers: int) -> dict:
             p[f"{cmd} disk_gb"] = round(last[cmd]["disk_bytes"] / last["prepare"]["bytes_in"] * n_bytes / 1e9, 1)
         memory = {}
         for name, ys in memory_figures(rows).items():
+            ys = ys[-2:]
             a, b = line(xs, ys) if len(xs) > 1 else (ys[0], 0.0)
             memory[name] = {"gb": round(max(a + b * n_bytes, max(ys)) / 1e9, 2),
                             "bytes_per_document": round(b * doc_bytes, 1)}
@@ -523,6 +526,7 @@ def main() -> int:
 
     if args.no_run:
         Path(args.out).write_text(json.dumps({"rows": rows}, indent=1))
+        print(machine())
         return 0
     result = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "workers": args.workers,
               "tokenize_workers": tok_workers, "held_out": sorted(held_paths), "rows": rows,
