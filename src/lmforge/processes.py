@@ -19,9 +19,47 @@ import sys
 
 
 def peak_rss_bytes() -> int:
-    """The most resident memory this process has held so far (its high-water mark, not its use now)."""
+    """The most resident memory this process has held since it started, or since the last
+    reset_peak_rss (its high-water mark, not its use now)."""
+    hwm = _vm_hwm_bytes()
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes, Linux kilobytes
+
+
+_ENDED_PEAK = 0  # the largest high-water mark reset_peak_rss has ended in this process
+
+
+def reset_peak_rss() -> None:
+    """Start a new high-water mark, so that the next peak_rss_bytes() says what one step of a reused
+    process (a pool worker, the parent) took. Linux only (/proc/self/clear_refs); elsewhere nothing
+    is reset and the reading covers the process's life so far: an upper bound."""
+    global _ENDED_PEAK
+    _ENDED_PEAK = max(_ENDED_PEAK, peak_rss_bytes())
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # 5: reset the peak resident set size (Documentation/filesystems/proc.rst)
+    except OSError:
+        pass
+
+
+def process_peak_rss_bytes() -> int:
+    """This process's peak over its whole life, across the steps reset_peak_rss separated."""
+    return max(_ENDED_PEAK, peak_rss_bytes())
+
+
+def _vm_hwm_bytes() -> int | None:
+    """VmHWM of /proc/self/status (Linux). Not ru_maxrss: the kernel keeps in it the peak of the
+    process image exec replaced (a spawned worker's, its parent's at fork) and clear_refs leaves it."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return None
 
 
 def end_with_parent(parent: int, signum: int = signal.SIGTERM) -> None:

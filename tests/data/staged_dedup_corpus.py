@@ -52,7 +52,7 @@ def digest(folder: Path) -> dict:
         for p in sorted((folder / sub).glob("*.jsonl.gz")):
             out[f"{sub}/{p.name}"] = hashlib.sha256(gzip.decompress(p.read_bytes())).hexdigest()
     report = json.loads((folder / "report.json").read_text())
-    for key in ("seconds", "worker_peak_rss_bytes", "fingerprint", "completed_at"):
+    for key in ("seconds", "worker_peak_rss_bytes", "peak_rss_by_step", "fingerprint", "completed_at"):
         report.pop(key, None)
     out["report.json"] = report
     return out

@@ -4,7 +4,8 @@
 
 The input stream is cut into shards of at most `shard_documents` items and `shard_bytes` bytes of text
 (a longer document alone), in a fixed order: the text that workers and the main process hold follows
-these settings, not the documents' sizes (report.json's `worker_peak_rss_bytes` says what it came to).
+these settings, not the documents' sizes (report.json's `worker_peak_rss_bytes` says what it came to,
+`peak_rss_by_step` what each step below and the main process did).
 Three phases:
   1. per shard, in a process pool: repair, filter, redact; exact key, MinHash signature and
      line statistics of what survives (`work/shard_N.kept.jsonl.gz`, `.sig.npy`, `.keys.json`,
@@ -52,7 +53,7 @@ from lmforge.folders.prepared import (FORMAT, PREPARED, REPORT, SHARD_SUFFIX, WO
                                       PreparedDir, clean_shard, read_jsonl_gz, rejected_shard, work_shard,
                                       write_jsonl_gz)
 from lmforge.locks import FolderLock
-from lmforge.processes import peak_rss_bytes
+from lmforge.processes import peak_rss_bytes, process_peak_rss_bytes, reset_peak_rss
 from lmforge.progress import Meter
 
 EXAMPLES_PER_REASON = 3
@@ -138,6 +139,7 @@ def _reject(item, stage: str, reason: str, text: str, **extra) -> dict:
 
 def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, rejected_dir: Path) -> None:
     """Phase 1 for one shard. `items` are Documents and reader Skips, in stream order."""
+    reset_peak_rss()  # a pool worker's earlier tasks (a parent's reading, with one worker) are not this one's
     stack = _stack(cfg)
     hasher = MinHasher(cfg.minhash_bands * cfg.minhash_rows, cfg.seed)
     kept, rejected, keys, signatures, has_sig = [], [], [], [], []
@@ -213,6 +215,7 @@ def key_partition(part: int, work: Path, offsets: list[int], documents: int, cfg
 
     An id met earlier in the stream becomes `id@shard:row`, as it always has (an id that itself has
     that form and equals an earlier rename keeps it: the rename is no longer looked up globally)."""
+    reset_peak_rss()
     seen_ids: set[str] = set()
     exact_first: dict[str, int] = {}
     renamed, exact = [], []
@@ -233,12 +236,15 @@ def key_partition(part: int, work: Path, offsets: list[int], documents: int, cfg
             line_docs.update({k: n for k, n in lines.items() if _hex_partition(k) == part})
     threshold = max(cfg.boilerplate_min_documents, cfg.boilerplate_min_fraction * max(documents, 1))
     atomic_write_json(work / f"keys_{part:05d}.json", {
-        "renamed": renamed, "exact": exact, "boilerplate": sorted(k for k, n in line_docs.items() if n >= threshold)})
+        "renamed": renamed, "exact": exact, "boilerplate": sorted(k for k, n in line_docs.items() if n >= threshold),
+        "peak_rss_bytes": peak_rss_bytes()})
 
 
 def band_buckets(index: int, work: Path, offsets: list[int], cfg: PrepareConfig) -> None:
     """work/band_B.npy: (bucket, position) for every member of a bucket of two or more in band `index`,
-    by bucket then stream position. A bucket is a value of the band's rows (rows equal, not their hash)."""
+    by bucket then stream position. A bucket is a value of the band's rows (rows equal, not their hash).
+    Its peak memory goes beside it, in work/band_B.json, written first (the .npy is the marker)."""
+    reset_peak_rss()
     rows = cfg.minhash_rows
     values, positions = [], []
     for shard, offset in enumerate(offsets):
@@ -258,6 +264,7 @@ def band_buckets(index: int, work: Path, offsets: list[int], cfg: PrepareConfig)
     out = np.stack([bucket[shared], position[shared]], axis=1).astype(np.int64)
     tmp = work / f"band_{index:05d}.tmp.npy"
     np.save(tmp, out)
+    atomic_write_json(work / f"band_{index:05d}.json", {"peak_rss_bytes": peak_rss_bytes()})
     os.replace(tmp, work / f"band_{index:05d}.npy")
 
 
@@ -330,7 +337,9 @@ def deduplicate(work: Path, n_shards: int, cfg: PrepareConfig, executor) -> None
         if not (work / f"band_{index:05d}.npy").is_file():
             executor.submit(band_buckets, index, work, offsets, cfg)
     executor.wait()
-    atomic_write_json(work / "dedup.json", decide_duplicates(work, offsets, cfg))  # after every shard's drop.json
+    reset_peak_rss()  # in this process: what the decisions alone hold (process_peak_rss_bytes keeps the rest)
+    decisions = decide_duplicates(work, offsets, cfg)
+    atomic_write_json(work / "dedup.json", {**decisions, "peak_rss_bytes": peak_rss_bytes()})  # after every drop.json
 
 
 def _shard_of(offsets: list[int], pos: int) -> int:
@@ -369,6 +378,7 @@ def _load_texts(work: Path, offsets: list[int], wanted: set[int]) -> dict[int, s
 def write_shard(index: int, work: Path, out: Path, decisions_path: Path) -> None:
     """Phase 3 for one shard: its own removals (shard_N.drop.json) and the boilerplate lines, nothing of
     the other shards'."""
+    reset_peak_rss()
     boilerplate = set(json.loads(decisions_path.read_text())["boilerplate_lines"])
     decisions = json.loads((work / f"{work_shard(index)}.drop.json").read_text())
     renamed, dropped = decisions["renamed"], decisions["dropped"]
@@ -621,6 +631,15 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
         peak_rss = max(peak_rss, shard_done["peak_rss_bytes"], shard_written["peak_rss_bytes"])
     decisions = json.loads((work / "dedup.json").read_text())
     rejected = sum(reasons.values())
+    # a work/ left by a prepare without these readings counts 0 for its steps (a resumed run reads its files)
+    partitions = [json.loads(p.read_text()) for p in sorted(work.glob("keys_*.json"))]
+    bands = [json.loads(p.read_text()) for p in sorted(work.glob("band_*.json"))]
+    peaks = {"filter": max(d["peak_rss_bytes"] for d in done),
+             "keys": max((k.get("peak_rss_bytes", 0) for k in partitions), default=0),
+             "buckets": max((b["peak_rss_bytes"] for b in bands), default=0),
+             "decisions": decisions.get("peak_rss_bytes", 0),
+             "write": max(w["peak_rss_bytes"] for w in written),
+             "parent": process_peak_rss_bytes()}
     return PrepareReport(
         documents_in=kept + rejected, documents_kept=kept, documents_rejected=rejected,
         bytes_in=bytes_kept + bytes_in, bytes_kept=bytes_kept, bytes_rejected=bytes_in,
@@ -631,7 +650,8 @@ def build_report(out: Path, n_shards: int, stats: SourceStats, fp: str, seconds:
         candidate_pairs_checked=decisions["candidate_pairs_checked"],
         repairs_and_redactions=dict(sorted(repairs.items())), redaction_examples=dict(sorted(redaction_examples.items())),
         boilerplate_lines_removed=boiler, steps={name: dict(steps[name]) for name in steps},
-        reader=stats.reader_report(), shards=n_shards, worker_peak_rss_bytes=peak_rss, seconds=round(seconds, 2),
+        reader=stats.reader_report(), shards=n_shards, worker_peak_rss_bytes=peak_rss,
+        peak_rss_by_step=peaks, seconds=round(seconds, 2),
         fingerprint=fp)
 
 
@@ -662,4 +682,7 @@ def summary_text(report: PrepareReport, out: Path) -> str:
         lines.append(f"  byte cap data.max_bytes={reader['max_bytes']:,}: {plural(reader['unread_files'], 'file')} "
                      f"({reader['unread_bytes'] / 1e6:,.1f} MB) left unread")
     lines.append(f"  peak memory per worker: {report.worker_peak_rss_bytes / 1e6:,.0f} MB")
+    if report.peak_rss_by_step:
+        lines.append("  peak memory by step: " + ", ".join(f"{step} {n / 1e6:,.0f} MB"
+                                                            for step, n in report.peak_rss_by_step.items()))
     return "\n".join(lines)

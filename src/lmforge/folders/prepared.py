@@ -8,7 +8,8 @@
                                         "text" exactly as read, before any repair or edit
       rejected/dedup_00000.jsonl.gz     duplicates: ... plus "duplicate_of" (the kept id) and "jaccard"
       report.json                       counts in / kept / rejected, per stage, reason and filter step, examples,
-                                        redactions per kind, and what a byte cap left unread (PrepareReport);
+                                        redactions per kind, what a byte cap left unread, peak memory per
+                                        step (PrepareReport);
                                         written last, with the fingerprint of the inputs and settings
       work/                             per-shard intermediate files and completion markers (`work/fingerprint`
                                         while a prepare is under way), removed once report.json is written
@@ -95,6 +96,12 @@ class PrepareReport(Record):
     # the most resident memory any process that cleaned or wrote a shard reached (with one worker,
     # the main process itself); bounded by prepare.shard_bytes and data.max_document_bytes
     worker_peak_rss_bytes: int = 0
+    # the peak resident memory of each step, the largest of its tasks: filter (phase 1, per shard), keys
+    # (id, exact-key and line partitions), buckets (MinHash bands), decisions (the candidates' verification,
+    # in the main process), write (phase 3, per shard), and parent (the main process over the whole run:
+    # reading the input, and with one worker every step). Each task's own peak on Linux (its process's
+    # high-water mark reset as it starts), the process's so far elsewhere
+    peak_rss_by_step: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     fingerprint: str = ""  # of the inputs and settings: the folder is complete for these only
 
