@@ -42,7 +42,7 @@ from lmforge.errors import LmforgeError, TrainingDiverged
 from lmforge.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lmforge.folders.run import RunDir
 from lmforge.folders.sweep import TUNED_FILE, SweepDir
-from lmforge.folders.tokenized import is_tokenized
+from lmforge.folders.tokenized import META, is_tokenized
 from lmforge.scaling.design import size_config, warmup_steps
 
 RESULT_FILE = "tune.json"
@@ -132,7 +132,7 @@ def tune_tokens(cfg: Config, out: Path, log: Callable[[str], None]) -> Path:
     if cfg.data.tokenized:
         folder = Path(cfg.data.tokenized)
         if not is_tokenized(folder):
-            raise LmforgeError(f"scale tune: {folder} is not a tokenized folder (no meta.json): give the --out of "
+            raise LmforgeError(f"scale tune: {folder} is not a tokenized folder (no {META}): give the --out of "
                                "lmforge tokenize, or the raw sources")
         return folder
     from lmforge.tokenizing import is_complete, tokenize_corpus
