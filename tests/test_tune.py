@@ -70,6 +70,10 @@ def test_a_finished_tune_is_read_back_not_trained_again(tuned, corpus_dir):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["lr"] == json.loads((out / "tune.json").read_text())["lr"]
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps} and len(stamps) == 3
+    # the same --out asked for other steps: its points answer another question
+    r = lmforge("scale", "tune", out / "tokens", "--preset", "tiny", *sets(), "--width", 32,
+                "--lrs", ",".join(map(str, LRS)), "--steps", 14, "--out", out)
+    assert_user_error(r, "train.max_steps 12, not 14 now", "another --out")
 
 
 def test_the_best_is_the_lowest_loss_ties_to_the_smaller_lr_diverged_last():

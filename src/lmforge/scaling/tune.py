@@ -94,12 +94,30 @@ def train_point(cfg: Config, log: Callable[[str], None] = print) -> dict:
             run.path.mkdir(parents=True, exist_ok=True)
             run.write_diverged(str(e))
             return {**point, "loss": None, "steps": 0, "tokens": 0, "diverged": str(e)}
+    else:
+        changed = changed_setting(run.config, cfg)
+        if changed:
+            raise LmforgeError(f"scale tune: {run.path} was trained with {changed}; give another --out, or the "
+                               "settings it was trained with")
     s = run.summary()
     if not s.complete:
         raise LmforgeError(f"scale tune: {run.path} stopped before its last step; run the command again to finish it")
     loss = s.val_loss if s.val_loss is not None and math.isfinite(s.val_loss) else None
     return {**point, "loss": loss, "steps": s.steps, "tokens": s.tokens_trained, "train_time_s": s.train_time_s,
             "diverged": None if loss is not None else "non-finite validation loss"}
+
+
+def changed_setting(saved: Config, cfg: Config) -> str | None:
+    """'train.max_steps 300, not 400 now': the first model or training setting of a finished point
+    that differs from what is asked now (its loss would answer another question), or None."""
+    from lmforge.training.trainer import RESUMABLE_CHANGES
+
+    a, b = saved.to_dict(), cfg.to_dict()
+    for section in ("model", "train"):
+        for key, value in b[section].items():
+            if f"{section}.{key}" not in RESUMABLE_CHANGES and a[section].get(key) != value:
+                return f"{section}.{key} {a[section].get(key)!r}, not {value!r} now"
+    return None
 
 
 def best_index(points: list[dict]) -> int | None:
