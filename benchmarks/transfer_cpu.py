@@ -119,7 +119,7 @@ def plot(points: list[dict], widths: list[int], report: dict, path: Path, title:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    colours = plt.cm.viridis([i / max(1, len(widths) - 1) for i in range(len(widths))])
+    colours = plt.cm.viridis([0.85 * i / max(1, len(widths) - 1) for i in range(len(widths))])  # no pale yellow
     for ax, p in zip(axes, PARAMETRIZATIONS):
         for w, c in zip(widths, colours):
             row = sorted((x for x in points if x["parametrization"] == p and x["width"] == w and x["loss"] is not None),
@@ -129,7 +129,7 @@ def plot(points: list[dict], widths: list[int], report: dict, path: Path, title:
             if lr is not None:
                 ax.plot([lr], [report[p]["best_loss"][str(w)]], marker="*", markersize=13, color=c, linestyle="none")
         moved = report[p]["grid_steps_moved"]
-        ax.set(xscale="log", xlabel="train.lr", title=f"{'muP' if p == 'mup' else p}: best lr moved {moved} grid steps (x2)")
+        ax.set(xscale="log", xlabel="train.lr", title=f"{'muP' if p == 'mup' else p}: best lr moved {moved} grid step(s) (x2)")
     axes[0].set_ylabel("final validation loss (nats/token)")
     axes[0].legend(fontsize=8)
     lows = [x["loss"] for x in points if x["loss"] is not None]
@@ -208,7 +208,7 @@ def main() -> None:
                "report": report, "points": sorted(points, key=lambda x: (x["parametrization"], x["width"], x["lr"]))}
     (out / "transfer.json").write_text(json.dumps(summary, indent=1))
     title = (f"{args.layers} layers, {args.steps} steps x {cfg.tokens_per_step():,} tokens, {args.optimizer}, "
-             f"muP base width {base}; built-in corpus" if not args.data else f"; {args.data}")
+             f"muP base width {base}; {args.data or f'built-in corpus, first {args.max_bytes / 1e6:g} MB'}")
     plot(points, widths, report, out / "transfer.png", title)
     if args.docs_png:
         Path(args.docs_png).write_bytes((out / "transfer.png").read_bytes())
