@@ -39,6 +39,11 @@ from pathlib import Path
 PARAMETRIZATIONS = ("standard", "mup")
 
 
+def present(points: list[dict]) -> list[str]:
+    """The parameterisations the points hold, in PARAMETRIZATIONS' order."""
+    return [p for p in PARAMETRIZATIONS if any(x["parametrization"] == p for x in points)]
+
+
 def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -53,7 +58,7 @@ def base_config(args):
     overrides = {
         "model.n_layer": args.layers, "train.batch_size": args.batch, "train.threads": 1, "train.dtype": "float32",
         "train.final_eval_tokens": args.eval_tokens, "train.seed": args.seed, "train.optimizer": args.optimizer,
-        "data.max_bytes": args.max_bytes,
+        "data.max_bytes": args.max_bytes, "model.tie_embeddings": not args.untied,
     }
     return load_config("scaling", overrides=[f"{k}={v}" for k, v in overrides.items()])
 
@@ -76,7 +81,7 @@ def best_lrs(points: list[dict], widths: list[int]) -> dict:
     from lmforge.scaling.tune import best_index
 
     out = {}
-    for p in PARAMETRIZATIONS:
+    for p in present(points):
         out[p] = {}
         for w in widths:
             row = sorted((x for x in points if x["parametrization"] == p and x["width"] == w), key=lambda x: x["lr"])
@@ -93,7 +98,7 @@ def loss_at(points: list[dict], p: str, w: int, lr: float) -> float | None:
 def verdicts(points: list[dict], widths: list[int], lrs: list[float]) -> dict:
     best = best_lrs(points, widths)
     report = {}
-    for p in PARAMETRIZATIONS:
+    for p in present(points):
         found = [lr for lr, _ in best[p].values() if lr is not None]
         steps = [round(math.log2(lr / lrs[0])) for lr in found]
         fixed = best[p][widths[0]][0]  # the narrowest model's best: what a tune on the proxy would choose
@@ -107,8 +112,9 @@ def verdicts(points: list[dict], widths: list[int], lrs: list[float]) -> dict:
             "loss_falls_with_width": monotone,
             "edge": [w for w in widths if best[p][w][0] in (lrs[0], lrs[-1])],
         }
-    report["mup"]["transfer_holds"] = (report["mup"]["grid_steps_moved"] is not None
-                                       and report["mup"]["grid_steps_moved"] <= 1 and report["mup"]["loss_falls_with_width"])
+    if "mup" in report:
+        report["mup"]["transfer_holds"] = (report["mup"]["grid_steps_moved"] is not None
+                                           and report["mup"]["grid_steps_moved"] <= 1 and report["mup"]["loss_falls_with_width"])
     return report
 
 
@@ -118,9 +124,11 @@ def plot(points: list[dict], widths: list[int], report: dict, path: Path, title:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    kinds = present(points)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), sharey=True, squeeze=False)
+    axes = axes[0]
     colours = plt.cm.viridis([0.85 * i / max(1, len(widths) - 1) for i in range(len(widths))])  # no pale yellow
-    for ax, p in zip(axes, PARAMETRIZATIONS):
+    for ax, p in zip(axes, kinds):
         for w, c in zip(widths, colours):
             row = sorted((x for x in points if x["parametrization"] == p and x["width"] == w and x["loss"] is not None),
                          key=lambda x: x["lr"])
@@ -164,6 +172,8 @@ def main() -> None:
     ap.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--parametrizations", default="standard,mup", help="standard,mup or either alone")
+    ap.add_argument("--untied", action="store_true", help="model.tie_embeddings=false (an output head of its own)")
     ap.add_argument("--data", help="a tokenized folder (default: the built-in corpus, tokenized into OUT/tokens)")
     ap.add_argument("--docs-png", help="also copy the plot here (e.g. docs/transfer.png)")
     args = ap.parse_args()
@@ -180,7 +190,7 @@ def main() -> None:
     base = widths[0]
     jobs = []
     for w in sorted(widths, reverse=True):  # the widest (longest) first packs the workers best
-        for p in PARAMETRIZATIONS:
+        for p in args.parametrizations.split(","):
             for lr in lrs:
                 pc = proxy_config(cfg, w, lr, p, base, args.steps, out / "runs" / f"{p}-w{w:03d}-lr{lr:.4g}")
                 jobs.append(with_data(pc, tokenized=str(folder)).to_dict())
@@ -208,27 +218,29 @@ def main() -> None:
                "report": report, "points": sorted(points, key=lambda x: (x["parametrization"], x["width"], x["lr"]))}
     (out / "transfer.json").write_text(json.dumps(summary, indent=1))
     title = (f"{args.layers} layers, {args.steps} steps x {cfg.tokens_per_step():,} tokens, {args.optimizer}, "
-             f"muP base width {base}; {args.data or f'built-in corpus, first {args.max_bytes / 1e6:g} MB'}")
+             f"muP base width {base}{', untied head' if args.untied else ''}; {args.data or f'built-in corpus, first {args.max_bytes / 1e6:g} MB'}")
     plot(points, widths, report, out / "transfer.png", title)
     if args.docs_png:
         Path(args.docs_png).write_bytes((out / "transfer.png").read_bytes())
 
     print(f"\nbest lr per width (final validation loss) {stamp(1, args.workers)}")
-    print("| width | " + " | ".join(f"{'muP' if p == 'mup' else p} best lr (loss)" for p in PARAMETRIZATIONS) + " | "
-          + " | ".join(f"{'muP' if p == 'mup' else p} loss at lr {report[p]['fixed_lr']:.4g}" for p in PARAMETRIZATIONS) + " |")
-    print("|---" * (1 + 2 * len(PARAMETRIZATIONS)) + "|")
+    kinds = present(points)
+    print("| width | " + " | ".join(f"{'muP' if p == 'mup' else p} best lr (loss)" for p in kinds) + " | "
+          + " | ".join(f"{'muP' if p == 'mup' else p} loss at lr {report[p]['fixed_lr']:.4g}" for p in kinds) + " |")
+    print("|---" * (1 + 2 * len(kinds)) + "|")
     for w in widths:
-        cells = [f"{report[p]['best_lr'][str(w)]:.4g} ({report[p]['best_loss'][str(w)]:.4f})" for p in PARAMETRIZATIONS]
+        cells = [f"{report[p]['best_lr'][str(w)]:.4g} ({report[p]['best_loss'][str(w)]:.4f})" for p in kinds]
         cells += [f"{report[p]['loss_at_fixed_lr'][str(w)]:.4f}" if report[p]['loss_at_fixed_lr'][str(w)] is not None
-                  else "diverged" for p in PARAMETRIZATIONS]
+                  else "diverged" for p in kinds]
         print(f"| {w} | " + " | ".join(cells) + " |")
-    for p in PARAMETRIZATIONS:
+    for p in kinds:
         r = report[p]
         print(f"{'muP' if p == 'mup' else p}: best lr moved {r['grid_steps_moved']} grid step(s) (x2) from width {widths[0]} "
               f"to {widths[-1]} (widest/narrowest {r['drift_narrow_to_wide']}); loss at lr {r['fixed_lr']:.4g} "
               f"{'falls' if r['loss_falls_with_width'] else 'does not fall'} monotonically with width"
               + (f"; best at the grid's edge for widths {r['edge']}" if r["edge"] else ""))
-    print(f"target (muP: <= 1 grid step and monotone): {'met' if report['mup']['transfer_holds'] else 'NOT met'}")
+    if "mup" in report:
+        print(f"target (muP: <= 1 grid step and monotone): {'met' if report['mup']['transfer_holds'] else 'NOT met'}")
     print(f"{len(points)} runs in {wall / 60:.1f} min wall, {summary['cpu_s_workers'] / 60:.1f} CPU-min "
           f"{stamp(1, args.workers)}")
     print(f"wrote {out / 'transfer.json'}, {out / 'transfer.png'}")
