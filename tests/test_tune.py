@@ -46,6 +46,7 @@ def test_tune_writes_its_points_plot_and_overlay(tuned):
         "model": {"parametrization": "mup", "mup_base_width": 32}, "train": {"lr": result["lr"]}}
     assert f"best: train.lr {result['lr']:.4g}" in stdout and "lmforge train --config" in stdout
     assert "SWEEP/tune" in stdout  # how a sweep would pick it up
+    assert result["tie_embeddings"] and "model.tie_embeddings=false" in stdout  # the tiny preset ties them
 
 
 def test_a_wider_run_takes_the_tuned_lr_and_base_width(tuned, tmp_path):

@@ -238,6 +238,10 @@ class Tune(figures.Result):
         if r["at_edge"]:
             flag = "--lr-min" if r["at_edge"] == "smallest" else "--lr-max"
             out.append(f"warning: the best is the grid's {r['at_edge']} lr: the optimum may lie beyond it; extend {flag}")
+        if r.get("tie_embeddings"):
+            out.append("warning: the embedding and output head are tied (model.tie_embeddings); under muP the wider "
+                       "models of a tied head measured no better than the narrow one (docs/LOG.md, transfer "
+                       "benchmark): set model.tie_embeddings=false for the tune and the wider runs")
         overlay = r["overlay_file"]
         out += [f"plot: {r['plot']}", f"numbers: {r['file']}", f"config: {overlay} (model.parametrization mup, "
                 f"model.mup_base_width {r['width']}, train.lr {r['lr']:.4g})",

@@ -197,7 +197,8 @@ def tune(cfg: Config, width: int, lrs: list[float], steps: int, out: str | Path,
     result = {
         "width": width, "mup_base_width": width, "steps": steps, "tokens_per_step": pcfg.tokens_per_step(),
         "warmup_steps": pcfg.train.warmup_steps, "schedule": pcfg.train.schedule, "optimizer": pcfg.train.optimizer,
-        "n_layer": pcfg.model.n_layer, "n_head": pcfg.model.n_head, "tokenized": str(tokens),
+        "n_layer": pcfg.model.n_layer, "n_head": pcfg.model.n_head, "tie_embeddings": pcfg.model.tie_embeddings,
+        "tokenized": str(tokens),
         "points": points, "best": best, "lr": lr, "loss": points[best]["loss"],
         "lr_parabola": parabola_vertex(points, best), "at_edge": edge,
         "rule": f"lowest final validation loss on the grid; ties to {TIE_DIGITS} decimals go to the smaller lr; "
