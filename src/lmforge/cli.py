@@ -355,7 +355,16 @@ def _scale_plan(args: argparse.Namespace) -> int:
     import lmforge.scaling as scaling
     from lmforge.scaling.results import SweepPlan
 
-    result = scaling.plan(_resolve(args, None), _flops_arg(args.budget, "--budget"), args.out, args.within)
+    from lmforge.scaling.tune import describe, sweep_overlay
+
+    base = None
+    found = sweep_overlay(args.out)
+    if found:  # SWEEP/tune/tuned.yaml goes over the preset and --config, under --set and the flags
+        path, tuned = found
+        base = lambda overrides: load_config(args.preset, args.config, [tuned, *overrides],  # noqa: E731
+                                             default_preset=args.default_preset)
+        print(f"plan: using {path} (lmforge scale tune): {describe(tuned)}", file=sys.stderr if args.json else sys.stdout)
+    result = scaling.plan(_resolve(args, None, base=base), _flops_arg(args.budget, "--budget"), args.out, args.within)
     return _show(SweepPlan(result, args.out), args.json)
 
 
@@ -384,6 +393,51 @@ def _scale_coordcheck(args: argparse.Namespace) -> int:
     return _show(CoordCheck(result), args.json)
 
 
+def _scale_tune(args: argparse.Namespace) -> int:
+    from lmforge.config import with_data
+    from lmforge.folders.sweep import SweepDir
+    from lmforge.scaling import tune
+    from lmforge.scaling.results import Tune
+    from lmforge.training.device import set_threads
+
+    folder = args.data[0] if len(args.data) == 1 else None
+    sweep_dir = folder if folder and SweepDir(folder).is_sweep() else None
+    if sweep_dir:
+        if args.preset or args.config or args.overrides:
+            raise LmforgeError(f"scale tune: the config comes from SWEEP/{sweep.SWEEP_FILE}; drop --preset, --config "
+                               "and --set, or the SWEEP")
+        cfg, out = SweepDir(sweep_dir).load()[0], args.out or str(SweepDir(sweep_dir).tune_dir)
+    elif not args.out:
+        raise LmforgeError("scale tune: give --out DIR (or a SWEEP folder, which the tune writes into: SWEEP/tune)")
+    else:
+        is_tokens = folder is not None and tokenized.is_tokenized(folder)
+        cfg, out = _resolve(args, None, None if is_tokens else args.data), args.out
+        if is_tokens:
+            cfg = with_data(cfg, tokenized=str(Path(folder).resolve()))
+    if args.lrs and (args.lr_min or args.lr_max):
+        raise LmforgeError("scale tune: give --lrs or --lr-min/--lr-max, not both")
+    if args.lrs:
+        lrs = [_positive_float(x, "--lrs") for x in args.lrs.split(",")]
+    else:  # x2 steps around the config's lr
+        lrs = tune.lr_grid(args.lr_min or cfg.train.lr / 8, args.lr_max or cfg.train.lr * 4)
+    width = args.width or (min(cfg.scale.sizes) if sweep_dir and cfg.scale.knob == "width" else cfg.model.n_embd)
+    set_threads(cfg.train.threads)
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print  # stdout holds the one JSON object
+    if sweep_dir:
+        cfg = tune.sweep_proxy(cfg, sweep_dir, width, log)
+    return _show(Tune(tune.tune(cfg, width, lrs, args.steps, out, log), sweep_dir), args.json)
+
+
+def _positive_float(text: str, flag: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (value > 0 and value != float("inf")):
+        raise LmforgeError(f"{flag}: {text.strip()!r} is not a positive number (give e.g. 1e-3,2e-3,4e-3)")
+    return value
+
+
 def _positive_int(text: str, flag: str) -> int:
     try:
         value = int(text)
@@ -403,6 +457,8 @@ def _scale(args: argparse.Namespace) -> int:
         return _scale_plan(args)
     if args.action == "coordcheck":
         return _scale_coordcheck(args)
+    if args.action == "tune":
+        return _scale_tune(args)
     if args.action == "run":
         rows = scaling.run(args.sweep, args.parallel, args.threads, interval=args.interval, device=args.device)
         return _show(results.SweepStatus(rows))
@@ -530,6 +586,22 @@ def _args_scale_coordcheck(p: argparse.ArgumentParser) -> None:
     _config_args(p)
 
 
+def _args_scale_tune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="*", metavar="SOURCE|TOKENIZED|SWEEP",
+                   help="raw sources, a tokenized folder, or a sweep folder (its config and tokens; writes SWEEP/tune, "
+                        "which scale plan and scale run then use); default: the config's data.sources")
+    p.add_argument("--width", type=int, help="proxy width: model.n_embd of the tuned model, which becomes "
+                   "model.mup_base_width (default: the sweep's smallest width, else model.n_embd)")
+    p.add_argument("--lrs", help="learning rates, comma-separated (e.g. 1e-3,2e-3,4e-3,8e-3)")
+    p.add_argument("--lr-min", type=float, help="smallest lr of a x2 grid (default: train.lr / 8)")
+    p.add_argument("--lr-max", type=float, help="largest lr of a x2 grid (default: train.lr x 4)")
+    p.add_argument("--steps", type=int, default=300, help="training steps of each proxy run (default 300)")
+    p.add_argument("--out", metavar="DIR", help=f"write tune.json, tune.png and tuned.yaml here (default with a "
+                   f"SWEEP: SWEEP/{sweep.TUNE})")
+    p.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+    _config_args(p, default_preset="scaling")
+
+
 def _args_scale_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", metavar="SWEEP", help=SWEEP_HELP)
     p.add_argument("--parallel", type=int, help="processes at once (default: the sweep's scale.parallel)")
@@ -577,6 +649,8 @@ def _args_scale(p: argparse.ArgumentParser) -> None:
         ("plan", "design a sweep within a FLOP budget, with its estimated wall-clock here", _args_scale_plan),
         ("coordcheck", "coordinate check: activation and logit scales over the first steps across widths, standard "
                        "vs muP parameterisation (flat under muP)", _args_scale_coordcheck),
+        ("tune", "find the best learning rate on a narrow proxy under muP and write tuned.yaml, a config a wider "
+                 "run or a sweep picks up", _args_scale_tune),
         ("run", "train every unfinished run of a sweep (resumes; skips finished runs)", _args_scale_run),
         ("status", "every run of a sweep: state, steps, loss", _args_scale_status),
         ("fit", "fit L(N, D), IsoFLOP profiles and L(C) to a sweep or a CSV of points", _args_scale_fit),

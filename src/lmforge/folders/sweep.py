@@ -12,6 +12,9 @@
     SWEEP/verify/<name>/    target models trained by `lmforge scale verify` (RUN folders too)
     SWEEP/verify.json       every verified target: predicted and actual loss
     SWEEP/coordcheck/       lmforge scale coordcheck's output, when it reads the sweep
+    SWEEP/tune/             lmforge scale tune's output (scaling/tune.py); its tuned.yaml, the learning rate
+                            and muP base width found on a narrow proxy, is applied by scale plan --out SWEEP
+                            over the config, and by scale run SWEEP to a sweep none of whose runs has started
 
 A run is named by its size knob and value, then what sets its length: `width032-c0` (compute level 0),
 `width032-d1` (token count 1 of a grid), `width032-dmax`, `width032-s800` (a verify target of 800 steps);
@@ -38,7 +41,7 @@ import yaml
 
 from lmforge.config import Config, config_from_dict
 from lmforge.errors import LmforgeError
-from lmforge.files import inside
+from lmforge.files import atomic_write_text, inside
 from lmforge.locks import FolderLock
 
 SWEEP_FILE = "sweep.yaml"
@@ -51,6 +54,8 @@ PLOTS = "plots"
 VERIFY_FILE = "verify.json"
 COORDCHECK = "coordcheck"
 TRUNK = "trunk"
+TUNE = "tune"
+TUNED_FILE = "tuned.yaml"
 # data.tokenized of a run at SWEEP/runs/<name>/ or SWEEP/verify/<name>/: relative, so a sweep folder
 # can be moved or copied whole
 RUN_TOKENS = f"../../{TOKENS}"
@@ -118,6 +123,15 @@ class SweepDir:
     def coordcheck_dir(self) -> Path:
         return self.path / COORDCHECK
 
+    @property
+    def tune_dir(self) -> Path:
+        return self.path / TUNE
+
+    @property
+    def tuned_path(self) -> Path:
+        """SWEEP/tune/tuned.yaml: the overlay of lmforge scale tune, when one was run into the sweep."""
+        return self.tune_dir / TUNED_FILE
+
     def is_sweep(self) -> bool:
         return self.sweep_file.is_file()
 
@@ -128,6 +142,11 @@ class SweepDir:
                                f"scale run {self.path}")
         self.path.mkdir(parents=True, exist_ok=True)
         self.sweep_file.write_text(yaml.safe_dump({"config": cfg.to_dict(), **plan}, sort_keys=False))
+        return self.sweep_file
+
+    def rewrite(self, cfg: Config, data: dict) -> Path:
+        """sweep.yaml with another base config and runs (a tune applied before any run started)."""
+        atomic_write_text(self.sweep_file, yaml.safe_dump({**data, "config": cfg.to_dict()}, sort_keys=False))
         return self.sweep_file
 
     def load(self) -> tuple[Config, dict]:

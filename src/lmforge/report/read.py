@@ -298,7 +298,26 @@ def _sweep(path: Path) -> list[Section]:
             "The point of a law is to predict a run before paying for it. A bigger model was trained and its "
             "loss compared with the prediction made from the small ones."),
             [("table", ("target", "predicted", "actual", "relative error"), rows)]))
-    return sections
+    widths = _across_widths(sweep)
+    return sections + ([widths] if widths else [])
+
+
+def _across_widths(sweep: SweepDir) -> Section | None:
+    """The coordinate check's and the lr tune's pictures, when they were written into the sweep."""
+    from lmforge.scaling.coordcheck import PLOT_FILE as COORDCHECK_PNG
+    from lmforge.scaling.tune import PLOT_FILE as TUNE_PNG
+
+    found = [("png", own_png(folder / name), alt) for folder, name, alt in (
+        (sweep.coordcheck_dir, COORDCHECK_PNG, "coordinate check across widths"),
+        (sweep.tune_dir, TUNE_PNG, "learning rate tune of the proxy"))]
+    blocks = [b for b in found if b[1] is not None]
+    if not blocks:
+        return None
+    return Section("Hyperparameters across widths", (
+        "Under muP (model.parametrization=mup) a learning rate tuned on a narrow model holds for a wide one. The "
+        "coordinate check shows whether activations keep their size as the width grows (flat under muP); the tune "
+        "shows the losses of the narrow proxy at each learning rate, the best of which SWEEP/tune/tuned.yaml "
+        "gives every run of the sweep."), blocks)
 
 
 def _points_made(fit: dict) -> str:

@@ -7,6 +7,8 @@
     predict  the loss at (N, D), or at the compute-optimal point of C, with its interval
     verify   train the target model and compare prediction and measurement
     coordcheck  activation scales across widths under the standard parameterisation and muP (coordcheck.py)
+    tune     the best learning rate of a narrow proxy under muP, as a config overlay (tune.py); a sweep
+             folder's SWEEP/tune/tuned.yaml is applied by plan and run
 
 The sweep folder (SWEEP/sweep.yaml, tokens/, runs/<name>/, fit.json, ...) is lmforge/folders/sweep.py's.
 """
@@ -37,7 +39,9 @@ def plan(cfg: Config, budget: float, out: str | Path | None = None, within_pct: 
 def run(sweep_dir: str | Path, parallel: int | None = None, threads: int | None = None,
         log: Callable[[str], None] = print, interval: float = 30.0, device: str | None = None) -> list[dict]:
     from lmforge.scaling.runner import run_sweep
+    from lmforge.scaling.tune import apply_to_sweep
 
+    apply_to_sweep(sweep_dir, log)
     return run_sweep(sweep_dir, parallel, threads, log, interval, device)
 
 

@@ -1,4 +1,4 @@
-"""What `lmforge scale plan|run|status|fit|predict|verify|coordcheck` show: each result's human and JSON renderings."""
+"""What `lmforge scale plan|run|status|fit|predict|verify|coordcheck|tune` show: each result's human and JSON renderings."""
 
 from __future__ import annotations
 
@@ -229,3 +229,49 @@ class Verification(figures.Result):
                 f"predicted {r['predicted']:.4f}{_ci(r['interval'])}, actual {r['actual']:.4f}: relative error "
                 f"{100 * r['relative_error']:+.2f}% ({'inside' if r['within_interval'] else 'outside'} the interval)",
                 *within_lines(r["within"])]
+
+
+@dataclass
+class Tune(figures.Result):
+    """`tune.tune`'s learning rates and the one chosen; where the overlay goes next."""
+
+    tune: dict
+    sweep: str | None = None  # the sweep folder the tune read, if any
+
+    def lines(self) -> list[str]:
+        from pathlib import Path
+
+        from lmforge.folders.sweep import TUNE, SweepDir
+
+        r = self.tune
+        out = [f"tune: width {r['width']} under muP (model.mup_base_width {r['mup_base_width']}), {r['n_layer']} layers, "
+               f"{r['steps']} steps of {r['tokens_per_step']:,} tokens ({r['optimizer']}, {r['schedule']}), "
+               f"{plural(len(r['points']), 'learning rate')}; final validation loss:"]
+        for i, p in enumerate(r["points"]):
+            loss = f"{p['loss']:.4f}" if p["loss"] is not None else f"diverged ({p['diverged']})"
+            out.append(f"  lr {p['lr']:<10.4g} {loss}{'   <- best' if i == r['best'] else ''}")
+        vertex = r["lr_parabola"]
+        out.append(f"best: train.lr {r['lr']:.4g} (the grid point of lowest loss"
+                   + (f"; a parabola through it and its neighbours in log lr puts the minimum at {vertex:.4g}, "
+                      f"not chosen: one seed's losses near the optimum differ by about their noise)" if vertex else ")"))
+        if r["at_edge"]:
+            flag = "--lr-min" if r["at_edge"] == "smallest" else "--lr-max"
+            out.append(f"warning: the best is the grid's {r['at_edge']} lr: the optimum may lie beyond it; extend {flag}")
+        if r.get("tie_embeddings"):
+            out.append("warning: the embedding and output head are tied (model.tie_embeddings); under muP the wider "
+                       "models of a tied head measured no better than the narrow one (docs/LOG.md, transfer "
+                       "benchmark): set model.tie_embeddings=false for the tune and the wider runs")
+        overlay = r["overlay_file"]
+        out += [f"plot: {r['plot']}", f"numbers: {r['file']}", f"config: {overlay} (model.parametrization mup, "
+                f"model.mup_base_width {r['width']}, train.lr {r['lr']:.4g})",
+                f"  a wider run: lmforge train --config {overlay} --set model.n_embd=WIDTH ..."]
+        folder = Path(overlay).parent
+        if self.sweep or folder.name == TUNE:
+            sweep = Path(self.sweep) if self.sweep else folder.parent
+            if SweepDir(sweep).is_sweep():
+                out.append(f"  this sweep: lmforge scale run {sweep} uses it (while none of its runs has started)")
+            else:
+                out.append(f"  a sweep: lmforge scale plan --out {sweep} uses it")
+        else:
+            out.append(f"  a sweep: lmforge scale plan --out SWEEP uses it when it is in SWEEP/{TUNE}/ (scale tune --out SWEEP/{TUNE})")
+        return out
