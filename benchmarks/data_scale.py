@@ -290,7 +290,7 @@ elif mode != "import":
     elif mode.startswith("band"):
         P.band_buckets(int(mode[4:]), work, offsets, cfg)
     else:
-        d = P.decide_duplicates(work, offsets, cfg)
+        d = P.decide_duplicates(work, offsets, len(list(work.glob("keys_*.json"))), cfg)
         print(json.dumps({"candidate_documents": d["candidate_documents"], "duplicates": d["duplicates"]}))
 print(int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024)
 """
