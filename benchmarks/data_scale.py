@@ -318,7 +318,7 @@ def steps_alone(corpus: Path, root: Path, label: str) -> dict:
     out["decisions"] = int(decided[-1])
     out.update(json.loads(decided[0]))
     out["work_bytes"] = {kind: sum(p.stat().st_size for p in work.glob(pattern)) for kind, pattern in
-                         (("lines", "*.lines.json"), ("keys", "*.keys.json"), ("signatures", "*.sig.npy"),
+                         (("keys", "shard_*.keys"), ("signatures", "*.sig.npy"),
                           ("bands", "band_*.npy"), ("kept", "*.kept.jsonl.gz"), ("all", "*"))}
     shutil.rmtree(folder)
     return out
