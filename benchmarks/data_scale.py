@@ -571,9 +571,9 @@ def main() -> int:
     rows = saved["rows"]
     for extra in saved.get("steps_alone", []):  # steps alone measured in a separate --no-run, by label
         next((r for r in rows if r["label"] == extra["label"]), {}).setdefault("steps_alone", extra["steps_alone"])
-    # the rule of the lmforge measured: a saved run from before key_partitions_at was recorded had 8
-    partitions_at = (saved.get("key_partitions_at", {t: 8 for t in TARGET_BYTES}) if args.rows
-                     else {t: key_partitions_at(n) for t, n in TARGET_BYTES.items()})
+    # the rule of the lmforge measured: prepare's (a saved run that recorded no key partition count had 8)
+    counted = not args.rows or any("key_partitions" in r.get("steps_alone", {}) for r in rows)
+    partitions_at = saved.get("key_partitions_at") or {t: key_partitions_at(n) if counted else 8 for t, n in TARGET_BYTES.items()}
     for target in [] if args.rows else sizes:
         chosen, n = [], 0
         for f in pool:

@@ -226,8 +226,8 @@ class PrepareConfig:
     # ...and at most this many bytes of text per shard (a larger document goes alone): the main process holds
     # 2 x workers shards in flight, and a worker one, so memory follows these settings, not the corpus
     shard_bytes: int = 16_000_000
-    # input bytes per key partition of deduplication (at least 8 partitions), fixed when a prepare starts: a
-    # partition task holds its share's ids, exact keys and boilerplate-candidate lines (~0.2 bytes a byte of
+    # input bytes (as listed) per key partition of deduplication (at least 8 partitions), fixed when a prepare starts: a
+    # partition task holds its share's ids, exact keys and boilerplate-candidate lines (~0.15 bytes a byte of
     # text measured on code and docs), not the corpus's. Not in the fingerprint: the output is the same
     key_partition_bytes: int = 1_000_000_000
     repair: bool = True

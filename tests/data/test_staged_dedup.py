@@ -110,7 +110,8 @@ def test_many_key_partitions_give_the_same_folder(tmp_path, monkeypatch, name):
 
 
 def test_a_key_task_reads_only_its_own_part_of_each_shard(tmp_path, monkeypatch):
-    """Every other partition's bytes in every shard's .keys overwritten: partition P decides the same."""
+    """Every byte of every shard's .keys overwritten but partition P's two offsets and its part: P decides
+    the same."""
     monkeypatch.setattr(prepare_module, "_remove_work", lambda work: None)
     run(tmp_path, "default", **MANY)
     work = tmp_path / "out_default_local_1" / "work"
@@ -122,10 +123,11 @@ def test_a_key_task_reads_only_its_own_part_of_each_shard(tmp_path, monkeypatch)
     busy = [part for part, d in decided.items() if d["renamed"] or d["exact"] or d["boilerplate"]]
     assert len(busy) >= 3  # a rename, exact copies, the boilerplate line: each in some partition
     for part in busy[:3] + [next(p for p in decided if p not in busy)]:
-        for path in shards:  # only the header line and part `part` left readable
-            header, *parts, _ = written[path].split(b"\n")
-            path.write_bytes(header + b"\n" + b"".join(
-                p + b"\n" if i == part else b"#" * len(p) + b"\n" for i, p in enumerate(parts)))
+        for path in shards:
+            data = written[path]
+            start, end = (int.from_bytes(data[8 * i:8 * i + 8], "little") for i in (part, part + 1))
+            kept = {*range(8 * part, 8 * part + 16), *range(start, end)}
+            path.write_bytes(bytes(b if i in kept else ord("#") for i, b in enumerate(data)))
         prepare_module.key_partition(part, work, offsets, documents, c.prepare)
         got = json.loads((work / f"keys_{part:05d}.json").read_text())
         assert {k: v for k, v in got.items() if k != "peak_rss_bytes"} == \

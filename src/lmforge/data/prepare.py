@@ -47,9 +47,9 @@ from lmforge.data.sources import (Document, Inputs, Skip, SourceStats, batched,
 from lmforge.errors import LmforgeError
 from lmforge.executors import make_executor
 from lmforge.figures import plural, size
-from lmforge.files import (atomic_write_bytes, atomic_write_json, atomic_write_text, building_folder, claim_output, fingerprint, install,
-                           is_complete, json_format_is, output_errors, read_own_bytes, refuse_inside_sources,
-                           refuse_link, remove, remove_own)
+from lmforge.files import (atomic_write_bytes, atomic_write_json, atomic_write_text, building_folder, claim_output,
+                           fingerprint, install, is_complete, json_format_is, output_errors, read_own_bytes,
+                           refuse_inside_sources, refuse_link, remove, remove_own)
 from lmforge.folders.prepared import (FORMAT, PREPARED, REPORT, SHARD_SUFFIX, WORK_FINGERPRINT, PrepareReport,
                                       PreparedDir, clean_shard, read_jsonl_gz, rejected_shard, work_shard,
                                       write_jsonl_gz)
@@ -207,7 +207,9 @@ PARTITIONS_FILE = "partitions.json"  # in work/: the count a resumed run reads b
 def key_partitions(input_bytes: int, cfg: PrepareConfig) -> int:
     """ceil(input bytes / prepare.key_partition_bytes), at least 8: a key task holds the ids, exact keys
     and candidate boilerplate lines of about key_partition_bytes of input, whatever the corpus's size.
-    No output depends on it: a key lands in one partition whatever their number."""
+    The bytes are the listing's, known before any is read (a compressed file counts compressed, so a
+    gzipped corpus's partitions hold a few times more text). No output depends on the count: a key lands
+    in one partition whatever their number."""
     return max(MIN_KEY_PARTITIONS, -(-input_bytes // cfg.key_partition_bytes))
 
 
@@ -221,8 +223,9 @@ def _hex_partition(key: str, partitions: int) -> int:
 
 
 def write_key_parts(path: Path, ids: list[str], exact_keys: list[str], lines: Counter, partitions: int) -> None:
-    """shard_N.keys: a header line, the JSON list of where each partition's part ends, then one JSON line
-    per partition: {"ids": [[row, id]], "exact": [[row, key]], "lines": {key: documents}}."""
+    """shard_N.keys: partitions + 1 byte offsets (little-endian uint64), then one JSON line per partition,
+    part P from offset P to offset P + 1: {"ids": [[row, id]], "exact": [[row, key]], "lines": {key: documents}}.
+    A key task reads 16 bytes of the header and its own part, whatever the number of partitions."""
     parts = [{"ids": [], "exact": [], "lines": {}} for _ in range(partitions)]
     for row, (doc_id, key) in enumerate(zip(ids, exact_keys)):
         parts[_partition(doc_id, partitions)]["ids"].append([row, doc_id])
@@ -230,18 +233,17 @@ def write_key_parts(path: Path, ids: list[str], exact_keys: list[str], lines: Co
     for key, n in lines.items():
         parts[_hex_partition(key, partitions)]["lines"][key] = n
     bodies = [json.dumps(part, separators=(",", ":")).encode() + b"\n" for part in parts]
-    ends = np.cumsum([len(b) for b in bodies]).tolist()
-    atomic_write_bytes(path, json.dumps(ends).encode() + b"\n" + b"".join(bodies))
+    offsets = 8 * (partitions + 1) + np.cumsum([0] + [len(b) for b in bodies])
+    atomic_write_bytes(path, offsets.astype("<u8").tobytes() + b"".join(bodies))
 
 
 def read_key_part(path: Path, part: int) -> dict:
-    """Partition `part`'s part of shard_N.keys, and no more of it (beyond the header line)."""
-    with open(path, "rb") as f:
-        header = f.readline()
-        ends = json.loads(header)
-        start = ends[part - 1] if part else 0
-        f.seek(len(header) + start)
-        return json.loads(f.read(ends[part] - start))
+    """Partition `part`'s part of shard_N.keys, and no other byte of it but its two offsets."""
+    with open(path, "rb", buffering=0) as f:
+        f.seek(8 * part)
+        start, end = np.frombuffer(f.read(16), "<u8").tolist()
+        f.seek(start)
+        return json.loads(f.read(end - start))
 
 
 def key_partition(part: int, work: Path, offsets: list[int], documents: int, cfg: PrepareConfig) -> None:
@@ -399,8 +401,9 @@ def _ids_at(work: Path, offsets: list[int], wanted: set[int], renamed: dict[int,
 
 def _shard_ids(path: Path) -> dict[int, str]:
     """Row -> id of one shard, from every part of its .keys."""
-    lines = path.read_bytes().split(b"\n")[1:-1]
-    return {row: doc_id for line in lines for row, doc_id in json.loads(line)["ids"]}
+    data = path.read_bytes()
+    parts = data[int.from_bytes(data[:8], "little"):].split(b"\n")[:-1]  # the first offset: where the header ends
+    return {row: doc_id for part in parts for row, doc_id in json.loads(part)["ids"]}
 
 
 def _load_texts(work: Path, offsets: list[int], wanted: set[int]) -> dict[int, str]:
