@@ -154,3 +154,29 @@ def test_a_resumed_prepare_keeps_the_partition_count_it_started_with(tmp_path):
     finally:
         os.chdir(here)
     assert digest(tmp_path / "killed") == FIXTURE["default"]
+
+
+def test_key_partitions_of_a_work_folder_that_recorded_no_count_are_redone(tmp_path):
+    """A work/ left by a prepare that recorded no partition count (before the count followed the corpus)
+    and was killed in the key tasks: its keys_P.json were split another way and are not reused."""
+    run(tmp_path, "default")  # writes the corpus
+    from test_prepare import CrashAfter
+
+    many = load_config("tiny", overrides=["prepare.shard_documents=4", "prepare.boilerplate_min_documents=3",
+                                          "prepare.key_partition_bytes=1000"])
+    default = load_config("tiny", overrides=["prepare.shard_documents=4", "prepare.boilerplate_min_documents=3"])
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prepare(["src"], Path("killed"), many.prepare, many.data, log=lambda *_: None, progress=False,
+                    executor=CrashAfter("key_partition"))
+        work = Path("killed/work")
+        assert (work / "keys_00000.json").is_file()  # partition 0 of 47
+        (work / "partitions.json").unlink()
+        for path in work.glob("shard_*.keys"):  # such a work/ had none: its shards are filtered again
+            path.unlink()
+        prepare(["src"], Path("killed"), default.prepare, default.data, log=lambda *_: None, progress=False)
+    finally:
+        os.chdir(here)
+    assert digest(tmp_path / "killed") == FIXTURE["default"]

@@ -487,7 +487,8 @@ HOW_NOT_WHAT = ("workers", "executor", "key_partition_bytes")  # how the work is
 def prepare_fingerprint(inputs: Inputs, cfg: PrepareConfig, data: DataConfig, identity: dict | None = None) -> str:
     """`identity`: inputs.identity(), when the caller has it (it stats every file)."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in HOW_NOT_WHAT}
-    return fingerprint({"sources": inputs.sources, "inputs": identity or inputs.identity(), "prepare": settings,
+    return fingerprint({"sources": inputs.sources, "inputs": identity or inputs.identity(),  # kinds in inputs
+                        "prepare": settings,
                         "text_field": data.text_field, "max_bytes": data.max_bytes,
                         "max_document_bytes": data.max_document_bytes})
 
@@ -634,6 +635,8 @@ def _recorded_partitions(work: Path, input_bytes: int, cfg: PrepareConfig) -> in
     try:
         return int(json.loads(path.read_text())["partitions"])
     except (OSError, ValueError, KeyError, TypeError):
+        for stale in work.glob("keys_*.json"):  # of a prepare that recorded no count: split another way
+            stale.unlink()
         partitions = key_partitions(input_bytes, cfg)
         atomic_write_json(path, {"partitions": partitions, "input_bytes": input_bytes})
         return partitions
