@@ -16,8 +16,11 @@ measuring wall time, CPU seconds of the process tree (user + system, of every pr
 the peak RSS of the whole tree (the largest sum of VmRSS over the tree in 0.1 s samples, and the sum of
 each process's own VmHWM, an upper bound), report.json's peak per step, the output's disk and the
 documents. Then: the log-log slope of each figure against the bytes read; a projection to 100 GB and
-1 TB (CPU from the cost per byte at the largest size; each step's memory from a straight line through
-its peaks at the two largest sizes); and, unless --skip-full-tokenizer, the held-out bytes per token of
+1 TB (CPU from the cost per byte at the largest size; each step's memory per step, see `projection`:
+the peak at the largest size plus what the step's own holdings grow with -- per input byte of a key
+partition, per band row, per candidate document, per file listed -- at the slope the steps-alone runs
+measured; a step bounded by settings held at its peak: a larger figure at a larger size is a worst case
+over more shards, not growth); and, unless --skip-full-tokenizer, the held-out bytes per token of
 the default tokenizer (trained on tokenizer.train_bytes, a sample) against one trained on all of the
 largest corpus (tokenizer.train_bytes=0, trained as tokenize trains it, in a fresh process, without
 tokenize's encoding pass).
@@ -25,6 +28,9 @@ tokenize's encoding pass).
     python benchmarks/data_scale.py [--sizes 30,100,300,1000] [--workers 2] [--skip-full-tokenizer]
                                     [--out /tmp/data_scale.json] [--root /tmp/data_scale]
     python benchmarks/data_scale.py --rows /tmp/data_scale.json --out /tmp/data_scale2.json   (analyse a run again)
+
+The memory projection needs --steps-alone (it adds each phase-2 step alone and the file listing alone,
+in fresh processes, at each size); without it every growing step is reported "not measured".
 """
 
 from __future__ import annotations
@@ -280,6 +286,9 @@ work = folder / "work"
 if mode == "prepare":
     P._remove_work = lambda w: None
     P.prepare(sys.argv[3:], folder, cfg, config.data, log=lambda *_: None, progress=False)
+elif mode == "listing":  # what the main process holds for the whole run, per file listed
+    inputs = P.list_prepare_inputs(sys.argv[3:], folder)
+    print(sum(1 for _ in inputs.all_files()))
 elif mode != "import":
     offsets, docs = [], 0
     for i in range(len(list(work.glob("shard_*.done")))):
@@ -290,8 +299,9 @@ elif mode != "import":
     elif mode.startswith("band"):
         P.band_buckets(int(mode[4:]), work, offsets, cfg)
     else:
-        d = P.decide_duplicates(work, offsets, cfg)
-        print(json.dumps({"candidate_documents": d["candidate_documents"], "duplicates": d["duplicates"]}))
+        d = P.decide_duplicates(work, offsets, len(list(work.glob("keys_*.json"))), cfg)
+        print(json.dumps({"candidate_documents": d["candidate_documents"], "duplicates": d["duplicates"],
+                          "phase1_documents": docs}))
 print(int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024)
 """
 
@@ -304,21 +314,24 @@ def steps_alone(corpus: Path, root: Path, label: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(HERE / "src"), "OMP_NUM_THREADS": "1"}
 
     def run(mode: str) -> list[str]:
-        done = subprocess.run([sys.executable, "-c", STEP_ALONE, mode, str(folder), *([str(corpus)] if mode == "prepare" else [])],
+        done = subprocess.run([sys.executable, "-c", STEP_ALONE, mode, str(folder),
+                               *([str(corpus)] if mode in ("prepare", "listing") else [])],
                               env=env, check=True, capture_output=True, text=True)
         return done.stdout.splitlines()
 
     run("prepare")
     work = folder / "work"
     bands = sorted(work.glob("band_*.npy"), key=lambda p: p.stat().st_size)
-    out = {"import": int(run("import")[-1]),
-           "keys": max(int(run(f"keys{part}")[-1]) for part in range(len(list(work.glob("keys_*.json"))))),
+    partitions = len(list(work.glob("keys_*.json")))
+    listed = run("listing")
+    out = {"import": int(run("import")[-1]), "listing": int(listed[-1]), "files_listed": int(listed[0]),
+           "key_partitions": partitions, "keys": max(int(run(f"keys{part}")[-1]) for part in range(partitions)),
            "buckets": int(run(f"band{int(bands[-1].name[5:10])}")[-1]) if bands else 0}
     decided = run("decisions")
     out["decisions"] = int(decided[-1])
     out.update(json.loads(decided[0]))
     out["work_bytes"] = {kind: sum(p.stat().st_size for p in work.glob(pattern)) for kind, pattern in
-                         (("lines", "*.lines.json"), ("keys", "*.keys.json"), ("signatures", "*.sig.npy"),
+                         (("keys", "shard_*.keys"), ("signatures", "*.sig.npy"),
                           ("bands", "band_*.npy"), ("kept", "*.kept.jsonl.gz"), ("all", "*"))}
     shutil.rmtree(folder)
     return out
@@ -362,33 +375,90 @@ def growth(rows: list[dict]) -> dict:
     return out
 
 
-def projection(rows: list[dict], workers: int) -> dict:
+TARGET_BYTES = {"100 GB": 100e9, "1 TB": 1e12}
+# what each step's memory grows with (measured by the steps alone: its peak's slope against that unit);
+# filter and write hold one shard (shard_bytes, max_document_bytes), tokenize one batch per worker
+# (encode_batch_bytes) and the tokenizer sample (train_bytes): bounded by settings, held constant
+GROWS_WITH = {"filter": None, "keys": "input byte per key partition", "buckets": "band row (document kept by the filters)",
+              "decisions": "candidate document", "write": None, "parent": "file listed", "tokenize": None}
+
+
+def key_partitions_at(n_bytes: float) -> int:
+    """The key partitions prepare makes for `n_bytes` of input (8 before their number followed the corpus)."""
+    code = ("import lmforge\nfrom lmforge.data import prepare as P\n"
+            f"c = lmforge.load_config('tiny')\nprint(P.key_partitions({int(n_bytes)}, c.prepare) if hasattr(P, 'key_partitions') else 8)")
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONPATH": str(HERE / "src")}).stdout)
+
+
+def step_units(row: dict) -> dict[str, float | None]:
+    """Each growing step's unit count in one steps-alone row (None where that run did not record it)."""
+    a = row["steps_alone"]
+    return {"keys": row["text_bytes"] / a.get("key_partitions", 8),
+            "buckets": a.get("phase1_documents"), "decisions": a["candidate_documents"], "parent": a.get("files_listed")}
+
+
+def step_alone_peak(row: dict, step: str) -> int | None:
+    """The steps-alone peak above a process that only imports lmforge; the parent's growing part is its listing."""
+    a = row["steps_alone"]
+    figure = a.get("listing") if step == "parent" else a[step]
+    return None if figure is None else figure - a["import"]
+
+
+def run_peak(rows: list[dict], step: str) -> int:
+    """The step's largest peak in the full runs (what a worker or the main process held besides the step)."""
+    if step == "tokenize":
+        return max((r["tokenize"]["tree_peak_rss_bytes"] for r in rows if "tokenize" in r), default=0)
+    return max((r["prepare"]["peak_rss_by_step"].get(step, 0) for r in rows if "prepare" in r), default=0)
+
+
+def projection(rows: list[dict], workers: int, partitions_at: dict[str, int]) -> dict:
     """At 100 GB and 1 TB of this mix: CPU at the largest size's cost per byte (its wall on `workers`
-    busy cores), documents at its bytes per document, output disk at its ratio, and each memory figure
-    on the straight line through its peaks at the two largest sizes (what one more byte costs once the
-    bounds set by the settings are reached: at 30 MB a worker has not yet met a full shard), never
-    below the largest measured."""
+    busy cores), documents at its bytes per document, output disk at its ratio; and each step's peak memory
+
+        peak(step, target) = peak in the full run at the largest size
+                             + per unit x (units at the target - units at the largest size)
+
+    where the unit is what the step's own holdings grow with (GROWS_WITH), `per unit` the least-squares
+    slope of its peak alone (fresh process, above one that only imports) against that unit over the
+    steps-alone sizes (never below 0), and the units at a size the largest steps-alone size's units per
+    byte times its bytes (a key partition's: the bytes over `partitions_at`, prepare's rule). A step bounded by settings (filter,
+    write, tokenize) is held at its largest measured peak: a larger figure at a larger size is a worst case
+    over more shards, not growth."""
     last = rows[-1]
-    xs = [r["prepare"]["bytes_in"] for r in rows][-2:]
-    doc_bytes = last["prepare"]["bytes_in"] / last["prepare"]["documents_in"]
+    alone = [r for r in rows if "steps_alone" in r]
+    bytes_in = last["text_bytes"]  # as listed: what the reader will read
+    doc_bytes = bytes_in / last["prepare"]["documents_in"] if "prepare" in last else None
     out = {}
-    for target, n_bytes in (("100 GB", 100e9), ("1 TB", 1e12)):
-        p = {"documents": round(n_bytes / doc_bytes)}
+    for target, n_bytes in TARGET_BYTES.items():
+        p = {"documents": round(n_bytes / doc_bytes)} if doc_bytes else {}
         for cmd in ("prepare", "tokenize"):
-            cpu = last[cmd]["cpu_s"] / last["prepare"]["bytes_in"] * n_bytes
-            p[f"{cmd} cpu_hours"] = round(cpu / 3600, 1)
-            p[f"{cmd} wall_hours on {workers} cores"] = round(cpu / workers / 3600, 1)
-            p[f"{cmd} disk_gb"] = round(last[cmd]["disk_bytes"] / last["prepare"]["bytes_in"] * n_bytes / 1e9, 1)
+            if cmd in last:
+                cpu = last[cmd]["cpu_s"] / bytes_in * n_bytes
+                p[f"{cmd} cpu_hours"] = round(cpu / 3600, 1)
+                p[f"{cmd} wall_hours on {workers} cores"] = round(cpu / workers / 3600, 1)
+                p[f"{cmd} disk_gb"] = round(last[cmd]["disk_bytes"] / bytes_in * n_bytes / 1e9, 1)
         memory = {}
-        for name, ys in memory_figures(rows).items():
-            ys = ys[-2:]
-            a, b = line(xs, ys) if len(xs) > 1 else (ys[0], 0.0)
-            memory[name] = {"gb": round(max(a + b * n_bytes, max(ys)) / 1e9, 2),
-                            "bytes_per_document": round(b * doc_bytes, 1)}
+        for step, unit in GROWS_WITH.items():
+            base = run_peak(rows, step)
+            m = {"grows_with": unit or "bounded by settings", "at_largest_gb": round(base / 1e9, 3)}
+            units = [step_units(r)[step] for r in alone] if unit else []
+            peaks = [step_alone_peak(r, step) for r in alone] if unit else []
+            if unit and len(units) > 1 and None not in units and None not in peaks:
+                per_unit = max(line(units, peaks)[1], 0.0)
+                at = lambda n: units[-1] / alone[-1]["text_bytes"] * n  # noqa: E731  (units of n bytes of this mix)
+                units_then = n_bytes / partitions_at[target] if step == "keys" else at(n_bytes)
+                base += per_unit * (units_then - at(bytes_in))  # from the full run's largest size
+                m.update(per_unit_bytes=round(per_unit, 4 if per_unit < 10 else 1), units=round(units_then))
+            elif unit:
+                m["grows_with"] += " (not measured: run --steps-alone)"
+            m["gb"] = round(base / 1e9, 2)
+            m["under 16 GB"] = m["gb"] <= TARGETS["step_gb_at_100gb"]
+            memory[step] = m
+        p["key_partitions"] = partitions_at[target]
         p["memory"] = memory
-        steps = {k: v["gb"] for k, v in memory.items() if k.startswith("step ") or k == "tokenize tree"}
-        p["bounds_memory"] = max(steps, key=steps.get)
-        p["every step under 16 GB"] = all(v <= TARGETS["step_gb_at_100gb"] for v in steps.values())
+        p["bounds_memory"] = max(memory, key=lambda k: memory[k]["gb"])
+        p["every step under 16 GB"] = all(m["under 16 GB"] for m in memory.values())
         out[target] = p
     return out
 
@@ -497,7 +567,13 @@ def main() -> int:
     tok_workers = tokenize_has_workers()
     print(f"tokenize --workers: {'yes' if tok_workers else 'no (tokenize runs in one process)'}")
 
-    rows = json.loads(Path(args.rows).read_text())["rows"] if args.rows else []
+    saved = json.loads(Path(args.rows).read_text()) if args.rows else {"rows": []}
+    rows = saved["rows"]
+    for extra in saved.get("steps_alone", []):  # steps alone measured in a separate --no-run, by label
+        next((r for r in rows if r["label"] == extra["label"]), {}).setdefault("steps_alone", extra["steps_alone"])
+    # the rule of the lmforge measured: prepare's (a saved run that recorded no key partition count had 8)
+    counted = not args.rows or any("key_partitions" in r.get("steps_alone", {}) for r in rows)
+    partitions_at = saved.get("key_partitions_at") or {t: key_partitions_at(n) if counted else 8 for t, n in TARGET_BYTES.items()}
     for target in [] if args.rows else sizes:
         chosen, n = [], 0
         for f in pool:
@@ -530,8 +606,8 @@ def main() -> int:
         return 0
     result = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "workers": args.workers,
               "tokenize_workers": tok_workers, "held_out": sorted(held_paths), "rows": rows,
-              "growth_exponents": growth(rows) if len(rows) > 1 else {},
-              "projection": projection(rows, args.workers)}
+              "growth_exponents": growth(rows) if len(rows) > 1 else {}, "key_partitions_at": partitions_at,
+              "projection": projection(rows, args.workers, partitions_at)}
     if not args.skip_full_tokenizer:
         result["tokenizers"] = tokenizer_comparison(root, rows[-1]["label"], held)
     Path(args.out).write_text(json.dumps(result, indent=1))
@@ -542,11 +618,14 @@ def main() -> int:
     for k, v in result["growth_exponents"].items():
         print(f"| {k} | {v} |")
     for target, p in result["projection"].items():
-        print(f"\nprojection to {target} ({p['documents']:,} documents of this mix):")
-        print(", ".join(f"{k} {v}" for k, v in p.items() if k not in ("memory", "documents")))
-        print("| memory | GB | bytes per document |\n|---|---|---|")
+        print(f"\nprojection to {target} ({p.get('documents', 0):,} documents of this mix, {p['key_partitions']:,} key partitions):")
+        print(", ".join(f"{k} {v}" for k, v in p.items() if k not in ("memory", "documents", "key_partitions")))
+        print("| step | grows with | bytes per unit | units | peak at largest GB | projected GB | under 16 GB |\n"
+              "|---|---|---|---|---|---|---|")
         for name, m in p["memory"].items():
-            print(f"| {name} | {m['gb']} | {m['bytes_per_document']} |")
+            units = f"{m['units']:,}" if "units" in m else "-"
+            print(f"| {name} | {m['grows_with']} | {m.get('per_unit_bytes', '-')} | {units} "
+                  f"| {m['at_largest_gb']} | {m['gb']} | {'yes' if m['under 16 GB'] else 'NO'} |")
     if "tokenizers" in result:
         c = result["tokenizers"]
         print(f"\nbytes per token on {c['held_out_files']:,} held-out files ({c['held_out_bytes'] / 1e6:.1f} MB): "

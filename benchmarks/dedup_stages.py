@@ -55,13 +55,16 @@ elif mode in ("decide", "partitions"):
         for i in range(n):
             offsets.append(docs)
             docs += json.loads((work / f"shard_{i:05d}.done").read_text())["kept"]
+        # work/partitions.json: the count since phase 1 scatters the keys; before, P.KEY_PARTITIONS
+        recorded = work / "partitions.json"
+        partitions = [json.loads(recorded.read_text())["partitions"]] if recorded.is_file() else []
         if mode == "partitions":  # every task in turn, as P.deduplicate submits them
-            for part in range(P.KEY_PARTITIONS):
+            for part in range(*partitions or [P.KEY_PARTITIONS]):
                 P.key_partition(part, work, offsets, docs, c.prepare)
             for band in range(c.prepare.minhash_bands):
                 P.band_buckets(band, work, offsets, c.prepare)
         else:
-            d = P.decide_duplicates(work, offsets, c.prepare)
+            d = P.decide_duplicates(work, offsets, *partitions, c.prepare)
             out = {"candidate_pairs_checked": d["candidate_pairs_checked"], "ids_held": d["candidate_documents"]}
 out["seconds"] = time.perf_counter() - t
 # VmHWM, not ru_maxrss: that one keeps the forking parent's high-water mark across exec

@@ -226,6 +226,10 @@ class PrepareConfig:
     # ...and at most this many bytes of text per shard (a larger document goes alone): the main process holds
     # 2 x workers shards in flight, and a worker one, so memory follows these settings, not the corpus
     shard_bytes: int = 16_000_000
+    # input bytes (as listed) per key partition of deduplication (at least 8 partitions), fixed when a prepare starts: a
+    # partition task holds its share's ids, exact keys and boilerplate-candidate lines (~0.15 bytes a byte of
+    # text measured on code and docs), not the corpus's. Not in the fingerprint: the output is the same
+    key_partition_bytes: int = 1_000_000_000
     repair: bool = True
     pii: bool = True
     boilerplate: bool = True  # drop lines repeated verbatim across many documents
@@ -435,6 +439,7 @@ def _validate_prepare(p: PrepareConfig) -> None:
     _check(p.workers >= 0, "prepare.workers", p.workers, "must be >= 0 (0 = one per core)")
     _check(p.shard_documents > 0, "prepare.shard_documents", p.shard_documents, "must be > 0")
     _check(p.shard_bytes > 0, "prepare.shard_bytes", p.shard_bytes, "must be > 0")
+    _check(p.key_partition_bytes > 0, "prepare.key_partition_bytes", p.key_partition_bytes, "must be > 0")
     _check(p.minhash_bands > 0 and p.minhash_rows > 0, "prepare.minhash_bands", p.minhash_bands,
            "bands and rows must be > 0")
     _check(p.ngram_words > 0, "prepare.ngram_words", p.ngram_words, "must be > 0")

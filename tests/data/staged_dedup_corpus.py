@@ -58,15 +58,16 @@ def digest(folder: Path) -> dict:
     return out
 
 
-def run(tmp: Path, name: str, workers: int = 1, executor: str = "local") -> dict:
-    """prepare of the corpus under `name`'s settings, 4 documents a shard; ids are paths relative to `tmp`."""
+def run(tmp: Path, name: str, workers: int = 1, executor: str = "local", **overrides) -> dict:
+    """prepare of the corpus under `name`'s settings (and `overrides`: setting -> value), 4 documents a
+    shard; ids are paths relative to `tmp`."""
     import os
 
     from lmforge.config import load_config
     from lmforge.data.prepare import prepare
 
     values = {"prepare.shard_documents": 4, "prepare.workers": workers, "prepare.executor": executor,
-              "prepare.boilerplate_min_documents": 3, **CONFIGS[name]}
+              "prepare.boilerplate_min_documents": 3, **CONFIGS[name], **overrides}
     c = load_config("tiny", overrides=[f"{k}={v}" for k, v in values.items()])
     if not (tmp / "src").exists():
         write_corpus(tmp / "src")

@@ -2,6 +2,7 @@
 the same prepared folder as when one process held the whole corpus, and no step holding every document."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from lmforge.data.prepare import prepare
 from lmforge.folders.prepared import read_jsonl_gz
 
 sys.path.insert(0, str(Path(__file__).parent))
-from staged_dedup_corpus import CONFIGS, run  # noqa: E402
+from staged_dedup_corpus import CONFIGS, digest, run  # noqa: E402
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "staged_dedup_main.json").read_text())
 
@@ -87,3 +88,95 @@ def test_a_work_folder_without_removal_lists_is_decided_again(tmp_path):
         names = sorted(p.name for p in (straight / sub).glob("*"))
         assert names == sorted(p.name for p in (tmp_path / "killed" / sub).glob("*"))
         assert all((straight / sub / n).read_bytes() == (tmp_path / "killed" / sub / n).read_bytes() for n in names)
+
+
+# A partition per ~1 kB of input here (the corpus is ~47 kB): the keys scattered over about 47 parts.
+MANY = {"prepare.key_partition_bytes": 1000}
+
+
+def _partitions(work: Path) -> int:
+    return json.loads((work / "partitions.json").read_text())["partitions"]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_many_key_partitions_give_the_same_folder(tmp_path, monkeypatch, name):
+    """The number of key partitions follows the input's size and changes no output byte."""
+    monkeypatch.setattr(prepare_module, "_remove_work", lambda work: None)
+    assert run(tmp_path, name, **MANY) == FIXTURE[name]
+    work = tmp_path / f"out_{name}_local_1" / "work"
+    input_bytes = sum(p.stat().st_size for p in (tmp_path / "src").iterdir())
+    assert _partitions(work) == -(-input_bytes // 1000) > 40
+    assert len(list(work.glob("keys_*.json"))) == _partitions(work)
+
+
+def test_a_key_task_reads_only_its_own_part_of_each_shard(tmp_path, monkeypatch):
+    """Every byte of every shard's .keys overwritten but partition P's two offsets and its part: P decides
+    the same."""
+    monkeypatch.setattr(prepare_module, "_remove_work", lambda work: None)
+    run(tmp_path, "default", **MANY)
+    work = tmp_path / "out_default_local_1" / "work"
+    shards = sorted(work.glob("shard_*.keys"))
+    offsets, documents = prepare_module.shard_offsets(work, len(shards))
+    c = load_config("tiny", overrides=["prepare.boilerplate_min_documents=3"])
+    written = {path: path.read_bytes() for path in shards}
+    decided = {part: json.loads((work / f"keys_{part:05d}.json").read_text()) for part in range(_partitions(work))}
+    busy = [part for part, d in decided.items() if d["renamed"] or d["exact"] or d["boilerplate"]]
+    assert len(busy) >= 3  # a rename, exact copies, the boilerplate line: each in some partition
+    for part in busy[:3] + [next(p for p in decided if p not in busy)]:
+        for path in shards:
+            data = written[path]
+            start, end = (int.from_bytes(data[8 * i:8 * i + 8], "little") for i in (part, part + 1))
+            kept = {*range(8 * part, 8 * part + 16), *range(start, end)}
+            path.write_bytes(bytes(b if i in kept else ord("#") for i, b in enumerate(data)))
+        prepare_module.key_partition(part, work, offsets, documents, c.prepare)
+        got = json.loads((work / f"keys_{part:05d}.json").read_text())
+        assert {k: v for k, v in got.items() if k != "peak_rss_bytes"} == \
+            {k: v for k, v in decided[part].items() if k != "peak_rss_bytes"}
+
+
+def test_a_resumed_prepare_keeps_the_partition_count_it_started_with(tmp_path):
+    """Killed in the key partitions with ~47 of them, resumed under the default (8 for this size): the
+    shards' keys were split ~47 ways, and the resumed run reads them so."""
+    run(tmp_path, "default")  # writes the corpus
+    from test_prepare import CrashAfter
+
+    many = load_config("tiny", overrides=["prepare.shard_documents=4", "prepare.boilerplate_min_documents=3",
+                                          "prepare.key_partition_bytes=1000"])
+    here = os.getcwd()
+    os.chdir(tmp_path)  # ids are paths relative to it, as in the fixture
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prepare(["src"], Path("killed"), many.prepare, many.data, log=lambda *_: None, progress=False,
+                    executor=CrashAfter("key_partition"))
+        assert _partitions(Path("killed/work")) > 40
+        default = load_config("tiny", overrides=["prepare.shard_documents=4", "prepare.boilerplate_min_documents=3"])
+        prepare(["src"], Path("killed"), default.prepare, default.data, log=lambda *_: None, progress=False)
+    finally:
+        os.chdir(here)
+    assert digest(tmp_path / "killed") == FIXTURE["default"]
+
+
+def test_key_partitions_of_a_work_folder_that_recorded_no_count_are_redone(tmp_path):
+    """A work/ left by a prepare that recorded no partition count (before the count followed the corpus)
+    and was killed in the key tasks: its keys_P.json were split another way and are not reused."""
+    run(tmp_path, "default")  # writes the corpus
+    from test_prepare import CrashAfter
+
+    many = load_config("tiny", overrides=["prepare.shard_documents=4", "prepare.boilerplate_min_documents=3",
+                                          "prepare.key_partition_bytes=1000"])
+    default = load_config("tiny", overrides=["prepare.shard_documents=4", "prepare.boilerplate_min_documents=3"])
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prepare(["src"], Path("killed"), many.prepare, many.data, log=lambda *_: None, progress=False,
+                    executor=CrashAfter("key_partition"))
+        work = Path("killed/work")
+        assert (work / "keys_00000.json").is_file()  # partition 0 of 47
+        (work / "partitions.json").unlink()
+        for path in work.glob("shard_*.keys"):  # such a work/ had none: its shards are filtered again
+            path.unlink()
+        prepare(["src"], Path("killed"), default.prepare, default.data, log=lambda *_: None, progress=False)
+    finally:
+        os.chdir(here)
+    assert digest(tmp_path / "killed") == FIXTURE["default"]

@@ -8,9 +8,10 @@ these settings, not the documents' sizes (report.json's `worker_peak_rss_bytes` 
 `peak_rss_by_step` what each step below and the main process did).
 Three phases:
   1. per shard, in a process pool: repair, filter, redact; exact key, MinHash signature and
-     line statistics of what survives (`work/shard_N.kept.jsonl.gz`, `.sig.npy`, `.keys.json`,
-     `.lines.json`, then marker `.done`);
-  2. in partitions, in the pool: ids, exact keys and lines by hash, MinHash buckets by band; then once,
+     line statistics of what survives (`work/shard_N.kept.jsonl.gz`, `.sig.npy`, `.keys`: ids, exact
+     keys and line counts already split by key partition, then marker `.done`);
+  2. in partitions, in the pool: ids, exact keys and lines by hash (each partition reading only its
+     part of each shard's `.keys`), MinHash buckets by band; then once,
      the verification of the near-duplicate candidates only: a removal list per shard
      (`work/shard_N.drop.json`), the boilerplate lines and the counts (`work/dedup.json`, last);
   3. per shard, in the pool: drop duplicates and boilerplate lines (never from code), write clean/ and rejected/.
@@ -46,9 +47,9 @@ from lmforge.data.sources import (Document, Inputs, Skip, SourceStats, batched,
 from lmforge.errors import LmforgeError
 from lmforge.executors import make_executor
 from lmforge.figures import plural, size
-from lmforge.files import (atomic_write_json, atomic_write_text, building_folder, claim_output, fingerprint, install,
-                           is_complete, json_format_is, output_errors, read_own_bytes, refuse_inside_sources,
-                           refuse_link, remove, remove_own)
+from lmforge.files import (atomic_write_bytes, atomic_write_json, atomic_write_text, building_folder, claim_output,
+                           fingerprint, install, is_complete, json_format_is, output_errors, read_own_bytes,
+                           refuse_inside_sources, refuse_link, remove, remove_own)
 from lmforge.folders.prepared import (FORMAT, PREPARED, REPORT, SHARD_SUFFIX, WORK_FINGERPRINT, PrepareReport,
                                       PreparedDir, clean_shard, read_jsonl_gz, rejected_shard, work_shard,
                                       write_jsonl_gz)
@@ -137,8 +138,9 @@ def _reject(item, stage: str, reason: str, text: str, **extra) -> dict:
     return {"id": item.id, "source": item.source, "stage": stage, "reason": reason, "text": text, **extra}
 
 
-def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, rejected_dir: Path) -> None:
-    """Phase 1 for one shard. `items` are Documents and reader Skips, in stream order."""
+def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, rejected_dir: Path, partitions: int) -> None:
+    """Phase 1 for one shard. `items` are Documents and reader Skips, in stream order; what phase 2's
+    key partitions read is written split into `partitions` parts."""
     reset_peak_rss()  # a pool worker's earlier tasks (a parent's reading, with one worker) are not this one's
     stack = _stack(cfg)
     hasher = MinHasher(cfg.minhash_bands * cfg.minhash_rows, cfg.seed)
@@ -176,9 +178,7 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
     write_jsonl_gz(rejected_dir / rejected_shard("filter", index), rejected)
     np.save(base.with_suffix(".sig.npy"), np.array(signatures, dtype=np.uint32).reshape(len(kept), len(hasher.a)))
     np.save(base.with_suffix(".hassig.npy"), np.array(has_sig, dtype=bool))
-    # what phase 2's partitions read (each of them every shard's), apart from the report's counts
-    atomic_write_json(base.with_suffix(".keys.json"), {"ids": [r["id"] for r in kept], "exact_keys": keys})
-    atomic_write_json(base.with_suffix(".lines.json"), dict(lines))
+    write_key_parts(base.with_suffix(".keys"), [r["id"] for r in kept], keys, lines, partitions)
     stats = {"items": len(items), "kept": len(kept), "rejected": len(rejected),
              "rejected_tally": tally_rejected(rejected), "repairs": stack.counts(),
              "steps": stack.step_stats(), "redaction_examples": dict(redacted), "peak_rss_bytes": peak_rss_bytes(),
@@ -190,24 +190,60 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
 #
 # As datatrove's MinHash pipeline (signatures -> buckets -> clusters -> filter), each step a task on the
 # executor, none holding the whole corpus:
-#   keys_P.json  per hash partition of ids, exact keys and line keys (KEY_PARTITIONS tasks): ids seen
+#   keys_P.json  per hash partition of ids, exact keys and line keys (key_partitions() tasks): ids seen
 #                earlier in the stream (renamed), exact copies of an earlier document, boilerplate lines;
+#                phase 1 scatters them (shard_N.keys: one part per partition), so a task reads its own
+#                part of each shard only, as datatrove's signature step writes one file per bucket;
 #   band_B.npy   per MinHash band (minhash_bands tasks): the members of every bucket of two or more,
 #                found by sorting the band's rows of every shard's signatures;
 #   one task     verification of those candidates only, by true Jaccard in stream order, and a removal
 #                list per shard (shard_N.drop.json); dedup.json, written last, says it is done.
 # A document is named by its stream position (shard offset + row) until a decision needs its id.
 
-KEY_PARTITIONS = 8  # of ids, exact keys and line keys: each task holds about 1/8 of them
+MIN_KEY_PARTITIONS = 8
+PARTITIONS_FILE = "partitions.json"  # in work/: the count a resumed run reads back (its .keys are split by it)
 
 
-def _partition(doc_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=4).digest(), "little") % KEY_PARTITIONS
+def key_partitions(input_bytes: int, cfg: PrepareConfig) -> int:
+    """ceil(input bytes / prepare.key_partition_bytes), at least 8: a key task holds the ids, exact keys
+    and candidate boilerplate lines of about key_partition_bytes of input, whatever the corpus's size.
+    The bytes are the listing's, known before any is read (a compressed file counts compressed, so a
+    gzipped corpus's partitions hold a few times more text). No output depends on the count: a key lands
+    in one partition whatever their number."""
+    return max(MIN_KEY_PARTITIONS, -(-input_bytes // cfg.key_partition_bytes))
 
 
-def _hex_partition(key: str) -> int:
+def _partition(doc_id: str, partitions: int) -> int:
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=4).digest(), "little") % partitions
+
+
+def _hex_partition(key: str, partitions: int) -> int:
     """Of an exact or line key: hex digits of a hash already."""
-    return int(key[:8], 16) % KEY_PARTITIONS
+    return int(key[:8], 16) % partitions
+
+
+def write_key_parts(path: Path, ids: list[str], exact_keys: list[str], lines: Counter, partitions: int) -> None:
+    """shard_N.keys: partitions + 1 byte offsets (little-endian uint64), then one JSON line per partition,
+    part P from offset P to offset P + 1: {"ids": [[row, id]], "exact": [[row, key]], "lines": {key: documents}}.
+    A key task reads 16 bytes of the header and its own part, whatever the number of partitions."""
+    parts = [{"ids": [], "exact": [], "lines": {}} for _ in range(partitions)]
+    for row, (doc_id, key) in enumerate(zip(ids, exact_keys)):
+        parts[_partition(doc_id, partitions)]["ids"].append([row, doc_id])
+        parts[_hex_partition(key, partitions)]["exact"].append([row, key])
+    for key, n in lines.items():
+        parts[_hex_partition(key, partitions)]["lines"][key] = n
+    bodies = [json.dumps(part, separators=(",", ":")).encode() + b"\n" for part in parts]
+    offsets = 8 * (partitions + 1) + np.cumsum([0] + [len(b) for b in bodies])
+    atomic_write_bytes(path, offsets.astype("<u8").tobytes() + b"".join(bodies))
+
+
+def read_key_part(path: Path, part: int) -> dict:
+    """Partition `part`'s part of shard_N.keys, and no other byte of it but its two offsets."""
+    with open(path, "rb", buffering=0) as f:
+        f.seek(8 * part)
+        start, end = np.frombuffer(f.read(16), "<u8").tolist()
+        f.seek(start)
+        return json.loads(f.read(end - start))
 
 
 def key_partition(part: int, work: Path, offsets: list[int], documents: int, cfg: PrepareConfig) -> None:
@@ -221,19 +257,17 @@ def key_partition(part: int, work: Path, offsets: list[int], documents: int, cfg
     renamed, exact = [], []
     line_docs: Counter = Counter()
     for shard, offset in enumerate(offsets):
-        keys = json.loads((work / f"{work_shard(shard)}.keys.json").read_text())
-        for row, (doc_id, key) in enumerate(zip(keys["ids"], keys["exact_keys"])):
-            if _partition(doc_id) == part:
-                if doc_id in seen_ids:
-                    renamed.append([offset + row, f"{doc_id}@{shard}:{row}"])
-                seen_ids.add(doc_id)
-            if cfg.exact_dedup and _hex_partition(key) == part:
-                first = exact_first.setdefault(key, offset + row)
-                if first != offset + row:
-                    exact.append([offset + row, first])
+        keys = read_key_part(work / f"{work_shard(shard)}.keys", part)
+        for row, doc_id in keys["ids"]:
+            if doc_id in seen_ids:
+                renamed.append([offset + row, f"{doc_id}@{shard}:{row}"])
+            seen_ids.add(doc_id)
+        for row, key in keys["exact"] if cfg.exact_dedup else ():
+            first = exact_first.setdefault(key, offset + row)
+            if first != offset + row:
+                exact.append([offset + row, first])
         if cfg.boilerplate:
-            lines = json.loads((work / f"{work_shard(shard)}.lines.json").read_text())
-            line_docs.update({k: n for k, n in lines.items() if _hex_partition(k) == part})
+            line_docs.update(keys["lines"])
     threshold = max(cfg.boilerplate_min_documents, cfg.boilerplate_min_fraction * max(documents, 1))
     atomic_write_json(work / f"keys_{part:05d}.json", {
         "renamed": renamed, "exact": exact, "boilerplate": sorted(k for k, n in line_docs.items() if n >= threshold),
@@ -268,7 +302,7 @@ def band_buckets(index: int, work: Path, offsets: list[int], cfg: PrepareConfig)
     os.replace(tmp, work / f"band_{index:05d}.npy")
 
 
-def decide_duplicates(work: Path, offsets: list[int], cfg: PrepareConfig) -> dict:
+def decide_duplicates(work: Path, offsets: list[int], partitions: int, cfg: PrepareConfig) -> dict:
     """Exact copies, and the near-duplicate candidates verified by true Jaccard in stream order: a
     document is checked only against the *kept* earlier members of its buckets, earliest first, so a
     cluster of k copies costs about k checks (each against the kept copy), not the k^2/2 pairs of its
@@ -277,7 +311,7 @@ def decide_duplicates(work: Path, offsets: list[int], cfg: PrepareConfig) -> dic
     renamed: dict[int, str] = {}
     exact: dict[int, int] = {}
     boilerplate: list[str] = []
-    for part in range(KEY_PARTITIONS):
+    for part in range(partitions):
         keys = json.loads((work / f"keys_{part:05d}.json").read_text())
         renamed.update((pos, new) for pos, new in keys["renamed"])
         exact.update((pos, first) for pos, first in keys["exact"])
@@ -324,13 +358,10 @@ def decide_duplicates(work: Path, offsets: list[int], cfg: PrepareConfig) -> dic
             "candidate_documents": len(bands_of), "duplicates": len(dropped)}
 
 
-def deduplicate(work: Path, n_shards: int, cfg: PrepareConfig, executor) -> None:
+def deduplicate(work: Path, n_shards: int, partitions: int, cfg: PrepareConfig, executor) -> None:
     """Phase 2: the partitions on the executor (those not done yet), then the decisions; dedup.json last."""
-    offsets, documents = [], 0  # each shard's first row in stream order
-    for index in range(n_shards):
-        offsets.append(documents)
-        documents += json.loads((work / f"{work_shard(index)}.done").read_text())["kept"]
-    for part in range(KEY_PARTITIONS):
+    offsets, documents = shard_offsets(work, n_shards)
+    for part in range(partitions):
         if not (work / f"keys_{part:05d}.json").is_file():
             executor.submit(key_partition, part, work, offsets, documents, cfg)
     for index in range(cfg.minhash_bands if cfg.near_dedup else 0):
@@ -338,8 +369,17 @@ def deduplicate(work: Path, n_shards: int, cfg: PrepareConfig, executor) -> None
             executor.submit(band_buckets, index, work, offsets, cfg)
     executor.wait()
     reset_peak_rss()  # in this process: what the decisions alone hold (process_peak_rss_bytes keeps the rest)
-    decisions = decide_duplicates(work, offsets, cfg)
+    decisions = decide_duplicates(work, offsets, partitions, cfg)
     atomic_write_json(work / "dedup.json", {**decisions, "peak_rss_bytes": peak_rss_bytes()})  # after every drop.json
+
+
+def shard_offsets(work: Path, n_shards: int) -> tuple[list[int], int]:
+    """Each shard's first row in stream order, and the documents kept by phase 1 in all."""
+    offsets, documents = [], 0
+    for index in range(n_shards):
+        offsets.append(documents)
+        documents += json.loads((work / f"{work_shard(index)}.done").read_text())["kept"]
+    return offsets, documents
 
 
 def _shard_of(offsets: list[int], pos: int) -> int:
@@ -353,10 +393,17 @@ def _ids_at(work: Path, offsets: list[int], wanted: set[int], renamed: dict[int,
         by_shard[_shard_of(offsets, pos)].append(pos)
     names = {}
     for shard, positions in by_shard.items():
-        ids = json.loads((work / f"{work_shard(shard)}.keys.json").read_text())["ids"]
+        ids = _shard_ids(work / f"{work_shard(shard)}.keys")
         for pos in positions:
             names[pos] = renamed.get(pos, ids[pos - offsets[shard]])
     return names
+
+
+def _shard_ids(path: Path) -> dict[int, str]:
+    """Row -> id of one shard, from every part of its .keys."""
+    data = path.read_bytes()
+    parts = data[int.from_bytes(data[:8], "little"):].split(b"\n")[:-1]  # the first offset: where the header ends
+    return {row: doc_id for part in parts for row, doc_id in json.loads(part)["ids"]}
 
 
 def _load_texts(work: Path, offsets: list[int], wanted: set[int]) -> dict[int, str]:
@@ -434,12 +481,14 @@ def tally_rejected(records: list[dict]) -> dict:
 
 # ---------------------------------------------------------------- driver
 
-HOW_NOT_WHAT = ("workers", "executor")  # how the shards are run: the same files either way
+HOW_NOT_WHAT = ("workers", "executor", "key_partition_bytes")  # how the work is split: the same files either way
 
 
-def prepare_fingerprint(inputs: Inputs, cfg: PrepareConfig, data: DataConfig) -> str:
+def prepare_fingerprint(inputs: Inputs, cfg: PrepareConfig, data: DataConfig, identity: dict | None = None) -> str:
+    """`identity`: inputs.identity(), when the caller has it (it stats every file)."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in HOW_NOT_WHAT}
-    return fingerprint({"sources": inputs.sources, "inputs": inputs.identity(), "prepare": settings,  # kinds in inputs
+    return fingerprint({"sources": inputs.sources, "inputs": identity or inputs.identity(),  # kinds in inputs
+                        "prepare": settings,
                         "text_field": data.text_field, "max_bytes": data.max_bytes,
                         "max_document_bytes": data.max_document_bytes})
 
@@ -507,7 +556,8 @@ def prepare(sources: list[str], out: str | Path, cfg: PrepareConfig, data: DataC
 def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
              log: Callable[[str], None], executor, progress: bool) -> dict:
     sources = inputs.sources
-    fp = prepare_fingerprint(inputs, cfg, data)
+    identity = inputs.identity()
+    fp = prepare_fingerprint(inputs, cfg, data, identity)
     folder = PreparedDir(out)
     if is_complete(folder.report_path, fp):
         report = folder.report()
@@ -527,6 +577,8 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     atomic_write_text(marker_fp, fp)  # first: from now on the folder is recognisably lmforge's
     for part in (build.clean_dir, build.rejected_dir):
         part.mkdir(exist_ok=True)
+    # the listing's bytes (the reader's cap aside), known before any is read; a resumed run keeps its count
+    partitions = _recorded_partitions(work, min(identity["bytes"], data.max_bytes or identity["bytes"]), cfg)
 
     started = time.perf_counter()
     stats = SourceStats(record_skips=True)
@@ -540,7 +592,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
         for index, items in enumerate(_shards(inputs, data, cfg, stats)):
             n_shards = index + 1
             if not _filtered(work, index):
-                executor.submit(filter_shard, index, items, cfg, work, build.rejected_dir)
+                executor.submit(filter_shard, index, items, cfg, work, build.rejected_dir, partitions)
             meter.update(len(items))
         meter.close()
         log(f"prepare: waiting for the last shards' filters ({_seconds(started)} so far)")
@@ -553,7 +605,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
         # a work/ of a prepare from before the staged decisions has a dedup.json but no removal lists
         if not (decisions_path.is_file() and all((work / f"{work_shard(i)}.drop.json").is_file() for i in range(n_shards))):
             log(f"prepare: deciding exact and near duplicates and boilerplate lines ({_seconds(started)} so far)")
-            deduplicate(work, n_shards, cfg, executor)
+            deduplicate(work, n_shards, partitions, cfg, executor)
         log(f"prepare: writing clean/ and rejected/, {plural(n_shards, 'shard')} ({_seconds(started)} so far)")
         for index in range(n_shards):
             if not (work / f"{work_shard(index)}.written").is_file():
@@ -577,10 +629,23 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     return report.to_dict()
 
 
+def _recorded_partitions(work: Path, input_bytes: int, cfg: PrepareConfig) -> int:
+    """The key partitions of this work/: those its shards' .keys were split into, if any was written."""
+    path = work / PARTITIONS_FILE
+    try:
+        return int(json.loads(path.read_text())["partitions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        for stale in work.glob("keys_*.json"):  # of a prepare that recorded no count: split another way
+            stale.unlink()
+        partitions = key_partitions(input_bytes, cfg)
+        atomic_write_json(path, {"partitions": partitions, "input_bytes": input_bytes})
+        return partitions
+
+
 def _filtered(work: Path, index: int) -> bool:
     """Phase 1 is done for shard `index` (its marker is written last; a work/ left by a version of
-    prepare without the keys file is filtered again)."""
-    return (work / f"{work_shard(index)}.done").is_file() and (work / f"{work_shard(index)}.keys.json").is_file()
+    prepare without the partitioned keys file is filtered again)."""
+    return (work / f"{work_shard(index)}.done").is_file() and (work / f"{work_shard(index)}.keys").is_file()
 
 
 def _seconds(started: float) -> str:

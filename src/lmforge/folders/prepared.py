@@ -12,7 +12,9 @@
                                         step (PrepareReport);
                                         written last, with the fingerprint of the inputs and settings
       work/                             per-shard intermediate files and completion markers (`work/fingerprint`
-                                        while a prepare is under way), removed once report.json is written
+                                        while a prepare is under way; `work/partitions.json`, the number of
+                                        key partitions the shards' keys are split into, kept by a resumed
+                                        run), removed once report.json is written
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def rejected_shard(stage: str, index: int) -> str:
 
 
 def work_shard(index: int) -> str:
-    """The stem of one shard's files in work/ (.done, .written, .sig.npy, .hassig.npy, .keys.json, .lines.json,
+    """The stem of one shard's files in work/ (.done, .written, .sig.npy, .hassig.npy, .keys (split by key partition),
     .drop.json, .kept.jsonl.gz)."""
     return f"shard_{index:05d}"
 
