@@ -294,12 +294,14 @@ elif mode != "import":
     for i in range(len(list(work.glob("shard_*.done")))):
         offsets.append(docs)
         docs += json.loads((work / f"shard_{i:05d}.done").read_text())["kept"]
+    counts = json.loads((work / "partitions.json").read_text())
     if mode.startswith("keys"):
         P.key_partition(int(mode[4:]), work, offsets, docs, cfg)
     elif mode.startswith("band"):
-        P.band_buckets(int(mode[4:]), work, offsets, cfg)
+        index, part = map(int, mode[4:].split("_"))
+        P.band_buckets(index, part, counts["band_partitions"], work, offsets, cfg)
     else:
-        d = P.decide_duplicates(work, offsets, len(list(work.glob("keys_*.json"))), cfg)
+        d = P.decide_duplicates(work, offsets, counts["partitions"], counts["band_partitions"], cfg)
         print(json.dumps({"candidate_documents": d["candidate_documents"], "duplicates": d["duplicates"],
                           "phase1_documents": docs}))
 print(int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024)
@@ -326,7 +328,7 @@ def steps_alone(corpus: Path, root: Path, label: str) -> dict:
     listed = run("listing")
     out = {"import": int(run("import")[-1]), "listing": int(listed[-1]), "files_listed": int(listed[0]),
            "key_partitions": partitions, "keys": max(int(run(f"keys{part}")[-1]) for part in range(partitions)),
-           "buckets": int(run(f"band{int(bands[-1].name[5:10])}")[-1]) if bands else 0}
+           "buckets": int(run(f"band{bands[-1].name[5:16]}")[-1]) if bands else 0}
     decided = run("decisions")
     out["decisions"] = int(decided[-1])
     out.update(json.loads(decided[0]))

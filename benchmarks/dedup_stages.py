@@ -57,14 +57,17 @@ elif mode in ("decide", "partitions"):
             docs += json.loads((work / f"shard_{i:05d}.done").read_text())["kept"]
         # work/partitions.json: the count since phase 1 scatters the keys; before, P.KEY_PARTITIONS
         recorded = work / "partitions.json"
-        partitions = [json.loads(recorded.read_text())["partitions"]] if recorded.is_file() else []
+        counts = json.loads(recorded.read_text()) if recorded.is_file() else {}
+        partitions = [counts["partitions"]] if counts else []
+        bands_parts = [counts["band_partitions"]] if "band_partitions" in counts else []
         if mode == "partitions":  # every task in turn, as P.deduplicate submits them
             for part in range(*partitions or [P.KEY_PARTITIONS]):
                 P.key_partition(part, work, offsets, docs, c.prepare)
             for band in range(c.prepare.minhash_bands):
-                P.band_buckets(band, work, offsets, c.prepare)
+                for part in range(*bands_parts or [1]):  # a band split by bucket since partitions.json's band_partitions
+                    P.band_buckets(band, *((part, *bands_parts) if bands_parts else ()), work, offsets, c.prepare)
         else:
-            d = P.decide_duplicates(work, offsets, *partitions, c.prepare)
+            d = P.decide_duplicates(work, offsets, *partitions, *bands_parts, c.prepare)
             out = {"candidate_pairs_checked": d["candidate_pairs_checked"], "ids_held": d["candidate_documents"]}
 out["seconds"] = time.perf_counter() - t
 # VmHWM, not ru_maxrss: that one keeps the forking parent's high-water mark across exec

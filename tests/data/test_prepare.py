@@ -142,6 +142,15 @@ class CrashAfter:
         pass
 
 
+def assert_same_output(a, b):
+    """clean/ and rejected/ byte for byte."""
+    for sub in ("clean", "rejected"):
+        names = sorted(p.name for p in (a / sub).glob("*"))
+        assert names == sorted(p.name for p in (b / sub).glob("*"))
+        for name in names:
+            assert (a / sub / name).read_bytes() == (b / sub / name).read_bytes(), name
+
+
 @pytest.mark.parametrize("crash_in", ["filter_shard", "key_partition", "band_buckets", "write_shard"])
 def test_resume_after_a_kill_gives_identical_output(messy, tmp_path, crash_in):
     c = cfg()
@@ -149,12 +158,30 @@ def test_resume_after_a_kill_gives_identical_output(messy, tmp_path, crash_in):
     with pytest.raises(KeyboardInterrupt):
         prepare([str(messy)], tmp_path / "resumed", c.prepare, c.data, log=quiet, progress=False, executor=CrashAfter(crash_in))
     prepare([str(messy)], tmp_path / "resumed", c.prepare, c.data, log=quiet, progress=False)
-    for sub in ("clean", "rejected"):
-        a = sorted((tmp_path / "straight" / sub).glob("*"))
-        b = sorted((tmp_path / "resumed" / sub).glob("*"))
-        assert [p.name for p in a] == [p.name for p in b]
-        for pa, pb in zip(a, b):
-            assert pa.read_bytes() == pb.read_bytes(), pa.name
+    assert_same_output(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_resume_after_a_kill_in_the_decisions_gives_identical_output(messy, tmp_path, monkeypatch):
+    """The decisions run in the main process, not as tasks: killed there just after the first shard's
+    removal list is written (the others and dedup.json not yet), a rerun decides again to the same folder."""
+    c = cfg()
+    prepare([str(messy)], tmp_path / "straight", c.prepare, c.data, log=quiet, progress=False)
+    write_json = prepare_module.atomic_write_json
+
+    def killed_after_a_drop_list(path, data):
+        write_json(path, data)
+        if path.name.endswith(".drop.json"):
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(prepare_module, "atomic_write_json", killed_after_a_drop_list)
+    with pytest.raises(KeyboardInterrupt):
+        prepare([str(messy)], tmp_path / "resumed", c.prepare, c.data, log=quiet, progress=False)
+    work = tmp_path / "resumed" / "work"
+    assert [p.name for p in work.glob("*.drop.json")] == ["shard_00000.drop.json"] and len(list(work.glob("*.done"))) > 1
+    assert not (work / "dedup.json").exists()
+    monkeypatch.setattr(prepare_module, "atomic_write_json", write_json)
+    prepare([str(messy)], tmp_path / "resumed", c.prepare, c.data, log=quiet, progress=False)
+    assert_same_output(tmp_path / "straight", tmp_path / "resumed")
 
 
 def test_process_pool_gives_the_same_output_as_one_process(messy, tmp_path):
@@ -212,11 +239,7 @@ def test_ray_gives_the_same_output_as_the_local_pool(messy, tmp_path):
         prepare([str(messy)], tmp_path / "ray", on_ray.prepare, on_ray.data, log=quiet, progress=False)
     finally:
         ray.shutdown()
-    for sub in ("clean", "rejected"):
-        names = sorted(p.name for p in (tmp_path / "local" / sub).glob("*"))
-        assert names == sorted(p.name for p in (tmp_path / "ray" / sub).glob("*"))
-        for name in names:
-            assert (tmp_path / "local" / sub / name).read_bytes() == (tmp_path / "ray" / sub / name).read_bytes()
+    assert_same_output(tmp_path / "local", tmp_path / "ray")
 
 
 def test_a_killed_process_resumes_to_identical_output(tmp_path):
@@ -245,11 +268,7 @@ def test_a_killed_process_resumes_to_identical_output(tmp_path):
     proc.wait()
     assert not (tmp_path / "killed" / "report.json").exists()  # it really died mid-way
     subprocess.run(args + ["--out", str(tmp_path / "killed")], check=True, env=env, capture_output=True)
-    for sub in ("clean", "rejected"):
-        names = sorted(p.name for p in (tmp_path / "straight" / sub).glob("*"))
-        assert names == sorted(p.name for p in (tmp_path / "killed" / sub).glob("*"))
-        for name in names:
-            assert (tmp_path / "straight" / sub / name).read_bytes() == (tmp_path / "killed" / sub / name).read_bytes()
+    assert_same_output(tmp_path / "straight", tmp_path / "killed")
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "pidfd_open"), reason="waits on Linux pidfds")

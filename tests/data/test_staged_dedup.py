@@ -73,7 +73,7 @@ def test_a_work_folder_without_removal_lists_is_decided_again(tmp_path):
     """A prepare killed while writing, by a version that kept every decision in dedup.json (no
     shard_N.drop.json): the rerun decides again instead of failing or trusting that file."""
     run(tmp_path, "default")  # the corpus, and the straight run's folder
-    from test_prepare import CrashAfter, cfg
+    from test_prepare import CrashAfter, assert_same_output, cfg
 
     c = cfg()
     with pytest.raises(KeyboardInterrupt):
@@ -84,10 +84,7 @@ def test_a_work_folder_without_removal_lists_is_decided_again(tmp_path):
     prepare([str(tmp_path / "src")], tmp_path / "killed", c.prepare, c.data, log=lambda *_: None, progress=False)
     straight = tmp_path / "straight"
     prepare([str(tmp_path / "src")], straight, c.prepare, c.data, log=lambda *_: None, progress=False)
-    for sub in ("clean", "rejected"):
-        names = sorted(p.name for p in (straight / sub).glob("*"))
-        assert names == sorted(p.name for p in (tmp_path / "killed" / sub).glob("*"))
-        assert all((straight / sub / n).read_bytes() == (tmp_path / "killed" / sub / n).read_bytes() for n in names)
+    assert_same_output(straight, tmp_path / "killed")
 
 
 # A partition per ~1 kB of input here (the corpus is ~47 kB): the keys scattered over about 47 parts.
@@ -177,6 +174,87 @@ def test_key_partitions_of_a_work_folder_that_recorded_no_count_are_redone(tmp_p
         for path in work.glob("shard_*.keys"):  # such a work/ had none: its shards are filtered again
             path.unlink()
         prepare(["src"], Path("killed"), default.prepare, default.data, log=lambda *_: None, progress=False)
+    finally:
+        os.chdir(here)
+    assert digest(tmp_path / "killed") == FIXTURE["default"]
+
+
+# A partition per 100 bytes: ~470 key partitions, so each band split into ~8 bucket partitions.
+MANY_BANDS = {"prepare.key_partition_bytes": 100}
+
+
+def _band_partitions(work: Path) -> int:
+    return json.loads((work / "partitions.json").read_text())["band_partitions"]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_bands_split_by_bucket_give_the_same_folder(tmp_path, monkeypatch, name):
+    """Each band's buckets in several partitions, each task reading the signatures 3 rows at a time: the
+    decisions read their union and the folder is main's, byte for byte."""
+    monkeypatch.setattr(prepare_module, "_remove_work", lambda work: None)
+    monkeypatch.setattr(prepare_module, "BAND_CHUNK_ROWS", 3)  # shards of 4 documents: chunks cut inside them
+    assert run(tmp_path, name, **MANY_BANDS) == FIXTURE[name]
+    work = tmp_path / f"out_{name}_local_1" / "work"
+    parts = _band_partitions(work)
+    assert parts == prepare_module.band_partitions(_partitions(work)) > 4
+    bands = load_config("tiny", overrides=[f"{k}={v}" for k, v in CONFIGS[name].items()]).prepare.minhash_bands
+    assert len(list(work.glob("band_*_*.npy"))) == bands * parts
+
+
+def _buckets(members) -> set[frozenset]:
+    """A band file's buckets as sets of stream positions (bucket numbers are local to a file)."""
+    by_bucket: dict[int, set] = {}
+    for bucket, pos in members.tolist():
+        by_bucket.setdefault(bucket, set()).add(pos)
+    return {frozenset(b) for b in by_bucket.values()}
+
+
+def test_a_band_task_holds_only_its_bucket_partition(tmp_path, monkeypatch):
+    """Band task (B, q) keeps only the rows whose band value hashes to q, and the q tasks' buckets
+    together are the band's buckets as one task over the whole band finds them."""
+    import numpy as np
+
+    monkeypatch.setattr(prepare_module, "_remove_work", lambda work: None)
+    run(tmp_path, "buckets", **MANY_BANDS)
+    work = tmp_path / "out_buckets_local_1" / "work"
+    c = load_config("tiny", overrides=[f"{k}={v}" for k, v in CONFIGS["buckets"].items()])
+    parts = _band_partitions(work)
+    offsets, _ = prepare_module.shard_offsets(work, len(list(work.glob("shard_*.done"))))
+    sigs = np.concatenate([np.load(work / f"shard_{i:05d}.sig.npy") for i in range(len(offsets))])
+    rows = c.prepare.minhash_rows
+    for index in range(c.prepare.minhash_bands):
+        value = sigs[:, index * rows:(index + 1) * rows]
+        union = set()
+        for part in range(parts):
+            members = np.load(work / f"band_{index:05d}_{part:05d}.npy")
+            assert (prepare_module.bucket_partition(value[members[:, 1]], parts) == part).all()
+            union |= _buckets(members)
+        prepare_module.band_buckets(index, 0, 1, work, offsets, c.prepare)  # the whole band in one task
+        assert union == _buckets(np.load(work / f"band_{index:05d}_00000.npy"))
+    assert len(union) > 1
+
+
+def test_band_files_of_a_work_folder_that_recorded_no_band_count_are_redone(tmp_path, monkeypatch):
+    """A work/ killed in the band tasks by a prepare that split no band (band_B.npy, no band_partitions
+    in partitions.json): its band files go, the bands are split and decided again, the folder is main's."""
+    run(tmp_path, "default")  # writes the corpus
+    from test_prepare import CrashAfter
+
+    monkeypatch.setattr(prepare_module, "_remove_work", lambda work: None)
+    c = load_config("tiny", overrides=["prepare.shard_documents=4", "prepare.boilerplate_min_documents=3"])
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prepare(["src"], Path("killed"), c.prepare, c.data, log=lambda *_: None, progress=False,
+                    executor=CrashAfter("band_buckets"))
+        work = Path("killed/work")
+        counts = json.loads((work / "partitions.json").read_text())
+        (work / "partitions.json").write_text(json.dumps({"partitions": counts["partitions"]}))
+        (work / "band_00000_00000.npy").rename(work / "band_00000.npy")  # the older name
+        prepare(["src"], Path("killed"), c.prepare, c.data, log=lambda *_: None, progress=False)
+        assert not (work / "band_00000.npy").exists()
+        assert _band_partitions(work) == 1
     finally:
         os.chdir(here)
     assert digest(tmp_path / "killed") == FIXTURE["default"]

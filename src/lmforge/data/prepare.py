@@ -194,14 +194,17 @@ def filter_shard(index: int, items: list, cfg: PrepareConfig, work: Path, reject
 #                earlier in the stream (renamed), exact copies of an earlier document, boilerplate lines;
 #                phase 1 scatters them (shard_N.keys: one part per partition), so a task reads its own
 #                part of each shard only, as datatrove's signature step writes one file per bucket;
-#   band_B.npy   per MinHash band (minhash_bands tasks): the members of every bucket of two or more,
-#                found by sorting the band's rows of every shard's signatures;
+#   band_B_Q.npy per MinHash band and bucket partition (minhash_bands x band_partitions() tasks): the
+#                members of every bucket of two or more among the band's rows whose value hashes to
+#                partition Q, found by streaming every shard's signatures and sorting those rows only;
 #   one task     verification of those candidates only, by true Jaccard in stream order, and a removal
 #                list per shard (shard_N.drop.json); dedup.json, written last, says it is done.
 # A document is named by its stream position (shard offset + row) until a decision needs its id.
 
 MIN_KEY_PARTITIONS = 8
-PARTITIONS_FILE = "partitions.json"  # in work/: the count a resumed run reads back (its .keys are split by it)
+KEY_PARTITIONS_PER_BAND_PARTITION = 64
+PARTITIONS_FILE = "partitions.json"  # in work/: the counts a resumed run reads back (its .keys are split by one)
+BAND_CHUNK_ROWS = 8_192  # signature rows a band task reads of a shard at a time (3.7 MB of a 112-value sig.npy)
 
 
 def key_partitions(input_bytes: int, cfg: PrepareConfig) -> int:
@@ -211,6 +214,24 @@ def key_partitions(input_bytes: int, cfg: PrepareConfig) -> int:
     gzipped corpus's partitions hold a few times more text). No output depends on the count: a key lands
     in one partition whatever their number."""
     return max(MIN_KEY_PARTITIONS, -(-input_bytes // cfg.key_partition_bytes))
+
+
+def band_partitions(partitions: int) -> int:
+    """Bucket partitions of each band: one per 64 key partitions, so a band task holds the band rows of
+    about 64 x key_partition_bytes of input (~2M rows, ~0.2 GB at 1 GB a key partition), whatever the
+    corpus's size; one below 64 GB. Every task reads the band's signatures whole to pick its rows, so
+    more partitions than memory asks for would only read more."""
+    return -(-partitions // KEY_PARTITIONS_PER_BAND_PARTITION)
+
+
+def bucket_partition(values: np.ndarray, partitions: int) -> np.ndarray:
+    """(n, rows) uint32 band values -> (n,) partition of each: a multiply-xor hash of all its rows, stable
+    across processes and machines (equal values, one partition; MinHash minima are small numbers, so
+    no single row is used as it is)."""
+    h = np.zeros(len(values), dtype=np.uint64)
+    for column in values.T:
+        h = (h ^ column.astype(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
+    return ((h ^ (h >> np.uint64(32))) % np.uint64(partitions)).astype(np.int64)
 
 
 def _partition(doc_id: str, partitions: int) -> int:
@@ -274,18 +295,25 @@ def key_partition(part: int, work: Path, offsets: list[int], documents: int, cfg
         "peak_rss_bytes": peak_rss_bytes()})
 
 
-def band_buckets(index: int, work: Path, offsets: list[int], cfg: PrepareConfig) -> None:
-    """work/band_B.npy: (bucket, position) for every member of a bucket of two or more in band `index`,
-    by bucket then stream position. A bucket is a value of the band's rows (rows equal, not their hash).
-    Its peak memory goes beside it, in work/band_B.json, written first (the .npy is the marker)."""
+def band_buckets(index: int, part: int, parts: int, work: Path, offsets: list[int], cfg: PrepareConfig) -> None:
+    """work/band_B_Q.npy: (bucket, position) for every member of a bucket of two or more in band `index`,
+    among the rows whose band value is in bucket partition `part` of `parts`, by bucket then stream
+    position. A bucket is a value of the band's rows (rows equal, not their hash), so it lies in one
+    partition whole. Each shard's signatures are read BAND_CHUNK_ROWS at a time; the task holds its own
+    rows only. Its peak memory goes beside it, in work/band_B_Q.json, written first (the .npy is the marker)."""
     reset_peak_rss()
     rows = cfg.minhash_rows
     values, positions = [], []
     for shard, offset in enumerate(offsets):
         has = np.load(work / f"{work_shard(shard)}.hassig.npy")
         sigs = np.load(work / f"{work_shard(shard)}.sig.npy", mmap_mode="r")
-        values.append(np.ascontiguousarray(band(sigs, index, rows)[has]))
-        positions.append(offset + np.flatnonzero(has))
+        for start in range(0, len(has), BAND_CHUNK_ROWS):
+            signed = np.flatnonzero(has[start:start + BAND_CHUNK_ROWS]) + start
+            value = np.ascontiguousarray(band(sigs[start:start + BAND_CHUNK_ROWS], index, rows))[signed - start]
+            mine = bucket_partition(value, parts) == part
+            values.append(value[mine])
+            positions.append(offset + signed[mine])
+        del sigs  # unmapped: its pages leave this task's memory
     value = np.concatenate(values) if values else np.zeros((0, rows), np.uint32)
     position = np.concatenate(positions).astype(np.int64) if positions else np.zeros(0, np.int64)
     order = np.lexsort(value.T[::-1])  # stable: positions ascend within a bucket
@@ -296,13 +324,18 @@ def band_buckets(index: int, work: Path, offsets: list[int], cfg: PrepareConfig)
     size = np.bincount(bucket)
     shared = size[bucket] > 1
     out = np.stack([bucket[shared], position[shared]], axis=1).astype(np.int64)
-    tmp = work / f"band_{index:05d}.tmp.npy"
+    name = band_file(index, part)
+    tmp = work / f"{name}.tmp.npy"
     np.save(tmp, out)
-    atomic_write_json(work / f"band_{index:05d}.json", {"peak_rss_bytes": peak_rss_bytes()})
-    os.replace(tmp, work / f"band_{index:05d}.npy")
+    atomic_write_json(work / f"{name}.json", {"peak_rss_bytes": peak_rss_bytes()})
+    os.replace(tmp, work / f"{name}.npy")
 
 
-def decide_duplicates(work: Path, offsets: list[int], partitions: int, cfg: PrepareConfig) -> dict:
+def band_file(index: int, part: int) -> str:
+    return f"band_{index:05d}_{part:05d}"
+
+
+def decide_duplicates(work: Path, offsets: list[int], partitions: int, bands_parts: int, cfg: PrepareConfig) -> dict:
     """Exact copies, and the near-duplicate candidates verified by true Jaccard in stream order: a
     document is checked only against the *kept* earlier members of its buckets, earliest first, so a
     cluster of k copies costs about k checks (each against the kept copy), not the k^2/2 pairs of its
@@ -323,8 +356,8 @@ def decide_duplicates(work: Path, offsets: list[int], partitions: int, cfg: Prep
     if cfg.near_dedup:
         copies = np.fromiter(exact, dtype=np.int64, count=len(exact))
         first_bucket = 0
-        for index in range(cfg.minhash_bands):
-            members = np.load(work / f"band_{index:05d}.npy")
+        for index, part in np.ndindex(cfg.minhash_bands, bands_parts):  # a bucket is in one file whole
+            members = np.load(work / f"{band_file(index, part)}.npy")
             members = members[~np.isin(members[:, 1], copies)]  # exact copies take no part
             shared = np.bincount(members[:, 0])[members[:, 0]] > 1 if len(members) else np.zeros(0, bool)
             for bucket, pos in members[shared].tolist():
@@ -358,18 +391,18 @@ def decide_duplicates(work: Path, offsets: list[int], partitions: int, cfg: Prep
             "candidate_documents": len(bands_of), "duplicates": len(dropped)}
 
 
-def deduplicate(work: Path, n_shards: int, partitions: int, cfg: PrepareConfig, executor) -> None:
+def deduplicate(work: Path, n_shards: int, partitions: int, bands_parts: int, cfg: PrepareConfig, executor) -> None:
     """Phase 2: the partitions on the executor (those not done yet), then the decisions; dedup.json last."""
     offsets, documents = shard_offsets(work, n_shards)
     for part in range(partitions):
         if not (work / f"keys_{part:05d}.json").is_file():
             executor.submit(key_partition, part, work, offsets, documents, cfg)
-    for index in range(cfg.minhash_bands if cfg.near_dedup else 0):
-        if not (work / f"band_{index:05d}.npy").is_file():
-            executor.submit(band_buckets, index, work, offsets, cfg)
+    for index, part in np.ndindex(cfg.minhash_bands if cfg.near_dedup else 0, bands_parts):
+        if not (work / f"{band_file(index, part)}.npy").is_file():
+            executor.submit(band_buckets, index, part, bands_parts, work, offsets, cfg)
     executor.wait()
     reset_peak_rss()  # in this process: what the decisions alone hold (process_peak_rss_bytes keeps the rest)
-    decisions = decide_duplicates(work, offsets, partitions, cfg)
+    decisions = decide_duplicates(work, offsets, partitions, bands_parts, cfg)
     atomic_write_json(work / "dedup.json", {**decisions, "peak_rss_bytes": peak_rss_bytes()})  # after every drop.json
 
 
@@ -578,7 +611,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     for part in (build.clean_dir, build.rejected_dir):
         part.mkdir(exist_ok=True)
     # the listing's bytes (the reader's cap aside), known before any is read; a resumed run keeps its count
-    partitions = _recorded_partitions(work, min(identity["bytes"], data.max_bytes or identity["bytes"]), cfg)
+    partitions, bands_parts = _recorded_partitions(work, min(identity["bytes"], data.max_bytes or identity["bytes"]), cfg)
 
     started = time.perf_counter()
     stats = SourceStats(record_skips=True)
@@ -605,7 +638,7 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
         # a work/ of a prepare from before the staged decisions has a dedup.json but no removal lists
         if not (decisions_path.is_file() and all((work / f"{work_shard(i)}.drop.json").is_file() for i in range(n_shards))):
             log(f"prepare: deciding exact and near duplicates and boilerplate lines ({_seconds(started)} so far)")
-            deduplicate(work, n_shards, partitions, cfg, executor)
+            deduplicate(work, n_shards, partitions, bands_parts, cfg, executor)
         log(f"prepare: writing clean/ and rejected/, {plural(n_shards, 'shard')} ({_seconds(started)} so far)")
         for index in range(n_shards):
             if not (work / f"{work_shard(index)}.written").is_file():
@@ -629,17 +662,24 @@ def _prepare(inputs: Inputs, out: Path, cfg: PrepareConfig, data: DataConfig,
     return report.to_dict()
 
 
-def _recorded_partitions(work: Path, input_bytes: int, cfg: PrepareConfig) -> int:
-    """The key partitions of this work/: those its shards' .keys were split into, if any was written."""
+def _recorded_partitions(work: Path, input_bytes: int, cfg: PrepareConfig) -> tuple[int, int]:
+    """The key partitions of this work/ (those its shards' .keys were split into, if any was written)
+    and the bucket partitions of each band. A count not recorded is chosen now, and the files split by
+    it another way (keys_P.json, band files) go."""
     path = work / PARTITIONS_FILE
     try:
-        return int(json.loads(path.read_text())["partitions"])
+        recorded = json.loads(path.read_text())
+        partitions = int(recorded["partitions"])
     except (OSError, ValueError, KeyError, TypeError):
         for stale in work.glob("keys_*.json"):  # of a prepare that recorded no count: split another way
             stale.unlink()
-        partitions = key_partitions(input_bytes, cfg)
-        atomic_write_json(path, {"partitions": partitions, "input_bytes": input_bytes})
-        return partitions
+        recorded, partitions = {"input_bytes": input_bytes}, key_partitions(input_bytes, cfg)
+    if not isinstance(recorded.get("band_partitions"), int):
+        for stale in work.glob("band_*"):  # of a prepare that split no band (band_B.npy) or recorded no count
+            stale.unlink()
+        recorded = {**recorded, "partitions": partitions, "band_partitions": band_partitions(partitions)}
+        atomic_write_json(path, recorded)
+    return partitions, recorded["band_partitions"]
 
 
 def _filtered(work: Path, index: int) -> bool:
