@@ -327,7 +327,8 @@ def steps_alone(corpus: Path, root: Path, label: str) -> dict:
     partitions = len(list(work.glob("keys_*.json")))
     listed = run("listing")
     out = {"import": int(run("import")[-1]), "listing": int(listed[-1]), "files_listed": int(listed[0]),
-           "key_partitions": partitions, "keys": max(int(run(f"keys{part}")[-1]) for part in range(partitions)),
+           "key_partitions": partitions,
+           "band_partitions": json.loads((work / "partitions.json").read_text())["band_partitions"], "keys": max(int(run(f"keys{part}")[-1]) for part in range(partitions)),
            "buckets": int(run(f"band{bands[-1].name[5:16]}")[-1]) if bands else 0}
     decided = run("decisions")
     out["decisions"] = int(decided[-1])
@@ -381,7 +382,8 @@ TARGET_BYTES = {"100 GB": 100e9, "1 TB": 1e12}
 # what each step's memory grows with (measured by the steps alone: its peak's slope against that unit);
 # filter and write hold one shard (shard_bytes, max_document_bytes), tokenize one batch per worker
 # (encode_batch_bytes) and the tokenizer sample (train_bytes): bounded by settings, held constant
-GROWS_WITH = {"filter": None, "keys": "input byte per key partition", "buckets": "band row (document kept by the filters)",
+GROWS_WITH = {"filter": None, "keys": "input byte per key partition",
+              "buckets": "band row (document kept by the filters) per bucket partition",
               "decisions": "candidate document", "write": None, "parent": "file listed", "tokenize": None}
 
 
@@ -393,11 +395,20 @@ def key_partitions_at(n_bytes: float) -> int:
                               env={**os.environ, "PYTHONPATH": str(HERE / "src")}).stdout)
 
 
+def band_partitions_at(key_partitions: int) -> int:
+    """The bucket partitions of each band prepare makes with `key_partitions` (1 before bands were split)."""
+    code = ("from lmforge.data import prepare as P\n"
+            f"print(P.band_partitions({key_partitions}) if hasattr(P, 'band_partitions') else 1)")
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONPATH": str(HERE / "src")}).stdout)
+
+
 def step_units(row: dict) -> dict[str, float | None]:
     """Each growing step's unit count in one steps-alone row (None where that run did not record it)."""
     a = row["steps_alone"]
     return {"keys": row["text_bytes"] / a.get("key_partitions", 8),
-            "buckets": a.get("phase1_documents"), "decisions": a["candidate_documents"], "parent": a.get("files_listed")}
+            "buckets": a["phase1_documents"] / a.get("band_partitions", 1) if "phase1_documents" in a else None,
+            "decisions": a["candidate_documents"], "parent": a.get("files_listed")}
 
 
 def step_alone_peak(row: dict, step: str) -> int | None:
@@ -450,6 +461,9 @@ def projection(rows: list[dict], workers: int, partitions_at: dict[str, int]) ->
                 per_unit = max(line(units, peaks)[1], 0.0)
                 at = lambda n: units[-1] / alone[-1]["text_bytes"] * n  # noqa: E731  (units of n bytes of this mix)
                 units_then = n_bytes / partitions_at[target] if step == "keys" else at(n_bytes)
+                if step == "buckets":  # a band's rows over its bucket partitions, the rule prepare follows
+                    rows_per_byte = alone[-1]["steps_alone"]["phase1_documents"] / alone[-1]["text_bytes"]
+                    units_then = rows_per_byte * n_bytes / band_partitions_at(partitions_at[target])
                 base += per_unit * (units_then - at(bytes_in))  # from the full run's largest size
                 m.update(per_unit_bytes=round(per_unit, 4 if per_unit < 10 else 1), units=round(units_then))
             elif unit:

@@ -13,7 +13,8 @@
                                         written last, with the fingerprint of the inputs and settings
       work/                             per-shard intermediate files and completion markers (`work/fingerprint`
                                         while a prepare is under way; `work/partitions.json`, the number of
-                                        key partitions the shards' keys are split into, kept by a resumed
+                                        key partitions the shards' keys are split into and of bucket
+                                        partitions each MinHash band is split into, kept by a resumed
                                         run), removed once report.json is written
 """
 
@@ -99,7 +100,7 @@ class PrepareReport(Record):
     # the main process itself); bounded by prepare.shard_bytes and data.max_document_bytes
     worker_peak_rss_bytes: int = 0
     # the peak resident memory of each step, the largest of its tasks: filter (phase 1, per shard), keys
-    # (id, exact-key and line partitions), buckets (MinHash bands), decisions (the candidates' verification,
+    # (id, exact-key and line partitions), buckets (MinHash bands, by bucket partition), decisions (the candidates' verification,
     # in the main process), write (phase 3, per shard), and parent (the main process over the whole run:
     # reading the input, and with one worker every step). Each task's own peak on Linux (its process's
     # high-water mark reset as it starts), the process's so far elsewhere
