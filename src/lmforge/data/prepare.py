@@ -11,7 +11,7 @@ Three phases:
      line statistics of what survives (`work/shard_N.kept.jsonl.gz`, `.sig.npy`, `.keys`: ids, exact
      keys and line counts already split by key partition, then marker `.done`);
   2. in partitions, in the pool: ids, exact keys and lines by hash (each partition reading only its
-     part of each shard's `.keys`), MinHash buckets by band; then once,
+     part of each shard's `.keys`), MinHash buckets by band and bucket partition; then once,
      the verification of the near-duplicate candidates only: a removal list per shard
      (`work/shard_N.drop.json`), the boilerplate lines and the counts (`work/dedup.json`, last);
   3. per shard, in the pool: drop duplicates and boilerplate lines (never from code), write clean/ and rejected/.
