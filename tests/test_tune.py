@@ -43,7 +43,8 @@ def test_tune_writes_its_points_plot_and_overlay(tuned):
     assert result["lr"] == LRS[losses.index(min(losses))] and result["loss"] == min(losses)
     assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert yaml.safe_load((out / "tuned.yaml").read_text()) == {
-        "model": {"parametrization": "mup", "mup_base_width": 32}, "train": {"lr": result["lr"]}}
+        "model": {"parametrization": "mup", "mup_base_width": 32, "tie_embeddings": True},
+        "train": {"lr": result["lr"], "optimizer": "adamw"}}
     assert f"best: train.lr {result['lr']:.4g}" in stdout and "lmforge train --config" in stdout
     assert "SWEEP/tune" in stdout  # how a sweep would pick it up
     assert result["tie_embeddings"] and "model.tie_embeddings=false" in stdout  # the tiny preset ties them
@@ -61,6 +62,20 @@ def test_a_wider_run_takes_the_tuned_lr_and_base_width(tuned, tmp_path):
     assert saved["model"]["parametrization"] == "mup" and saved["model"]["mup_base_width"] == 32
     groups = {g["name"]: g["lr"] for g in json.loads((run / "summary.json").read_text())["param_groups"]}
     assert groups["hidden"] == pytest.approx(lr / 2) and groups["embedding+head"] == pytest.approx(lr)
+
+
+def test_an_untied_tune_makes_the_wider_run_untied(tuned, tmp_path):
+    """The lr of an untied proxy is not the lr of a tied model: the head's tying travels in tuned.yaml."""
+    out, _ = tuned
+    overlay_file = tmp_path / "tuned.yaml"
+    write_overlay({**_result(32, 0.01), "overlay": overlay(32, 0.01, tie_embeddings=False, optimizer="muon")},
+                  overlay_file)
+    run = tmp_path / "wide"
+    r = lmforge("train", "--config", overlay_file, "--data", out / "tokens", "--out", run,
+                *without_lr(sets(**{"train.max_steps": 2})), "--set", "model.n_embd=64")
+    assert r.returncode == 0, r.stderr
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["tie_embeddings"] is False and saved["train"]["optimizer"] == "muon"
 
 
 def test_a_finished_tune_is_read_back_not_trained_again(tuned, corpus_dir):

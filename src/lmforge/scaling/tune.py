@@ -20,7 +20,7 @@ tokenized folder. The best is the grid point with the lowest final validation lo
     OUT/tune.json     every point (lr, loss, steps, tokens, run), the best, the parabola, the proxy
     OUT/tune.png      final validation loss against lr
     OUT/tuned.yaml    the overlay a bigger run reads: model.parametrization=mup, model.mup_base_width,
-                      train.lr (`lmforge train --config OUT/tuned.yaml --set model.n_embd=512`; in a
+                      model.tie_embeddings, train.lr, train.optimizer (`lmforge train --config OUT/tuned.yaml --set model.n_embd=512`; in a
                       sweep folder, SWEEP/tune/tuned.yaml, `lmforge scale plan --out SWEEP` and
                       `lmforge scale run SWEEP` use it)
     OUT/runs/lr<lr>/  the proxy runs (RUN folders); a finished one is not trained again
@@ -161,9 +161,11 @@ def tune_tokens(cfg: Config, out: Path, log: Callable[[str], None]) -> Path:
     return folder
 
 
-def overlay(width: int, lr: float) -> dict:
-    """tuned.yaml's keys: what a bigger run must share with the proxy for the lr to transfer."""
-    return {"model": {"parametrization": "mup", "mup_base_width": width}, "train": {"lr": lr}}
+def overlay(width: int, lr: float, tie_embeddings: bool = True, optimizer: str = "adamw") -> dict:
+    """tuned.yaml's keys: what a bigger run must share with the proxy for the lr to transfer (a tied or
+    untied head and the optimizer change what the lr means, so they travel with it)."""
+    return {"model": {"parametrization": "mup", "mup_base_width": width, "tie_embeddings": tie_embeddings},
+            "train": {"lr": lr, "optimizer": optimizer}}
 
 
 def tune(cfg: Config, width: int, lrs: list[float], steps: int, out: str | Path,
@@ -203,7 +205,7 @@ def tune(cfg: Config, width: int, lrs: list[float], steps: int, out: str | Path,
         "lr_parabola": parabola_vertex(points, best), "at_edge": edge,
         "rule": f"lowest final validation loss on the grid; ties to {TIE_DIGITS} decimals go to the smaller lr; "
                 "diverged runs count as worst; the parabola's vertex is reported, not chosen",
-        "overlay": overlay(width, lr),
+        "overlay": overlay(width, lr, pcfg.model.tie_embeddings, pcfg.train.optimizer),
     }
     result["plot"] = str(plot(result, out / PLOT_FILE))
     result["overlay_file"] = str(write_overlay(result, out / TUNED_FILE))
