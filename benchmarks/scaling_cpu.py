@@ -35,7 +35,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from lmforge.config import ModelConfig
+from lmforge.config import load_config
 from lmforge.scaling.design import available_cpus, identifiability, make_size
 from lmforge.scaling.fitting import law_from_theta
 from lmforge.folders.sweep import SweepDir
@@ -83,7 +83,7 @@ def plan_flags(args) -> list[str]:
         # the base width is the one train.lr was set at, so that width trains at exactly today's lr and
         # every other width (sweep and targets alike) at muP's per-group lr, init and output scale
         values["model.parametrization"] = "mup"
-        values["model.mup_base_width"] = args.base_width or ModelConfig().n_embd
+        values["model.mup_base_width"] = args.base_width or load_config("scaling").model.n_embd  # plan's preset
     if args.cooldowns == "branched":
         # one WSD trunk per size, each token count a cooldown off it; the targets train on the same WSD
         # recipe (they read the sweep's config). Warmup: the floor alone (scale.min_warmup_steps, 200) for
@@ -156,7 +156,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/scaling_bench", help="sweep folder (reused: a rerun resumes)")
     ap.add_argument("--budget", default="1.8e13", help="sweep FLOPs (exact), repeats included")
@@ -194,9 +194,14 @@ def main() -> None:
                          "sweep and targets, warmup the 200-step floor for every run)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: sweep and targets alike")
     ap.add_argument("--source", default="builtin", help="corpus (builtin, or e.g. ../shared/data/...)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.device.startswith("cuda"):
         args.target_parallel = 1
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     out = Path(args.out)
     t0 = time.time()
     timings = {}
