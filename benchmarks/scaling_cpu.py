@@ -185,6 +185,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--parallel", type=int, default=2, help="sweep processes (CPU)")
     ap.add_argument("--target-parallel", type=int, default=2, help="targets trained at once")
     ap.add_argument("--target-threads", type=int, default=1)
+    ap.add_argument("--shortest-first", action="store_true", help="train the cheapest targets first even when "
+                    "several run at once (with the default five, as fast in all, and more finished if stopped early)")
     ap.add_argument("--parametrization", choices=("standard", "mup"), default="standard",
                     help="model.parametrization of the sweep and the targets")
     ap.add_argument("--base-width", type=int, default=0, help="mup: model.mup_base_width (default: the config's "
@@ -226,9 +228,10 @@ def main() -> None:
     timings["fit_s"] = time.time() - t
     register(out, targets)
     t = time.time()
-    # several at once: longest first packs the processes best; one at a time: shortest first, so a
-    # benchmark stopped early has the most targets finished
-    order = sorted(targets, key=lambda x: x["params"] * x["tokens"] * (1 if args.target_parallel == 1 else -1))
+    # several at once: longest first packs the processes best; one at a time (or --shortest-first, on a
+    # deadline): shortest first, so a benchmark stopped early has the most targets finished
+    shortest = args.target_parallel == 1 or args.shortest_first
+    order = sorted(targets, key=lambda x: x["params"] * x["tokens"] * (1 if shortest else -1))
     with ThreadPoolExecutor(args.target_parallel) as pool:
         results = dict(zip([x["label"] for x in order], pool.map(lambda x: verify(out, x, args), order)))
     timings["targets_s"] = time.time() - t
