@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -826,6 +827,32 @@ def test_a_branched_sweep_plans_its_saving_resumes_its_trunk_and_fits_the_same_p
     made = json.loads((tmp_path / "br" / "fit.json").read_text())["cooldowns"]
     assert made == {"mode": "branched", "trunks": 2, "flops": pytest.approx(want), "flops_separate": sep["total_flops"],
                     "saving": pytest.approx(br["saving"])}
+
+
+def test_the_benchmarks_mup_branched_sweep_trains_points_and_targets_on_one_recipe(tmp_path):
+    """benchmarks/scaling_cpu.py --parametrization mup --cooldowns branched: a WSD sweep under muP at the
+    base width train.lr was set at, whose every branched point warms up as it would trained alone, and
+    so do the targets (they take the sweep's config); the default plan is today's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import scaling_cpu
+
+    default = scaling_cpu.plan_flags(scaling_cpu.parse_args([]))
+    assert "separate" in default and not any(f.startswith(("model.", "train.schedule", "scale.warmup")) for f in default)
+    flags = scaling_cpu.plan_flags(scaling_cpu.parse_args(["--parametrization", "mup", "--cooldowns", "branched"]))
+    assert main(["scale", "plan", *flags, "--out", str(tmp_path / "br")]) == 0
+    cfg, sweep = SweepDir(tmp_path / "br").load()
+    assert (cfg.model.parametrization, cfg.model.mup_base_width, cfg.model.n_embd) == ("mup", 128, 128)
+    assert cfg.train.schedule == "wsd" and sweep["cooldowns"] == "branched" and sweep["saving"] > 0.3
+    assert {r["lr"] for r in sweep["runs"]} == {cfg.train.lr}  # muP: per-group lr, no per-width train.lr
+    own = {r["name"]: design.warmup_steps(cfg.scale, r["steps"]) for r in sweep["runs"]}
+    assert {r["name"]: r["warmup_steps"] for r in sweep["runs"]} == own and set(own.values()) == {200}
+    targets = scaling_cpu.targets_of(cfg, max(r["flops"] for r in sweep["runs"]), 512, scaling_cpu.parse_args([]))
+    assert {design.warmup_steps(cfg.scale, round(t["tokens"] / cfg.tokens_per_step())) for t in targets} == {200}
+    assert {design.size_config(cfg, w).train.lr for w in (96, 128)} == {cfg.train.lr}
+    # under the 5% share the runs over 4,000 steps would warm up longer alone than as branches
+    assert main(["scale", "plan", *flags, "--set", "scale.warmup_fraction=0.05", "--out", str(tmp_path / "share")]) == 0
+    cfg, sweep = SweepDir(tmp_path / "share").load()
+    assert any(r["warmup_steps"] < design.warmup_steps(cfg.scale, r["steps"]) for r in sweep["runs"])
 
 
 def test_branched_trunks_one_per_size_and_seed_with_the_shortest_runs_warmup():
