@@ -194,3 +194,14 @@ def test_plan_refuses_a_tuned_yaml_that_is_not_one(corpus_dir, tmp_path, capsys)
     assert "not an overlay of lmforge scale tune" in capsys.readouterr().err
     assert not (out / "sweep.yaml").exists()
 
+
+
+def test_tune_refuses_an_out_holding_the_users_files(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "tune.json").write_text("my own notes")
+    (out / "notes.txt").write_text("mine")
+    assert_user_error(lmforge("scale", "tune", "--width", 32, "--lrs", "0.004,0.008,0.016", "--steps", 4,
+                              "--out", out), "holds files that are not a tune's")
+    assert (out / "tune.json").read_text() == "my own notes" and sorted(p.name for p in out.iterdir()) == [
+        "notes.txt", "tune.json"]

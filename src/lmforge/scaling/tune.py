@@ -39,7 +39,7 @@ import yaml
 
 from lmforge.config import Config, config_from_dict, merge_dicts, with_data
 from lmforge.errors import LmforgeError, TrainingDiverged
-from lmforge.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from lmforge.files import OutputKind, atomic_write_bytes, atomic_write_json, atomic_write_text, claim_output
 from lmforge.folders.run import RunDir
 from lmforge.folders.sweep import TUNED_FILE, SweepDir
 from lmforge.folders.tokenized import META, is_tokenized
@@ -50,6 +50,11 @@ PLOT_FILE = "tune.png"
 RUNS = "runs"
 TOKENS = "tokens"
 TIE_DIGITS = 4  # losses equal to this many decimals are a tie
+ENTRIES = (TOKENS, RUNS, RESULT_FILE, PLOT_FILE, TUNED_FILE)
+# a tune's --out is lmforge's when everything in it bears a tune's names (a killed tune has only tokens/ or runs/)
+OWN_NAMES = ENTRIES + (f".{TOKENS}.lock", f".{TOKENS}.tokenize-building")  # tokenize's lock and building sibling
+TUNE = OutputKind("tune folder", ENTRIES, RESULT_FILE,
+                  lambda folder: all(entry.name in OWN_NAMES for entry in folder.iterdir()))
 
 
 def lr_grid(lr_min: float, lr_max: float) -> list[float]:
@@ -180,6 +185,10 @@ def tune(cfg: Config, width: int, lrs: list[float], steps: int, out: str | Path,
         raise LmforgeError(f"scale tune: --steps {steps} is too few to tell learning rates apart; give at least 4")
     out = Path(out)
     proxy_config(cfg, width, lrs[0], "mup", width, steps, out)  # a bad width is refused before tokenizing
+    if out.is_dir() and not out.is_symlink() and any(out.iterdir()) and not TUNE.is_own(out):
+        raise LmforgeError(f"--out {out} holds files that are not a tune's ({', '.join(ENTRIES)}): "
+                           "give a new or empty folder")  # the user's files are never written over
+    claim_output(out, TUNE)  # links, a file in the way
     out.mkdir(parents=True, exist_ok=True)
     tokens = tune_tokens(cfg, out, log)
     points = []
