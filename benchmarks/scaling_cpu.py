@@ -84,6 +84,11 @@ def plan_flags(args) -> list[str]:
         # every other width (sweep and targets alike) at muP's per-group lr, init and output scale
         values["model.parametrization"] = "mup"
         values["model.mup_base_width"] = args.base_width or load_config("scaling").model.n_embd  # plan's preset
+    if args.head == "untied":
+        # the output head its own matrix: under muP a tied one gets one Adam update for two gradients, the
+        # readout's 1/m_d of the embedding's, and the wide models stall (benchmarks/transfer_cpu.py,
+        # docs/LOG.md 2026-12-07). N counts the head then (all unique parameters), so the targets' D follow.
+        values["model.tie_embeddings"] = "false"
     if args.cooldowns == "branched":
         # one WSD trunk per size, each token count a cooldown off it; the targets train on the same WSD
         # recipe (they read the sweep's config). Warmup: the floor alone (scale.min_warmup_steps, 200) for
@@ -191,6 +196,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="model.parametrization of the sweep and the targets")
     ap.add_argument("--base-width", type=int, default=0, help="mup: model.mup_base_width (default: the config's "
                     "model.n_embd, the width train.lr was set at)")
+    ap.add_argument("--head", choices=("tied", "untied"), default="tied",
+                    help="untied: the output head its own matrix (model.tie_embeddings=false), sweep and targets")
     ap.add_argument("--cooldowns", choices=("separate", "branched"), default="separate",
                     help="branched: one WSD run per size, its token counts cooldowns off it (train.schedule=wsd for "
                          "sweep and targets, warmup the 200-step floor for every run)")

@@ -853,6 +853,14 @@ def test_the_benchmarks_mup_branched_sweep_trains_points_and_targets_on_one_reci
     assert main(["scale", "plan", *flags, "--set", "scale.warmup_fraction=0.05", "--out", str(tmp_path / "share")]) == 0
     cfg, sweep = SweepDir(tmp_path / "share").load()
     assert any(r["warmup_steps"] < design.warmup_steps(cfg.scale, r["steps"]) for r in sweep["runs"])
+    # --head untied: the head its own matrix in the sweep and so in the targets, and counted in N
+    untied = scaling_cpu.parse_args(["--parametrization", "mup", "--head", "untied"])
+    assert main(["scale", "plan", *scaling_cpu.plan_flags(untied), "--out", str(tmp_path / "untied")]) == 0
+    cfg_u, sweep_u = SweepDir(tmp_path / "untied").load()
+    assert cfg_u.model.tie_embeddings is False
+    tied_n = [t["params"] for t in scaling_cpu.targets_of(cfg, 1e12, 512, untied)]
+    assert [t["params"] for t in scaling_cpu.targets_of(cfg_u, 1e12, 512, untied)] == \
+        [n + 512 * w for n, w in zip(tied_n, (96, 64, 96, 128, 128))]  # the head: vocab x width more
 
 
 def test_branched_trunks_one_per_size_and_seed_with_the_shortest_runs_warmup():
