@@ -783,18 +783,25 @@ def test_a_branched_sweep_plans_its_saving_resumes_its_trunk_and_fits_the_same_p
                  "--set", "train.schedule=cosine"]) == 2
     assert "set train.schedule=wsd (it is cosine)" in capsys.readouterr().err
     assert main(["scale", "plan", *flags, "--out", str(tmp_path / "sep")]) == 0
-    assert main(["scale", "plan", *flags, "--set", "scale.cooldowns=branched", "--out", str(tmp_path / "br")]) == 0
-    text = capsys.readouterr().out
     _, sep = SweepDir(tmp_path / "sep").load()
-    cfg, br = SweepDir(tmp_path / "br").load()
     assert "trunks" not in sep and "cooldowns" not in sep  # separate: the sweep as before
-    assert [r["name"] for r in br["runs"]] == [r["name"] for r in sep["runs"]]
-    assert [t["name"] for t in br["trunks"]] == ["width016-trunk", "width024-trunk"]
     steps = sorted({r["steps"] for r in sep["runs"]})
-    assert len(steps) == 3 and all(t["steps"] == steps[-1] and t["stop"] == int(0.8 * steps[-1]) for t in br["trunks"])
     # the trunk's steps and each run's decay, instead of every run's steps
     per_step = {r["knob"]: r["flops_exact"] / r["steps"] for r in sep["runs"]}
     want = sum(per_step[k] * (int(0.8 * steps[-1]) + sum(s - int(0.8 * s) for s in steps)) for k in per_step)
+    # --budget is what the sweep spends: branched, the same budget buys a longer grid ...
+    assert main(["scale", "plan", *flags, "--set", "scale.cooldowns=branched", "--out", str(tmp_path / "full")]) == 0
+    _, full = SweepDir(tmp_path / "full").load()
+    assert full["total_flops"] <= 6e10 < full["flops_separate"]  # separately, its runs would cost 1.5x the budget
+    assert max(r["tokens"] for r in full["runs"]) > max(r["tokens"] for r in sep["runs"])
+    # ... and the separate sweep's cost branched buys the separate sweep's runs
+    assert main(["scale", "plan", *flags[2:], "--budget", repr(want * (1 + 1e-12)), "--set", "scale.cooldowns=branched",
+                 "--out", str(tmp_path / "br")]) == 0
+    text = capsys.readouterr().out
+    cfg, br = SweepDir(tmp_path / "br").load()
+    assert [r["name"] for r in br["runs"]] == [r["name"] for r in sep["runs"]]
+    assert [t["name"] for t in br["trunks"]] == ["width016-trunk", "width024-trunk"]
+    assert len(steps) == 3 and all(t["steps"] == steps[-1] and t["stop"] == int(0.8 * steps[-1]) for t in br["trunks"])
     assert br["total_flops"] == pytest.approx(want) and br["flops_separate"] == sep["total_flops"]
     assert br["saving"] == pytest.approx(1 - want / sep["total_flops"]) and br["saving"] > 0.3
     assert f"({100 * br['saving']:.0f}% saved)" in text and "width016-trunk" in text
@@ -884,3 +891,19 @@ def test_branched_trunks_one_per_size_and_seed_with_the_shortest_runs_warmup():
             assert r["warmup_steps"] <= r["steps"] // 4
     costs = design.cooldown_costs(runs, trunks)
     assert costs["flops_separate"] == sum(r["flops_exact"] for r in runs) and 0 < costs["saving"] < 1
+
+
+def test_the_optimal_design_prices_a_branched_point_at_what_it_adds():
+    """Under branched cooldowns a shorter point of a size already trained long costs its cooldown, so
+    the same budget buys every point the separate design has and more, and spends no more than it."""
+    cfg = lab_config([16, 32, 64], 2e12, repeats=2)
+    cfg = replace(cfg, train=replace(cfg.train, schedule="wsd"))
+    sep = design.design(cfg, 8e12, 512)
+    br_cfg = replace(cfg, scale=replace(cfg.scale, cooldowns="branched"))
+    br = design.design(br_cfg, 8e12, 512)
+    assert {r["name"] for r in sep} < {r["name"] for r in br}
+    assert design.sweep_flops(cfg, sep) <= 8e12 and design.sweep_flops(br_cfg, br) <= 8e12
+    marked = [dict(r) for r in br]
+    trunks = design.with_branched_cooldowns(br_cfg, marked)
+    assert design.sweep_flops(br_cfg, br) == pytest.approx(design.cooldown_costs(marked, trunks)["flops_branched"])
+    assert design.sweep_flops(cfg, br) > 8e12  # trained separately, those points would overspend

@@ -117,6 +117,25 @@ def _allowed(cfg: Config, s: Size, steps: int) -> bool:
     return steps >= sc.min_steps and sc.min_tokens_per_param <= steps * cfg.tokens_per_step() / s.params <= sc.max_tokens_per_param
 
 
+def sweep_flops(cfg: Config, runs: list[dict], step_overhead_flops: float = 0.0) -> float:
+    """Exact training FLOPs of `runs` as the sweep trains them, so that --budget is what is spent: each
+    run on its own, or (scale.cooldowns=branched) per size and seed one trunk to the latest decay start
+    and each run's cooldown beyond it. step_overhead_flops: added per step trained (see `design`)."""
+    if cfg.scale.cooldowns != "branched":
+        return float(sum(r["flops_exact"] + step_overhead_flops * r["steps"] for r in runs))
+    from lmforge.training.optim import wsd_decay_start
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["knob"], r.get("seed")), []).append(r)
+    total = 0.0
+    for group in groups.values():
+        starts = [wsd_decay_start(r["steps"], cfg.train.decay_fraction) for r in group]
+        per_step = group[0]["flops_exact"] / group[0]["steps"] + step_overhead_flops  # one size: one cost per step
+        total += per_step * (max(starts) + sum(r["steps"] - b for r, b in zip(group, starts)))
+    return total
+
+
 def _runs_at(cfg: Config, sizes: list[Size], top: float) -> list[dict]:
     """The runs of the design whose largest level is `top` (6ND FLOPs for isoflop, tokens for grid)."""
     sc, tps = cfg.scale, cfg.tokens_per_step()
@@ -156,7 +175,7 @@ def _largest_design(cfg: Config, sizes: list[Size], budget: float) -> list[dict]
     """isoflop or grid: the largest top level whose runs, and the repeats of the cheapest, fit the budget."""
     if cfg.scale.repeats:
         first = _largest_design(replace(cfg, scale=replace(cfg.scale, repeats=0)), sizes, budget)
-        budget -= sum(sorted(r["flops_exact"] for r in first)[: cfg.scale.repeats])
+        budget -= sweep_flops(cfg, sorted(first, key=lambda r: r["flops_exact"])[: cfg.scale.repeats])
     tps = cfg.tokens_per_step()
     # The top level grows in small geometric steps until the next one would overspend; the run set
     # changes as sizes enter and leave the tokens-per-parameter window, so the total is not monotone.
@@ -166,9 +185,9 @@ def _largest_design(cfg: Config, sizes: list[Size], budget: float) -> list[dict]
     top = lo
     for _ in range(2000):
         runs = _runs_at(cfg, sizes, top)
-        total = sum(r["flops_exact"] for r in runs)
+        total = sweep_flops(cfg, runs)
         if total > budget:
-            if sum(r["flops_exact"] for r in runs if r["level"] == max(x["level"] for x in runs)) > budget:
+            if sweep_flops(cfg, [r for r in runs if r["level"] == max(x["level"] for x in runs)]) > budget:
                 break
         elif runs:
             best = runs
@@ -222,7 +241,9 @@ def _alpha_beta_logdet(info: np.ndarray) -> float:
 def optimal_design(cfg: Config, sizes: list[Size], budget: float, step_overhead_flops: float = 0.0) -> list[dict]:
     """Greedy Ds-optimal design for (alpha, beta): start from the corners (every size's shortest run,
     the smallest and largest sizes' longest), then add the candidate that lowers log det Cov(alpha,
-    beta) most per FLOP until the budget (less the repeats) is spent. The information is the prior's
+    beta) most per FLOP until the budget (less the repeats) is spent, each candidate priced at what it
+    adds to the sweep as trained (`sweep_flops`: under branched cooldowns, its cooldown and any
+    lengthening of its size's trunk). The information is the prior's
     form's: under Kaplan's, whose data term grows with N, long runs of the middle sizes earn their
     cost; under the additive law, which has no such term, they never would (docs/LOG.md, 2026-12-02)."""
     from lmforge.scaling.fitting import log_loss_jacobian, theta_of
@@ -241,29 +262,35 @@ def optimal_design(cfg: Config, sizes: list[Size], budget: float, step_overhead_
     prior = prior_law(cfg)
     J = log_loss_jacobian(theta_of(prior), np.log([c["params"] for c in cands]), np.log([c["tokens"] for c in cands]),
                           prior.form) / sc.noise
-    flops = np.array([c["flops_exact"] for c in cands])
-    cost = flops + step_overhead_flops * np.array([c["steps"] for c in cands])  # ~ wall-clock
     by_size: dict[int, list[int]] = {}
     for i, c in enumerate(cands):
         by_size.setdefault(c["knob"], []).append(i)
     knobs = sorted(by_size, key=lambda k: cands[by_size[k][0]]["params"])
     chosen = {ix[0] for ix in by_size.values()} | {by_size[knobs[0]][-1], by_size[knobs[-1]][-1]}
-    repeat_cost = sum(sorted(flops)[: sc.repeats]) if sc.repeats else 0.0
+
+    def flops(ix) -> float:  # what these candidates cost trained as the sweep trains them
+        return sweep_flops(cfg, [cands[i] for i in ix])
+
+    repeat_cost = flops(sorted(range(len(cands)), key=lambda i: cands[i]["flops_exact"])[: sc.repeats]) if sc.repeats else 0.0
     spend = budget - repeat_cost
-    if flops[list(chosen)].sum() > spend:
-        raise LmforgeError(f"--budget {budget:.3g} FLOPs does not cover the design's corners ({flops[list(chosen)].sum():.3g} "
+    if flops(chosen) > spend:
+        raise LmforgeError(f"--budget {budget:.3g} FLOPs does not cover the design's corners ({flops(chosen):.3g} "
                            f"FLOPs: every size's shortest run, the smallest and largest sizes' longest): raise --budget "
                            f"or lower scale.max_run_flops")
     ridge = 1e-9 * np.eye(5)  # the corners alone may leave the information singular in a direction
     info = J[list(chosen)].T @ J[list(chosen)] + ridge
     while True:
-        left = spend - flops[list(chosen)].sum()
+        spent = flops(chosen)
+        wall = sweep_flops(cfg, [cands[i] for i in chosen], step_overhead_flops)
         current = _alpha_beta_logdet(info)
         best, best_gain = None, 0.0
         for i in range(len(cands)):
-            if i in chosen or flops[i] > left:
+            if i in chosen or flops(chosen | {i}) > spend:
                 continue
-            gain = (current - _alpha_beta_logdet(info + np.outer(J[i], J[i]))) / cost[i]
+            # ranked per unit of wall-clock added: under branched cooldowns a shorter point of a size
+            # already trained long costs only its cooldown
+            cost = sweep_flops(cfg, [cands[j] for j in chosen | {i}], step_overhead_flops) - wall
+            gain = (current - _alpha_beta_logdet(info + np.outer(J[i], J[i]))) / cost
             if gain > best_gain:
                 best, best_gain = i, gain
         if best is None:
