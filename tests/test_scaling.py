@@ -843,9 +843,12 @@ def test_the_benchmarks_mup_branched_sweep_trains_points_and_targets_on_one_reci
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import scaling_cpu
 
+    standard = scaling_cpu.plan_flags(scaling_cpu.parse_args(
+        ["--parametrization", "standard", "--head", "tied", "--cooldowns", "separate"]))
+    assert "separate" in standard and not any(f.startswith(("model.", "train.schedule", "scale.warmup")) for f in standard)
     default = scaling_cpu.plan_flags(scaling_cpu.parse_args([]))
-    assert "separate" in default and not any(f.startswith(("model.", "train.schedule", "scale.warmup")) for f in default)
-    flags = scaling_cpu.plan_flags(scaling_cpu.parse_args(["--parametrization", "mup", "--cooldowns", "branched"]))
+    assert {"model.parametrization=mup", "model.tie_embeddings=false", "train.schedule=wsd"} <= set(default)
+    flags = scaling_cpu.plan_flags(scaling_cpu.parse_args(["--head", "tied"]))
     assert main(["scale", "plan", *flags, "--out", str(tmp_path / "br")]) == 0
     cfg, sweep = SweepDir(tmp_path / "br").load()
     assert (cfg.model.parametrization, cfg.model.mup_base_width, cfg.model.n_embd) == ("mup", 128, 128)
@@ -861,7 +864,7 @@ def test_the_benchmarks_mup_branched_sweep_trains_points_and_targets_on_one_reci
     cfg, sweep = SweepDir(tmp_path / "share").load()
     assert any(r["warmup_steps"] < design.warmup_steps(cfg.scale, r["steps"]) for r in sweep["runs"])
     # --head untied: the head its own matrix in the sweep and so in the targets, and counted in N
-    untied = scaling_cpu.parse_args(["--parametrization", "mup", "--head", "untied"])
+    untied = scaling_cpu.parse_args([])
     assert main(["scale", "plan", *scaling_cpu.plan_flags(untied), "--out", str(tmp_path / "untied")]) == 0
     cfg_u, sweep_u = SweepDir(tmp_path / "untied").load()
     assert cfg_u.model.tie_embeddings is False
