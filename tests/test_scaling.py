@@ -868,9 +868,6 @@ def test_the_benchmarks_mup_branched_sweep_trains_points_and_targets_on_one_reci
     assert main(["scale", "plan", *scaling_cpu.plan_flags(untied), "--out", str(tmp_path / "untied")]) == 0
     cfg_u, sweep_u = SweepDir(tmp_path / "untied").load()
     assert cfg_u.model.tie_embeddings is False
-    recorded = yaml.safe_load((Path(__file__).resolve().parents[1] / "docs/scaling/2026-12-07-mup-untied/sweep.yaml").read_text())
-    assert [r["name"] for r in sweep_u["runs"]] == [r["name"] for r in recorded["runs"]]  # the defaults plan the record's runs
-    assert sweep_u["total_flops"] == pytest.approx(recorded["total_flops"])
     tied_n = [t["params"] for t in scaling_cpu.targets_of(cfg, 1e12, 512, untied)]
     assert [t["params"] for t in scaling_cpu.targets_of(cfg_u, 1e12, 512, untied)] == \
         [n + 512 * w for n, w in zip(tied_n, (96, 64, 96, 128, 128))]  # the head: vocab x width more
