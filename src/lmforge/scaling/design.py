@@ -280,7 +280,6 @@ def optimal_design(cfg: Config, sizes: list[Size], budget: float, step_overhead_
     ridge = 1e-9 * np.eye(5)  # the corners alone may leave the information singular in a direction
     info = J[list(chosen)].T @ J[list(chosen)] + ridge
     while True:
-        spent = flops(chosen)
         wall = sweep_flops(cfg, [cands[i] for i in chosen], step_overhead_flops)
         current = _alpha_beta_logdet(info)
         best, best_gain = None, 0.0
